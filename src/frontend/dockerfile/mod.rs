@@ -1,0 +1,5 @@
+//! The Dockerfile frontend, split like BuildKit's: `parser` (syntax only), `shell` (word
+//! expansion), and later `instructions` (typed commands) and `lower` (to the plan).
+
+pub mod parser;
+pub mod shell;

@@ -1,0 +1,1 @@
+//! Shell-word expansion of Dockerfile words.

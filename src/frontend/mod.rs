@@ -1,0 +1,4 @@
+//! Frontends: each turns a user's build description into a `plan::Plan`.
+
+pub mod dockerfile;
+pub mod spec;

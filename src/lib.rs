@@ -1,0 +1,18 @@
+//! lade: a daemonless, reproducible OCI image builder.
+//!
+//! Data flows one way: `frontend` (Dockerfile, lade.toml) → `plan` → `exec` (with `context`,
+//! `layer`, `store`) → `image` → `output` / `registry`. `digest` and `path` are the shared
+//! vocabulary every stage speaks.
+
+pub mod cli;
+pub mod context;
+pub mod digest;
+pub mod exec;
+pub mod frontend;
+pub mod image;
+pub mod layer;
+pub mod output;
+pub mod path;
+pub mod plan;
+pub mod registry;
+pub mod store;
