@@ -1,6 +1,48 @@
-//! Command-line interface.
+//! Command-line interface: clap definitions (`args`), the per-command entry points, progress
+//! display and exit codes. `main` → `run` → `ExitCode`; errors are printed once, here.
+
+pub mod args;
+mod parse_cmd;
+
+use args::{Cli, Command};
+use clap::Parser;
 use std::process::ExitCode;
 
+/// Exit code for a failed build or command (bad input, I/O failure).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for a usage error (bad flags or arguments).
+pub const EXIT_USAGE: u8 = 2;
+
 pub fn main() -> ExitCode {
-    ExitCode::SUCCESS
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Parse(a) => parse_cmd::run(&a),
+    }
 }
