@@ -47,7 +47,11 @@ impl FromStr for Digest {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || DigestParseError(s.to_string());
         let hex_part = s.strip_prefix("sha256:").ok_or_else(err)?;
-        if hex_part.len() != 64 || hex_part.bytes().any(|b| !matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if hex_part.len() != 64
+            || hex_part
+                .bytes()
+                .any(|b| !matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(err());
         }
         let mut raw = [0u8; 32];
@@ -94,7 +98,11 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Hasher::new(), count: 0 }
+        HashingWriter {
+            inner,
+            hasher: Hasher::new(),
+            count: 0,
+        }
     }
     /// The inner writer, the digest of all bytes written and their number.
     pub fn finish(self) -> (W, Digest, u64) {
@@ -125,7 +133,10 @@ mod tests {
     fn parse_and_display_round_trip() {
         let d = Digest::of(b"");
         let s = d.to_string();
-        assert_eq!(s, "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            s,
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
         assert_eq!(s.parse::<Digest>().unwrap(), d);
         assert!("sha512:00".parse::<Digest>().is_err());
         assert!("sha256:E3B0".parse::<Digest>().is_err());

@@ -139,9 +139,15 @@ mod tests {
     fn cleans_and_resolves() {
         let p = ImagePath::parse_absolute("//usr/./local/../bin/").unwrap();
         assert_eq!(p.as_bytes(), b"usr/bin");
-        assert_eq!(ImagePath::parse_absolute("/../..").unwrap(), ImagePath::root());
+        assert_eq!(
+            ImagePath::parse_absolute("/../..").unwrap(),
+            ImagePath::root()
+        );
         let base = ImagePath::parse_absolute("/app").unwrap();
-        assert_eq!(ImagePath::resolve(&base, "lib/x").unwrap().display(), "/app/lib/x");
+        assert_eq!(
+            ImagePath::resolve(&base, "lib/x").unwrap().display(),
+            "/app/lib/x"
+        );
         assert_eq!(ImagePath::resolve(&base, "/etc").unwrap().display(), "/etc");
         assert!(ImagePath::parse_absolute("rel").is_err());
         assert_eq!(p.parent().unwrap().display(), "/usr");

@@ -4,7 +4,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "lade", version, about = "Daemonless, reproducible OCI image builder")]
+#[command(
+    name = "lade",
+    version,
+    about = "Daemonless, reproducible OCI image builder"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

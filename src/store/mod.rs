@@ -1,1 +1,88 @@
-//! store
+//! The content-addressed store under `$XDG_CACHE_HOME/lade` (or `--cache-dir`): blobs by
+//! sha256, the step cache index (cache key → layer record), and the file-digest cache that
+//! lets an unchanged context skip re-reading. Every write is temp file + rename, so two lade
+//! processes can share one store and an interrupted write leaves nothing half-done.
+
+mod blobs;
+mod filecache;
+mod steps;
+
+pub use blobs::BlobWriter;
+pub use filecache::{FileDigestCache, FileStamp};
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cache directory {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("blob {expected} is missing from the store")]
+    MissingBlob { expected: crate::digest::Digest },
+    #[error("blob content does not match its digest: expected {expected}, got {actual}")]
+    DigestMismatch {
+        expected: crate::digest::Digest,
+        actual: crate::digest::Digest,
+    },
+    #[error("blob size does not match: expected {expected} bytes, got {actual}")]
+    SizeMismatch { expected: u64, actual: u64 },
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A handle on one store directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// The store used when no `--cache-dir` is given: `$LADE_CACHE_DIR`, else
+    /// `$XDG_CACHE_HOME/lade`, else `~/.cache/lade`.
+    pub fn default_root() -> PathBuf {
+        if let Some(d) = std::env::var_os("LADE_CACHE_DIR").filter(|d| !d.is_empty()) {
+            return PathBuf::from(d);
+        }
+        if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+            return PathBuf::from(d).join("lade");
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        home.join(".cache").join("lade")
+    }
+
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        for sub in ["blobs/sha256", "tmp", "steps", "files"] {
+            let p = root.join(sub);
+            std::fs::create_dir_all(&p).map_err(io_err(&p))?;
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temp file beside it, fsync'd data, then rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_data()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
