@@ -1,1 +1,178 @@
-//! plan
+//! The build plan: what both frontends lower to and `exec` runs. Pure data, no I/O.
+//!
+//! A `Plan` is a DAG of `Stage`s (a stage's base may be another stage); each stage applies
+//! `Step`s in order on top of its base. Layer steps say *which* files go where; `exec`
+//! resolves them against the context and derives each step's cache key from the step's
+//! definition and the content digests of its inputs (`cache_key`), never paths or mtimes.
+
+mod key;
+
+pub use key::cache_key;
+
+use crate::image::Platform;
+use crate::path::ImagePath;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub stages: Vec<Stage>,
+    /// Index of the stage whose result is the image.
+    pub target: usize,
+    /// Manifest annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// Image names to tag the result with (`name:tag`).
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Stage {
+    pub name: Option<String>,
+    pub base: Base,
+    pub platform: Platform,
+    pub steps: Vec<Step>,
+}
+
+/// What a stage starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Base {
+    Scratch,
+    /// An OCI image layout directory, optionally a tag (`org.opencontainers.image.ref.name`).
+    OciLayout {
+        dir: PathBuf,
+        tag: Option<String>,
+    },
+    /// A tarred OCI image layout.
+    OciArchive {
+        file: PathBuf,
+        tag: Option<String>,
+    },
+    /// A registry reference (pulled by the registry module).
+    Registry {
+        reference: String,
+    },
+    /// Another stage of this plan, by index.
+    Stage {
+        index: usize,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Step {
+    /// Files that become one layer.
+    Layer(LayerStep),
+    /// A change to the image configuration; no layer.
+    Config(ConfigEdit),
+    /// A command run in a container over the stage's filesystem.
+    Run(RunStep),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerStep {
+    /// A short name (`[[layer]] name`, or the Dockerfile instruction), shown in progress.
+    pub name: String,
+    /// The history entry's `created_by`.
+    pub created_by: String,
+    pub sources: Vec<FileSet>,
+}
+
+/// Where a plan item was written (`file:line:col`), for errors found while executing it.
+pub type Origin = String;
+
+/// Owner and permission rules applied to the files of a set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Attrs {
+    /// Mode of every regular file (replaces the host's).
+    pub file_mode: Option<u32>,
+    /// Mode of every directory.
+    pub dir_mode: Option<u32>,
+    pub uid: u32,
+    pub gid: u32,
+    /// Without `file_mode`: files get 0o755 when executable on the host, else 0o644.
+    /// When false, all files get 0o644.
+    pub preserve_exec_bit: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum FileSet {
+    /// A directory of the context (relative path), selected by globs, placed under `into`.
+    /// Empty `include` means everything.
+    Select {
+        from: String,
+        into: ImagePath,
+        include: Vec<String>,
+        exclude: Vec<String>,
+        attrs: Attrs,
+        /// Where `from` was written. Not serialised: locations must not change cache keys.
+        #[serde(skip)]
+        origin: Origin,
+        /// Where each `include` pattern was written.
+        #[serde(skip)]
+        include_origins: Vec<Origin>,
+    },
+    /// Entries of a zip archive in the context (a jar), each to an image path.
+    Zip {
+        archive: String,
+        entries: Vec<ZipEntry>,
+        attrs: Attrs,
+        #[serde(skip)]
+        origin: Origin,
+    },
+    /// A file lade generates (e.g. Jib's classpath file).
+    Inline {
+        path: ImagePath,
+        #[serde(serialize_with = "as_lossy_str")]
+        content: Vec<u8>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// An empty directory (e.g. WORKDIR).
+    Dir {
+        path: ImagePath,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+}
+
+fn as_lossy_str<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(b))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ZipEntry {
+    /// Name inside the archive.
+    pub name: String,
+    pub path: ImagePath,
+}
+
+/// One change to the image configuration, applied in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "set", content = "value", rename_all = "kebab-case")]
+pub enum ConfigEdit {
+    Entrypoint(Option<Vec<String>>),
+    Cmd(Option<Vec<String>>),
+    Env(String, String),
+    WorkingDir(String),
+    User(String),
+    Label(String, String),
+    ExposedPort(String),
+    Volume(String),
+    StopSignal(String),
+    Author(String),
+    Shell(Vec<String>),
+    OnBuild(String),
+    Healthcheck(Option<crate::image::Healthcheck>),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunStep {
+    pub command: Vec<String>,
+    /// Dockerfile location for errors (`file:line`).
+    pub origin: String,
+}

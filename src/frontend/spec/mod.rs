@@ -1,1 +1,322 @@
-//! The declarative `lade.toml` frontend.
+//! The declarative `lade.toml` frontend (Jib-style): `[image]` settings, `[[layer]]` file
+//! sets, and the `[java]` / `[cargo]` presets, lowered to a one-stage `plan::Plan`.
+//!
+//! Besides the spec itself this frontend reads only the `[java]` jar's directory listing (to
+//! split it into layers); file selection happens in `exec` against the context.
+
+mod java;
+mod schema;
+
+pub use schema::SpecFile;
+
+use crate::frontend::diag::{self, Location};
+use crate::image::Platform;
+use crate::path::ImagePath;
+use crate::plan::{Attrs, Base, ConfigEdit, FileSet, LayerStep, Plan, Stage, Step};
+use schema::{CargoSection, ImageSection, LayerSection, Port};
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::Path;
+use toml::Spanned;
+
+/// An error in a spec, located at the value it is about.
+#[derive(Debug, thiserror::Error)]
+#[error("{rendered}")]
+pub struct SpecError {
+    pub location: Location,
+    pub message: String,
+    rendered: String,
+}
+
+/// Lowers one spec file. `file_name` is how errors name it; `spec_dir` anchors relative paths.
+pub fn lower(
+    file_name: &str,
+    src: &str,
+    spec_dir: &Path,
+    platform_override: Option<&Platform>,
+) -> Result<Plan, SpecError> {
+    let cx = Cx {
+        file: file_name,
+        src,
+    };
+    let spec: SpecFile = toml::from_str(src).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        cx.error(span, e.message().trim_end(), hint_for(e.message()))
+    })?;
+
+    let platform = match (platform_override, &spec.image.platform) {
+        (Some(p), _) => p.clone(),
+        (None, Some(p)) => p
+            .get_ref()
+            .parse()
+            .map_err(|e: crate::image::PlatformParseError| {
+                cx.error(p.span(), &e.to_string(), None)
+            })?,
+        (None, None) => Platform::host(),
+    };
+    let base = base_of(&cx, &spec.image.from, spec_dir)?;
+
+    let mut steps = Vec::new();
+    for layer in &spec.layer {
+        steps.push(Step::Layer(cx.layer(layer)?));
+    }
+    let mut entrypoint = None;
+    if let Some(java) = &spec.java {
+        let lowered = java::lower(&cx, java, spec_dir)?;
+        steps.extend(lowered.layers.into_iter().map(Step::Layer));
+        entrypoint = Some(lowered.entrypoint);
+    }
+    if let Some(cargo) = &spec.cargo {
+        let (step, ep) = cx.cargo(cargo)?;
+        steps.push(Step::Layer(step));
+        entrypoint = Some(ep);
+    }
+    if spec.image.entrypoint.is_some() {
+        entrypoint = spec.image.entrypoint.clone();
+    }
+    steps.extend(
+        cx.config_edits(&spec.image, entrypoint)?
+            .into_iter()
+            .map(Step::Config),
+    );
+
+    Ok(Plan {
+        stages: vec![Stage {
+            name: None,
+            base,
+            platform,
+            steps,
+        }],
+        target: 0,
+        annotations: spec.image.annotations.clone(),
+        tags: spec.image.tags.clone(),
+    })
+}
+
+fn hint_for(message: &str) -> Option<&'static str> {
+    message
+        .contains("unknown field")
+        .then_some("see README.md (lade.toml reference) for the keys each table accepts")
+}
+
+/// `scratch`, `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, or a registry reference.
+fn base_of(cx: &Cx, from: &Spanned<String>, spec_dir: &Path) -> Result<Base, SpecError> {
+    let s = from.get_ref().trim();
+    let split_tag = |rest: &str| -> (std::path::PathBuf, Option<String>) {
+        // A tag follows the last ':' only when what precedes it exists as a path.
+        match rest.rsplit_once(':') {
+            Some((p, t)) if !t.contains('/') && !spec_dir.join(rest).exists() => {
+                (spec_dir.join(p), Some(t.to_string()))
+            }
+            _ => (spec_dir.join(rest), None),
+        }
+    };
+    if s.is_empty() {
+        return Err(cx.error(
+            from.span(),
+            "`from` is empty",
+            Some("use \"scratch\" for an empty base"),
+        ));
+    }
+    Ok(if s == "scratch" {
+        Base::Scratch
+    } else if let Some(rest) = s.strip_prefix("oci:") {
+        let (dir, tag) = split_tag(rest);
+        Base::OciLayout { dir, tag }
+    } else if let Some(rest) = s.strip_prefix("oci-archive:") {
+        let (file, tag) = split_tag(rest);
+        Base::OciArchive { file, tag }
+    } else {
+        Base::Registry {
+            reference: s.to_string(),
+        }
+    })
+}
+
+/// What every check needs to point into the spec.
+pub(crate) struct Cx<'a> {
+    file: &'a str,
+    src: &'a str,
+}
+
+impl Cx<'_> {
+    pub(crate) fn location(&self, span: Range<usize>) -> Location {
+        Location::at_offset(self.file, self.src, span.start)
+    }
+
+    pub(crate) fn error(&self, span: Range<usize>, message: &str, hint: Option<&str>) -> SpecError {
+        let location = self.location(span);
+        let rendered = diag::render(&location, self.src, message, hint);
+        SpecError {
+            location,
+            message: message.to_string(),
+            rendered,
+        }
+    }
+
+    fn image_path(&self, p: &Spanned<String>, what: &str) -> Result<ImagePath, SpecError> {
+        ImagePath::parse_absolute(p.get_ref()).map_err(|e| {
+            self.error(
+                p.span(),
+                &format!("`{what}` must be an absolute path in the image: {e}"),
+                Some("write it with a leading /, e.g. \"/app\""),
+            )
+        })
+    }
+
+    fn owner(&self, owner: Option<&Spanned<String>>) -> Result<(u32, u32), SpecError> {
+        let Some(o) = owner else { return Ok((0, 0)) };
+        let parsed = o
+            .get_ref()
+            .split_once(':')
+            .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)));
+        parsed.ok_or_else(|| {
+            self.error(
+                o.span(),
+                &format!("owner {:?} is not numeric uid:gid", o.get_ref()),
+                Some("e.g. owner = \"1000:1000\""),
+            )
+        })
+    }
+
+    fn layer(&self, l: &LayerSection) -> Result<LayerStep, SpecError> {
+        let into = self.image_path(&l.into, "into")?;
+        let (uid, gid) = self.owner(l.owner.as_ref())?;
+        if Path::new(l.from.get_ref()).is_absolute()
+            || l.from.get_ref().split('/').any(|c| c == "..")
+        {
+            return Err(self.error(
+                l.from.span(),
+                "`from` must be a directory inside the spec's directory",
+                Some("use a relative path without `..`"),
+            ));
+        }
+        for pattern in l.include.iter() {
+            globset::Glob::new(pattern.get_ref())
+                .map_err(|e| self.error(pattern.span(), &format!("bad glob: {e}"), None))?;
+        }
+        let attrs = Attrs {
+            file_mode: l.mode.map(|m| m.0),
+            dir_mode: l.dir_mode.map(|m| m.0),
+            uid,
+            gid,
+            preserve_exec_bit: l.preserve_exec_bit,
+        };
+        Ok(LayerStep {
+            name: l.name.clone(),
+            created_by: format!("lade layer {}", l.name),
+            sources: vec![FileSet::Select {
+                from: l.from.get_ref().clone(),
+                into,
+                include: l.include.iter().map(|p| p.get_ref().clone()).collect(),
+                exclude: l.exclude.clone(),
+                attrs,
+                origin: self.location(l.from.span()).to_string(),
+                include_origins: l
+                    .include
+                    .iter()
+                    .map(|p| self.location(p.span()).to_string())
+                    .collect(),
+            }],
+        })
+    }
+
+    fn cargo(&self, c: &Spanned<CargoSection>) -> Result<(LayerStep, Vec<String>), SpecError> {
+        let bin = c.get_ref().bin.get_ref();
+        let (dir, name) = match bin.rsplit_once('/') {
+            Some((d, n)) => (d.to_string(), n.to_string()),
+            None => (".".to_string(), bin.clone()),
+        };
+        if name.is_empty() {
+            return Err(self.error(c.get_ref().bin.span(), "`bin` must name a file", None));
+        }
+        let into = self.image_path(&Spanned::new(c.span(), c.get_ref().into.clone()), "into")?;
+        let target = into.join_bytes(name.as_bytes());
+        let origin = self.location(c.get_ref().bin.span()).to_string();
+        let step = LayerStep {
+            name: format!("cargo {name}"),
+            created_by: format!("lade cargo {name}"),
+            sources: vec![FileSet::Select {
+                from: dir,
+                into,
+                include: vec![globset::escape(&name)],
+                exclude: vec![],
+                attrs: Attrs {
+                    file_mode: Some(0o755),
+                    dir_mode: None,
+                    uid: 0,
+                    gid: 0,
+                    preserve_exec_bit: true,
+                },
+                origin: origin.clone(),
+                include_origins: vec![origin],
+            }],
+        };
+        Ok((step, vec![target.display()]))
+    }
+
+    fn config_edits(
+        &self,
+        img: &ImageSection,
+        entrypoint: Option<Vec<String>>,
+    ) -> Result<Vec<ConfigEdit>, SpecError> {
+        let mut edits = Vec::new();
+        if let Some(ep) = entrypoint {
+            edits.push(ConfigEdit::Entrypoint(Some(ep)));
+        }
+        if let Some(cmd) = &img.cmd {
+            edits.push(ConfigEdit::Cmd(Some(cmd.clone())));
+        }
+        for (k, v) in &img.env {
+            edits.push(ConfigEdit::Env(k.clone(), v.clone()));
+        }
+        if let Some(w) = &img.workdir {
+            edits.push(ConfigEdit::WorkingDir(
+                self.image_path(w, "workdir")?.display(),
+            ));
+        }
+        if let Some(u) = &img.user {
+            edits.push(ConfigEdit::User(u.clone()));
+        }
+        for (k, v) in &img.labels {
+            edits.push(ConfigEdit::Label(k.clone(), v.clone()));
+        }
+        let mut ports = BTreeMap::new();
+        for p in &img.ports {
+            let text = match p.get_ref() {
+                Port::Number(n) => n.to_string(),
+                Port::Text(t) => t.clone(),
+            };
+            ports.insert(
+                normalize_port(&text).ok_or_else(|| {
+                    self.error(
+                        p.span(),
+                        &format!("invalid port {text:?}"),
+                        Some("e.g. 8080, \"8080/tcp\" or \"53/udp\""),
+                    )
+                })?,
+                (),
+            );
+        }
+        edits.extend(ports.into_keys().map(ConfigEdit::ExposedPort));
+        for v in &img.volumes {
+            edits.push(ConfigEdit::Volume(self.image_path(v, "volumes")?.display()));
+        }
+        if let Some(s) = &img.stop_signal {
+            edits.push(ConfigEdit::StopSignal(s.clone()));
+        }
+        Ok(edits)
+    }
+}
+
+/// `8080` → `8080/tcp`; `53/UDP` → `53/udp`; anything else is invalid.
+pub fn normalize_port(p: &str) -> Option<String> {
+    let (num, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+    let proto = proto.to_ascii_lowercase();
+    let n: u32 = num.parse().ok()?;
+    (n > 0 && n <= 65535 && matches!(proto.as_str(), "tcp" | "udp" | "sctp"))
+        .then(|| format!("{n}/{proto}"))
+}
+
+#[cfg(test)]
+mod tests;
