@@ -1,4 +1,5 @@
-//! What the user typed, as clap parses it. Nothing outside `cli` reads these types.
+//! What the user typed, as clap parses it. Nothing outside `cli` reads these types; `build`
+//! turns them once into a validated `BuildRequest`.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -16,6 +17,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build an image from a lade.toml (`--spec`).
+    Build(BuildArgs),
+    /// Print the build plan, with each layer step's cache key, as JSON.
+    Plan(PlanArgs),
     /// Print the syntax tree of a Dockerfile.
     Parse(ParseArgs),
 }
@@ -35,4 +40,71 @@ pub struct ParseArgs {
     pub format: ParseFormat,
     /// The Dockerfile (`-` for standard input).
     pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// Bars on a terminal, plain lines otherwise.
+    Auto,
+    /// One line per event.
+    Plain,
+    /// Errors only.
+    Quiet,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    Gzip,
+    Zstd,
+    None,
+}
+
+/// Options shared by the commands that read a build description.
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// The lade.toml to build.
+    #[arg(long, value_name = "FILE")]
+    pub spec: Option<PathBuf>,
+    /// Target platform (os/arch[/variant]); default: the spec's, else the host's.
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// Layer compression.
+    #[arg(long, value_enum, default_value = "gzip")]
+    pub compression: CompressionArg,
+    /// Store directory (default: $LADE_CACHE_DIR, $XDG_CACHE_HOME/lade or ~/.cache/lade).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Where to write the image: type=oci|docker,dest=FILE|- or type=oci-layout,dest=DIR.
+    #[arg(short, long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+    /// Name the image (`name[:tag]`); repeatable. Adds to the spec's `tags`.
+    #[arg(short, long = "tag", value_name = "NAME")]
+    pub tags: Vec<String>,
+    /// Write the image ID (config digest for docker output, else manifest digest) here.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Write build metadata (digests, layers, tags) as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+    /// Build steps at most this many at a time (default: number of CPUs).
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Rebuild every layer instead of reusing cached ones.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Progress output.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
 }

@@ -2,7 +2,9 @@
 //! display and exit codes. `main` → `run` → `ExitCode`; errors are printed once, here.
 
 pub mod args;
+mod build;
 mod parse_cmd;
+mod progress;
 
 use args::{Cli, Command};
 use clap::Parser;
@@ -29,10 +31,16 @@ pub fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {e:#}");
-            ExitCode::from(EXIT_FAILURE)
+            let usage = e.downcast_ref::<UsageError>().is_some();
+            ExitCode::from(if usage { EXIT_USAGE } else { EXIT_FAILURE })
         }
     }
 }
+
+/// A request that cannot be carried out as typed (exit code 2, like clap's own errors).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
@@ -43,6 +51,8 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Build(a) => build::run_build(&a),
+        Command::Plan(a) => build::run_plan(&a),
         Command::Parse(a) => parse_cmd::run(&a),
     }
 }

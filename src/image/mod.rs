@@ -6,7 +6,12 @@ mod json;
 mod manifest;
 mod platform;
 
-pub use config::{ContainerConfig, Healthcheck, History, ImageConfig, RootFs};
+pub use config::{ContainerConfig, Empty, Healthcheck, History, ImageConfig, RootFs};
+
+/// The `{}` value of `ExposedPorts` and `Volumes` entries.
+pub fn config_empty() -> Empty {
+    Empty {}
+}
 pub use json::{canonical_json, CanonicalJsonError};
 pub use manifest::{media_types, Descriptor, Index, Manifest};
 pub use platform::{Platform, PlatformParseError};

@@ -1,1 +1,106 @@
-//! output
+//! Writing a built image out: an OCI archive (a tarred image layout), an OCI layout
+//! directory, a `docker load` archive, plus the iid and metadata files. Files are written to
+//! a temp file beside the destination and renamed, so an interrupted build leaves none.
+
+mod archive;
+mod layout;
+mod metadata;
+mod target;
+
+pub use metadata::{metadata_json, write_small_file};
+pub use target::{Dest, Target, TargetParseError};
+
+use crate::exec::BuiltImage;
+use crate::store::Store;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("writing {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Layer(#[from] crate::layer::LayerError),
+    #[error("{path}: {message}")]
+    Layout { path: PathBuf, message: String },
+    #[error("refusing to write an image archive to a terminal; redirect standard output or use dest=FILE")]
+    Terminal,
+    #[error("invalid tag {tag:?}: {message}")]
+    Tag { tag: String, message: String },
+}
+
+/// Writes `image` to `target`. `tags` are full image names (`name[:tag]`).
+pub fn write(
+    target: &Target,
+    image: &BuiltImage,
+    tags: &[String],
+    store: &Store,
+) -> Result<(), OutputError> {
+    match target {
+        Target::Oci { dest } => archive::write(dest, &archive::oci_entries(image, tags, store)?),
+        Target::Docker { dest } => {
+            archive::write(dest, &archive::docker_entries(image, tags, store)?)
+        }
+        Target::OciLayout { dir } => layout::add(dir, image, tags, store),
+    }
+}
+
+/// Splits `name[:tag]` into the repository and the tag (default `latest`); a `:` followed by
+/// a `/` belongs to a registry port, not a tag.
+pub fn split_tag(name: &str) -> Result<(&str, &str), OutputError> {
+    let bad = |m: &str| OutputError::Tag {
+        tag: name.to_string(),
+        message: m.to_string(),
+    };
+    if name.contains('@') {
+        return Err(bad("a digest cannot be used as a tag"));
+    }
+    let (repo, tag) = match name.rsplit_once(':') {
+        Some((r, t)) if !t.contains('/') => (r, t),
+        _ => (name, "latest"),
+    };
+    if repo.is_empty()
+        || repo
+            .chars()
+            .any(|c| c.is_ascii_uppercase() || c.is_whitespace())
+    {
+        return Err(bad("repository names are lowercase and non-empty"));
+    }
+    let tag_ok = !tag.is_empty()
+        && tag.len() <= 128
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && !tag.starts_with(['.', '-']);
+    if !tag_ok {
+        return Err(bad(
+            "tags are up to 128 characters of [A-Za-z0-9_.-], not starting with . or -",
+        ));
+    }
+    Ok((repo, tag))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_split_like_docker() {
+        assert_eq!(split_tag("app").unwrap(), ("app", "latest"));
+        assert_eq!(
+            split_tag("localhost:5000/app").unwrap(),
+            ("localhost:5000/app", "latest")
+        );
+        assert_eq!(
+            split_tag("localhost:5000/app:1.2").unwrap(),
+            ("localhost:5000/app", "1.2")
+        );
+        assert!(split_tag("App:1").is_err());
+        assert!(split_tag("app:-x").is_err());
+        assert!(split_tag("app@sha256:00").is_err());
+    }
+}

@@ -1,0 +1,173 @@
+//! Base images: scratch, an OCI layout directory, or an OCI archive; their blobs are copied
+//! into the store (verified) so the output stage finds every layer there.
+
+use super::ExecError;
+use crate::digest::Digest;
+use crate::image::{media_types, Descriptor, ImageConfig, Index, Manifest, Platform};
+use crate::plan::Base;
+use crate::store::Store;
+use std::path::Path;
+
+/// The starting point of a stage: its config and layers (all blobs in the store).
+#[derive(Debug, Clone)]
+pub struct BaseImage {
+    pub config: ImageConfig,
+    pub layers: Vec<Descriptor>,
+}
+
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+pub fn load_base(base: &Base, platform: &Platform, store: &Store) -> Result<BaseImage, ExecError> {
+    match base {
+        Base::Scratch => Ok(BaseImage {
+            config: ImageConfig {
+                architecture: platform.architecture.clone(),
+                os: platform.os.clone(),
+                variant: platform.variant.clone(),
+                ..Default::default()
+            },
+            layers: Vec::new(),
+        }),
+        Base::OciLayout { dir, tag } => {
+            let name = format!(
+                "oci:{}{}",
+                dir.display(),
+                tag.as_ref().map_or(String::new(), |t| format!(":{t}"))
+            );
+            load_layout(dir, tag.as_deref(), platform, store).map_err(|message| ExecError::Base {
+                base: name,
+                message,
+            })
+        }
+        Base::OciArchive { file, .. } => Err(ExecError::Unsupported {
+            what: format!("oci-archive base {}", file.display()),
+        }),
+        Base::Registry { reference } => Err(ExecError::Unsupported {
+            what: format!("registry base image {reference}"),
+        }),
+        Base::Stage { .. } => Err(ExecError::Unsupported {
+            what: "stage base images".into(),
+        }),
+    }
+}
+
+fn load_layout(
+    dir: &Path,
+    tag: Option<&str>,
+    platform: &Platform,
+    store: &Store,
+) -> Result<BaseImage, String> {
+    let read = |rel: &Path| {
+        std::fs::read(dir.join(rel)).map_err(|e| format!("{}: {e}", dir.join(rel).display()))
+    };
+    let index: Index = serde_json::from_slice(&read(Path::new("index.json"))?)
+        .map_err(|e| format!("index.json: {e}"))?;
+    let candidates: Vec<&Descriptor> = match tag {
+        Some(t) => index
+            .manifests
+            .iter()
+            .filter(|d| {
+                d.annotations
+                    .as_ref()
+                    .and_then(|a| a.get(REF_NAME))
+                    .is_some_and(|r| r == t)
+            })
+            .collect(),
+        None => index.manifests.iter().collect(),
+    };
+    let desc = match candidates.as_slice() {
+        [] => {
+            return Err(format!(
+                "no image tagged {:?} in index.json",
+                tag.unwrap_or("")
+            ))
+        }
+        [one] => *one,
+        many => many
+            .iter()
+            .copied()
+            .find(|d| d.platform.as_ref().is_some_and(|p| platform.matches(p)))
+            .ok_or_else(|| {
+                format!(
+                    "{} images in index.json and none for {platform}; name one with :TAG",
+                    many.len()
+                )
+            })?,
+    };
+    let blob = |d: &Digest| dir.join("blobs").join(d.algorithm()).join(d.hex());
+    let import = |d: &Descriptor| -> Result<Vec<u8>, String> {
+        let mut f =
+            std::fs::File::open(blob(&d.digest)).map_err(|e| format!("blob {}: {e}", d.digest))?;
+        store
+            .import_blob(&mut f, &d.digest, Some(d.size))
+            .map_err(|e| e.to_string())?;
+        store.read_blob(&d.digest).map_err(|e| e.to_string())
+    };
+    let manifest_desc = resolve_index(desc, platform, &import)?;
+    let manifest: Manifest = serde_json::from_slice(&import(&manifest_desc)?)
+        .map_err(|e| format!("manifest {}: {e}", manifest_desc.digest))?;
+    let config: ImageConfig = serde_json::from_slice(&import(&manifest.config)?)
+        .map_err(|e| format!("config {}: {e}", manifest.config.digest))?;
+    if !platform.matches(&Platform {
+        os: config.os.clone(),
+        architecture: config.architecture.clone(),
+        variant: config.variant.clone(),
+    }) {
+        return Err(format!(
+            "image is {}/{}, not {platform}",
+            config.os, config.architecture
+        ));
+    }
+    let mut layers = Vec::new();
+    for l in &manifest.layers {
+        let mut f =
+            std::fs::File::open(blob(&l.digest)).map_err(|e| format!("layer {}: {e}", l.digest))?;
+        store
+            .import_blob(&mut f, &l.digest, Some(l.size))
+            .map_err(|e| e.to_string())?;
+        layers.push(Descriptor::new(
+            oci_layer_type(&l.media_type)?,
+            l.digest.clone(),
+            l.size,
+        ));
+    }
+    Ok(BaseImage { config, layers })
+}
+
+/// Follows an index (or Docker manifest list) to the manifest for `platform`.
+pub fn resolve_index(
+    desc: &Descriptor,
+    platform: &Platform,
+    import: &dyn Fn(&Descriptor) -> Result<Vec<u8>, String>,
+) -> Result<Descriptor, String> {
+    match desc.media_type.as_str() {
+        media_types::OCI_MANIFEST | media_types::DOCKER_MANIFEST => Ok(desc.clone()),
+        media_types::OCI_INDEX | media_types::DOCKER_MANIFEST_LIST => {
+            let index: Index = serde_json::from_slice(&import(desc)?)
+                .map_err(|e| format!("index {}: {e}", desc.digest))?;
+            let m = index
+                .manifests
+                .iter()
+                .find(|m| m.platform.as_ref().is_some_and(|p| platform.matches(p)))
+                .ok_or_else(|| format!("no manifest for {platform} in index {}", desc.digest))?;
+            resolve_index(m, platform, import)
+        }
+        media_types::DOCKER_SCHEMA1 | media_types::DOCKER_SCHEMA1_SIGNED => Err(
+            "Docker schema 1 manifests are not supported; re-push the image with a current tool"
+                .into(),
+        ),
+        other => Err(format!("unsupported manifest media type {other}")),
+    }
+}
+
+/// OCI media type for a base layer (Docker's gzip layers are the same bytes).
+fn oci_layer_type(mt: &str) -> Result<&'static str, String> {
+    Ok(match mt {
+        media_types::OCI_LAYER_GZIP | media_types::DOCKER_LAYER_GZIP => media_types::OCI_LAYER_GZIP,
+        media_types::OCI_LAYER_ZSTD => media_types::OCI_LAYER_ZSTD,
+        media_types::OCI_LAYER_TAR | "application/vnd.docker.image.rootfs.diff.tar" => {
+            media_types::OCI_LAYER_TAR
+        }
+        other => return Err(format!("unsupported layer media type {other}")),
+    })
+}

@@ -1,0 +1,286 @@
+//! Resolving a layer step: its file sets become layer entries, and their content digests
+//! (from the file-digest cache or by hashing) become the step's cache key.
+
+use super::{ExecError, ExecOptions};
+use crate::context::{BuildContext, ContextEntry, EntryKind as CtxKind};
+use crate::digest::{Digest, Hasher};
+use crate::layer::{Entry, EntryKind, FileSource};
+use crate::path::ImagePath;
+use crate::plan::{cache_key, Attrs, FileSet, LayerStep};
+use crate::store::{FileDigestCache, FileStamp};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A layer step ready to be written: its entries and its cache key.
+pub struct ResolvedLayer {
+    pub name: String,
+    pub key: Digest,
+    pub entries: Vec<Entry>,
+}
+
+/// Version of the layer byte format; bump when the writer's output changes for equal input.
+const LAYER_FORMAT: &str = "lade-layer-v1";
+
+pub fn resolve(
+    step: &LayerStep,
+    context: &BuildContext,
+    cache: &FileDigestCache,
+    opts: &ExecOptions,
+) -> Result<ResolvedLayer, ExecError> {
+    let mut entries = Vec::new();
+    let mut content = Vec::new();
+    for set in &step.sources {
+        resolve_set(set, context, cache, opts, &mut entries, &mut content)?;
+    }
+    // The inputs, as the layer will see them: path, type, attributes and content digest of
+    // every entry, in order. Host paths and timestamps stay out.
+    // Hard-link groups enter as "same file as <first path>", not as host inode numbers.
+    let mut first_of_group: std::collections::HashMap<(u64, u64), &ImagePath> =
+        std::collections::HashMap::new();
+    let mut h = Hasher::new();
+    for (e, d) in entries.iter().zip(&content) {
+        h.update(e.path.as_bytes());
+        h.update(&[0]);
+        let kind = match &e.kind {
+            EntryKind::Dir => "d".to_string(),
+            EntryKind::File { size, link_key, .. } => {
+                let group = link_key.map(|k| first_of_group.entry(k).or_insert(&e.path).display());
+                format!("f{size}:{}", group.unwrap_or_default())
+            }
+            EntryKind::Symlink { target } => format!("l{}", String::from_utf8_lossy(target)),
+            EntryKind::Hardlink { target } => format!("h{}", target.display()),
+            EntryKind::Whiteout => "w".into(),
+            EntryKind::OpaqueWhiteout => "o".into(),
+        };
+        h.update(format!("{kind}\0{:o}\0{}\0{}\0{}\0", e.mode, e.uid, e.gid, e.mtime).as_bytes());
+        if let Some(d) = d {
+            h.update(d.to_string().as_bytes());
+        }
+        h.update(b"\n");
+    }
+    let inputs = h.finish();
+    let definition = (
+        LAYER_FORMAT,
+        opts.compression,
+        opts.source_date_epoch,
+        &step.sources,
+    );
+    Ok(ResolvedLayer {
+        name: step.name.clone(),
+        key: cache_key(&definition, None, &[inputs]),
+        entries,
+    })
+}
+
+fn resolve_set(
+    set: &FileSet,
+    context: &BuildContext,
+    cache: &FileDigestCache,
+    opts: &ExecOptions,
+    entries: &mut Vec<Entry>,
+    content: &mut Vec<Option<Digest>>,
+) -> Result<(), ExecError> {
+    let mtime = opts.source_date_epoch;
+    match set {
+        FileSet::Select {
+            from,
+            into,
+            include,
+            exclude,
+            attrs,
+            origin,
+            include_origins,
+        } => {
+            let found = context
+                .select(from, include, exclude)
+                .map_err(|e| locate(e, origin, include, include_origins))?;
+            let digests: Vec<Option<Digest>> = found
+                .par_iter()
+                .map(|c| file_digest(c, cache))
+                .collect::<Result<_, _>>()?;
+            for (c, d) in found.into_iter().zip(digests) {
+                let path = into.join_bytes(&c.rel_path);
+                entries.push(entry_from_context(c, path, attrs, mtime));
+                content.push(d);
+            }
+        }
+        FileSet::Zip {
+            archive,
+            entries: wanted,
+            attrs,
+            origin,
+        } => {
+            let host = context.resolve(archive).map_err(|e| ExecError::Input {
+                origin: origin.clone(),
+                message: e.to_string(),
+            })?;
+            let bad = |m: String| ExecError::Input {
+                origin: origin.clone(),
+                message: format!("{archive}: {m}"),
+            };
+            let file = std::fs::File::open(&host).map_err(|e| bad(e.to_string()))?;
+            let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+                .map_err(|e| bad(e.to_string()))?;
+            for w in wanted {
+                let mut z = zip
+                    .by_name(&w.name)
+                    .map_err(|e| bad(format!("entry {}: {e}", w.name)))?;
+                let mut bytes = Vec::with_capacity(z.size() as usize);
+                z.read_to_end(&mut bytes)
+                    .map_err(|e| bad(format!("entry {}: {e}", w.name)))?;
+                content.push(Some(Digest::of(&bytes)));
+                entries.push(Entry {
+                    path: w.path.clone(),
+                    kind: EntryKind::File {
+                        size: bytes.len() as u64,
+                        source: FileSource::Bytes(Arc::new(bytes)),
+                        link_key: None,
+                    },
+                    mode: attrs.file_mode.unwrap_or(0o644),
+                    uid: attrs.uid,
+                    gid: attrs.gid,
+                    mtime,
+                    xattrs: BTreeMap::new(),
+                });
+            }
+        }
+        FileSet::Inline {
+            path,
+            content: bytes,
+            mode,
+            uid,
+            gid,
+        } => {
+            content.push(Some(Digest::of(bytes)));
+            entries.push(Entry {
+                path: path.clone(),
+                kind: EntryKind::File {
+                    size: bytes.len() as u64,
+                    source: FileSource::Bytes(Arc::new(bytes.clone())),
+                    link_key: None,
+                },
+                mode: *mode,
+                uid: *uid,
+                gid: *gid,
+                mtime,
+                xattrs: BTreeMap::new(),
+            });
+        }
+        FileSet::Dir {
+            path,
+            mode,
+            uid,
+            gid,
+        } => {
+            content.push(None);
+            entries.push(Entry {
+                path: path.clone(),
+                kind: EntryKind::Dir,
+                mode: *mode,
+                uid: *uid,
+                gid: *gid,
+                mtime,
+                xattrs: BTreeMap::new(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Points a selection error at the spec: a glob that matched nothing at its own line, any
+/// other problem at the layer's `from`.
+fn locate(
+    e: crate::context::ContextError,
+    origin: &str,
+    include: &[String],
+    include_origins: &[String],
+) -> ExecError {
+    use crate::context::ContextError;
+    let origin = match &e {
+        ContextError::GlobMatchedNothing { pattern } => include
+            .iter()
+            .position(|p| p == pattern)
+            .and_then(|i| include_origins.get(i))
+            .map_or(origin, String::as_str),
+        _ => origin,
+    };
+    ExecError::Input {
+        origin: origin.to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn entry_from_context(c: ContextEntry, path: ImagePath, attrs: &Attrs, mtime: u64) -> Entry {
+    let (kind, mode) = match c.kind {
+        CtxKind::Dir => (EntryKind::Dir, attrs.dir_mode.unwrap_or(0o755)),
+        CtxKind::Symlink { target } => (EntryKind::Symlink { target }, 0o777),
+        CtxKind::File => {
+            let mode =
+                attrs
+                    .file_mode
+                    .unwrap_or(if attrs.preserve_exec_bit && c.mode & 0o111 != 0 {
+                        0o755
+                    } else {
+                        0o644
+                    });
+            let link_key = (c.nlink > 1).then_some((c.dev, c.ino));
+            (
+                EntryKind::File {
+                    source: FileSource::Host(c.host_path),
+                    size: c.size,
+                    link_key,
+                },
+                mode,
+            )
+        }
+    };
+    Entry {
+        path,
+        kind,
+        mode,
+        uid: attrs.uid,
+        gid: attrs.gid,
+        mtime,
+        xattrs: BTreeMap::new(),
+    }
+}
+
+/// The content digest of a regular file, from the cache when its stat stamp is unchanged.
+fn file_digest(c: &ContextEntry, cache: &FileDigestCache) -> Result<Option<Digest>, ExecError> {
+    if !matches!(c.kind, CtxKind::File) {
+        return Ok(None);
+    }
+    let stamp = FileStamp {
+        size: c.size,
+        mtime_ns: c.mtime_ns,
+        ctime_ns: c.ctime_ns,
+        ino: c.ino,
+        dev: c.dev,
+    };
+    if let Some(d) = cache.get(&c.host_path, &stamp) {
+        return Ok(Some(d));
+    }
+    let d = hash_file(&c.host_path)?;
+    cache.insert(&c.host_path, stamp, d.clone());
+    Ok(Some(d))
+}
+
+fn hash_file(path: &Path) -> Result<Digest, ExecError> {
+    let io = |source| ExecError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            return Ok(h.finish());
+        }
+        h.update(&buf[..n]);
+    }
+}

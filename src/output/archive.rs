@@ -1,0 +1,186 @@
+//! Image archives (OCI archive and `docker load` format), written as deterministic tarballs
+//! with the layer writer: sorted entries, fixed owners and mtimes, so equal images give
+//! byte-identical archives.
+
+use super::{split_tag, Dest, OutputError};
+use crate::digest::Digest;
+use crate::exec::BuiltImage;
+use crate::image::{canonical_json, media_types, Descriptor, Index};
+use crate::layer::{Compression, Entry, EntryKind, FileSource, LayerOptions};
+use crate::path::ImagePath;
+use crate::store::Store;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+const CONTAINERD_NAME: &str = "io.containerd.image.name";
+
+fn file(path: &str, source: FileSource, size: u64) -> Entry {
+    Entry {
+        path: ImagePath::from_rel_bytes(path.as_bytes()).expect("archive paths are clean"),
+        kind: EntryKind::File {
+            source,
+            size,
+            link_key: None,
+        },
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+        xattrs: BTreeMap::new(),
+    }
+}
+
+fn bytes(path: &str, content: Vec<u8>) -> Entry {
+    let size = content.len() as u64;
+    file(path, FileSource::Bytes(Arc::new(content)), size)
+}
+
+fn blob_path(d: &Digest) -> String {
+    format!("blobs/{}/{}", d.algorithm(), d.hex())
+}
+
+/// The image layout shared by both archive kinds: `oci-layout`, `index.json`, every blob.
+fn layout_entries(
+    image: &BuiltImage,
+    tags: &[String],
+    store: &Store,
+) -> Result<Vec<Entry>, OutputError> {
+    let mut manifests = Vec::new();
+    let desc = Descriptor::new(
+        media_types::OCI_MANIFEST,
+        image.manifest_digest.clone(),
+        image.manifest_bytes.len() as u64,
+    );
+    for t in tags {
+        let (_, tag) = split_tag(t)?;
+        let mut d = desc.clone();
+        d.annotations = Some(BTreeMap::from([
+            (CONTAINERD_NAME.to_string(), t.clone()),
+            (REF_NAME.to_string(), tag.to_string()),
+        ]));
+        manifests.push(d);
+    }
+    if manifests.is_empty() {
+        manifests.push(desc);
+    }
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(media_types::OCI_INDEX.into()),
+        manifests,
+        annotations: None,
+    };
+    let mut entries = vec![
+        bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+        bytes(
+            "index.json",
+            canonical_json(&index).expect("index serialises"),
+        ),
+        bytes(
+            &blob_path(&image.manifest_digest),
+            image.manifest_bytes.clone(),
+        ),
+    ];
+    let mut blobs = vec![&image.manifest.config.digest];
+    blobs.extend(image.manifest.layers.iter().map(|l| &l.digest));
+    for d in blobs {
+        let size = store.blob_size(d)?;
+        entries.push(file(
+            &blob_path(d),
+            FileSource::Host(store.blob_path(d)),
+            size,
+        ));
+    }
+    Ok(entries)
+}
+
+pub fn oci_entries(
+    image: &BuiltImage,
+    tags: &[String],
+    store: &Store,
+) -> Result<Vec<Entry>, OutputError> {
+    layout_entries(image, tags, store)
+}
+
+/// The image layout plus `manifest.json` and `repositories`, which `docker load` reads.
+pub fn docker_entries(
+    image: &BuiltImage,
+    tags: &[String],
+    store: &Store,
+) -> Result<Vec<Entry>, OutputError> {
+    let mut entries = layout_entries(image, tags, store)?;
+    let mut repo_tags = Vec::new();
+    let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for t in tags {
+        let (repo, tag) = split_tag(t)?;
+        repo_tags.push(format!("{repo}:{tag}"));
+        repositories
+            .entry(repo.to_string())
+            .or_default()
+            .insert(tag.to_string(), image.config_digest.hex());
+    }
+    let manifest = json!([{
+        "Config": blob_path(&image.config_digest),
+        "RepoTags": if repo_tags.is_empty() { serde_json::Value::Null } else { json!(repo_tags) },
+        "Layers": image.manifest.layers.iter().map(|l| blob_path(&l.digest)).collect::<Vec<_>>(),
+    }]);
+    entries.push(bytes(
+        "manifest.json",
+        canonical_json(&manifest).expect("json"),
+    ));
+    if !repositories.is_empty() {
+        entries.push(bytes(
+            "repositories",
+            canonical_json(&repositories).expect("json"),
+        ));
+    }
+    Ok(entries)
+}
+
+/// Writes the entries as an uncompressed tar to `dest`, atomically for files.
+pub fn write(dest: &Dest, entries: &[Entry]) -> Result<(), OutputError> {
+    let opts = LayerOptions {
+        compression: Compression::None,
+        mtime: 0,
+    };
+    match dest {
+        Dest::Stdout => {
+            let stdout = std::io::stdout();
+            if stdout.is_terminal() {
+                return Err(OutputError::Terminal);
+            }
+            let (mut w, _) = crate::layer::write_layer(
+                entries.to_vec(),
+                opts,
+                std::io::BufWriter::new(stdout.lock()),
+            )?;
+            w.flush().map_err(|source| OutputError::Io {
+                path: "<stdout>".into(),
+                source,
+            })
+        }
+        Dest::File(path) => {
+            let io = |source| OutputError::Io {
+                path: path.clone(),
+                source,
+            };
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => std::path::Path::new("."),
+            };
+            let tmp = tempfile::Builder::new()
+                .prefix(".lade-")
+                .suffix(".tmp")
+                .tempfile_in(dir)
+                .map_err(io)?;
+            let (w, _) =
+                crate::layer::write_layer(entries.to_vec(), opts, std::io::BufWriter::new(tmp))?;
+            let tmp = w.into_inner().map_err(|e| io(e.into_error()))?;
+            tmp.as_file().sync_data().map_err(io)?;
+            tmp.persist(path).map_err(|e| io(e.error))?;
+            Ok(())
+        }
+    }
+}

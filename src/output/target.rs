@@ -1,0 +1,97 @@
+//! BuildKit-style `--output` values: `type=oci,dest=FILE`, `type=oci-layout,dest=DIR`,
+//! `type=docker,dest=FILE`; `dest=-` is standard output.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dest {
+    File(PathBuf),
+    Stdout,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Oci { dest: Dest },
+    OciLayout { dir: PathBuf },
+    Docker { dest: Dest },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid --output {spec:?}: {message}")]
+pub struct TargetParseError {
+    pub spec: String,
+    pub message: String,
+}
+
+impl FromStr for Target {
+    type Err = TargetParseError;
+    fn from_str(spec: &str) -> Result<Target, TargetParseError> {
+        let err = |m: &str| TargetParseError {
+            spec: spec.to_string(),
+            message: m.to_string(),
+        };
+        let (mut kind, mut dest) = (None, None);
+        for part in spec.split(',') {
+            let (k, v) = part.split_once('=').ok_or_else(|| {
+                err("expected comma-separated key=value pairs, e.g. type=oci,dest=image.tar")
+            })?;
+            match k.trim() {
+                "type" => kind = Some(v.trim().to_string()),
+                "dest" => dest = Some(v.to_string()),
+                other => return Err(err(&format!("unknown key {other:?} (known: type, dest)"))),
+            }
+        }
+        let kind = kind.ok_or_else(|| err("missing type= (oci, oci-layout or docker)"))?;
+        let dest = dest
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| err("missing dest="))?;
+        let file = || {
+            if dest == "-" {
+                Dest::Stdout
+            } else {
+                Dest::File(PathBuf::from(&dest))
+            }
+        };
+        match kind.as_str() {
+            "oci" => Ok(Target::Oci { dest: file() }),
+            "docker" => Ok(Target::Docker { dest: file() }),
+            "oci-layout" if dest == "-" => Err(err(
+                "an oci-layout is a directory; it cannot go to standard output",
+            )),
+            "oci-layout" => Ok(Target::OciLayout {
+                dir: PathBuf::from(dest),
+            }),
+            other => Err(err(&format!(
+                "unknown type {other:?} (known: oci, oci-layout, docker)"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_buildkit_style_specs() {
+        assert_eq!(
+            "type=oci,dest=a.tar".parse(),
+            Ok(Target::Oci {
+                dest: Dest::File("a.tar".into())
+            })
+        );
+        assert_eq!(
+            "type=docker,dest=-".parse(),
+            Ok(Target::Docker { dest: Dest::Stdout })
+        );
+        assert_eq!(
+            "dest=d,type=oci-layout".parse(),
+            Ok(Target::OciLayout { dir: "d".into() })
+        );
+        assert!("type=tar,dest=x".parse::<Target>().is_err());
+        assert!("type=oci".parse::<Target>().is_err());
+        assert!("type=oci-layout,dest=-".parse::<Target>().is_err());
+        assert!("oci".parse::<Target>().is_err());
+    }
+}
