@@ -16,6 +16,7 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 pub fn main() -> ExitCode {
+    init_logging();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -35,6 +36,12 @@ pub fn main() -> ExitCode {
             ExitCode::from(if usage { EXIT_USAGE } else { EXIT_FAILURE })
         }
     }
+}
+
+/// `LADE_LOG` (e.g. `debug`, `lade::exec=trace`) sets what is logged to stderr; default: warnings.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LADE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().try_init();
 }
 
 /// A request that cannot be carried out as typed (exit code 2, like clap's own errors).

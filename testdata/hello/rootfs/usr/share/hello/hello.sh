@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "hello from lade, ${GREETING:-nobody} in $(pwd) as $(id -u)"
