@@ -40,8 +40,13 @@ pub fn main() -> ExitCode {
 
 /// `LADE_LOG` (e.g. `debug`, `lade::exec=trace`) sets what is logged to stderr; default: warnings.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LADE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LADE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
 }
 
 /// A request that cannot be carried out as typed (exit code 2, like clap's own errors).

@@ -169,6 +169,12 @@ fn resolve_set(
                 xattrs: BTreeMap::new(),
             });
         }
+        FileSet::Copy { origin, .. } => {
+            return Err(ExecError::Input {
+                origin: origin.clone(),
+                message: "COPY/ADD are not supported by this build yet".into(),
+            });
+        }
         FileSet::Dir {
             path,
             mode,

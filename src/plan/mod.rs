@@ -131,6 +131,26 @@ pub enum FileSet {
         uid: u32,
         gid: u32,
     },
+    /// Dockerfile COPY/ADD: sources (wildcards allowed) from the context or another stage,
+    /// copied with docker's rules (a directory's contents, not the directory itself).
+    Copy {
+        from: CopyFrom,
+        sources: Vec<String>,
+        dest: ImagePath,
+        /// Sources go *inside* `dest` (it ends with `/`, or there are several sources).
+        dest_is_dir: bool,
+        exclude: Vec<String>,
+        /// Keep each source's parent directories (`--parents`).
+        parents: bool,
+        /// `--chown` as written (names resolved against the stage's /etc/passwd at exec time).
+        chown: Option<String>,
+        /// `--chmod`, octal.
+        chmod: Option<u32>,
+        /// ADD: unpack local tar archives into `dest`.
+        unpack_archives: bool,
+        #[serde(skip)]
+        origin: Origin,
+    },
     /// An empty directory (e.g. WORKDIR).
     Dir {
         path: ImagePath,
@@ -142,6 +162,15 @@ pub enum FileSet {
 
 fn as_lossy_str<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&String::from_utf8_lossy(b))
+}
+
+/// Where COPY reads from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum CopyFrom {
+    Context,
+    Stage { index: usize },
+    Image { base: Base },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
