@@ -56,7 +56,11 @@ pub struct HealthcheckArgs {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
-    From { image: String, name: Option<String>, platform: Option<String> },
+    From {
+        image: String,
+        name: Option<String>,
+        platform: Option<String>,
+    },
     Arg(Vec<(String, Option<String>)>),
     Env(Vec<(String, String)>),
     Label(Vec<(String, String)>),
@@ -73,7 +77,10 @@ pub enum Kind {
     OnBuild(String),
     Copy(CopyArgs),
     Add(CopyArgs),
-    Run { command: CommandLine, flags: Vec<String> },
+    Run {
+        command: CommandLine,
+        flags: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,12 +92,33 @@ pub struct Instruction {
 }
 
 const KEYWORDS: &[&str] = &[
-    "add", "arg", "cmd", "copy", "entrypoint", "env", "expose", "from", "healthcheck", "label", "maintainer", "onbuild", "run", "shell",
-    "stopsignal", "user", "volume", "workdir",
+    "add",
+    "arg",
+    "cmd",
+    "copy",
+    "entrypoint",
+    "env",
+    "expose",
+    "from",
+    "healthcheck",
+    "label",
+    "maintainer",
+    "onbuild",
+    "run",
+    "shell",
+    "stopsignal",
+    "user",
+    "volume",
+    "workdir",
 ];
 
 fn err(node: &Node, message: impl Into<String>, hint: Option<String>) -> InstructionError {
-    InstructionError { line: node.start_line, col: 1, message: message.into(), hint }
+    InstructionError {
+        line: node.start_line,
+        col: 1,
+        message: message.into(),
+        hint,
+    }
 }
 
 /// Parsed `--name[=value]` flags, checked against what an instruction accepts.
@@ -103,14 +131,28 @@ impl<'a> Flags<'a> {
     fn parse(node: &'a Node, allowed: &[&str]) -> Result<Flags<'a>, InstructionError> {
         let mut values = Vec::new();
         for f in &node.flags {
-            let body = f.strip_prefix("--").ok_or_else(|| err(node, format!("malformed flag {f:?}"), None))?;
+            let body = f
+                .strip_prefix("--")
+                .ok_or_else(|| err(node, format!("malformed flag {f:?}"), None))?;
             let (name, value) = match body.split_once('=') {
                 Some((n, v)) => (n.to_string(), Some(v.to_string())),
                 None => (body.to_string(), None),
             };
             if !allowed.contains(&name.as_str()) {
-                let known = if allowed.is_empty() { "none".to_string() } else { allowed.iter().map(|a| format!("--{a}")).collect::<Vec<_>>().join(", ") };
-                return Err(err(node, format!("unknown flag --{name} for {}", node.cmd.to_uppercase()), Some(format!("{} accepts: {known}", node.cmd.to_uppercase()))));
+                let known = if allowed.is_empty() {
+                    "none".to_string()
+                } else {
+                    allowed
+                        .iter()
+                        .map(|a| format!("--{a}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                return Err(err(
+                    node,
+                    format!("unknown flag --{name} for {}", node.cmd.to_uppercase()),
+                    Some(format!("{} accepts: {known}", node.cmd.to_uppercase())),
+                ));
             }
             values.push((name, value));
         }
@@ -122,17 +164,29 @@ impl<'a> Flags<'a> {
         let mut found = self.values.iter().filter(|(n, _)| n == name);
         let first = found.next();
         if found.next().is_some() {
-            return Err(err(self.node, format!("--{name} given more than once"), None));
+            return Err(err(
+                self.node,
+                format!("--{name} given more than once"),
+                None,
+            ));
         }
         match first {
             None => Ok(None),
             Some((_, Some(v))) => Ok(Some(v.clone())),
-            Some((_, None)) => Err(err(self.node, format!("--{name} needs a value: --{name}=..."), None)),
+            Some((_, None)) => Err(err(
+                self.node,
+                format!("--{name} needs a value: --{name}=..."),
+                None,
+            )),
         }
     }
 
     fn strings(&self, name: &str) -> Vec<String> {
-        self.values.iter().filter(|(n, _)| n == name).filter_map(|(_, v)| v.clone()).collect()
+        self.values
+            .iter()
+            .filter(|(n, _)| n == name)
+            .filter_map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// A boolean flag: `--link`, `--link=true`, `--link=false`.
@@ -143,7 +197,11 @@ impl<'a> Flags<'a> {
             Some((_, Some(v))) => match v.as_str() {
                 "true" | "1" => Ok(true),
                 "false" | "0" => Ok(false),
-                _ => Err(err(self.node, format!("--{name} expects true or false, got {v:?}"), None)),
+                _ => Err(err(
+                    self.node,
+                    format!("--{name} expects true or false, got {v:?}"),
+                    None,
+                )),
             },
         }
     }
@@ -152,35 +210,83 @@ impl<'a> Flags<'a> {
 /// Name/value pairs of ENV and LABEL: the parser gives (name, value, separator) triples.
 fn pairs(node: &Node) -> Result<Vec<(String, String)>, InstructionError> {
     if node.values.is_empty() {
-        return Err(err(node, format!("{} requires at least one argument", node.cmd.to_uppercase()), None));
+        return Err(err(
+            node,
+            format!("{} requires at least one argument", node.cmd.to_uppercase()),
+            None,
+        ));
     }
-    Ok(node.values.chunks(3).map(|c| (c[0].clone(), c.get(1).cloned().unwrap_or_default())).collect())
+    Ok(node
+        .values
+        .chunks(3)
+        .map(|c| (c[0].clone(), c.get(1).cloned().unwrap_or_default()))
+        .collect())
 }
 
 fn command_line(node: &Node) -> CommandLine {
-    CommandLine { exec_form: node.json, args: node.values.clone() }
+    CommandLine {
+        exec_form: node.json,
+        args: node.values.clone(),
+    }
 }
 
 fn one_value(node: &Node) -> Result<String, InstructionError> {
     match node.values.as_slice() {
         [v] => Ok(v.clone()),
-        [] => Err(err(node, format!("{} requires exactly one argument", node.cmd.to_uppercase()), None)),
-        _ => Err(err(node, format!("{} requires exactly one argument, got {}", node.cmd.to_uppercase(), node.values.len()), None)),
+        [] => Err(err(
+            node,
+            format!("{} requires exactly one argument", node.cmd.to_uppercase()),
+            None,
+        )),
+        _ => Err(err(
+            node,
+            format!(
+                "{} requires exactly one argument, got {}",
+                node.cmd.to_uppercase(),
+                node.values.len()
+            ),
+            None,
+        )),
     }
 }
 
 fn copy_args(node: &Node, add: bool) -> Result<CopyArgs, InstructionError> {
-    let allowed: &[&str] =
-        if add { &["chown", "chmod", "link", "exclude", "checksum", "keep-git-dir", "parents"] } else { &["from", "chown", "chmod", "link", "exclude", "parents"] };
+    let allowed: &[&str] = if add {
+        &[
+            "chown",
+            "chmod",
+            "link",
+            "exclude",
+            "checksum",
+            "keep-git-dir",
+            "parents",
+        ]
+    } else {
+        &["from", "chown", "chmod", "link", "exclude", "parents"]
+    };
     let flags = Flags::parse(node, allowed)?;
     let mut values = node.values.clone();
-    let heredocs: Vec<(String, String)> = node.heredocs.iter().map(|h| (h.name.clone(), h.content.clone())).collect();
+    let heredocs: Vec<(String, String)> = node
+        .heredocs
+        .iter()
+        .map(|h| (h.name.clone(), h.content.clone()))
+        .collect();
     if values.len() < 2 {
         return Err(err(node, format!("{} requires at least two arguments, but only one was provided. Destination could not be determined", node.cmd.to_uppercase()), None));
     }
     let dest = values.pop().expect("checked length");
     // Heredoc sources (`<<EOF`) are inline files, not context paths.
-    let sources: Vec<String> = values.into_iter().filter(|s| !heredocs.iter().any(|(n, _)| s.trim_start_matches("<<").trim_start_matches('-').trim_matches(['"', '\'']) == n)).collect();
+    let sources: Vec<String> = values
+        .into_iter()
+        .filter(|s| {
+            !heredocs.iter().any(|(n, _)| {
+                s.trim_start_matches("<<")
+                    .trim_start_matches('-')
+                    .trim_matches(['"', '\''])
+                    == n
+            })
+        })
+        .collect();
     Ok(CopyArgs {
         sources,
         dest,
@@ -197,7 +303,16 @@ fn copy_args(node: &Node, add: bool) -> Result<CopyArgs, InstructionError> {
 }
 
 fn healthcheck(node: &Node) -> Result<HealthcheckArgs, InstructionError> {
-    let flags = Flags::parse(node, &["interval", "timeout", "start-period", "start-interval", "retries"])?;
+    let flags = Flags::parse(
+        node,
+        &[
+            "interval",
+            "timeout",
+            "start-period",
+            "start-interval",
+            "retries",
+        ],
+    )?;
     let mut args = HealthcheckArgs {
         test: None,
         interval: flags.string("interval")?,
@@ -218,9 +333,18 @@ fn healthcheck(node: &Node) -> Result<HealthcheckArgs, InstructionError> {
             if rest.is_empty() {
                 return Err(err(node, "HEALTHCHECK CMD needs a command", None));
             }
-            args.test = Some(CommandLine { exec_form: node.json, args: rest });
+            args.test = Some(CommandLine {
+                exec_form: node.json,
+                args: rest,
+            });
         }
-        _ => return Err(err(node, "HEALTHCHECK needs CMD or NONE", Some("e.g. HEALTHCHECK --interval=30s CMD wget -q -O- http://localhost/".into()))),
+        _ => {
+            return Err(err(
+                node,
+                "HEALTHCHECK needs CMD or NONE",
+                Some("e.g. HEALTHCHECK --interval=30s CMD wget -q -O- http://localhost/".into()),
+            ))
+        }
     }
     Ok(args)
 }
@@ -233,20 +357,37 @@ pub fn from_node(node: &Node) -> Result<Instruction, InstructionError> {
             let flags = Flags::parse(node, &["platform"])?;
             let (image, name) = match node.values.as_slice() {
                 [image] => (image.clone(), None),
-                [image, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => (image.clone(), Some(name.to_ascii_lowercase())),
-                _ => return Err(err(node, "FROM requires either one or three arguments: FROM <image> [AS <name>]", None)),
+                [image, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => {
+                    (image.clone(), Some(name.to_ascii_lowercase()))
+                }
+                _ => {
+                    return Err(err(
+                        node,
+                        "FROM requires either one or three arguments: FROM <image> [AS <name>]",
+                        None,
+                    ))
+                }
             };
-            Kind::From { image, name, platform: flags.string("platform")? }
+            Kind::From {
+                image,
+                name,
+                platform: flags.string("platform")?,
+            }
         }
         "arg" => {
             no_flags(node)?;
             if node.values.is_empty() {
                 return Err(err(node, "ARG requires at least one argument", None));
             }
-            Kind::Arg(node.values.iter().map(|v| match v.split_once('=') {
-                Some((k, d)) => (k.to_string(), Some(d.to_string())),
-                None => (v.clone(), None),
-            }).collect())
+            Kind::Arg(
+                node.values
+                    .iter()
+                    .map(|v| match v.split_once('=') {
+                        Some((k, d)) => (k.to_string(), Some(d.to_string())),
+                        None => (v.clone(), None),
+                    })
+                    .collect(),
+            )
         }
         "env" => {
             no_flags(node)?;
@@ -287,7 +428,11 @@ pub fn from_node(node: &Node) -> Result<Instruction, InstructionError> {
         "shell" => {
             no_flags(node)?;
             if !node.json {
-                return Err(err(node, "SHELL requires the arguments to be in JSON form", Some("e.g. SHELL [\"/bin/sh\", \"-c\"]".into())));
+                return Err(err(
+                    node,
+                    "SHELL requires the arguments to be in JSON form",
+                    Some("e.g. SHELL [\"/bin/sh\", \"-c\"]".into()),
+                ));
             }
             Kind::Shell(node.values.clone())
         }
@@ -297,29 +442,65 @@ pub fn from_node(node: &Node) -> Result<Instruction, InstructionError> {
         }
         "healthcheck" => Kind::Healthcheck(healthcheck(node)?),
         "onbuild" => {
-            let inner = node.next.as_deref().ok_or_else(|| err(node, "ONBUILD needs an instruction", None))?;
+            let inner = node
+                .next
+                .as_deref()
+                .ok_or_else(|| err(node, "ONBUILD needs an instruction", None))?;
             match inner.cmd.as_str() {
                 "onbuild" | "from" | "maintainer" => {
-                    return Err(err(node, format!("{} isn't allowed as an ONBUILD trigger", inner.cmd.to_uppercase()), None));
+                    return Err(err(
+                        node,
+                        format!(
+                            "{} isn't allowed as an ONBUILD trigger",
+                            inner.cmd.to_uppercase()
+                        ),
+                        None,
+                    ));
                 }
                 _ => {}
             }
             let text = node.original.trim_start();
-            let trigger = text.get(7..).map(str::trim_start).unwrap_or_default().to_string();
+            let trigger = text
+                .get(7..)
+                .map(str::trim_start)
+                .unwrap_or_default()
+                .to_string();
             Kind::OnBuild(trigger)
         }
         "copy" => Kind::Copy(copy_args(node, false)?),
         "add" => Kind::Add(copy_args(node, true)?),
         "run" => {
             let flags = Flags::parse(node, &["mount", "network", "security"])?;
-            Kind::Run { command: command_line(node), flags: flags.values.iter().map(|(n, v)| format!("--{n}{}", v.as_ref().map_or(String::new(), |v| format!("={v}")))).collect() }
+            Kind::Run {
+                command: command_line(node),
+                flags: flags
+                    .values
+                    .iter()
+                    .map(|(n, v)| {
+                        format!(
+                            "--{n}{}",
+                            v.as_ref().map_or(String::new(), |v| format!("={v}"))
+                        )
+                    })
+                    .collect(),
+            }
         }
         other => {
-            let hint = super::parser::suggest_instruction(other).map(|s| format!("did you mean {s}?"));
-            return Err(err(node, format!("unknown instruction: {}", other.to_uppercase()), hint));
+            let hint =
+                super::parser::suggest_instruction(other).map(|s| format!("did you mean {s}?"));
+            return Err(err(
+                node,
+                format!("unknown instruction: {}", other.to_uppercase()),
+                hint,
+            ));
         }
     };
-    Ok(Instruction { kind, line: node.start_line, end_line: node.end_line, original: node.original.clone() })
+    Ok(Instruction {
+        kind,
+        line: node.start_line,
+        end_line: node.end_line,
+        original: node.original.clone(),
+    })
 }
 
 /// Whether `word` is an instruction keyword lade knows.
