@@ -17,7 +17,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Build an image from a lade.toml (`--spec`).
+    /// Build an image from a Dockerfile (`[-f FILE] CONTEXT`) or a lade.toml (`--spec`).
     Build(BuildArgs),
     /// Print the build plan, with each layer step's cache key, as JSON.
     Plan(PlanArgs),
@@ -62,9 +62,24 @@ pub enum CompressionArg {
 /// Options shared by the commands that read a build description.
 #[derive(Debug, Args)]
 pub struct InputArgs {
-    /// The lade.toml to build.
-    #[arg(long, value_name = "FILE")]
+    /// The lade.toml to build (instead of a Dockerfile).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["file", "context"])]
     pub spec: Option<PathBuf>,
+    /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads standard input).
+    #[arg(short, long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// The build context directory.
+    #[arg(value_name = "CONTEXT")]
+    pub context: Option<PathBuf>,
+    /// Build this stage of the Dockerfile (default: the last).
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+    /// Set a build-time variable (`NAME=VALUE`, or `NAME` to take it from the environment).
+    #[arg(long = "build-arg", value_name = "NAME[=VALUE]")]
+    pub build_args: Vec<String>,
+    /// Add a label to the image (`KEY=VALUE`).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
     /// Target platform (os/arch[/variant]); default: the spec's, else the host's.
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,

@@ -15,9 +15,19 @@ use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// Which frontend reads what.
+enum Description {
+    Spec(PathBuf),
+    Dockerfile {
+        file: Option<PathBuf>,
+        context: PathBuf,
+        opts: crate::frontend::dockerfile::lower::LowerOptions,
+    },
+}
+
 /// Everything a build needs, validated.
 struct BuildRequest {
-    spec: PathBuf,
+    description: Description,
     platform: Option<Platform>,
     store_root: PathBuf,
     exec: ExecOptions,
@@ -39,16 +49,53 @@ fn source_date_epoch() -> Result<u64, UsageError> {
     }
 }
 
+fn key_values(
+    flag: &str,
+    items: &[String],
+    from_env: bool,
+) -> Result<std::collections::BTreeMap<String, String>, UsageError> {
+    let mut m = std::collections::BTreeMap::new();
+    for item in items {
+        let (k, v) = match item.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None if from_env => match std::env::var(item) {
+                Ok(v) => (item.clone(), v),
+                Err(_) => continue,
+            },
+            None => return Err(UsageError(format!("{flag} {item:?}: expected KEY=VALUE"))),
+        };
+        if k.is_empty() {
+            return Err(UsageError(format!("{flag} {item:?}: the name is empty")));
+        }
+        m.insert(k, v);
+    }
+    Ok(m)
+}
+
 fn input_request(
     a: &InputArgs,
-) -> Result<(PathBuf, Option<Platform>, PathBuf, ExecOptions), UsageError> {
-    let spec = a.spec.clone().ok_or_else(|| UsageError("a build description is needed: --spec lade.toml (Dockerfile builds are not supported yet)".into()))?;
+) -> Result<(Description, Option<Platform>, PathBuf, ExecOptions), UsageError> {
     let platform = a
         .platform
         .as_deref()
         .map(str::parse)
         .transpose()
         .map_err(|e: crate::image::PlatformParseError| UsageError(e.to_string()))?;
+    let description = match (&a.spec, &a.context) {
+        (Some(spec), _) => Description::Spec(spec.clone()),
+        (None, Some(context)) => Description::Dockerfile {
+            file: a.file.clone(),
+            context: context.clone(),
+            opts: crate::frontend::dockerfile::lower::LowerOptions {
+                build_args: key_values("--build-arg", &a.build_args, true)?,
+                target: a.target.clone(),
+                platform: platform.clone(),
+                labels: key_values("--label", &a.labels, false)?,
+                context_dir: context.clone(),
+            },
+        },
+        (None, None) => return Err(UsageError("nothing to build: give a context directory (`lade build [-f Dockerfile] DIR`) or `--spec lade.toml`".into())),
+    };
     let compression = match a.compression {
         CompressionArg::Gzip => Compression::Gzip,
         CompressionArg::Zstd => Compression::Zstd,
@@ -56,7 +103,7 @@ fn input_request(
     };
     let store_root = a.cache_dir.clone().unwrap_or_else(Store::default_root);
     Ok((
-        spec,
+        description,
         platform,
         store_root,
         ExecOptions {
@@ -69,7 +116,7 @@ fn input_request(
 
 impl BuildRequest {
     fn from_args(a: &BuildArgs) -> Result<BuildRequest, UsageError> {
-        let (spec, platform, store_root, mut exec) = input_request(&a.input)?;
+        let (description, platform, store_root, mut exec) = input_request(&a.input)?;
         exec.no_cache = a.no_cache;
         let outputs = a
             .outputs
@@ -102,7 +149,7 @@ impl BuildRequest {
             return Err(UsageError("--jobs must be at least 1".into()));
         }
         Ok(BuildRequest {
-            spec,
+            description,
             platform,
             store_root,
             exec,
@@ -115,8 +162,99 @@ impl BuildRequest {
     }
 }
 
-/// Reads and lowers the spec; the context is the spec's directory.
-fn load_plan(spec: &Path, platform: Option<&Platform>) -> anyhow::Result<(Plan, BuildContext)> {
+/// Reads and lowers the build description; for a spec, the context is the spec's directory.
+fn load_plan(
+    description: &Description,
+    platform: Option<&Platform>,
+    progress: Option<&Progress>,
+) -> anyhow::Result<(Plan, BuildContext)> {
+    match description {
+        Description::Spec(spec) => load_spec(spec, platform),
+        Description::Dockerfile {
+            file,
+            context,
+            opts,
+        } => load_dockerfile(file.as_deref(), context, opts, progress),
+    }
+}
+
+fn load_dockerfile(
+    file: Option<&Path>,
+    context: &Path,
+    opts: &crate::frontend::dockerfile::lower::LowerOptions,
+    progress: Option<&Progress>,
+) -> anyhow::Result<(Plan, BuildContext)> {
+    use crate::frontend::dockerfile::{lower, parser};
+    let context = context
+        .canonicalize()
+        .with_context(|| format!("build context {}", context.display()))?;
+    if !context.is_dir() {
+        return Err(UsageError(format!(
+            "build context {} is not a directory",
+            context.display()
+        ))
+        .into());
+    }
+    let (name, src, ignore_file) = match file {
+        Some(f) if f.as_os_str() == "-" => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .context("reading the Dockerfile from standard input")?;
+            ("<stdin>".to_string(), s, context.join(".dockerignore"))
+        }
+        Some(f) => {
+            let s = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read Dockerfile {}", f.display()))?;
+            // BuildKit reads `<Dockerfile>.dockerignore` beside the Dockerfile first.
+            let own = PathBuf::from(format!("{}.dockerignore", f.display()));
+            (
+                f.display().to_string(),
+                s,
+                if own.is_file() {
+                    own
+                } else {
+                    context.join(".dockerignore")
+                },
+            )
+        }
+        None => {
+            let f = context.join("Dockerfile");
+            let s = std::fs::read_to_string(&f)
+                .with_context(|| format!("cannot read Dockerfile {}", f.display()))?;
+            let own = context.join("Dockerfile.dockerignore");
+            (
+                f.display().to_string(),
+                s,
+                if own.is_file() {
+                    own
+                } else {
+                    context.join(".dockerignore")
+                },
+            )
+        }
+    };
+    let df = parser::parse(&src).map_err(|e| anyhow::anyhow!("{}", e.render(&name, &src)))?;
+    let mut opts = opts.clone();
+    opts.context_dir = context.clone();
+    let lowered = lower::lower(&name, &src, &df, &opts)?;
+    if !lowered.unused_build_args.is_empty() {
+        if let Some(p) = progress {
+            p.note(&format!(
+                "warning: build args not consumed by any ARG: {}",
+                lowered.unused_build_args.join(", ")
+            ));
+        }
+    }
+    let patterns = match std::fs::read_to_string(&ignore_file) {
+        Ok(text) => crate::context::dockerignore::read_ignore_file(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", ignore_file.display())),
+    };
+    let ctx = BuildContext::new(&context, &patterns)?;
+    Ok((lowered.plan, ctx))
+}
+
+fn load_spec(spec: &Path, platform: Option<&Platform>) -> anyhow::Result<(Plan, BuildContext)> {
     let src = std::fs::read_to_string(spec)
         .with_context(|| format!("cannot read spec {}", spec.display()))?;
     let dir = spec
@@ -138,7 +276,7 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
         .num_threads(req.jobs.unwrap_or(0))
         .build()
         .context("starting worker threads")?;
-    let (plan, context) = load_plan(&req.spec, req.platform.as_ref())?;
+    let (plan, context) = load_plan(&req.description, req.platform.as_ref(), Some(&progress))?;
     let store = Store::open(&req.store_root)?;
     let image = pool.install(|| exec::build(&plan, &context, &store, &req.exec, &progress))?;
 
@@ -146,7 +284,8 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
     tags.extend(req.tags.iter().cloned());
     tags.dedup();
     for t in &tags {
-        output::split_tag(t).map_err(|e| UsageError(format!("{}: {e}", req.spec.display())))?;
+        output::split_tag(t)
+            .map_err(|e| UsageError(format!("tag from the build description: {e}")))?;
     }
     for target in &req.outputs {
         output::write(target, &image, &tags, &store)?;
@@ -174,8 +313,8 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run_plan(a: &PlanArgs) -> anyhow::Result<ExitCode> {
-    let (spec, platform, store_root, exec_opts) = input_request(&a.input)?;
-    let (plan, context) = load_plan(&spec, platform.as_ref())?;
+    let (description, platform, store_root, exec_opts) = input_request(&a.input)?;
+    let (plan, context) = load_plan(&description, platform.as_ref(), None)?;
     let store = Store::open(&store_root)?;
     let keys = exec::cache_keys(&plan, &context, &store, &exec_opts)?;
     let mut doc = serde_json::to_value(&plan).expect("plan serialises");

@@ -30,6 +30,8 @@ pub enum ContextError {
     GlobMatchedNothing { pattern: String },
     #[error("not implemented")]
     Todo,
+    #[error("{pattern} not found")]
+    NotFound { pattern: String },
 }
 
 pub struct BuildContext {
@@ -55,5 +57,29 @@ impl BuildContext {
         _exclude: &[String],
     ) -> Result<Vec<ContextEntry>, ContextError> {
         Err(ContextError::Todo)
+    }
+}
+
+impl BuildContext {
+    pub fn glob_sources(&self, _pattern: &str) -> Result<Vec<ContextEntry>, ContextError> {
+        Err(ContextError::Todo)
+    }
+    pub fn walk(&self, _rel: &str, _exclude: &[String]) -> Result<Vec<ContextEntry>, ContextError> {
+        Err(ContextError::Todo)
+    }
+}
+
+pub mod dockerignore {
+    pub fn read_ignore_file(_c: &str) -> Vec<String> {
+        Vec::new()
+    }
+    pub struct PatternMatcher;
+    impl PatternMatcher {
+        pub fn new(_p: &[String]) -> Result<Self, super::ContextError> {
+            Ok(PatternMatcher)
+        }
+        pub fn matches(&self, _path: &str) -> bool {
+            false
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! Resolving a layer step: its file sets become layer entries, and their content digests
 //! (from the file-digest cache or by hashing) become the step's cache key.
 
+use super::sources::Sources;
 use super::{ExecError, ExecOptions};
-use crate::context::{BuildContext, ContextEntry, EntryKind as CtxKind};
+use crate::context::{ContextEntry, EntryKind as CtxKind};
 use crate::digest::{Digest, Hasher};
 use crate::layer::{Entry, EntryKind, FileSource};
 use crate::path::ImagePath;
@@ -26,14 +27,14 @@ const LAYER_FORMAT: &str = "lade-layer-v1";
 
 pub fn resolve(
     step: &LayerStep,
-    context: &BuildContext,
+    sources: &Sources,
     cache: &FileDigestCache,
     opts: &ExecOptions,
 ) -> Result<ResolvedLayer, ExecError> {
     let mut entries = Vec::new();
     let mut content = Vec::new();
     for set in &step.sources {
-        resolve_set(set, context, cache, opts, &mut entries, &mut content)?;
+        resolve_set(set, sources, cache, opts, &mut entries, &mut content)?;
     }
     // The inputs, as the layer will see them: path, type, attributes and content digest of
     // every entry, in order. Host paths and timestamps stay out.
@@ -77,7 +78,7 @@ pub fn resolve(
 
 fn resolve_set(
     set: &FileSet,
-    context: &BuildContext,
+    sources: &Sources,
     cache: &FileDigestCache,
     opts: &ExecOptions,
     entries: &mut Vec<Entry>,
@@ -94,7 +95,8 @@ fn resolve_set(
             origin,
             include_origins,
         } => {
-            let found = context
+            let found = sources
+                .context
                 .select(from, include, exclude)
                 .map_err(|e| locate(e, origin, include, include_origins))?;
             let digests: Vec<Option<Digest>> = found
@@ -113,10 +115,13 @@ fn resolve_set(
             attrs,
             origin,
         } => {
-            let host = context.resolve(archive).map_err(|e| ExecError::Input {
-                origin: origin.clone(),
-                message: e.to_string(),
-            })?;
+            let host = sources
+                .context
+                .resolve(archive)
+                .map_err(|e| ExecError::Input {
+                    origin: origin.clone(),
+                    message: e.to_string(),
+                })?;
             let bad = |m: String| ExecError::Input {
                 origin: origin.clone(),
                 message: format!("{archive}: {m}"),
@@ -169,11 +174,92 @@ fn resolve_set(
                 xattrs: BTreeMap::new(),
             });
         }
-        FileSet::Copy { origin, .. } => {
-            return Err(ExecError::Input {
+        FileSet::Copy {
+            from,
+            sources: patterns,
+            dest,
+            dest_is_dir,
+            exclude,
+            parents,
+            chown,
+            chmod,
+            unpack_archives: _,
+            origin,
+        } => {
+            let input = |message: String| ExecError::Input {
                 origin: origin.clone(),
-                message: "COPY/ADD are not supported by this build yet".into(),
-            });
+                message,
+            };
+            let (uid, gid) = chown
+                .as_deref()
+                .map(|c| sources.owner(c))
+                .transpose()
+                .map_err(input)?
+                .unwrap_or((0, 0));
+            let attrs = Attrs {
+                file_mode: *chmod,
+                dir_mode: *chmod,
+                uid,
+                gid,
+                preserve_exec_bit: true,
+            };
+            let root = sources.root(from);
+            let excluded = crate::context::dockerignore::PatternMatcher::new(exclude)
+                .map_err(|e| input(format!("--exclude: {e}")))?;
+            let mut found = Vec::new();
+            for pattern in patterns {
+                let matches = root.glob_sources(pattern).map_err(|e| match e {
+                    crate::context::ContextError::NotFound { .. } if matches!(from, crate::plan::CopyFrom::Context) => {
+                        input(format!("COPY failed: {pattern:?} not found in the build context (or excluded by .dockerignore)"))
+                    }
+                    other => input(other.to_string()),
+                })?;
+                for m in matches {
+                    let rel = String::from_utf8_lossy(&m.rel_path).into_owned();
+                    if excluded.matches(&rel) {
+                        continue;
+                    }
+                    match m.kind {
+                        CtxKind::Dir => {
+                            // A directory's contents are copied, not the directory itself.
+                            let base = if *parents {
+                                dest.join_bytes(&m.rel_path)
+                            } else {
+                                dest.clone()
+                            };
+                            for e in root.walk(&rel, exclude).map_err(|e| input(e.to_string()))? {
+                                if e.rel_path.is_empty() {
+                                    continue;
+                                }
+                                let path = base.join_bytes(&e.rel_path);
+                                found.push((e, path));
+                            }
+                        }
+                        _ => {
+                            let path = if *parents {
+                                dest.join_bytes(&m.rel_path)
+                            } else if *dest_is_dir {
+                                dest.join_bytes(
+                                    ImagePath::from_rel_bytes(&m.rel_path)
+                                        .unwrap_or_default()
+                                        .file_name(),
+                                )
+                            } else {
+                                dest.clone()
+                            };
+                            found.push((m, path));
+                        }
+                    }
+                }
+            }
+            let digests: Vec<Option<Digest>> = found
+                .par_iter()
+                .map(|(c, _)| file_digest(c, cache))
+                .collect::<Result<_, _>>()?;
+            for ((c, path), d) in found.into_iter().zip(digests) {
+                entries.push(entry_from_context(c, path, &attrs, mtime));
+                content.push(d);
+            }
         }
         FileSet::Dir {
             path,

@@ -5,6 +5,7 @@
 mod base;
 mod config;
 mod files;
+mod sources;
 mod time;
 
 pub use base::{load_base, BaseImage};
@@ -76,7 +77,8 @@ pub trait Observer: Sync {
 pub struct Quiet;
 impl Observer for Quiet {}
 
-/// Builds the plan's target stage.
+/// Builds the plan's target stage and the stages it needs (only those), in waves: every
+/// stage whose dependencies are built runs at once, its layer steps in parallel too.
 pub fn build(
     plan: &Plan,
     context: &BuildContext,
@@ -84,29 +86,91 @@ pub fn build(
     opts: &ExecOptions,
     observer: &dyn Observer,
 ) -> Result<BuiltImage, ExecError> {
-    let stage = &plan.stages[plan.target];
-    if plan.stages.len() != 1 {
-        return Err(ExecError::Unsupported {
-            what: "building multi-stage plans".into(),
-        });
-    }
-    let base = load_base(&stage.base, &stage.platform, store)?;
+    let needed = needed_stages(plan);
+    let mut built: Vec<Option<BuiltImage>> = vec![None; plan.stages.len()];
     let file_cache = store.file_digest_cache();
-
-    // Resolve every layer step first (cheap: stat + cached digests), then write the layers
-    // that the cache lacks, in parallel; the result does not depend on the order of work.
-    let layer_steps: Vec<(usize, &crate::plan::LayerStep)> = stage
-        .steps
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| {
-            if let Step::Layer(l) = s {
-                Some((i, l))
-            } else {
-                None
-            }
+    loop {
+        let ready: Vec<usize> = (0..plan.stages.len())
+            .filter(|&i| {
+                needed[i]
+                    && built[i].is_none()
+                    && stage_deps(&plan.stages[i])
+                        .iter()
+                        .all(|&d| built[d].is_some())
+            })
+            .collect();
+        if ready.is_empty() {
+            break;
+        }
+        let results: Vec<(usize, BuiltImage)> = ready
+            .par_iter()
+            .map(|&i| {
+                build_stage(
+                    &plan.stages[i],
+                    context,
+                    &built,
+                    store,
+                    &file_cache,
+                    opts,
+                    observer,
+                )
+                .map(|b| (i, b))
+            })
+            .collect::<Result<_, _>>()?;
+        for (i, b) in results {
+            built[i] = Some(b);
+        }
+    }
+    file_cache.save()?;
+    built[plan.target]
+        .take()
+        .ok_or_else(|| ExecError::Unsupported {
+            what: "a stage graph with a cycle".into(),
         })
-        .collect();
+}
+
+/// The stages a stage reads from: its base and its COPY --from sources.
+fn stage_deps(stage: &crate::plan::Stage) -> Vec<usize> {
+    let mut deps = Vec::new();
+    if let crate::plan::Base::Stage { index } = stage.base {
+        deps.push(index);
+    }
+    for step in &stage.steps {
+        if let Step::Layer(l) = step {
+            for set in &l.sources {
+                if let crate::plan::FileSet::Copy {
+                    from: crate::plan::CopyFrom::Stage { index },
+                    ..
+                } = set
+                {
+                    deps.push(*index);
+                }
+            }
+        }
+    }
+    deps
+}
+
+fn needed_stages(plan: &Plan) -> Vec<bool> {
+    let mut needed = vec![false; plan.stages.len()];
+    let mut todo = vec![plan.target];
+    while let Some(i) = todo.pop() {
+        if !std::mem::replace(&mut needed[i], true) {
+            todo.extend(stage_deps(&plan.stages[i]));
+        }
+    }
+    needed
+}
+
+fn build_stage(
+    stage: &crate::plan::Stage,
+    context: &BuildContext,
+    built: &[Option<BuiltImage>],
+    store: &Store,
+    file_cache: &crate::store::FileDigestCache,
+    opts: &ExecOptions,
+    observer: &dyn Observer,
+) -> Result<BuiltImage, ExecError> {
     if let Some(run) =
         stage
             .steps
@@ -118,20 +182,43 @@ pub fn build(
             message: "RUN is not supported yet".into(),
         });
     }
+    let base = match stage.base {
+        crate::plan::Base::Stage { index } => {
+            let b = built[index].as_ref().expect("dependencies are built first");
+            BaseImage {
+                config: b.config.clone(),
+                layers: b.manifest.layers.clone(),
+            }
+        }
+        ref other => load_base(other, &stage.platform, store)?,
+    };
+    let sources = sources::Sources::prepare(stage, context, &base, built, store)?;
+    // Resolve every layer step first (cheap: stat + cached digests), then write the layers
+    // that the cache lacks, in parallel; the result does not depend on the order of work.
+    let layer_steps: Vec<&crate::plan::LayerStep> = stage
+        .steps
+        .iter()
+        .filter_map(|s| {
+            if let Step::Layer(l) = s {
+                Some(l)
+            } else {
+                None
+            }
+        })
+        .collect();
     let resolved: Vec<ResolvedLayer> = layer_steps
         .par_iter()
-        .map(|(_, step)| files::resolve(step, context, &file_cache, opts))
+        .map(|step| files::resolve(step, &sources, file_cache, opts))
         .collect::<Result<_, _>>()?;
     let layers: Vec<(LayerDigests, bool)> = resolved
         .into_par_iter()
         .map(|r| write_or_reuse(r, store, opts, observer))
         .collect::<Result<_, _>>()?;
-    file_cache.save()?;
-
     assemble(stage, base, &layers, store, opts)
 }
 
 /// Resolves a plan's layer steps to their cache keys without writing anything (`lade plan`).
+/// Steps that read other stages have no key until those stages are built.
 pub fn cache_keys(
     plan: &Plan,
     context: &BuildContext,
@@ -139,16 +226,30 @@ pub fn cache_keys(
     opts: &ExecOptions,
 ) -> Result<Vec<Vec<Option<Digest>>>, ExecError> {
     let file_cache = store.file_digest_cache();
+    let scratch = BaseImage {
+        config: ImageConfig::default(),
+        layers: Vec::new(),
+    };
     let keys = plan
         .stages
         .iter()
         .map(|stage| {
+            let plain = crate::plan::Stage {
+                steps: stage
+                    .steps
+                    .iter()
+                    .filter(|s| !reads_other_stage(s))
+                    .cloned()
+                    .collect(),
+                ..stage.clone()
+            };
+            let sources = sources::Sources::prepare(&plain, context, &scratch, &[], store)?;
             stage
                 .steps
                 .iter()
                 .map(|s| match s {
-                    Step::Layer(l) => {
-                        files::resolve(l, context, &file_cache, opts).map(|r| Some(r.key))
+                    Step::Layer(l) if !reads_other_stage(s) => {
+                        files::resolve(l, &sources, &file_cache, opts).map(|r| Some(r.key))
                     }
                     _ => Ok(None),
                 })
@@ -157,6 +258,11 @@ pub fn cache_keys(
         .collect::<Result<Vec<_>, _>>()?;
     file_cache.save()?;
     Ok(keys)
+}
+
+fn reads_other_stage(step: &Step) -> bool {
+    let Step::Layer(l) = step else { return false };
+    l.sources.iter().any(|s| matches!(s, crate::plan::FileSet::Copy { from, chown, .. } if !matches!(from, crate::plan::CopyFrom::Context) || chown.is_some()))
 }
 
 fn write_or_reuse(

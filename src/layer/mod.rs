@@ -123,3 +123,31 @@ pub fn write_layer<W: Write>(
     let _ = (entries, opts, sink);
     todo!("layer writer")
 }
+
+/// Options for `extract_layer` (placeholder until the layer branch lands).
+#[derive(Debug, Clone, Default)]
+pub struct ExtractOptions {
+    pub allow_devices: bool,
+    pub preserve_owner: bool,
+}
+
+/// Unpacks a layer blob into `root` (placeholder until the layer branch lands).
+pub fn extract_layer<R: std::io::Read>(
+    blob: R,
+    compression: Compression,
+    root: &std::path::Path,
+    opts: &ExtractOptions,
+) -> Result<(), LayerError> {
+    let _ = (blob, compression, root, opts);
+    todo!("layer extractor")
+}
+
+/// Reads one file's content from a layer blob (placeholder until the layer branch lands).
+pub fn read_file_from_layer<R: std::io::Read>(
+    blob: R,
+    compression: Compression,
+    path: &ImagePath,
+) -> Result<Option<Vec<u8>>, LayerError> {
+    let _ = (blob, compression, path);
+    todo!("layer reader")
+}

@@ -49,3 +49,9 @@ pub fn parse(_src: &str) -> Result<Dockerfile, ParseError> {
 pub fn suggest_instruction(_word: &str) -> Option<&'static str> {
     None
 }
+
+impl ParseError {
+    pub fn render(&self, file_name: &str, _src: &str) -> String {
+        format!("{file_name}:{}:{}: {}", self.line, self.col, self.message)
+    }
+}
