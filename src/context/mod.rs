@@ -1,15 +1,23 @@
-//! Build-context access (placeholder with the agreed API; replaced by the context branch).
-use std::path::{Path, PathBuf};
+//! Build-context access: selecting and walking files under a root without ever leaving it.
+//! (Interim implementation; `.dockerignore` matching lives in `dockerignore`.)
 
-#[derive(Debug, Clone)]
+pub mod dockerignore;
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
     Dir,
     File,
     Symlink { target: Vec<u8> },
 }
 
+/// One file, directory or symlink of the context, with the metadata layers and caches need.
 #[derive(Debug, Clone)]
 pub struct ContextEntry {
+    /// `/`-separated path relative to the selection base (raw bytes).
     pub rel_path: Vec<u8>,
     pub host_path: PathBuf,
     pub kind: EntryKind,
@@ -26,60 +34,391 @@ pub struct ContextEntry {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
-    #[error("pattern {pattern} matched no file")]
-    GlobMatchedNothing { pattern: String },
-    #[error("not implemented")]
-    Todo,
-    #[error("{pattern} not found")]
+    #[error("forbidden path outside the build context: {path}")]
+    OutsideContext { path: String },
+    #[error("{pattern}: no such file or directory in the context")]
     NotFound { pattern: String },
+    #[error("include pattern {pattern:?} matched no file")]
+    GlobMatchedNothing { pattern: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid pattern {pattern:?}: {message}")]
+    Pattern { pattern: String, message: String },
+    #[error("{path}: {what} cannot be put in an image layer")]
+    Unsupported { path: PathBuf, what: &'static str },
 }
 
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContextError + '_ {
+    move |source| ContextError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A build context rooted at a host directory, with its `.dockerignore` patterns.
 pub struct BuildContext {
     root: PathBuf,
+    ignore: dockerignore::PatternMatcher,
 }
 
 impl BuildContext {
-    pub fn new(root: &Path, _ignore: &[String]) -> Result<Self, ContextError> {
-        Ok(BuildContext {
-            root: root.to_path_buf(),
-        })
+    pub fn new(root: &Path, ignore_patterns: &[String]) -> Result<Self, ContextError> {
+        let root = root.canonicalize().map_err(io_err(root))?;
+        let ignore = dockerignore::PatternMatcher::new(ignore_patterns)?;
+        Ok(BuildContext { root, ignore })
     }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
-    pub fn resolve(&self, _rel: &str) -> Result<PathBuf, ContextError> {
-        Err(ContextError::Todo)
+
+    /// Cleans `rel` (absolute paths count from the root, like docker) and refuses `..`
+    /// that climbs out. Returns the root-relative components.
+    fn clean(&self, rel: &str) -> Result<Vec<Vec<u8>>, ContextError> {
+        let mut parts: Vec<Vec<u8>> = Vec::new();
+        for c in Path::new(rel).components() {
+            match c {
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+                Component::ParentDir => {
+                    if parts.pop().is_none() {
+                        return Err(ContextError::OutsideContext {
+                            path: rel.to_string(),
+                        });
+                    }
+                }
+                Component::Normal(n) => parts.push(n.as_bytes().to_vec()),
+            }
+        }
+        Ok(parts)
     }
+
+    /// Resolves a context path to a host path, following symlinks only while they stay
+    /// inside the root (an absolute link target counts from the root).
+    pub fn resolve(&self, rel: &str) -> Result<PathBuf, ContextError> {
+        let mut todo: Vec<Vec<u8>> = self.clean(rel)?;
+        todo.reverse();
+        let mut done: Vec<Vec<u8>> = Vec::new();
+        let mut links = 0;
+        while let Some(part) = todo.pop() {
+            if part == b".." {
+                if done.pop().is_none() {
+                    return Err(ContextError::OutsideContext {
+                        path: rel.to_string(),
+                    });
+                }
+                continue;
+            }
+            if part == b"." {
+                continue;
+            }
+            let mut host = self.root.clone();
+            for d in &done {
+                host.push(std::ffi::OsStr::from_bytes(d));
+            }
+            host.push(std::ffi::OsStr::from_bytes(&part));
+            match std::fs::symlink_metadata(&host) {
+                Ok(m) if m.file_type().is_symlink() && !todo.is_empty() => {
+                    links += 1;
+                    if links > 40 {
+                        return Err(ContextError::Io {
+                            path: host,
+                            source: std::io::Error::other("too many levels of symbolic links"),
+                        });
+                    }
+                    let target = std::fs::read_link(&host).map_err(io_err(&host))?;
+                    if target.is_absolute() {
+                        return Err(ContextError::OutsideContext {
+                            path: rel.to_string(),
+                        });
+                    }
+                    for c in target.components().rev() {
+                        match c {
+                            Component::ParentDir => todo.push(b"..".to_vec()),
+                            Component::Normal(n) => todo.push(n.as_bytes().to_vec()),
+                            _ => {}
+                        }
+                    }
+                }
+                _ => done.push(part),
+            }
+        }
+        let mut host = self.root.clone();
+        for d in &done {
+            host.push(std::ffi::OsStr::from_bytes(d));
+        }
+        Ok(host)
+    }
+
+    fn entry(&self, rel_path: Vec<u8>, host: PathBuf) -> Result<ContextEntry, ContextError> {
+        let m = std::fs::symlink_metadata(&host).map_err(io_err(&host))?;
+        let ft = m.file_type();
+        let kind = if ft.is_dir() {
+            EntryKind::Dir
+        } else if ft.is_file() {
+            EntryKind::File
+        } else if ft.is_symlink() {
+            EntryKind::Symlink {
+                target: std::fs::read_link(&host)
+                    .map_err(io_err(&host))?
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec(),
+            }
+        } else {
+            return Err(ContextError::Unsupported {
+                path: host,
+                what: "a device, socket or FIFO",
+            });
+        };
+        Ok(ContextEntry {
+            rel_path,
+            kind,
+            size: if ft.is_file() { m.len() } else { 0 },
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            dev: m.dev(),
+            ino: m.ino(),
+            nlink: m.nlink(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+            host_path: host,
+        })
+    }
+
+    fn rel_str(parts: &[Vec<u8>]) -> String {
+        String::from_utf8_lossy(&parts.join(&b'/')).into_owned()
+    }
+
+    /// Every entry below `rel` (excluding `rel` itself), sorted by path bytes, with
+    /// `.dockerignore` and `exclude` applied. Symlinks are kept, not followed.
+    pub fn walk(&self, rel: &str, exclude: &[String]) -> Result<Vec<ContextEntry>, ContextError> {
+        let base_parts = self.clean(rel)?;
+        let base = self.resolve(rel)?;
+        let excl = dockerignore::PatternMatcher::new(exclude)?;
+        let base_rel = Self::rel_str(&base_parts);
+        let mut out = Vec::new();
+        let mut it = walkdir::WalkDir::new(&base)
+            .min_depth(1)
+            .follow_links(false)
+            .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()))
+            .into_iter();
+        while let Some(item) = it.next() {
+            let item = item.map_err(|e| {
+                let path = e
+                    .path()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| base.clone());
+                ContextError::Io {
+                    path,
+                    source: e
+                        .into_io_error()
+                        .unwrap_or_else(|| std::io::Error::other("walk failed")),
+                }
+            })?;
+            let below = item
+                .path()
+                .strip_prefix(&base)
+                .expect("walk stays below base");
+            let below_bytes = below.as_os_str().as_bytes().to_vec();
+            let below_str = String::from_utf8_lossy(&below_bytes).into_owned();
+            let ctx_rel = if base_rel.is_empty() {
+                below_str.clone()
+            } else {
+                format!("{base_rel}/{below_str}")
+            };
+            let is_dir = item.file_type().is_dir();
+            if self.ignore.matches_or_parent(&ctx_rel) || excl.matches_or_parent(&below_str) {
+                if is_dir && !self.ignore.exclusions() && !excl.exclusions() {
+                    it.skip_current_dir();
+                }
+                continue;
+            }
+            out.push(self.entry(below_bytes, item.path().to_path_buf())?);
+        }
+        out.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
+        Ok(out)
+    }
+
+    /// COPY/ADD sources: a path with wildcards (`*`, `?`, `[..]` per component). The
+    /// matches, sorted, with `rel_path` relative to the root.
+    pub fn glob_sources(&self, pattern: &str) -> Result<Vec<ContextEntry>, ContextError> {
+        let parts = self.clean(pattern)?;
+        let has_magic = |p: &[u8]| p.iter().any(|b| matches!(b, b'*' | b'?' | b'['));
+        if !parts.iter().any(|p| has_magic(p)) {
+            let host = self.resolve(pattern)?;
+            let rel = Self::rel_str(&parts);
+            if !rel.is_empty() && self.ignore.matches_or_parent(&rel) {
+                return Err(ContextError::NotFound {
+                    pattern: pattern.to_string(),
+                });
+            }
+            if std::fs::symlink_metadata(&host).is_err() {
+                return Err(ContextError::NotFound {
+                    pattern: pattern.to_string(),
+                });
+            }
+            return Ok(vec![self.entry(parts.join(&b'/'), host)?]);
+        }
+        // Expand component by component.
+        let mut current: Vec<Vec<Vec<u8>>> = vec![Vec::new()];
+        for part in &parts {
+            let mut next = Vec::new();
+            for prefix in &current {
+                if !has_magic(part) {
+                    let mut p = prefix.clone();
+                    p.push(part.clone());
+                    next.push(p);
+                    continue;
+                }
+                let dir = self.resolve(&Self::rel_str(prefix))?;
+                let Ok(rd) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                let matcher = dockerignore::component_matcher(part).map_err(|message| {
+                    ContextError::Pattern {
+                        pattern: pattern.to_string(),
+                        message,
+                    }
+                })?;
+                let mut names: Vec<Vec<u8>> = rd
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().as_bytes().to_vec())
+                    .filter(|n| matcher(n))
+                    .collect();
+                names.sort();
+                for n in names {
+                    let mut p = prefix.clone();
+                    p.push(n);
+                    next.push(p);
+                }
+            }
+            current = next;
+        }
+        let mut out = Vec::new();
+        for p in current {
+            let rel = Self::rel_str(&p);
+            if self.ignore.matches_or_parent(&rel) {
+                continue;
+            }
+            let host = self.resolve(&rel)?;
+            if std::fs::symlink_metadata(&host).is_ok() {
+                out.push(self.entry(p.join(&b'/'), host)?);
+            }
+        }
+        if out.is_empty() {
+            return Err(ContextError::NotFound {
+                pattern: pattern.to_string(),
+            });
+        }
+        out.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
+        Ok(out)
+    }
+
+    /// lade.toml selection: entries under directory `from` matching any `include` glob
+    /// (all when empty) and no `exclude` glob, plus the directories leading to them.
     pub fn select(
         &self,
-        _from: &str,
-        _include: &[String],
-        _exclude: &[String],
+        from: &str,
+        include: &[String],
+        exclude: &[String],
     ) -> Result<Vec<ContextEntry>, ContextError> {
-        Err(ContextError::Todo)
+        let base = self.resolve(from)?;
+        match std::fs::metadata(&base) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(ContextError::Io {
+                    path: base,
+                    source: std::io::Error::other("`from` is not a directory"),
+                })
+            }
+            Err(e) => {
+                return Err(ContextError::Io {
+                    path: base,
+                    source: e,
+                })
+            }
+        }
+        let glob = |pats: &[String]| -> Result<Vec<globset::GlobMatcher>, ContextError> {
+            pats.iter()
+                .map(|p| {
+                    globset::GlobBuilder::new(p)
+                        .literal_separator(true)
+                        .build()
+                        .map(|g| g.compile_matcher())
+                        .map_err(|e| ContextError::Pattern {
+                            pattern: p.clone(),
+                            message: e.to_string(),
+                        })
+                })
+                .collect()
+        };
+        let inc = glob(include)?;
+        let exc = globset::GlobSet::new_from(exclude)?;
+        let all = self.walk(from, &[])?;
+        let mut hit = vec![false; inc.len()];
+        let mut keep: std::collections::BTreeSet<Vec<u8>> = Default::default();
+        for e in &all {
+            let rel = String::from_utf8_lossy(&e.rel_path).into_owned();
+            if exc.is_match(&rel) {
+                continue;
+            }
+            let matched: Vec<usize> = inc
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| g.is_match(&rel))
+                .map(|(i, _)| i)
+                .collect();
+            if inc.is_empty() || !matched.is_empty() {
+                for i in matched {
+                    hit[i] = true;
+                }
+                keep.insert(e.rel_path.clone());
+                // The directories leading to a kept entry are kept too.
+                let mut p = e.rel_path.as_slice();
+                while let Some(i) = p.iter().rposition(|&b| b == b'/') {
+                    p = &p[..i];
+                    keep.insert(p.to_vec());
+                }
+            }
+        }
+        if let Some(i) = hit.iter().position(|h| !h) {
+            return Err(ContextError::GlobMatchedNothing {
+                pattern: include[i].clone(),
+            });
+        }
+        Ok(all
+            .into_iter()
+            .filter(|e| keep.contains(&e.rel_path))
+            .collect())
     }
 }
 
-impl BuildContext {
-    pub fn glob_sources(&self, _pattern: &str) -> Result<Vec<ContextEntry>, ContextError> {
-        Err(ContextError::Todo)
-    }
-    pub fn walk(&self, _rel: &str, _exclude: &[String]) -> Result<Vec<ContextEntry>, ContextError> {
-        Err(ContextError::Todo)
-    }
+/// Compiled exclude globs for `select`.
+trait GlobSetExt: Sized {
+    fn new_from(pats: &[String]) -> Result<Self, ContextError>;
 }
 
-pub mod dockerignore {
-    pub fn read_ignore_file(_c: &str) -> Vec<String> {
-        Vec::new()
-    }
-    pub struct PatternMatcher;
-    impl PatternMatcher {
-        pub fn new(_p: &[String]) -> Result<Self, super::ContextError> {
-            Ok(PatternMatcher)
+impl GlobSetExt for globset::GlobSet {
+    fn new_from(pats: &[String]) -> Result<Self, ContextError> {
+        let mut b = globset::GlobSetBuilder::new();
+        for p in pats {
+            b.add(
+                globset::GlobBuilder::new(p)
+                    .literal_separator(true)
+                    .build()
+                    .map_err(|e| ContextError::Pattern {
+                        pattern: p.clone(),
+                        message: e.to_string(),
+                    })?,
+            );
         }
-        pub fn matches(&self, _path: &str) -> bool {
-            false
-        }
+        b.build().map_err(|e| ContextError::Pattern {
+            pattern: pats.join(","),
+            message: e.to_string(),
+        })
     }
 }

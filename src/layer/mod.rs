@@ -120,9 +120,11 @@ pub fn write_layer<W: Write>(
     opts: LayerOptions,
     sink: W,
 ) -> Result<(W, LayerDigests), LayerError> {
-    let _ = (entries, opts, sink);
-    todo!("layer writer")
+    writer::write_layer(entries, opts, sink)
 }
+
+mod tarfmt;
+mod writer;
 
 /// Options for `extract_layer` (placeholder until the layer branch lands).
 #[derive(Debug, Clone, Default)]
