@@ -123,6 +123,7 @@ pub fn write_layer<W: Write>(
     writer::write_layer(entries, opts, sink)
 }
 
+mod pgzip;
 mod tarfmt;
 mod writer;
 

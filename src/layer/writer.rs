@@ -13,7 +13,8 @@ use std::sync::mpsc;
 
 /// Chunk size handed from the tar thread to the compressor.
 const CHUNK: usize = 1 << 20;
-/// gzip level: the `gzip -6` default, pinned (it is part of every layer digest).
+/// gzip level: the `gzip -6` default, pinned (it is part of every layer digest). The block
+/// layout is pinned too (`pgzip::BLOCK`).
 const GZIP_LEVEL: u32 = 6;
 /// zstd level, pinned; single-threaded so the frame layout is fixed.
 const ZSTD_LEVEL: i32 = 3;
