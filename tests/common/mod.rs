@@ -61,12 +61,13 @@ pub fn services() -> Option<Services> {
 /// The services, or a test failure saying how to get them.
 #[track_caller]
 pub fn require_services() -> Services {
-    services().unwrap_or_else(|| {
-        panic!(
+    match services() {
+        Some(s) => s,
+        None => panic!(
             "this test needs dockerd and the test registries: run it through `cargo xtask test` \
              (LADE_TEST_SERVICES and the other LADE_TEST_* variables are not set)"
-        )
-    })
+        ),
+    }
 }
 
 /// A `docker -H <private dockerd>` command.

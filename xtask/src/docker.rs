@@ -66,6 +66,7 @@ pub fn start(scratch: &Path) -> Result<Dockerd> {
                     return Ok(d);
                 }
                 Err(e) => {
+                    crate::signal::check()?;
                     eprintln!("xtask: dockerd ({driver}) started but cannot run a container: {e:#}");
                     errors.push(format!("{driver}: docker run: {e:#}"));
                     if fallback.is_none() {

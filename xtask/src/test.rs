@@ -14,6 +14,7 @@
 //! | `LADE_TEST_TLS_CA` | PEM of the CA that signed its certificate (SAN IP:127.0.0.1) |
 //! | `LADE_TEST_TLS_CERT_DIR` | a directory holding that CA as `ca.crt` (`skopeo --cert-dir`) |
 //! | `LADE_TEST_TLS_USER`, `LADE_TEST_TLS_PASSWORD` | its credentials |
+use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
@@ -158,27 +159,44 @@ impl Services {
     }
 }
 
-/// Runs `cargo test --workspace ARGS` with `env`, forwarding a stop signal to it.
+/// Runs `cargo test --workspace ARGS` with `env` in its own process group, and forwards a stop
+/// signal to that whole group: cargo does not pass SIGTERM on to the test binaries it runs, and the
+/// group must not be ours, which we may share with the shell or CI runner that started us.
 fn cargo_test(args: &[String], env: &[(&'static str, String)]) -> Result<ExitCode> {
     let mut cmd: Command = cargo();
     cmd.current_dir(repo_root())
         .args(["test", "--workspace"])
         .args(args)
-        .envs(env.iter().map(|(k, v)| (*k, v)));
+        .envs(env.iter().map(|(k, v)| (*k, v)))
+        .process_group(0);
     let mut child = cmd.spawn().context("running cargo test")?;
-    let mut forwarded = false;
+    let pgid = child.id() as libc::pid_t;
+    let mut forwarded = None;
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
         }
-        if let (Some(sig), false) = (signal::received(), forwarded) {
-            // Ctrl-C in a terminal reaches cargo directly; a SIGTERM sent to us alone does not.
-            // SAFETY: plain kill(2) on our child.
-            unsafe { libc::kill(child.id() as libc::pid_t, sig) };
-            forwarded = true;
+        if let Some(sig) = signal::received() {
+            match forwarded {
+                None => {
+                    // SAFETY: plain kill(2) on the process group we created.
+                    unsafe { libc::kill(-pgid, sig) };
+                    forwarded = Some(std::time::Instant::now());
+                }
+                Some(t) if t.elapsed() > Duration::from_secs(10) => {
+                    // SAFETY: as above.
+                    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                }
+                Some(_) => {}
+            }
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    if forwarded.is_some() {
+        // Test binaries cargo left behind when it died first.
+        // SAFETY: as above.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
     use std::os::unix::process::ExitStatusExt;
     let code = match (status.code(), status.signal()) {
         (Some(c), _) => c,
