@@ -16,7 +16,11 @@ fn unique(name: &str) -> String {
 
 fn http_get(addr: &str, path: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     resp
@@ -196,7 +200,10 @@ fn schema_validator_rejects_invalid_manifests() {
 
     let mut m = valid_manifest();
     m["layers"][0]["annotations"] = json!({ "k": 1 });
-    assert!(!schema_errors(&m, "manifest").is_empty(), "annotation value");
+    assert!(
+        !schema_errors(&m, "manifest").is_empty(),
+        "annotation value"
+    );
 
     let mut m = valid_manifest();
     m.as_object_mut().unwrap().remove("config");

@@ -51,9 +51,8 @@ pub const TEST: &[Need] = &[
     exec("tar", &["tar"]),
 ];
 
-/// What `cargo xtask bench` uses (buildah for the rows still to come).
+/// What `cargo xtask bench` uses (add buildah with its rows).
 pub const BENCH: &[Need] = &[
-    exec("time", &["/usr/bin/time"]),
     exec("pigz", &["pigz"]),
     exec("gzip", &["gzip"]),
     exec("python3", &["python3"]),
@@ -127,10 +126,7 @@ pub fn ensure(needs: &[Need]) -> Result<()> {
         .map(|n| n.package)
         .collect();
     if !still.is_empty() {
-        bail!(
-            "still missing after apt-get install: {}",
-            still.join(" ")
-        );
+        bail!("still missing after apt-get install: {}", still.join(" "));
     }
     Ok(())
 }

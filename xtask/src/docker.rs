@@ -67,7 +67,9 @@ pub fn start(scratch: &Path) -> Result<Dockerd> {
                 }
                 Err(e) => {
                     crate::signal::check()?;
-                    eprintln!("xtask: dockerd ({driver}) started but cannot run a container: {e:#}");
+                    eprintln!(
+                        "xtask: dockerd ({driver}) started but cannot run a container: {e:#}"
+                    );
                     errors.push(format!("{driver}: docker run: {e:#}"));
                     if fallback.is_none() {
                         fallback = Some(d);
@@ -140,7 +142,14 @@ fn probe_run(d: &Dockerd, scratch: &Path) -> Result<()> {
     let root = scratch.join("probe-rootfs");
     let tar = scratch.join("probe-busybox.tar");
     busybox_rootfs(&root)?;
-    run_ok(Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg("."))?;
+    run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."),
+    )?;
     let image = "lade-xtask-probe:latest";
     run_ok(d.cli().arg("import").arg(&tar).arg(image))?;
     let out = run_ok(d.cli().args([

@@ -59,10 +59,7 @@ fn run(args: &[String]) -> anyhow::Result<ExitCode> {
 /// The workspace root (the directory holding the root Cargo.toml).
 pub fn repo_root() -> PathBuf {
     let xtask_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    xtask_dir
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or(xtask_dir)
+    xtask_dir.parent().map(PathBuf::from).unwrap_or(xtask_dir)
 }
 
 /// The cargo that runs this xtask (so a toolchain override applies to the child builds too).

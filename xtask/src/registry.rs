@@ -61,7 +61,12 @@ fn start(dir: &Path, tls: Option<&TlsAuth>) -> Result<Registry> {
         } else {
             "registry"
         };
-        let mut daemon = Daemon::spawn(name, cmd, &dir.join("registry.log"), Duration::from_secs(10))?;
+        let mut daemon = Daemon::spawn(
+            name,
+            cmd,
+            &dir.join("registry.log"),
+            Duration::from_secs(10),
+        )?;
         let ready = daemon.wait_ready(Duration::from_secs(30), || match tls {
             None => http_status(&addr, "/v2/") == Some(200),
             Some(_) => TcpStream::connect(&addr).is_ok(),
