@@ -1,2 +1,68 @@
-//! Project tasks: `cargo xtask test`, `cargo xtask bench`.
-fn main() {}
+//! Project tasks: `cargo xtask test` (lint, start the services the integration tests use, run the
+//! whole test suite, stop the services) and `cargo xtask bench` (time lade against the physical
+//! floor on the standard workloads).
+mod bench;
+mod deps;
+mod docker;
+mod proc;
+mod registry;
+mod signal;
+mod test;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [options]
+
+tasks:
+  test [--no-services] [--no-lint] [-- CARGO-TEST-ARGS...]
+      cargo fmt --check and cargo clippy (unless --no-lint), then start dockerd and two
+      registries (plain, and TLS + basic auth) on 127.0.0.1, run `cargo test --workspace`
+      with LADE_TEST_* set, stop everything and exit with cargo's exit code.
+      --no-services runs only cargo test (tests that need the services then fail).
+  bench [--runs N] [--workloads DIR] [--keep]
+      make the W1-W3 workloads (../shared/bench/make-workloads.sh), build lade in release and
+      time it against tar|gzip and tar|pigz, best of N interleaved runs (default 3).
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> anyhow::Result<ExitCode> {
+    let Some((task, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return Ok(ExitCode::from(2));
+    };
+    match task.as_str() {
+        "test" => test::run(rest),
+        "bench" => bench::run(rest),
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => {
+            eprint!("xtask: unknown task {other:?}\n\n{USAGE}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+/// The workspace root (the directory holding the root Cargo.toml).
+pub fn repo_root() -> PathBuf {
+    let xtask_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    xtask_dir.parent().map(PathBuf::from).unwrap_or(xtask_dir)
+}
+
+/// The cargo that runs this xtask (so a toolchain override applies to the child builds too).
+pub fn cargo() -> std::process::Command {
+    std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}

@@ -1,0 +1,235 @@
+//! Shared helpers for the integration tests (`mod common;` in each test file): the services that
+//! `cargo xtask test` starts, thin wrappers around the reference tools (docker, skopeo, umoci), a
+//! busybox root filesystem, the `lade` binary, and validation against the OCI image-spec schemas.
+//!
+//! Services: `cargo xtask test` always starts a private dockerd and two registries on 127.0.0.1 and
+//! describes them in `LADE_TEST_*` variables (see `xtask/src/test.rs`). A test that needs them
+//! calls [`require_services`], which **fails** the test when they are missing — it never skips,
+//! because a skipped test would let a run without services look green. Plain `cargo test` (or
+//! `cargo xtask test --no-services`) therefore fails those tests; run `cargo xtask test`.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The services described by the `LADE_TEST_*` environment.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// The docker CLI (`LADE_TEST_DOCKER`).
+    pub docker: PathBuf,
+    /// `unix:///...` of the private dockerd (`LADE_TEST_DOCKER_HOST`).
+    pub docker_host: String,
+    /// An empty `DOCKER_CONFIG` directory (`LADE_TEST_DOCKER_CONFIG`), if given.
+    pub docker_config: Option<PathBuf>,
+    /// `127.0.0.1:PORT`: plain HTTP, no auth, delete enabled (`LADE_TEST_REGISTRY`).
+    pub registry: String,
+    /// `127.0.0.1:PORT`: HTTPS with basic auth (`LADE_TEST_TLS_REGISTRY`).
+    pub tls_registry: String,
+    /// PEM of the CA of the TLS registry (`LADE_TEST_TLS_CA`).
+    pub tls_ca: PathBuf,
+    /// A directory with that CA as `ca.crt`, for `--cert-dir` options (`LADE_TEST_TLS_CERT_DIR`).
+    pub tls_cert_dir: PathBuf,
+    pub tls_user: String,
+    pub tls_password: String,
+}
+
+/// The services, if the environment describes them (`LADE_TEST_SERVICES=1`).
+pub fn services() -> Option<Services> {
+    if std::env::var("LADE_TEST_SERVICES").ok()? != "1" {
+        return None;
+    }
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let docker_host = var("LADE_TEST_DOCKER_HOST")?;
+    let tls_ca = PathBuf::from(var("LADE_TEST_TLS_CA")?);
+    Some(Services {
+        docker: var("LADE_TEST_DOCKER")
+            .unwrap_or_else(|| "/usr/bin/docker".into())
+            .into(),
+        docker_host,
+        docker_config: var("LADE_TEST_DOCKER_CONFIG").map(PathBuf::from),
+        registry: var("LADE_TEST_REGISTRY")?,
+        tls_registry: var("LADE_TEST_TLS_REGISTRY")?,
+        tls_cert_dir: var("LADE_TEST_TLS_CERT_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| tls_ca.parent().unwrap_or(Path::new("/")).to_path_buf()),
+        tls_ca,
+        tls_user: var("LADE_TEST_TLS_USER")?,
+        tls_password: var("LADE_TEST_TLS_PASSWORD")?,
+    })
+}
+
+/// The services, or a test failure saying how to get them.
+#[track_caller]
+pub fn require_services() -> Services {
+    match services() {
+        Some(s) => s,
+        None => panic!(
+            "this test needs dockerd and the test registries: run it through `cargo xtask test` \
+             (LADE_TEST_SERVICES and the other LADE_TEST_* variables are not set)"
+        ),
+    }
+}
+
+/// A `docker -H <private dockerd>` command.
+pub fn docker_cmd() -> Command {
+    let s = require_services();
+    let mut c = Command::new(&s.docker);
+    if let Some(cfg) = &s.docker_config {
+        c.env("DOCKER_CONFIG", cfg);
+    }
+    c.env_remove("DOCKER_HOST")
+        .env_remove("DOCKER_CONTEXT")
+        .env("DOCKER_BUILDKIT", "1")
+        .arg("-H")
+        .arg(&s.docker_host);
+    c
+}
+
+/// Runs docker against the private dockerd.
+pub fn docker(args: &[&str]) -> Output {
+    output(docker_cmd().args(args))
+}
+
+/// Runs skopeo. `--insecure-policy` so no `/etc/containers/policy.json` is needed; registries
+/// still need `--tls-verify=false` (plain) or `--cert-dir`/`--creds` (TLS).
+pub fn skopeo(args: &[&str]) -> Output {
+    output(Command::new("skopeo").arg("--insecure-policy").args(args))
+}
+
+/// Runs umoci.
+pub fn umoci(args: &[&str]) -> Output {
+    output(Command::new("umoci").args(args))
+}
+
+/// Runs a command, panicking only if it cannot be started.
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Panics with stdout and stderr unless the command succeeded; returns its stdout.
+#[track_caller]
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A minimal root filesystem under `dir`: `bin/busybox` (a copy of Debian's static
+/// `/bin/busybox`, package busybox-static) and `bin/sh -> busybox`.
+pub fn busybox_rootfs(dir: &Path) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox"))
+        .expect("copy /bin/busybox (install busybox-static, or run `cargo xtask test`)");
+    let sh = bin.join("sh");
+    let _ = std::fs::remove_file(&sh);
+    std::os::unix::fs::symlink("busybox", &sh).unwrap();
+}
+
+/// Imports a busybox image into the private dockerd as `tag` (`docker import` of a tar of
+/// [`busybox_rootfs`]).
+pub fn docker_import_busybox(tag: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("rootfs");
+    busybox_rootfs(&root);
+    let tar = tmp.path().join("busybox.tar");
+    ok(output(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."),
+    ));
+    ok(docker(&["import", tar.to_str().unwrap(), tag]));
+}
+
+/// The `lade` binary built for these tests, with its store in `cache_dir` (through
+/// `LADE_CACHE_DIR`; an explicit `--cache-dir` wins over it) and `SOURCE_DATE_EPOCH` unset.
+pub fn lade(cache_dir: &Path) -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::new(env!("CARGO_BIN_EXE_lade"));
+    c.env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("RUST_LOG")
+        .env("LADE_CACHE_DIR", cache_dir);
+    c
+}
+
+/// `testdata/<rel>` in this repository.
+pub fn testdata(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(rel)
+}
+
+/// The folder of the OCI image-spec JSON schemas (opencontainers/image-spec at 13cff54).
+pub fn schema_dir() -> PathBuf {
+    testdata("oci-image-spec/schema")
+}
+
+/// Validation errors of `json` against one of the image-spec schemas, named by file
+/// (`image-manifest-schema.json`) or short name (`manifest`, `index`, `config`, `layout`,
+/// `descriptor`). Empty when valid. Works offline: every `$ref` resolves to a file in
+/// [`schema_dir`] by its last path segment, whatever base URI the schemas' `id`s give it.
+pub fn schema_errors(json: &serde_json::Value, schema: &str) -> Vec<String> {
+    let file = match schema {
+        "manifest" => "image-manifest-schema.json",
+        "index" => "image-index-schema.json",
+        "config" => "config-schema.json",
+        "layout" => "image-layout-schema.json",
+        "descriptor" => "content-descriptor.json",
+        other => other,
+    };
+    let root = read_schema(file).unwrap_or_else(|e| panic!("{e}"));
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft4)
+        .should_validate_formats(true)
+        .with_retriever(SchemaDir)
+        .build(&root)
+        .unwrap_or_else(|e| panic!("schema {file} does not compile: {e}"));
+    validator
+        .iter_errors(json)
+        .map(|e| format!("{}: {e}", e.instance_path))
+        .collect()
+}
+
+/// Panics with every violation unless `json` is valid against the schema (see [`schema_errors`]).
+#[track_caller]
+pub fn validate_with_schemas(json: &serde_json::Value, schema: &str) {
+    let errors = schema_errors(json, schema);
+    assert!(
+        errors.is_empty(),
+        "not a valid {schema}:\n  {}\ndocument: {}",
+        errors.join("\n  "),
+        serde_json::to_string_pretty(json).unwrap()
+    );
+}
+
+fn read_schema(file: &str) -> Result<serde_json::Value, String> {
+    let path = schema_dir().join(file);
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))
+}
+
+/// Resolves any URI to the schema file named by its last path segment; never uses the network.
+struct SchemaDir;
+
+impl jsonschema::Retrieve for SchemaDir {
+    fn retrieve(
+        &self,
+        uri: &jsonschema::Uri<String>,
+    ) -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync>> {
+        let path = uri.path().as_str();
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if name.ends_with(".json") && !name.contains("..") {
+            return Ok(read_schema(name)?);
+        }
+        Err(format!("no offline schema for {}", uri.as_str()).into())
+    }
+}

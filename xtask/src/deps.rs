@@ -1,0 +1,132 @@
+//! The Debian packages the tasks rely on: find what is missing and, as root, install it with
+//! apt-get; otherwise say exactly what to install.
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::proc::which;
+
+/// How to tell that a package is present.
+#[derive(Clone, Copy)]
+enum Probe {
+    /// Executables (names on PATH, or absolute paths).
+    Exec(&'static [&'static str]),
+    /// `/bin/busybox` exists and is statically linked (Debian's `busybox` package ships a dynamic
+    /// one at the same path, useless inside a scratch image).
+    StaticBusybox,
+}
+
+#[derive(Clone, Copy)]
+pub struct Need {
+    package: &'static str,
+    probe: Probe,
+}
+
+const fn exec(package: &'static str, bins: &'static [&'static str]) -> Need {
+    Need {
+        package,
+        probe: Probe::Exec(bins),
+    }
+}
+
+/// What `cargo xtask test` and the tests it runs use.
+pub const TEST: &[Need] = &[
+    exec("docker.io", &["dockerd", "/usr/bin/docker"]),
+    exec("docker-registry", &["docker-registry"]),
+    exec("skopeo", &["skopeo"]),
+    exec("umoci", &["umoci"]),
+    exec("oci-image-tool", &["oci-image-tool"]),
+    Need {
+        package: "busybox-static",
+        probe: Probe::StaticBusybox,
+    },
+    exec("crun", &["crun"]),
+    exec("runc", &["runc"]),
+    exec("pigz", &["pigz"]),
+    exec("python3", &["python3"]),
+    exec("openssl", &["openssl"]),
+    // htpasswd -B: bcrypt entries for the registry's basic auth.
+    exec("apache2-utils", &["htpasswd"]),
+    exec("tar", &["tar"]),
+];
+
+/// What `cargo xtask bench` uses (add buildah with its rows).
+pub const BENCH: &[Need] = &[
+    exec("pigz", &["pigz"]),
+    exec("gzip", &["gzip"]),
+    exec("python3", &["python3"]),
+    exec("tar", &["tar"]),
+    exec("coreutils", &["sha256sum"]),
+];
+
+fn present(need: &Need) -> bool {
+    match need.probe {
+        Probe::Exec(bins) => bins.iter().all(|b| which(b).is_some()),
+        Probe::StaticBusybox => is_static_elf(Path::new("/bin/busybox")),
+    }
+}
+
+/// True for an ELF file without a PT_INTERP program header (no dynamic loader).
+pub fn is_static_elf(path: &Path) -> bool {
+    let Ok(b) = std::fs::read(path) else {
+        return false;
+    };
+    if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 || b[5] != 1 {
+        return false; // only 64-bit little-endian is expected here
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(b[32..40].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    (0..phnum).all(|i| {
+        let o = phoff + i * phentsize;
+        o + 4 <= b.len() && u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) != 3
+    })
+}
+
+/// Makes sure every package in `needs` is present, installing the missing ones as root.
+pub fn ensure(needs: &[Need]) -> Result<()> {
+    let mut missing: Vec<&str> = needs
+        .iter()
+        .filter(|n| !present(n))
+        .map(|n| n.package)
+        .collect();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    // SAFETY: geteuid(2) has no failure modes.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root || which("apt-get").is_none() {
+        bail!(
+            "missing packages: {list}\ninstall them first (Debian/Ubuntu):\n  \
+             sudo apt-get update && sudo apt-get install -y --no-install-recommends {list}"
+        );
+    }
+    eprintln!("xtask: installing missing packages: {list}");
+    let apt = |args: &[&str]| -> Result<()> {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("running apt-get")?;
+        if !status.success() {
+            bail!("apt-get {} failed ({status})", args.join(" "));
+        }
+        Ok(())
+    };
+    apt(&["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(&missing);
+    apt(&args)?;
+    let still: Vec<&str> = needs
+        .iter()
+        .filter(|n| !present(n))
+        .map(|n| n.package)
+        .collect();
+    if !still.is_empty() {
+        bail!("still missing after apt-get install: {}", still.join(" "));
+    }
+    Ok(())
+}
