@@ -21,6 +21,9 @@ impl Digest {
     pub fn from_raw(raw: [u8; 32]) -> Digest {
         Digest(raw)
     }
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
     /// The 64 hex characters, without the algorithm prefix (the blob file name).
     pub fn hex(&self) -> String {
         hex::encode(self.0)

@@ -56,16 +56,10 @@ fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
     out.push(b'\n');
 }
 
-fn ustar_block(
-    path: &[u8],
-    typeflag: u8,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    size: u64,
-    mtime: u64,
-    link: &[u8],
-) -> [u8; 512] {
+fn ustar_block(h: &Header) -> [u8; 512] {
+    let (path, typeflag, mode, uid, gid, size, mtime, link) = (
+        h.path, h.typeflag, h.mode, h.uid, h.gid, h.size, h.mtime, h.link,
+    );
     let mut b = [0u8; 512];
     let (prefix, name) = split_ustar(path).unwrap_or((&[], &path[..path.len().min(100)]));
     b[..name.len()].copy_from_slice(name);
@@ -119,23 +113,22 @@ pub fn encode(h: &Header, out: &mut Vec<u8>) {
         let base = h.path.rsplit(|&c| c == b'/').next().unwrap_or(b"");
         let mut name = b"PaxHeaders.0/".to_vec();
         name.extend_from_slice(&base[..base.len().min(80)]);
-        out.extend_from_slice(&ustar_block(
-            &name,
-            b'x',
-            0o644,
-            0,
-            0,
-            pax.len() as u64,
-            h.mtime.min(USTAR_MAX_OCTAL_11),
-            b"",
-        ));
+        out.extend_from_slice(&ustar_block(&Header {
+            path: &name,
+            typeflag: b'x',
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: pax.len() as u64,
+            mtime: h.mtime.min(USTAR_MAX_OCTAL_11),
+            link: b"",
+            xattrs: &[],
+        }));
         let padded = pax.len().div_ceil(512) * 512;
         pax.resize(padded, 0);
         out.extend_from_slice(&pax);
     }
-    out.extend_from_slice(&ustar_block(
-        h.path, h.typeflag, h.mode, h.uid, h.gid, h.size, h.mtime, h.link,
-    ));
+    out.extend_from_slice(&ustar_block(h));
 }
 
 #[cfg(test)]

@@ -280,10 +280,7 @@ fn consume<W: Write>(
             out
         }
         Compression::Gzip => {
-            let mut enc = flate2::GzBuilder::new()
-                .mtime(0)
-                .operating_system(255)
-                .write(out, flate2::Compression::new(GZIP_LEVEL));
+            let mut enc = super::pgzip::ParallelGzip::new(out, GZIP_LEVEL);
             for chunk in rx {
                 enc.write_all(&chunk).map_err(w)?;
             }

@@ -7,6 +7,7 @@ use super::{io_err, Store, StoreError};
 use crate::digest::Digest;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -19,7 +20,6 @@ pub struct FileStamp {
     pub dev: u64,
 }
 
-#[derive(Serialize, Deserialize)]
 struct Record {
     path: PathBuf,
     stamp: FileStamp,
@@ -61,29 +61,68 @@ impl FileDigestCache {
         for r in learned {
             merged.insert(r.path, (r.stamp, r.digest));
         }
-        let mut records: Vec<Record> = merged
-            .into_iter()
-            .map(|(path, (stamp, digest))| Record {
-                path,
-                stamp,
-                digest,
-            })
-            .collect();
-        records.sort_by(|a, b| a.path.cmp(&b.path));
-        let bytes = serde_json::to_vec(&records).expect("file cache serialises");
-        super::write_atomic(&self.file, &bytes).map_err(io_err(&self.file))
+        let mut records: Vec<(PathBuf, (FileStamp, Digest))> = merged.into_iter().collect();
+        records.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out = MAGIC.to_vec();
+        for (path, (st, d)) in &records {
+            let p = path.as_os_str().as_bytes();
+            out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+            out.extend_from_slice(p);
+            out.extend_from_slice(&st.size.to_le_bytes());
+            out.extend_from_slice(&st.mtime_ns.to_le_bytes());
+            out.extend_from_slice(&st.ctime_ns.to_le_bytes());
+            out.extend_from_slice(&st.ino.to_le_bytes());
+            out.extend_from_slice(&st.dev.to_le_bytes());
+            out.extend_from_slice(d.as_bytes());
+        }
+        super::write_atomic(&self.file, &out).map_err(io_err(&self.file))
     }
 }
+
+/// File format: magic, then per record: u32 path length, path bytes (any bytes: host paths
+/// need not be UTF-8), size u64, mtime i128, ctime i128, ino u64, dev u64, 32 digest bytes;
+/// all little-endian. A damaged file is a cold cache, never an error.
+const MAGIC: &[u8] = b"lade-file-digests-v1\n";
 
 fn load(file: &Path) -> HashMap<PathBuf, (FileStamp, Digest)> {
     let Ok(bytes) = std::fs::read(file) else {
         return HashMap::new();
     };
-    let records: Vec<Record> = serde_json::from_slice(&bytes).unwrap_or_default();
-    records
-        .into_iter()
-        .map(|r| (r.path, (r.stamp, r.digest)))
-        .collect()
+    parse(&bytes).unwrap_or_default()
+}
+
+fn parse(bytes: &[u8]) -> Option<HashMap<PathBuf, (FileStamp, Digest)>> {
+    let mut rest = bytes.strip_prefix(MAGIC)?;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let (a, b) = (rest.get(..n)?, rest.get(n..)?);
+        rest = b;
+        Some(a)
+    };
+    let mut map = HashMap::new();
+    while let Some(len) = take(4) {
+        let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(take(len)?));
+        let size = u64::from_le_bytes(take(8)?.try_into().ok()?);
+        let mtime_ns = i128::from_le_bytes(take(16)?.try_into().ok()?);
+        let ctime_ns = i128::from_le_bytes(take(16)?.try_into().ok()?);
+        let ino = u64::from_le_bytes(take(8)?.try_into().ok()?);
+        let dev = u64::from_le_bytes(take(8)?.try_into().ok()?);
+        let digest = Digest::from_raw(take(32)?.try_into().ok()?);
+        map.insert(
+            path,
+            (
+                FileStamp {
+                    size,
+                    mtime_ns,
+                    ctime_ns,
+                    ino,
+                    dev,
+                },
+                digest,
+            ),
+        );
+    }
+    Some(map)
 }
 
 impl Store {
@@ -114,9 +153,18 @@ mod tests {
         };
         let cache = store.file_digest_cache();
         cache.insert(Path::new("/x"), stamp, Digest::of(b"x"));
+        cache.insert(
+            Path::new(std::ffi::OsStr::from_bytes(b"/caf\xe9")),
+            stamp,
+            Digest::of(b"y"),
+        );
         cache.save().unwrap();
         let cache = store.file_digest_cache();
         assert_eq!(cache.get(Path::new("/x"), &stamp), Some(Digest::of(b"x")));
+        assert_eq!(
+            cache.get(Path::new(std::ffi::OsStr::from_bytes(b"/caf\xe9")), &stamp),
+            Some(Digest::of(b"y"))
+        );
         assert_eq!(
             cache.get(Path::new("/x"), &FileStamp { size: 9, ..stamp }),
             None

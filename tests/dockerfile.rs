@@ -1,0 +1,423 @@
+//! `lade build [-f Dockerfile] CONTEXT`: the Dockerfile shapes users bring (Spring Boot, Flask,
+//! multi-stage), built on a local busybox base, checked in the config, the file tree and a
+//! real `docker run`; and the errors for bad Dockerfiles.
+
+mod common;
+
+/// The lade binary; every call below passes its own `--cache-dir`.
+fn lade_cmd() -> assert_cmd::Command {
+    common::lade(&std::env::temp_dir().join("lade-test-unused-cache"))
+}
+
+use serde_json::Value;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A busybox base image in an OCI layout directory, built by lade itself from scratch.
+fn busybox_base(dir: &Path) -> PathBuf {
+    let ctx = dir.join("base-ctx");
+    fs::create_dir_all(ctx.join("rootfs/bin")).unwrap();
+    fs::create_dir_all(ctx.join("rootfs/etc")).unwrap();
+    fs::copy("/bin/busybox", ctx.join("rootfs/bin/busybox")).unwrap();
+    for tool in ["sh", "ls", "cat", "echo", "id", "stat", "env", "pwd"] {
+        std::os::unix::fs::symlink("busybox", ctx.join("rootfs/bin").join(tool)).unwrap();
+    }
+    fs::write(
+        ctx.join("rootfs/etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(
+        ctx.join("rootfs/etc/group"),
+        "root:x:0:\napp:x:1000:\nstaff:x:50:app\n",
+    )
+    .unwrap();
+    fs::write(
+        ctx.join("lade.toml"),
+        "[image]\nenv = { PATH = \"/bin\" }\ncmd = [\"/bin/sh\"]\n[[layer]]\nname = \"rootfs\"\nfrom = \"rootfs\"\ninto = \"/\"\n",
+    )
+    .unwrap();
+    let layout = dir.join("base");
+    lade_cmd()
+        .args(["build", "--progress", "quiet", "--spec"])
+        .arg(ctx.join("lade.toml"))
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .arg("--output")
+        .arg(format!("type=oci-layout,dest={}", layout.display()))
+        .args(["-t", "busybox:1"])
+        .assert()
+        .success();
+    layout
+}
+
+struct Image {
+    config: Value,
+    archive: PathBuf,
+}
+
+fn build(ctx: &Path, cache: &Path, out: &Path, extra: &[&str]) -> Image {
+    let meta = out.with_extension("meta.json");
+    let o = lade_cmd()
+        .args(["build", "--progress", "plain", "--cache-dir"])
+        .arg(cache)
+        .arg("--output")
+        .arg(format!("type=docker,dest={}", out.display()))
+        .arg("--metadata-file")
+        .arg(&meta)
+        .args(extra)
+        .arg(ctx)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "lade build failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let layout = out.with_extension("d");
+    fs::create_dir_all(&layout).unwrap();
+    assert!(Command::new("tar")
+        .arg("-xf")
+        .arg(out)
+        .arg("-C")
+        .arg(&layout)
+        .status()
+        .unwrap()
+        .success());
+    let meta: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    let cfg = meta["containerimage.config.digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let config =
+        serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(cfg)).unwrap()).unwrap();
+    Image {
+        config,
+        archive: out.to_path_buf(),
+    }
+}
+
+/// Runs the image in the test dockerd and returns its stdout.
+fn docker_run(image: &Image, tag: &str, args: &[&str]) -> String {
+    let load = common::docker(&["load", "-i", image.archive.to_str().unwrap()]);
+    assert!(
+        load.status.success(),
+        "docker load: {}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let mut run_args = vec!["run", "--rm", "--network", "none", tag];
+    run_args.extend_from_slice(args);
+    let out = common::docker(&run_args);
+    assert!(
+        out.status.success(),
+        "docker run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    common::docker(&["rmi", "-f", tag]);
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn spring_boot_shape() {
+    let _services = common::require_services();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = busybox_base(tmp.path());
+    let ctx = tmp.path().join("app");
+    fs::create_dir_all(ctx.join("target")).unwrap();
+    fs::write(
+        ctx.join("target/demo-0.0.1-SNAPSHOT.jar"),
+        b"PK\x03\x04 not really a jar",
+    )
+    .unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        r#"ARG BASE
+FROM ${BASE}
+LABEL maintainer="dev@example.com" org.example.component=api
+ENV SPRING_OUTPUT_ANSI_ENABLED=ALWAYS \
+    JAVA_OPTS="-Xmx256m" \
+    APP_HOME=/app
+WORKDIR /app
+ADD target/*.jar app.jar
+ARG JAR_FILE
+ADD target/${JAR_FILE} copy.jar
+EXPOSE 8080
+CMD ["sh", "-c", "ls -l /app && echo $JAVA_OPTS"]
+"#,
+    )
+    .unwrap();
+    let image = build(
+        &ctx,
+        &tmp.path().join("cache"),
+        &tmp.path().join("spring.tar"),
+        &[
+            "--build-arg",
+            &format!("BASE=oci:{}:1", base.display()),
+            "--build-arg",
+            "JAR_FILE=demo-0.0.1-SNAPSHOT.jar",
+            "-t",
+            "lade-test/spring:1",
+        ],
+    );
+    let c = &image.config["config"];
+    assert_eq!(c["WorkingDir"], "/app");
+    assert_eq!(c["Labels"]["maintainer"], "dev@example.com");
+    assert_eq!(c["Labels"]["org.example.component"], "api");
+    assert!(c["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e == "JAVA_OPTS=-Xmx256m"));
+    assert!(
+        c["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "PATH=/bin"),
+        "base env kept"
+    );
+    assert_eq!(c["ExposedPorts"], serde_json::json!({"8080/tcp": {}}));
+    assert_eq!(
+        c["Cmd"],
+        serde_json::json!(["sh", "-c", "ls -l /app && echo $JAVA_OPTS"])
+    );
+    let out = docker_run(&image, "lade-test/spring:1", &[]);
+    assert!(
+        out.contains("app.jar") && out.contains("copy.jar") && out.contains("-Xmx256m"),
+        "{out}"
+    );
+}
+
+#[test]
+fn flask_shape() {
+    let _services = common::require_services();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = busybox_base(tmp.path());
+    let ctx = tmp.path().join("flask");
+    fs::create_dir_all(ctx.join("app/templates")).unwrap();
+    fs::write(ctx.join("app.py"), "print('hi')\n").unwrap();
+    fs::write(ctx.join("requirements.txt"), "flask\n").unwrap();
+    fs::write(ctx.join("app/templates/index.html"), "<p>hi</p>\n").unwrap();
+    fs::write(ctx.join("secret.env"), "TOKEN=1\n").unwrap();
+    fs::write(ctx.join(".dockerignore"), "# secrets stay out\n*.env\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM oci:{}:1\nENV APP_PATH /opt/flask\nCOPY . $APP_PATH\nWORKDIR $APP_PATH\nEXPOSE 80\nCMD [\"sh\", \"-c\", \"ls -R $APP_PATH\"]\n",
+            base.display()
+        ),
+    )
+    .unwrap();
+    let image = build(
+        &ctx,
+        &tmp.path().join("cache"),
+        &tmp.path().join("flask.tar"),
+        &["-t", "lade-test/flask:1"],
+    );
+    assert_eq!(image.config["config"]["WorkingDir"], "/opt/flask");
+    let out = docker_run(&image, "lade-test/flask:1", &[]);
+    assert!(
+        out.contains("app.py") && out.contains("index.html") && out.contains("Dockerfile"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("secret.env"),
+        ".dockerignore must keep secret.env out: {out}"
+    );
+}
+
+#[test]
+fn multi_stage_with_copy_from_chown_chmod_and_target() {
+    let _services = common::require_services();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = busybox_base(tmp.path());
+    let ctx = tmp.path().join("ms");
+    fs::create_dir_all(ctx.join("src")).unwrap();
+    fs::write(ctx.join("src/main.txt"), "built from source\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            r#"ARG BASE=oci:{}:1
+FROM ${{BASE}} AS build
+ARG VERSION=0
+COPY src/ /build/
+COPY --chmod=755 src/main.txt /build/bin/tool-${{VERSION}}
+
+FROM build AS unused
+COPY nothing-here /x
+
+FROM ${{BASE}} AS final
+COPY --from=build --chown=app:staff /build/ /opt/app/
+CMD ["sh", "-c", "stat -c '%u:%g %a %n' /opt/app/main.txt /opt/app/bin/tool-*"]
+
+FROM final AS debug
+ENV DEBUG=1
+"#,
+            base.display()
+        ),
+    )
+    .unwrap();
+    let image = build(
+        &ctx,
+        &tmp.path().join("cache"),
+        &tmp.path().join("ms.tar"),
+        &[
+            "--target",
+            "final",
+            "--build-arg",
+            "VERSION=7",
+            "-t",
+            "lade-test/ms:1",
+        ],
+    );
+    assert!(
+        image.config["config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e != "DEBUG=1"),
+        "--target final stops before debug"
+    );
+    let out = docker_run(&image, "lade-test/ms:1", &[]);
+    assert!(out.contains("1000:50 644 /opt/app/main.txt"), "{out}");
+    assert!(out.contains("1000:50 755 /opt/app/bin/tool-7"), "{out}");
+}
+
+#[test]
+fn same_dockerfile_from_two_checkouts_gives_the_same_digest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut digests = Vec::new();
+    for (i, mtime) in [(0, 1_000_000u64), (1, 1_700_000_000)] {
+        let ctx = tmp.path().join(format!("checkout{i}"));
+        fs::create_dir_all(ctx.join("site")).unwrap();
+        for n in 0..10 {
+            let p = ctx.join(format!("site/page{n}.html"));
+            fs::write(&p, format!("<h1>{n}</h1>")).unwrap();
+            fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime))
+                .unwrap();
+        }
+        fs::write(
+            ctx.join("Dockerfile"),
+            "FROM scratch\nCOPY site /srv/www\nLABEL a=b\n",
+        )
+        .unwrap();
+        let meta = ctx.join("../meta.json");
+        lade_cmd()
+            .args([
+                "build",
+                "--progress",
+                "quiet",
+                "--platform",
+                "linux/amd64",
+                "--cache-dir",
+            ])
+            .arg(tmp.path().join(format!("cache{i}")))
+            .arg("--metadata-file")
+            .arg(&meta)
+            .arg(&ctx)
+            .assert()
+            .success();
+        let v: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+        digests.push(v["containerimage.digest"].as_str().unwrap().to_string());
+    }
+    assert_eq!(digests[0], digests[1]);
+}
+
+fn build_error(dockerfile: &str, extra: &[&str]) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("Dockerfile"), dockerfile).unwrap();
+    fs::write(tmp.path().join("a.txt"), "a").unwrap();
+    let out = tmp.path().join("out.tar");
+    let o = lade_cmd()
+        .args(["build", "--progress", "quiet", "--cache-dir"])
+        .arg(tmp.path().join("cache"))
+        .arg("--output")
+        .arg(format!("type=oci,dest={}", out.display()))
+        .args(extra)
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected a build error for {dockerfile:?}"
+    );
+    assert!(!out.exists());
+    String::from_utf8_lossy(&o.stderr).replace(&tmp.path().display().to_string(), "[CTX]")
+}
+
+#[test]
+fn bad_dockerfiles_give_precise_errors() {
+    let cases: &[(&str, &str, &[&str], &[&str])] = &[
+        (
+            "unknown instruction",
+            "FROM scratch\nCOPPY a.txt /\n",
+            &[],
+            &[
+                "Dockerfile:2:1:",
+                "unknown instruction: COPPY",
+                "did you mean COPY?",
+            ],
+        ),
+        (
+            "unterminated heredoc",
+            "FROM scratch\nCOPY <<EOF /x\nhello\n",
+            &[],
+            &["Dockerfile:2:"],
+        ),
+        (
+            "missing FROM",
+            "COPY a.txt /\n",
+            &[],
+            &["Dockerfile:1:1:", "before the first FROM"],
+        ),
+        (
+            "unknown stage in --from",
+            "FROM scratch\nCOPY --from=builder /x /y\n",
+            &[],
+            &["Dockerfile:2:1:", "builder"],
+        ),
+        (
+            "undefined --target",
+            "FROM scratch AS a\n",
+            &["--target", "nope"],
+            &["target stage \"nope\" could not be found", "a"],
+        ),
+        (
+            "circular stage",
+            "FROM a AS a\n",
+            &[],
+            &["circular dependency detected on stage: a"],
+        ),
+        (
+            "COPY source not found",
+            "FROM scratch\nCOPY missing.txt /\n",
+            &[],
+            &["Dockerfile:2", "missing.txt", "not found"],
+        ),
+        (
+            "path outside context",
+            "FROM scratch\nCOPY ../etc/passwd /\n",
+            &[],
+            &["Dockerfile:2", "outside the build context"],
+        ),
+        (
+            "RUN not supported yet",
+            "FROM scratch\nRUN echo hi\n",
+            &[],
+            &["Dockerfile:2", "RUN is not supported yet"],
+        ),
+    ];
+    for (what, df, extra, wanted) in cases {
+        let err = build_error(df, extra);
+        for w in *wanted {
+            assert!(err.contains(w), "{what}: expected {w:?} in:\n{err}");
+        }
+    }
+}
