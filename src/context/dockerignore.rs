@@ -1,11 +1,27 @@
-//! `.dockerignore` patterns (moby patternmatcher semantics: Go `filepath.Match` per path
-//! segment, `**` for any number of segments, `!` exceptions, the last matching pattern wins).
+//! `.dockerignore` patterns with moby patternmatcher's semantics: patterns are cleaned, `!`
+//! marks exceptions, the last deciding pattern wins; each pattern becomes an exact, prefix
+//! (`dir/**`), suffix (`**/x`) or regular-expression match as moby compiles it, and its
+//! syntax is checked with Go `filepath.Match`'s rules.
+
+/// How a pattern matches, as moby's patternmatcher decides when compiling it.
+#[derive(Debug, Clone)]
+enum Kind {
+    Exact,
+    /// `dir/**`: anything starting with the part before `**`.
+    Prefix,
+    /// `**/x` or `**`: anything ending with the part after `**`.
+    Suffix,
+    Regex(regex::Regex),
+}
 
 /// One compiled pattern.
 #[derive(Debug, Clone)]
 struct Pattern {
-    segments: Vec<Vec<u8>>,
+    cleaned: String,
+    /// Number of `/`-separated segments of the pattern.
+    dirs: usize,
     exclusion: bool,
+    kind: Kind,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -29,7 +45,7 @@ impl From<PatternError> for super::ContextError {
     }
 }
 
-/// `filepath.Clean` for `/`-separated patterns.
+/// `filepath.Clean` for `/`-separated paths.
 fn clean(p: &str) -> String {
     let rooted = p.starts_with('/');
     let mut parts: Vec<&str> = Vec::new();
@@ -54,39 +70,193 @@ fn clean(p: &str) -> String {
     }
 }
 
+/// Go's `filepath.Match` syntax check: a character class needs a member before its `]`, `-`
+/// and `]` must be escaped inside it, and a pattern cannot end in a lone backslash.
+fn validate(p: &str) -> Result<(), String> {
+    let chars: Vec<char> = p.chars().collect();
+    let bad = || Err("syntax error in pattern".to_string());
+    // One class member, possibly escaped, that must be followed by more pattern.
+    let member = |i: usize| -> Option<usize> {
+        let c = *chars.get(i)?;
+        if c == '-' || c == ']' {
+            return None;
+        }
+        let next = if c == '\\' {
+            chars.get(i + 1)?;
+            i + 2
+        } else {
+            i + 1
+        };
+        chars.get(next)?;
+        Some(next)
+    };
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '\\' => {
+                if i + 1 >= chars.len() {
+                    return bad();
+                }
+                i += 2;
+            }
+            '[' => {
+                i += 1;
+                if chars.get(i) == Some(&'^') {
+                    i += 1;
+                }
+                let mut ranges = 0;
+                loop {
+                    if chars.get(i) == Some(&']') && ranges > 0 {
+                        i += 1;
+                        break;
+                    }
+                    let Some(next) = member(i) else { return bad() };
+                    i = next;
+                    if chars.get(i) == Some(&'-') {
+                        let Some(next) = member(i + 1) else {
+                            return bad();
+                        };
+                        i = next;
+                    }
+                    ranges += 1;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
+}
+
+/// Compiles a cleaned pattern as moby does: a regular expression unless a plain exact,
+/// prefix or suffix comparison does the job.
+fn compile(p: &str) -> Result<Kind, String> {
+    let chars: Vec<char> = p.chars().collect();
+    let mut re = String::from("^");
+    // moby's match type while scanning; only `Regex` needs the expression.
+    let mut kind = Kind::Exact;
+    let mut use_regex = false;
+    let mut i = 0;
+    let mut token = 0;
+    while i < chars.len() {
+        let ch = chars[i];
+        i += 1;
+        match ch {
+            '*' if chars.get(i) == Some(&'*') => {
+                i += 1;
+                if chars.get(i) == Some(&'/') {
+                    i += 1;
+                }
+                if i >= chars.len() {
+                    if matches!(kind, Kind::Exact) && !use_regex {
+                        kind = Kind::Prefix;
+                    } else {
+                        re.push_str(".*");
+                        use_regex = true;
+                    }
+                } else {
+                    re.push_str("(.*/)?");
+                    use_regex = true;
+                }
+                if token == 0 {
+                    kind = Kind::Suffix;
+                    use_regex = false;
+                }
+            }
+            '*' => {
+                re.push_str("[^/]*");
+                use_regex = true;
+            }
+            '?' => {
+                re.push_str("[^/]");
+                use_regex = true;
+            }
+            '.' | '+' | '(' | ')' | '|' | '{' | '}' | '$' => {
+                re.push('\\');
+                re.push(ch);
+            }
+            '\\' => match chars.get(i) {
+                Some(&next) => {
+                    i += 1;
+                    re.push_str(&regex::escape(&next.to_string()));
+                    use_regex = true;
+                }
+                None => re.push_str("\\\\"),
+            },
+            '[' | ']' => {
+                re.push(ch);
+                use_regex = true;
+            }
+            _ => re.push(ch),
+        }
+        token += 1;
+    }
+    if !use_regex {
+        return Ok(kind);
+    }
+    re.push('$');
+    regex::Regex::new(&re)
+        .map(Kind::Regex)
+        .map_err(|e| e.to_string())
+}
+
+impl Pattern {
+    fn matches(&self, path: &str) -> bool {
+        match &self.kind {
+            Kind::Exact => path == self.cleaned,
+            Kind::Prefix => path.starts_with(&self.cleaned[..self.cleaned.len() - 2]),
+            Kind::Suffix => {
+                let suffix = &self.cleaned[2..];
+                path.ends_with(suffix) || (suffix.starts_with('/') && path == &suffix[1..])
+            }
+            Kind::Regex(r) => r.is_match(path),
+        }
+    }
+}
+
+/// `filepath.Dir` of `path` and its segments.
+fn parent_dirs(path: &str) -> (String, Vec<String>) {
+    let parent = match path.rfind('/') {
+        Some(0) => "/".to_string(),
+        Some(i) => clean(&path[..i]),
+        None => ".".to_string(),
+    };
+    let dirs = parent.split('/').map(str::to_string).collect();
+    (parent, dirs)
+}
+
 impl PatternMatcher {
     pub fn new(patterns: &[String]) -> Result<Self, PatternError> {
         let mut out = Vec::new();
         for raw in patterns {
-            let mut p = raw.trim().to_string();
+            let p = raw.trim();
             if p.is_empty() {
                 continue;
             }
+            // moby cleans before looking at `!`, so `!a/../b` is the plain pattern `b`.
+            let mut p = clean(p);
             let exclusion = p.starts_with('!');
             if exclusion {
-                p = p[1..].to_string();
-                if p.is_empty() {
+                if p.len() == 1 {
                     return Err(PatternError {
                         pattern: raw.clone(),
                         message: "illegal exclusion pattern: \"!\"".into(),
                     });
                 }
+                p.remove(0);
             }
-            let p = clean(&p);
-            let segments: Vec<Vec<u8>> = p
-                .trim_start_matches('/')
-                .split('/')
-                .map(|s| s.as_bytes().to_vec())
-                .collect();
-            for s in &segments {
-                validate_segment(s).map_err(|message| PatternError {
-                    pattern: raw.clone(),
-                    message,
-                })?;
-            }
+            validate(&p).map_err(|message| PatternError {
+                pattern: raw.clone(),
+                message,
+            })?;
+            let kind = compile(&p).map_err(|message| PatternError {
+                pattern: raw.clone(),
+                message,
+            })?;
             out.push(Pattern {
-                segments,
+                dirs: p.split('/').count(),
+                cleaned: p,
                 exclusion,
+                kind,
             });
         }
         Ok(PatternMatcher { patterns: out })
@@ -96,25 +266,30 @@ impl PatternMatcher {
         self.patterns.iter().any(|p| p.exclusion)
     }
 
-    /// Whether `path` itself is matched (the last matching pattern decides).
+    /// moby's `Matches`: the path, or its parent cut to the pattern's depth, matches; the
+    /// last deciding pattern wins.
     pub fn matches(&self, path: &str) -> bool {
-        let segs = path_segments(path);
-        let mut matched = false;
-        for p in &self.patterns {
-            if match_segments(&p.segments, &segs) {
-                matched = !p.exclusion;
-            }
-        }
-        matched
+        self.decide(path, |p, parent, dirs| {
+            parent != "." && p.dirs <= dirs.len() && p.matches(&dirs[..p.dirs].join("/"))
+        })
     }
 
-    /// Whether `path` or one of its parent directories is matched.
+    /// moby's `MatchesOrParentMatches`: the path or any of its parent directories matches.
     pub fn matches_or_parent(&self, path: &str) -> bool {
-        let segs = path_segments(path);
+        self.decide(path, |p, parent, dirs| {
+            parent != "." && (1..=dirs.len()).any(|n| p.matches(&dirs[..n].join("/")))
+        })
+    }
+
+    fn decide(&self, path: &str, parent_hit: impl Fn(&Pattern, &str, &[String]) -> bool) -> bool {
+        let (parent, dirs) = parent_dirs(path);
         let mut matched = false;
         for p in &self.patterns {
-            let hit = (1..=segs.len()).any(|n| match_segments(&p.segments, &segs[..n]));
-            if hit {
+            // An inclusion cannot change a match, nor an exclusion a non-match.
+            if p.exclusion != matched {
+                continue;
+            }
+            if p.matches(path) || parent_hit(p, &parent, &dirs) {
                 matched = !p.exclusion;
             }
         }
@@ -122,52 +297,6 @@ impl PatternMatcher {
     }
 }
 
-fn path_segments(path: &str) -> Vec<Vec<u8>> {
-    let c = clean(path);
-    c.trim_start_matches('/')
-        .split('/')
-        .filter(|s| !s.is_empty() && *s != ".")
-        .map(|s| s.as_bytes().to_vec())
-        .collect()
-}
-
-fn match_segments(pat: &[Vec<u8>], path: &[Vec<u8>]) -> bool {
-    match pat.split_first() {
-        None => path.is_empty(),
-        Some((first, rest)) if first.as_slice() == b"**" => {
-            (0..=path.len()).any(|i| match_segments(rest, &path[i..]))
-        }
-        Some((first, rest)) => match path.split_first() {
-            Some((seg, prest)) => match_component(first, seg) && match_segments(rest, prest),
-            None => false,
-        },
-    }
-}
-
-fn validate_segment(s: &[u8]) -> Result<(), String> {
-    let mut i = 0;
-    while i < s.len() {
-        match s[i] {
-            b'\\' => {
-                if i + 1 >= s.len() {
-                    return Err("syntax error in pattern (trailing backslash)".into());
-                }
-                i += 2;
-            }
-            b'[' => {
-                let close = s[i + 1..]
-                    .iter()
-                    .position(|&b| b == b']')
-                    .ok_or("syntax error in pattern (unclosed [)")?;
-                i += close + 2;
-            }
-            _ => i += 1,
-        }
-    }
-    Ok(())
-}
-
-/// Go's `filepath.Match` for one path segment: `*`, `?`, `[...]` classes, `\` escapes.
 pub fn match_component(pat: &[u8], name: &[u8]) -> bool {
     match pat.split_first() {
         None => name.is_empty(),
@@ -208,7 +337,7 @@ pub fn match_component(pat: &[u8], name: &[u8]) -> bool {
 
 /// A matcher for one COPY source segment with wildcards.
 pub fn component_matcher(pat: &[u8]) -> Result<impl Fn(&[u8]) -> bool + '_, String> {
-    validate_segment(pat)?;
+    validate(&String::from_utf8_lossy(pat))?;
     Ok(move |name: &[u8]| match_component(pat, name))
 }
 
