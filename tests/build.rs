@@ -604,3 +604,64 @@ fn docker_archive_streams_to_stdout_and_plan_prints_keys() {
         .unwrap()
         .starts_with("sha256:"));
 }
+
+/// Runs a command and returns its exit status and peak RSS in KiB, from wait4.
+fn run_measured(cmd: &mut Command) -> (std::process::ExitStatus, i64) {
+    use std::os::unix::process::ExitStatusExt;
+    let child = cmd.spawn().unwrap();
+    let mut status = 0;
+    // SAFETY: rusage is plain data, and the pid is our own unwaited child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    (std::process::ExitStatus::from_raw(status), usage.ru_maxrss)
+}
+
+#[test]
+fn a_2_gib_sparse_file_streams_with_bounded_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(ctx.join("data")).unwrap();
+    let big = fs::File::create(ctx.join("data/sparse.img")).unwrap();
+    big.set_len(2 << 30).unwrap();
+    fs::write(
+        ctx.join("lade.toml"),
+        "[image]\n[[layer]]\nname = \"data\"\nfrom = \"data\"\ninto = \"/data\"\n",
+    )
+    .unwrap();
+    let meta = tmp.path().join("meta.json");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lade"));
+    cmd.args(["build", "--progress", "quiet", "--spec"])
+        .arg(ctx.join("lade.toml"))
+        .arg("--cache-dir")
+        .arg(tmp.path().join("cache"));
+    cmd.arg("--metadata-file")
+        .arg(&meta)
+        .args(["--compression", "none"]);
+    let (status, rss_kib) = run_measured(&mut cmd);
+    assert!(status.success());
+    assert!(
+        rss_kib < 100 * 1024,
+        "peak RSS {rss_kib} KiB for a 2 GiB file"
+    );
+    // The (uncompressed) layer is a tar whose listing has the whole file and whose sha256,
+    // computed here by the system's sha256sum, is the diff_id lade recorded.
+    let meta: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    let layer = &meta["lade.layers"][0];
+    let blob = tmp.path().join("cache/blobs/sha256").join(
+        layer["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:"),
+    );
+    let listing = run(Command::new("tar").arg("-tvf").arg(&blob));
+    assert!(
+        listing.contains(" 2147483648 ") && listing.contains("data/sparse.img"),
+        "{listing}"
+    );
+    let sum = run(Command::new("sha256sum").arg(&blob));
+    assert_eq!(
+        format!("sha256:{}", sum.split_whitespace().next().unwrap()),
+        layer["diffID"].as_str().unwrap()
+    );
+}

@@ -33,6 +33,7 @@ pub fn write_layer<W: Write>(
         // A failed sink stops the tar thread too; report the sink's error, not the echo.
         let (sink, digest, size) = consumed?;
         let diff_id = produced?;
+        let digest = digest.unwrap_or_else(|| diff_id.clone());
         Ok((
             sink,
             LayerDigests {
@@ -268,17 +269,22 @@ fn consume<W: Write>(
     rx: mpsc::Receiver<Vec<u8>>,
     compression: Compression,
     sink: W,
-) -> Result<(W, crate::digest::Digest, u64), LayerError> {
-    let out = HashingWriter::new(sink);
+) -> Result<(W, Option<crate::digest::Digest>, u64), LayerError> {
     let w = LayerError::Write;
-    let out = match compression {
-        Compression::None => {
-            let mut out = out;
-            for chunk in rx {
-                out.write_all(&chunk).map_err(w)?;
-            }
-            out
+    if compression == Compression::None {
+        // The blob is the tar itself: its digest is the diff_id, hashed once by the tar thread.
+        let mut sink = sink;
+        let mut size = 0u64;
+        for chunk in rx {
+            sink.write_all(&chunk).map_err(w)?;
+            size += chunk.len() as u64;
         }
+        sink.flush().map_err(w)?;
+        return Ok((sink, None, size));
+    }
+    let out = HashingWriter::new(sink);
+    let out = match compression {
+        Compression::None => unreachable!("handled above"),
         Compression::Gzip => {
             let mut enc = super::pgzip::ParallelGzip::new(out, GZIP_LEVEL);
             for chunk in rx {
@@ -297,5 +303,5 @@ fn consume<W: Write>(
     };
     let (mut sink, digest, size) = out.finish();
     sink.flush().map_err(w)?;
-    Ok((sink, digest, size))
+    Ok((sink, Some(digest), size))
 }

@@ -139,6 +139,9 @@ impl BlobWriter {
             .into_inner()
             .map_err(|e| io_err(&tmp_path)(e.into_error()))?;
         file.sync_data().map_err(io_err(&tmp_path))?;
+        // Blobs are content, readable by anyone who can read the store (tempfile makes 0600).
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .map_err(io_err(&tmp_path))?;
         let dest = self.store.blob_path(&digest);
         if !dest.exists() {
             self.tmp
