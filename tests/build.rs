@@ -606,6 +606,8 @@ fn docker_archive_streams_to_stdout_and_plan_prints_keys() {
 }
 
 /// Runs a command and returns its exit status and peak RSS in KiB, from wait4.
+// The child is reaped by wait4 (std's wait would not report its rusage).
+#[allow(clippy::zombie_processes)]
 fn run_measured(cmd: &mut Command) -> (std::process::ExitStatus, i64) {
     use std::os::unix::process::ExitStatusExt;
     let child = cmd.spawn().unwrap();
