@@ -667,3 +667,104 @@ fn a_2_gib_sparse_file_streams_with_bounded_memory() {
         layer["diffID"].as_str().unwrap()
     );
 }
+
+/// A Spring Boot-style fat jar: release and SNAPSHOT libraries, classes, resources, loader.
+fn spring_boot_jar(path: &Path, app_class: &[u8]) {
+    use std::io::Write;
+    let f = fs::File::create(path).unwrap();
+    let mut z = zip::ZipWriter::new(f);
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .last_modified_time(zip::DateTime::default());
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("META-INF/MANIFEST.MF", b"Manifest-Version: 1.0\r\nMain-Class: org.springframework.boot.loader.launch.JarLauncher\r\nStart-Class: com.example.App\r\n\r\n".to_vec()),
+        ("org/springframework/boot/loader/launch/JarLauncher.class", b"loader".to_vec()),
+        ("BOOT-INF/classes/com/example/App.class", app_class.to_vec()),
+        ("BOOT-INF/classes/application.properties", b"server.port=8080\n".to_vec()),
+        ("BOOT-INF/lib/spring-core-6.1.0.jar", vec![1u8; 4096]),
+        ("BOOT-INF/lib/internal-lib-1.0-SNAPSHOT.jar", vec![2u8; 2048]),
+    ];
+    for (name, content) in files {
+        z.start_file(name, opts).unwrap();
+        z.write_all(&content).unwrap();
+    }
+    z.finish().unwrap();
+}
+
+#[test]
+fn java_preset_splits_a_spring_boot_jar_into_jib_layers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("app");
+    fs::create_dir_all(ctx.join("target")).unwrap();
+    fs::write(
+        ctx.join("lade.toml"),
+        "[image]\nplatform = \"linux/amd64\"\n[java]\njar = \"target/app.jar\"\n",
+    )
+    .unwrap();
+    spring_boot_jar(&ctx.join("target/app.jar"), b"class v1");
+    let one = build(
+        &ctx.join("lade.toml"),
+        &tmp.path().join("cache"),
+        &tmp.path().join("one.tar"),
+        &[],
+    );
+    spring_boot_jar(&ctx.join("target/app.jar"), b"class v2, changed");
+    let two = build(
+        &ctx.join("lade.toml"),
+        &tmp.path().join("cache"),
+        &tmp.path().join("two.tar"),
+        &[],
+    );
+
+    let layers = |b: &Built| -> Vec<String> {
+        b.metadata["lade.layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (a, b) = (layers(&one), layers(&two));
+    assert_eq!(
+        a.len(),
+        5,
+        "dependencies, spring-boot-loader, snapshot dependencies, resources, classes"
+    );
+    let changed: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+    assert_eq!(changed, [4], "only the classes layer changes");
+
+    let index: Value = serde_json::from_slice(&tar_member(&one.archive, "index.json")).unwrap();
+    let m = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let manifest: Value =
+        serde_json::from_slice(&tar_member(&one.archive, &format!("blobs/sha256/{m}"))).unwrap();
+    let c = manifest["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let config: Value =
+        serde_json::from_slice(&tar_member(&one.archive, &format!("blobs/sha256/{c}"))).unwrap();
+    let ep: Vec<&str> = config["config"]["Entrypoint"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(ep.first(), Some(&"java"));
+    assert!(ep.last().unwrap().contains("JarLauncher"), "{ep:?}");
+    // The classes layer holds the class, the snapshot layer the SNAPSHOT jar.
+    let layer_files = |i: usize| {
+        run(Command::new("sh").arg("-c").arg(format!(
+            "tar -xOf '{}' blobs/sha256/{} | tar -tzf -",
+            one.archive.display(),
+            a[i].trim_start_matches("sha256:")
+        )))
+    };
+    assert!(layer_files(4).contains("app/BOOT-INF/classes/com/example/App.class"));
+    assert!(layer_files(2).contains("internal-lib-1.0-SNAPSHOT.jar"));
+    assert!(layer_files(0).contains("spring-core-6.1.0.jar"));
+}

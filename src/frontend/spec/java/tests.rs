@@ -94,7 +94,9 @@ fn summary(plan: &Plan) -> Vec<(String, Vec<String>)> {
                         lines.push(format!("{path} = {}", String::from_utf8_lossy(content)))
                     }
                     FileSet::Dir { path, .. } => lines.push(format!("dir {path}")),
-                    FileSet::Copy { .. } => unreachable!("the java preset copies no Dockerfile sources"),
+                    FileSet::Copy { .. } => {
+                        unreachable!("the java preset copies no Dockerfile sources")
+                    }
                 }
             }
             (l.name.clone(), lines)
