@@ -768,3 +768,31 @@ fn java_preset_splits_a_spring_boot_jar_into_jib_layers() {
     assert!(layer_files(2).contains("internal-lib-1.0-SNAPSHOT.jar"));
     assert!(layer_files(0).contains("spring-core-6.1.0.jar"));
 }
+
+#[test]
+fn two_builds_can_share_one_store_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    make_tree(&ctx, false, 0o022, 1_000_000);
+    let cache = tmp.path().join("shared-cache");
+    let spawn = |out: &str| {
+        Command::new(env!("CARGO_BIN_EXE_lade"))
+            .args(["build", "--progress", "quiet", "--spec"])
+            .arg(ctx.join("lade.toml"))
+            .arg("--cache-dir")
+            .arg(&cache)
+            .arg("--output")
+            .arg(format!("type=oci,dest={}", tmp.path().join(out).display()))
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (spawn("a.tar"), spawn("b.tar"));
+    assert!(a.wait().unwrap().success());
+    assert!(b.wait().unwrap().success());
+    assert_eq!(
+        fs::read(tmp.path().join("a.tar")).unwrap(),
+        fs::read(tmp.path().join("b.tar")).unwrap()
+    );
+    let leftovers = fs::read_dir(cache.join("tmp")).unwrap().count();
+    assert_eq!(leftovers, 0, "temp files left in the store");
+}
