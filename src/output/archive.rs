@@ -178,7 +178,6 @@ pub fn write(dest: &Dest, entries: &[Entry]) -> Result<(), OutputError> {
             let (w, _) =
                 crate::layer::write_layer(entries.to_vec(), opts, std::io::BufWriter::new(tmp))?;
             let tmp = w.into_inner().map_err(|e| io(e.into_error()))?;
-            tmp.as_file().sync_data().map_err(io)?;
             tmp.persist(path).map_err(|e| io(e.error))?;
             Ok(())
         }

@@ -138,7 +138,6 @@ impl BlobWriter {
         let file = buf
             .into_inner()
             .map_err(|e| io_err(&tmp_path)(e.into_error()))?;
-        file.sync_data().map_err(io_err(&tmp_path))?;
         // Blobs are content, readable by anyone who can read the store (tempfile makes 0600).
         file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .map_err(io_err(&tmp_path))?;

@@ -76,13 +76,13 @@ impl Store {
     }
 }
 
-/// Writes `bytes` to `path` atomically: a temp file beside it, fsync'd data, then rename.
+/// Writes `bytes` to `path` atomically: a temp file beside it, then rename. No fsync: the
+/// rename makes a whole file appear or nothing; durability across a power loss is not promised.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(bytes)?;
-    tmp.as_file().sync_data()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
