@@ -1,1 +1,0 @@
-//! Dockerfile parser (syntax only).
