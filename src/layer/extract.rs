@@ -103,9 +103,7 @@ fn readlink_fd(fd: RawFd) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; 4096];
     loop {
         // SAFETY: buf is valid for buf.len() bytes; "" with an O_PATH symlink fd reads it.
-        let n = unsafe {
-            libc::readlinkat(fd, c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-        };
+        let n = unsafe { libc::readlinkat(fd, c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -202,8 +200,10 @@ impl Extractor<'_> {
     /// symlinks as if the root were `/`. Missing directories are created when `create`.
     fn resolve_dir(&self, path: &[u8], create: bool) -> io::Result<OwnedFd> {
         let mut stack: Vec<OwnedFd> = vec![self.root.try_clone()?];
-        let mut queue: std::collections::VecDeque<Vec<u8>> =
-            split_components(path).into_iter().map(<[u8]>::to_vec).collect();
+        let mut queue: std::collections::VecDeque<Vec<u8>> = split_components(path)
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect();
         let mut links = 0;
         while let Some(c) = queue.pop_front() {
             if c == b"." {
@@ -357,10 +357,20 @@ impl Extractor<'_> {
                     }
                 })?;
                 if n != info.size {
-                    return Err(LayerError::Malformed(format!("{}: truncated data", info.path)));
+                    return Err(LayerError::Malformed(format!(
+                        "{}: truncated data",
+                        info.path
+                    )));
                 }
-                self.apply_fd(f.as_raw_fd(), info.mode, info.uid, info.gid, info.mtime, &info.xattrs)
-                    .map_err(err)?;
+                self.apply_fd(
+                    f.as_raw_fd(),
+                    info.mode,
+                    info.uid,
+                    info.gid,
+                    info.mtime,
+                    &info.xattrs,
+                )
+                .map_err(err)?;
             }
             TarKind::Symlink => {
                 let dir = self.parent_fd(&parent).map_err(err)?;
@@ -369,7 +379,8 @@ impl Extractor<'_> {
                 // SAFETY: valid strings and fd.
                 cvt(unsafe { libc::symlinkat(target.as_ptr(), dir, cname.as_ptr()) })
                     .map_err(err)?;
-                self.apply_at(dir, &cname, info.uid, info.gid, info.mtime).map_err(err)?;
+                self.apply_at(dir, &cname, info.uid, info.gid, info.mtime)
+                    .map_err(err)?;
                 self.cache = None;
             }
             TarKind::Hardlink => {
@@ -458,7 +469,12 @@ impl Extractor<'_> {
             if !self.ours.contains(&p) {
                 remove_all_at(dir, &child)?;
             } else if lstat_at(dir, &child)?.is_some_and(|st| is_dir(&st)) {
-                let sub = openat(dir, &child, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0)?;
+                let sub = openat(
+                    dir,
+                    &child,
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                    0,
+                )?;
                 self.opaque(sub.as_raw_fd(), &p)?;
             }
         }
@@ -506,7 +522,12 @@ impl Extractor<'_> {
                 ))?;
             }
             let t = [timespec(mtime), timespec(mtime)];
-            cvt(libc::utimensat(dir, name.as_ptr(), t.as_ptr(), libc::AT_SYMLINK_NOFOLLOW))?;
+            cvt(libc::utimensat(
+                dir,
+                name.as_ptr(),
+                t.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            ))?;
         }
         Ok(())
     }
@@ -516,7 +537,9 @@ impl Extractor<'_> {
     fn apply_path_mode(&self, dir: RawFd, name: &CStr, info: &TarEntryInfo) -> io::Result<()> {
         self.apply_at(dir, name, info.uid, info.gid, info.mtime)?;
         // SAFETY: valid fd and string.
-        cvt(unsafe { libc::fchmodat(dir, name.as_ptr(), (info.mode & 0o7777) as libc::mode_t, 0) })?;
+        cvt(unsafe {
+            libc::fchmodat(dir, name.as_ptr(), (info.mode & 0o7777) as libc::mode_t, 0)
+        })?;
         let t = [timespec(info.mtime), timespec(info.mtime)];
         cvt(unsafe { libc::utimensat(dir, name.as_ptr(), t.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })?;
         Ok(())
@@ -557,8 +580,15 @@ impl Extractor<'_> {
                 }
                 Err(e) => return Err(err(e)),
             };
-            self.apply_fd(fd.as_raw_fd(), meta.mode, meta.uid, meta.gid, meta.mtime, &meta.xattrs)
-                .map_err(err)?;
+            self.apply_fd(
+                fd.as_raw_fd(),
+                meta.mode,
+                meta.uid,
+                meta.gid,
+                meta.mtime,
+                &meta.xattrs,
+            )
+            .map_err(err)?;
         }
         Ok(())
     }
@@ -583,7 +613,8 @@ pub(crate) fn extract_tar<R: Read>(
     };
     std::fs::create_dir_all(root).map_err(root_err)?;
     let croot = cstring(root.as_os_str().as_encoded_bytes()).map_err(root_err)?;
-    let root_fd = openat(libc::AT_FDCWD, &croot, libc::O_PATH | libc::O_DIRECTORY, 0).map_err(root_err)?;
+    let root_fd =
+        openat(libc::AT_FDCWD, &croot, libc::O_PATH | libc::O_DIRECTORY, 0).map_err(root_err)?;
     let mut x = Extractor {
         root: root_fd,
         opts,
@@ -617,7 +648,11 @@ pub(crate) fn read_file<R: Read>(tar: R, want: &ImagePath) -> Result<Option<Vec<
             TarKind::Hardlink | TarKind::Symlink => Some(Err(format!(
                 "{} is a {} to {:?}; read that path instead",
                 want,
-                if info.kind == TarKind::Symlink { "symlink" } else { "hard link" },
+                if info.kind == TarKind::Symlink {
+                    "symlink"
+                } else {
+                    "hard link"
+                },
                 String::from_utf8_lossy(info.link_target.as_deref().unwrap_or(b""))
             ))),
             _ => None,

@@ -11,7 +11,10 @@ pub(crate) const OPAQUE_NAME: &[u8] = b".wh..wh..opq";
 #[derive(Debug, Clone)]
 pub(crate) enum Member {
     Dir,
-    File { source: FileSource, size: u64 },
+    File {
+        source: FileSource,
+        size: u64,
+    },
     Symlink(Vec<u8>),
     /// Hard link to an earlier member (its tar name, no leading or trailing `/`).
     Hardlink(Vec<u8>),

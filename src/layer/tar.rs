@@ -275,7 +275,12 @@ mod tests {
     #[test]
     fn checksum_matches_the_spec_computation() {
         let b = header(b"a", TYPE_FILE, 0, 0, b"");
-        let sum: u32 = b[..148].iter().chain(&[b' '; 8]).chain(&b[156..512]).map(|&x| u32::from(x)).sum();
+        let sum: u32 = b[..148]
+            .iter()
+            .chain(&[b' '; 8])
+            .chain(&b[156..512])
+            .map(|&x| u32::from(x))
+            .sum();
         assert_eq!(&b[148..156], format!("{sum:06o}\0 ").as_bytes());
     }
 
@@ -301,7 +306,10 @@ mod tests {
         let b = header(&n, TYPE_FILE, 0, 0, b"");
         assert_eq!(b.len(), 3 * BLOCK);
         assert_eq!(b[156], TYPE_PAX);
-        assert_eq!(field(&b, 0..100), format!("PaxHeaders/{}", "x".repeat(89)).as_bytes());
+        assert_eq!(
+            field(&b, 0..100),
+            format!("PaxHeaders/{}", "x".repeat(89)).as_bytes()
+        );
         let rec = format!("111 path={}\n", "x".repeat(101));
         assert_eq!(rec.len(), 111);
         assert_eq!(&b[124..136], format!("{:011o}\0", rec.len()).as_bytes());
@@ -423,7 +431,11 @@ mod tests {
             &mut out,
         );
         let mut expect = Vec::new();
-        pax_record(b"SCHILY.xattr.security.capability", &[1, 0, 0, 2], &mut expect);
+        pax_record(
+            b"SCHILY.xattr.security.capability",
+            &[1, 0, 0, 2],
+            &mut expect,
+        );
         pax_record(b"SCHILY.xattr.user.b", b"2", &mut expect);
         assert_eq!(&out[BLOCK..BLOCK + expect.len()], &expect[..]);
         assert_eq!(out.len(), 3 * BLOCK);

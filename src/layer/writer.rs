@@ -14,8 +14,7 @@ use super::compress::{
 };
 use super::plan::{plan, Member, Planned};
 use super::tar::{
-    encode_header, padding, HeaderFields, BLOCK, TYPE_DIR, TYPE_FILE, TYPE_HARDLINK,
-    TYPE_SYMLINK,
+    encode_header, padding, HeaderFields, BLOCK, TYPE_DIR, TYPE_FILE, TYPE_HARDLINK, TYPE_SYMLINK,
 };
 use super::{Compression, Entry, FileSource, LayerDigests, LayerError, LayerOptions};
 use crate::digest::{Digest, Hasher, HashingWriter};
@@ -144,11 +143,7 @@ where
     Ok(w.finish())
 }
 
-fn consume_zstd<W: Write>(
-    rx: Receiver<Chunk>,
-    free: SyncSender<Vec<u8>>,
-    sink: W,
-) -> Consumed<W> {
+fn consume_zstd<W: Write>(rx: Receiver<Chunk>, free: SyncSender<Vec<u8>>, sink: W) -> Consumed<W> {
     let mut enc = zstd_encoder(HashingWriter::new(sink)).map_err(LayerError::Write)?;
     for c in rx {
         enc.write_all(&c.buf[..c.len]).map_err(LayerError::Write)?;
@@ -220,7 +215,8 @@ fn consume_gzip<'scope, W: Write>(
     if !header_written {
         w.write_all(&GZIP_HEADER).map_err(LayerError::Write)?;
     }
-    w.write_all(&gzip_trailer(&crc)).map_err(LayerError::Write)?;
+    w.write_all(&gzip_trailer(&crc))
+        .map_err(LayerError::Write)?;
     w.flush().map_err(LayerError::Write)?;
     Ok(w.finish())
 }
@@ -337,7 +333,10 @@ impl ChunkWriter {
 
 /// The producer's result: the error kinds are kept apart so a consumer error wins over
 /// the cancellation it caused.
-fn produce(members: &[Planned], out: &mut ChunkWriter) -> Result<Result<(), Cancelled>, LayerError> {
+fn produce(
+    members: &[Planned],
+    out: &mut ChunkWriter,
+) -> Result<Result<(), Cancelled>, LayerError> {
     let mut hdr = Vec::with_capacity(4 * BLOCK);
     let mut name = Vec::new();
     for m in members {
@@ -443,8 +442,7 @@ fn open_checked(p: &Path, size: u64) -> Result<File, LayerError> {
     if !ft.is_file() {
         let what = if ft.is_dir() {
             "a directory"
-        } else if ft.is_fifo() || ft.is_socket() || ft.is_char_device() || ft.is_block_device()
-        {
+        } else if ft.is_fifo() || ft.is_socket() || ft.is_char_device() || ft.is_block_device() {
             "a special file"
         } else {
             "not a regular file"
