@@ -318,7 +318,7 @@ fn equal_contents_give_byte_identical_archives() {
 }
 
 const GOLDEN_MANIFEST: &str =
-    "sha256:4d307dff8d44ecb2f590fab5912e946f5f00d1227affb6c78d792026a09b9f8f";
+    "sha256:7d0165dd68a76e96b412b61f0b323c7eb743696a141af595693d92563f878fbd";
 
 fn plain_build(spec: &Path, cache: &Path) -> (String, String) {
     let out = lade_cmd()

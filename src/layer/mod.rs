@@ -1,11 +1,31 @@
 //! Deterministic layer tarballs: entries in, one streaming pass out (tar → sha256 diff_id →
 //! compression → sha256 digest → sink). Also the safe extractor for base-image layers.
+//!
+//! Table of contents:
+//! - [`tar`](self::tar): hand-built ustar/PAX headers (the byte format, documented there).
+//! - `plan`: entries → sorted tar members (dedup, parents, whiteouts, hard links).
+//! - `writer`: the threaded streaming pipeline behind [`write_layer`].
+//! - `compress`: pinned gzip (block-parallel) / zstd settings, [`decompress`].
+//! - `reader`: tar parsing for layers from any tool; [`list_layer`], [`TarEntryInfo`].
+//! - `extract`: [`extract_layer`], safe extraction inside a root.
+
+mod compress;
+mod extract;
+mod plan;
+mod reader;
+mod tar;
+mod writer;
+
+pub use compress::decompress;
+pub use extract::ExtractOptions;
+pub use reader::{TarEntryInfo, TarKind};
+pub use writer::default_threads;
 
 use crate::digest::Digest;
 use crate::path::ImagePath;
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// How a layer blob is compressed; fixed settings per variant so output bytes are pinned.
@@ -80,6 +100,12 @@ pub struct LayerOptions {
     pub mtime: u64,
 }
 
+impl LayerOptions {
+    pub fn new(compression: Compression, mtime: u64) -> Self {
+        LayerOptions { compression, mtime }
+    }
+}
+
 /// The identity of a written layer blob.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LayerDigests {
@@ -111,46 +137,96 @@ pub enum LayerError {
     Write(#[source] std::io::Error),
     #[error("hard link {path} points to {target}, which is not in the layer")]
     DanglingHardlink { path: String, target: String },
+    #[error("hard link {path} points to {target}, which is not a regular file")]
+    HardlinkToNonFile { path: String, target: String },
+    #[error("reading layer blob: {0}")]
+    BlobRead(#[source] std::io::Error),
+    #[error("malformed layer tar: {0}")]
+    Malformed(String),
+    #[error("unsupported in layers: {0}")]
+    Unsupported(String),
+    #[error("extracting {path}: {source}")]
+    Extract {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Writes one layer from `entries` (any order; later duplicates of a path replace earlier
 /// ones) to `sink`, sorted by path bytes with missing parent directories added.
+///
+/// Rules (all deterministic; the byte format is described in the `tar` and `compress`
+/// submodules):
+/// - Members are sorted by tar name bytes (whiteout markers by their `.wh.` names), which
+///   puts every directory before its contents. Missing parents are added as directories
+///   with mode 0755, uid/gid 0 and `opts.mtime`. The root (empty path) is never a member.
+/// - Files sharing a `link_key`, and explicit [`EntryKind::Hardlink`]s, form one group:
+///   its first member in sorted order carries the data, the others are hard links to it. A
+///   key used by a single entry yields a plain file.
+/// - A path component starting with `.wh.` is rejected ([`LayerError::WhiteoutName`]), as
+///   are hard links to paths outside the layer, before anything is written.
+/// - The tar ends with two 512-byte zero blocks and nothing else (no padding to a 10 KiB
+///   record as GNU tar does; every OCI/docker reader accepts this).
+/// - Host files are opened and checked (regular file, length == `size`) before their header
+///   is produced. A failure *after* data has been produced (unreadable file, file shrunk)
+///   returns an error after part of the blob may have reached `sink`: callers write to a
+///   temporary blob and discard it on error.
+///
+/// Threads: gzip blocks are compressed on [`default_threads`] workers; use
+/// [`write_layer_with_threads`] to choose. The output never depends on the thread count.
 pub fn write_layer<W: Write>(
     entries: Vec<Entry>,
     opts: LayerOptions,
     sink: W,
 ) -> Result<(W, LayerDigests), LayerError> {
-    writer::write_layer(entries, opts, sink)
+    writer::write_layer_impl(entries, opts, default_threads(), sink)
 }
 
-mod pgzip;
-mod tarfmt;
-mod writer;
-
-/// Options for `extract_layer` (placeholder until the layer branch lands).
-#[derive(Debug, Clone, Default)]
-pub struct ExtractOptions {
-    pub allow_devices: bool,
-    pub preserve_owner: bool,
+/// [`write_layer`] with an explicit number of compression workers (≥ 1; 0 is taken as 1).
+/// The bytes are identical for every value.
+pub fn write_layer_with_threads<W: Write>(
+    entries: Vec<Entry>,
+    opts: LayerOptions,
+    threads: usize,
+    sink: W,
+) -> Result<(W, LayerDigests), LayerError> {
+    writer::write_layer_impl(entries, opts, threads, sink)
 }
 
-/// Unpacks a layer blob into `root` (placeholder until the layer branch lands).
-pub fn extract_layer<R: std::io::Read>(
+/// Extracts one layer blob into `root` (created if missing), applying whiteouts to what
+/// earlier layers extracted there. Safe against hostile layers: nothing is ever created,
+/// followed or linked outside `root`; see the `extract` submodule for the rules.
+pub fn extract_layer<R: Read>(
     blob: R,
     compression: Compression,
-    root: &std::path::Path,
+    root: &Path,
     opts: &ExtractOptions,
 ) -> Result<(), LayerError> {
-    let _ = (blob, compression, root, opts);
-    todo!("layer extractor")
+    extract::extract_tar(decompress(blob, compression), root, opts)
 }
 
-/// Reads one file's content from a layer blob (placeholder until the layer branch lands).
-pub fn read_file_from_layer<R: std::io::Read>(
+/// The members of a layer blob, in archive order (metadata only).
+pub fn list_layer<R: Read>(
+    blob: R,
+    compression: Compression,
+) -> Result<Vec<TarEntryInfo>, LayerError> {
+    let mut r = reader::TarReader::new(decompress(blob, compression));
+    let mut out = Vec::new();
+    while let Some(info) = r.next_entry()? {
+        out.push(info);
+    }
+    Ok(out)
+}
+
+/// The contents of the regular file `path` in this layer (the last member with that path
+/// wins), `None` if the layer has no such member or it is a directory / special file.
+/// Whiteouts are not interpreted (this looks at one layer). If the member is a symlink or a
+/// hard link, returns [`LayerError::Unsupported`] naming the target, to be read instead
+/// (the blob is read once, so earlier members are gone by then).
+pub fn read_file_from_layer<R: Read>(
     blob: R,
     compression: Compression,
     path: &ImagePath,
 ) -> Result<Option<Vec<u8>>, LayerError> {
-    let _ = (blob, compression, path);
-    todo!("layer reader")
+    extract::read_file(decompress(blob, compression), path)
 }

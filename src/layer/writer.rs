@@ -1,39 +1,113 @@
-//! The layer writer: entries → sorted, deduplicated, parents added, hard links grouped →
-//! tar stream (hashed: diff_id) → compressor (hashed: digest) → sink. Building the tar and
-//! compressing run on two threads joined by a bounded channel of large buffers, so reading
-//! files overlaps with compression and memory stays bounded whatever the file sizes.
+//! The streaming layer writer: planned members → tar bytes → sha256 (diff_id) → compression
+//! → sha256 (digest) → sink, as a pipeline of threads connected by bounded channels of
+//! fixed-size buffers.
+//!
+//! Threads: a *producer* (reads files, builds the tar stream into [`GZIP_BLOCK`]-byte
+//! buffers, hashes the diff_id), for gzip `threads` *workers* compressing blocks
+//! independently, and the caller's thread, which compresses zstd itself, puts the blocks back
+//! in order, hashes the digest and writes the sink (so `W` needs no `Send`). At most
+//! [`pool_size`] buffers are in flight; peak memory is about `2 × pool_size × 1 MiB` plus
+//! one deflate state per worker, whatever the file sizes.
 
-use super::tarfmt::{self, Header};
-use super::{Compression, Entry, EntryKind, FileSource, LayerDigests, LayerError, LayerOptions};
-use crate::digest::{Hasher, HashingWriter};
-use crate::path::ImagePath;
-use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
-use std::sync::mpsc;
+use super::compress::{
+    gzip_trailer, zstd_encoder, BlockCompressor, DICT_LEN, GZIP_BLOCK, GZIP_HEADER,
+};
+use super::plan::{plan, Member, Planned};
+use super::tar::{
+    encode_header, padding, HeaderFields, BLOCK, TYPE_DIR, TYPE_FILE, TYPE_HARDLINK, TYPE_SYMLINK,
+};
+use super::{Compression, Entry, FileSource, LayerDigests, LayerError, LayerOptions};
+use crate::digest::{Digest, Hasher, HashingWriter};
+use flate2::Crc;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
 
-/// Chunk size handed from the tar thread to the compressor.
-const CHUNK: usize = 1 << 20;
-/// gzip level: the `gzip -6` default, pinned (it is part of every layer digest). The block
-/// layout is pinned too (`pgzip::BLOCK`).
-const GZIP_LEVEL: u32 = 6;
-/// zstd level, pinned; single-threaded so the frame layout is fixed.
-const ZSTD_LEVEL: i32 = 3;
+/// One block of the tar stream on its way through the pipeline.
+struct Chunk {
+    seq: u64,
+    /// Always `GZIP_BLOCK` long; the first `len` bytes are the payload.
+    buf: Vec<u8>,
+    len: usize,
+    /// The 32 KiB of tar stream preceding this block (gzip only).
+    dict: Vec<u8>,
+}
 
-pub fn write_layer<W: Write>(
+struct Compressed {
+    seq: u64,
+    data: Vec<u8>,
+    crc: Crc,
+    /// The input buffer, returned to the pool once the block is written.
+    buf: Vec<u8>,
+}
+
+/// Marker error: the consumer went away (it has its own error to report).
+struct Cancelled;
+
+fn pool_size(threads: usize) -> usize {
+    2 * threads + 2
+}
+
+/// Default number of gzip workers: the machine's available parallelism.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+pub(crate) fn write_layer_impl<W: Write>(
     entries: Vec<Entry>,
     opts: LayerOptions,
+    threads: usize,
     sink: W,
 ) -> Result<(W, LayerDigests), LayerError> {
-    let entries = prepare(entries, opts.mtime)?;
-    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4);
+    let members = plan(entries, opts.mtime)?;
+    let threads = threads.max(1);
+    let pool = pool_size(threads);
+    let gzip = opts.compression == Compression::Gzip;
+
     std::thread::scope(|s| {
-        let producer = s.spawn(move || produce(&entries, tx));
-        let consumed = consume(rx, opts.compression, sink);
-        let produced = producer.join().expect("tar thread panicked");
-        // A failed sink stops the tar thread too; report the sink's error, not the echo.
+        let (full_tx, full_rx) = sync_channel::<Chunk>(pool);
+        let (free_tx, free_rx) = sync_channel::<Vec<u8>>(pool);
+        let producer = s.spawn(move || {
+            let mut out = ChunkWriter {
+                buf: vec![0; GZIP_BLOCK],
+                len: 0,
+                seq: 0,
+                allocated: 1,
+                pool,
+                free: free_rx,
+                tx: full_tx,
+                hasher: Hasher::new(),
+                tail: Vec::new(),
+                keep_tail: gzip,
+            };
+            let r = produce(&members, &mut out)?;
+            Ok(r.and_then(|()| out.finish()))
+        });
+
+        let consumed = match opts.compression {
+            Compression::None => consume_plain(full_rx, free_tx, sink, |w, d| w.write_all(d)),
+            Compression::Zstd => consume_zstd(full_rx, free_tx, sink),
+            Compression::Gzip => consume_gzip(s, threads, full_rx, free_tx, sink),
+        };
+        let produced = producer.join().expect("layer producer panicked");
+        // A producer error explains why the stream ended early; report it first.
+        let diff_id = match produced {
+            Ok(Ok(d)) => d,
+            Ok(Err(Cancelled)) => return Err(consumed.err().unwrap_or_else(cancelled_error)),
+            Err(e) => return Err(e),
+        };
         let (sink, digest, size) = consumed?;
-        let diff_id = produced?;
-        let digest = digest.unwrap_or_else(|| diff_id.clone());
+        let digest = if opts.compression == Compression::None {
+            diff_id.clone()
+        } else {
+            digest
+        };
         Ok((
             sink,
             LayerDigests {
@@ -46,262 +120,343 @@ pub fn write_layer<W: Write>(
     })
 }
 
-/// Sorted by path bytes, one entry per path (the last given wins), every parent directory
-/// present, hard-link groups resolved, reserved names rejected.
-fn prepare(entries: Vec<Entry>, mtime: u64) -> Result<Vec<Entry>, LayerError> {
-    let mut by_path: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
-    for e in entries {
-        if e.path.is_root() {
-            continue;
-        }
-        let is_marker = matches!(e.kind, EntryKind::Whiteout | EntryKind::OpaqueWhiteout);
-        if !is_marker && e.path.file_name().starts_with(b".wh.") {
-            return Err(LayerError::WhiteoutName {
-                path: e.path.display(),
-                name: String::from_utf8_lossy(e.path.file_name()).into_owned(),
-            });
-        }
-        by_path.insert(e.path.as_bytes().to_vec(), e);
+fn cancelled_error() -> LayerError {
+    LayerError::Write(io::Error::other("layer pipeline stopped"))
+}
+
+type Consumed<W> = Result<(W, Digest, u64), LayerError>;
+
+fn consume_plain<W: Write, F>(
+    rx: Receiver<Chunk>,
+    free: SyncSender<Vec<u8>>,
+    sink: W,
+    mut write: F,
+) -> Consumed<W>
+where
+    F: FnMut(&mut HashingWriter<W>, &[u8]) -> io::Result<()>,
+{
+    let mut w = HashingWriter::new(sink);
+    for c in rx {
+        write(&mut w, &c.buf[..c.len]).map_err(LayerError::Write)?;
+        let _ = free.try_send(c.buf);
     }
-    let mut parents = Vec::new();
-    for e in by_path.values() {
-        let mut p = e.path.parent();
-        while let Some(dir) = p.filter(|d| !d.is_root()) {
-            if by_path.contains_key(dir.as_bytes()) {
-                break;
+    Ok(w.finish())
+}
+
+fn consume_zstd<W: Write>(rx: Receiver<Chunk>, free: SyncSender<Vec<u8>>, sink: W) -> Consumed<W> {
+    let mut enc = zstd_encoder(HashingWriter::new(sink)).map_err(LayerError::Write)?;
+    for c in rx {
+        enc.write_all(&c.buf[..c.len]).map_err(LayerError::Write)?;
+        let _ = free.try_send(c.buf);
+    }
+    let mut w = enc.finish().map_err(LayerError::Write)?;
+    w.flush().map_err(LayerError::Write)?;
+    Ok(w.finish())
+}
+
+fn consume_gzip<'scope, W: Write>(
+    s: &'scope std::thread::Scope<'scope, '_>,
+    threads: usize,
+    rx: Receiver<Chunk>,
+    free: SyncSender<Vec<u8>>,
+    sink: W,
+) -> Consumed<W> {
+    let rx = Arc::new(Mutex::new(rx));
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<io::Result<Compressed>>();
+    for _ in 0..threads {
+        let rx = Arc::clone(&rx);
+        let done = done_tx.clone();
+        s.spawn(move || {
+            let mut z = BlockCompressor::new();
+            loop {
+                let next = rx.lock().map(|r| r.recv());
+                let Ok(Ok(c)) = next else { break };
+                let r = z
+                    .compress(&c.dict, &c.buf[..c.len])
+                    .map(|(data, crc)| Compressed {
+                        seq: c.seq,
+                        data,
+                        crc,
+                        buf: c.buf,
+                    });
+                let failed = r.is_err();
+                if done.send(r).is_err() || failed {
+                    break;
+                }
             }
-            p = dir.parent();
-            parents.push(dir);
-        }
-    }
-    for dir in parents {
-        by_path.entry(dir.as_bytes().to_vec()).or_insert(Entry {
-            path: dir,
-            kind: EntryKind::Dir,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            mtime,
-            xattrs: BTreeMap::new(),
         });
     }
-    // Sort by path bytes, but a directory's children must follow it: "a/b" sorts after "a"
-    // already, and "a-x" < "a/" byte-wise matches how tar tools order names.
-    let mut out: Vec<Entry> = by_path.into_values().collect();
-    let mut first_of: HashMap<(u64, u64), ImagePath> = HashMap::new();
-    for e in &mut out {
-        if let EntryKind::File {
-            link_key: Some(k), ..
-        } = &e.kind
-        {
-            let k = *k;
-            match first_of.get(&k) {
-                Some(target) => {
-                    e.kind = EntryKind::Hardlink {
-                        target: target.clone(),
-                    }
-                }
-                None => {
-                    first_of.insert(k, e.path.clone());
-                }
+    drop(done_tx);
+
+    let mut w = HashingWriter::new(sink);
+    let mut crc = Crc::new();
+    let mut next = 0u64;
+    let mut waiting: BTreeMap<u64, Compressed> = BTreeMap::new();
+    let mut header_written = false;
+    // On error the workers stop once `rx` (the job queue) and `done_rx` are dropped: the
+    // producer's sends fail, it drops its sender, workers see the channel closed.
+    for r in done_rx {
+        let c = r.map_err(LayerError::Write)?;
+        waiting.insert(c.seq, c);
+        while let Some(c) = waiting.remove(&next) {
+            if !header_written {
+                w.write_all(&GZIP_HEADER).map_err(LayerError::Write)?;
+                header_written = true;
             }
+            w.write_all(&c.data).map_err(LayerError::Write)?;
+            crc.combine(&c.crc);
+            let _ = free.try_send(c.buf);
+            next += 1;
         }
     }
-    Ok(out)
+    if !waiting.is_empty() {
+        return Err(cancelled_error());
+    }
+    if !header_written {
+        w.write_all(&GZIP_HEADER).map_err(LayerError::Write)?;
+    }
+    w.write_all(&gzip_trailer(&crc))
+        .map_err(LayerError::Write)?;
+    w.flush().map_err(LayerError::Write)?;
+    Ok(w.finish())
 }
 
-/// Writes the tar stream into chunks for the compressor; returns the diff_id.
-fn produce(
-    entries: &[Entry],
-    tx: mpsc::SyncSender<Vec<u8>>,
-) -> Result<crate::digest::Digest, LayerError> {
-    let mut hasher = Hasher::new();
-    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 64 * 1024);
-    // A closed channel means the compressor failed; its error is the one to report.
-    let flush = |buf: &mut Vec<u8>, hasher: &mut Hasher| -> Result<(), LayerError> {
-        hasher.update(buf);
-        let full = std::mem::replace(buf, Vec::with_capacity(CHUNK + 64 * 1024));
-        tx.send(full)
-            .map_err(|_| LayerError::Write(std::io::Error::other("compressor stopped")))
-    };
-    for e in entries {
-        let mut name = e.path.as_bytes().to_vec();
-        let xattrs: Vec<(String, Vec<u8>)> = e
-            .xattrs
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let (typeflag, size, link): (u8, u64, Vec<u8>) = match &e.kind {
-            EntryKind::Dir => {
-                name.push(b'/');
-                (b'5', 0, Vec::new())
+/// The producer's end: fills fixed-size buffers with the tar stream, hashes it and ships
+/// each full buffer down the pipeline.
+struct ChunkWriter {
+    buf: Vec<u8>,
+    len: usize,
+    seq: u64,
+    allocated: usize,
+    pool: usize,
+    free: Receiver<Vec<u8>>,
+    tx: SyncSender<Chunk>,
+    hasher: Hasher,
+    /// Last `DICT_LEN` bytes of the stream before the current buffer.
+    tail: Vec<u8>,
+    keep_tail: bool,
+}
+
+impl ChunkWriter {
+    fn ship(&mut self) -> Result<(), Cancelled> {
+        let fresh = if self.allocated < self.pool {
+            match self.free.try_recv() {
+                Ok(b) => b,
+                Err(_) => {
+                    self.allocated += 1;
+                    vec![0; GZIP_BLOCK]
+                }
             }
-            EntryKind::File { size, .. } => (b'0', *size, Vec::new()),
-            EntryKind::Symlink { target } => (b'2', 0, target.clone()),
-            EntryKind::Hardlink { target } => (b'1', 0, target.as_bytes().to_vec()),
-            EntryKind::Whiteout => {
-                name = whiteout_name(&e.path, None);
-                (b'0', 0, Vec::new())
-            }
-            EntryKind::OpaqueWhiteout => {
-                name = whiteout_name(&e.path, Some(b".wh..wh..opq"));
-                (b'0', 0, Vec::new())
-            }
+        } else {
+            self.free.recv().map_err(|_| Cancelled)?
         };
-        tarfmt::encode(
-            &Header {
-                path: &name,
-                typeflag,
-                mode: e.mode & 0o7777,
-                uid: e.uid,
-                gid: e.gid,
-                size,
-                mtime: e.mtime,
-                link: &link,
-                xattrs: &xattrs,
-            },
-            &mut buf,
-        );
-        if let EntryKind::File { source, size, .. } = &e.kind {
-            copy_content(source, *size, &mut buf, &mut |b| flush(b, &mut hasher))?;
-            let pad = (512 - (*size % 512) as usize) % 512;
-            buf.resize(buf.len() + pad, 0);
-        }
-        if buf.len() >= CHUNK {
-            flush(&mut buf, &mut hasher)?;
-        }
-    }
-    buf.resize(buf.len() + 1024, 0);
-    flush(&mut buf, &mut hasher)?;
-    Ok(hasher.finish())
-}
-
-fn whiteout_name(path: &ImagePath, opaque: Option<&[u8]>) -> Vec<u8> {
-    let parent = path.parent().unwrap_or_default();
-    let mut name = parent.as_bytes().to_vec();
-    if !name.is_empty() {
-        name.push(b'/');
-    }
-    match opaque {
-        // The opaque marker lives inside the directory it hides.
-        Some(marker) => {
-            let mut n = path.as_bytes().to_vec();
-            n.push(b'/');
-            n.extend_from_slice(marker);
-            return n;
-        }
-        None => {
-            name.extend_from_slice(b".wh.");
-            name.extend_from_slice(path.file_name());
-        }
-    }
-    name
-}
-
-/// Appends exactly `size` bytes of `source` to `buf`, flushing full chunks on the way.
-fn copy_content(
-    source: &FileSource,
-    size: u64,
-    buf: &mut Vec<u8>,
-    flush: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), LayerError>,
-) -> Result<(), LayerError> {
-    match source {
-        FileSource::Bytes(b) => {
-            if b.len() as u64 != size {
-                return Err(LayerError::Changed {
-                    path: "<generated>".into(),
-                    expected: size,
-                    actual: b.len() as u64,
-                });
+        let buf = std::mem::replace(&mut self.buf, fresh);
+        let len = std::mem::replace(&mut self.len, 0);
+        self.hasher.update(&buf[..len]);
+        let dict = if self.keep_tail {
+            let mut next_tail = Vec::with_capacity(DICT_LEN);
+            if len < DICT_LEN {
+                let keep = DICT_LEN - len;
+                next_tail.extend_from_slice(&self.tail[self.tail.len().saturating_sub(keep)..]);
             }
-            for part in b.chunks(CHUNK) {
-                buf.extend_from_slice(part);
-                if buf.len() >= CHUNK {
-                    flush(buf)?;
-                }
+            next_tail.extend_from_slice(&buf[len.saturating_sub(DICT_LEN)..len]);
+            std::mem::replace(&mut self.tail, next_tail)
+        } else {
+            Vec::new()
+        };
+        let seq = self.seq;
+        self.seq += 1;
+        self.tx
+            .send(Chunk {
+                seq,
+                buf,
+                len,
+                dict,
+            })
+            .map_err(|_| Cancelled)
+    }
+
+    fn write(&mut self, mut data: &[u8]) -> Result<(), Cancelled> {
+        while !data.is_empty() {
+            let n = data.len().min(GZIP_BLOCK - self.len);
+            self.buf[self.len..self.len + n].copy_from_slice(&data[..n]);
+            self.len += n;
+            data = &data[n..];
+            if self.len == GZIP_BLOCK {
+                self.ship()?;
             }
-            Ok(())
         }
-        FileSource::Host(path) => {
-            let read_err = |source| LayerError::Read {
-                path: path.clone(),
-                source,
+        Ok(())
+    }
+
+    fn zeros(&mut self, mut n: usize) -> Result<(), Cancelled> {
+        while n > 0 {
+            let k = n.min(GZIP_BLOCK - self.len);
+            self.buf[self.len..self.len + k].fill(0);
+            self.len += k;
+            n -= k;
+            if self.len == GZIP_BLOCK {
+                self.ship()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Streams exactly `size` bytes of `file` straight into the buffers. `Ok(Err(got))` if
+    /// the file ended after `got` bytes.
+    fn copy_from(&mut self, file: &mut File, size: u64) -> Result<io::Result<u64>, Cancelled> {
+        let mut left = size;
+        while left > 0 {
+            let want = (GZIP_BLOCK - self.len).min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = match file.read(&mut self.buf[self.len..self.len + want]) {
+                Ok(0) => return Ok(Ok(size - left)),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Ok(Err(e)),
             };
-            let mut f = std::fs::File::open(path).map_err(read_err)?;
-            if !f.metadata().map_err(read_err)?.is_file() {
-                return Err(read_err(std::io::Error::other("not a regular file")));
+            self.len += n;
+            left -= n as u64;
+            if self.len == GZIP_BLOCK {
+                self.ship()?;
             }
-            let mut left = size;
-            while left > 0 {
-                let start = buf.len();
-                let want = (CHUNK.saturating_sub(start).max(64 * 1024) as u64).min(left) as usize;
-                buf.resize(start + want, 0);
-                let n = f.read(&mut buf[start..]).map_err(read_err)?;
-                buf.truncate(start + n);
-                if n == 0 {
-                    return Err(LayerError::Changed {
-                        path: path.clone(),
-                        expected: size,
-                        actual: size - left,
-                    });
-                }
-                left -= n as u64;
-                if buf.len() >= CHUNK {
-                    flush(buf)?;
-                }
-            }
-            let mut probe = [0u8; 1];
-            if f.read(&mut probe).map_err(read_err)? != 0 {
-                let actual = f.metadata().map(|m| m.len()).unwrap_or(size + 1);
-                return Err(LayerError::Changed {
-                    path: path.clone(),
-                    expected: size,
-                    actual,
-                });
-            }
-            Ok(())
         }
+        Ok(Ok(size))
+    }
+
+    fn finish(mut self) -> Result<Digest, Cancelled> {
+        if self.len > 0 {
+            self.ship()?;
+        }
+        Ok(self.hasher.finish())
     }
 }
 
-/// Compresses the chunks into `sink`, hashing the compressed bytes.
-fn consume<W: Write>(
-    rx: mpsc::Receiver<Vec<u8>>,
-    compression: Compression,
-    sink: W,
-) -> Result<(W, Option<crate::digest::Digest>, u64), LayerError> {
-    let w = LayerError::Write;
-    if compression == Compression::None {
-        // The blob is the tar itself: its digest is the diff_id, hashed once by the tar thread.
-        let mut sink = sink;
-        let mut size = 0u64;
-        for chunk in rx {
-            sink.write_all(&chunk).map_err(w)?;
-            size += chunk.len() as u64;
+/// The producer's result: the error kinds are kept apart so a consumer error wins over
+/// the cancellation it caused.
+fn produce(
+    members: &[Planned],
+    out: &mut ChunkWriter,
+) -> Result<Result<(), Cancelled>, LayerError> {
+    let mut hdr = Vec::with_capacity(4 * BLOCK);
+    let mut name = Vec::new();
+    for m in members {
+        name.clear();
+        name.extend_from_slice(&m.name);
+        let (typeflag, size, link): (u8, u64, &[u8]) = match &m.member {
+            Member::Dir => {
+                name.push(b'/');
+                (TYPE_DIR, 0, b"")
+            }
+            Member::File { size, .. } => (TYPE_FILE, *size, b""),
+            Member::Marker => (TYPE_FILE, 0, b""),
+            Member::Symlink(t) => (TYPE_SYMLINK, 0, t),
+            Member::Hardlink(t) => (TYPE_HARDLINK, 0, t),
+        };
+        // Open and check the file before its header goes out.
+        let mut host = match &m.member {
+            Member::File {
+                source: FileSource::Host(p),
+                size,
+            } => Some((open_checked(p, *size)?, p)),
+            Member::File {
+                source: FileSource::Bytes(b),
+                size,
+            } if b.len() as u64 != *size => {
+                return Err(LayerError::Changed {
+                    path: m_display(&m.name).into(),
+                    expected: *size,
+                    actual: b.len() as u64,
+                })
+            }
+            _ => None,
+        };
+        hdr.clear();
+        encode_header(
+            &HeaderFields {
+                name: &name,
+                typeflag,
+                mode: m.mode,
+                uid: u64::from(m.uid),
+                gid: u64::from(m.gid),
+                size,
+                mtime: m.mtime,
+                linkname: link,
+                xattrs: &m.xattrs,
+            },
+            &mut hdr,
+        );
+        if let Err(c) = out.write(&hdr) {
+            return Ok(Err(c));
         }
-        sink.flush().map_err(w)?;
-        return Ok((sink, None, size));
+        let body = match (&m.member, host.as_mut()) {
+            (_, Some((f, p))) => match out.copy_from(f, size) {
+                Err(c) => Err(c),
+                Ok(Ok(got)) if got == size => Ok(()),
+                Ok(Ok(got)) => {
+                    return Err(LayerError::Changed {
+                        path: p.to_path_buf(),
+                        expected: size,
+                        actual: got,
+                    })
+                }
+                Ok(Err(e)) => {
+                    return Err(LayerError::Read {
+                        path: p.to_path_buf(),
+                        source: e,
+                    })
+                }
+            },
+            (
+                Member::File {
+                    source: FileSource::Bytes(b),
+                    ..
+                },
+                None,
+            ) => out.write(b),
+            _ => Ok(()),
+        };
+        if let Err(c) = body.and_then(|()| out.zeros(padding(size))) {
+            return Ok(Err(c));
+        }
     }
-    let out = HashingWriter::new(sink);
-    let out = match compression {
-        Compression::None => unreachable!("handled above"),
-        Compression::Gzip => {
-            let mut enc = super::pgzip::ParallelGzip::new(out, GZIP_LEVEL);
-            for chunk in rx {
-                enc.write_all(&chunk).map_err(w)?;
-            }
-            enc.finish().map_err(w)?
-        }
-        Compression::Zstd => {
-            let mut enc = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL).map_err(w)?;
-            enc.include_checksum(false).map_err(w)?;
-            for chunk in rx {
-                enc.write_all(&chunk).map_err(w)?;
-            }
-            enc.finish().map_err(w)?
-        }
+    Ok(out.zeros(2 * BLOCK))
+}
+
+fn m_display(name: &[u8]) -> String {
+    format!("/{}", String::from_utf8_lossy(name))
+}
+
+fn open_checked(p: &Path, size: u64) -> Result<File, LayerError> {
+    let read_err = |source| LayerError::Read {
+        path: p.to_path_buf(),
+        source,
     };
-    let (mut sink, digest, size) = out.finish();
-    sink.flush().map_err(w)?;
-    Ok((sink, Some(digest), size))
+    // O_NONBLOCK: opening a FIFO must not hang; it is rejected below. No effect on files.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(p)
+        .map_err(read_err)?;
+    let md = f.metadata().map_err(read_err)?;
+    let ft = md.file_type();
+    if !ft.is_file() {
+        let what = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() || ft.is_socket() || ft.is_char_device() || ft.is_block_device() {
+            "a special file"
+        } else {
+            "not a regular file"
+        };
+        return Err(read_err(io::Error::other(format!(
+            "expected a regular file, found {what}"
+        ))));
+    }
+    if md.size() != size {
+        return Err(LayerError::Changed {
+            path: p.to_path_buf(),
+            expected: size,
+            actual: md.size(),
+        });
+    }
+    Ok(f)
 }
