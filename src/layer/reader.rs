@@ -117,7 +117,10 @@ fn checksum_ok(b: &[u8; 512]) -> Result<bool, LayerError> {
 }
 
 /// PAX records of one extended header.
-fn parse_pax(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, LayerError> {
+/// PAX records as (key, value) byte strings, in file order.
+type PaxRecords = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn parse_pax(data: &[u8]) -> Result<PaxRecords, LayerError> {
     let mut out = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
