@@ -89,15 +89,15 @@ impl Client {
         reference: &Reference,
         opts: &PullOptions,
     ) -> Result<PulledImage, RegistryError> {
-        let image = self.resolve(store, reference, &opts.platform)?;
-        let mut blobs = vec![image.manifest.config.clone()];
-        blobs.extend(image.manifest.layers.iter().cloned());
-        let (fetched, cached, bytes) = self.fetch_blobs(store, reference, &blobs, opts.jobs)?;
+        let (image, config_fetched) = self.resolve_inner(store, reference, &opts.platform)?;
+        let (fetched, cached, bytes) =
+            self.fetch_blobs(store, reference, &image.manifest.layers, opts.jobs)?;
+        let config = &image.manifest.config;
         Ok(PulledImage {
+            blobs_fetched: fetched + usize::from(config_fetched),
+            blobs_cached: cached + usize::from(!config_fetched),
+            bytes_fetched: bytes + if config_fetched { config.size } else { 0 },
             image,
-            blobs_fetched: fetched,
-            blobs_cached: cached,
-            bytes_fetched: bytes,
         })
     }
 
@@ -144,6 +144,17 @@ impl Client {
         reference: &Reference,
         platform: &Platform,
     ) -> Result<ResolvedImage, RegistryError> {
+        self.resolve_inner(store, reference, platform)
+            .map(|(r, _)| r)
+    }
+
+    /// `resolve`, also telling whether the config had to be downloaded.
+    fn resolve_inner(
+        &self,
+        store: &Store,
+        reference: &Reference,
+        platform: &Platform,
+    ) -> Result<(ResolvedImage, bool), RegistryError> {
         let host = self.host(&reference.registry)?;
         let top = self.get_manifest(&host, reference)?;
         store.put_bytes(&top.bytes)?;
@@ -196,9 +207,10 @@ impl Client {
                 hint: SCHEMA1_HINT,
             });
         }
-        self.fetch_blobs(store, reference, std::slice::from_ref(&manifest.config), 1)?;
+        let (config_fetched, _, _) =
+            self.fetch_blobs(store, reference, std::slice::from_ref(&manifest.config), 1)?;
         let config_bytes = store.read_blob(&manifest.config.digest)?;
-        Ok(ResolvedImage {
+        let image = ResolvedImage {
             reference: reference.clone(),
             top_digest,
             index_digest,
@@ -207,7 +219,8 @@ impl Client {
             manifest_bytes: raw.bytes,
             manifest,
             config_bytes,
-        })
+        };
+        Ok((image, config_fetched > 0))
     }
 
     /// Fetches the raw manifest (or index) a reference points to, verified against the
