@@ -142,6 +142,7 @@ fn skopeo_digest(addr: &str, repo: &str, tag: &str) -> String {
 
 fn one_line(e: &RegistryError) -> String {
     let s = e.to_string();
+    eprintln!("error message: {s}");
     assert!(!s.contains('\n'), "error is not one line: {s}");
     s
 }
@@ -388,6 +389,46 @@ fn chunked_upload_resumes_after_dropped_connection() {
     assert_eq!(
         store2.read_blob(&img.manifest.layers[0].digest).unwrap(),
         store.read_blob(&img.manifest.layers[0].digest).unwrap()
+    );
+
+    // A connection cut before any byte of the third chunk reached the registry: the
+    // registry still has the session, so the client resumes at its reported offset instead
+    // of starting over (one upload session, an upload-status GET answered 204).
+    let repo2 = repo_name("resumed");
+    {
+        let mut f = proxy.faults.lock().unwrap();
+        f.drop_body_after = Some(0);
+        f.drop_skip = 2;
+    }
+    let before = proxy.seen().len();
+    let report = client
+        .push_image(
+            &store,
+            &reference(&proxy.addr, &repo2, "big"),
+            &img.manifest_bytes,
+            mt::OCI_MANIFEST,
+            &["big".into()],
+            &PushOptions { jobs: 1, ..opts },
+        )
+        .unwrap();
+    assert_eq!(report.manifest_digest, img.digest);
+    assert_eq!(proxy.dropped.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let seen = &proxy.seen()[before..];
+    let posts = seen.iter().filter(|s| s.method == "POST").count();
+    assert_eq!(posts, 2, "one session per blob (no restart): {seen:?}");
+    assert!(
+        seen.iter()
+            .any(|s| s.method == "GET" && s.path.contains("/blobs/uploads/") && s.status == 204),
+        "{seen:?}"
+    );
+    // Only the bytes of the layer and config were sent (no chunk sent twice).
+    assert_eq!(
+        report.bytes_uploaded,
+        img.manifest.layers[0].size + img.manifest.config.size
+    );
+    assert_eq!(
+        skopeo_digest(&reg.addr, &repo2, "big"),
+        img.digest.to_string()
     );
 }
 

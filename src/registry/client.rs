@@ -134,7 +134,8 @@ pub(crate) fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e.source();
     while let Some(c) = cur {
         let s = c.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
+        // hyper's "client error (Connect)" says nothing the next cause doesn't.
+        if !s.starts_with("client error (") && !parts.iter().any(|p| p.contains(&s)) {
             parts.push(s);
         }
         cur = c.source();
@@ -183,6 +184,8 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+const NO_DETAILS: &str = "(no details)";
+
 /// A short summary of a registry error body (`{"errors":[{"code","message"}]}`), or its
 /// first line.
 pub(crate) fn error_body_summary(body: &[u8]) -> String {
@@ -214,7 +217,7 @@ pub(crate) fn error_body_summary(body: &[u8]) -> String {
         .trim();
     let mut s: String = line.chars().take(200).collect();
     if s.is_empty() {
-        s = "(no details)".into();
+        s = NO_DETAILS.into();
     }
     s
 }
@@ -519,21 +522,18 @@ impl Client {
                     r
                 }
             };
-            let failure = match req.send() {
-                Ok(resp) if retryable_status(resp.status()) => Failure::Retry {
-                    cause: format!("token server answered {}", resp.status()),
-                    after: retry_after(resp.headers()),
-                },
+            let (cause, after) = match req.send() {
+                Ok(resp) if retryable_status(resp.status()) => (
+                    format!("token server answered {}", resp.status()),
+                    retry_after(resp.headers()),
+                ),
                 Ok(resp) => break resp,
-                Err(e) => Failure::Retry {
-                    cause: format!("token server unreachable: {}", cause_chain(&e)),
-                    after: None,
-                },
+                Err(e) => (
+                    format!("token server unreachable: {}", cause_chain(&e)),
+                    None,
+                ),
             };
             failures += 1;
-            let Failure::Retry { cause, after } = failure else {
-                unreachable!()
-            };
             if failures >= self.opts.retry.max_attempts {
                 return Err(RegistryError::RetriesExhausted {
                     what: format!("{what} for {}", host.name),
@@ -668,13 +668,13 @@ impl Client {
                 let has_creds = matches!(self.creds(host), Ok(Some(_)));
                 RegistryError::Unauthorized {
                     host: host.name.clone(),
-                    detail: if has_creds {
-                        format!("credentials rejected ({detail})")
-                    } else {
-                        format!(
-                            "authentication required ({detail}); log in first (lade login {})",
+                    detail: match (has_creds, detail == NO_DETAILS) {
+                        (true, true) => "credentials rejected (wrong username or password?)".into(),
+                        (true, false) => format!("credentials rejected ({detail})"),
+                        (false, _) => format!(
+                            "authentication required; log in first (lade login {})",
                             host.registry
-                        )
+                        ),
                     },
                 }
             }

@@ -239,6 +239,8 @@ pub struct Faults {
     pub fail_always: bool,
     /// Once: cut the connection after this many body bytes of a request with a larger body.
     pub drop_body_after: Option<usize>,
+    /// Let this many requests that would be dropped pass first.
+    pub drop_skip: usize,
     /// Flip a byte in blob downloads.
     pub corrupt_blobs: bool,
     /// Require bearer tokens from our token server.
@@ -417,8 +419,13 @@ fn handle(
             f.fail_next -= 1;
             Action::Fail(f.fail_status)
         } else if let Some(n) = f.drop_body_after.filter(|n| req.content_length > *n) {
-            f.drop_body_after = None;
-            Action::Drop(n)
+            if f.drop_skip > 0 {
+                f.drop_skip -= 1;
+                Action::Forward { corrupt: false }
+            } else {
+                f.drop_body_after = None;
+                Action::Drop(n)
+            }
         } else {
             Action::Forward {
                 corrupt: f.corrupt_blobs
@@ -521,6 +528,8 @@ pub struct TokenServer {
     pub issued: AtomicU64,
     pub scopes: Mutex<Vec<String>>,
     pub bad_credentials: AtomicU64,
+    /// Bodies of POST (OAuth2 form) token requests.
+    pub posts: Mutex<Vec<String>>,
 }
 
 impl TokenServer {
@@ -534,6 +543,7 @@ impl TokenServer {
             issued: AtomicU64::new(0),
             scopes: Mutex::default(),
             bad_credentials: AtomicU64::new(0),
+            posts: Mutex::default(),
         });
         let t = ts.clone();
         std::thread::spawn(move || {
@@ -580,7 +590,18 @@ impl TokenServer {
                 }
             }
         }
-        if let Some((u, p)) = &self.require {
+        if req.method == "POST" {
+            let mut body = vec![0; req.content_length];
+            let _ = reader.read_exact(&mut body);
+            let body = String::from_utf8_lossy(&body).to_string();
+            let ok = body.contains("grant_type=refresh_token")
+                && body.contains("refresh_token=good-refresh-token");
+            self.posts.lock().unwrap().push(body);
+            if !ok {
+                respond(&conn, 401, &[], r#"{"details":"invalid refresh token"}"#);
+                return;
+            }
+        } else if let Some((u, p)) = &self.require {
             use base64::Engine as _;
             let want = format!(
                 "Basic {}",
