@@ -1,0 +1,852 @@
+//! Registry client against the real CNCF distribution registry (`docker-registry`): the one CI
+//! starts (`LADE_TEST_REGISTRY`, `LADE_TEST_TLS_*`) or, when unset, one started per test.
+
+mod registry_support;
+
+use lade::digest::Digest;
+use lade::image::{
+    canonical_json, media_types as mt, Descriptor, ImageConfig, Index, Manifest, Platform, RootFs,
+};
+use lade::registry::{
+    login, AuthConfig, Client, ClientOptions, Credentials, PullOptions, PushOptions, Reference,
+    RegistryError, RetryPolicy,
+};
+use lade::store::Store;
+use registry_support::{FaultProxy, TestRegistry, TokenServer};
+use std::io::Write;
+use std::process::Command;
+use std::time::Duration;
+
+fn opts() -> ClientOptions {
+    ClientOptions {
+        auth: AuthConfig::default(),
+        retry: RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(50),
+        },
+        connect_timeout: Duration::from_secs(5),
+        ..ClientOptions::default()
+    }
+}
+
+fn client() -> Client {
+    Client::new(opts()).unwrap()
+}
+
+/// A unique repository name per test run (the CI registry is shared).
+fn repo_name(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("lade-test/{name}-{}-{nanos}", std::process::id())
+}
+
+fn reference(addr: &str, repo: &str, tag: &str) -> Reference {
+    Reference::parse(&format!("{addr}/{repo}:{tag}")).unwrap()
+}
+
+/// Deterministic pseudo-random bytes (incompressible enough for gzip to keep them large).
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+struct TestImage {
+    manifest_bytes: Vec<u8>,
+    digest: Digest,
+    manifest: Manifest,
+}
+
+/// A small image built straight into the store: one gzip layer, a config, an OCI manifest.
+fn build_image(store: &Store, payload: &[u8], arch: &str) -> TestImage {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    gz.write_all(payload).unwrap();
+    let layer = gz.finish().unwrap();
+    let layer_digest = store.put_bytes(&layer).unwrap();
+    let config = ImageConfig {
+        architecture: arch.into(),
+        os: "linux".into(),
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids: vec![Digest::of(payload)],
+        },
+        ..ImageConfig::default()
+    };
+    let config_bytes = canonical_json(&config).unwrap();
+    let config_digest = store.put_bytes(&config_bytes).unwrap();
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(mt::OCI_MANIFEST.into()),
+        config: Descriptor::new(mt::OCI_CONFIG, config_digest, config_bytes.len() as u64),
+        layers: vec![Descriptor::new(
+            mt::OCI_LAYER_GZIP,
+            layer_digest,
+            layer.len() as u64,
+        )],
+        annotations: None,
+    };
+    let manifest_bytes = canonical_json(&manifest).unwrap();
+    store.put_bytes(&manifest_bytes).unwrap();
+    TestImage {
+        digest: Digest::of(&manifest_bytes),
+        manifest_bytes,
+        manifest,
+    }
+}
+
+fn new_store() -> (tempfile::TempDir, Store) {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path()).unwrap();
+    (d, s)
+}
+
+/// Whether a tag exists, asked directly over HTTP (no lade code involved).
+fn tag_exists(addr: &str, repo: &str, tag: &str) -> bool {
+    let resp = reqwest::blocking::Client::new()
+        .head(format!("http://{addr}/v2/{repo}/manifests/{tag}"))
+        .header("Accept", mt::OCI_MANIFEST)
+        .send()
+        .unwrap();
+    resp.status().is_success()
+}
+
+fn skopeo_digest(addr: &str, repo: &str, tag: &str) -> String {
+    let out = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            "--no-creds",
+            &format!("docker://{addr}/{repo}:{tag}"),
+        ])
+        .output()
+        .expect("skopeo must be installed");
+    assert!(
+        out.status.success(),
+        "skopeo inspect: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["Digest"].as_str().unwrap().to_string()
+}
+
+fn one_line(e: &RegistryError) -> String {
+    let s = e.to_string();
+    eprintln!("error message: {s}");
+    assert!(!s.contains('\n'), "error is not one line: {s}");
+    s
+}
+
+#[test]
+fn round_trip_push_skopeo_pull_repush_and_mount() {
+    let reg = TestRegistry::open();
+    let (_d, store) = new_store();
+    let img = build_image(&store, &noise(64 * 1024, 1), "amd64");
+    let client = client();
+    let repo1 = repo_name("roundtrip");
+    let target = reference(&reg.addr, &repo1, "v1");
+    let tags = vec!["v1".to_string(), "latest".to_string()];
+
+    let report = client
+        .push_image(
+            &store,
+            &target,
+            &img.manifest_bytes,
+            mt::OCI_MANIFEST,
+            &tags,
+            &PushOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(report.manifest_digest, img.digest);
+    assert_eq!(report.blobs_uploaded, 2);
+    assert_eq!(report.blobs_skipped + report.blobs_mounted, 0);
+    let blob_bytes: u64 = img.manifest.layers[0].size + img.manifest.config.size;
+    assert_eq!(report.bytes_uploaded, blob_bytes);
+    assert_eq!(
+        report.references,
+        vec![
+            format!("{}/{repo1}:v1", reg.addr),
+            format!("{}/{repo1}:latest", reg.addr),
+            format!("{}/{repo1}@{}", reg.addr, img.digest),
+        ]
+    );
+
+    // An independent client sees the same digest under both tags.
+    assert_eq!(
+        skopeo_digest(&reg.addr, &repo1, "v1"),
+        img.digest.to_string()
+    );
+    assert_eq!(
+        skopeo_digest(&reg.addr, &repo1, "latest"),
+        img.digest.to_string()
+    );
+    assert_eq!(client.manifest_digest(&target).unwrap(), img.digest);
+
+    // Pull into a fresh store: same manifest and blobs.
+    let (_d2, store2) = new_store();
+    let pulled = client
+        .pull(&store2, &target, &PullOptions::default())
+        .unwrap();
+    assert_eq!(pulled.image.manifest_digest, img.digest);
+    assert_eq!(pulled.image.manifest_bytes, img.manifest_bytes);
+    assert_eq!(pulled.image.index_digest, None);
+    assert_eq!(pulled.blobs_fetched, 2);
+    for d in std::iter::once(&img.manifest.config).chain(&img.manifest.layers) {
+        assert_eq!(
+            store2.read_blob(&d.digest).unwrap(),
+            store.read_blob(&d.digest).unwrap()
+        );
+    }
+    assert_eq!(
+        pulled.image.config_bytes,
+        store.read_blob(&img.manifest.config.digest).unwrap()
+    );
+    // A second pull downloads nothing.
+    let again = client
+        .pull(&store2, &target, &PullOptions::default())
+        .unwrap();
+    assert_eq!((again.blobs_fetched, again.bytes_fetched), (0, 0));
+    // By digest, too.
+    let by_digest = Reference::parse(&format!("{}/{repo1}@{}", reg.addr, img.digest)).unwrap();
+    assert_eq!(
+        client
+            .pull(&store2, &by_digest, &PullOptions::default())
+            .unwrap()
+            .image
+            .manifest_digest,
+        img.digest
+    );
+
+    // Second push: everything exists, 0 bytes uploaded.
+    let report = client
+        .push_image(
+            &store,
+            &target,
+            &img.manifest_bytes,
+            mt::OCI_MANIFEST,
+            &tags,
+            &PushOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(report.bytes_uploaded, 0);
+    assert_eq!((report.blobs_skipped, report.blobs_uploaded), (2, 0));
+
+    // Another repository on the same registry: blobs are mounted, not uploaded.
+    let repo2 = repo_name("mounted");
+    let target2 = reference(&reg.addr, &repo2, "m");
+    let report = client
+        .push_image(
+            &store,
+            &target2,
+            &img.manifest_bytes,
+            mt::OCI_MANIFEST,
+            &["m".to_string()],
+            &PushOptions {
+                mount_from: Some(target.clone()),
+                ..PushOptions::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(report.bytes_uploaded, 0);
+    assert_eq!((report.blobs_mounted, report.blobs_uploaded), (2, 0));
+    assert_eq!(
+        skopeo_digest(&reg.addr, &repo2, "m"),
+        img.digest.to_string()
+    );
+}
+
+#[test]
+fn multi_platform_index_push_and_platform_pull() {
+    let reg = TestRegistry::open();
+    let (_d, store) = new_store();
+    let amd = build_image(&store, b"amd64 payload", "amd64");
+    let arm = build_image(&store, b"arm64 payload", "arm64");
+    let desc = |img: &TestImage, p: &str| {
+        let mut d = Descriptor::new(
+            mt::OCI_MANIFEST,
+            img.digest.clone(),
+            img.manifest_bytes.len() as u64,
+        );
+        d.platform = Some(p.parse().unwrap());
+        d
+    };
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(mt::OCI_INDEX.into()),
+        manifests: vec![desc(&amd, "linux/amd64"), desc(&arm, "linux/arm64")],
+        annotations: None,
+    };
+    let index_bytes = canonical_json(&index).unwrap();
+    let client = client();
+    let repo = repo_name("multi");
+    let target = reference(&reg.addr, &repo, "multi");
+    let report = client
+        .push_image(
+            &store,
+            &target,
+            &index_bytes,
+            mt::OCI_INDEX,
+            &["multi".into()],
+            &PushOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(report.manifest_digest, Digest::of(&index_bytes));
+    assert_eq!(report.blobs_uploaded, 4);
+    assert_eq!(
+        client.manifest_digest(&target).unwrap(),
+        Digest::of(&index_bytes)
+    );
+
+    let (_d2, store2) = new_store();
+    let opts = PullOptions {
+        platform: "linux/arm64/v8".parse::<Platform>().unwrap(),
+        jobs: 2,
+    };
+    let pulled = client.pull(&store2, &target, &opts).unwrap();
+    assert_eq!(pulled.image.manifest_digest, arm.digest);
+    assert_eq!(pulled.image.index_digest, Some(Digest::of(&index_bytes)));
+    assert!(store2.has_blob(&Digest::of(&index_bytes)));
+    let err = client
+        .pull(
+            &store2,
+            &target,
+            &PullOptions {
+                platform: "linux/s390x".parse().unwrap(),
+                jobs: 1,
+            },
+        )
+        .unwrap_err();
+    let msg = one_line(&err);
+    assert!(
+        matches!(err, RegistryError::NoMatchingPlatform { .. }),
+        "{msg}"
+    );
+    assert!(msg.contains("linux/amd64, linux/arm64"), "{msg}");
+}
+
+#[test]
+fn chunked_upload_resumes_after_dropped_connection() {
+    let reg = TestRegistry::open();
+    let proxy = FaultProxy::start(reg.socket_addr());
+    let (_d, store) = new_store();
+    let img = build_image(&store, &noise(3 << 20, 7), "amd64");
+    let layer = img.manifest.layers[0].size;
+    assert!(layer > 3_000_000, "layer should be large: {layer}");
+    // Cut the connection 300 KiB into the first large request body.
+    proxy.faults.lock().unwrap().drop_body_after = Some(300 * 1024);
+    let client = client();
+    let repo = repo_name("chunked");
+    let target = reference(&proxy.addr, &repo, "big");
+    let opts = PushOptions {
+        monolithic_limit: 1 << 20,
+        chunk_size: 1 << 20,
+        ..PushOptions::default()
+    };
+    let report = client
+        .push_image(
+            &store,
+            &target,
+            &img.manifest_bytes,
+            mt::OCI_MANIFEST,
+            &["big".into()],
+            &opts,
+        )
+        .unwrap();
+    assert_eq!(report.manifest_digest, img.digest);
+    assert_eq!(proxy.dropped.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let seen = proxy.seen();
+    let patches = seen.iter().filter(|s| s.method == "PATCH").count();
+    assert!(patches >= 4, "expected chunked PATCHes, saw {patches}");
+    // After the drop the client asked the registry for the upload's state.
+    assert!(
+        seen.iter()
+            .any(|s| s.method == "GET" && s.path.contains("/blobs/uploads/")),
+        "no upload status request: {seen:?}"
+    );
+    // The registry has exactly our bytes.
+    assert_eq!(
+        skopeo_digest(&reg.addr, &repo, "big"),
+        img.digest.to_string()
+    );
+    let (_d2, store2) = new_store();
+    client
+        .pull(
+            &store2,
+            &reference(&reg.addr, &repo, "big"),
+            &PullOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        store2.read_blob(&img.manifest.layers[0].digest).unwrap(),
+        store.read_blob(&img.manifest.layers[0].digest).unwrap()
+    );
+
+    // A connection cut before any byte of the third chunk reached the registry: the
+    // registry still has the session, so the client resumes at its reported offset instead
+    // of starting over (one upload session, an upload-status GET answered 204).
+    let repo2 = repo_name("resumed");
+    {
+        let mut f = proxy.faults.lock().unwrap();
+        f.drop_body_after = Some(0);
+        f.drop_skip = 2;
+    }
+    let before = proxy.seen().len();
+    let report = client
+        .push_image(
+            &store,
+            &reference(&proxy.addr, &repo2, "big"),
+            &img.manifest_bytes,
+            mt::OCI_MANIFEST,
+            &["big".into()],
+            &PushOptions { jobs: 1, ..opts },
+        )
+        .unwrap();
+    assert_eq!(report.manifest_digest, img.digest);
+    assert_eq!(proxy.dropped.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let seen = &proxy.seen()[before..];
+    let posts = seen.iter().filter(|s| s.method == "POST").count();
+    assert_eq!(posts, 2, "one session per blob (no restart): {seen:?}");
+    assert!(
+        seen.iter()
+            .any(|s| s.method == "GET" && s.path.contains("/blobs/uploads/") && s.status == 204),
+        "{seen:?}"
+    );
+    // Only the bytes of the layer and config were sent (no chunk sent twice).
+    assert_eq!(
+        report.bytes_uploaded,
+        img.manifest.layers[0].size + img.manifest.config.size
+    );
+    assert_eq!(
+        skopeo_digest(&reg.addr, &repo2, "big"),
+        img.digest.to_string()
+    );
+}
+
+#[test]
+fn monolithic_upload_survives_dropped_connection() {
+    let reg = TestRegistry::open();
+    let proxy = FaultProxy::start(reg.socket_addr());
+    let (_d, store) = new_store();
+    let img = build_image(&store, &noise(200 * 1024, 9), "amd64");
+    proxy.faults.lock().unwrap().drop_body_after = Some(50 * 1024);
+    let repo = repo_name("mono-drop");
+    let report = client()
+        .push_image(
+            &store,
+            &reference(&proxy.addr, &repo, "t"),
+            &img.manifest_bytes,
+            mt::OCI_MANIFEST,
+            &["t".into()],
+            &PushOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(report.manifest_digest, img.digest);
+    assert_eq!(proxy.dropped.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(skopeo_digest(&reg.addr, &repo, "t"), img.digest.to_string());
+}
+
+#[test]
+fn retries_500_and_429_then_succeeds() {
+    let reg = TestRegistry::open();
+    let proxy = FaultProxy::start(reg.socket_addr());
+    let (_d, store) = new_store();
+    let img = build_image(&store, &noise(10_000, 3), "amd64");
+    let client = client();
+    let repo = repo_name("retry");
+    {
+        let mut f = proxy.faults.lock().unwrap();
+        f.fail_next = 3;
+        f.fail_status = 500;
+    }
+    let target = reference(&proxy.addr, &repo, "r");
+    let report = client
+        .push_image(
+            &store,
+            &target,
+            &img.manifest_bytes,
+            mt::OCI_MANIFEST,
+            &["r".into()],
+            &PushOptions {
+                jobs: 1,
+                ..PushOptions::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(report.manifest_digest, img.digest);
+    assert_eq!(proxy.seen().iter().filter(|s| s.status == 500).count(), 3);
+    // 429 with Retry-After: 0 on uploads, during a push to another repository.
+    {
+        let mut f = proxy.faults.lock().unwrap();
+        f.fail_next = 2;
+        f.fail_status = 429;
+        f.fail_path = "/blobs/uploads/".into();
+    }
+    let repo2 = repo_name("retry429");
+    let report = client
+        .push_image(
+            &store,
+            &reference(&proxy.addr, &repo2, "r"),
+            &img.manifest_bytes,
+            mt::OCI_MANIFEST,
+            &["r".into()],
+            &PushOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(report.blobs_uploaded, 2);
+    assert_eq!(proxy.seen().iter().filter(|s| s.status == 429).count(), 2);
+    assert_eq!(
+        skopeo_digest(&reg.addr, &repo2, "r"),
+        img.digest.to_string()
+    );
+    // And pulls retry too.
+    {
+        let mut f = proxy.faults.lock().unwrap();
+        f.fail_next = 2;
+        f.fail_status = 503;
+        f.fail_path = String::new();
+    }
+    let (_d2, store2) = new_store();
+    let pulled = client
+        .pull(&store2, &target, &PullOptions::default())
+        .unwrap();
+    assert_eq!(pulled.image.manifest_digest, img.digest);
+}
+
+#[test]
+fn failing_registry_gives_bounded_clear_error_and_no_manifest() {
+    let reg = TestRegistry::open();
+    let proxy = FaultProxy::start(reg.socket_addr());
+    let (_d, store) = new_store();
+    let img = build_image(&store, &noise(10_000, 4), "amd64");
+    {
+        let mut f = proxy.faults.lock().unwrap();
+        f.fail_always = true;
+        f.fail_status = 503;
+        f.fail_path = "/blobs/uploads/".into();
+    }
+    let repo = repo_name("down");
+    let started = std::time::Instant::now();
+    let err = client()
+        .push_image(
+            &store,
+            &reference(&proxy.addr, &repo, "never"),
+            &img.manifest_bytes,
+            mt::OCI_MANIFEST,
+            &["never".into()],
+            &PushOptions::default(),
+        )
+        .unwrap_err();
+    let msg = one_line(&err);
+    assert!(
+        matches!(err, RegistryError::RetriesExhausted { attempts: 4, .. }),
+        "{msg}"
+    );
+    assert!(msg.contains("blob sha256:"), "{msg}");
+    assert!(msg.contains("503"), "{msg}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Bounded: at most 4 attempts per blob (2 blobs).
+    let failed = proxy.seen().iter().filter(|s| s.status == 503).count();
+    assert!(failed <= 8, "{failed} failed requests");
+    assert!(!proxy.seen().iter().any(|s| s.path.contains("/manifests/")));
+    assert!(!tag_exists(&reg.addr, &repo, "never"));
+}
+
+#[test]
+fn clear_errors() {
+    let reg = TestRegistry::open();
+    let client = client();
+    let (_d, store) = new_store();
+
+    // Unknown host.
+    let err = client
+        .manifest_digest(&Reference::parse("no-such-host.invalid/x:1").unwrap())
+        .unwrap_err();
+    let msg = one_line(&err);
+    assert!(matches!(err, RegistryError::Connect { .. }), "{msg}");
+    assert!(msg.contains("no-such-host.invalid"), "{msg}");
+
+    // Nothing listening: bounded retries, then a clear error.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = client
+        .manifest_digest(&Reference::parse(&format!("127.0.0.1:{port}/x:1")).unwrap())
+        .unwrap_err();
+    let msg = one_line(&err);
+    assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+    assert!(msg.to_lowercase().contains("refused"), "{msg}");
+
+    // 404 tag.
+    let missing = reference(&reg.addr, &repo_name("missing"), "nope");
+    let err = client
+        .pull(&store, &missing, &PullOptions::default())
+        .unwrap_err();
+    let msg = one_line(&err);
+    assert!(matches!(err, RegistryError::NotFound { .. }), "{msg}");
+    assert!(msg.contains(":nope"), "{msg}");
+    let err = client.manifest_digest(&missing).unwrap_err();
+    assert!(matches!(err, RegistryError::NotFound { .. }), "{err}");
+
+    // Digest mismatch: a proxy flips a byte of every blob download.
+    let img = build_image(&store, &noise(5_000, 5), "amd64");
+    let repo = repo_name("lying");
+    client
+        .push_image(
+            &store,
+            &reference(&reg.addr, &repo, "t"),
+            &img.manifest_bytes,
+            mt::OCI_MANIFEST,
+            &["t".into()],
+            &PushOptions::default(),
+        )
+        .unwrap();
+    let proxy = FaultProxy::start(reg.socket_addr());
+    proxy.faults.lock().unwrap().corrupt_blobs = true;
+    let (_d2, store2) = new_store();
+    let err = client
+        .pull(
+            &store2,
+            &reference(&proxy.addr, &repo, "t"),
+            &PullOptions::default(),
+        )
+        .unwrap_err();
+    let msg = one_line(&err);
+    assert!(matches!(err, RegistryError::DigestMismatch { .. }), "{msg}");
+    assert!(msg.contains("does not match its digest"), "{msg}");
+    assert!(!store2.has_blob(&img.manifest.config.digest));
+
+    // A blob missing from the store fails before any upload.
+    let (_d3, empty) = new_store();
+    let err = client
+        .push_image(
+            &empty,
+            &reference(&reg.addr, &repo, "x"),
+            &img.manifest_bytes,
+            mt::OCI_MANIFEST,
+            &["x".into()],
+            &PushOptions::default(),
+        )
+        .unwrap_err();
+    assert!(one_line(&err).contains("missing from the store"), "{err}");
+
+    // Schema 1 is refused clearly (pushed raw with our own HTTP request).
+    let schema1 = br#"{"schemaVersion":1,"name":"x","tag":"old","architecture":"amd64","fsLayers":[],"history":[]}"#;
+    let resp = reqwest::blocking::Client::new()
+        .put(format!("http://{}/v2/{repo}/manifests/old", reg.addr))
+        .header("Content-Type", mt::DOCKER_SCHEMA1)
+        .body(schema1.to_vec())
+        .send()
+        .unwrap();
+    if resp.status().is_success() {
+        let err = client
+            .pull(
+                &store,
+                &reference(&reg.addr, &repo, "old"),
+                &PullOptions::default(),
+            )
+            .unwrap_err();
+        assert!(one_line(&err).contains("schema 1"), "{err}");
+    }
+}
+
+#[test]
+fn tls_registry_with_basic_auth() {
+    let reg = TestRegistry::tls_auth();
+    let ca = reg.ca.clone().unwrap();
+    let (user, password) = (reg.user.clone().unwrap(), reg.password.clone().unwrap());
+    let (_d, store) = new_store();
+    let img = build_image(&store, &noise(20_000, 11), "amd64");
+    let repo = repo_name("tls");
+    let target = reference(&reg.addr, &repo, "secure");
+    let push = |client: &Client| {
+        client.push_image(
+            &store,
+            &target,
+            &img.manifest_bytes,
+            mt::OCI_MANIFEST,
+            &["secure".into()],
+            &PushOptions::default(),
+        )
+    };
+
+    // Untrusted certificate: a TLS error, not a silent fallback to HTTP.
+    let err = push(&client()).unwrap_err();
+    let msg = one_line(&err);
+    assert!(matches!(err, RegistryError::Tls { .. }), "{msg}");
+    assert!(msg.contains("--registry-ca"), "{msg}");
+
+    let with_ca = |auth: AuthConfig| {
+        Client::new(ClientOptions {
+            ca_files: vec![ca.clone()],
+            auth,
+            ..opts()
+        })
+        .unwrap()
+    };
+    // Trusted, but no credentials.
+    let err = push(&with_ca(AuthConfig::default())).unwrap_err();
+    let msg = one_line(&err);
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{msg}");
+    assert!(msg.contains("log in"), "{msg}");
+
+    // Wrong password: clear, and the password is not in the message.
+    let mut wrong = AuthConfig::default();
+    wrong.explicit.insert(
+        reg.addr.clone(),
+        Credentials::Basic {
+            username: user.clone(),
+            password: "wrong-password-xyz".into(),
+        },
+    );
+    let err = push(&with_ca(wrong)).unwrap_err();
+    let msg = one_line(&err);
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{msg}");
+    assert!(!msg.contains("wrong-password-xyz"));
+
+    // login: wrong password refused and nothing written; right one written with 0600.
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("config.json");
+    let login_opts = ClientOptions {
+        ca_files: vec![ca.clone()],
+        ..opts()
+    };
+    let err = login(&login_opts, &reg.addr, &user, "nope-nope", Some(&cfg)).unwrap_err();
+    let msg = one_line(&err);
+    assert!(msg.contains("wrong username or password"), "{msg}");
+    assert!(!msg.contains("nope-nope"));
+    assert!(!cfg.exists());
+    login(&login_opts, &reg.addr, &user, &password, Some(&cfg)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // Credentials from the written config.json: push and pull work.
+    let client = with_ca(AuthConfig::from_file(&cfg));
+    let report = push(&client).unwrap();
+    assert_eq!(report.manifest_digest, img.digest);
+    let (_d2, store2) = new_store();
+    let pulled = client
+        .pull(&store2, &target, &PullOptions::default())
+        .unwrap();
+    assert_eq!(pulled.image.manifest_digest, img.digest);
+
+    // --insecure-registry for this host: TLS without verification works, no CA needed.
+    let insecure = Client::new(ClientOptions {
+        insecure_registries: vec![reg.addr.clone()],
+        auth: AuthConfig::from_file(&cfg),
+        ..opts()
+    })
+    .unwrap();
+    assert_eq!(insecure.manifest_digest(&target).unwrap(), img.digest);
+}
+
+#[test]
+fn bearer_token_flow_with_expiry_mid_push() {
+    let reg = TestRegistry::open();
+    let proxy = FaultProxy::start(reg.socket_addr());
+    // Tokens are good for 3 requests only, so they expire many times during one push.
+    let ts = TokenServer::start(3, Some(("tok-user", "tok-pass")));
+    proxy.faults.lock().unwrap().bearer = Some(ts.clone());
+    let (_d, store) = new_store();
+    let img = build_image(&store, &noise(30_000, 12), "amd64");
+    let repo1 = repo_name("bearer");
+    let target = reference(&proxy.addr, &repo1, "b");
+
+    // Anonymous: the token server refuses, and the error says so.
+    let err = client()
+        .push_image(
+            &store,
+            &target,
+            &img.manifest_bytes,
+            mt::OCI_MANIFEST,
+            &["b".into()],
+            &PushOptions::default(),
+        )
+        .unwrap_err();
+    let msg = one_line(&err);
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{msg}");
+
+    let mut auth = AuthConfig::default();
+    auth.explicit.insert(
+        proxy.addr.clone(),
+        Credentials::Basic {
+            username: "tok-user".into(),
+            password: "tok-pass".into(),
+        },
+    );
+    let client = Client::new(ClientOptions { auth, ..opts() }).unwrap();
+    let report = client
+        .push_image(
+            &store,
+            &target,
+            &img.manifest_bytes,
+            mt::OCI_MANIFEST,
+            &["b".into()],
+            &PushOptions {
+                jobs: 1,
+                ..PushOptions::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(report.manifest_digest, img.digest);
+    let issued = ts.issued.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        issued >= 3,
+        "tokens should have been renewed mid-push, issued {issued}"
+    );
+    assert!(
+        ts.scopes
+            .lock()
+            .unwrap()
+            .contains(&format!("repository:{repo1}:pull,push")),
+        "{:?}",
+        ts.scopes.lock().unwrap()
+    );
+    assert_eq!(
+        skopeo_digest(&reg.addr, &repo1, "b"),
+        img.digest.to_string()
+    );
+
+    // Mount from another repository: the token asks for pull on the source too.
+    let repo2 = repo_name("bearer-mount");
+    let report = client
+        .push_image(
+            &store,
+            &reference(&proxy.addr, &repo2, "m"),
+            &img.manifest_bytes,
+            mt::OCI_MANIFEST,
+            &["m".into()],
+            &PushOptions {
+                mount_from: Some(target.clone()),
+                ..PushOptions::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(report.blobs_mounted, 2);
+    assert!(ts
+        .scopes
+        .lock()
+        .unwrap()
+        .contains(&format!("repository:{repo1}:pull")));
+
+    // Pull through the token flow.
+    let (_d2, store2) = new_store();
+    let pulled = client
+        .pull(&store2, &target, &PullOptions::default())
+        .unwrap();
+    assert_eq!(pulled.image.manifest_digest, img.digest);
+}
