@@ -294,3 +294,68 @@ fn cli_dump_and_error_exit() {
             neg.display()
         )));
 }
+
+/// Dockerfile-ish fragments, so that random inputs hit the interesting paths.
+const FRAGMENTS: &[&str] = &[
+    "FROM",
+    "RUN",
+    "COPY",
+    "ADD",
+    "ENV",
+    "LABEL",
+    "ARG",
+    "ONBUILD",
+    "HEALTHCHECK",
+    "CMD",
+    " ",
+    "\t",
+    "\n",
+    "\r\n",
+    "\\",
+    "`",
+    "#",
+    "# escape=`\n",
+    "# syntax=x\n",
+    "<<EOF",
+    "<<-'E'",
+    "3<<\"E\"",
+    "EOF",
+    "E",
+    "\tE",
+    "[",
+    "]",
+    "\"",
+    "'",
+    ",",
+    "=",
+    "--from=x",
+    "--",
+    "${A:-b}",
+    "${A",
+    "$",
+    "}",
+    "é",
+    "\u{a0}",
+    "\u{85}",
+    "1e999",
+    "x",
+    "\u{0}",
+    "\u{feff}",
+];
+
+proptest::proptest! {
+    #[test]
+    fn parser_and_lexer_never_panic(
+        parts in proptest::collection::vec(proptest::sample::select(FRAGMENTS), 0..40),
+        esc in proptest::sample::select(vec!['\\', '`']),
+    ) {
+        let src: String = parts.concat();
+        match parser::parse(&src) {
+            Ok(df) => drop((df.dump(), df.to_json())),
+            Err(e) => drop(e.render("Dockerfile", &src)),
+        }
+        let lex = Lexer::new(esc);
+        let _ = lex.process_words(&src, &|k| (k == "A").then(|| "a b".to_string()));
+        let _ = lex.process_word(&src, &|_| None);
+    }
+}

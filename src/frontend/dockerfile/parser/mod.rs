@@ -693,6 +693,21 @@ mod tests {
     }
 
     #[test]
+    fn empty_continuation_warnings_like_buildkit() {
+        let src = "\nFROM alpine:3.6\n\nRUN valid \\\n    continuation\n\nRUN something \\\n\n    following \\\n\n    more\n\nRUN another \\\n\n    thing\n\nRUN non-indented \\\n# this is a comment\n   after-comment\n\nRUN indented \\\n    # this is an indented comment\n    comment\n\t";
+        let df = parse(src).unwrap();
+        let w: Vec<&str> = df.warnings.iter().map(|w| w.message.as_str()).collect();
+        assert_eq!(
+            w,
+            [
+                "Empty continuation line found in: RUN something     following     more",
+                "Empty continuation line found in: RUN another     thing"
+            ]
+        );
+        assert_eq!(df.instructions[4].values, ["non-indented    after-comment"]);
+    }
+
+    #[test]
     fn empty_continuation_warns() {
         let df = parse("FROM a\nRUN a \\\n\n b\n").unwrap();
         assert_eq!(df.instructions[1].values, ["a  b"]);
