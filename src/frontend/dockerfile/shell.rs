@@ -585,7 +585,13 @@ mod tests {
     /// Cases of BuildKit's `TestProcessWithMatches` for patterns and replacements.
     #[test]
     fn buildkit_pattern_cases() {
-        let cases: &[(&str, &[(&str, &str)], Option<&str>)] = &[
+        // (input, environment, expected word or None for an error)
+        type Case = (
+            &'static str,
+            &'static [(&'static str, &'static str)],
+            Option<&'static str>,
+        );
+        let cases: &[Case] = &[
             ("${FOO=:aaa}", &[("FOO", "x")], None),
             ("${FOO=}", &[], None),
             (
