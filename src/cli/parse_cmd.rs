@@ -30,6 +30,9 @@ pub fn run(args: &ParseArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_FAILURE));
         }
     };
+    for w in &df.warnings {
+        eprintln!("warning: {name}:{}: {}", w.line, w.message);
+    }
     let out = match args.format {
         ParseFormat::Json => serde_json::to_string_pretty(&df.to_json())?,
         ParseFormat::Dump => df.dump(),

@@ -582,6 +582,106 @@ mod tests {
         assert_eq!(e.unmatched.into_iter().collect::<Vec<_>>(), ["NOPE"]);
     }
 
+    /// Cases of BuildKit's `TestProcessWithMatches` for patterns and replacements.
+    #[test]
+    fn buildkit_pattern_cases() {
+        // (input, environment, expected word or None for an error)
+        type Case = (
+            &'static str,
+            &'static [(&'static str, &'static str)],
+            Option<&'static str>,
+        );
+        let cases: &[Case] = &[
+            ("${FOO=:aaa}", &[("FOO", "x")], None),
+            ("${FOO=}", &[], None),
+            (
+                r"${FOO#()[]{\}^$.\*\?|\\}",
+                &[("FOO", r"()[]{}^$.*?|\x")],
+                Some("x"),
+            ),
+            (r"${FOO%%\**}", &[("FOO", "xx**")], Some("xx")),
+            ("${FOO#*x*y}", &[("FOO", "xxyy")], Some("y")),
+            ("${FOO#*}", &[("FOO", "xxyy")], Some("xxyy")),
+            ("${FOO#$BAR}", &[("FOO", "xxyy"), ("BAR", "x")], Some("xyy")),
+            ("${FOO#$BAR}", &[("FOO", "xxyy"), ("BAR", "")], Some("xxyy")),
+            ("${FOO#}", &[("FOO", "xxyy")], Some("xxyy")),
+            ("${FOO##*x}", &[("FOO", "xxyy")], Some("yy")),
+            ("${FOO##}", &[("FOO", "xxyy")], Some("xxyy")),
+            (r"${FOO#?\?}", &[("FOO", "???y")], Some("?y")),
+            (
+                "${ABC:-.}${FOO%x}${ABC:-.}",
+                &[("FOO", "xxyy")],
+                Some(".xxyy."),
+            ),
+            (r"${FOO%%\**\*}", &[("FOO", "a***yy*")], Some("a")),
+            ("${FOO%}", &[("FOO", "xxyy")], Some("xxyy")),
+            (
+                "${FOO%%$BAR}",
+                &[("FOO", "xxyy"), ("BAR", "")],
+                Some("xxyy"),
+            ),
+            ("${FOO:#}", &[], None),
+            ("${FOO:##}", &[], None),
+            ("${FOO:%}", &[], None),
+            ("${FOO:%%}", &[], None),
+            (
+                "${FOO/$NEEDLE/.} - ${FOO//$NEEDLE/.}",
+                &[("FOO", "/foo*/*/*.txt"), ("NEEDLE", r"\*/")],
+                Some("/foo.*/*.txt - /foo..*.txt"),
+            ),
+            (
+                "${FOO/$NEEDLE/} - ${FOO//$NEEDLE/}",
+                &[("FOO", "/tmp/tmp/bar.txt"), ("NEEDLE", "/tmp")],
+                Some("/tmp/bar.txt - /bar.txt"),
+            ),
+            (
+                "${FOO/$NEEDLE/$REPLACEMENT} - ${FOO//$NEEDLE/$REPLACEMENT}",
+                &[
+                    ("FOO", "/a/foo/b/c.txt"),
+                    ("NEEDLE", "/?/"),
+                    ("REPLACEMENT", "/"),
+                ],
+                Some("/foo/b/c.txt - /foo/c.txt"),
+            ),
+            (
+                "${FOO/$NEEDLE/$REPLACEMENT}",
+                &[
+                    ("FOO", "http://google.de"),
+                    ("NEEDLE", "http://"),
+                    ("REPLACEMENT", "https://"),
+                ],
+                Some("https://google.de"),
+            ),
+            (
+                r"${FOO//\//\/}",
+                &[("FOO", "/tmp/foo.txt")],
+                Some(r"\/tmp\/foo.txt"),
+            ),
+            (
+                "${FOO/$BAR/ww}",
+                &[("FOO", "xxyy"), ("BAR", "")],
+                Some("wwxxyy"),
+            ),
+            ("${FOO//ww}", &[("FOO", "xxyy")], None),
+            ("${FOO//}", &[("FOO", "xxyy")], None),
+            ("${FOO///}", &[("FOO", "xxyy")], Some("xxyy")),
+            ("${FOO///}", &[], Some("")),
+        ];
+        let lex = Lexer::new('\\');
+        for (input, envs, want) in cases {
+            let get = |k: &str| {
+                envs.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            };
+            let got = lex.process_word(input, &get);
+            match want {
+                Some(w) => assert_eq!(got.as_deref(), Ok(*w), "{input}"),
+                None => assert!(got.is_err(), "{input} gave {got:?}"),
+            }
+        }
+    }
+
     #[test]
     fn backtick_escape() {
         let lex = Lexer::new('`');

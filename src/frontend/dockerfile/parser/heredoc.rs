@@ -7,6 +7,10 @@ use crate::frontend::dockerfile::shell::Lexer;
 /// Every heredoc word of `line`, in order. The line is split into words with quotes and escapes
 /// kept and unset variables left alone (always with `\` as escape, as BuildKit does); a line
 /// that does not lex (an unclosed quote) has no heredocs.
+///
+/// `<<` and the word must touch: in `RUN <<  EOF` they are two words and there is no heredoc,
+/// as in the BuildKit parser the conformance corpus was produced with (BuildKit's Dockerfile
+/// frontend 1.16 later glued `<<` to the following word across blanks).
 pub(super) fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, String> {
     let lex = Lexer::new('\\')
         .raw_quotes(true)
@@ -102,6 +106,51 @@ mod tests {
         assert_eq!(doc("<<a<b"), None);
         assert_eq!(doc("x<<EOF"), None);
         assert_eq!(doc("<<a b"), None);
+    }
+
+    #[test]
+    fn buildkit_helper_cases() {
+        for w in [
+            "<<EOF",
+            "<<'EOF'",
+            "<<\"EOF\"",
+            "<<-EOF",
+            "<<-'EOF'",
+            "<<-\"EOF\"",
+            "<<EO\"F\"",
+            "<< EOF",
+            "<<- EOF",
+        ] {
+            assert_eq!(
+                parse_heredoc(w).unwrap().map(|h| h.name).as_deref(),
+                Some("EOF"),
+                "{w}"
+            );
+        }
+        for w in ["<<'EOF", "<<\"EOF", "<<EOF'", "<<EOF\""] {
+            assert!(parse_heredoc(w).is_err(), "{w}");
+        }
+        for w in ["", "EOF", "<<", "<<-", "<EOF", "<<<EOF", "<<EOF sh"] {
+            assert_eq!(parse_heredoc(w).unwrap(), None, "{w}");
+        }
+    }
+
+    #[test]
+    fn heredocs_in_lines() {
+        let names = |l: &str| -> Vec<String> {
+            heredocs_from_line(l)
+                .unwrap()
+                .into_iter()
+                .map(|h| h.name)
+                .collect()
+        };
+        assert_eq!(names("RUN <<EOF <<EOF2"), ["EOF", "EOF2"]);
+        assert_eq!(names("RUN 4<<-'EOF' x"), ["EOF"]);
+        assert!(names("RUN '<<EOF'").is_empty());
+        assert!(names("RUN \"<<EOF\"").is_empty());
+        assert!(names("RUN <<  EOF").is_empty());
+        assert!(names("RUN <<- EOF").is_empty());
+        assert!(names("RUN <<'EOF").is_empty());
     }
 
     #[test]

@@ -131,7 +131,8 @@ impl ParseError {
     pub fn render(&self, file_name: &str, src: &str) -> String {
         let mut out = format!("{file_name}:{self}\n");
         let src = src.strip_prefix('\u{feff}').unwrap_or(src);
-        if let Some(text) = src.split('\n').nth(self.line.wrapping_sub(1)) {
+        let text = src.split('\n').nth(self.line.wrapping_sub(1));
+        if let Some(text) = text.filter(|_| !src.is_empty()) {
             let text = text.trim_end_matches(['\r', '\n']);
             let num = self.line.to_string();
             let pad = " ".repeat(num.len());
@@ -454,9 +455,8 @@ impl<'a> Parser<'a> {
                 });
             }
 
-            let at_start = |p: &Self, m: String| {
-                ParseError::new(start_line, first_col(p.line_text(start_line)), m)
-            };
+            let at_start =
+                |p: &Self, m: String| instruction_error(p.line_text(start_line), start_line, m);
             let mut node =
                 new_node_from_line(&line, self.escape).map_err(|m| at_start(&self, m))?;
             node.comments = std::mem::take(&mut comments);
@@ -508,6 +508,28 @@ impl<'a> Parser<'a> {
         ParseError::new(start_line, col, "unterminated heredoc").hint(format!(
             "end the heredoc with a line containing only {name}"
         ))
+    }
+}
+
+/// An error from an instruction's argument parser, located on its first line, with a hint.
+fn instruction_error(text: &str, line: usize, message: String) -> ParseError {
+    let mut col = first_col(text);
+    let mut hint = None;
+    if message == line_parsers::NOT_STRING_ARRAY {
+        // Point at the array.
+        col = text
+            .find('[')
+            .map_or(col, |i| text[..i].chars().count() + 1);
+        hint = Some("quote every element, as in [\"sh\", \"-c\", \"echo hi\"], or use shell form");
+    } else if message.ends_with("must have two arguments") {
+        hint = Some("give a value: NAME=VALUE (or the legacy NAME VALUE)");
+    } else if message.starts_with("Syntax error - can't find =") {
+        hint = Some("every word must be NAME=VALUE; quote values that contain spaces");
+    }
+    let e = ParseError::new(line, col, message);
+    match hint {
+        Some(h) => e.hint(h),
+        None => e,
     }
 }
 
@@ -668,6 +690,21 @@ mod tests {
         assert_eq!(ob.dump(), "onbuild (run \"<<EOF\")");
         assert_eq!((ob.start_line, ob.end_line), (3, 5));
         assert_eq!(ob.heredocs[0].content, "x\n");
+    }
+
+    #[test]
+    fn empty_continuation_warnings_like_buildkit() {
+        let src = "\nFROM alpine:3.6\n\nRUN valid \\\n    continuation\n\nRUN something \\\n\n    following \\\n\n    more\n\nRUN another \\\n\n    thing\n\nRUN non-indented \\\n# this is a comment\n   after-comment\n\nRUN indented \\\n    # this is an indented comment\n    comment\n\t";
+        let df = parse(src).unwrap();
+        let w: Vec<&str> = df.warnings.iter().map(|w| w.message.as_str()).collect();
+        assert_eq!(
+            w,
+            [
+                "Empty continuation line found in: RUN something     following     more",
+                "Empty continuation line found in: RUN another     thing"
+            ]
+        );
+        assert_eq!(df.instructions[4].values, ["non-indented    after-comment"]);
     }
 
     #[test]
