@@ -23,6 +23,72 @@ pub enum Command {
     Plan(PlanArgs),
     /// Print the syntax tree of a Dockerfile.
     Parse(ParseArgs),
+    /// Push an image from an OCI archive or layout to a registry.
+    Push(PushArgs),
+    /// Pull an image from a registry into the store and, with -o, to a file or layout.
+    Pull(PullArgs),
+    /// Store registry credentials in the docker config file (~/.docker/config.json).
+    Login(LoginArgs),
+}
+
+/// How to reach registries.
+#[derive(Debug, Args, Default)]
+pub struct RegistryArgs {
+    /// Allow plain HTTP or unverified TLS for this registry host (repeatable).
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
+    /// Trust this PEM CA certificate for registries (repeatable).
+    #[arg(long = "registry-ca", value_name = "FILE")]
+    pub registry_ca: Vec<PathBuf>,
+    /// Parallel blob uploads.
+    #[arg(long, value_name = "N", default_value = "4")]
+    pub push_jobs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// An OCI archive (`oci-archive:FILE` or a .tar path) or layout (`oci:DIR[:TAG]`).
+    pub source: String,
+    /// Where to push: `registry/repository:tag`.
+    pub destination: String,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Write the pushed manifest digest here.
+    #[arg(long, value_name = "FILE")]
+    pub digest_file: Option<PathBuf>,
+    /// Store directory.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The image: `registry/repository[:tag|@digest]`.
+    pub reference: String,
+    /// Also write it out: type=oci|docker,dest=FILE or type=oci-layout,dest=DIR.
+    #[arg(short, long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+    /// Platform to pull (default: the host's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Store directory.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The registry host (`registry.example.com`, `localhost:5000`).
+    pub registry: String,
+    #[arg(short, long)]
+    pub username: String,
+    /// Read the password from standard input.
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub registry_args: RegistryArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -89,6 +155,8 @@ pub struct InputArgs {
     /// Store directory (default: $LADE_CACHE_DIR, $XDG_CACHE_HOME/lade or ~/.cache/lade).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -101,6 +169,9 @@ pub struct BuildArgs {
     /// Name the image (`name[:tag]`); repeatable. Adds to the spec's `tags`.
     #[arg(short, long = "tag", value_name = "NAME")]
     pub tags: Vec<String>,
+    /// Push the image to the registry of each tag (like `-o type=registry`).
+    #[arg(long)]
+    pub push: bool,
     /// Write the image ID (config digest for docker output, else manifest digest) here.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,

@@ -110,6 +110,7 @@ fn input_request(
             compression,
             source_date_epoch: source_date_epoch()?,
             no_cache: false,
+            registry: None,
         },
     ))
 }
@@ -278,7 +279,12 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
         .context("starting worker threads")?;
     let (plan, context) = load_plan(&req.description, req.platform.as_ref(), Some(&progress))?;
     let store = Store::open(&req.store_root)?;
-    let image = pool.install(|| exec::build(&plan, &context, &store, &req.exec, &progress))?;
+    let push = a.push || req.outputs.iter().any(|o| matches!(o, Target::Registry));
+    let mut exec_opts = req.exec.clone();
+    if push || uses_registry(&plan) {
+        exec_opts.registry = Some(super::registry_cmd::client(&a.input.registry)?);
+    }
+    let image = pool.install(|| exec::build(&plan, &context, &store, &exec_opts, &progress))?;
 
     let mut tags = plan.tags.clone();
     tags.extend(req.tags.iter().cloned());
@@ -289,6 +295,34 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
     }
     for target in &req.outputs {
         output::write(target, &image, &tags, &store)?;
+    }
+    if push {
+        if tags.is_empty() {
+            return Err(UsageError(
+                "--push needs a name to push to: -t registry/repository:tag".into(),
+            )
+            .into());
+        }
+        let client = exec_opts.registry.as_deref().expect("created above");
+        let mount_from = plan.stages[plan.target]
+            .base_reference()
+            .and_then(|r| crate::registry::Reference::parse(&r).ok());
+        for r in output::push(
+            &image,
+            &tags,
+            &store,
+            client,
+            &super::registry_cmd::push_options(&a.input.registry, mount_from),
+        )? {
+            progress.note(&format!(
+                "pushed {} ({} bytes uploaded, {} blobs uploaded, {} mounted, {} already there)",
+                r.references.join(", "),
+                r.bytes_uploaded,
+                r.blobs_uploaded,
+                r.blobs_mounted,
+                r.blobs_skipped
+            ));
+        }
     }
     if let Some(f) = &req.iidfile {
         let docker = req
@@ -310,6 +344,28 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
     }
     progress.note(&format!("image {}", image.manifest_digest));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether building the plan reads images from a registry.
+fn uses_registry(plan: &Plan) -> bool {
+    use crate::plan::{Base, CopyFrom, FileSet, Step};
+    plan.stages.iter().any(|s| {
+        matches!(s.base, Base::Registry { .. })
+            || s.steps.iter().any(|st| match st {
+                Step::Layer(l) => l.sources.iter().any(|f| {
+                    matches!(
+                        f,
+                        FileSet::Copy {
+                            from: CopyFrom::Image {
+                                base: Base::Registry { .. }
+                            },
+                            ..
+                        }
+                    )
+                }),
+                _ => false,
+            })
+    })
 }
 
 pub fn run_plan(a: &PlanArgs) -> anyhow::Result<ExitCode> {

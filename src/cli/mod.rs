@@ -5,6 +5,7 @@ pub mod args;
 mod build;
 mod parse_cmd;
 mod progress;
+mod registry_cmd;
 
 use args::{Cli, Command};
 use clap::Parser;
@@ -66,5 +67,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Build(a) => build::run_build(&a),
         Command::Plan(a) => build::run_plan(&a),
         Command::Parse(a) => parse_cmd::run(&a),
+        Command::Push(a) => registry_cmd::run_push(&a),
+        Command::Pull(a) => registry_cmd::run_pull(&a),
+        Command::Login(a) => registry_cmd::run_login(&a),
     }
 }

@@ -17,9 +17,24 @@ pub struct BaseImage {
 
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
-pub fn load_base(base: &Base, platform: &Platform, store: &Store) -> Result<BaseImage, ExecError> {
-    match base {
-        Base::Scratch => Ok(BaseImage {
+/// An image read whole from a layout, archive or registry: its exact manifest bytes too, so
+/// it can be pushed or re-exported under the same digest.
+#[derive(Debug, Clone)]
+pub struct ImportedImage {
+    pub manifest_bytes: Vec<u8>,
+    pub manifest_digest: Digest,
+    pub manifest: Manifest,
+    pub config: ImageConfig,
+}
+
+pub fn load_base(
+    base: &Base,
+    platform: &Platform,
+    store: &Store,
+    registry: Option<&crate::registry::Client>,
+) -> Result<BaseImage, ExecError> {
+    if matches!(base, Base::Scratch) {
+        return Ok(BaseImage {
             config: ImageConfig {
                 architecture: platform.architecture.clone(),
                 os: platform.os.clone(),
@@ -27,27 +42,106 @@ pub fn load_base(base: &Base, platform: &Platform, store: &Store) -> Result<Base
                 ..Default::default()
             },
             layers: Vec::new(),
-        }),
+        });
+    }
+    let imported = import_image(base, platform, store, registry)?;
+    let layers = imported
+        .manifest
+        .layers
+        .iter()
+        .map(|l| {
+            Ok(Descriptor::new(
+                oci_layer_type(&l.media_type).map_err(|message| ExecError::Base {
+                    base: describe(base),
+                    message,
+                })?,
+                l.digest.clone(),
+                l.size,
+            ))
+        })
+        .collect::<Result<_, ExecError>>()?;
+    Ok(BaseImage {
+        config: imported.config,
+        layers,
+    })
+}
+
+fn describe(base: &Base) -> String {
+    match base {
+        Base::Scratch => "scratch".into(),
+        Base::OciLayout { dir, tag } => format!(
+            "oci:{}{}",
+            dir.display(),
+            tag.as_ref().map_or(String::new(), |t| format!(":{t}"))
+        ),
+        Base::OciArchive { file, tag } => format!(
+            "oci-archive:{}{}",
+            file.display(),
+            tag.as_ref().map_or(String::new(), |t| format!(":{t}"))
+        ),
+        Base::Registry { reference } => reference.clone(),
+        Base::Stage { index } => format!("stage {index}"),
+    }
+}
+
+/// Reads an image (manifest, config, every layer) into the store.
+pub fn import_image(
+    base: &Base,
+    platform: &Platform,
+    store: &Store,
+    registry: Option<&crate::registry::Client>,
+) -> Result<ImportedImage, ExecError> {
+    let err = |message: String| ExecError::Base {
+        base: describe(base),
+        message,
+    };
+    match base {
         Base::OciLayout { dir, tag } => {
-            let name = format!(
-                "oci:{}{}",
-                dir.display(),
-                tag.as_ref().map_or(String::new(), |t| format!(":{t}"))
-            );
-            load_layout(dir, tag.as_deref(), platform, store).map_err(|message| ExecError::Base {
-                base: name,
-                message,
+            load_layout(dir, tag.as_deref(), platform, store).map_err(err)
+        }
+        Base::OciArchive { file, tag } => {
+            // Unpack the archive (safely) into a temp dir of the store, then read it as a layout.
+            let tmp = tempfile::Builder::new()
+                .prefix("archive-")
+                .tempdir_in(store.root().join("tmp"))
+                .map_err(|e| err(e.to_string()))?;
+            let f = std::fs::File::open(file).map_err(|e| err(e.to_string()))?;
+            crate::layer::extract_layer(
+                std::io::BufReader::new(f),
+                crate::layer::Compression::None,
+                tmp.path(),
+                &crate::layer::ExtractOptions::default(),
+            )
+            .map_err(|e| err(e.to_string()))?;
+            load_layout(tmp.path(), tag.as_deref(), platform, store).map_err(err)
+        }
+        Base::Registry { reference } => {
+            let client = match registry {
+                Some(c) => c,
+                None => return Err(err("no registry client configured".into())),
+            };
+            let r = crate::registry::Reference::parse(reference).map_err(|e| err(e.to_string()))?;
+            let pulled = client
+                .pull(
+                    store,
+                    &r,
+                    &crate::registry::PullOptions {
+                        platform: platform.clone(),
+                        jobs: 4,
+                    },
+                )
+                .map_err(|e| err(e.to_string()))?;
+            let image = pulled.image;
+            let config: ImageConfig = serde_json::from_slice(&image.config_bytes)
+                .map_err(|e| err(format!("config: {e}")))?;
+            Ok(ImportedImage {
+                manifest_bytes: image.manifest_bytes,
+                manifest_digest: image.manifest_digest,
+                manifest: image.manifest,
+                config,
             })
         }
-        Base::OciArchive { file, .. } => Err(ExecError::Unsupported {
-            what: format!("oci-archive base {}", file.display()),
-        }),
-        Base::Registry { reference } => Err(ExecError::Unsupported {
-            what: format!("registry base image {reference}"),
-        }),
-        Base::Stage { .. } => Err(ExecError::Unsupported {
-            what: "stage base images".into(),
-        }),
+        Base::Scratch | Base::Stage { .. } => Err(err("not an importable image".into())),
     }
 }
 
@@ -56,7 +150,7 @@ fn load_layout(
     tag: Option<&str>,
     platform: &Platform,
     store: &Store,
-) -> Result<BaseImage, String> {
+) -> Result<ImportedImage, String> {
     let read = |rel: &Path| {
         std::fs::read(dir.join(rel)).map_err(|e| format!("{}: {e}", dir.join(rel).display()))
     };
@@ -118,20 +212,23 @@ fn load_layout(
             config.os, config.architecture
         ));
     }
-    let mut layers = Vec::new();
     for l in &manifest.layers {
         let mut f =
             std::fs::File::open(blob(&l.digest)).map_err(|e| format!("layer {}: {e}", l.digest))?;
         store
             .import_blob(&mut f, &l.digest, Some(l.size))
             .map_err(|e| e.to_string())?;
-        layers.push(Descriptor::new(
-            oci_layer_type(&l.media_type)?,
-            l.digest.clone(),
-            l.size,
-        ));
+        oci_layer_type(&l.media_type)?;
     }
-    Ok(BaseImage { config, layers })
+    let manifest_bytes = store
+        .read_blob(&manifest_desc.digest)
+        .map_err(|e| e.to_string())?;
+    Ok(ImportedImage {
+        manifest_bytes,
+        manifest_digest: manifest_desc.digest.clone(),
+        manifest,
+        config,
+    })
 }
 
 /// Follows an index (or Docker manifest list) to the manifest for `platform`.

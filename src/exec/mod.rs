@@ -8,7 +8,7 @@ mod files;
 mod sources;
 mod time;
 
-pub use base::{load_base, BaseImage};
+pub use base::{import_image, load_base, BaseImage, ImportedImage};
 pub use files::ResolvedLayer;
 pub use time::rfc3339;
 
@@ -45,13 +45,16 @@ pub enum ExecError {
 }
 
 /// How layers are written; all of it enters the cache keys.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct ExecOptions {
     pub compression: Compression,
     /// `SOURCE_DATE_EPOCH`: file mtimes and the config's `created`.
     pub source_date_epoch: u64,
     /// Ignore the step cache (layers are still written to the store).
     pub no_cache: bool,
+    /// How to reach registries for `FROM`/`COPY --from` images (not part of cache keys: the
+    /// pulled content's digests are).
+    pub registry: Option<std::sync::Arc<crate::registry::Client>>,
 }
 
 /// What the build of one stage produced; everything it names is in the store.
@@ -190,9 +193,16 @@ fn build_stage(
                 layers: b.manifest.layers.clone(),
             }
         }
-        ref other => load_base(other, &stage.platform, store)?,
+        ref other => load_base(other, &stage.platform, store, opts.registry.as_deref())?,
     };
-    let sources = sources::Sources::prepare(stage, context, &base, built, store)?;
+    let sources = sources::Sources::prepare(
+        stage,
+        context,
+        &base,
+        built,
+        store,
+        opts.registry.as_deref(),
+    )?;
     // Resolve every layer step first (cheap: stat + cached digests), then write the layers
     // that the cache lacks, in parallel; the result does not depend on the order of work.
     let layer_steps: Vec<&crate::plan::LayerStep> = stage
@@ -243,7 +253,7 @@ pub fn cache_keys(
                     .collect(),
                 ..stage.clone()
             };
-            let sources = sources::Sources::prepare(&plain, context, &scratch, &[], store)?;
+            let sources = sources::Sources::prepare(&plain, context, &scratch, &[], store, None)?;
             stage
                 .steps
                 .iter()

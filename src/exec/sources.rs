@@ -27,6 +27,7 @@ impl<'a> Sources<'a> {
         base: &BaseImage,
         built: &[Option<BuiltImage>],
         store: &Store,
+        registry: Option<&crate::registry::Client>,
     ) -> Result<Sources<'a>, ExecError> {
         let mut s = Sources {
             context,
@@ -54,7 +55,7 @@ impl<'a> Sources<'a> {
                         .layers
                         .clone(),
                     CopyFrom::Image { base } => {
-                        super::load_base(base, &stage.platform, store)?.layers
+                        super::load_base(base, &stage.platform, store, registry)?.layers
                     }
                     CopyFrom::Context => unreachable!(),
                 };

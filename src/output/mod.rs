@@ -29,6 +29,8 @@ pub enum OutputError {
     Layout { path: PathBuf, message: String },
     #[error("refusing to write an image archive to a terminal; redirect standard output or use dest=FILE")]
     Terminal,
+    #[error(transparent)]
+    Registry(crate::registry::RegistryError),
     #[error("invalid tag {tag:?}: {message}")]
     Tag { tag: String, message: String },
 }
@@ -46,7 +48,46 @@ pub fn write(
             archive::write(dest, &archive::docker_entries(image, tags, store)?)
         }
         Target::OciLayout { dir } => layout::add(dir, image, tags, store),
+        Target::Registry => Ok(()),
     }
+}
+
+/// Pushes `image` to the registry of every tag; tags of one repository go in one push.
+pub fn push(
+    image: &BuiltImage,
+    tags: &[String],
+    store: &Store,
+    client: &crate::registry::Client,
+    opts: &crate::registry::PushOptions,
+) -> Result<Vec<crate::registry::PushReport>, OutputError> {
+    use crate::registry::Reference;
+    let mut by_repo: std::collections::BTreeMap<String, (Reference, Vec<String>)> =
+        Default::default();
+    for t in tags {
+        let r = Reference::parse(t).map_err(|e| OutputError::Tag {
+            tag: t.clone(),
+            message: e.to_string(),
+        })?;
+        let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
+        by_repo
+            .entry(r.name())
+            .or_insert_with(|| (r.clone(), Vec::new()))
+            .1
+            .push(tag);
+    }
+    let media_type = image
+        .manifest
+        .media_type
+        .clone()
+        .unwrap_or_else(|| crate::image::media_types::OCI_MANIFEST.to_string());
+    by_repo
+        .values()
+        .map(|(r, tags)| {
+            client
+                .push_image(store, r, &image.manifest_bytes, &media_type, tags, opts)
+                .map_err(OutputError::Registry)
+        })
+        .collect()
 }
 
 /// Splits `name[:tag]` into the repository and the tag (default `latest`); a `:` followed by

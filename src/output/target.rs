@@ -12,9 +12,17 @@ pub enum Dest {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    Oci { dest: Dest },
-    OciLayout { dir: PathBuf },
-    Docker { dest: Dest },
+    Oci {
+        dest: Dest,
+    },
+    OciLayout {
+        dir: PathBuf,
+    },
+    Docker {
+        dest: Dest,
+    },
+    /// Push to the registry named by each tag.
+    Registry,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -42,7 +50,16 @@ impl FromStr for Target {
                 other => return Err(err(&format!("unknown key {other:?} (known: type, dest)"))),
             }
         }
-        let kind = kind.ok_or_else(|| err("missing type= (oci, oci-layout or docker)"))?;
+        let kind =
+            kind.ok_or_else(|| err("missing type= (oci, oci-layout, docker or registry)"))?;
+        if kind == "registry" {
+            return match dest {
+                None => Ok(Target::Registry),
+                Some(_) => Err(err(
+                    "type=registry takes no dest; the tags (-t) name where to push",
+                )),
+            };
+        }
         let dest = dest
             .filter(|d| !d.is_empty())
             .ok_or_else(|| err("missing dest="))?;
@@ -90,6 +107,7 @@ mod tests {
             Ok(Target::OciLayout { dir: "d".into() })
         );
         assert!("type=tar,dest=x".parse::<Target>().is_err());
+        assert_eq!("type=registry".parse(), Ok(Target::Registry));
         assert!("type=oci".parse::<Target>().is_err());
         assert!("type=oci-layout,dest=-".parse::<Target>().is_err());
         assert!("oci".parse::<Target>().is_err());

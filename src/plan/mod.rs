@@ -34,6 +34,16 @@ pub struct Stage {
     pub steps: Vec<Step>,
 }
 
+impl Stage {
+    /// The registry reference of the stage's base, if it comes from a registry.
+    pub fn base_reference(&self) -> Option<String> {
+        match &self.base {
+            Base::Registry { reference } => Some(reference.clone()),
+            _ => None,
+        }
+    }
+}
+
 /// What a stage starts from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]

@@ -1,0 +1,151 @@
+//! `lade push`, `lade pull`, `lade login`, and the registry client the other commands share.
+
+use super::args::{LoginArgs, PullArgs, PushArgs, RegistryArgs};
+use super::UsageError;
+use crate::exec::{import_image, BuiltImage, ImportedImage};
+use crate::image::Platform;
+use crate::output::{self, Target};
+use crate::plan::Base;
+use crate::registry::{Client, ClientOptions, PushOptions, Reference};
+use crate::store::Store;
+use anyhow::Context as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+pub fn client(a: &RegistryArgs) -> anyhow::Result<Arc<Client>> {
+    let opts = ClientOptions {
+        insecure_registries: a.insecure_registries.clone(),
+        ca_files: a.registry_ca.clone(),
+        ..ClientOptions::default()
+    };
+    Ok(Arc::new(Client::new(opts)?))
+}
+
+pub fn push_options(a: &RegistryArgs, mount_from: Option<Reference>) -> PushOptions {
+    PushOptions {
+        jobs: a.push_jobs.max(1),
+        mount_from,
+        ..PushOptions::default()
+    }
+}
+
+/// An imported image as the outputs see a built one.
+fn as_built(i: ImportedImage, platform: Platform) -> BuiltImage {
+    let config_digest = i.manifest.config.digest.clone();
+    BuiltImage {
+        manifest: i.manifest,
+        manifest_bytes: i.manifest_bytes,
+        manifest_digest: i.manifest_digest,
+        config: i.config,
+        config_digest,
+        platform,
+        cached: Vec::new(),
+    }
+}
+
+/// `oci-archive:FILE[:TAG]`, `oci:DIR[:TAG]`, or a plain path (a directory is a layout, a
+/// file an archive).
+fn source_base(s: &str) -> Base {
+    let cwd = PathBuf::from(".");
+    if let Some(base) = crate::frontend::dockerfile::lower::image_base(s, &cwd)
+        .filter(|b| !matches!(b, Base::Registry { .. } | Base::Scratch))
+    {
+        return base;
+    }
+    if std::path::Path::new(s).is_dir() {
+        Base::OciLayout {
+            dir: s.into(),
+            tag: None,
+        }
+    } else {
+        Base::OciArchive {
+            file: s.into(),
+            tag: None,
+        }
+    }
+}
+
+pub fn run_push(a: &PushArgs) -> anyhow::Result<ExitCode> {
+    let dest = Reference::parse(&a.destination).map_err(|e| UsageError(e.to_string()))?;
+    let store = Store::open(&a.cache_dir.clone().unwrap_or_else(Store::default_root))?;
+    let platform = Platform::host();
+    let base = source_base(&a.source);
+    let imported = import_image(&base, &platform, &store, None)
+        .with_context(|| format!("reading {}", a.source))?;
+    let image = as_built(imported, platform);
+    let client = client(&a.registry)?;
+    let reports = output::push(
+        &image,
+        std::slice::from_ref(&a.destination),
+        &store,
+        &client,
+        &push_options(&a.registry, None),
+    )?;
+    for r in &reports {
+        eprintln!(
+            "pushed {}@{}: {} bytes uploaded, {} blobs uploaded, {} mounted, {} already there",
+            dest.name(),
+            r.manifest_digest,
+            r.bytes_uploaded,
+            r.blobs_uploaded,
+            r.blobs_mounted,
+            r.blobs_skipped
+        );
+    }
+    if let Some(f) = &a.digest_file {
+        output::write_small_file(f, image.manifest_digest.to_string().as_bytes())
+            .with_context(|| format!("writing {}", f.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_pull(a: &PullArgs) -> anyhow::Result<ExitCode> {
+    let r = Reference::parse(&a.reference).map_err(|e| UsageError(e.to_string()))?;
+    let platform = match &a.platform {
+        Some(p) => p
+            .parse()
+            .map_err(|e: crate::image::PlatformParseError| UsageError(e.to_string()))?,
+        None => Platform::host(),
+    };
+    let targets = a
+        .outputs
+        .iter()
+        .map(|o| o.parse::<Target>().map_err(|e| UsageError(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let store = Store::open(&a.cache_dir.clone().unwrap_or_else(Store::default_root))?;
+    let client = client(&a.registry)?;
+    let imported = import_image(
+        &Base::Registry {
+            reference: a.reference.clone(),
+        },
+        &platform,
+        &store,
+        Some(&client),
+    )?;
+    let image = as_built(imported, platform);
+    let tags = vec![r.to_string()];
+    for t in &targets {
+        output::write(t, &image, &tags, &store)?;
+    }
+    eprintln!("pulled {} ({})", r, image.manifest_digest);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_login(a: &LoginArgs) -> anyhow::Result<ExitCode> {
+    let mut password = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut password)
+        .context("reading the password from standard input")?;
+    let password = password.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        return Err(UsageError("no password on standard input".into()).into());
+    }
+    let opts = ClientOptions {
+        insecure_registries: a.registry_args.insecure_registries.clone(),
+        ca_files: a.registry_args.registry_ca.clone(),
+        ..ClientOptions::default()
+    };
+    let path = crate::registry::login(&opts, &a.registry, &a.username, password, None)?;
+    eprintln!("Login Succeeded (credentials stored in {})", path.display());
+    Ok(ExitCode::SUCCESS)
+}
