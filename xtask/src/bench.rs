@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::proc::{run_ok, which};
+mod refs;
+
+use refs::Refs;
+
+use crate::proc::{run_ok, which, Scratch};
 use crate::{cargo, deps, repo_root, signal};
 
 struct Options {
@@ -56,25 +60,30 @@ fn parse(args: &[String]) -> Result<Options> {
     Ok(o)
 }
 
-/// One workload: a directory that becomes one layer.
-struct Workload {
+/// One workload: a directory that becomes one layer, inside a context with a Dockerfile.
+pub struct Workload {
     name: &'static str,
     /// The layer's content, relative to the workloads directory.
     dir: &'static str,
+    /// The Dockerfile's context, relative to the workloads directory.
+    context: &'static str,
 }
 
 const WORKLOADS: &[Workload] = &[
     Workload {
         name: "W1",
         dir: "w1/target",
+        context: "w1",
     },
     Workload {
         name: "W2",
         dir: "w2/node_modules",
+        context: "w2",
     },
     Workload {
         name: "W3",
         dir: "w3",
+        context: "w3",
     },
 ];
 
@@ -83,6 +92,7 @@ struct Ctx {
     root: PathBuf,
     lade: PathBuf,
     scratch: PathBuf,
+    refs: Refs,
 }
 
 impl Ctx {
@@ -90,39 +100,177 @@ impl Ctx {
         self.root
             .join(format!("lade-{}.toml", w.name.to_lowercase()))
     }
+    fn context(&self, w: &Workload) -> PathBuf {
+        self.root.join(w.context)
+    }
     fn cache(&self, name: &str) -> PathBuf {
         self.scratch.join(format!("cache-{name}"))
     }
-    fn out(&self) -> PathBuf {
-        self.scratch.join("out.tar")
+    fn out(&self, tool: &str) -> PathBuf {
+        self.scratch.join(format!("out-{tool}.tar"))
+    }
+    /// The OCI archive of the last cold lade build, which the push rows push.
+    fn pushed(&self) -> PathBuf {
+        self.out(LADE_COLD_OUT)
+    }
+    /// `127.0.0.1:PORT/REPO:1` on the registry of this run.
+    fn push_ref(&self, repo: &str, run: &Run) -> String {
+        format!("{}/{repo}-r{}:1", self.refs.registry_addr(), run.round + 1)
     }
 }
 
-/// A row of the table: how to get ready for one run (untimed) and the command to time.
+/// One run of one row.
+struct Run {
+    round: usize,
+    /// Where the row writes its image (removed before and, unless kept, after the run).
+    out: PathBuf,
+}
+
+/// A row of the table: whether it can run here, how to get ready for one run (untimed) and the
+/// command to time.
 struct Tool {
     name: &'static str,
-    prepare: fn(&Ctx, &Workload) -> Result<()>,
-    command: fn(&Ctx, &Workload) -> Command,
+    /// Why the row cannot run here (a tool not installed, a service that did not start).
+    missing: fn(&Ctx) -> Option<String>,
+    prepare: fn(&Ctx, &Workload, &Run) -> Result<()>,
+    command: fn(&Ctx, &Workload, &Run) -> Command,
+    /// The workloads it runs on (None: all).
+    workloads: Option<&'static [&'static str]>,
+    /// Rows of the same workload its time is shown as a ratio to.
+    refs: &'static [&'static str],
+    /// The name of its output file; the push rows use the one of [`LADE_COLD_OUT`].
+    out: &'static str,
+    /// The work happens in dockerd: add dockerd's CPU time and peak RSS to the client's.
+    in_dockerd: bool,
+}
+
+const GZIP: &str = "tar|gzip -6";
+const PIGZ: &str = "tar|pigz";
+const BUILDAH: &str = "buildah bud";
+const BUILDKIT: &str = "BuildKit";
+const SKOPEO: &str = "skopeo copy";
+const LADE_COLD_OUT: &str = "lade-cold";
+
+/// What the issues ask for: (workload, row, reference row or "" for seconds, at most).
+const TARGETS: &[(&str, &str, &str, f64)] = &[
+    ("W1", "lade (dockerfile, cold)", BUILDAH, 0.2),
+    ("W2", "lade (dockerfile, cold)", BUILDAH, 0.5),
+    ("W3", "lade push", SKOPEO, 1.0),
+    ("W3", "lade re-push", "", 0.1),
+];
+
+fn available(_: &Ctx) -> Option<String> {
+    None
+}
+
+fn nothing(_: &Ctx, _: &Workload, _: &Run) -> Result<()> {
+    Ok(())
 }
 
 fn tools() -> Vec<Tool> {
+    let row = |name, command| Tool {
+        name,
+        missing: available,
+        prepare: nothing,
+        command,
+        workloads: None,
+        refs: &[],
+        out: "",
+        in_dockerd: false,
+    };
     vec![
+        row(GZIP, |c, w, _| floor(c, w, "gzip -6")),
+        row(PIGZ, |c, w, _| floor(c, w, "pigz")),
         Tool {
-            name: "tar|gzip -6",
-            prepare: |_, _| Ok(()),
-            command: |c, w| floor(c, w, "gzip -6"),
+            prepare: |c, w, _| fresh_dir(&c.cache(w.name)),
+            refs: &[GZIP, PIGZ],
+            out: LADE_COLD_OUT,
+            ..row("lade (cold)", |c, w, r| {
+                lade_build(c, w, &c.cache(w.name), &r.out)
+            })
         },
         Tool {
-            name: "tar|pigz",
-            prepare: |_, _| Ok(()),
-            command: |c, w| floor(c, w, "pigz"),
+            missing: |c| c.refs.base.as_ref().err().cloned(),
+            prepare: |c, w, _| fresh_dir(&c.cache(w.name)),
+            refs: &[BUILDAH, BUILDKIT],
+            out: "lade-dockerfile",
+            ..row("lade (dockerfile, cold)", |c, w, r| {
+                let base = c.refs.base.as_deref().unwrap_or(Path::new("-"));
+                let mut cmd = Command::new(&c.lade);
+                cmd.arg("build")
+                    .arg("--cache-dir")
+                    .arg(c.cache(w.name))
+                    .arg("--build-arg")
+                    .arg(format!("BASE=oci:{}:1", base.display()))
+                    .arg("--output")
+                    .arg(format!("type=oci,dest={}", r.out.display()))
+                    .args(["--progress", "quiet"])
+                    .arg(c.context(w))
+                    .env_remove("SOURCE_DATE_EPOCH");
+                cmd
+            })
         },
         Tool {
-            name: "lade (cold)",
-            prepare: |c, w| fresh_dir(&c.cache(w.name)),
-            command: |c, w| lade_build(c, w, &c.cache(w.name)),
+            missing: |c| {
+                let e = c.refs.buildah.as_ref().err();
+                e.or(c.refs.base.as_ref().err()).cloned()
+            },
+            prepare: |c, _, _| fresh_dir(&c.refs.buildah_root()),
+            out: "buildah",
+            ..row(BUILDAH, |c, w, r| {
+                let bin = c.refs.buildah.as_deref().unwrap_or(Path::new("buildah"));
+                let base = c.refs.base.as_deref().unwrap_or(Path::new("-"));
+                refs::buildah(bin, &c.refs.buildah_root(), base, &c.context(w), &r.out)
+            })
+        },
+        Tool {
+            missing: |c| c.refs.dockerd.as_ref().err().cloned(),
+            prepare: |c, _, _| match &c.refs.dockerd {
+                Ok(d) => refs::buildkit_clean(d),
+                Err(e) => bail!("{e}"),
+            },
+            out: "buildkit",
+            in_dockerd: true,
+            ..row(BUILDKIT, |c, w, r| match &c.refs.dockerd {
+                Ok(d) => refs::buildkit(d, &c.context(w), &r.out),
+                Err(_) => Command::new("false"),
+            })
+        },
+        Tool {
+            missing: |c| c.refs.registry_missing(),
+            prepare: |c, _, _| c.refs.fresh_registry(),
+            workloads: Some(&["W3"]),
+            refs: &[SKOPEO],
+            ..row("lade push", |c, _, r| lade_push(c, r))
+        },
+        Tool {
+            missing: |c| c.refs.registry_missing(),
+            workloads: Some(&["W3"]),
+            ..row("lade re-push", |c, _, r| lade_push(c, r))
+        },
+        Tool {
+            missing: |c| {
+                let e = c.refs.skopeo.as_ref().err().cloned();
+                e.or_else(|| c.refs.registry_missing())
+            },
+            prepare: |c, _, _| c.refs.fresh_registry(),
+            workloads: Some(&["W3"]),
+            ..row(SKOPEO, |c, _, r| {
+                let bin = c.refs.skopeo.as_deref().unwrap_or(Path::new("skopeo"));
+                refs::skopeo_copy(bin, &c.pushed(), &c.push_ref("bench/w3-skopeo", r))
+            })
         },
     ]
+}
+
+/// `lade push` of the cold W3 build to this run's registry; run twice on the same registry, the
+/// second is the re-push that should find every blob there already.
+fn lade_push(c: &Ctx, r: &Run) -> Command {
+    let mut cmd = Command::new(&c.lade);
+    cmd.arg("push")
+        .arg(c.pushed())
+        .arg(c.push_ref("bench/w3", r));
+    cmd
 }
 
 fn floor(c: &Ctx, w: &Workload, compressor: &str) -> Command {
@@ -136,13 +284,13 @@ fn floor(c: &Ctx, w: &Workload, compressor: &str) -> Command {
     cmd
 }
 
-fn lade_build(c: &Ctx, w: &Workload, cache: &Path) -> Command {
+fn lade_build(c: &Ctx, w: &Workload, cache: &Path, out: &Path) -> Command {
     let mut cmd = Command::new(&c.lade);
     cmd.arg("build")
         .arg("--spec")
         .arg(c.spec(w))
         .arg("--output")
-        .arg(format!("type=oci,dest={}", c.out().display()))
+        .arg(format!("type=oci,dest={}", out.display()))
         .arg("--cache-dir")
         .arg(cache)
         .arg("--progress")
@@ -208,11 +356,12 @@ fn measure(cmd: &mut Command, log: &Path) -> Result<Sample> {
     })
 }
 
-/// The best of a row's runs, or its first failure.
+/// The best of a row's runs, its first failure, or why it did not run at all.
 #[derive(Default)]
 struct Row {
     best: Option<Sample>,
     failure: Option<String>,
+    skipped: Option<String>,
 }
 
 impl Row {
@@ -232,6 +381,21 @@ impl Row {
             self.best = Some(s);
         }
     }
+
+    fn fail(&mut self, why: String) {
+        self.failure.get_or_insert(why);
+    }
+}
+
+/// A line of the table.
+struct Line {
+    workload: &'static str,
+    tool: &'static str,
+    /// Rows of the same workload to show ratios to.
+    refs: &'static [&'static str],
+    /// CPU and RSS include dockerd's.
+    in_dockerd: bool,
+    row: Row,
 }
 
 pub fn run(args: &[String]) -> Result<ExitCode> {
@@ -246,11 +410,6 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     };
     let scratch = root.join(".bench-scratch");
     fresh_dir(&scratch)?;
-    let ctx = Ctx {
-        root: root.clone(),
-        lade,
-        scratch,
-    };
     let workloads: Vec<&Workload> = WORKLOADS
         .iter()
         .filter(|w| {
@@ -259,6 +418,15 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
                 .is_none_or(|o| o.iter().any(|n| n == w.name))
         })
         .collect();
+    // Declared before the context so that it is removed after dockerd and the registry stop.
+    let services = Scratch::new("lade-bench")?;
+    let refs = Refs::start(services.path(), &lade, !workloads.is_empty())?;
+    let ctx = Ctx {
+        root: root.clone(),
+        lade,
+        scratch,
+        refs,
+    };
     for w in &workloads {
         std::fs::write(
             ctx.spec(w),
@@ -269,12 +437,22 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         )?;
     }
 
-    let mut table: Vec<(String, String, Row)> = Vec::new();
+    let mut table: Vec<Line> = Vec::new();
     let tools = tools();
     for w in &workloads {
+        let tools: Vec<&Tool> = tools
+            .iter()
+            .filter(|t| t.workloads.is_none_or(|ws| ws.contains(&w.name)))
+            .collect();
         let mut rows: Vec<Row> = tools.iter().map(|_| Row::default()).collect();
+        for (tool, row) in tools.iter().zip(rows.iter_mut()) {
+            row.skipped = (tool.missing)(&ctx);
+        }
         for round in 0..opts.runs {
             for (tool, row) in tools.iter().zip(rows.iter_mut()) {
+                if row.skipped.is_some() {
+                    continue;
+                }
                 signal::check()?;
                 eprintln!(
                     "bench: {} {} run {}/{}",
@@ -283,32 +461,82 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
                     round + 1,
                     opts.runs
                 );
-                (tool.prepare)(&ctx, w)?;
+                let run = Run {
+                    round,
+                    out: ctx.out(if tool.out.is_empty() { "none" } else { tool.out }),
+                };
+                if !tool.out.is_empty() {
+                    remove_file(&run.out)?;
+                }
+                if let Err(e) = (tool.prepare)(&ctx, w, &run) {
+                    row.fail(format!("failed to prepare: {e:#}"));
+                    continue;
+                }
                 let log = ctx.scratch.join("run.log");
-                row.add(measure(&mut (tool.command)(&ctx, w), &log)?, &log);
+                let usage = match (&ctx.refs.dockerd, tool.in_dockerd) {
+                    (Ok(d), true) => Some(refs::DaemonUsage::start(d.pid())?),
+                    _ => None,
+                };
+                let mut sample = measure(&mut (tool.command)(&ctx, w, &run), &log)?;
+                if let Some(u) = usage {
+                    let (cpu, rss) = u.finish()?;
+                    sample.cpu += cpu;
+                    sample.max_rss_kib = sample.max_rss_kib.max(rss);
+                }
+                row.add(sample, &log);
+                if !tool.out.is_empty() && tool.out != LADE_COLD_OUT {
+                    remove_file(&run.out)?;
+                }
             }
         }
         for (tool, row) in tools.iter().zip(rows) {
-            table.push((w.name.to_string(), tool.name.to_string(), row));
+            table.push(Line {
+                workload: w.name,
+                tool: tool.name,
+                refs: tool.refs,
+                in_dockerd: tool.in_dockerd,
+                row,
+            });
         }
+        // Not needed between workloads: a 1 GiB image in vfs storage, W3's archives.
+        fresh_dir(&ctx.refs.buildah_root())?;
+        remove_file(&ctx.pushed())?;
         if w.name == "W2" {
-            for (name, row) in rebuilds(&ctx, w, opts.runs)? {
-                table.push((w.name.to_string(), name.to_string(), row));
+            for (tool, row) in rebuilds(&ctx, w, opts.runs)? {
+                table.push(Line {
+                    workload: w.name,
+                    tool,
+                    refs: &[GZIP, PIGZ],
+                    in_dockerd: false,
+                    row,
+                });
             }
         }
     }
+    drop(ctx.refs);
+    drop(services);
     let _ = std::fs::remove_dir_all(&ctx.scratch);
     print_table(&table);
     Ok(ExitCode::SUCCESS)
+}
+
+fn remove_file(p: &Path) -> Result<()> {
+    match std::fs::remove_file(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", p.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Incremental lade builds of W2 on a warm cache: nothing changed, one file's mtime changed, one
 /// file's content changed. The changed file is restored afterwards.
 fn rebuilds(ctx: &Ctx, w: &Workload, runs: usize) -> Result<Vec<(&'static str, Row)>> {
     let cache = ctx.cache("warm");
+    let out = ctx.out("rebuild");
     fresh_dir(&cache)?;
     let log = ctx.scratch.join("run.log");
-    let warmup = measure(&mut lade_build(ctx, w, &cache), &log)?;
+    let warmup = measure(&mut lade_build(ctx, w, &cache, &out), &log)?;
     let mut rows = vec![
         ("lade (warm no-op)", Row::default()),
         ("lade (touch 1 file)", Row::default()),
@@ -328,17 +556,17 @@ fn rebuilds(ctx: &Ctx, w: &Workload, runs: usize) -> Result<Vec<(&'static str, R
             eprintln!("bench: {} rebuilds run {}/{}", w.name, round + 1, runs);
             rows[0]
                 .1
-                .add(measure(&mut lade_build(ctx, w, &cache), &log)?, &log);
+                .add(measure(&mut lade_build(ctx, w, &cache, &out), &log)?, &log);
             run_ok(Command::new("touch").arg(&file))?;
             rows[1]
                 .1
-                .add(measure(&mut lade_build(ctx, w, &cache), &log)?, &log);
+                .add(measure(&mut lade_build(ctx, w, &cache, &out), &log)?, &log);
             let mut changed = original.clone();
             changed.extend_from_slice(format!("// bench change {round}\n").as_bytes());
             std::fs::write(&file, changed)?;
             rows[2]
                 .1
-                .add(measure(&mut lade_build(ctx, w, &cache), &log)?, &log);
+                .add(measure(&mut lade_build(ctx, w, &cache, &out), &log)?, &log);
             std::fs::write(&file, &original)?;
         }
         Ok(())
@@ -385,35 +613,64 @@ fn build_lade() -> Result<PathBuf> {
     which(bin.to_str().unwrap_or_default()).with_context(|| format!("{} missing", bin.display()))
 }
 
-fn print_table(table: &[(String, String, Row)]) {
+fn print_table(table: &[Line]) {
     println!(
-        "{:<4} {:<22} {:>9} {:>8} {:>8} {:>9} {:>10}",
-        "", "tool", "best s", "/gzip", "/pigz", "cpu s", "peak MiB"
+        "{:<4} {:<24} {:>9} {:>9} {:>10}  ratios",
+        "", "tool", "best s", "cpu s", "peak MiB"
     );
-    for (w, tool, row) in table {
-        let floor = |name: &str| {
+    let mut footnote = false;
+    for line in table {
+        let w = line.workload;
+        let tool = line.tool;
+        let row = &line.row;
+        let best = |name: &str| {
             table
                 .iter()
-                .find(|(w2, t, _)| w2 == w && t == name)
-                .and_then(|(_, _, r)| r.best)
+                .find(|l| l.workload == w && l.tool == name)
+                .and_then(|l| l.row.best.filter(|_| l.row.failure.is_none()))
                 .map(|s| s.wall.as_secs_f64())
         };
         let Some(s) = row.best.filter(|_| row.failure.is_none()) else {
-            let why = row.failure.as_deref().unwrap_or("no run");
-            println!("{w:<4} {tool:<22} {why}");
+            let why = (row.skipped.as_deref())
+                .or(row.failure.as_deref())
+                .unwrap_or("no run");
+            println!("{w:<4} {tool:<24} {why}");
             continue;
         };
         let secs = s.wall.as_secs_f64();
-        let ratio = |f: Option<f64>| match f {
-            Some(f) if f > 0.0 => format!("{:.2}x", secs / f),
-            _ => "-".into(),
+        let target = |reference: &str| {
+            TARGETS
+                .iter()
+                .find(|(tw, tt, tr, _)| *tw == w && *tt == tool && *tr == reference)
+                .map(|t| t.3)
         };
+        let verdict = |value: f64, max: f64, unit: &str| {
+            let ok = if value <= max { "ok" } else { "MISSED" };
+            format!(" (target <= {max}{unit}: {ok})")
+        };
+        let mut notes: Vec<String> = line
+            .refs
+            .iter()
+            .filter_map(|r| {
+                let f = best(r).filter(|f| *f > 0.0)?;
+                let ratio = secs / f;
+                let t = target(r).map(|max| verdict(ratio, max, "x"));
+                Some(format!("{ratio:.2}x {r}{}", t.unwrap_or_default()))
+            })
+            .collect();
+        if let Some(max) = target("") {
+            notes.push(verdict(secs, max, " s").trim_start().to_string());
+        }
+        let mark = if line.in_dockerd { "*" } else { " " };
+        footnote |= line.in_dockerd;
         println!(
-            "{w:<4} {tool:<22} {secs:>9.3} {:>8} {:>8} {:>9.2} {:>10.1}",
-            ratio(floor("tar|gzip -6")),
-            ratio(floor("tar|pigz")),
+            "{w:<4} {tool:<24} {secs:>9.3} {:>9.2} {:>9.1}{mark}  {}",
             s.cpu.as_secs_f64(),
-            s.max_rss_kib as f64 / 1024.0
+            s.max_rss_kib as f64 / 1024.0,
+            notes.join(", ")
         );
+    }
+    if footnote {
+        println!("* CPU time of the docker CLI and dockerd; peak RSS of the larger of the two");
     }
 }
