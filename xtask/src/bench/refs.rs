@@ -99,7 +99,10 @@ fn base_image(dir: &Path, lade: &Path) -> Result<PathBuf> {
     )?;
     let layout = dir.join("layout");
     for (output, tag) in [
-        (format!("type=oci-layout,dest={}", layout.display()), "busybox:1"),
+        (
+            format!("type=oci-layout,dest={}", layout.display()),
+            "busybox:1",
+        ),
         (
             format!("type=docker,dest={}", dir.join("docker.tar").display()),
             DOCKER_BASE,
@@ -142,10 +145,7 @@ fn start_dockerd(dir: &Path, docker_tar: &Path) -> Result<Dockerd, String> {
 
 /// A single-quoted word for bash.
 fn quote(s: impl AsRef<std::ffi::OsStr>) -> String {
-    format!(
-        "'{}'",
-        s.as_ref().to_string_lossy().replace('\'', r"'\''")
-    )
+    format!("'{}'", s.as_ref().to_string_lossy().replace('\'', r"'\''"))
 }
 
 fn script(lines: &[String]) -> Command {
