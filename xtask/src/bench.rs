@@ -400,8 +400,7 @@ impl Row {
                     Some(c) => format!("exit {c}"),
                     None => "killed by a signal".into(),
                 };
-                let first = crate::proc::log_tail(log, 3).replace('\n', " | ");
-                self.failure = Some(format!("failed ({why}): {first}"));
+                self.failure = Some(format!("failed ({why}): {}", failure_excerpt(log)));
             }
             return;
         }
@@ -412,6 +411,22 @@ impl Row {
 
     fn fail(&mut self, why: String) {
         self.failure.get_or_insert(why);
+    }
+}
+
+/// What a failed run said: its first line that mentions an error (clap puts the reason first and
+/// the usage after it), else the end of its stderr.
+fn failure_excerpt(log: &Path) -> String {
+    let tail = crate::proc::log_tail(log, 20);
+    match tail
+        .lines()
+        .find(|l| l.to_ascii_lowercase().contains("error"))
+    {
+        Some(line) => line.trim().to_string(),
+        None => {
+            let lines: Vec<&str> = tail.lines().filter(|l| !l.trim().is_empty()).collect();
+            lines[lines.len().saturating_sub(3)..].join(" | ")
+        }
     }
 }
 
@@ -707,5 +722,42 @@ fn print_table(table: &[Line]) {
     }
     if footnote {
         println!("* CPU time of the docker CLI and dockerd; peak RSS of the larger of the two");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_excerpt_prefers_the_error_line() {
+        let dir = std::env::temp_dir().join(format!("lade-bench-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("run.log");
+        std::fs::write(
+            &log,
+            "error: unrecognized subcommand 'push'\n\nUsage: lade <COMMAND>\n\nFor more information, try '--help'.\n",
+        )
+        .unwrap();
+        assert_eq!(
+            failure_excerpt(&log),
+            "error: unrecognized subcommand 'push'"
+        );
+        std::fs::write(&log, "one\ntwo\n\nthree\nfour\n").unwrap();
+        assert_eq!(failure_excerpt(&log), "two | three | four");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn every_target_names_rows_that_exist() {
+        let names: Vec<&str> = tools().iter().map(|t| t.name).collect();
+        for (w, row, reference, _) in TARGETS {
+            assert!(WORKLOADS.iter().any(|x| x.name == *w), "{w}");
+            assert!(names.contains(row), "{row}");
+            assert!(
+                reference.is_empty() || names.contains(reference),
+                "{reference}"
+            );
+        }
     }
 }

@@ -261,3 +261,19 @@ fn cpu_time(pid: u32) -> Result<Duration> {
     let t = ticks(11)? + ticks(12)?;
     Ok(Duration::from_millis(t * 1000 / hz))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_survives_single_quotes() {
+        assert_eq!(quote("/tmp/a b"), "'/tmp/a b'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn cpu_time_of_self() {
+        assert!(cpu_time(std::process::id()).is_ok());
+    }
+}
