@@ -1,17 +1,49 @@
 //! `cargo xtask bench`: lade against the physical floor of a layer (`tar | gzip -6` and
-//! `tar | pigz`) on the standard workloads W1-W3 of `../shared/bench/make-workloads.sh`.
+//! `tar | pigz`) and against the reference tools, on the standard workloads W1-W3 of
+//! `../shared/bench/make-workloads.sh`.
 //!
 //! Every tool runs N times per workload, the tools interleaved within each round so that a slow
 //! phase of the shared machine hits all of them; the best wall time counts, and lade's is shown as
-//! a ratio to the floor measured in the same run. Peak RSS and CPU time come from wait4(2).
-//! Further reference tools (buildah, BuildKit, skopeo) are further entries in [`tools`].
+//! a ratio to the references measured in the same run. Peak RSS and CPU time come from wait4(2).
+//!
+//! Rows, per workload unless noted:
+//!
+//! | row | what is timed | ratio to |
+//! |---|---|---|
+//! | `tar\|gzip -6`, `tar\|pigz` | the layer's directory through tar, the compressor, sha256sum | |
+//! | `lade (cold)` | `lade build --spec` of one layer, empty cache, OCI archive | the floors |
+//! | `lade (dockerfile, cold)` | `lade build` of the workload's Dockerfile, empty cache, OCI archive | buildah, BuildKit |
+//! | `buildah bud` | `buildah bud --isolation chroot` on empty vfs storage, then `buildah push` to an OCI archive (gzip) | |
+//! | `BuildKit` | `docker build --no-cache` after `docker builder prune -af`, then `docker save` (uncompressed) | |
+//! | `lade push` (W3) | `lade push` of the cold build's archive to a `docker-registry` on 127.0.0.1 | skopeo |
+//! | `lade re-push` (W3) | the same push again: every blob is there already | |
+//! | `skopeo copy` (W3) | `skopeo copy oci-archive:... docker://...` of the same archive | |
+//! | `lade (warm no-op)` etc. (W2) | incremental builds on a warm cache, see [`rebuilds`] | the floors |
+//!
+//! The Dockerfiles start `ARG BASE` / `FROM ${BASE}`: the base is a busybox image lade builds once
+//! per run (see [`refs`]), given to lade and buildah as `oci:DIR:1` and loaded into a private
+//! dockerd for BuildKit. Every push run gets a registry on empty storage and a new port, so nothing
+//! is already there and no client can mount blobs from an earlier run. The issues' targets are
+//! checked in the last column: lade ≤ 0.2× buildah on W1 and ≤ 0.5× on W2 (#4), lade push ≤ 1.0×
+//! skopeo and a re-push ≤ 0.1 s (#5).
+//!
+//! For BuildKit the work happens in dockerd: its CPU time and peak RSS (reset through
+//! `/proc/PID/clear_refs` before each run) are added to the client's, marked `*`. A reference tool
+//! that is not installed (buildah, docker.io, skopeo, docker-registry) makes its rows "not
+//! installed"; the bench installs none of them. A row whose command fails (say a lade without
+//! Dockerfile support or without `push`) is reported as failed with the end of its stderr, and
+//! the bench goes on.
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::proc::{run_ok, which};
+mod refs;
+
+use refs::Refs;
+
+use crate::proc::{run_ok, which, Scratch};
 use crate::{cargo, deps, repo_root, signal};
 
 struct Options {
@@ -56,25 +88,30 @@ fn parse(args: &[String]) -> Result<Options> {
     Ok(o)
 }
 
-/// One workload: a directory that becomes one layer.
-struct Workload {
+/// One workload: a directory that becomes one layer, inside a context with a Dockerfile.
+pub struct Workload {
     name: &'static str,
     /// The layer's content, relative to the workloads directory.
     dir: &'static str,
+    /// The Dockerfile's context, relative to the workloads directory.
+    context: &'static str,
 }
 
 const WORKLOADS: &[Workload] = &[
     Workload {
         name: "W1",
         dir: "w1/target",
+        context: "w1",
     },
     Workload {
         name: "W2",
         dir: "w2/node_modules",
+        context: "w2",
     },
     Workload {
         name: "W3",
         dir: "w3",
+        context: "w3",
     },
 ];
 
@@ -83,6 +120,7 @@ struct Ctx {
     root: PathBuf,
     lade: PathBuf,
     scratch: PathBuf,
+    refs: Refs,
 }
 
 impl Ctx {
@@ -90,39 +128,177 @@ impl Ctx {
         self.root
             .join(format!("lade-{}.toml", w.name.to_lowercase()))
     }
+    fn context(&self, w: &Workload) -> PathBuf {
+        self.root.join(w.context)
+    }
     fn cache(&self, name: &str) -> PathBuf {
         self.scratch.join(format!("cache-{name}"))
     }
-    fn out(&self) -> PathBuf {
-        self.scratch.join("out.tar")
+    fn out(&self, tool: &str) -> PathBuf {
+        self.scratch.join(format!("out-{tool}.tar"))
+    }
+    /// The OCI archive of the last cold lade build, which the push rows push.
+    fn pushed(&self) -> PathBuf {
+        self.out(LADE_COLD_OUT)
+    }
+    /// `127.0.0.1:PORT/REPO:1` on the registry of this run.
+    fn push_ref(&self, repo: &str, run: &Run) -> String {
+        format!("{}/{repo}-r{}:1", self.refs.registry_addr(), run.round + 1)
     }
 }
 
-/// A row of the table: how to get ready for one run (untimed) and the command to time.
+/// One run of one row.
+struct Run {
+    round: usize,
+    /// Where the row writes its image (removed before and, unless kept, after the run).
+    out: PathBuf,
+}
+
+/// A row of the table: whether it can run here, how to get ready for one run (untimed) and the
+/// command to time.
 struct Tool {
     name: &'static str,
-    prepare: fn(&Ctx, &Workload) -> Result<()>,
-    command: fn(&Ctx, &Workload) -> Command,
+    /// Why the row cannot run here (a tool not installed, a service that did not start).
+    missing: fn(&Ctx) -> Option<String>,
+    prepare: fn(&Ctx, &Workload, &Run) -> Result<()>,
+    command: fn(&Ctx, &Workload, &Run) -> Command,
+    /// The workloads it runs on (None: all).
+    workloads: Option<&'static [&'static str]>,
+    /// Rows of the same workload its time is shown as a ratio to.
+    refs: &'static [&'static str],
+    /// The name of its output file; the push rows use the one of [`LADE_COLD_OUT`].
+    out: &'static str,
+    /// The work happens in dockerd: add dockerd's CPU time and peak RSS to the client's.
+    in_dockerd: bool,
+}
+
+const GZIP: &str = "tar|gzip -6";
+const PIGZ: &str = "tar|pigz";
+const BUILDAH: &str = "buildah bud";
+const BUILDKIT: &str = "BuildKit";
+const SKOPEO: &str = "skopeo copy";
+const LADE_COLD_OUT: &str = "lade-cold";
+
+/// What the issues ask for: (workload, row, reference row or "" for seconds, at most).
+const TARGETS: &[(&str, &str, &str, f64)] = &[
+    ("W1", "lade (dockerfile, cold)", BUILDAH, 0.2),
+    ("W2", "lade (dockerfile, cold)", BUILDAH, 0.5),
+    ("W3", "lade push", SKOPEO, 1.0),
+    ("W3", "lade re-push", "", 0.1),
+];
+
+fn available(_: &Ctx) -> Option<String> {
+    None
+}
+
+fn nothing(_: &Ctx, _: &Workload, _: &Run) -> Result<()> {
+    Ok(())
 }
 
 fn tools() -> Vec<Tool> {
+    let row = |name, command| Tool {
+        name,
+        missing: available,
+        prepare: nothing,
+        command,
+        workloads: None,
+        refs: &[],
+        out: "",
+        in_dockerd: false,
+    };
     vec![
+        row(GZIP, |c, w, _| floor(c, w, "gzip -6")),
+        row(PIGZ, |c, w, _| floor(c, w, "pigz")),
         Tool {
-            name: "tar|gzip -6",
-            prepare: |_, _| Ok(()),
-            command: |c, w| floor(c, w, "gzip -6"),
+            prepare: |c, w, _| fresh_dir(&c.cache(w.name)),
+            refs: &[GZIP, PIGZ],
+            out: LADE_COLD_OUT,
+            ..row("lade (cold)", |c, w, r| {
+                lade_build(c, w, &c.cache(w.name), &r.out)
+            })
         },
         Tool {
-            name: "tar|pigz",
-            prepare: |_, _| Ok(()),
-            command: |c, w| floor(c, w, "pigz"),
+            missing: |c| c.refs.base.as_ref().err().cloned(),
+            prepare: |c, w, _| fresh_dir(&c.cache(w.name)),
+            refs: &[BUILDAH, BUILDKIT],
+            out: "lade-dockerfile",
+            ..row("lade (dockerfile, cold)", |c, w, r| {
+                let base = c.refs.base.as_deref().unwrap_or(Path::new("-"));
+                let mut cmd = Command::new(&c.lade);
+                cmd.arg("build")
+                    .arg("--cache-dir")
+                    .arg(c.cache(w.name))
+                    .arg("--build-arg")
+                    .arg(format!("BASE=oci:{}:1", base.display()))
+                    .arg("--output")
+                    .arg(format!("type=oci,dest={}", r.out.display()))
+                    .args(["--progress", "quiet"])
+                    .arg(c.context(w))
+                    .env_remove("SOURCE_DATE_EPOCH");
+                cmd
+            })
         },
         Tool {
-            name: "lade (cold)",
-            prepare: |c, w| fresh_dir(&c.cache(w.name)),
-            command: |c, w| lade_build(c, w, &c.cache(w.name)),
+            missing: |c| {
+                let e = c.refs.buildah.as_ref().err();
+                e.or(c.refs.base.as_ref().err()).cloned()
+            },
+            prepare: |c, _, _| fresh_dir(&c.refs.buildah_root()),
+            out: "buildah",
+            ..row(BUILDAH, |c, w, r| {
+                let bin = c.refs.buildah.as_deref().unwrap_or(Path::new("buildah"));
+                let base = c.refs.base.as_deref().unwrap_or(Path::new("-"));
+                refs::buildah(bin, &c.refs.buildah_root(), base, &c.context(w), &r.out)
+            })
+        },
+        Tool {
+            missing: |c| c.refs.dockerd.as_ref().err().cloned(),
+            prepare: |c, _, _| match &c.refs.dockerd {
+                Ok(d) => refs::buildkit_clean(d),
+                Err(e) => bail!("{e}"),
+            },
+            out: "buildkit",
+            in_dockerd: true,
+            ..row(BUILDKIT, |c, w, r| match &c.refs.dockerd {
+                Ok(d) => refs::buildkit(d, &c.context(w), &r.out),
+                Err(_) => Command::new("false"),
+            })
+        },
+        Tool {
+            missing: |c| c.refs.registry_missing(),
+            prepare: |c, _, _| c.refs.fresh_registry(),
+            workloads: Some(&["W3"]),
+            refs: &[SKOPEO],
+            ..row("lade push", |c, _, r| lade_push(c, r))
+        },
+        Tool {
+            missing: |c| c.refs.registry_missing(),
+            workloads: Some(&["W3"]),
+            ..row("lade re-push", |c, _, r| lade_push(c, r))
+        },
+        Tool {
+            missing: |c| {
+                let e = c.refs.skopeo.as_ref().err().cloned();
+                e.or_else(|| c.refs.registry_missing())
+            },
+            prepare: |c, _, _| c.refs.fresh_registry(),
+            workloads: Some(&["W3"]),
+            ..row(SKOPEO, |c, _, r| {
+                let bin = c.refs.skopeo.as_deref().unwrap_or(Path::new("skopeo"));
+                refs::skopeo_copy(bin, &c.pushed(), &c.push_ref("bench/w3-skopeo", r))
+            })
         },
     ]
+}
+
+/// `lade push` of the cold W3 build to this run's registry; run twice on the same registry, the
+/// second is the re-push that should find every blob there already.
+fn lade_push(c: &Ctx, r: &Run) -> Command {
+    let mut cmd = Command::new(&c.lade);
+    cmd.arg("push")
+        .arg(c.pushed())
+        .arg(c.push_ref("bench/w3", r));
+    cmd
 }
 
 fn floor(c: &Ctx, w: &Workload, compressor: &str) -> Command {
@@ -136,13 +312,13 @@ fn floor(c: &Ctx, w: &Workload, compressor: &str) -> Command {
     cmd
 }
 
-fn lade_build(c: &Ctx, w: &Workload, cache: &Path) -> Command {
+fn lade_build(c: &Ctx, w: &Workload, cache: &Path, out: &Path) -> Command {
     let mut cmd = Command::new(&c.lade);
     cmd.arg("build")
         .arg("--spec")
         .arg(c.spec(w))
         .arg("--output")
-        .arg(format!("type=oci,dest={}", c.out().display()))
+        .arg(format!("type=oci,dest={}", out.display()))
         .arg("--cache-dir")
         .arg(cache)
         .arg("--progress")
@@ -208,11 +384,12 @@ fn measure(cmd: &mut Command, log: &Path) -> Result<Sample> {
     })
 }
 
-/// The best of a row's runs, or its first failure.
+/// The best of a row's runs, its first failure, or why it did not run at all.
 #[derive(Default)]
 struct Row {
     best: Option<Sample>,
     failure: Option<String>,
+    skipped: Option<String>,
 }
 
 impl Row {
@@ -223,8 +400,7 @@ impl Row {
                     Some(c) => format!("exit {c}"),
                     None => "killed by a signal".into(),
                 };
-                let first = crate::proc::log_tail(log, 3).replace('\n', " | ");
-                self.failure = Some(format!("failed ({why}): {first}"));
+                self.failure = Some(format!("failed ({why}): {}", failure_excerpt(log)));
             }
             return;
         }
@@ -232,6 +408,37 @@ impl Row {
             self.best = Some(s);
         }
     }
+
+    fn fail(&mut self, why: String) {
+        self.failure.get_or_insert(why);
+    }
+}
+
+/// What a failed run said: its first line that mentions an error (clap puts the reason first and
+/// the usage after it), else the end of its stderr.
+fn failure_excerpt(log: &Path) -> String {
+    let tail = crate::proc::log_tail(log, 20);
+    match tail
+        .lines()
+        .find(|l| l.to_ascii_lowercase().contains("error"))
+    {
+        Some(line) => line.trim().to_string(),
+        None => {
+            let lines: Vec<&str> = tail.lines().filter(|l| !l.trim().is_empty()).collect();
+            lines[lines.len().saturating_sub(3)..].join(" | ")
+        }
+    }
+}
+
+/// A line of the table.
+struct Line {
+    workload: &'static str,
+    tool: &'static str,
+    /// Rows of the same workload to show ratios to.
+    refs: &'static [&'static str],
+    /// CPU and RSS include dockerd's.
+    in_dockerd: bool,
+    row: Row,
 }
 
 pub fn run(args: &[String]) -> Result<ExitCode> {
@@ -246,11 +453,6 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     };
     let scratch = root.join(".bench-scratch");
     fresh_dir(&scratch)?;
-    let ctx = Ctx {
-        root: root.clone(),
-        lade,
-        scratch,
-    };
     let workloads: Vec<&Workload> = WORKLOADS
         .iter()
         .filter(|w| {
@@ -259,6 +461,15 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
                 .is_none_or(|o| o.iter().any(|n| n == w.name))
         })
         .collect();
+    // Declared before the context so that it is removed after dockerd and the registry stop.
+    let services = Scratch::new("lade-bench")?;
+    let refs = Refs::start(services.path(), &lade, !workloads.is_empty())?;
+    let ctx = Ctx {
+        root: root.clone(),
+        lade,
+        scratch,
+        refs,
+    };
     for w in &workloads {
         std::fs::write(
             ctx.spec(w),
@@ -269,12 +480,22 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         )?;
     }
 
-    let mut table: Vec<(String, String, Row)> = Vec::new();
+    let mut table: Vec<Line> = Vec::new();
     let tools = tools();
     for w in &workloads {
+        let tools: Vec<&Tool> = tools
+            .iter()
+            .filter(|t| t.workloads.is_none_or(|ws| ws.contains(&w.name)))
+            .collect();
         let mut rows: Vec<Row> = tools.iter().map(|_| Row::default()).collect();
+        for (tool, row) in tools.iter().zip(rows.iter_mut()) {
+            row.skipped = (tool.missing)(&ctx);
+        }
         for round in 0..opts.runs {
             for (tool, row) in tools.iter().zip(rows.iter_mut()) {
+                if row.skipped.is_some() {
+                    continue;
+                }
                 signal::check()?;
                 eprintln!(
                     "bench: {} {} run {}/{}",
@@ -283,32 +504,89 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
                     round + 1,
                     opts.runs
                 );
-                (tool.prepare)(&ctx, w)?;
+                let run = Run {
+                    round,
+                    out: ctx.out(if tool.out.is_empty() {
+                        "none"
+                    } else {
+                        tool.out
+                    }),
+                };
+                if !tool.out.is_empty() {
+                    remove_file(&run.out)?;
+                }
+                if let Err(e) = (tool.prepare)(&ctx, w, &run) {
+                    row.fail(format!("failed to prepare: {e:#}"));
+                    continue;
+                }
                 let log = ctx.scratch.join("run.log");
-                row.add(measure(&mut (tool.command)(&ctx, w), &log)?, &log);
+                let usage = match (&ctx.refs.dockerd, tool.in_dockerd) {
+                    (Ok(d), true) => Some(refs::DaemonUsage::start(d.pid())),
+                    _ => None,
+                };
+                let mut sample = measure(&mut (tool.command)(&ctx, w, &run), &log)?;
+                match usage.map(|u| u.and_then(refs::DaemonUsage::finish)) {
+                    Some(Ok((cpu, rss))) => {
+                        sample.cpu += cpu;
+                        sample.max_rss_kib = sample.max_rss_kib.max(rss);
+                    }
+                    Some(Err(e)) => eprintln!("bench: dockerd's CPU and RSS not counted: {e:#}"),
+                    None => {}
+                }
+                row.add(sample, &log);
+                if !tool.out.is_empty() && tool.out != LADE_COLD_OUT {
+                    remove_file(&run.out)?;
+                }
             }
         }
         for (tool, row) in tools.iter().zip(rows) {
-            table.push((w.name.to_string(), tool.name.to_string(), row));
+            table.push(Line {
+                workload: w.name,
+                tool: tool.name,
+                refs: tool.refs,
+                in_dockerd: tool.in_dockerd,
+                row,
+            });
         }
+        // Not needed between workloads: a 1 GiB image in vfs storage, W3's archives.
+        fresh_dir(&ctx.refs.buildah_root())?;
+        remove_file(&ctx.pushed())?;
         if w.name == "W2" {
-            for (name, row) in rebuilds(&ctx, w, opts.runs)? {
-                table.push((w.name.to_string(), name.to_string(), row));
+            for (tool, row) in rebuilds(&ctx, w, opts.runs)? {
+                table.push(Line {
+                    workload: w.name,
+                    tool,
+                    refs: &[GZIP, PIGZ],
+                    in_dockerd: false,
+                    row,
+                });
             }
         }
     }
+    drop(ctx.refs);
+    drop(services);
     let _ = std::fs::remove_dir_all(&ctx.scratch);
     print_table(&table);
     Ok(ExitCode::SUCCESS)
+}
+
+fn remove_file(p: &Path) -> Result<()> {
+    match std::fs::remove_file(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", p.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Incremental lade builds of W2 on a warm cache: nothing changed, one file's mtime changed, one
 /// file's content changed. The changed file is restored afterwards.
 fn rebuilds(ctx: &Ctx, w: &Workload, runs: usize) -> Result<Vec<(&'static str, Row)>> {
     let cache = ctx.cache("warm");
+    let out = ctx.out("rebuild");
     fresh_dir(&cache)?;
     let log = ctx.scratch.join("run.log");
-    let warmup = measure(&mut lade_build(ctx, w, &cache), &log)?;
+    let warmup = measure(&mut lade_build(ctx, w, &cache, &out), &log)?;
     let mut rows = vec![
         ("lade (warm no-op)", Row::default()),
         ("lade (touch 1 file)", Row::default()),
@@ -328,17 +606,17 @@ fn rebuilds(ctx: &Ctx, w: &Workload, runs: usize) -> Result<Vec<(&'static str, R
             eprintln!("bench: {} rebuilds run {}/{}", w.name, round + 1, runs);
             rows[0]
                 .1
-                .add(measure(&mut lade_build(ctx, w, &cache), &log)?, &log);
+                .add(measure(&mut lade_build(ctx, w, &cache, &out), &log)?, &log);
             run_ok(Command::new("touch").arg(&file))?;
             rows[1]
                 .1
-                .add(measure(&mut lade_build(ctx, w, &cache), &log)?, &log);
+                .add(measure(&mut lade_build(ctx, w, &cache, &out), &log)?, &log);
             let mut changed = original.clone();
             changed.extend_from_slice(format!("// bench change {round}\n").as_bytes());
             std::fs::write(&file, changed)?;
             rows[2]
                 .1
-                .add(measure(&mut lade_build(ctx, w, &cache), &log)?, &log);
+                .add(measure(&mut lade_build(ctx, w, &cache, &out), &log)?, &log);
             std::fs::write(&file, &original)?;
         }
         Ok(())
@@ -385,35 +663,101 @@ fn build_lade() -> Result<PathBuf> {
     which(bin.to_str().unwrap_or_default()).with_context(|| format!("{} missing", bin.display()))
 }
 
-fn print_table(table: &[(String, String, Row)]) {
+fn print_table(table: &[Line]) {
     println!(
-        "{:<4} {:<22} {:>9} {:>8} {:>8} {:>9} {:>10}",
-        "", "tool", "best s", "/gzip", "/pigz", "cpu s", "peak MiB"
+        "{:<4} {:<24} {:>9} {:>9} {:>10}  ratios",
+        "", "tool", "best s", "cpu s", "peak MiB"
     );
-    for (w, tool, row) in table {
-        let floor = |name: &str| {
+    let mut footnote = false;
+    for line in table {
+        let w = line.workload;
+        let tool = line.tool;
+        let row = &line.row;
+        let best = |name: &str| {
             table
                 .iter()
-                .find(|(w2, t, _)| w2 == w && t == name)
-                .and_then(|(_, _, r)| r.best)
+                .find(|l| l.workload == w && l.tool == name)
+                .and_then(|l| l.row.best.filter(|_| l.row.failure.is_none()))
                 .map(|s| s.wall.as_secs_f64())
         };
         let Some(s) = row.best.filter(|_| row.failure.is_none()) else {
-            let why = row.failure.as_deref().unwrap_or("no run");
-            println!("{w:<4} {tool:<22} {why}");
+            let why = (row.skipped.as_deref())
+                .or(row.failure.as_deref())
+                .unwrap_or("no run");
+            println!("{w:<4} {tool:<24} {why}");
             continue;
         };
         let secs = s.wall.as_secs_f64();
-        let ratio = |f: Option<f64>| match f {
-            Some(f) if f > 0.0 => format!("{:.2}x", secs / f),
-            _ => "-".into(),
+        let target = |reference: &str| {
+            TARGETS
+                .iter()
+                .find(|(tw, tt, tr, _)| *tw == w && *tt == tool && *tr == reference)
+                .map(|t| t.3)
         };
+        let verdict = |value: f64, max: f64, unit: &str| {
+            let ok = if value <= max { "ok" } else { "MISSED" };
+            format!(" (target <= {max}{unit}: {ok})")
+        };
+        let mut notes: Vec<String> = line
+            .refs
+            .iter()
+            .filter_map(|r| {
+                let f = best(r).filter(|f| *f > 0.0)?;
+                let ratio = secs / f;
+                let t = target(r).map(|max| verdict(ratio, max, "x"));
+                Some(format!("{ratio:.2}x {r}{}", t.unwrap_or_default()))
+            })
+            .collect();
+        if let Some(max) = target("") {
+            notes.push(verdict(secs, max, " s").trim_start().to_string());
+        }
+        let mark = if line.in_dockerd { "*" } else { " " };
+        footnote |= line.in_dockerd;
         println!(
-            "{w:<4} {tool:<22} {secs:>9.3} {:>8} {:>8} {:>9.2} {:>10.1}",
-            ratio(floor("tar|gzip -6")),
-            ratio(floor("tar|pigz")),
+            "{w:<4} {tool:<24} {secs:>9.3} {:>9.2} {:>9.1}{mark}  {}",
             s.cpu.as_secs_f64(),
-            s.max_rss_kib as f64 / 1024.0
+            s.max_rss_kib as f64 / 1024.0,
+            notes.join(", ")
         );
+    }
+    if footnote {
+        println!("* CPU time of the docker CLI and dockerd; peak RSS of the larger of the two");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_excerpt_prefers_the_error_line() {
+        let dir = std::env::temp_dir().join(format!("lade-bench-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("run.log");
+        std::fs::write(
+            &log,
+            "error: unrecognized subcommand 'push'\n\nUsage: lade <COMMAND>\n\nFor more information, try '--help'.\n",
+        )
+        .unwrap();
+        assert_eq!(
+            failure_excerpt(&log),
+            "error: unrecognized subcommand 'push'"
+        );
+        std::fs::write(&log, "one\ntwo\n\nthree\nfour\n").unwrap();
+        assert_eq!(failure_excerpt(&log), "two | three | four");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn every_target_names_rows_that_exist() {
+        let names: Vec<&str> = tools().iter().map(|t| t.name).collect();
+        for (w, row, reference, _) in TARGETS {
+            assert!(WORKLOADS.iter().any(|x| x.name == *w), "{w}");
+            assert!(names.contains(row), "{row}");
+            assert!(
+                reference.is_empty() || names.contains(reference),
+                "{reference}"
+            );
+        }
     }
 }

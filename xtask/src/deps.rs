@@ -51,7 +51,8 @@ pub const TEST: &[Need] = &[
     exec("tar", &["tar"]),
 ];
 
-/// What `cargo xtask bench` uses (add buildah with its rows).
+/// What `cargo xtask bench` needs. Its reference tools (buildah, docker.io, skopeo,
+/// docker-registry) are not installed for it: their rows say "not installed" instead.
 pub const BENCH: &[Need] = &[
     exec("pigz", &["pigz"]),
     exec("gzip", &["gzip"]),

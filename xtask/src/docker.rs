@@ -24,6 +24,11 @@ pub struct Dockerd {
 }
 
 impl Dockerd {
+    /// The process id of dockerd, where BuildKit does its work.
+    pub fn pid(&self) -> u32 {
+        self.daemon.pid()
+    }
+
     pub fn cli(&self) -> Command {
         let mut c = Command::new(DOCKER_CLI);
         c.env("DOCKER_CONFIG", &self.config_dir)
@@ -88,7 +93,9 @@ pub fn start(scratch: &Path) -> Result<Dockerd> {
     fallback.ok_or_else(|| anyhow::anyhow!("dockerd did not start:\n{}", errors.join("\n")))
 }
 
-fn start_with(scratch: &Path, driver: &str) -> Result<Dockerd> {
+/// Starts dockerd under `scratch` with storage driver `driver`, ready once `docker info` answers;
+/// does not try to run a container.
+pub fn start_with(scratch: &Path, driver: &str) -> Result<Dockerd> {
     let dockerd = which("dockerd").context("dockerd not found (package docker.io)")?;
     let dir = scratch.join(format!("docker-{driver}"));
     std::fs::create_dir_all(&dir)?;

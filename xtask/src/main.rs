@@ -1,6 +1,6 @@
 //! Project tasks: `cargo xtask test` (lint, start the services the integration tests use, run the
 //! whole test suite, stop the services) and `cargo xtask bench` (time lade against the physical
-//! floor on the standard workloads).
+//! floor and the reference tools on the standard workloads).
 mod bench;
 mod deps;
 mod docker;
@@ -21,9 +21,10 @@ tasks:
       registries (plain, and TLS + basic auth) on 127.0.0.1, run `cargo test --workspace`
       with LADE_TEST_* set, stop everything and exit with cargo's exit code.
       --no-services runs only cargo test (tests that need the services then fail).
-  bench [--runs N] [--workloads DIR] [--keep]
-      make the W1-W3 workloads (../shared/bench/make-workloads.sh), build lade in release and
-      time it against tar|gzip and tar|pigz, best of N interleaved runs (default 3).
+  bench [--runs N] [--workloads DIR] [--lade PATH] [--only W1,W2,W3]
+      make the W1-W3 workloads (../shared/bench/make-workloads.sh), build lade in release (unless
+      --lade) and time it against tar|gzip and tar|pigz, its Dockerfile builds against buildah and
+      BuildKit, and (W3) its registry push against skopeo; best of N interleaved runs (default 3).
 ";
 
 fn main() -> ExitCode {

@@ -41,6 +41,11 @@ impl Daemon {
         })
     }
 
+    /// The process id (also the id of its process group).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// An error with the end of the log if the process has exited.
     pub fn check_running(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
