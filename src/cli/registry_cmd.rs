@@ -48,7 +48,7 @@ fn as_built(i: ImportedImage, platform: Platform) -> BuiltImage {
 /// file an archive).
 fn source_base(s: &str) -> Base {
     let cwd = PathBuf::from(".");
-    if let Some(base) = crate::frontend::dockerfile::lower::image_base(s, &cwd)
+    if let Some(base) = Base::from_image_name(s, &cwd)
         .filter(|b| !matches!(b, Base::Registry { .. } | Base::Scratch))
     {
         return base;

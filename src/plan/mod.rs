@@ -34,6 +34,42 @@ pub struct Stage {
     pub steps: Vec<Step>,
 }
 
+impl Base {
+    /// Parses how both frontends name an image: `scratch`, `oci:DIR[:TAG]`,
+    /// `oci-archive:FILE[:TAG]` (relative paths against `dir`), or a registry reference.
+    /// None for a name no registry could hold (it contains whitespace).
+    pub fn from_image_name(image: &str, dir: &std::path::Path) -> Option<Base> {
+        let split_tag = |rest: &str| -> (PathBuf, Option<String>) {
+            let path = |p: &str| {
+                if std::path::Path::new(p).is_absolute() {
+                    PathBuf::from(p)
+                } else {
+                    dir.join(p)
+                }
+            };
+            match rest.rsplit_once(':') {
+                Some((p, t)) if !t.contains('/') && !t.is_empty() => (path(p), Some(t.to_string())),
+                _ => (path(rest), None),
+            }
+        };
+        if image.eq_ignore_ascii_case("scratch") {
+            Some(Base::Scratch)
+        } else if let Some(rest) = image.strip_prefix("oci:") {
+            let (dir, tag) = split_tag(rest);
+            Some(Base::OciLayout { dir, tag })
+        } else if let Some(rest) = image.strip_prefix("oci-archive:") {
+            let (file, tag) = split_tag(rest);
+            Some(Base::OciArchive { file, tag })
+        } else if image.chars().any(char::is_whitespace) {
+            None
+        } else {
+            Some(Base::Registry {
+                reference: image.to_string(),
+            })
+        }
+    }
+}
+
 impl Stage {
     /// The registry reference of the stage's base, if it comes from a registry.
     pub fn base_reference(&self) -> Option<String> {

@@ -330,40 +330,8 @@ fn base_for(
             Some("is a build arg used in FROM unset? pass it with --build-arg"),
         ));
     }
-    image_base(image, &cx.opts.context_dir)
+    Base::from_image_name(image, &cx.opts.context_dir)
         .ok_or_else(|| cx.error(line, format!("invalid image reference {image:?}"), None))
-}
-
-/// Parses a non-stage image name into a base.
-pub fn image_base(image: &str, context_dir: &Path) -> Option<Base> {
-    let split_tag = |rest: &str| -> (PathBuf, Option<String>) {
-        let path = |p: &str| {
-            if Path::new(p).is_absolute() {
-                PathBuf::from(p)
-            } else {
-                context_dir.join(p)
-            }
-        };
-        match rest.rsplit_once(':') {
-            Some((p, t)) if !t.contains('/') && !t.is_empty() => (path(p), Some(t.to_string())),
-            _ => (path(rest), None),
-        }
-    };
-    if image.eq_ignore_ascii_case("scratch") {
-        Some(Base::Scratch)
-    } else if let Some(rest) = image.strip_prefix("oci:") {
-        let (dir, tag) = split_tag(rest);
-        Some(Base::OciLayout { dir, tag })
-    } else if let Some(rest) = image.strip_prefix("oci-archive:") {
-        let (file, tag) = split_tag(rest);
-        Some(Base::OciArchive { file, tag })
-    } else if image.chars().any(char::is_whitespace) {
-        None
-    } else {
-        Some(Base::Registry {
-            reference: image.to_string(),
-        })
-    }
 }
 
 fn lower_instruction(
@@ -664,7 +632,7 @@ fn copy_step(
                     None,
                 ));
             } else {
-                let base = image_base(&f, &cx.opts.context_dir).ok_or_else(|| {
+                let base = Base::from_image_name(&f, &cx.opts.context_dir).ok_or_else(|| {
                     cx.error(line, format!("COPY --from={f}: not a stage or image"), None)
                 })?;
                 if matches!(base, Base::Registry { .. }) && !f.contains([':', '/', '@']) {

@@ -102,15 +102,6 @@ fn hint_for(message: &str) -> Option<&'static str> {
 /// `scratch`, `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, or a registry reference.
 fn base_of(cx: &Cx, from: &Spanned<String>, spec_dir: &Path) -> Result<Base, SpecError> {
     let s = from.get_ref().trim();
-    let split_tag = |rest: &str| -> (std::path::PathBuf, Option<String>) {
-        // A tag follows the last ':' only when what precedes it exists as a path.
-        match rest.rsplit_once(':') {
-            Some((p, t)) if !t.contains('/') && !spec_dir.join(rest).exists() => {
-                (spec_dir.join(p), Some(t.to_string()))
-            }
-            _ => (spec_dir.join(rest), None),
-        }
-    };
     if s.is_empty() {
         return Err(cx.error(
             from.span(),
@@ -118,19 +109,8 @@ fn base_of(cx: &Cx, from: &Spanned<String>, spec_dir: &Path) -> Result<Base, Spe
             Some("use \"scratch\" for an empty base"),
         ));
     }
-    Ok(if s == "scratch" {
-        Base::Scratch
-    } else if let Some(rest) = s.strip_prefix("oci:") {
-        let (dir, tag) = split_tag(rest);
-        Base::OciLayout { dir, tag }
-    } else if let Some(rest) = s.strip_prefix("oci-archive:") {
-        let (file, tag) = split_tag(rest);
-        Base::OciArchive { file, tag }
-    } else {
-        Base::Registry {
-            reference: s.to_string(),
-        }
-    })
+    Base::from_image_name(s, spec_dir)
+        .ok_or_else(|| cx.error(from.span(), &format!("invalid image reference {s:?}"), None))
 }
 
 /// What every check needs to point into the spec.
