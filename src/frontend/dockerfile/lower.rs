@@ -9,7 +9,7 @@ use crate::image::{Healthcheck, Platform};
 use crate::path::ImagePath;
 use crate::plan::{Base, ConfigEdit, CopyFrom, FileSet, LayerStep, Plan, RunStep, Stage, Step};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// An error in a Dockerfile, located and rendered with a snippet.
 #[derive(Debug, thiserror::Error)]
