@@ -421,3 +421,71 @@ fn bad_dockerfiles_give_precise_errors() {
         }
     }
 }
+
+#[test]
+fn add_unpacks_local_tar_archives_and_copies_other_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(ctx.join("src/pkg")).unwrap();
+    fs::write(ctx.join("src/pkg/a.txt"), "a\n").unwrap();
+    fs::write(ctx.join("src/pkg/b.txt"), "b\n").unwrap();
+    for (name, flag) in [("pkg.tar.gz", "-czf"), ("pkg.tar", "-cf")] {
+        let ok = Command::new("tar")
+            .arg("-C")
+            .arg(ctx.join("src"))
+            .arg(flag)
+            .arg(ctx.join(name))
+            .arg("pkg")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+    fs::write(ctx.join("notes.gz.txt"), "not an archive\n").unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nADD pkg.tar.gz /opt/gz/\nADD pkg.tar /opt/plain/\nADD notes.gz.txt /opt/notes.txt\n").unwrap();
+    let out = tmp.path().join("add.tar");
+    let meta = tmp.path().join("meta.json");
+    lade_cmd()
+        .args(["build", "--progress", "quiet", "--cache-dir"])
+        .arg(tmp.path().join("cache"))
+        .arg("--output")
+        .arg(format!("type=oci,dest={}", out.display()))
+        .arg("--metadata-file")
+        .arg(&meta)
+        .arg(&ctx)
+        .assert()
+        .success();
+    let meta: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    let mut listing = String::new();
+    for l in meta["lade.layers"].as_array().unwrap() {
+        let hex = l["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+            .to_string();
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "tar -xOf '{}' blobs/sha256/{hex} | tar -tzf -",
+                out.display()
+            ))
+            .output()
+            .unwrap();
+        listing.push_str(&String::from_utf8_lossy(&o.stdout));
+    }
+    for want in [
+        "opt/gz/pkg/a.txt",
+        "opt/gz/pkg/b.txt",
+        "opt/plain/pkg/a.txt",
+        "opt/notes.txt",
+    ] {
+        assert!(
+            listing.lines().any(|l| l == want),
+            "{want} missing from:\n{listing}"
+        );
+    }
+    assert!(
+        !listing.contains("pkg.tar"),
+        "archives are unpacked, not copied:\n{listing}"
+    );
+}

@@ -20,6 +20,8 @@ pub struct ResolvedLayer {
     pub name: String,
     pub key: Digest,
     pub entries: Vec<Entry>,
+    /// Directories that entries read from (unpacked ADD archives); removed when dropped.
+    pub scratch: Vec<tempfile::TempDir>,
 }
 
 /// Version of the layer byte format; bump when the writer's output changes for equal input.
@@ -33,8 +35,17 @@ pub fn resolve(
 ) -> Result<ResolvedLayer, ExecError> {
     let mut entries = Vec::new();
     let mut content = Vec::new();
+    let mut scratch = Vec::new();
     for set in &step.sources {
-        resolve_set(set, sources, cache, opts, &mut entries, &mut content)?;
+        resolve_set(
+            set,
+            sources,
+            cache,
+            opts,
+            &mut entries,
+            &mut content,
+            &mut scratch,
+        )?;
     }
     // The inputs, as the layer will see them: path, type, attributes and content digest of
     // every entry, in order. Host paths and timestamps stay out.
@@ -73,7 +84,31 @@ pub fn resolve(
         name: step.name.clone(),
         key: cache_key(&definition, None, &[inputs]),
         entries,
+        scratch,
     })
+}
+
+/// The compression of a local tar archive ADD unpacks, recognised like docker by content
+/// (a tar header after decompression); None for any other file, which ADD copies as is.
+fn archive_kind(path: &Path) -> Result<Option<crate::layer::Compression>, String> {
+    use crate::layer::Compression;
+    let head = |r: &mut dyn Read| -> Vec<u8> {
+        let mut buf = Vec::with_capacity(512);
+        let _ = r.take(512).read_to_end(&mut buf);
+        buf
+    };
+    let open = || std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()));
+    let magic = head(&mut open()?);
+    let compression = match magic.as_slice() {
+        [0x1f, 0x8b, ..] => Compression::Gzip,
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
+        [b'B', b'Z', b'h', ..] | [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => {
+            return Err(format!("{}: bzip2 and xz archives are not supported by ADD yet; use a gzip, zstd or plain tar", path.display()));
+        }
+        _ => Compression::None,
+    };
+    let tar_head = head(&mut crate::layer::decompress(open()?, compression));
+    Ok((tar_head.len() >= 262 && &tar_head[257..262] == b"ustar").then_some(compression))
 }
 
 fn resolve_set(
@@ -83,6 +118,7 @@ fn resolve_set(
     opts: &ExecOptions,
     entries: &mut Vec<Entry>,
     content: &mut Vec<Option<Digest>>,
+    scratch: &mut Vec<tempfile::TempDir>,
 ) -> Result<(), ExecError> {
     let mtime = opts.source_date_epoch;
     match set {
@@ -183,7 +219,7 @@ fn resolve_set(
             parents,
             chown,
             chmod,
-            unpack_archives: _,
+            unpack_archives,
             origin,
         } => {
             let input = |message: String| ExecError::Input {
@@ -234,6 +270,31 @@ fn resolve_set(
                                 let path = base.join_bytes(&e.rel_path);
                                 found.push((e, path));
                             }
+                        }
+                        CtxKind::File
+                            if *unpack_archives
+                                && archive_kind(&m.host_path).map_err(input)?.is_some() =>
+                        {
+                            // ADD unpacks local tar archives into the destination directory.
+                            let compression =
+                                archive_kind(&m.host_path).map_err(input)?.expect("checked");
+                            let dir = tempfile::tempdir().map_err(|e| input(e.to_string()))?;
+                            let f = std::fs::File::open(&m.host_path)
+                                .map_err(|e| input(format!("{}: {e}", m.host_path.display())))?;
+                            crate::layer::extract_layer(
+                                std::io::BufReader::new(f),
+                                compression,
+                                dir.path(),
+                                &crate::layer::ExtractOptions::default(),
+                            )
+                            .map_err(|e| input(format!("unpacking {rel}: {e}")))?;
+                            let unpacked = crate::context::BuildContext::new(dir.path(), &[])
+                                .map_err(|e| input(e.to_string()))?;
+                            for e in unpacked.walk("", &[]).map_err(|e| input(e.to_string()))? {
+                                let path = dest.join_bytes(&e.rel_path);
+                                found.push((e, path));
+                            }
+                            scratch.push(dir);
                         }
                         _ => {
                             let path = if *parents {
