@@ -77,6 +77,25 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Unpacks an OCI archive (tagged `latest`) with umoci under `dir` and returns the rootfs.
+fn umoci_rootfs(archive: &Path, dir: &Path) -> PathBuf {
+    let layout = dir.join("umoci-layout");
+    let bundle = dir.join("umoci-bundle");
+    fs::create_dir(&layout).unwrap();
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(archive)
+        .arg("-C")
+        .arg(&layout));
+    run(Command::new("umoci")
+        .arg("unpack")
+        .arg("--rootless")
+        .arg("--image")
+        .arg(format!("{}:latest", layout.display()))
+        .arg(&bundle));
+    bundle.join("rootfs")
+}
+
 /// Reads a member of an uncompressed tar with the system tar.
 fn tar_member(archive: &Path, member: &str) -> Vec<u8> {
     let out = Command::new("tar")
@@ -150,21 +169,7 @@ fn hello_image_is_accepted_by_skopeo_umoci_and_the_schemas() {
     );
 
     // umoci unpacks it into a runtime bundle with the files in place.
-    let layout = tmp.path().join("layout");
-    fs::create_dir(&layout).unwrap();
-    run(Command::new("tar")
-        .arg("-xf")
-        .arg(&built.archive)
-        .arg("-C")
-        .arg(&layout));
-    let bundle = tmp.path().join("bundle");
-    run(Command::new("umoci")
-        .arg("unpack")
-        .arg("--rootless")
-        .arg("--image")
-        .arg(format!("{}:latest", layout.display()))
-        .arg(&bundle));
-    let rootfs = bundle.join("rootfs");
+    let rootfs = umoci_rootfs(&built.archive, tmp.path());
     assert_eq!(
         fs::read_link(rootfs.join("bin/sh")).unwrap(),
         Path::new("busybox")
@@ -418,35 +423,14 @@ fn edge_case_trees_round_trip_through_umoci() {
         .unwrap()
         .ends_with("+zstd"));
 
-    let layout = tmp.path().join("layout");
-    fs::create_dir(&layout).unwrap();
-    run(Command::new("tar")
-        .arg("-xf")
-        .arg(&built.archive)
-        .arg("-C")
-        .arg(&layout));
-    // umoci 0.4 predates zstd layers: check with a gzip build for umoci, and list the zstd one.
+    // umoci 0.4 predates zstd layers: the tree is checked through a gzip build of it.
     let gz = build(
         &ctx.join("lade.toml"),
         &tmp.path().join("cache"),
         &tmp.path().join("g.tar"),
         &["-t", "edge:latest"],
     );
-    let glayout = tmp.path().join("glayout");
-    fs::create_dir(&glayout).unwrap();
-    run(Command::new("tar")
-        .arg("-xf")
-        .arg(&gz.archive)
-        .arg("-C")
-        .arg(&glayout));
-    let bundle = tmp.path().join("bundle");
-    run(Command::new("umoci")
-        .arg("unpack")
-        .arg("--rootless")
-        .arg("--image")
-        .arg(format!("{}:latest", glayout.display()))
-        .arg(&bundle));
-    let r = bundle.join("rootfs/t");
+    let r = umoci_rootfs(&gz.archive, tmp.path()).join("t");
     assert_eq!(
         fs::read_to_string(r.join("a".repeat(60)).join("b".repeat(60)).join(&long255)).unwrap(),
         "deep"
