@@ -255,6 +255,13 @@ fn resolve_set(
                     if excluded.matches(&rel) {
                         continue;
                     }
+                    // ADD recognises archives by content: look once per regular file.
+                    let archive = match m.kind {
+                        CtxKind::File if *unpack_archives => {
+                            archive_kind(&m.host_path).map_err(input)?
+                        }
+                        _ => None,
+                    };
                     match m.kind {
                         CtxKind::Dir => {
                             // A directory's contents are copied, not the directory itself.
@@ -271,13 +278,9 @@ fn resolve_set(
                                 found.push((e, path));
                             }
                         }
-                        CtxKind::File
-                            if *unpack_archives
-                                && archive_kind(&m.host_path).map_err(input)?.is_some() =>
-                        {
+                        CtxKind::File if archive.is_some() => {
                             // ADD unpacks local tar archives into the destination directory.
-                            let compression =
-                                archive_kind(&m.host_path).map_err(input)?.expect("checked");
+                            let compression = archive.expect("checked by the guard");
                             let dir = tempfile::tempdir().map_err(|e| input(e.to_string()))?;
                             let f = std::fs::File::open(&m.host_path)
                                 .map_err(|e| input(format!("{}: {e}", m.host_path.display())))?;

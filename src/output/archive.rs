@@ -42,8 +42,9 @@ fn blob_path(d: &Digest) -> String {
     format!("blobs/{}/{}", d.algorithm(), d.hex())
 }
 
-/// The image layout shared by both archive kinds: `oci-layout`, `index.json`, every blob.
-fn layout_entries(
+/// The OCI archive's entries, the image layout (`oci-layout`, `index.json`, every blob); the
+/// docker archive adds its own files to them.
+pub fn oci_entries(
     image: &BuiltImage,
     tags: &[String],
     store: &Store,
@@ -96,21 +97,13 @@ fn layout_entries(
     Ok(entries)
 }
 
-pub fn oci_entries(
-    image: &BuiltImage,
-    tags: &[String],
-    store: &Store,
-) -> Result<Vec<Entry>, OutputError> {
-    layout_entries(image, tags, store)
-}
-
 /// The image layout plus `manifest.json` and `repositories`, which `docker load` reads.
 pub fn docker_entries(
     image: &BuiltImage,
     tags: &[String],
     store: &Store,
 ) -> Result<Vec<Entry>, OutputError> {
-    let mut entries = layout_entries(image, tags, store)?;
+    let mut entries = oci_entries(image, tags, store)?;
     let mut repo_tags = Vec::new();
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for t in tags {
