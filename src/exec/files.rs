@@ -25,7 +25,7 @@ pub struct ResolvedLayer {
 }
 
 /// Version of the layer byte format; bump when the writer's output changes for equal input.
-const LAYER_FORMAT: &str = "lade-layer-v1";
+const LAYER_FORMAT: &str = "lade-layer-v2";
 
 pub fn resolve(
     step: &LayerStep,
