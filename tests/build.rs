@@ -791,34 +791,32 @@ fn output_files_get_the_users_umask_not_0600() {
         tmp.path().join("iid"),
     );
     // The shell sets the umask, then becomes lade.
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg("umask 027 && exec \"$0\" \"$@\"")
-        .arg(assert_cmd::cargo::cargo_bin("lade"))
-        .args(["build", "--progress", "quiet", "--spec"])
-        .arg(ctx.join("lade.toml"))
-        .arg("--cache-dir")
-        .arg(tmp.path().join("cache"))
-        .arg("--output")
-        .arg(format!("type=oci,dest={}", archive.display()))
-        .arg("--iidfile")
-        .arg(&iid)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg("umask 022 && exec \"$0\" \"$@\"")
-        .arg(assert_cmd::cargo::cargo_bin("lade"))
-        .args(["build", "--progress", "quiet", "--spec"])
-        .arg(ctx.join("lade.toml"))
-        .arg("--cache-dir")
-        .arg(tmp.path().join("cache"))
-        .arg("--output")
-        .arg(format!("type=oci-layout,dest={}", layout.display()))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let build_with_umask = |umask: &str, output: String, extra: &[&Path]| {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(assert_cmd::cargo::cargo_bin("lade"))
+            .args(["build", "--progress", "quiet", "--spec"])
+            .arg(ctx.join("lade.toml"))
+            .arg("--cache-dir")
+            .arg(tmp.path().join("cache"))
+            .arg("--output")
+            .arg(output);
+        if let [iid] = extra {
+            cmd.arg("--iidfile").arg(iid);
+        }
+        assert!(cmd.status().unwrap().success());
+    };
+    build_with_umask(
+        "027",
+        format!("type=oci,dest={}", archive.display()),
+        &[&iid],
+    );
+    build_with_umask(
+        "022",
+        format!("type=oci-layout,dest={}", layout.display()),
+        &[],
+    );
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&archive), 0o640);
     assert_eq!(mode(&iid), 0o640);

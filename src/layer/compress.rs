@@ -229,15 +229,7 @@ mod tests {
 
     #[test]
     fn incompressible_block_fits() {
-        let mut x = 0x1234_5678u64;
-        let data: Vec<u8> = (0..GZIP_BLOCK + 777)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let data = noise(GZIP_BLOCK + 777, 0x1234_5678);
         let gz = gzip_blocks(&data, GZIP_BLOCK);
         let mut back = Vec::new();
         flate2::read::GzDecoder::new(&gz[..])
