@@ -422,16 +422,16 @@ fn file_digest(
     if let Some(d) = cache.get(&c.host_path, &stamp) {
         return Ok(Some(d));
     }
-    let d = hash_file(&c.host_path)?;
+    let d = hash_file(&c.host_path, c.size)?;
     cache.insert(&c.host_path, stamp, d);
     Ok(Some(d))
 }
 
-fn hash_file(path: &Path) -> Result<ContentHash, ExecError> {
+fn hash_file(path: &Path, size: u64) -> Result<ContentHash, ExecError> {
     let io = |source| ExecError::Io {
         path: path.to_path_buf(),
         source,
     };
     let mut f = std::fs::File::open(path).map_err(io)?;
-    ContentHash::of_reader(&mut f).map_err(io)
+    ContentHash::of_reader(&mut f, size).map_err(io)
 }
