@@ -2,7 +2,9 @@
 //! starts, checked with skopeo and a `docker pull` + `docker run` from the test dockerd.
 
 mod common;
+mod registry_support;
 
+use registry_support::{FaultProxy, Seen, TestRegistry};
 use serde_json::Value;
 use std::fs;
 use std::path::Path;
@@ -164,4 +166,175 @@ fn push_an_archive_and_report_unreachable_registries() {
         .code(1);
     let err = stderr_of(&fail);
     assert!(err.contains("127.0.0.1:1"), "{err}");
+}
+
+/// Requests of a push that carried or fetched blob bytes (uploads, blob downloads).
+fn blob_traffic(seen: &[Seen]) -> Vec<&Seen> {
+    seen.iter()
+        .filter(|s| {
+            s.path.contains("/blobs/uploads/")
+                || (s.method == "GET" && s.path.contains("/blobs/sha256:"))
+        })
+        .collect()
+}
+
+fn store_blobs(cache: &Path) -> Vec<String> {
+    match fs::read_dir(cache.join("blobs/sha256")) {
+        Ok(d) => d
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn repush_of_archives_and_layouts_uploads_nothing_and_writes_digest_files() {
+    common::require_services();
+    let reg = TestRegistry::open();
+    let proxy = FaultProxy::start(reg.socket_addr());
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = hello_context(tmp.path());
+    let cache = tmp.path().join("cache");
+    let archive = tmp.path().join("hello.tar");
+    let docker_archive = tmp.path().join("hello-docker.tar");
+    let layout = tmp.path().join("layout");
+    common::lade(&cache)
+        .args(["build", "--progress", "quiet", "--spec"])
+        .arg(ctx.join("lade.toml"))
+        .args(["-t", "hello:1", "-o"])
+        .arg(format!("type=oci,dest={}", archive.display()))
+        .arg("-o")
+        .arg(format!("type=docker,dest={}", docker_archive.display()))
+        .arg("-o")
+        .arg(format!("type=oci-layout,dest={}", layout.display()))
+        .assert()
+        .success();
+    let repo = format!("lade-test/repush-{}", std::process::id());
+    let dest = format!("{}/{repo}:1", proxy.addr);
+    // `lade push` reads the archive in place: an empty store stays empty.
+    let push_cache = tmp.path().join("push-cache");
+    let push = |source: String, dest: &str, digest_file: &Path, metadata: &Path| {
+        let a = common::lade(&push_cache)
+            .arg("push")
+            .arg(source)
+            .arg(dest)
+            .arg("--digest-file")
+            .arg(digest_file)
+            .arg("--metadata-file")
+            .arg(metadata)
+            .assert()
+            .success();
+        stderr_of(&a)
+    };
+    let (digest1, meta1) = (tmp.path().join("d1"), tmp.path().join("m1.json"));
+    let first = push(
+        format!("oci-archive:{}", archive.display()),
+        &dest,
+        &digest1,
+        &meta1,
+    );
+    assert!(first.contains("2 blobs uploaded"), "{first}");
+    let uploads = proxy.seen();
+    assert!(
+        uploads
+            .iter()
+            .any(|s| s.method == "PUT" && s.path.contains("/blobs/uploads/")),
+        "{uploads:?}"
+    );
+    let digest = fs::read_to_string(&digest1).unwrap();
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest:?}"
+    );
+    let meta: Value = serde_json::from_slice(&fs::read(&meta1).unwrap()).unwrap();
+    assert_eq!(meta["containerimage.digest"], digest.as_str());
+    assert_eq!(meta["image.name"], dest.as_str());
+    assert_eq!(
+        meta["lade.pushed"],
+        serde_json::json!([dest, format!("{}/{repo}@{digest}", proxy.addr)])
+    );
+    let inspect = common::skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{}/{repo}:1", reg.addr),
+    ]);
+    let v: Value = serde_json::from_slice(&common::ok(inspect).into_bytes()).unwrap();
+    assert_eq!(v["Digest"], digest.as_str());
+
+    // Again, from the archive, the docker archive and the layout: HEAD requests only.
+    for (i, source) in [
+        format!("oci-archive:{}", archive.display()),
+        docker_archive.display().to_string(),
+        format!("oci:{}:1", layout.display()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let before = proxy.seen().len();
+        let (df, mf) = (
+            tmp.path().join(format!("d2-{i}")),
+            tmp.path().join(format!("m2-{i}.json")),
+        );
+        let again = push(source.clone(), &dest, &df, &mf);
+        assert!(
+            again.contains("0 bytes uploaded, 0 blobs uploaded, 0 mounted, 2 already there"),
+            "{source}: {again}"
+        );
+        let seen = proxy.seen();
+        let traffic = blob_traffic(&seen[before..]);
+        assert!(traffic.is_empty(), "{source}: {traffic:?}");
+        assert_eq!(fs::read_to_string(&df).unwrap(), digest, "{source}");
+    }
+    assert!(
+        store_blobs(&push_cache).is_empty(),
+        "{:?}",
+        store_blobs(&push_cache)
+    );
+}
+
+#[test]
+fn build_push_writes_digest_file_and_metadata_with_every_tag() {
+    let s = common::require_services();
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = hello_context(tmp.path());
+    let cache = tmp.path().join("cache");
+    let repo = format!(
+        "{}/lade-test/digest-file-{}",
+        s.registry,
+        std::process::id()
+    );
+    let (t1, t2) = (format!("{repo}:1"), format!("{repo}:latest"));
+    let (digest_file, meta) = (
+        tmp.path().join("image.digest"),
+        tmp.path().join("meta.json"),
+    );
+    common::lade(&cache)
+        .args(["build", "--progress", "quiet", "--spec"])
+        .arg(ctx.join("lade.toml"))
+        .args(["-t", &t1, "-t", &t2, "-o", "type=registry", "--digest-file"])
+        .arg(&digest_file)
+        .arg("--metadata-file")
+        .arg(&meta)
+        .assert()
+        .success();
+    let digest = fs::read_to_string(&digest_file).unwrap();
+    let meta: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(meta["containerimage.digest"], digest.as_str());
+    assert_eq!(meta["image.name"], format!("{t1},{t2}").as_str());
+    assert_eq!(
+        meta["lade.pushed"],
+        serde_json::json!([t1, t2, format!("{repo}@{digest}")])
+    );
+    for t in [&t1, &t2] {
+        let v: Value = serde_json::from_slice(
+            &common::ok(common::skopeo(&[
+                "inspect",
+                "--tls-verify=false",
+                &format!("docker://{t}"),
+            ]))
+            .into_bytes(),
+        )
+        .unwrap();
+        assert_eq!(v["Digest"], digest.as_str(), "{t}");
+    }
 }

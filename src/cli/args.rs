@@ -53,11 +53,14 @@ pub struct PushArgs {
     pub destination: String,
     #[command(flatten)]
     pub registry: RegistryArgs,
-    /// Write the pushed manifest digest here.
+    /// Write the pushed manifest digest here (like Jib's jib-image.digest).
     #[arg(long, value_name = "FILE")]
     pub digest_file: Option<PathBuf>,
-    /// Store directory.
-    #[arg(long, value_name = "DIR")]
+    /// Write the pushed digest and references as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+    /// Store directory (unused: the source is read in place; kept for compatibility).
+    #[arg(long, value_name = "DIR", hide = true)]
     pub cache_dir: Option<PathBuf>,
 }
 
@@ -175,9 +178,14 @@ pub struct BuildArgs {
     /// Write the image ID (config digest for docker output, else manifest digest) here.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
-    /// Write build metadata (digests, layers, tags) as JSON here.
+    /// Write build metadata (digests, layers, tags; with --push the pushed references) as
+    /// JSON here.
     #[arg(long, value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
+    /// Write the image's manifest digest here: the digest pushed with --push or
+    /// type=registry (like Jib's jib-image.digest).
+    #[arg(long, value_name = "FILE")]
+    pub digest_file: Option<PathBuf>,
     /// Build steps at most this many at a time (default: number of CPUs).
     #[arg(short, long, value_name = "N")]
     pub jobs: Option<usize>,

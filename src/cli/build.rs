@@ -35,6 +35,7 @@ struct BuildRequest {
     tags: Vec<String>,
     iidfile: Option<PathBuf>,
     metadata_file: Option<PathBuf>,
+    digest_file: Option<PathBuf>,
     jobs: Option<usize>,
 }
 
@@ -158,6 +159,7 @@ impl BuildRequest {
             tags: a.tags.clone(),
             iidfile: a.iidfile.clone(),
             metadata_file: a.metadata_file.clone(),
+            digest_file: a.digest_file.clone(),
             jobs: a.jobs,
         })
     }
@@ -296,6 +298,7 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
     for target in &req.outputs {
         output::write(target, &image, &tags, &store)?;
     }
+    let mut pushed: Vec<String> = Vec::new();
     if push {
         if tags.is_empty() {
             return Err(UsageError(
@@ -314,6 +317,7 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
             client,
             &super::registry_cmd::push_options(&a.input.registry, mount_from),
         )? {
+            pushed.extend(r.references.iter().cloned());
             progress.note(&format!(
                 "pushed {} ({} bytes uploaded, {} blobs uploaded, {} mounted, {} already there)",
                 r.references.join(", "),
@@ -337,9 +341,16 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
         output::write_small_file(f, id.to_string().as_bytes())
             .with_context(|| format!("writing {}", f.display()))?;
     }
+    if let Some(f) = &req.digest_file {
+        output::write_small_file(f, image.manifest_digest.to_string().as_bytes())
+            .with_context(|| format!("writing {}", f.display()))?;
+    }
     if let Some(f) = &req.metadata_file {
-        let json = serde_json::to_vec_pretty(&output::metadata_json(&image, &tags))
-            .expect("metadata serialises");
+        let mut doc = output::metadata_json(&image, &tags);
+        if push {
+            doc["lade.pushed"] = serde_json::json!(pushed);
+        }
+        let json = serde_json::to_vec_pretty(&doc).expect("metadata serialises");
         output::write_small_file(f, &json).with_context(|| format!("writing {}", f.display()))?;
     }
     progress.note(&format!("image {}", image.manifest_digest));
