@@ -338,3 +338,205 @@ fn build_push_writes_digest_file_and_metadata_with_every_tag() {
         assert_eq!(v["Digest"], digest.as_str(), "{t}");
     }
 }
+
+/// Pushes the hello image to `image` and returns (manifest digest, layer digests).
+fn push_hello_base(tmp: &Path, image: &str) -> (String, Vec<String>) {
+    let ctx = hello_context(tmp);
+    let meta = tmp.join("base-meta.json");
+    common::lade(&tmp.join("base-cache"))
+        .args(["build", "--progress", "quiet", "--push", "--spec"])
+        .arg(ctx.join("lade.toml"))
+        .args(["-t", image, "--metadata-file"])
+        .arg(&meta)
+        .assert()
+        .success();
+    let meta: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    let layers = meta["lade.layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    (
+        meta["containerimage.digest"].as_str().unwrap().to_string(),
+        layers,
+    )
+}
+
+#[test]
+fn registry_base_layers_are_mounted_not_downloaded() {
+    common::require_services();
+    let reg = TestRegistry::open();
+    let proxy = FaultProxy::start(reg.socket_addr());
+    let tmp = tempfile::tempdir().unwrap();
+    let id = std::process::id();
+    let base = format!("{}/lade-test/lazy-base-{id}:1", proxy.addr);
+    let (_, base_layers) = push_hello_base(tmp.path(), &base);
+    assert!(!base_layers.is_empty());
+
+    let df = tmp.path().join("df");
+    fs::create_dir_all(&df).unwrap();
+    fs::write(df.join("extra.txt"), "extra\n").unwrap();
+    fs::write(
+        df.join("Dockerfile"),
+        format!("FROM {base}\nCOPY extra.txt /extra.txt\n"),
+    )
+    .unwrap();
+    let cache = tmp.path().join("cache");
+    let app = format!("{}/lade-test/lazy-app-{id}:1", proxy.addr);
+    let digest_file = tmp.path().join("app.digest");
+    let before = proxy.seen().len();
+    let out = common::lade(&cache)
+        .args(["build", "--progress", "plain", "--push", "-t", &app])
+        .arg("--digest-file")
+        .arg(&digest_file)
+        .arg(&df)
+        .assert()
+        .success();
+    let text = stderr_of(&out);
+    assert!(text.contains("mounted"), "{text}");
+    let seen = proxy.seen()[before..].to_vec();
+    // Not one base layer was downloaded or uploaded: each was mounted from the base's repo.
+    for l in &base_layers {
+        assert!(
+            !seen
+                .iter()
+                .any(|s| s.method == "GET" && s.path.ends_with(&format!("/blobs/{l}"))),
+            "{l} downloaded: {seen:?}"
+        );
+        assert!(
+            seen.iter().any(|s| s.method == "POST"
+                && s.path.contains(&format!("mount={}", l.replace(':', "%3A")))
+                && s.path.contains("from=lade-test%2Flazy-base")
+                && s.status == 201),
+            "{l} not mounted: {seen:?}"
+        );
+        assert!(
+            !cache.join("blobs").join(l.replace(':', "/")).exists(),
+            "{l} is in the store"
+        );
+    }
+    // The pushed image is complete: skopeo copies it whole, with the same digest.
+    let digest = fs::read_to_string(&digest_file).unwrap();
+    let copied = tmp.path().join("copied");
+    common::ok(common::skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{}/lade-test/lazy-app-{id}:1", reg.addr),
+        &format!("oci:{}:x", copied.display()),
+    ]));
+    let index: Value =
+        serde_json::from_slice(&fs::read(copied.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], digest.as_str());
+    for l in &base_layers {
+        assert!(copied.join("blobs").join(l.replace(':', "/")).is_file());
+    }
+
+    // Another build with the same base and cache downloads no blob at all.
+    let before = proxy.seen().len();
+    common::lade(&cache)
+        .args(["build", "--progress", "quiet", "--push", "-t", &app])
+        .arg(&df)
+        .assert()
+        .success();
+    let seen = proxy.seen()[before..].to_vec();
+    assert!(
+        !seen
+            .iter()
+            .any(|s| s.method == "GET" && s.path.contains("/blobs/")),
+        "{seen:?}"
+    );
+
+    // A file output needs the bytes: now the base layers are fetched, and the archive holds
+    // the same image.
+    let archive = tmp.path().join("app.tar");
+    common::lade(&cache)
+        .args(["build", "--progress", "quiet", "-o"])
+        .arg(format!("type=oci,dest={}", archive.display()))
+        .arg("--digest-file")
+        .arg(tmp.path().join("local.digest"))
+        .arg(&df)
+        .assert()
+        .success();
+    assert_eq!(
+        fs::read_to_string(tmp.path().join("local.digest")).unwrap(),
+        digest
+    );
+    for l in &base_layers {
+        assert!(cache.join("blobs").join(l.replace(':', "/")).is_file());
+    }
+    common::ok(common::skopeo(&[
+        "inspect",
+        &format!("oci-archive:{}", archive.display()),
+    ]));
+
+    // To another registry (the registry itself, not the proxy): fetched, then uploaded.
+    let cache2 = tmp.path().join("cache2");
+    let other = format!("{}/lade-test/lazy-other-{id}:1", reg.addr);
+    let before = proxy.seen().len();
+    common::lade(&cache2)
+        .args(["build", "--progress", "quiet", "--push", "-t", &other])
+        .arg("--digest-file")
+        .arg(tmp.path().join("other.digest"))
+        .arg(&df)
+        .assert()
+        .success();
+    assert_eq!(
+        fs::read_to_string(tmp.path().join("other.digest")).unwrap(),
+        digest
+    );
+    let seen = proxy.seen()[before..].to_vec();
+    for l in &base_layers {
+        assert!(
+            seen.iter()
+                .any(|s| s.method == "GET" && s.path.ends_with(&format!("/blobs/{l}"))),
+            "{l} not fetched: {seen:?}"
+        );
+    }
+    let v: Value = serde_json::from_slice(
+        &common::ok(common::skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{other}"),
+        ]))
+        .into_bytes(),
+    )
+    .unwrap();
+    assert_eq!(v["Digest"], digest.as_str());
+
+    // COPY --from an image reads its files: its layers are fetched then.
+    let df2 = tmp.path().join("df2");
+    fs::create_dir_all(&df2).unwrap();
+    fs::write(
+        df2.join("Dockerfile"),
+        format!("FROM scratch\nCOPY --from={base} /usr/share/hello/hello.sh /hello.sh\n"),
+    )
+    .unwrap();
+    let cache3 = tmp.path().join("cache3");
+    let before = proxy.seen().len();
+    let layout = tmp.path().join("copied-from");
+    common::lade(&cache3)
+        .args(["build", "--progress", "quiet", "-t", "copied:latest", "-o"])
+        .arg(format!("type=oci-layout,dest={}", layout.display()))
+        .arg(&df2)
+        .assert()
+        .success();
+    let seen = proxy.seen()[before..].to_vec();
+    assert!(
+        seen.iter()
+            .any(|s| s.method == "GET" && s.path.ends_with(&format!("/blobs/{}", base_layers[0]))),
+        "{seen:?}"
+    );
+    let bundle = tmp.path().join("bundle");
+    common::ok(common::umoci(&[
+        "unpack",
+        "--rootless",
+        "--image",
+        &format!("{}:latest", layout.display()),
+        bundle.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        fs::read_to_string(bundle.join("rootfs/hello.sh")).unwrap(),
+        "echo pushed and pulled\n"
+    );
+}

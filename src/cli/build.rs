@@ -296,6 +296,10 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| UsageError(format!("tag from the build description: {e}")))?;
     }
     for target in &req.outputs {
+        if !matches!(target, Target::Registry) {
+            // Files hold every byte: base layers never downloaded are fetched now.
+            image.fetch_layers(&store, exec_opts.registry.as_deref())?;
+        }
         output::write(target, &image, &tags, &store)?;
     }
     let mut pushed: Vec<String> = Vec::new();
@@ -307,9 +311,9 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
             .into());
         }
         let client = exec_opts.registry.as_deref().expect("created above");
-        let mount_from = plan.stages[plan.target]
-            .base_reference()
-            .and_then(|r| crate::registry::Reference::parse(&r).ok());
+        // Base layers are mounted from the base's repository on the same registry, else
+        // fetched and uploaded.
+        let mount_from = image.base_origin.clone();
         for r in output::push(
             &image,
             &tags,

@@ -41,6 +41,7 @@ fn as_built(i: ImportedImage, platform: Platform) -> BuiltImage {
         config_digest,
         platform,
         cached: Vec::new(),
+        base_origin: None,
     }
 }
 

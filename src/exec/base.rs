@@ -1,17 +1,23 @@
-//! Base images: scratch, an OCI layout directory, or an OCI archive; their blobs are copied
-//! into the store (verified) so the output stage finds every layer there.
+//! Base images: scratch, an OCI layout directory, an OCI archive, or a registry image. Blobs
+//! of layouts and archives are copied into the store (verified); of a registry image only
+//! the manifest and config are fetched, its layers when something reads them
+//! ([`fetch_layers`]): a push to the same registry mounts them instead.
 
 use super::ExecError;
 use crate::digest::Digest;
 use crate::image::{media_types, Descriptor, ImageConfig, ImageLayout, Manifest, Platform};
 use crate::plan::Base;
+use crate::registry::Reference;
 use crate::store::Store;
 
-/// The starting point of a stage: its config and layers (all blobs in the store).
+/// The starting point of a stage: its config and layers.
 #[derive(Debug, Clone)]
 pub struct BaseImage {
     pub config: ImageConfig,
     pub layers: Vec<Descriptor>,
+    /// The registry image these layers come from; those not in the store yet are fetched
+    /// from it on first use. `None`: every layer is in the store.
+    pub origin: Option<Reference>,
 }
 
 /// An image read whole from a layout, archive or registry: its exact manifest bytes too, so
@@ -39,9 +45,22 @@ pub fn load_base(
                 ..Default::default()
             },
             layers: Vec::new(),
+            origin: None,
         });
     }
-    let imported = import_image(base, platform, store, registry)?;
+    let (imported, origin) = match base {
+        Base::Registry { reference } => {
+            let (image, r) =
+                resolve_registry(reference, platform, store, registry).map_err(|message| {
+                    ExecError::Base {
+                        base: describe(base),
+                        message,
+                    }
+                })?;
+            (image, Some(r))
+        }
+        _ => (import_image(base, platform, store, registry)?, None),
+    };
     let layers = imported
         .manifest
         .layers
@@ -60,7 +79,61 @@ pub fn load_base(
     Ok(BaseImage {
         config: imported.config,
         layers,
+        origin,
     })
+}
+
+/// A registry image's manifest and config, into the store; its layers are not downloaded.
+fn resolve_registry(
+    reference: &str,
+    platform: &Platform,
+    store: &Store,
+    registry: Option<&crate::registry::Client>,
+) -> Result<(ImportedImage, Reference), String> {
+    let client = registry.ok_or("no registry client configured")?;
+    let r = Reference::parse(reference).map_err(|e| e.to_string())?;
+    let image = client
+        .resolve(store, &r, platform)
+        .map_err(|e| e.to_string())?;
+    let config: ImageConfig =
+        serde_json::from_slice(&image.config_bytes).map_err(|e| format!("config: {e}"))?;
+    Ok((
+        ImportedImage {
+            manifest_bytes: image.manifest_bytes,
+            manifest_digest: image.manifest_digest,
+            manifest: image.manifest,
+            config,
+        },
+        r,
+    ))
+}
+
+/// Makes sure `layers` are in the store, downloading those that are not from `origin` (the
+/// registry image they come from). Without an origin they must all be there already.
+pub fn fetch_layers(
+    layers: &[Descriptor],
+    origin: Option<&Reference>,
+    store: &Store,
+    registry: Option<&crate::registry::Client>,
+) -> Result<(), ExecError> {
+    let missing: Vec<Descriptor> = layers
+        .iter()
+        .filter(|l| !store.has_blob(&l.digest))
+        .cloned()
+        .collect();
+    let (Some(origin), false) = (origin, missing.is_empty()) else {
+        return Ok(());
+    };
+    let err = |message: String| ExecError::Base {
+        base: origin.to_string(),
+        message,
+    };
+    let client = registry.ok_or_else(|| err("no registry client configured".into()))?;
+    tracing::debug!(base = %origin, layers = missing.len(), "fetching base layers");
+    client
+        .fetch_blobs(store, origin, &missing, 4)
+        .map_err(|e| err(e.to_string()))?;
+    Ok(())
 }
 
 fn describe(base: &Base) -> String {

@@ -8,7 +8,7 @@ mod files;
 mod sources;
 mod time;
 
-pub use base::{import_image, load_base, BaseImage, ImportedImage};
+pub use base::{fetch_layers, import_image, load_base, BaseImage, ImportedImage};
 pub use files::ResolvedLayer;
 pub use time::rfc3339;
 
@@ -68,6 +68,25 @@ pub struct BuiltImage {
     pub platform: Platform,
     /// One per layer step of the plan (base layers excluded): was it reused from the cache?
     pub cached: Vec<bool>,
+    /// The registry image the base layers come from: those not in the store were never
+    /// downloaded (see [`BuiltImage::fetch_layers`]); a push to its registry mounts them.
+    pub base_origin: Option<crate::registry::Reference>,
+}
+
+impl BuiltImage {
+    /// Downloads the base layers the store lacks (for outputs that need every byte).
+    pub fn fetch_layers(
+        &self,
+        store: &Store,
+        registry: Option<&crate::registry::Client>,
+    ) -> Result<(), ExecError> {
+        fetch_layers(
+            &self.manifest.layers,
+            self.base_origin.as_ref(),
+            store,
+            registry,
+        )
+    }
 }
 
 /// Progress reports from a running build; the CLI turns them into bars or lines.
@@ -191,6 +210,7 @@ fn build_stage(
             BaseImage {
                 config: b.config.clone(),
                 layers: b.manifest.layers.clone(),
+                origin: b.base_origin.clone(),
             }
         }
         ref other => load_base(other, &stage.platform, store, opts.registry.as_deref())?,
@@ -239,6 +259,7 @@ pub fn cache_keys(
     let scratch = BaseImage {
         config: ImageConfig::default(),
         layers: Vec::new(),
+        origin: None,
     };
     let keys = plan
         .stages
@@ -317,6 +338,7 @@ fn assemble(
     opts: &ExecOptions,
 ) -> Result<BuiltImage, ExecError> {
     let created = rfc3339(opts.source_date_epoch);
+    let base_origin = base.origin;
     let mut image = base.config;
     image.created = Some(created.clone());
     image.os = stage.platform.os.clone();
@@ -368,5 +390,6 @@ fn assemble(
         config_digest,
         platform: stage.platform.clone(),
         cached: layers.iter().map(|(_, c)| *c).collect(),
+        base_origin,
     })
 }
