@@ -540,3 +540,116 @@ fn registry_base_layers_are_mounted_not_downloaded() {
         "echo pushed and pulled\n"
     );
 }
+
+#[test]
+fn pull_policies_decide_what_a_build_asks_the_registry() {
+    common::require_services();
+    let reg = TestRegistry::open();
+    let proxy = FaultProxy::start(reg.socket_addr());
+    let tmp = tempfile::tempdir().unwrap();
+    let id = std::process::id();
+    let base = format!("{}/lade-test/pull-base-{id}:1", proxy.addr);
+    push_hello_base(tmp.path(), &base);
+    let df = tmp.path().join("df");
+    fs::create_dir_all(&df).unwrap();
+    fs::write(df.join("extra.txt"), "extra\n").unwrap();
+    fs::write(
+        df.join("Dockerfile"),
+        format!("FROM {base}\nCOPY extra.txt /extra.txt\n"),
+    )
+    .unwrap();
+    let cache = tmp.path().join("cache");
+    let out = tmp.path().join("out.tar");
+    // Builds to an archive; returns the image digest and the requests the registry saw.
+    let build = |cache: &Path, pull: Option<&str>| {
+        let before = proxy.seen().len();
+        let digest_file = tmp.path().join("digest");
+        let _ = fs::remove_file(&digest_file);
+        let mut cmd = common::lade(cache);
+        cmd.args(["build", "--progress", "quiet", "-o"])
+            .arg(format!("type=oci,dest={}", out.display()))
+            .arg("--digest-file")
+            .arg(&digest_file);
+        if let Some(p) = pull {
+            cmd.arg(p);
+        }
+        let a = cmd.arg(&df).assert();
+        let seen: Vec<Seen> = proxy.seen()[before..]
+            .iter()
+            .filter(|s| s.path != "/v2/")
+            .cloned()
+            .collect();
+        (a, fs::read_to_string(&digest_file).ok(), seen)
+    };
+    let manifest_requests = |seen: &[Seen], method: &str| {
+        seen.iter()
+            .filter(|s| s.method == method && s.path.contains("/manifests/"))
+            .count()
+    };
+
+    // --pull=never on an empty cache: a clear error, no request.
+    let (a, _, seen) = build(&cache, Some("--pull=never"));
+    let err = stderr_of(&a.failure().code(1));
+    assert!(err.contains("--pull=never"), "{err}");
+    assert!(err.contains(&base), "{err}");
+    assert!(seen.is_empty(), "{seen:?}");
+
+    // First build: resolves and downloads (the archive needs the layers).
+    let (a, first, seen) = build(&cache, None);
+    a.success();
+    assert_eq!(manifest_requests(&seen, "GET"), 1, "{seen:?}");
+    let first = first.unwrap();
+
+    // Default (newer): one HEAD of the manifest, nothing downloaded.
+    let (a, d, seen) = build(&cache, None);
+    a.success();
+    assert_eq!(d.as_deref(), Some(first.as_str()));
+    assert_eq!(manifest_requests(&seen, "HEAD"), 1, "{seen:?}");
+    assert_eq!(seen.len(), 1, "{seen:?}");
+
+    // missing and never: no request at all.
+    for p in ["--pull=missing", "--pull=never"] {
+        let (a, d, seen) = build(&cache, Some(p));
+        a.success();
+        assert_eq!(d.as_deref(), Some(first.as_str()), "{p}");
+        assert!(seen.is_empty(), "{p}: {seen:?}");
+    }
+
+    // always (and --pull alone): the manifest is fetched again; blobs are not.
+    for p in ["--pull=always", "--pull"] {
+        let (a, d, seen) = build(&cache, Some(p));
+        a.success();
+        assert_eq!(d.as_deref(), Some(first.as_str()), "{p}");
+        assert_eq!(manifest_requests(&seen, "GET"), 1, "{p}: {seen:?}");
+        assert!(
+            !seen
+                .iter()
+                .any(|s| s.method == "GET" && s.path.contains("/blobs/")),
+            "{p}: {seen:?}"
+        );
+    }
+
+    // The tag moves to another image: missing keeps the cached one, the default notices.
+    let df2 = tmp.path().join("other-base");
+    fs::create_dir_all(df2.join("ctx")).unwrap();
+    fs::write(df2.join("ctx/new.txt"), "new\n").unwrap();
+    fs::write(
+        df2.join("ctx/Dockerfile"),
+        format!("FROM {base}\nCOPY new.txt /new.txt\n"),
+    )
+    .unwrap();
+    common::lade(&tmp.path().join("cache-move"))
+        .args(["build", "--progress", "quiet", "--push", "-t", &base])
+        .arg(df2.join("ctx"))
+        .assert()
+        .success();
+    let (a, d, seen) = build(&cache, Some("--pull=missing"));
+    a.success();
+    assert_eq!(d.as_deref(), Some(first.as_str()));
+    assert!(seen.is_empty(), "{seen:?}");
+    let (a, d, seen) = build(&cache, None);
+    a.success();
+    assert_ne!(d.as_deref(), Some(first.as_str()));
+    assert_eq!(manifest_requests(&seen, "HEAD"), 1, "{seen:?}");
+    assert_eq!(manifest_requests(&seen, "GET"), 1, "{seen:?}");
+}

@@ -121,6 +121,20 @@ pub enum ProgressMode {
     Quiet,
 }
 
+/// `--pull`: when to contact the registry for `FROM` / `COPY --from` images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PullArg {
+    /// Re-check a cached tag with one HEAD request; download its manifest and config again
+    /// only if the tag moved (docker build's behaviour).
+    Newer,
+    /// Use cached images as they are, without any request; pull only what is not cached.
+    Missing,
+    /// Never pull: fail if an image, or a layer a step reads, is not cached.
+    Never,
+    /// Resolve every tag again; blobs already cached are not downloaded again.
+    Always,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CompressionArg {
     Gzip,
@@ -192,6 +206,22 @@ pub struct BuildArgs {
     /// Rebuild every layer instead of reusing cached ones.
     #[arg(long)]
     pub no_cache: bool,
+    /// When to contact the registry for FROM / COPY --from images. Default `newer`: like
+    /// `docker build`, a cached tag costs one HEAD of its manifest and nothing is downloaded
+    /// unless the tag moved; `missing`: no request at all for cached images (offline builds);
+    /// `never`: fail unless cached; `always` (or `--pull` alone): resolve every tag again.
+    /// Base layers are downloaded only when read (COPY --from, --chown names, file outputs);
+    /// a push to the base's registry mounts them.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "POLICY",
+        default_value = "newer",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "always"
+    )]
+    pub pull: PullArg,
     /// Progress output.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,

@@ -1,7 +1,7 @@
 //! `lade build` and `lade plan`: arguments → one validated `BuildRequest` → frontend → plan
 //! → exec → outputs.
 
-use super::args::{BuildArgs, CompressionArg, InputArgs, PlanArgs};
+use super::args::{BuildArgs, CompressionArg, InputArgs, PlanArgs, PullArg};
 use super::progress::Progress;
 use super::UsageError;
 use crate::context::BuildContext;
@@ -112,6 +112,7 @@ fn input_request(
             source_date_epoch: source_date_epoch()?,
             no_cache: false,
             registry: None,
+            pull: exec::PullPolicy::default(),
         },
     ))
 }
@@ -120,6 +121,12 @@ impl BuildRequest {
     fn from_args(a: &BuildArgs) -> Result<BuildRequest, UsageError> {
         let (description, platform, store_root, mut exec) = input_request(&a.input)?;
         exec.no_cache = a.no_cache;
+        exec.pull = match a.pull {
+            PullArg::Newer => exec::PullPolicy::Newer,
+            PullArg::Missing => exec::PullPolicy::Missing,
+            PullArg::Never => exec::PullPolicy::Never,
+            PullArg::Always => exec::PullPolicy::Always,
+        };
         let outputs = a
             .outputs
             .iter()
@@ -298,7 +305,7 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
     for target in &req.outputs {
         if !matches!(target, Target::Registry) {
             // Files hold every byte: base layers never downloaded are fetched now.
-            image.fetch_layers(&store, exec_opts.registry.as_deref())?;
+            image.fetch_layers(&store, exec_opts.registry.as_deref(), exec_opts.pull)?;
         }
         output::write(target, &image, &tags, &store)?;
     }

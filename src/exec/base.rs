@@ -1,8 +1,9 @@
 //! Base images: scratch, an OCI layout directory, an OCI archive, or a registry image. Blobs
 //! of layouts and archives are copied into the store (verified); of a registry image only
 //! the manifest and config are fetched, its layers when something reads them
-//! ([`fetch_layers`]): a push to the same registry mounts them instead.
+//! ([`super::fetch_layers`]): a push to the same registry mounts them instead.
 
+use super::pull::{resolve_registry, PullPolicy};
 use super::ExecError;
 use crate::digest::Digest;
 use crate::image::{media_types, Descriptor, ImageConfig, ImageLayout, Manifest, Platform};
@@ -30,11 +31,24 @@ pub struct ImportedImage {
     pub config: ImageConfig,
 }
 
+/// [`load_base_with`] the default pull policy.
 pub fn load_base(
     base: &Base,
     platform: &Platform,
     store: &Store,
     registry: Option<&crate::registry::Client>,
+) -> Result<BaseImage, ExecError> {
+    load_base_with(base, platform, store, registry, PullPolicy::default())
+}
+
+/// A stage's base: registry images resolved as `pull` says (their layers not downloaded),
+/// layouts and archives copied into the store.
+pub fn load_base_with(
+    base: &Base,
+    platform: &Platform,
+    store: &Store,
+    registry: Option<&crate::registry::Client>,
+    pull: PullPolicy,
 ) -> Result<BaseImage, ExecError> {
     if matches!(base, Base::Scratch) {
         return Ok(BaseImage {
@@ -50,13 +64,12 @@ pub fn load_base(
     }
     let (imported, origin) = match base {
         Base::Registry { reference } => {
-            let (image, r) =
-                resolve_registry(reference, platform, store, registry).map_err(|message| {
-                    ExecError::Base {
-                        base: describe(base),
-                        message,
-                    }
-                })?;
+            let (image, r) = resolve_registry(reference, platform, store, registry, pull).map_err(
+                |message| ExecError::Base {
+                    base: describe(base),
+                    message,
+                },
+            )?;
             (image, Some(r))
         }
         _ => (import_image(base, platform, store, registry)?, None),
@@ -81,59 +94,6 @@ pub fn load_base(
         layers,
         origin,
     })
-}
-
-/// A registry image's manifest and config, into the store; its layers are not downloaded.
-fn resolve_registry(
-    reference: &str,
-    platform: &Platform,
-    store: &Store,
-    registry: Option<&crate::registry::Client>,
-) -> Result<(ImportedImage, Reference), String> {
-    let client = registry.ok_or("no registry client configured")?;
-    let r = Reference::parse(reference).map_err(|e| e.to_string())?;
-    let image = client
-        .resolve(store, &r, platform)
-        .map_err(|e| e.to_string())?;
-    let config: ImageConfig =
-        serde_json::from_slice(&image.config_bytes).map_err(|e| format!("config: {e}"))?;
-    Ok((
-        ImportedImage {
-            manifest_bytes: image.manifest_bytes,
-            manifest_digest: image.manifest_digest,
-            manifest: image.manifest,
-            config,
-        },
-        r,
-    ))
-}
-
-/// Makes sure `layers` are in the store, downloading those that are not from `origin` (the
-/// registry image they come from). Without an origin they must all be there already.
-pub fn fetch_layers(
-    layers: &[Descriptor],
-    origin: Option<&Reference>,
-    store: &Store,
-    registry: Option<&crate::registry::Client>,
-) -> Result<(), ExecError> {
-    let missing: Vec<Descriptor> = layers
-        .iter()
-        .filter(|l| !store.has_blob(&l.digest))
-        .cloned()
-        .collect();
-    let (Some(origin), false) = (origin, missing.is_empty()) else {
-        return Ok(());
-    };
-    let err = |message: String| ExecError::Base {
-        base: origin.to_string(),
-        message,
-    };
-    let client = registry.ok_or_else(|| err("no registry client configured".into()))?;
-    tracing::debug!(base = %origin, layers = missing.len(), "fetching base layers");
-    client
-        .fetch_blobs(store, origin, &missing, 4)
-        .map_err(|e| err(e.to_string()))?;
-    Ok(())
 }
 
 fn describe(base: &Base) -> String {

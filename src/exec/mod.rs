@@ -5,11 +5,13 @@
 mod base;
 mod config;
 mod files;
+mod pull;
 mod sources;
 mod time;
 
-pub use base::{fetch_layers, import_image, load_base, BaseImage, ImportedImage};
+pub use base::{import_image, load_base, load_base_with, BaseImage, ImportedImage};
 pub use files::ResolvedLayer;
+pub use pull::{fetch_layers, PullPolicy};
 pub use time::rfc3339;
 
 use crate::context::BuildContext;
@@ -55,6 +57,8 @@ pub struct ExecOptions {
     /// How to reach registries for `FROM`/`COPY --from` images (not part of cache keys: the
     /// pulled content's digests are).
     pub registry: Option<std::sync::Arc<crate::registry::Client>>,
+    /// When registry bases are (re-)resolved and may be downloaded.
+    pub pull: PullPolicy,
 }
 
 /// What the build of one stage produced; everything it names is in the store.
@@ -79,12 +83,14 @@ impl BuiltImage {
         &self,
         store: &Store,
         registry: Option<&crate::registry::Client>,
+        pull: PullPolicy,
     ) -> Result<(), ExecError> {
         fetch_layers(
             &self.manifest.layers,
             self.base_origin.as_ref(),
             store,
             registry,
+            pull,
         )
     }
 }
@@ -213,7 +219,13 @@ fn build_stage(
                 origin: b.base_origin.clone(),
             }
         }
-        ref other => load_base(other, &stage.platform, store, opts.registry.as_deref())?,
+        ref other => load_base_with(
+            other,
+            &stage.platform,
+            store,
+            opts.registry.as_deref(),
+            opts.pull,
+        )?,
     };
     let sources = sources::Sources::prepare(
         stage,
@@ -222,6 +234,7 @@ fn build_stage(
         built,
         store,
         opts.registry.as_deref(),
+        opts.pull,
     )?;
     // Resolve every layer step first (cheap: stat + cached digests), then write the layers
     // that the cache lacks, in parallel; the result does not depend on the order of work.
@@ -274,7 +287,15 @@ pub fn cache_keys(
                     .collect(),
                 ..stage.clone()
             };
-            let sources = sources::Sources::prepare(&plain, context, &scratch, &[], store, None)?;
+            let sources = sources::Sources::prepare(
+                &plain,
+                context,
+                &scratch,
+                &[],
+                store,
+                None,
+                PullPolicy::Never,
+            )?;
             stage
                 .steps
                 .iter()

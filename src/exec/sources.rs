@@ -28,6 +28,7 @@ impl<'a> Sources<'a> {
         built: &[Option<BuiltImage>],
         store: &Store,
         registry: Option<&crate::registry::Client>,
+        pull: super::PullPolicy,
     ) -> Result<Sources<'a>, ExecError> {
         let mut s = Sources {
             context,
@@ -55,12 +56,13 @@ impl<'a> Sources<'a> {
                         (b.manifest.layers.clone(), b.base_origin.clone())
                     }
                     CopyFrom::Image { base } => {
-                        let b = super::load_base(base, &stage.platform, store, registry)?;
+                        let b =
+                            super::load_base_with(base, &stage.platform, store, registry, pull)?;
                         (b.layers, b.origin)
                     }
                     CopyFrom::Context => unreachable!(),
                 };
-                super::fetch_layers(&layers, origin.as_ref(), store, registry)?;
+                super::fetch_layers(&layers, origin.as_ref(), store, registry, pull)?;
                 let dir = tempfile::Builder::new()
                     .prefix("stage-")
                     .tempdir_in(store.root().join("tmp"))
@@ -74,7 +76,7 @@ impl<'a> Sources<'a> {
             }
         }
         if wants_names {
-            super::fetch_layers(&base.layers, base.origin.as_ref(), store, registry)?;
+            super::fetch_layers(&base.layers, base.origin.as_ref(), store, registry, pull)?;
             s.accounts = Some((
                 read_from_layers(&base.layers, "/etc/passwd", store)?,
                 read_from_layers(&base.layers, "/etc/group", store)?,
