@@ -629,6 +629,37 @@ fn pull_policies_decide_what_a_build_asks_the_registry() {
         );
     }
 
+    // --pull=never forbids downloading base layers too: a push to the base's registry mounts
+    // them, a push to another registry (which needs their bytes) fails clearly.
+    let lazy_cache = tmp.path().join("lazy-cache");
+    let push_with = |target: String| {
+        common::lade(&lazy_cache)
+            .args([
+                "build",
+                "--progress",
+                "quiet",
+                "--pull=never",
+                "--push",
+                "-t",
+            ])
+            .arg(target)
+            .arg(&df)
+            .assert()
+    };
+    common::lade(&lazy_cache)
+        .args(["build", "--progress", "quiet", "--push", "-t"])
+        .arg(format!("{}/lade-test/pull-app-{id}:1", proxy.addr))
+        .arg(&df)
+        .assert()
+        .success();
+    push_with(format!("{}/lade-test/pull-app-{id}:2", proxy.addr)).success();
+    let before = proxy.seen().len();
+    let a = push_with(format!("{}/lade-test/pull-app-{id}:3", reg.addr)).failure();
+    let err = stderr_of(&a.code(1));
+    assert!(err.contains("--pull=never forbids downloading"), "{err}");
+    let seen = proxy.seen()[before..].to_vec();
+    assert!(!seen.iter().any(|s| s.path.contains("/blobs/")), "{seen:?}");
+
     // The tag moves to another image: missing keeps the cached one, the default notices.
     let df2 = tmp.path().join("other-base");
     fs::create_dir_all(df2.join("ctx")).unwrap();

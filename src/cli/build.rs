@@ -321,6 +321,16 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
         // Base layers are mounted from the base's repository on the same registry, else
         // fetched and uploaded.
         let mount_from = image.base_origin.clone();
+        // Pushing to another registry than the base's needs the base layers' bytes: fetch
+        // them now, as --pull allows (the push would fetch them otherwise, ignoring it).
+        if let Some(origin) = &mount_from {
+            let elsewhere = tags.iter().any(|t| {
+                crate::registry::Reference::parse(t).is_ok_and(|r| r.registry != origin.registry)
+            });
+            if elsewhere {
+                image.fetch_layers(&store, Some(client), exec_opts.pull)?;
+            }
+        }
         for r in output::push(
             &image,
             &tags,
