@@ -2,7 +2,9 @@
 //! starts, checked with skopeo and a `docker pull` + `docker run` from the test dockerd.
 
 mod common;
+mod registry_support;
 
+use registry_support::{FaultProxy, Seen, TestRegistry};
 use serde_json::Value;
 use std::fs;
 use std::path::Path;
@@ -164,4 +166,521 @@ fn push_an_archive_and_report_unreachable_registries() {
         .code(1);
     let err = stderr_of(&fail);
     assert!(err.contains("127.0.0.1:1"), "{err}");
+}
+
+/// Requests of a push that carried or fetched blob bytes (uploads, blob downloads).
+fn blob_traffic(seen: &[Seen]) -> Vec<&Seen> {
+    seen.iter()
+        .filter(|s| {
+            s.path.contains("/blobs/uploads/")
+                || (s.method == "GET" && s.path.contains("/blobs/sha256:"))
+        })
+        .collect()
+}
+
+fn store_blobs(cache: &Path) -> Vec<String> {
+    match fs::read_dir(cache.join("blobs/sha256")) {
+        Ok(d) => d
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn repush_of_archives_and_layouts_uploads_nothing_and_writes_digest_files() {
+    common::require_services();
+    let reg = TestRegistry::open();
+    let proxy = FaultProxy::start(reg.socket_addr());
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = hello_context(tmp.path());
+    let cache = tmp.path().join("cache");
+    let archive = tmp.path().join("hello.tar");
+    let docker_archive = tmp.path().join("hello-docker.tar");
+    let layout = tmp.path().join("layout");
+    common::lade(&cache)
+        .args(["build", "--progress", "quiet", "--spec"])
+        .arg(ctx.join("lade.toml"))
+        .args(["-t", "hello:1", "-o"])
+        .arg(format!("type=oci,dest={}", archive.display()))
+        .arg("-o")
+        .arg(format!("type=docker,dest={}", docker_archive.display()))
+        .arg("-o")
+        .arg(format!("type=oci-layout,dest={}", layout.display()))
+        .assert()
+        .success();
+    let repo = format!("lade-test/repush-{}", std::process::id());
+    let dest = format!("{}/{repo}:1", proxy.addr);
+    // `lade push` reads the archive in place: an empty store stays empty.
+    let push_cache = tmp.path().join("push-cache");
+    let push = |source: String, dest: &str, digest_file: &Path, metadata: &Path| {
+        let a = common::lade(&push_cache)
+            .arg("push")
+            .arg(source)
+            .arg(dest)
+            .arg("--digest-file")
+            .arg(digest_file)
+            .arg("--metadata-file")
+            .arg(metadata)
+            .assert()
+            .success();
+        stderr_of(&a)
+    };
+    let (digest1, meta1) = (tmp.path().join("d1"), tmp.path().join("m1.json"));
+    let first = push(
+        format!("oci-archive:{}", archive.display()),
+        &dest,
+        &digest1,
+        &meta1,
+    );
+    assert!(first.contains("2 blobs uploaded"), "{first}");
+    let uploads = proxy.seen();
+    assert!(
+        uploads
+            .iter()
+            .any(|s| s.method == "PUT" && s.path.contains("/blobs/uploads/")),
+        "{uploads:?}"
+    );
+    let digest = fs::read_to_string(&digest1).unwrap();
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest:?}"
+    );
+    let meta: Value = serde_json::from_slice(&fs::read(&meta1).unwrap()).unwrap();
+    assert_eq!(meta["containerimage.digest"], digest.as_str());
+    assert_eq!(meta["image.name"], dest.as_str());
+    assert_eq!(
+        meta["lade.pushed"],
+        serde_json::json!([dest, format!("{}/{repo}@{digest}", proxy.addr)])
+    );
+    let inspect = common::skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{}/{repo}:1", reg.addr),
+    ]);
+    let v: Value = serde_json::from_slice(&common::ok(inspect).into_bytes()).unwrap();
+    assert_eq!(v["Digest"], digest.as_str());
+
+    // Again, from the archive, the docker archive and the layout: HEAD requests only.
+    for (i, source) in [
+        format!("oci-archive:{}", archive.display()),
+        docker_archive.display().to_string(),
+        format!("oci:{}:1", layout.display()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let before = proxy.seen().len();
+        let (df, mf) = (
+            tmp.path().join(format!("d2-{i}")),
+            tmp.path().join(format!("m2-{i}.json")),
+        );
+        let again = push(source.clone(), &dest, &df, &mf);
+        assert!(
+            again.contains("0 bytes uploaded, 0 blobs uploaded, 0 mounted, 2 already there"),
+            "{source}: {again}"
+        );
+        let seen = proxy.seen();
+        let traffic = blob_traffic(&seen[before..]);
+        assert!(traffic.is_empty(), "{source}: {traffic:?}");
+        assert_eq!(fs::read_to_string(&df).unwrap(), digest, "{source}");
+    }
+    assert!(
+        store_blobs(&push_cache).is_empty(),
+        "{:?}",
+        store_blobs(&push_cache)
+    );
+}
+
+#[test]
+fn build_push_writes_digest_file_and_metadata_with_every_tag() {
+    let s = common::require_services();
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = hello_context(tmp.path());
+    let cache = tmp.path().join("cache");
+    let repo = format!(
+        "{}/lade-test/digest-file-{}",
+        s.registry,
+        std::process::id()
+    );
+    let (t1, t2) = (format!("{repo}:1"), format!("{repo}:latest"));
+    let (digest_file, meta) = (
+        tmp.path().join("image.digest"),
+        tmp.path().join("meta.json"),
+    );
+    common::lade(&cache)
+        .args(["build", "--progress", "quiet", "--spec"])
+        .arg(ctx.join("lade.toml"))
+        .args(["-t", &t1, "-t", &t2, "-o", "type=registry", "--digest-file"])
+        .arg(&digest_file)
+        .arg("--metadata-file")
+        .arg(&meta)
+        .assert()
+        .success();
+    let digest = fs::read_to_string(&digest_file).unwrap();
+    let meta: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(meta["containerimage.digest"], digest.as_str());
+    assert_eq!(meta["image.name"], format!("{t1},{t2}").as_str());
+    assert_eq!(
+        meta["lade.pushed"],
+        serde_json::json!([t1, t2, format!("{repo}@{digest}")])
+    );
+    for t in [&t1, &t2] {
+        let v: Value = serde_json::from_slice(
+            &common::ok(common::skopeo(&[
+                "inspect",
+                "--tls-verify=false",
+                &format!("docker://{t}"),
+            ]))
+            .into_bytes(),
+        )
+        .unwrap();
+        assert_eq!(v["Digest"], digest.as_str(), "{t}");
+    }
+}
+
+/// Pushes the hello image to `image` and returns (manifest digest, layer digests).
+fn push_hello_base(tmp: &Path, image: &str) -> (String, Vec<String>) {
+    let ctx = hello_context(tmp);
+    let meta = tmp.join("base-meta.json");
+    common::lade(&tmp.join("base-cache"))
+        .args(["build", "--progress", "quiet", "--push", "--spec"])
+        .arg(ctx.join("lade.toml"))
+        .args(["-t", image, "--metadata-file"])
+        .arg(&meta)
+        .assert()
+        .success();
+    let meta: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    let layers = meta["lade.layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    (
+        meta["containerimage.digest"].as_str().unwrap().to_string(),
+        layers,
+    )
+}
+
+#[test]
+fn registry_base_layers_are_mounted_not_downloaded() {
+    common::require_services();
+    let reg = TestRegistry::open();
+    let proxy = FaultProxy::start(reg.socket_addr());
+    let tmp = tempfile::tempdir().unwrap();
+    let id = std::process::id();
+    let base = format!("{}/lade-test/lazy-base-{id}:1", proxy.addr);
+    let (_, base_layers) = push_hello_base(tmp.path(), &base);
+    assert!(!base_layers.is_empty());
+
+    let df = tmp.path().join("df");
+    fs::create_dir_all(&df).unwrap();
+    fs::write(df.join("extra.txt"), "extra\n").unwrap();
+    fs::write(
+        df.join("Dockerfile"),
+        format!("FROM {base}\nCOPY extra.txt /extra.txt\n"),
+    )
+    .unwrap();
+    let cache = tmp.path().join("cache");
+    let app = format!("{}/lade-test/lazy-app-{id}:1", proxy.addr);
+    let digest_file = tmp.path().join("app.digest");
+    let before = proxy.seen().len();
+    let out = common::lade(&cache)
+        .args(["build", "--progress", "plain", "--push", "-t", &app])
+        .arg("--digest-file")
+        .arg(&digest_file)
+        .arg(&df)
+        .assert()
+        .success();
+    let text = stderr_of(&out);
+    assert!(text.contains("mounted"), "{text}");
+    let seen = proxy.seen()[before..].to_vec();
+    // Not one base layer was downloaded or uploaded: each was mounted from the base's repo.
+    for l in &base_layers {
+        assert!(
+            !seen
+                .iter()
+                .any(|s| s.method == "GET" && s.path.ends_with(&format!("/blobs/{l}"))),
+            "{l} downloaded: {seen:?}"
+        );
+        assert!(
+            seen.iter().any(|s| s.method == "POST"
+                && s.path.contains(&format!("mount={}", l.replace(':', "%3A")))
+                && s.path.contains("from=lade-test%2Flazy-base")
+                && s.status == 201),
+            "{l} not mounted: {seen:?}"
+        );
+        assert!(
+            !cache.join("blobs").join(l.replace(':', "/")).exists(),
+            "{l} is in the store"
+        );
+    }
+    // The pushed image is complete: skopeo copies it whole, with the same digest.
+    let digest = fs::read_to_string(&digest_file).unwrap();
+    let copied = tmp.path().join("copied");
+    common::ok(common::skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{}/lade-test/lazy-app-{id}:1", reg.addr),
+        &format!("oci:{}:x", copied.display()),
+    ]));
+    let index: Value =
+        serde_json::from_slice(&fs::read(copied.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], digest.as_str());
+    for l in &base_layers {
+        assert!(copied.join("blobs").join(l.replace(':', "/")).is_file());
+    }
+
+    // Another build with the same base and cache downloads no blob at all.
+    let before = proxy.seen().len();
+    common::lade(&cache)
+        .args(["build", "--progress", "quiet", "--push", "-t", &app])
+        .arg(&df)
+        .assert()
+        .success();
+    let seen = proxy.seen()[before..].to_vec();
+    assert!(
+        !seen
+            .iter()
+            .any(|s| s.method == "GET" && s.path.contains("/blobs/")),
+        "{seen:?}"
+    );
+
+    // A file output needs the bytes: now the base layers are fetched, and the archive holds
+    // the same image.
+    let archive = tmp.path().join("app.tar");
+    common::lade(&cache)
+        .args(["build", "--progress", "quiet", "-o"])
+        .arg(format!("type=oci,dest={}", archive.display()))
+        .arg("--digest-file")
+        .arg(tmp.path().join("local.digest"))
+        .arg(&df)
+        .assert()
+        .success();
+    assert_eq!(
+        fs::read_to_string(tmp.path().join("local.digest")).unwrap(),
+        digest
+    );
+    for l in &base_layers {
+        assert!(cache.join("blobs").join(l.replace(':', "/")).is_file());
+    }
+    common::ok(common::skopeo(&[
+        "inspect",
+        &format!("oci-archive:{}", archive.display()),
+    ]));
+
+    // To another registry (the registry itself, not the proxy): fetched, then uploaded.
+    let cache2 = tmp.path().join("cache2");
+    let other = format!("{}/lade-test/lazy-other-{id}:1", reg.addr);
+    let before = proxy.seen().len();
+    common::lade(&cache2)
+        .args(["build", "--progress", "quiet", "--push", "-t", &other])
+        .arg("--digest-file")
+        .arg(tmp.path().join("other.digest"))
+        .arg(&df)
+        .assert()
+        .success();
+    assert_eq!(
+        fs::read_to_string(tmp.path().join("other.digest")).unwrap(),
+        digest
+    );
+    let seen = proxy.seen()[before..].to_vec();
+    for l in &base_layers {
+        assert!(
+            seen.iter()
+                .any(|s| s.method == "GET" && s.path.ends_with(&format!("/blobs/{l}"))),
+            "{l} not fetched: {seen:?}"
+        );
+    }
+    let v: Value = serde_json::from_slice(
+        &common::ok(common::skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{other}"),
+        ]))
+        .into_bytes(),
+    )
+    .unwrap();
+    assert_eq!(v["Digest"], digest.as_str());
+
+    // COPY --from an image reads its files: its layers are fetched then.
+    let df2 = tmp.path().join("df2");
+    fs::create_dir_all(&df2).unwrap();
+    fs::write(
+        df2.join("Dockerfile"),
+        format!("FROM scratch\nCOPY --from={base} /usr/share/hello/hello.sh /hello.sh\n"),
+    )
+    .unwrap();
+    let cache3 = tmp.path().join("cache3");
+    let before = proxy.seen().len();
+    let layout = tmp.path().join("copied-from");
+    common::lade(&cache3)
+        .args(["build", "--progress", "quiet", "-t", "copied:latest", "-o"])
+        .arg(format!("type=oci-layout,dest={}", layout.display()))
+        .arg(&df2)
+        .assert()
+        .success();
+    let seen = proxy.seen()[before..].to_vec();
+    assert!(
+        seen.iter()
+            .any(|s| s.method == "GET" && s.path.ends_with(&format!("/blobs/{}", base_layers[0]))),
+        "{seen:?}"
+    );
+    let bundle = tmp.path().join("bundle");
+    common::ok(common::umoci(&[
+        "unpack",
+        "--rootless",
+        "--image",
+        &format!("{}:latest", layout.display()),
+        bundle.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        fs::read_to_string(bundle.join("rootfs/hello.sh")).unwrap(),
+        "echo pushed and pulled\n"
+    );
+}
+
+#[test]
+fn pull_policies_decide_what_a_build_asks_the_registry() {
+    common::require_services();
+    let reg = TestRegistry::open();
+    let proxy = FaultProxy::start(reg.socket_addr());
+    let tmp = tempfile::tempdir().unwrap();
+    let id = std::process::id();
+    let base = format!("{}/lade-test/pull-base-{id}:1", proxy.addr);
+    push_hello_base(tmp.path(), &base);
+    let df = tmp.path().join("df");
+    fs::create_dir_all(&df).unwrap();
+    fs::write(df.join("extra.txt"), "extra\n").unwrap();
+    fs::write(
+        df.join("Dockerfile"),
+        format!("FROM {base}\nCOPY extra.txt /extra.txt\n"),
+    )
+    .unwrap();
+    let cache = tmp.path().join("cache");
+    let out = tmp.path().join("out.tar");
+    // Builds to an archive; returns the image digest and the requests the registry saw.
+    let build = |cache: &Path, pull: Option<&str>| {
+        let before = proxy.seen().len();
+        let digest_file = tmp.path().join("digest");
+        let _ = fs::remove_file(&digest_file);
+        let mut cmd = common::lade(cache);
+        cmd.args(["build", "--progress", "quiet", "-o"])
+            .arg(format!("type=oci,dest={}", out.display()))
+            .arg("--digest-file")
+            .arg(&digest_file);
+        if let Some(p) = pull {
+            cmd.arg(p);
+        }
+        let a = cmd.arg(&df).assert();
+        let seen: Vec<Seen> = proxy.seen()[before..]
+            .iter()
+            .filter(|s| s.path != "/v2/")
+            .cloned()
+            .collect();
+        (a, fs::read_to_string(&digest_file).ok(), seen)
+    };
+    let manifest_requests = |seen: &[Seen], method: &str| {
+        seen.iter()
+            .filter(|s| s.method == method && s.path.contains("/manifests/"))
+            .count()
+    };
+
+    // --pull=never on an empty cache: a clear error, no request.
+    let (a, _, seen) = build(&cache, Some("--pull=never"));
+    let err = stderr_of(&a.failure().code(1));
+    assert!(err.contains("--pull=never"), "{err}");
+    assert!(err.contains(&base), "{err}");
+    assert!(seen.is_empty(), "{seen:?}");
+
+    // First build: resolves and downloads (the archive needs the layers).
+    let (a, first, seen) = build(&cache, None);
+    a.success();
+    assert_eq!(manifest_requests(&seen, "GET"), 1, "{seen:?}");
+    let first = first.unwrap();
+
+    // Default (newer): one HEAD of the manifest, nothing downloaded.
+    let (a, d, seen) = build(&cache, None);
+    a.success();
+    assert_eq!(d.as_deref(), Some(first.as_str()));
+    assert_eq!(manifest_requests(&seen, "HEAD"), 1, "{seen:?}");
+    assert_eq!(seen.len(), 1, "{seen:?}");
+
+    // missing and never: no request at all.
+    for p in ["--pull=missing", "--pull=never"] {
+        let (a, d, seen) = build(&cache, Some(p));
+        a.success();
+        assert_eq!(d.as_deref(), Some(first.as_str()), "{p}");
+        assert!(seen.is_empty(), "{p}: {seen:?}");
+    }
+
+    // always (and --pull alone): the manifest is fetched again; blobs are not.
+    for p in ["--pull=always", "--pull"] {
+        let (a, d, seen) = build(&cache, Some(p));
+        a.success();
+        assert_eq!(d.as_deref(), Some(first.as_str()), "{p}");
+        assert_eq!(manifest_requests(&seen, "GET"), 1, "{p}: {seen:?}");
+        assert!(
+            !seen
+                .iter()
+                .any(|s| s.method == "GET" && s.path.contains("/blobs/")),
+            "{p}: {seen:?}"
+        );
+    }
+
+    // --pull=never forbids downloading base layers too: a push to the base's registry mounts
+    // them, a push to another registry (which needs their bytes) fails clearly.
+    let lazy_cache = tmp.path().join("lazy-cache");
+    let push_with = |target: String| {
+        common::lade(&lazy_cache)
+            .args([
+                "build",
+                "--progress",
+                "quiet",
+                "--pull=never",
+                "--push",
+                "-t",
+            ])
+            .arg(target)
+            .arg(&df)
+            .assert()
+    };
+    common::lade(&lazy_cache)
+        .args(["build", "--progress", "quiet", "--push", "-t"])
+        .arg(format!("{}/lade-test/pull-app-{id}:1", proxy.addr))
+        .arg(&df)
+        .assert()
+        .success();
+    push_with(format!("{}/lade-test/pull-app-{id}:2", proxy.addr)).success();
+    let before = proxy.seen().len();
+    let a = push_with(format!("{}/lade-test/pull-app-{id}:3", reg.addr)).failure();
+    let err = stderr_of(&a.code(1));
+    assert!(err.contains("--pull=never forbids downloading"), "{err}");
+    let seen = proxy.seen()[before..].to_vec();
+    assert!(!seen.iter().any(|s| s.path.contains("/blobs/")), "{seen:?}");
+
+    // The tag moves to another image: missing keeps the cached one, the default notices.
+    let df2 = tmp.path().join("other-base");
+    fs::create_dir_all(df2.join("ctx")).unwrap();
+    fs::write(df2.join("ctx/new.txt"), "new\n").unwrap();
+    fs::write(
+        df2.join("ctx/Dockerfile"),
+        format!("FROM {base}\nCOPY new.txt /new.txt\n"),
+    )
+    .unwrap();
+    common::lade(&tmp.path().join("cache-move"))
+        .args(["build", "--progress", "quiet", "--push", "-t", &base])
+        .arg(df2.join("ctx"))
+        .assert()
+        .success();
+    let (a, d, seen) = build(&cache, Some("--pull=missing"));
+    a.success();
+    assert_eq!(d.as_deref(), Some(first.as_str()));
+    assert!(seen.is_empty(), "{seen:?}");
+    let (a, d, seen) = build(&cache, None);
+    a.success();
+    assert_ne!(d.as_deref(), Some(first.as_str()));
+    assert_eq!(manifest_requests(&seen, "HEAD"), 1, "{seen:?}");
+    assert_eq!(manifest_requests(&seen, "GET"), 1, "{seen:?}");
 }

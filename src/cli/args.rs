@@ -53,11 +53,14 @@ pub struct PushArgs {
     pub destination: String,
     #[command(flatten)]
     pub registry: RegistryArgs,
-    /// Write the pushed manifest digest here.
+    /// Write the pushed manifest digest here (like Jib's jib-image.digest).
     #[arg(long, value_name = "FILE")]
     pub digest_file: Option<PathBuf>,
-    /// Store directory.
-    #[arg(long, value_name = "DIR")]
+    /// Write the pushed digest and references as JSON here.
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+    /// Store directory (unused: the source is read in place; kept for compatibility).
+    #[arg(long, value_name = "DIR", hide = true)]
     pub cache_dir: Option<PathBuf>,
 }
 
@@ -118,6 +121,20 @@ pub enum ProgressMode {
     Quiet,
 }
 
+/// `--pull`: when to contact the registry for `FROM` / `COPY --from` images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PullArg {
+    /// Re-check a cached tag with one HEAD request; download its manifest and config again
+    /// only if the tag moved (docker build's behaviour).
+    Newer,
+    /// Use cached images as they are, without any request; pull only what is not cached.
+    Missing,
+    /// Never pull: fail if an image, or a layer a step reads, is not cached.
+    Never,
+    /// Resolve every tag again; blobs already cached are not downloaded again.
+    Always,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CompressionArg {
     Gzip,
@@ -175,15 +192,36 @@ pub struct BuildArgs {
     /// Write the image ID (config digest for docker output, else manifest digest) here.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
-    /// Write build metadata (digests, layers, tags) as JSON here.
+    /// Write build metadata (digests, layers, tags; with --push the pushed references) as
+    /// JSON here.
     #[arg(long, value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
+    /// Write the image's manifest digest here: the digest pushed with --push or
+    /// type=registry (like Jib's jib-image.digest).
+    #[arg(long, value_name = "FILE")]
+    pub digest_file: Option<PathBuf>,
     /// Build steps at most this many at a time (default: number of CPUs).
     #[arg(short, long, value_name = "N")]
     pub jobs: Option<usize>,
     /// Rebuild every layer instead of reusing cached ones.
     #[arg(long)]
     pub no_cache: bool,
+    /// When to contact the registry for FROM / COPY --from images. Default `newer`: like
+    /// `docker build`, a cached tag costs one HEAD of its manifest and nothing is downloaded
+    /// unless the tag moved; `missing`: no request at all for cached images (offline builds);
+    /// `never`: fail unless cached; `always` (or `--pull` alone): resolve every tag again.
+    /// Base layers are downloaded only when read (COPY --from, --chown names, file outputs);
+    /// a push to the base's registry mounts them.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "POLICY",
+        default_value = "newer",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "always"
+    )]
+    pub pull: PullArg,
     /// Progress output.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,

@@ -1,7 +1,7 @@
 //! `lade build` and `lade plan`: arguments → one validated `BuildRequest` → frontend → plan
 //! → exec → outputs.
 
-use super::args::{BuildArgs, CompressionArg, InputArgs, PlanArgs};
+use super::args::{BuildArgs, CompressionArg, InputArgs, PlanArgs, PullArg};
 use super::progress::Progress;
 use super::UsageError;
 use crate::context::BuildContext;
@@ -35,6 +35,7 @@ struct BuildRequest {
     tags: Vec<String>,
     iidfile: Option<PathBuf>,
     metadata_file: Option<PathBuf>,
+    digest_file: Option<PathBuf>,
     jobs: Option<usize>,
 }
 
@@ -111,6 +112,7 @@ fn input_request(
             source_date_epoch: source_date_epoch()?,
             no_cache: false,
             registry: None,
+            pull: exec::PullPolicy::default(),
         },
     ))
 }
@@ -119,6 +121,12 @@ impl BuildRequest {
     fn from_args(a: &BuildArgs) -> Result<BuildRequest, UsageError> {
         let (description, platform, store_root, mut exec) = input_request(&a.input)?;
         exec.no_cache = a.no_cache;
+        exec.pull = match a.pull {
+            PullArg::Newer => exec::PullPolicy::Newer,
+            PullArg::Missing => exec::PullPolicy::Missing,
+            PullArg::Never => exec::PullPolicy::Never,
+            PullArg::Always => exec::PullPolicy::Always,
+        };
         let outputs = a
             .outputs
             .iter()
@@ -158,6 +166,7 @@ impl BuildRequest {
             tags: a.tags.clone(),
             iidfile: a.iidfile.clone(),
             metadata_file: a.metadata_file.clone(),
+            digest_file: a.digest_file.clone(),
             jobs: a.jobs,
         })
     }
@@ -294,8 +303,13 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| UsageError(format!("tag from the build description: {e}")))?;
     }
     for target in &req.outputs {
+        if !matches!(target, Target::Registry) {
+            // Files hold every byte: base layers never downloaded are fetched now.
+            image.fetch_layers(&store, exec_opts.registry.as_deref(), exec_opts.pull)?;
+        }
         output::write(target, &image, &tags, &store)?;
     }
+    let mut pushed: Vec<String> = Vec::new();
     if push {
         if tags.is_empty() {
             return Err(UsageError(
@@ -304,9 +318,19 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
             .into());
         }
         let client = exec_opts.registry.as_deref().expect("created above");
-        let mount_from = plan.stages[plan.target]
-            .base_reference()
-            .and_then(|r| crate::registry::Reference::parse(&r).ok());
+        // Base layers are mounted from the base's repository on the same registry, else
+        // fetched and uploaded.
+        let mount_from = image.base_origin.clone();
+        // Pushing to another registry than the base's needs the base layers' bytes: fetch
+        // them now, as --pull allows (the push would fetch them otherwise, ignoring it).
+        if let Some(origin) = &mount_from {
+            let elsewhere = tags.iter().any(|t| {
+                crate::registry::Reference::parse(t).is_ok_and(|r| r.registry != origin.registry)
+            });
+            if elsewhere {
+                image.fetch_layers(&store, Some(client), exec_opts.pull)?;
+            }
+        }
         for r in output::push(
             &image,
             &tags,
@@ -314,6 +338,7 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
             client,
             &super::registry_cmd::push_options(&a.input.registry, mount_from),
         )? {
+            pushed.extend(r.references.iter().cloned());
             progress.note(&format!(
                 "pushed {} ({} bytes uploaded, {} blobs uploaded, {} mounted, {} already there)",
                 r.references.join(", "),
@@ -337,9 +362,16 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
         output::write_small_file(f, id.to_string().as_bytes())
             .with_context(|| format!("writing {}", f.display()))?;
     }
+    if let Some(f) = &req.digest_file {
+        output::write_small_file(f, image.manifest_digest.to_string().as_bytes())
+            .with_context(|| format!("writing {}", f.display()))?;
+    }
     if let Some(f) = &req.metadata_file {
-        let json = serde_json::to_vec_pretty(&output::metadata_json(&image, &tags))
-            .expect("metadata serialises");
+        let mut doc = output::metadata_json(&image, &tags);
+        if push {
+            doc["lade.pushed"] = serde_json::json!(pushed);
+        }
+        let json = serde_json::to_vec_pretty(&doc).expect("metadata serialises");
         output::write_small_file(f, &json).with_context(|| format!("writing {}", f.display()))?;
     }
     progress.note(&format!("image {}", image.manifest_digest));

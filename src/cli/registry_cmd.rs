@@ -3,7 +3,7 @@
 use super::args::{LoginArgs, PullArgs, PushArgs, RegistryArgs};
 use super::UsageError;
 use crate::exec::{import_image, BuiltImage, ImportedImage};
-use crate::image::Platform;
+use crate::image::{ImageLayout, Platform};
 use crate::output::{self, Target};
 use crate::plan::Base;
 use crate::registry::{Client, ClientOptions, PushOptions, Reference};
@@ -41,6 +41,7 @@ fn as_built(i: ImportedImage, platform: Platform) -> BuiltImage {
         config_digest,
         platform,
         cached: Vec::new(),
+        base_origin: None,
     }
 }
 
@@ -68,34 +69,60 @@ fn source_base(s: &str) -> Base {
 
 pub fn run_push(a: &PushArgs) -> anyhow::Result<ExitCode> {
     let dest = Reference::parse(&a.destination).map_err(|e| UsageError(e.to_string()))?;
-    let store = Store::open(&a.cache_dir.clone().unwrap_or_else(Store::default_root))?;
     let platform = Platform::host();
-    let base = source_base(&a.source);
-    let imported = import_image(&base, &platform, &store, None)
+    // Read the layout or archive in place: its manifest and config are read, its layers only
+    // streamed to the registry if the registry lacks them (a re-push reads no layer at all).
+    let (layout, tag) = match source_base(&a.source) {
+        Base::OciLayout { dir, tag } => (ImageLayout::dir(&dir), tag),
+        Base::OciArchive { file, tag } => (
+            ImageLayout::archive(&file).with_context(|| format!("reading {}", file.display()))?,
+            tag,
+        ),
+        _ => unreachable!("source_base gives a layout or an archive"),
+    };
+    let (desc, manifest_bytes) = layout
+        .resolve(tag.as_deref(), &platform)
+        .map_err(anyhow::Error::msg)
         .with_context(|| format!("reading {}", a.source))?;
-    let image = as_built(imported, platform);
     let client = client(&a.registry)?;
-    let reports = output::push(
-        &image,
-        std::slice::from_ref(&a.destination),
-        &store,
-        &client,
+    let tag = dest.tag.clone().unwrap_or_else(|| "latest".into());
+    let report = client.push_image(
+        &layout,
+        &dest,
+        &manifest_bytes,
+        &desc.media_type,
+        std::slice::from_ref(&tag),
         &push_options(&a.registry, None),
     )?;
-    for r in &reports {
-        eprintln!(
-            "pushed {}@{}: {} bytes uploaded, {} blobs uploaded, {} mounted, {} already there",
-            dest.name(),
-            r.manifest_digest,
-            r.bytes_uploaded,
-            r.blobs_uploaded,
-            r.blobs_mounted,
-            r.blobs_skipped
-        );
-    }
+    eprintln!(
+        "pushed {}@{}: {} bytes uploaded, {} blobs uploaded, {} mounted, {} already there",
+        dest.name(),
+        report.manifest_digest,
+        report.bytes_uploaded,
+        report.blobs_uploaded,
+        report.blobs_mounted,
+        report.blobs_skipped
+    );
     if let Some(f) = &a.digest_file {
-        output::write_small_file(f, image.manifest_digest.to_string().as_bytes())
+        output::write_small_file(f, report.manifest_digest.to_string().as_bytes())
             .with_context(|| format!("writing {}", f.display()))?;
+    }
+    if let Some(f) = &a.metadata_file {
+        let json = serde_json::json!({
+            "containerimage.digest": report.manifest_digest,
+            "containerimage.descriptor": {
+                "mediaType": desc.media_type,
+                "digest": report.manifest_digest,
+                "size": manifest_bytes.len(),
+            },
+            "image.name": report.references[..report.references.len() - 1].join(","),
+            "lade.pushed": report.references,
+        });
+        output::write_small_file(
+            f,
+            &serde_json::to_vec_pretty(&json).expect("metadata serialises"),
+        )
+        .with_context(|| format!("writing {}", f.display()))?;
     }
     Ok(ExitCode::SUCCESS)
 }

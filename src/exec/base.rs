@@ -1,21 +1,25 @@
-//! Base images: scratch, an OCI layout directory, or an OCI archive; their blobs are copied
-//! into the store (verified) so the output stage finds every layer there.
+//! Base images: scratch, an OCI layout directory, an OCI archive, or a registry image. Blobs
+//! of layouts and archives are copied into the store (verified); of a registry image only
+//! the manifest and config are fetched, its layers when something reads them
+//! ([`super::fetch_layers`]): a push to the same registry mounts them instead.
 
+use super::pull::{resolve_registry, PullPolicy};
 use super::ExecError;
 use crate::digest::Digest;
-use crate::image::{media_types, Descriptor, ImageConfig, Index, Manifest, Platform};
+use crate::image::{media_types, Descriptor, ImageConfig, ImageLayout, Manifest, Platform};
 use crate::plan::Base;
+use crate::registry::Reference;
 use crate::store::Store;
-use std::path::Path;
 
-/// The starting point of a stage: its config and layers (all blobs in the store).
+/// The starting point of a stage: its config and layers.
 #[derive(Debug, Clone)]
 pub struct BaseImage {
     pub config: ImageConfig,
     pub layers: Vec<Descriptor>,
+    /// The registry image these layers come from; those not in the store yet are fetched
+    /// from it on first use. `None`: every layer is in the store.
+    pub origin: Option<Reference>,
 }
-
-pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 /// An image read whole from a layout, archive or registry: its exact manifest bytes too, so
 /// it can be pushed or re-exported under the same digest.
@@ -27,11 +31,24 @@ pub struct ImportedImage {
     pub config: ImageConfig,
 }
 
+/// [`load_base_with`] the default pull policy.
 pub fn load_base(
     base: &Base,
     platform: &Platform,
     store: &Store,
     registry: Option<&crate::registry::Client>,
+) -> Result<BaseImage, ExecError> {
+    load_base_with(base, platform, store, registry, PullPolicy::default())
+}
+
+/// A stage's base: registry images resolved as `pull` says (their layers not downloaded),
+/// layouts and archives copied into the store.
+pub fn load_base_with(
+    base: &Base,
+    platform: &Platform,
+    store: &Store,
+    registry: Option<&crate::registry::Client>,
+    pull: PullPolicy,
 ) -> Result<BaseImage, ExecError> {
     if matches!(base, Base::Scratch) {
         return Ok(BaseImage {
@@ -42,9 +59,21 @@ pub fn load_base(
                 ..Default::default()
             },
             layers: Vec::new(),
+            origin: None,
         });
     }
-    let imported = import_image(base, platform, store, registry)?;
+    let (imported, origin) = match base {
+        Base::Registry { reference } => {
+            let (image, r) = resolve_registry(reference, platform, store, registry, pull).map_err(
+                |message| ExecError::Base {
+                    base: describe(base),
+                    message,
+                },
+            )?;
+            (image, Some(r))
+        }
+        _ => (import_image(base, platform, store, registry)?, None),
+    };
     let layers = imported
         .manifest
         .layers
@@ -63,6 +92,7 @@ pub fn load_base(
     Ok(BaseImage {
         config: imported.config,
         layers,
+        origin,
     })
 }
 
@@ -97,23 +127,12 @@ pub fn import_image(
     };
     match base {
         Base::OciLayout { dir, tag } => {
-            load_layout(dir, tag.as_deref(), platform, store).map_err(err)
+            load_layout(&ImageLayout::dir(dir), tag.as_deref(), platform, store).map_err(err)
         }
         Base::OciArchive { file, tag } => {
-            // Unpack the archive (safely) into a temp dir of the store, then read it as a layout.
-            let tmp = tempfile::Builder::new()
-                .prefix("archive-")
-                .tempdir_in(store.root().join("tmp"))
-                .map_err(|e| err(e.to_string()))?;
-            let f = std::fs::File::open(file).map_err(|e| err(e.to_string()))?;
-            crate::layer::extract_layer(
-                std::io::BufReader::new(f),
-                crate::layer::Compression::None,
-                tmp.path(),
-                &crate::layer::ExtractOptions::default(),
-            )
-            .map_err(|e| err(e.to_string()))?;
-            load_layout(tmp.path(), tag.as_deref(), platform, store).map_err(err)
+            // Read in place: the tar's headers say where each blob lies; nothing is unpacked.
+            let layout = ImageLayout::archive(file).map_err(|e| err(e.to_string()))?;
+            load_layout(&layout, tag.as_deref(), platform, store).map_err(err)
         }
         Base::Registry { reference } => {
             let client = match registry {
@@ -145,62 +164,22 @@ pub fn import_image(
     }
 }
 
+/// Copies an image of a layout (manifest, config, layers) into the store, verified.
 fn load_layout(
-    dir: &Path,
+    layout: &ImageLayout,
     tag: Option<&str>,
     platform: &Platform,
     store: &Store,
 ) -> Result<ImportedImage, String> {
-    let read = |rel: &Path| {
-        std::fs::read(dir.join(rel)).map_err(|e| format!("{}: {e}", dir.join(rel).display()))
-    };
-    let index: Index = serde_json::from_slice(&read(Path::new("index.json"))?)
-        .map_err(|e| format!("index.json: {e}"))?;
-    let candidates: Vec<&Descriptor> = match tag {
-        Some(t) => index
-            .manifests
-            .iter()
-            .filter(|d| {
-                d.annotations
-                    .as_ref()
-                    .and_then(|a| a.get(REF_NAME))
-                    .is_some_and(|r| r == t)
-            })
-            .collect(),
-        None => index.manifests.iter().collect(),
-    };
-    let desc = match candidates.as_slice() {
-        [] => {
-            return Err(format!(
-                "no image tagged {:?} in index.json",
-                tag.unwrap_or("")
-            ))
-        }
-        [one] => *one,
-        many => many
-            .iter()
-            .copied()
-            .find(|d| d.platform.as_ref().is_some_and(|p| platform.matches(p)))
-            .ok_or_else(|| {
-                format!(
-                    "{} images in index.json and none for {platform}; name one with :TAG",
-                    many.len()
-                )
-            })?,
-    };
-    let blob = |d: &Digest| dir.join("blobs").join(d.algorithm()).join(d.hex());
-    let import = |d: &Descriptor| -> Result<Vec<u8>, String> {
-        let mut f =
-            std::fs::File::open(blob(&d.digest)).map_err(|e| format!("blob {}: {e}", d.digest))?;
-        store
-            .import_blob(&mut f, &d.digest, Some(d.size))
-            .map_err(|e| e.to_string())?;
-        store.read_blob(&d.digest).map_err(|e| e.to_string())
-    };
-    let manifest_desc = resolve_index(desc, platform, &import)?;
-    let manifest: Manifest = serde_json::from_slice(&import(&manifest_desc)?)
+    let (manifest_desc, manifest_bytes) = layout.resolve(tag, platform)?;
+    store
+        .put_bytes(&manifest_bytes)
+        .map_err(|e| e.to_string())?;
+    let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
         .map_err(|e| format!("manifest {}: {e}", manifest_desc.digest))?;
-    let config: ImageConfig = serde_json::from_slice(&import(&manifest.config)?)
+    let config_bytes = layout.read_blob(&manifest.config)?;
+    store.put_bytes(&config_bytes).map_err(|e| e.to_string())?;
+    let config: ImageConfig = serde_json::from_slice(&config_bytes)
         .map_err(|e| format!("config {}: {e}", manifest.config.digest))?;
     if !platform.matches(&Platform {
         os: config.os.clone(),
@@ -213,48 +192,23 @@ fn load_layout(
         ));
     }
     for l in &manifest.layers {
-        let mut f =
-            std::fs::File::open(blob(&l.digest)).map_err(|e| format!("layer {}: {e}", l.digest))?;
-        store
-            .import_blob(&mut f, &l.digest, Some(l.size))
-            .map_err(|e| e.to_string())?;
         oci_layer_type(&l.media_type)?;
+        if store.has_blob(&l.digest) {
+            continue;
+        }
+        let mut r = layout
+            .open_blob_at(&l.digest, 0)
+            .map_err(|e| format!("layer {}: {e}", l.digest))?;
+        store
+            .import_blob(&mut r, &l.digest, Some(l.size))
+            .map_err(|e| e.to_string())?;
     }
-    let manifest_bytes = store
-        .read_blob(&manifest_desc.digest)
-        .map_err(|e| e.to_string())?;
     Ok(ImportedImage {
         manifest_bytes,
         manifest_digest: manifest_desc.digest.clone(),
         manifest,
         config,
     })
-}
-
-/// Follows an index (or Docker manifest list) to the manifest for `platform`.
-pub fn resolve_index(
-    desc: &Descriptor,
-    platform: &Platform,
-    import: &dyn Fn(&Descriptor) -> Result<Vec<u8>, String>,
-) -> Result<Descriptor, String> {
-    match desc.media_type.as_str() {
-        media_types::OCI_MANIFEST | media_types::DOCKER_MANIFEST => Ok(desc.clone()),
-        media_types::OCI_INDEX | media_types::DOCKER_MANIFEST_LIST => {
-            let index: Index = serde_json::from_slice(&import(desc)?)
-                .map_err(|e| format!("index {}: {e}", desc.digest))?;
-            let m = index
-                .manifests
-                .iter()
-                .find(|m| m.platform.as_ref().is_some_and(|p| platform.matches(p)))
-                .ok_or_else(|| format!("no manifest for {platform} in index {}", desc.digest))?;
-            resolve_index(m, platform, import)
-        }
-        media_types::DOCKER_SCHEMA1 | media_types::DOCKER_SCHEMA1_SIGNED => Err(
-            "Docker schema 1 manifests are not supported; re-push the image with a current tool"
-                .into(),
-        ),
-        other => Err(format!("unsupported manifest media type {other}")),
-    }
 }
 
 /// OCI media type for a base layer (Docker's gzip layers are the same bytes).

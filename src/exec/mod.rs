@@ -5,11 +5,13 @@
 mod base;
 mod config;
 mod files;
+mod pull;
 mod sources;
 mod time;
 
-pub use base::{import_image, load_base, BaseImage, ImportedImage};
+pub use base::{import_image, load_base, load_base_with, BaseImage, ImportedImage};
 pub use files::ResolvedLayer;
+pub use pull::{fetch_layers, PullPolicy};
 pub use time::rfc3339;
 
 use crate::context::BuildContext;
@@ -55,6 +57,8 @@ pub struct ExecOptions {
     /// How to reach registries for `FROM`/`COPY --from` images (not part of cache keys: the
     /// pulled content's digests are).
     pub registry: Option<std::sync::Arc<crate::registry::Client>>,
+    /// When registry bases are (re-)resolved and may be downloaded.
+    pub pull: PullPolicy,
 }
 
 /// What the build of one stage produced; everything it names is in the store.
@@ -68,6 +72,27 @@ pub struct BuiltImage {
     pub platform: Platform,
     /// One per layer step of the plan (base layers excluded): was it reused from the cache?
     pub cached: Vec<bool>,
+    /// The registry image the base layers come from: those not in the store were never
+    /// downloaded (see [`BuiltImage::fetch_layers`]); a push to its registry mounts them.
+    pub base_origin: Option<crate::registry::Reference>,
+}
+
+impl BuiltImage {
+    /// Downloads the base layers the store lacks (for outputs that need every byte).
+    pub fn fetch_layers(
+        &self,
+        store: &Store,
+        registry: Option<&crate::registry::Client>,
+        pull: PullPolicy,
+    ) -> Result<(), ExecError> {
+        fetch_layers(
+            &self.manifest.layers,
+            self.base_origin.as_ref(),
+            store,
+            registry,
+            pull,
+        )
+    }
 }
 
 /// Progress reports from a running build; the CLI turns them into bars or lines.
@@ -191,9 +216,16 @@ fn build_stage(
             BaseImage {
                 config: b.config.clone(),
                 layers: b.manifest.layers.clone(),
+                origin: b.base_origin.clone(),
             }
         }
-        ref other => load_base(other, &stage.platform, store, opts.registry.as_deref())?,
+        ref other => load_base_with(
+            other,
+            &stage.platform,
+            store,
+            opts.registry.as_deref(),
+            opts.pull,
+        )?,
     };
     let sources = sources::Sources::prepare(
         stage,
@@ -202,6 +234,7 @@ fn build_stage(
         built,
         store,
         opts.registry.as_deref(),
+        opts.pull,
     )?;
     // Resolve every layer step first (cheap: stat + cached digests), then write the layers
     // that the cache lacks, in parallel; the result does not depend on the order of work.
@@ -239,6 +272,7 @@ pub fn cache_keys(
     let scratch = BaseImage {
         config: ImageConfig::default(),
         layers: Vec::new(),
+        origin: None,
     };
     let keys = plan
         .stages
@@ -253,7 +287,15 @@ pub fn cache_keys(
                     .collect(),
                 ..stage.clone()
             };
-            let sources = sources::Sources::prepare(&plain, context, &scratch, &[], store, None)?;
+            let sources = sources::Sources::prepare(
+                &plain,
+                context,
+                &scratch,
+                &[],
+                store,
+                None,
+                PullPolicy::Never,
+            )?;
             stage
                 .steps
                 .iter()
@@ -317,6 +359,7 @@ fn assemble(
     opts: &ExecOptions,
 ) -> Result<BuiltImage, ExecError> {
     let created = rfc3339(opts.source_date_epoch);
+    let base_origin = base.origin;
     let mut image = base.config;
     image.created = Some(created.clone());
     image.os = stage.platform.os.clone();
@@ -368,5 +411,6 @@ fn assemble(
         config_digest,
         platform: stage.platform.clone(),
         cached: layers.iter().map(|(_, c)| *c).collect(),
+        base_origin,
     })
 }

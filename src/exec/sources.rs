@@ -28,6 +28,7 @@ impl<'a> Sources<'a> {
         built: &[Option<BuiltImage>],
         store: &Store,
         registry: Option<&crate::registry::Client>,
+        pull: super::PullPolicy,
     ) -> Result<Sources<'a>, ExecError> {
         let mut s = Sources {
             context,
@@ -47,18 +48,21 @@ impl<'a> Sources<'a> {
                 if matches!(from, CopyFrom::Context) || s.roots.iter().any(|(f, _, _)| f == from) {
                     continue;
                 }
-                let layers: Vec<Descriptor> = match from {
-                    CopyFrom::Stage { index } => built[*index]
-                        .as_ref()
-                        .expect("dependencies are built first")
-                        .manifest
-                        .layers
-                        .clone(),
+                let (layers, origin): (Vec<Descriptor>, _) = match from {
+                    CopyFrom::Stage { index } => {
+                        let b = built[*index]
+                            .as_ref()
+                            .expect("dependencies are built first");
+                        (b.manifest.layers.clone(), b.base_origin.clone())
+                    }
                     CopyFrom::Image { base } => {
-                        super::load_base(base, &stage.platform, store, registry)?.layers
+                        let b =
+                            super::load_base_with(base, &stage.platform, store, registry, pull)?;
+                        (b.layers, b.origin)
                     }
                     CopyFrom::Context => unreachable!(),
                 };
+                super::fetch_layers(&layers, origin.as_ref(), store, registry, pull)?;
                 let dir = tempfile::Builder::new()
                     .prefix("stage-")
                     .tempdir_in(store.root().join("tmp"))
@@ -72,6 +76,7 @@ impl<'a> Sources<'a> {
             }
         }
         if wants_names {
+            super::fetch_layers(&base.layers, base.origin.as_ref(), store, registry, pull)?;
             s.accounts = Some((
                 read_from_layers(&base.layers, "/etc/passwd", store)?,
                 read_from_layers(&base.layers, "/etc/group", store)?,

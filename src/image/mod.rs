@@ -3,6 +3,7 @@
 
 mod config;
 mod json;
+mod layout;
 mod manifest;
 mod platform;
 
@@ -13,5 +14,6 @@ pub fn config_empty() -> Empty {
     Empty {}
 }
 pub use json::{canonical_json, CanonicalJsonError};
+pub use layout::{blob_path, resolve_index, ImageLayout, REF_NAME};
 pub use manifest::{media_types, Descriptor, Index, Manifest};
 pub use platform::{Platform, PlatformParseError};

@@ -10,6 +10,7 @@
 //! [`Store`]: crate::store::Store
 
 mod auth;
+mod blobs;
 mod client;
 mod pull;
 mod push;
@@ -19,6 +20,7 @@ pub use auth::{
     credential_helper_get, docker_config_path, parse_challenges, parse_token_response,
     store_credentials, AuthConfig, Challenge, Credentials, Scope, TokenResponse,
 };
+pub use blobs::BlobSource;
 pub use client::{login, Client, ClientOptions, RetryPolicy};
 pub use pull::{PullOptions, PulledImage, ResolvedImage};
 pub use push::{PushOptions, PushReport};
@@ -91,6 +93,8 @@ pub enum RegistryError {
     CaFile { path: PathBuf, detail: String },
     #[error("cannot set up the HTTP client: {0}")]
     ClientSetup(String),
+    #[error("reading blob {digest}: {detail}")]
+    BlobSource { digest: Digest, detail: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -373,7 +373,7 @@ impl Client {
         Ok((todo.len(), cached, bytes.into_inner()))
     }
 
-    fn fetch_blob(
+    pub(crate) fn fetch_blob(
         &self,
         host: &Host,
         store: &Store,

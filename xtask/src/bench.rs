@@ -32,7 +32,7 @@
 //! that is not installed (buildah, docker.io, skopeo, docker-registry) makes its rows "not
 //! installed"; the bench installs none of them. A row whose command fails (say a lade without
 //! Dockerfile support or without `push`) is reported as failed with the end of its stderr, and
-//! the bench goes on.
+//! the bench goes on. `--only push` runs W3's push rows (and the cold build they push) alone.
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -178,6 +178,9 @@ const BUILDAH: &str = "buildah bud";
 const BUILDKIT: &str = "BuildKit";
 const SKOPEO: &str = "skopeo copy";
 const LADE_COLD_OUT: &str = "lade-cold";
+
+/// The rows `--only push` runs.
+const PUSH_ROWS: &[&str] = &["lade (cold)", "lade push", "lade re-push", SKOPEO];
 
 /// What the issues ask for: (workload, row, reference row or "" for seconds, at most).
 const TARGETS: &[(&str, &str, &str, f64)] = &[
@@ -453,17 +456,23 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     };
     let scratch = root.join(".bench-scratch");
     fresh_dir(&scratch)?;
+    // `--only push`: W3's push rows and the cold build that makes the archive they push.
+    let push_only = opts
+        .only
+        .as_ref()
+        .is_some_and(|o| o.iter().any(|n| n == "PUSH"));
     let workloads: Vec<&Workload> = WORKLOADS
         .iter()
         .filter(|w| {
             opts.only
                 .as_ref()
                 .is_none_or(|o| o.iter().any(|n| n == w.name))
+                || (push_only && w.name == "W3")
         })
         .collect();
     // Declared before the context so that it is removed after dockerd and the registry stop.
     let services = Scratch::new("lade-bench")?;
-    let refs = Refs::start(services.path(), &lade, !workloads.is_empty())?;
+    let refs = Refs::start(services.path(), &lade, !workloads.is_empty() && !push_only)?;
     let ctx = Ctx {
         root: root.clone(),
         lade,
@@ -481,7 +490,10 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     }
 
     let mut table: Vec<Line> = Vec::new();
-    let tools = tools();
+    let mut tools = tools();
+    if push_only {
+        tools.retain(|t| PUSH_ROWS.contains(&t.name));
+    }
     for w in &workloads {
         let tools: Vec<&Tool> = tools
             .iter()
@@ -551,7 +563,7 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         // Not needed between workloads: a 1 GiB image in vfs storage, W3's archives.
         fresh_dir(&ctx.refs.buildah_root())?;
         remove_file(&ctx.pushed())?;
-        if w.name == "W2" {
+        if w.name == "W2" && !push_only {
             for (tool, row) in rebuilds(&ctx, w, opts.runs)? {
                 table.push(Line {
                     workload: w.name,
