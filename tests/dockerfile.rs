@@ -429,7 +429,13 @@ fn add_unpacks_local_tar_archives_and_copies_other_files() {
     fs::create_dir_all(ctx.join("src/pkg")).unwrap();
     fs::write(ctx.join("src/pkg/a.txt"), "a\n").unwrap();
     fs::write(ctx.join("src/pkg/b.txt"), "b\n").unwrap();
-    for (name, flag) in [("pkg.tar.gz", "-czf"), ("pkg.tar", "-cf")] {
+    for (name, flag) in [
+        ("pkg.tar.gz", "-czf"),
+        ("pkg.tar", "-cf"),
+        ("pkg.tar.bz2", "-cjf"),
+        // Named like a plain file: ADD goes by content, not by name.
+        ("pkg-xz.bin", "-cJf"),
+    ] {
         let ok = Command::new("tar")
             .arg("-C")
             .arg(ctx.join("src"))
@@ -442,7 +448,7 @@ fn add_unpacks_local_tar_archives_and_copies_other_files() {
         assert!(ok);
     }
     fs::write(ctx.join("notes.gz.txt"), "not an archive\n").unwrap();
-    fs::write(ctx.join("Dockerfile"), "FROM scratch\nADD pkg.tar.gz /opt/gz/\nADD pkg.tar /opt/plain/\nADD notes.gz.txt /opt/notes.txt\n").unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nADD pkg.tar.gz /opt/gz/\nADD pkg.tar /opt/plain/\nADD pkg.tar.bz2 /opt/bz2/\nADD pkg-xz.bin /opt/xz\nADD notes.gz.txt /opt/notes.txt\n").unwrap();
     let out = tmp.path().join("add.tar");
     let meta = tmp.path().join("meta.json");
     lade_cmd()
@@ -477,6 +483,10 @@ fn add_unpacks_local_tar_archives_and_copies_other_files() {
         "opt/gz/pkg/a.txt",
         "opt/gz/pkg/b.txt",
         "opt/plain/pkg/a.txt",
+        "opt/bz2/pkg/a.txt",
+        "opt/bz2/pkg/b.txt",
+        "opt/xz/pkg/a.txt",
+        "opt/xz/pkg/b.txt",
         "opt/notes.txt",
     ] {
         assert!(
@@ -485,7 +495,7 @@ fn add_unpacks_local_tar_archives_and_copies_other_files() {
         );
     }
     assert!(
-        !listing.contains("pkg.tar"),
+        !listing.contains("pkg.tar") && !listing.contains("pkg-xz"),
         "archives are unpacked, not copied:\n{listing}"
     );
 }

@@ -88,29 +88,6 @@ pub fn resolve(
     })
 }
 
-/// The compression of a local tar archive ADD unpacks, recognised like docker by content
-/// (a tar header after decompression); None for any other file, which ADD copies as is.
-fn archive_kind(path: &Path) -> Result<Option<crate::layer::Compression>, String> {
-    use crate::layer::Compression;
-    let head = |r: &mut dyn Read| -> Vec<u8> {
-        let mut buf = Vec::with_capacity(512);
-        let _ = r.take(512).read_to_end(&mut buf);
-        buf
-    };
-    let open = || std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()));
-    let magic = head(&mut open()?);
-    let compression = match magic.as_slice() {
-        [0x1f, 0x8b, ..] => Compression::Gzip,
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
-        [b'B', b'Z', b'h', ..] | [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => {
-            return Err(format!("{}: bzip2 and xz archives are not supported by ADD yet; use a gzip, zstd or plain tar", path.display()));
-        }
-        _ => Compression::None,
-    };
-    let tar_head = head(&mut crate::layer::decompress(open()?, compression));
-    Ok((tar_head.len() >= 262 && &tar_head[257..262] == b"ustar").then_some(compression))
-}
-
 fn resolve_set(
     set: &FileSet,
     sources: &Sources,
@@ -258,7 +235,7 @@ fn resolve_set(
                     // ADD recognises archives by content: look once per regular file.
                     let archive = match m.kind {
                         CtxKind::File if *unpack_archives => {
-                            archive_kind(&m.host_path).map_err(input)?
+                            super::archive::archive_kind(&m.host_path).map_err(input)?
                         }
                         _ => None,
                     };
@@ -285,8 +262,8 @@ fn resolve_set(
                             let f = std::fs::File::open(&m.host_path)
                                 .map_err(|e| input(format!("{}: {e}", m.host_path.display())))?;
                             crate::layer::extract_layer(
-                                std::io::BufReader::new(f),
-                                compression,
+                                compression.decompress(f),
+                                crate::layer::Compression::None,
                                 dir.path(),
                                 &crate::layer::ExtractOptions::default(),
                             )

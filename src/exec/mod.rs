@@ -2,6 +2,7 @@
 //! derives content-based cache keys, writes (or reuses) layers in parallel, applies config
 //! edits, and assembles the image documents into the store. Knows no output formats.
 
+mod archive;
 mod base;
 mod config;
 mod files;
