@@ -449,36 +449,7 @@ fn add_unpacks_local_tar_archives_and_copies_other_files() {
     }
     fs::write(ctx.join("notes.gz.txt"), "not an archive\n").unwrap();
     fs::write(ctx.join("Dockerfile"), "FROM scratch\nADD pkg.tar.gz /opt/gz/\nADD pkg.tar /opt/plain/\nADD pkg.tar.bz2 /opt/bz2/\nADD pkg-xz.bin /opt/xz\nADD notes.gz.txt /opt/notes.txt\n").unwrap();
-    let out = tmp.path().join("add.tar");
-    let meta = tmp.path().join("meta.json");
-    lade_cmd()
-        .args(["build", "--progress", "quiet", "--cache-dir"])
-        .arg(tmp.path().join("cache"))
-        .arg("--output")
-        .arg(format!("type=oci,dest={}", out.display()))
-        .arg("--metadata-file")
-        .arg(&meta)
-        .arg(&ctx)
-        .assert()
-        .success();
-    let meta: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
-    let mut listing = String::new();
-    for l in meta["lade.layers"].as_array().unwrap() {
-        let hex = l["digest"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("sha256:")
-            .to_string();
-        let o = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "tar -xOf '{}' blobs/sha256/{hex} | tar -tzf -",
-                out.display()
-            ))
-            .output()
-            .unwrap();
-        listing.push_str(&String::from_utf8_lossy(&o.stdout));
-    }
+    let listing = layer_listing(&ctx, tmp.path(), false);
     for want in [
         "opt/gz/pkg/a.txt",
         "opt/gz/pkg/b.txt",
@@ -498,4 +469,91 @@ fn add_unpacks_local_tar_archives_and_copies_other_files() {
         !listing.contains("pkg.tar") && !listing.contains("pkg-xz"),
         "archives are unpacked, not copied:\n{listing}"
     );
+}
+
+/// Builds `ctx` (an OCI archive under `tmp`) and lists the members of its own layers, one
+/// line each: just the paths, or `tar -tv` lines (mode, owner, size, date, path) with
+/// `verbose`. Panics unless the build succeeds.
+fn layer_listing(ctx: &Path, tmp: &Path, verbose: bool) -> String {
+    let out = tmp.join("image.tar");
+    let meta = tmp.join("meta.json");
+    let o = lade_cmd()
+        .args(["build", "--progress", "quiet", "--cache-dir"])
+        .arg(tmp.join("cache"))
+        .arg("--output")
+        .arg(format!("type=oci,dest={}", out.display()))
+        .arg("--metadata-file")
+        .arg(&meta)
+        .arg(ctx)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "lade build failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let meta: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    let mut listing = String::new();
+    for l in meta["lade.layers"].as_array().unwrap() {
+        let hex = l["digest"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+            .to_string();
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "tar -xOf '{}' blobs/sha256/{hex} | tar -t{}zf -",
+                out.display(),
+                if verbose { "v" } else { "" }
+            ))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        listing.push_str(&String::from_utf8_lossy(&o.stdout));
+    }
+    listing
+}
+
+/// The mode column of `path` in a `tar -tv` listing.
+fn mode_of<'a>(listing: &'a str, path: &str) -> &'a str {
+    listing
+        .lines()
+        .find(|l| l.split_whitespace().last() == Some(path))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{path} missing from:\n{listing}"))
+}
+
+#[test]
+fn symbolic_chmod_applies_to_each_file_and_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(ctx.join("site/sub")).unwrap();
+    fs::write(ctx.join("site/index.html"), "<p>hi</p>\n").unwrap();
+    fs::write(ctx.join("site/sub/run.sh"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(
+        ctx.join("site/sub/run.sh"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    fs::write(ctx.join("tool"), "#!/bin/sh\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\n\
+         COPY --chmod=a=rX site /srv/\n\
+         ADD --chmod=u+x,g-r,o= tool /usr/local/bin/tool\n\
+         COPY --chmod=go-rwx <<EOF /etc/secret\nshh\nEOF\n",
+    )
+    .unwrap();
+    let listing = layer_listing(&ctx, tmp.path(), true);
+    assert_eq!(mode_of(&listing, "srv/index.html"), "-r--r--r--");
+    assert_eq!(mode_of(&listing, "srv/sub/"), "dr-xr-xr-x");
+    assert_eq!(mode_of(&listing, "srv/sub/run.sh"), "-r-xr-xr-x");
+    assert_eq!(mode_of(&listing, "usr/local/bin/tool"), "-rwx------");
+    assert_eq!(mode_of(&listing, "etc/secret"), "-rw-------");
+
+    let err = build_error("FROM scratch\nCOPY --chmod=u+y a.txt /\n", &[]);
+    assert!(err.contains("Dockerfile:2:1:"), "{err}");
+    assert!(err.contains("invalid chmod parameter: 'u+y'"), "{err}");
 }

@@ -210,8 +210,8 @@ fn resolve_set(
                 .map_err(input)?
                 .unwrap_or((0, 0));
             let attrs = Attrs {
-                file_mode: *chmod,
-                dir_mode: *chmod,
+                file_mode: None,
+                dir_mode: None,
                 uid,
                 gid,
                 preserve_exec_bit: true,
@@ -298,7 +298,15 @@ fn resolve_set(
                 .map(|(c, _)| file_digest(c, cache))
                 .collect::<Result<_, _>>()?;
             for ((c, path), d) in found.into_iter().zip(digests) {
-                entries.push(entry_from_context(c, path, &attrs, mtime));
+                let mut e = entry_from_context(c, path, &attrs, mtime);
+                if let Some(chmod) = chmod {
+                    match e.kind {
+                        EntryKind::Dir => e.mode = chmod.apply(e.mode, true),
+                        EntryKind::File { .. } => e.mode = chmod.apply(e.mode, false),
+                        _ => {}
+                    }
+                }
+                entries.push(e);
                 content.push(d);
             }
         }

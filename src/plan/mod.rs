@@ -5,8 +5,10 @@
 //! resolves them against the context and derives each step's cache key from the step's
 //! definition and the content digests of its inputs (`cache_key`), never paths or mtimes.
 
+mod chmod;
 mod key;
 
+pub use chmod::Chmod;
 pub use key::cache_key;
 
 use crate::image::Platform;
@@ -190,8 +192,8 @@ pub enum FileSet {
         parents: bool,
         /// `--chown` as written (names resolved against the stage's /etc/passwd at exec time).
         chown: Option<String>,
-        /// `--chmod`, octal.
-        chmod: Option<u32>,
+        /// `--chmod`: octal, or symbolic applied to each file's and directory's own mode.
+        chmod: Option<Chmod>,
         /// ADD: unpack local tar archives into `dest`.
         unpack_archives: bool,
         #[serde(skip)]

@@ -7,7 +7,9 @@ use super::shell::Lexer;
 use crate::frontend::diag::{self, Location};
 use crate::image::{Healthcheck, Platform};
 use crate::path::ImagePath;
-use crate::plan::{Base, ConfigEdit, CopyFrom, FileSet, LayerStep, Plan, RunStep, Stage, Step};
+use crate::plan::{
+    Base, Chmod, ConfigEdit, CopyFrom, FileSet, LayerStep, Plan, RunStep, Stage, Step,
+};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -585,18 +587,9 @@ fn healthcheck(
     })
 }
 
-/// `--chmod`: octal only (like `docker build` without BuildKit's labs channel).
-fn parse_chmod(cx: &Cx, line: usize, s: &str) -> Result<u32, DockerfileError> {
-    u32::from_str_radix(s, 8)
-        .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| {
-            cx.error(
-                line,
-                format!("invalid --chmod={s}: expected an octal mode such as 755"),
-                None,
-            )
-        })
+/// `--chmod`: octal, or symbolic like BuildKit (`u+x`, `g-w,o=r`, `a=rX`).
+fn parse_chmod(cx: &Cx, line: usize, s: &str) -> Result<Chmod, DockerfileError> {
+    Chmod::parse(s).map_err(|e| cx.error(line, e, None))
 }
 
 fn copy_step(
@@ -698,7 +691,7 @@ fn copy_step(
                 .collect::<Result<_, _>>()?,
             parents: c.parents,
             chown: chown.clone(),
-            chmod,
+            chmod: chmod.clone(),
             unpack_archives: add,
             origin: format!("{}:{}", cx.file, line),
         });
@@ -713,7 +706,7 @@ fn copy_step(
         sets.push(FileSet::Inline {
             path,
             content: content.clone().into_bytes(),
-            mode: chmod.unwrap_or(0o644),
+            mode: chmod.as_ref().map_or(0o644, |c| c.apply(0o644, false)),
             uid,
             gid,
         });
