@@ -557,3 +557,171 @@ fn symbolic_chmod_applies_to_each_file_and_directory() {
     assert!(err.contains("Dockerfile:2:1:"), "{err}");
     assert!(err.contains("invalid chmod parameter: 'u+y'"), "{err}");
 }
+
+/// Builds `ctx` into an OCI layout `dest` tagged `1`; returns the layout's image config.
+fn build_layout(ctx: &Path, cache: &Path, dest: &Path) -> Value {
+    let meta = dest.with_extension("meta.json");
+    let o = lade_cmd()
+        .args(["build", "--progress", "quiet", "--cache-dir"])
+        .arg(cache)
+        .arg("--output")
+        .arg(format!("type=oci-layout,dest={}", dest.display()))
+        .args(["-t", "onbuild:1", "--metadata-file"])
+        .arg(&meta)
+        .arg(ctx)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "lade build failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let meta: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    let cfg = meta["containerimage.config.digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    serde_json::from_slice(&fs::read(dest.join("blobs/sha256").join(cfg)).unwrap()).unwrap()
+}
+
+#[test]
+fn onbuild_triggers_and_base_env_apply_to_images_built_from_a_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base_ctx = tmp.path().join("base-ctx");
+    fs::create_dir_all(&base_ctx).unwrap();
+    fs::write(
+        base_ctx.join("Dockerfile"),
+        "FROM scratch\nENV PATH=/usr/bin:/bin HOME=/home/app\nWORKDIR /srv\nONBUILD COPY . /app\nONBUILD ENV X=1\n",
+    )
+    .unwrap();
+    let base = tmp.path().join("base");
+    let base_config = build_layout(&base_ctx, &tmp.path().join("cache"), &base);
+    assert_eq!(
+        base_config["config"]["OnBuild"],
+        serde_json::json!(["COPY . /app", "ENV X=1"])
+    );
+
+    let ctx = tmp.path().join("app");
+    fs::create_dir_all(ctx.join("src")).unwrap();
+    fs::write(ctx.join("src/main.txt"), "main\n").unwrap();
+    fs::write(ctx.join("a.txt"), "a\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM oci:{}:1\nCOPY a.txt in-base-workdir.txt\nENV PATH=/opt/x:$PATH\nWORKDIR $HOME\nCOPY a.txt .\n",
+            base.display()
+        ),
+    )
+    .unwrap();
+    let config = build_layout(&ctx, &tmp.path().join("cache"), &tmp.path().join("out"));
+    let c = &config["config"];
+    let env: Vec<&str> = c["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"X=1"), "{env:?}");
+    assert!(env.contains(&"PATH=/opt/x:/usr/bin:/bin"), "{env:?}");
+    assert_eq!(c["WorkingDir"], "/home/app");
+    assert!(c.get("OnBuild").is_none(), "OnBuild is not inherited: {c}");
+
+    let listing = layer_listing(&ctx, tmp.path(), false);
+    for want in [
+        "app/a.txt",
+        "app/src/main.txt",
+        "app/Dockerfile",
+        "srv/in-base-workdir.txt",
+        "home/app/a.txt",
+    ] {
+        assert!(
+            listing.lines().any(|l| l == want),
+            "{want} missing from:\n{listing}"
+        );
+    }
+
+    // A trigger that fails names itself and the FROM line.
+    fs::write(
+        base_ctx.join("Dockerfile"),
+        "FROM scratch\nONBUILD COPPY a.txt /b\n",
+    )
+    .unwrap();
+    build_layout(&base_ctx, &tmp.path().join("cache"), &base);
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("ARG V=1\nFROM oci:{}:1\n", base.display()),
+    )
+    .unwrap();
+    let o = lade_cmd()
+        .args(["build", "--progress", "quiet", "--cache-dir"])
+        .arg(tmp.path().join("cache"))
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("Dockerfile:2:1: ONBUILD trigger \"COPPY a.txt /b\""),
+        "{err}"
+    );
+    assert!(err.contains("unknown instruction: COPPY"), "{err}");
+}
+
+#[test]
+fn from_a_stage_runs_its_onbuild_instructions_but_does_not_keep_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("a.txt"), "a\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch AS template\nONBUILD COPY a.txt /triggered.txt\nFROM template\nENV DONE=1\n",
+    )
+    .unwrap();
+    let config = build_layout(&ctx, &tmp.path().join("cache"), &tmp.path().join("out"));
+    assert!(config["config"].get("OnBuild").is_none(), "{config}");
+    let listing = layer_listing(&ctx, tmp.path(), false);
+    assert_eq!(listing.trim(), "triggered.txt");
+}
+
+#[test]
+fn base_env_is_read_from_an_oci_archive_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base_ctx = tmp.path().join("base-ctx");
+    fs::create_dir_all(&base_ctx).unwrap();
+    fs::write(
+        base_ctx.join("Dockerfile"),
+        "FROM scratch\nENV HOME=/home/app\nONBUILD LABEL triggered=yes\n",
+    )
+    .unwrap();
+    let archive = tmp.path().join("base.tar");
+    lade_cmd()
+        .args(["build", "--progress", "quiet", "--cache-dir"])
+        .arg(tmp.path().join("cache"))
+        .arg("--output")
+        .arg(format!("type=oci,dest={}", archive.display()))
+        .arg(&base_ctx)
+        .assert()
+        .success();
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM oci-archive:{}\nENV CONF=$HOME/.config\n",
+            archive.display()
+        ),
+    )
+    .unwrap();
+    let config = build_layout(&ctx, &tmp.path().join("cache"), &tmp.path().join("out"));
+    assert!(
+        config["config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "CONF=/home/app/.config"),
+        "{config}"
+    );
+    assert_eq!(config["config"]["Labels"]["triggered"], "yes");
+}

@@ -6,14 +6,17 @@ use super::progress::Progress;
 use super::UsageError;
 use crate::context::BuildContext;
 use crate::exec::{self, ExecOptions};
-use crate::image::Platform;
+use crate::frontend::dockerfile::lower::BaseConfigs;
+use crate::image::{ImageConfig, Platform};
 use crate::layer::Compression;
 use crate::output::{self, Target};
-use crate::plan::Plan;
+use crate::plan::{Base, Plan};
+use crate::registry::Client;
 use crate::store::Store;
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Which frontend reads what.
 enum Description {
@@ -21,7 +24,7 @@ enum Description {
     Dockerfile {
         file: Option<PathBuf>,
         context: PathBuf,
-        opts: crate::frontend::dockerfile::lower::LowerOptions,
+        opts: Box<crate::frontend::dockerfile::lower::LowerOptions>,
     },
 }
 
@@ -86,13 +89,14 @@ fn input_request(
         (None, Some(context)) => Description::Dockerfile {
             file: a.file.clone(),
             context: context.clone(),
-            opts: crate::frontend::dockerfile::lower::LowerOptions {
+            opts: Box::new(crate::frontend::dockerfile::lower::LowerOptions {
                 build_args: key_values("--build-arg", &a.build_args, true)?,
                 target: a.target.clone(),
                 platform: platform.clone(),
                 labels: key_values("--label", &a.labels, false)?,
                 context_dir: context.clone(),
-            },
+                base_configs: None,
+            }),
         },
         (None, None) => return Err(UsageError("nothing to build: give a context directory (`lade build [-f Dockerfile] DIR`) or `--spec lade.toml`".into())),
     };
@@ -163,11 +167,54 @@ impl BuildRequest {
     }
 }
 
+/// Base image configs for the Dockerfile frontend (its `BaseConfigs`): layouts and archives
+/// read through the filesystem, registry images through a client made on first use and
+/// kept for the rest of the build.
+struct BaseConfigReader {
+    store: Store,
+    registry_args: super::args::RegistryArgs,
+    client: std::sync::OnceLock<Result<Arc<Client>, String>>,
+}
+
+impl BaseConfigReader {
+    fn new(store: &Store, registry_args: &super::args::RegistryArgs) -> Arc<BaseConfigReader> {
+        Arc::new(BaseConfigReader {
+            store: store.clone(),
+            registry_args: registry_args.clone(),
+            client: std::sync::OnceLock::new(),
+        })
+    }
+
+    fn client(&self) -> Result<Arc<Client>, String> {
+        self.client
+            .get_or_init(|| {
+                super::registry_cmd::client(&self.registry_args).map_err(|e| format!("{e:#}"))
+            })
+            .clone()
+    }
+
+    /// The client, if reading a base made one.
+    fn made_client(&self) -> Option<Arc<Client>> {
+        self.client.get().and_then(|c| c.as_ref().ok().cloned())
+    }
+}
+
+impl BaseConfigs for BaseConfigReader {
+    fn config(&self, base: &Base, platform: &Platform) -> Result<ImageConfig, String> {
+        let client = match base {
+            Base::Registry { .. } => Some(self.client()?),
+            _ => None,
+        };
+        exec::base_config(base, platform, &self.store, client.as_deref()).map_err(|e| e.to_string())
+    }
+}
+
 /// Reads and lowers the build description; for a spec, the context is the spec's directory.
 fn load_plan(
     description: &Description,
     platform: Option<&Platform>,
     progress: Option<&Progress>,
+    base_configs: &Arc<BaseConfigReader>,
 ) -> anyhow::Result<(Plan, BuildContext)> {
     match description {
         Description::Spec(spec) => load_spec(spec, platform),
@@ -175,7 +222,11 @@ fn load_plan(
             file,
             context,
             opts,
-        } => load_dockerfile(file.as_deref(), context, opts, progress),
+        } => {
+            let mut opts = (**opts).clone();
+            opts.base_configs = Some(base_configs.clone());
+            load_dockerfile(file.as_deref(), context, &opts, progress)
+        }
     }
 }
 
@@ -277,12 +328,21 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
         .num_threads(req.jobs.unwrap_or(0))
         .build()
         .context("starting worker threads")?;
-    let (plan, context) = load_plan(&req.description, req.platform.as_ref(), Some(&progress))?;
     let store = Store::open(&req.store_root)?;
+    let base_configs = BaseConfigReader::new(&store, &a.input.registry);
+    let (plan, context) = load_plan(
+        &req.description,
+        req.platform.as_ref(),
+        Some(&progress),
+        &base_configs,
+    )?;
     let push = a.push || req.outputs.iter().any(|o| matches!(o, Target::Registry));
     let mut exec_opts = req.exec.clone();
     if push || uses_registry(&plan) {
-        exec_opts.registry = Some(super::registry_cmd::client(&a.input.registry)?);
+        exec_opts.registry = match base_configs.made_client() {
+            Some(c) => Some(c),
+            None => Some(super::registry_cmd::client(&a.input.registry)?),
+        };
     }
     let image = pool.install(|| exec::build(&plan, &context, &store, &exec_opts, &progress))?;
 
@@ -370,8 +430,9 @@ fn uses_registry(plan: &Plan) -> bool {
 
 pub fn run_plan(a: &PlanArgs) -> anyhow::Result<ExitCode> {
     let (description, platform, store_root, exec_opts) = input_request(&a.input)?;
-    let (plan, context) = load_plan(&description, platform.as_ref(), None)?;
     let store = Store::open(&store_root)?;
+    let base_configs = BaseConfigReader::new(&store, &a.input.registry);
+    let (plan, context) = load_plan(&description, platform.as_ref(), None, &base_configs)?;
     let keys = exec::cache_keys(&plan, &context, &store, &exec_opts)?;
     let mut doc = serde_json::to_value(&plan).expect("plan serialises");
     for (stage, stage_keys) in doc["stages"]

@@ -156,38 +156,7 @@ fn load_layout(
     };
     let index: Index = serde_json::from_slice(&read(Path::new("index.json"))?)
         .map_err(|e| format!("index.json: {e}"))?;
-    let candidates: Vec<&Descriptor> = match tag {
-        Some(t) => index
-            .manifests
-            .iter()
-            .filter(|d| {
-                d.annotations
-                    .as_ref()
-                    .and_then(|a| a.get(REF_NAME))
-                    .is_some_and(|r| r == t)
-            })
-            .collect(),
-        None => index.manifests.iter().collect(),
-    };
-    let desc = match candidates.as_slice() {
-        [] => {
-            return Err(format!(
-                "no image tagged {:?} in index.json",
-                tag.unwrap_or("")
-            ))
-        }
-        [one] => *one,
-        many => many
-            .iter()
-            .copied()
-            .find(|d| d.platform.as_ref().is_some_and(|p| platform.matches(p)))
-            .ok_or_else(|| {
-                format!(
-                    "{} images in index.json and none for {platform}; name one with :TAG",
-                    many.len()
-                )
-            })?,
-    };
+    let desc = select_in_layout_index(&index, tag, platform)?;
     let blob = |d: &Digest| dir.join("blobs").join(d.algorithm()).join(d.hex());
     let import = |d: &Descriptor| -> Result<Vec<u8>, String> {
         let mut f =
@@ -231,6 +200,47 @@ fn load_layout(
     })
 }
 
+/// The entry of a layout's `index.json` that `tag` names (or the only one, or the one for
+/// `platform`).
+fn select_in_layout_index<'i>(
+    index: &'i Index,
+    tag: Option<&str>,
+    platform: &Platform,
+) -> Result<&'i Descriptor, String> {
+    let candidates: Vec<&Descriptor> = match tag {
+        Some(t) => index
+            .manifests
+            .iter()
+            .filter(|d| {
+                d.annotations
+                    .as_ref()
+                    .and_then(|a| a.get(REF_NAME))
+                    .is_some_and(|r| r == t)
+            })
+            .collect(),
+        None => index.manifests.iter().collect(),
+    };
+    Ok(match candidates.as_slice() {
+        [] => {
+            return Err(format!(
+                "no image tagged {:?} in index.json",
+                tag.unwrap_or("")
+            ))
+        }
+        [one] => *one,
+        many => many
+            .iter()
+            .copied()
+            .find(|d| d.platform.as_ref().is_some_and(|p| platform.matches(p)))
+            .ok_or_else(|| {
+                format!(
+                    "{} images in index.json and none for {platform}; name one with :TAG",
+                    many.len()
+                )
+            })?,
+    })
+}
+
 /// Follows an index (or Docker manifest list) to the manifest for `platform`.
 pub fn resolve_index(
     desc: &Descriptor,
@@ -267,4 +277,85 @@ fn oci_layer_type(mt: &str) -> Result<&'static str, String> {
         }
         other => return Err(format!("unsupported layer media type {other}")),
     })
+}
+
+/// The configuration of a base image, reading only its index, manifest and config (no
+/// layers): what the Dockerfile frontend needs while lowering (the base's `Env` for variable
+/// expansion, its `OnBuild` triggers), like BuildKit's image meta resolver. Registry images
+/// have their manifest and config stored; layers are pulled later by [`load_base`].
+pub fn base_config(
+    base: &Base,
+    platform: &Platform,
+    store: &Store,
+    registry: Option<&crate::registry::Client>,
+) -> Result<ImageConfig, ExecError> {
+    let err = |message: String| ExecError::Base {
+        base: describe(base),
+        message,
+    };
+    let config = match base {
+        Base::Scratch | Base::Stage { .. } => {
+            return Err(err("has no image configuration to read".into()))
+        }
+        Base::OciLayout { dir, tag } => {
+            let read = |rel: &str| {
+                std::fs::read(dir.join(rel))
+                    .map_err(|e| format!("{}: {e}", dir.join(rel).display()))
+            };
+            config_in_layout(&read, tag.as_deref(), platform)
+        }
+        Base::OciArchive { file, tag } => {
+            // Each read scans the archive for one member; nothing is unpacked.
+            let read = |rel: &str| -> Result<Vec<u8>, String> {
+                let path = crate::path::ImagePath::parse_absolute(&format!("/{rel}"))
+                    .map_err(|e| e.to_string())?;
+                let f = std::fs::File::open(file).map_err(|e| e.to_string())?;
+                crate::layer::read_file_from_layer(
+                    std::io::BufReader::new(f),
+                    crate::layer::Compression::None,
+                    &path,
+                )
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("{rel} is not in the archive"))
+            };
+            config_in_layout(&read, tag.as_deref(), platform)
+        }
+        Base::Registry { reference } => {
+            let client = registry.ok_or_else(|| err("no registry client configured".into()))?;
+            let r = crate::registry::Reference::parse(reference).map_err(|e| err(e.to_string()))?;
+            let resolved = client
+                .resolve(store, &r, platform)
+                .map_err(|e| err(e.to_string()))?;
+            serde_json::from_slice(&resolved.config_bytes).map_err(|e| format!("config: {e}"))
+        }
+    };
+    config.map_err(err)
+}
+
+/// The config of the image a layout (read through `read`, by path relative to its root)
+/// holds for `tag` and `platform`; every document read is checked against its digest.
+fn config_in_layout(
+    read: &dyn Fn(&str) -> Result<Vec<u8>, String>,
+    tag: Option<&str>,
+    platform: &Platform,
+) -> Result<ImageConfig, String> {
+    let index: Index =
+        serde_json::from_slice(&read("index.json")?).map_err(|e| format!("index.json: {e}"))?;
+    let blob = |d: &Descriptor| -> Result<Vec<u8>, String> {
+        let bytes = read(&format!(
+            "blobs/{}/{}",
+            d.digest.algorithm(),
+            d.digest.hex()
+        ))?;
+        if Digest::of(&bytes) != d.digest {
+            return Err(format!("blob {} does not match its digest", d.digest));
+        }
+        Ok(bytes)
+    };
+    let desc = select_in_layout_index(&index, tag, platform)?;
+    let manifest_desc = resolve_index(desc, platform, &blob)?;
+    let manifest: Manifest = serde_json::from_slice(&blob(&manifest_desc)?)
+        .map_err(|e| format!("manifest {}: {e}", manifest_desc.digest))?;
+    serde_json::from_slice(&blob(&manifest.config)?)
+        .map_err(|e| format!("config {}: {e}", manifest.config.digest))
 }

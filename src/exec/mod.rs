@@ -9,7 +9,7 @@ mod files;
 mod sources;
 mod time;
 
-pub use base::{import_image, load_base, BaseImage, ImportedImage};
+pub use base::{base_config, import_image, load_base, BaseImage, ImportedImage};
 pub use files::ResolvedLayer;
 pub use time::rfc3339;
 
@@ -90,7 +90,7 @@ pub fn build(
     opts: &ExecOptions,
     observer: &dyn Observer,
 ) -> Result<BuiltImage, ExecError> {
-    let needed = needed_stages(plan);
+    let needed = plan.needed_stages();
     let mut built: Vec<Option<BuiltImage>> = vec![None; plan.stages.len()];
     let file_cache = store.file_digest_cache();
     loop {
@@ -98,9 +98,7 @@ pub fn build(
             .filter(|&i| {
                 needed[i]
                     && built[i].is_none()
-                    && stage_deps(&plan.stages[i])
-                        .iter()
-                        .all(|&d| built[d].is_some())
+                    && plan.stages[i].deps().iter().all(|&d| built[d].is_some())
             })
             .collect();
         if ready.is_empty() {
@@ -131,39 +129,6 @@ pub fn build(
         .ok_or_else(|| ExecError::Unsupported {
             what: "a stage graph with a cycle".into(),
         })
-}
-
-/// The stages a stage reads from: its base and its COPY --from sources.
-fn stage_deps(stage: &crate::plan::Stage) -> Vec<usize> {
-    let mut deps = Vec::new();
-    if let crate::plan::Base::Stage { index } = stage.base {
-        deps.push(index);
-    }
-    for step in &stage.steps {
-        if let Step::Layer(l) = step {
-            for set in &l.sources {
-                if let crate::plan::FileSet::Copy {
-                    from: crate::plan::CopyFrom::Stage { index },
-                    ..
-                } = set
-                {
-                    deps.push(*index);
-                }
-            }
-        }
-    }
-    deps
-}
-
-fn needed_stages(plan: &Plan) -> Vec<bool> {
-    let mut needed = vec![false; plan.stages.len()];
-    let mut todo = vec![plan.target];
-    while let Some(i) = todo.pop() {
-        if !std::mem::replace(&mut needed[i], true) {
-            todo.extend(stage_deps(&plan.stages[i]));
-        }
-    }
-    needed
 }
 
 fn build_stage(
@@ -319,6 +284,8 @@ fn assemble(
 ) -> Result<BuiltImage, ExecError> {
     let created = rfc3339(opts.source_date_epoch);
     let mut image = base.config;
+    // The base's ONBUILD triggers ran in the frontend; docker does not pass them on.
+    image.config.on_build = None;
     image.created = Some(created.clone());
     image.os = stage.platform.os.clone();
     image.architecture = stage.platform.architecture.clone();

@@ -72,7 +72,43 @@ impl Base {
     }
 }
 
+impl Plan {
+    /// Which stages building the target needs (the target and what it reads, transitively).
+    pub fn needed_stages(&self) -> Vec<bool> {
+        let mut needed = vec![false; self.stages.len()];
+        let mut todo = vec![self.target];
+        while let Some(i) = todo.pop() {
+            if !std::mem::replace(&mut needed[i], true) {
+                todo.extend(self.stages[i].deps());
+            }
+        }
+        needed
+    }
+}
+
 impl Stage {
+    /// The stages this one reads from: its base and its COPY --from sources.
+    pub fn deps(&self) -> Vec<usize> {
+        let mut deps = Vec::new();
+        if let Base::Stage { index } = self.base {
+            deps.push(index);
+        }
+        for step in &self.steps {
+            if let Step::Layer(l) = step {
+                for set in &l.sources {
+                    if let FileSet::Copy {
+                        from: CopyFrom::Stage { index },
+                        ..
+                    } = set
+                    {
+                        deps.push(*index);
+                    }
+                }
+            }
+        }
+        deps
+    }
+
     /// The registry reference of the stage's base, if it comes from a registry.
     pub fn base_reference(&self) -> Option<String> {
         match &self.base {
