@@ -725,3 +725,161 @@ fn base_env_is_read_from_an_oci_archive_too() {
     );
     assert_eq!(config["config"]["Labels"]["triggered"], "yes");
 }
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 in a thread: `GET <path>` of one of `files` answers 200
+/// with its bytes, anything else 404. Returns its base URL and a count of requests served.
+fn serve(
+    files: Vec<(&'static str, Vec<u8>)>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let served = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            // Skip the headers.
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let path = request.split_whitespace().nth(1).unwrap_or("");
+            let (status, body) = match files.iter().find(|(p, _)| *p == path) {
+                Some((_, b)) => ("200 OK", b.clone()),
+                None => ("404 Not Found", b"not found\n".to_vec()),
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(&body);
+        }
+    });
+    (base, count)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[test]
+fn add_url_downloads_one_file_with_dockers_name_and_mode() {
+    let tool = b"#!/bin/sh\necho downloaded\n".to_vec();
+    let (url, _) = serve(vec![("/dl/tool.sh", tool.clone())]);
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM scratch\n\
+             ADD {url}/dl/tool.sh /opt/\n\
+             ADD --chmod=755 {url}/dl/tool.sh /usr/bin/tool\n"
+        ),
+    )
+    .unwrap();
+    let listing = layer_listing(&ctx, tmp.path(), true);
+    assert_eq!(mode_of(&listing, "opt/tool.sh"), "-rw-------", "{listing}");
+    assert_eq!(mode_of(&listing, "usr/bin/tool"), "-rwxr-xr-x", "{listing}");
+    let line = listing
+        .lines()
+        .find(|l| l.ends_with(" opt/tool.sh"))
+        .unwrap();
+    assert!(
+        line.contains(&format!(" {} 1970-01-01 00:00 ", tool.len())),
+        "size and SOURCE_DATE_EPOCH mtime: {line}"
+    );
+    // The bytes, not unpacked or changed.
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd '{}' && mkdir -p x && tar -xf image.tar -C x && for b in x/blobs/sha256/*; do tar -xzOf \"$b\" opt/tool.sh 2>/dev/null; done",
+            tmp.path().display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(o.stdout, tool);
+}
+
+#[test]
+fn add_url_with_checksum_is_verified_and_cached_without_downloading() {
+    let body = b"pinned content\n".to_vec();
+    let (url, requests) = serve(vec![("/f.txt", body.clone())]);
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM scratch\nADD --checksum=sha256:{} {url}/f.txt /etc/pinned\n",
+            sha256_hex(&body)
+        ),
+    )
+    .unwrap();
+    let first = layer_listing(&ctx, tmp.path(), true);
+    assert_eq!(mode_of(&first, "etc/pinned"), "-rw-------");
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let second = layer_listing(&ctx, tmp.path(), true);
+    assert_eq!(first, second);
+    assert_eq!(
+        requests.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a cached pinned download does not hit the network"
+    );
+
+    // The wrong checksum: a located error naming the URL, exit 1, no output.
+    let err = build_error(
+        &format!(
+            "FROM scratch\nADD --checksum=sha256:{} {url}/f.txt /etc/pinned\n",
+            "0".repeat(64)
+        ),
+        &[],
+    );
+    assert!(err.contains("Dockerfile:2:1: ADD "), "{err}");
+    assert!(
+        err.contains(&format!("{url}/f.txt: checksum mismatch")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("got sha256:{}", sha256_hex(&body))),
+        "{err}"
+    );
+    assert!(
+        err.contains(" 2 | ADD --checksum=sha256:000"),
+        "snippet: {err}"
+    );
+}
+
+#[test]
+fn add_url_http_errors_name_the_url() {
+    let (url, _) = serve(vec![]);
+    let err = build_error(&format!("FROM scratch\nADD {url}/missing.txt /x\n"), &[]);
+    assert!(
+        err.contains(&format!(
+            "Dockerfile:2:1: ADD {url}/missing.txt: HTTP 404 Not Found"
+        )),
+        "{err}"
+    );
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let err = build_error(
+        &format!("FROM scratch\nADD http://127.0.0.1:{port}/f /x\n"),
+        &[],
+    );
+    assert!(
+        err.contains(&format!("ADD http://127.0.0.1:{port}/f: ")),
+        "{err}"
+    );
+    assert!(err.to_lowercase().contains("connection refused"), "{err}");
+}

@@ -209,13 +209,56 @@ impl BaseConfigs for BaseConfigReader {
     }
 }
 
+/// A lowered build description.
+struct Loaded {
+    plan: Plan,
+    /// For a spec, the spec's directory.
+    context: BuildContext,
+    source: SourceText,
+}
+
+/// The text of the build description, to show errors found while building at their line.
+struct SourceText {
+    name: String,
+    src: String,
+}
+
+impl SourceText {
+    /// An error of a plan item written in this description (`NAME:LINE[:COL]: message`)
+    /// rendered like lowering errors: location, source line and caret.
+    fn locate(&self, e: exec::ExecError) -> anyhow::Error {
+        if let exec::ExecError::Input { origin, message } = &e {
+            let at = origin
+                .strip_prefix(self.name.as_str())
+                .and_then(|r| r.strip_prefix(':'))
+                .and_then(|r| {
+                    let mut parts = r.split(':');
+                    let line = parts.next()?.parse().ok()?;
+                    let col = parts.next().map_or(Some(1), |c| c.parse().ok())?;
+                    parts.next().is_none().then_some((line, col))
+                });
+            if let Some((line, col)) = at {
+                let loc = crate::frontend::diag::Location {
+                    file: self.name.clone(),
+                    line,
+                    col,
+                };
+                return anyhow::anyhow!(crate::frontend::diag::render(
+                    &loc, &self.src, message, None
+                ));
+            }
+        }
+        e.into()
+    }
+}
+
 /// Reads and lowers the build description; for a spec, the context is the spec's directory.
 fn load_plan(
     description: &Description,
     platform: Option<&Platform>,
     progress: Option<&Progress>,
     base_configs: &Arc<BaseConfigReader>,
-) -> anyhow::Result<(Plan, BuildContext)> {
+) -> anyhow::Result<Loaded> {
     match description {
         Description::Spec(spec) => load_spec(spec, platform),
         Description::Dockerfile {
@@ -235,7 +278,7 @@ fn load_dockerfile(
     context: &Path,
     opts: &crate::frontend::dockerfile::lower::LowerOptions,
     progress: Option<&Progress>,
-) -> anyhow::Result<(Plan, BuildContext)> {
+) -> anyhow::Result<Loaded> {
     use crate::frontend::dockerfile::{lower, parser};
     let context = context
         .canonicalize()
@@ -303,10 +346,14 @@ fn load_dockerfile(
         Err(e) => return Err(e).with_context(|| format!("reading {}", ignore_file.display())),
     };
     let ctx = BuildContext::new(&context, &patterns)?;
-    Ok((lowered.plan, ctx))
+    Ok(Loaded {
+        plan: lowered.plan,
+        context: ctx,
+        source: SourceText { name, src },
+    })
 }
 
-fn load_spec(spec: &Path, platform: Option<&Platform>) -> anyhow::Result<(Plan, BuildContext)> {
+fn load_spec(spec: &Path, platform: Option<&Platform>) -> anyhow::Result<Loaded> {
     let src = std::fs::read_to_string(spec)
         .with_context(|| format!("cannot read spec {}", spec.display()))?;
     let dir = spec
@@ -316,9 +363,14 @@ fn load_spec(spec: &Path, platform: Option<&Platform>) -> anyhow::Result<(Plan, 
     let dir = dir
         .canonicalize()
         .with_context(|| format!("spec directory {}", dir.display()))?;
-    let plan = crate::frontend::spec::lower(&spec.display().to_string(), &src, &dir, platform)?;
+    let name = spec.display().to_string();
+    let plan = crate::frontend::spec::lower(&name, &src, &dir, platform)?;
     let context = BuildContext::new(&dir, &[])?;
-    Ok((plan, context))
+    Ok(Loaded {
+        plan,
+        context,
+        source: SourceText { name, src },
+    })
 }
 
 pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
@@ -330,7 +382,11 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
         .context("starting worker threads")?;
     let store = Store::open(&req.store_root)?;
     let base_configs = BaseConfigReader::new(&store, &a.input.registry);
-    let (plan, context) = load_plan(
+    let Loaded {
+        plan,
+        context,
+        source,
+    } = load_plan(
         &req.description,
         req.platform.as_ref(),
         Some(&progress),
@@ -344,7 +400,9 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
             None => Some(super::registry_cmd::client(&a.input.registry)?),
         };
     }
-    let image = pool.install(|| exec::build(&plan, &context, &store, &exec_opts, &progress))?;
+    let image = pool
+        .install(|| exec::build(&plan, &context, &store, &exec_opts, &progress))
+        .map_err(|e| source.locate(e))?;
 
     let mut tags = plan.tags.clone();
     tags.extend(req.tags.iter().cloned());
@@ -432,8 +490,13 @@ pub fn run_plan(a: &PlanArgs) -> anyhow::Result<ExitCode> {
     let (description, platform, store_root, exec_opts) = input_request(&a.input)?;
     let store = Store::open(&store_root)?;
     let base_configs = BaseConfigReader::new(&store, &a.input.registry);
-    let (plan, context) = load_plan(&description, platform.as_ref(), None, &base_configs)?;
-    let keys = exec::cache_keys(&plan, &context, &store, &exec_opts)?;
+    let Loaded {
+        plan,
+        context,
+        source,
+    } = load_plan(&description, platform.as_ref(), None, &base_configs)?;
+    let keys =
+        exec::cache_keys(&plan, &context, &store, &exec_opts).map_err(|e| source.locate(e))?;
     let mut doc = serde_json::to_value(&plan).expect("plan serialises");
     for (stage, stage_keys) in doc["stages"]
         .as_array_mut()

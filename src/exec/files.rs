@@ -310,6 +310,46 @@ fn resolve_set(
                 content.push(d);
             }
         }
+        FileSet::Url {
+            url,
+            path,
+            checksum,
+            chown,
+            chmod,
+            origin,
+        } => {
+            let input = |message: String| ExecError::Input {
+                origin: origin.clone(),
+                message,
+            };
+            let (uid, gid) = chown
+                .as_deref()
+                .map(|c| sources.owner(c))
+                .transpose()
+                .map_err(input)?
+                .unwrap_or((0, 0));
+            let store = sources.store;
+            let digest = match checksum {
+                // Pinned and already downloaded: no network.
+                Some(d) if store.has_blob(d) => d.clone(),
+                _ => super::download::fetch(url, checksum.as_ref(), store).map_err(input)?,
+            };
+            content.push(Some(digest.clone()));
+            entries.push(Entry {
+                path: path.clone(),
+                kind: EntryKind::File {
+                    size: store.blob_size(&digest)?,
+                    source: FileSource::Host(store.blob_path(&digest)),
+                    link_key: None,
+                },
+                // Docker writes URL downloads 0600.
+                mode: chmod.as_ref().map_or(0o600, |c| c.apply(0o600, false)),
+                uid,
+                gid,
+                mtime,
+                xattrs: BTreeMap::new(),
+            });
+        }
         FileSet::Dir {
             path,
             mode,

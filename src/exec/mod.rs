@@ -5,6 +5,7 @@
 mod archive;
 mod base;
 mod config;
+mod download;
 mod files;
 mod sources;
 mod time;
@@ -194,7 +195,8 @@ fn build_stage(
 }
 
 /// Resolves a plan's layer steps to their cache keys without writing anything (`lade plan`).
-/// Steps that read other stages have no key until those stages are built.
+/// Steps that read other stages, use `--chown`, or download URLs have no key: only a build
+/// knows their inputs.
 pub fn cache_keys(
     plan: &Plan,
     context: &BuildContext,
@@ -236,9 +238,17 @@ pub fn cache_keys(
     Ok(keys)
 }
 
+/// Whether a step's key needs what only a build has: other stages, the base's accounts
+/// (`--chown`), or downloads (`ADD <URL>`).
 fn reads_other_stage(step: &Step) -> bool {
     let Step::Layer(l) = step else { return false };
-    l.sources.iter().any(|s| matches!(s, crate::plan::FileSet::Copy { from, chown, .. } if !matches!(from, crate::plan::CopyFrom::Context) || chown.is_some()))
+    l.sources.iter().any(|s| match s {
+        crate::plan::FileSet::Copy { from, chown, .. } => {
+            !matches!(from, crate::plan::CopyFrom::Context) || chown.is_some()
+        }
+        crate::plan::FileSet::Url { .. } => true,
+        _ => false,
+    })
 }
 
 fn write_or_reuse(

@@ -235,6 +235,21 @@ pub enum FileSet {
         #[serde(skip)]
         origin: Origin,
     },
+    /// Dockerfile `ADD <http(s) URL>`: one downloaded file, never unpacked.
+    Url {
+        url: String,
+        /// Where the file goes (the URL's last path segment under a directory destination).
+        path: ImagePath,
+        /// `--checksum`: the download must have this digest; it is also the content digest
+        /// of the cache key, so a store that holds the blob does not download again.
+        checksum: Option<crate::digest::Digest>,
+        /// `--chown` as written (names resolved against the stage's /etc/passwd at exec time).
+        chown: Option<String>,
+        /// `--chmod`, applied to docker's 0600 for URL downloads.
+        chmod: Option<Chmod>,
+        #[serde(skip)]
+        origin: Origin,
+    },
     /// An empty directory (e.g. WORKDIR).
     Dir {
         path: ImagePath,

@@ -802,21 +802,53 @@ fn copy_step(
     };
     let dest_raw = cx.expand(line, &c.dest, env)?;
     let mut sources = Vec::new();
+    let mut urls = Vec::new();
     for s in &c.sources {
         let s = cx.expand(line, s, env)?;
-        if add && (s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")) {
+        if add && is_git_source(&s) {
             return Err(cx.error(
                 line,
-                format!("ADD from a URL ({s}) is not supported yet"),
+                format!("ADD from a Git repository ({s}) is not supported yet"),
                 None,
             ));
+        } else if is_http_source(&s) {
+            if !add {
+                return Err(cx.error(line, "source can't be a URL for COPY", Some("use ADD")));
+            }
+            urls.push(s);
+        } else {
+            sources.push(s);
         }
-        sources.push(s);
     }
+    // BuildKit's rules for --checksum.
+    let checksum = match &c.checksum {
+        None => None,
+        Some(raw) => {
+            let raw = cx.expand(line, raw, env)?;
+            if c.sources.len() != 1 {
+                return Err(cx.error(
+                    line,
+                    "checksum can't be specified for multiple sources",
+                    None,
+                ));
+            }
+            if urls.is_empty() {
+                return Err(cx.error(line, "checksum requires HTTP(S) or Git sources", None));
+            }
+            Some(raw.parse::<crate::digest::Digest>().map_err(|_| {
+                cx.error(
+                    line,
+                    format!("invalid --checksum={raw}"),
+                    Some("expected sha256:<64 lowercase hex digits>"),
+                )
+            })?)
+        }
+    };
     let dest = ImagePath::resolve(&st.workdir, &dest_raw)
         .map_err(|e| cx.error(line, e.to_string(), None))?;
-    let dest_is_dir =
-        dest_raw.ends_with('/') || dest_raw == "." || sources.len() + c.heredocs.len() > 1;
+    let dest_is_dir = dest_raw.ends_with('/')
+        || dest_raw == "."
+        || sources.len() + urls.len() + c.heredocs.len() > 1;
     let chown = c
         .chown
         .as_ref()
@@ -849,6 +881,21 @@ fn copy_step(
             origin: format!("{}:{}", cx.file, line),
         });
     }
+    for url in urls {
+        let path = if dest_is_dir {
+            dest.join_bytes(url_file_name(&url).as_bytes())
+        } else {
+            dest.clone()
+        };
+        sets.push(FileSet::Url {
+            url,
+            path,
+            checksum: checksum.clone(),
+            chown: chown.clone(),
+            chmod: chmod.clone(),
+            origin: format!("{}:{}:1", cx.file, line),
+        });
+    }
     for (name, content) in &c.heredocs {
         let path = if dest_is_dir {
             dest.join_bytes(name.as_bytes())
@@ -874,6 +921,64 @@ fn copy_step(
         created_by: text.to_string(),
         sources: sets,
     })
+}
+
+/// `ADD` of a Git repository: `git@host:…`, `git://…`, or an http(s) URL of a `.git` path.
+fn is_git_source(s: &str) -> bool {
+    if s.starts_with("git@") || s.starts_with("git://") {
+        return true;
+    }
+    is_http_source(s) && {
+        let path = s.split(['#', '?']).next().unwrap_or(s);
+        path.trim_end_matches('/').ends_with(".git")
+    }
+}
+
+fn is_http_source(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+/// The name a URL's download gets in a destination directory: the last segment of its path,
+/// percent-decoded, like BuildKit (`__unnamed__` when the path has none).
+fn url_file_name(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = rest
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
+        .split_once('/')
+        .map_or("", |(_, p)| p);
+    let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    let decoded = percent_decode(last);
+    if decoded.is_empty() || decoded == "." || decoded == ".." || decoded.contains('/') {
+        "__unnamed__".to_string()
+    } else {
+        decoded
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -1000,6 +1105,85 @@ mod tests {
         assert!(err.contains("Dockerfile:1:1: base image"), "{err}");
         let plan = lower_with("FROM oci:/missing AS unused\nFROM oci:/base\n", &[], &[]);
         assert!(plan.is_ok(), "{plan:?}");
+    }
+
+    #[test]
+    fn url_sources_are_named_by_their_last_path_segment() {
+        assert_eq!(
+            url_file_name("https://example.com/a/b/tool.tar.gz"),
+            "tool.tar.gz"
+        );
+        assert_eq!(
+            url_file_name("http://h:8080/dl/x%20y.txt?sig=1#frag"),
+            "x y.txt"
+        );
+        assert_eq!(url_file_name("https://example.com/dir/"), "dir");
+        assert_eq!(url_file_name("https://example.com"), "__unnamed__");
+        assert_eq!(url_file_name("https://example.com/"), "__unnamed__");
+        assert_eq!(url_file_name("https://example.com/a%2Fb"), "__unnamed__");
+        assert!(is_git_source("https://github.com/moby/buildkit.git#v0.12"));
+        assert!(is_git_source("git@github.com:moby/buildkit.git"));
+        assert!(!is_git_source("https://example.com/file.txt"));
+    }
+
+    #[test]
+    fn add_url_lowers_to_a_download() {
+        let src = "FROM scratch\nADD --chmod=755 --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 https://example.com/x/tool /usr/bin/\nADD http://h/f.txt /etc/conf\n";
+        let plan = lower_with(src, &[], &[]).unwrap();
+        let urls: Vec<(String, String, Option<String>)> = plan.stages[0]
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Layer(l) => match &l.sources[0] {
+                    FileSet::Url {
+                        url,
+                        path,
+                        checksum,
+                        ..
+                    } => Some((
+                        url.clone(),
+                        path.display(),
+                        checksum.as_ref().map(|d| d.to_string()),
+                    )),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                (
+                    "https://example.com/x/tool".to_string(),
+                    "/usr/bin/tool".to_string(),
+                    Some(format!("sha256:{}", "0".repeat(64)))
+                ),
+                ("http://h/f.txt".to_string(), "/etc/conf".to_string(), None),
+            ]
+        );
+        for (df, wanted) in [
+            (
+                "ADD --checksum=sha256:00 a.txt /x",
+                "checksum requires HTTP(S) or Git sources",
+            ),
+            (
+                "ADD --checksum=md5:00 http://h/a /x",
+                "invalid --checksum=md5:00",
+            ),
+            (
+                "ADD --checksum=sha256:00 http://h/a http://h/b /x/",
+                "checksum can't be specified for multiple sources",
+            ),
+            ("COPY http://h/a /x", "source can't be a URL for COPY"),
+            (
+                "ADD https://github.com/moby/buildkit.git /src",
+                "Git repository",
+            ),
+        ] {
+            let err = lower_with(&format!("FROM scratch\n{df}\n"), &[], &[]).unwrap_err();
+            assert!(err.starts_with("Dockerfile:2:1: "), "{err}");
+            assert!(err.contains(wanted), "{df}: {err}");
+        }
     }
 
     #[test]
