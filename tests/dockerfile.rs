@@ -883,3 +883,54 @@ fn add_url_http_errors_name_the_url() {
     );
     assert!(err.to_lowercase().contains("connection refused"), "{err}");
 }
+
+#[test]
+fn onbuild_triggers_and_base_env_come_from_a_registry_base_too() {
+    let s = common::require_services();
+    let tmp = tempfile::tempdir().unwrap();
+    let base_ctx = tmp.path().join("base-ctx");
+    fs::create_dir_all(&base_ctx).unwrap();
+    fs::write(
+        base_ctx.join("Dockerfile"),
+        "FROM scratch\nENV HOME=/home/app\nONBUILD COPY . /app\n",
+    )
+    .unwrap();
+    let base = format!("{}/lade-test/onbuild-base:1", s.registry);
+    lade_cmd()
+        .args([
+            "build",
+            "--progress",
+            "quiet",
+            "--push",
+            "-t",
+            &base,
+            "--cache-dir",
+        ])
+        .arg(tmp.path().join("cache"))
+        .arg(&base_ctx)
+        .assert()
+        .success();
+
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("a.txt"), "a\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {base}\nENV CONF=$HOME/.config\n"),
+    )
+    .unwrap();
+    // A fresh store: the base's config comes from the registry while lowering.
+    let config = build_layout(&ctx, &tmp.path().join("cache2"), &tmp.path().join("out"));
+    let c = &config["config"];
+    assert!(
+        c["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "CONF=/home/app/.config"),
+        "{c}"
+    );
+    assert!(c.get("OnBuild").is_none(), "{c}");
+    let listing = layer_listing(&ctx, tmp.path(), false);
+    assert!(listing.lines().any(|l| l == "app/a.txt"), "{listing}");
+}
