@@ -780,3 +780,48 @@ fn two_builds_can_share_one_store_at_once() {
     let leftovers = fs::read_dir(cache.join("tmp")).unwrap().count();
     assert_eq!(leftovers, 0, "temp files left in the store");
 }
+
+#[test]
+fn output_files_get_the_users_umask_not_0600() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = hello_context(tmp.path());
+    let (archive, layout, iid) = (
+        tmp.path().join("out.tar"),
+        tmp.path().join("layout"),
+        tmp.path().join("iid"),
+    );
+    // The shell sets the umask, then becomes lade.
+    let build_with_umask = |umask: &str, output: String, extra: &[&Path]| {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(assert_cmd::cargo::cargo_bin("lade"))
+            .args(["build", "--progress", "quiet", "--spec"])
+            .arg(ctx.join("lade.toml"))
+            .arg("--cache-dir")
+            .arg(tmp.path().join("cache"))
+            .arg("--output")
+            .arg(output);
+        if let [iid] = extra {
+            cmd.arg("--iidfile").arg(iid);
+        }
+        assert!(cmd.status().unwrap().success());
+    };
+    build_with_umask(
+        "027",
+        format!("type=oci,dest={}", archive.display()),
+        &[&iid],
+    );
+    build_with_umask(
+        "022",
+        format!("type=oci-layout,dest={}", layout.display()),
+        &[],
+    );
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&archive), 0o640);
+    assert_eq!(mode(&iid), 0o640);
+    assert_eq!(mode(&layout.join("index.json")), 0o644);
+    for blob in fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+        assert_eq!(mode(&blob.unwrap().path()), 0o644);
+    }
+}

@@ -282,6 +282,9 @@ impl PatternMatcher {
     }
 
     fn decide(&self, path: &str, parent_hit: impl Fn(&Pattern, &str, &[String]) -> bool) -> bool {
+        if self.patterns.is_empty() {
+            return false;
+        }
         let (parent, dirs) = parent_dirs(path);
         let mut matched = false;
         for p in &self.patterns {

@@ -3,6 +3,7 @@
 
 pub mod dockerignore;
 
+use rayon::prelude::*;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
@@ -154,6 +155,14 @@ impl BuildContext {
 
     fn entry(&self, rel_path: Vec<u8>, host: PathBuf) -> Result<ContextEntry, ContextError> {
         let m = std::fs::symlink_metadata(&host).map_err(io_err(&host))?;
+        Self::entry_from(rel_path, host, &m)
+    }
+
+    fn entry_from(
+        rel_path: Vec<u8>,
+        host: PathBuf,
+        m: &std::fs::Metadata,
+    ) -> Result<ContextEntry, ContextError> {
         let ft = m.file_type();
         let kind = if ft.is_dir() {
             EntryKind::Dir
@@ -200,45 +209,13 @@ impl BuildContext {
         let base = self.resolve(rel)?;
         let excl = dockerignore::PatternMatcher::new(exclude)?;
         let base_rel = Self::rel_str(&base_parts);
-        let mut out = Vec::new();
-        let mut it = walkdir::WalkDir::new(&base)
-            .min_depth(1)
-            .follow_links(false)
-            .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()))
-            .into_iter();
-        while let Some(item) = it.next() {
-            let item = item.map_err(|e| {
-                let path = e
-                    .path()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|| base.clone());
-                ContextError::Io {
-                    path,
-                    source: e
-                        .into_io_error()
-                        .unwrap_or_else(|| std::io::Error::other("walk failed")),
-                }
-            })?;
-            let below = item
-                .path()
-                .strip_prefix(&base)
-                .expect("walk stays below base");
-            let below_bytes = below.as_os_str().as_bytes().to_vec();
-            let below_str = String::from_utf8_lossy(&below_bytes).into_owned();
-            let ctx_rel = if base_rel.is_empty() {
-                below_str.clone()
-            } else {
-                format!("{base_rel}/{below_str}")
-            };
-            let is_dir = item.file_type().is_dir();
-            if self.ignore.matches_or_parent(&ctx_rel) || excl.matches_or_parent(&below_str) {
-                if is_dir && !self.ignore.exclusions() && !excl.exclusions() {
-                    it.skip_current_dir();
-                }
-                continue;
-            }
-            out.push(self.entry(below_bytes, item.path().to_path_buf())?);
-        }
+        let walker = Walker {
+            ctx: self,
+            exclude: &excl,
+            base_rel: &base_rel,
+            descend_ignored: self.ignore.exclusions() || excl.exclusions(),
+        };
+        let mut out = walker.dir(&base, &[])?;
         out.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
         Ok(out)
     }
@@ -359,6 +336,9 @@ impl BuildContext {
         let inc = glob(include)?;
         let exc = globset::GlobSet::new_from(exclude)?;
         let all = self.walk(from, &[])?;
+        if inc.is_empty() && exclude.is_empty() {
+            return Ok(all);
+        }
         let mut hit = vec![false; inc.len()];
         let mut keep: std::collections::BTreeSet<Vec<u8>> = Default::default();
         for e in &all {
@@ -394,6 +374,62 @@ impl BuildContext {
             .into_iter()
             .filter(|e| keep.contains(&e.rel_path))
             .collect())
+    }
+}
+
+/// One `walk`: directories are read with `read_dir` and their entries stat'ed relative to
+/// the open directory (no path lookup per file); subdirectories are walked in parallel.
+struct Walker<'a> {
+    ctx: &'a BuildContext,
+    exclude: &'a dockerignore::PatternMatcher,
+    /// The walk's base, relative to the context root (what `.dockerignore` matches against).
+    base_rel: &'a str,
+    /// An ignored directory must still be walked when a `!` exception may re-include
+    /// something below it.
+    descend_ignored: bool,
+}
+
+impl Walker<'_> {
+    /// The entries below `host` (whose path below the base is `below`), in no given order.
+    fn dir(&self, host: &Path, below: &[u8]) -> Result<Vec<ContextEntry>, ContextError> {
+        let mut here = Vec::new();
+        let mut subdirs = Vec::new();
+        for item in std::fs::read_dir(host).map_err(io_err(host))? {
+            let item = item.map_err(io_err(host))?;
+            let name = item.file_name();
+            let rel = if below.is_empty() {
+                name.as_bytes().to_vec()
+            } else {
+                [below, b"/", name.as_bytes()].concat()
+            };
+            let rel_str = String::from_utf8_lossy(&rel);
+            let ignored = if self.base_rel.is_empty() {
+                self.ctx.ignore.matches_or_parent(&rel_str)
+            } else {
+                self.ctx
+                    .ignore
+                    .matches_or_parent(&format!("{}/{rel_str}", self.base_rel))
+            } || self.exclude.matches_or_parent(&rel_str);
+            let path = item.path();
+            if ignored {
+                let is_dir = item.file_type().is_ok_and(|t| t.is_dir());
+                if is_dir && self.descend_ignored {
+                    subdirs.push((path, rel));
+                }
+                continue;
+            }
+            let m = item.metadata().map_err(io_err(&path))?;
+            if m.is_dir() {
+                subdirs.push((path.clone(), rel.clone()));
+            }
+            here.push(BuildContext::entry_from(rel, path, &m)?);
+        }
+        let nested = subdirs
+            .par_iter()
+            .map(|(path, rel)| self.dir(path, rel))
+            .collect::<Result<Vec<_>, _>>()?;
+        here.extend(nested.into_iter().flatten());
+        Ok(here)
     }
 }
 

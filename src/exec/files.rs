@@ -4,7 +4,7 @@
 use super::sources::Sources;
 use super::{ExecError, ExecOptions};
 use crate::context::{ContextEntry, EntryKind as CtxKind};
-use crate::digest::{Digest, Hasher};
+use crate::digest::{ContentHash, Digest, Hasher};
 use crate::layer::{Entry, EntryKind, FileSource};
 use crate::path::ImagePath;
 use crate::plan::{cache_key, Attrs, FileSet, LayerStep};
@@ -25,7 +25,7 @@ pub struct ResolvedLayer {
 }
 
 /// Version of the layer byte format; bump when the writer's output changes for equal input.
-const LAYER_FORMAT: &str = "lade-layer-v1";
+const LAYER_FORMAT: &str = "lade-layer-v2";
 
 pub fn resolve(
     step: &LayerStep,
@@ -94,7 +94,7 @@ fn resolve_set(
     cache: &FileDigestCache,
     opts: &ExecOptions,
     entries: &mut Vec<Entry>,
-    content: &mut Vec<Option<Digest>>,
+    content: &mut Vec<Option<ContentHash>>,
     scratch: &mut Vec<tempfile::TempDir>,
 ) -> Result<(), ExecError> {
     let mtime = opts.source_date_epoch;
@@ -112,7 +112,7 @@ fn resolve_set(
                 .context
                 .select(from, include, exclude)
                 .map_err(|e| locate(e, origin, include, include_origins))?;
-            let digests: Vec<Option<Digest>> = found
+            let digests: Vec<Option<ContentHash>> = found
                 .par_iter()
                 .map(|c| file_digest(c, cache))
                 .collect::<Result<_, _>>()?;
@@ -149,7 +149,7 @@ fn resolve_set(
                 let mut bytes = Vec::with_capacity(z.size() as usize);
                 z.read_to_end(&mut bytes)
                     .map_err(|e| bad(format!("entry {}: {e}", w.name)))?;
-                content.push(Some(Digest::of(&bytes)));
+                content.push(Some(ContentHash::of(&bytes)));
                 entries.push(Entry {
                     path: w.path.clone(),
                     kind: EntryKind::File {
@@ -172,7 +172,7 @@ fn resolve_set(
             uid,
             gid,
         } => {
-            content.push(Some(Digest::of(bytes)));
+            content.push(Some(ContentHash::of(bytes)));
             entries.push(Entry {
                 path: path.clone(),
                 kind: EntryKind::File {
@@ -293,7 +293,7 @@ fn resolve_set(
                     }
                 }
             }
-            let digests: Vec<Option<Digest>> = found
+            let digests: Vec<Option<ContentHash>> = found
                 .par_iter()
                 .map(|(c, _)| file_digest(c, cache))
                 .collect::<Result<_, _>>()?;
@@ -334,7 +334,9 @@ fn resolve_set(
                 Some(d) if store.has_blob(d) => d.clone(),
                 _ => super::download::fetch(url, checksum.as_ref(), store).map_err(input)?,
             };
-            content.push(Some(digest.clone()));
+            // The blob's sha256 is already known: its hash stands for the content, so a pinned
+            // download is neither fetched nor read to make the key.
+            content.push(Some(ContentHash::of(digest.to_string().as_bytes())));
             entries.push(Entry {
                 path: path.clone(),
                 kind: EntryKind::File {
@@ -430,7 +432,10 @@ fn entry_from_context(c: ContextEntry, path: ImagePath, attrs: &Attrs, mtime: u6
 }
 
 /// The content digest of a regular file, from the cache when its stat stamp is unchanged.
-fn file_digest(c: &ContextEntry, cache: &FileDigestCache) -> Result<Option<Digest>, ExecError> {
+fn file_digest(
+    c: &ContextEntry,
+    cache: &FileDigestCache,
+) -> Result<Option<ContentHash>, ExecError> {
     if !matches!(c.kind, CtxKind::File) {
         return Ok(None);
     }
@@ -445,23 +450,15 @@ fn file_digest(c: &ContextEntry, cache: &FileDigestCache) -> Result<Option<Diges
         return Ok(Some(d));
     }
     let d = hash_file(&c.host_path)?;
-    cache.insert(&c.host_path, stamp, d.clone());
+    cache.insert(&c.host_path, stamp, d);
     Ok(Some(d))
 }
 
-fn hash_file(path: &Path) -> Result<Digest, ExecError> {
+fn hash_file(path: &Path) -> Result<ContentHash, ExecError> {
     let io = |source| ExecError::Io {
         path: path.to_path_buf(),
         source,
     };
     let mut f = std::fs::File::open(path).map_err(io)?;
-    let mut h = Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            return Ok(h.finish());
-        }
-        h.update(&buf[..n]);
-    }
+    ContentHash::of_reader(&mut f).map_err(io)
 }

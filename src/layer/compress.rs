@@ -12,6 +12,12 @@
 //!   final empty fixed-Huffman block (`03 00`) ends the deflate stream, followed by the
 //!   CRC-32 and ISIZE trailer. One gzip member. The bytes depend on the input only, never on
 //!   the number of threads: blocks can be compressed in any order on any thread.
+//! - incompressible blocks (already-compressed jars, archives, media, random data) are not
+//!   searched for matches: when [`SAMPLES`] evenly spaced [`SAMPLE_LEN`]-byte slices of a
+//!   block, each deflated at level 1, shrink to no less than [`STORE_RATIO_PERCENT`]% in
+//!   total, the block is written as stored (uncompressed) deflate blocks of up to 65 535
+//!   bytes. Deflate would save next to nothing there at many times the cost. The decision
+//!   depends on the block's bytes only, so it is as reproducible as the rest.
 //!
 //! **zstd**: the `zstd` crate's bundled libzstd (version pinned by Cargo.lock), one frame,
 //! level 3, single-threaded (`nbWorkers = 0`), checksum flag on, content-size flag off (the
@@ -33,6 +39,50 @@ pub(crate) const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]
 /// An empty final fixed-Huffman deflate block.
 pub(crate) const DEFLATE_END: [u8; 2] = [0x03, 0x00];
 
+/// How many slices of a block are test-compressed to recognise incompressible data.
+pub(crate) const SAMPLES: usize = 8;
+pub(crate) const SAMPLE_LEN: usize = 8 * 1024;
+/// Samples that deflate to at least this share of their size mark the block incompressible.
+pub(crate) const STORE_RATIO_PERCENT: usize = 98;
+
+/// Whether `data` is not worth deflating: its sampled slices barely shrink at level 1.
+fn incompressible(data: &[u8]) -> io::Result<bool> {
+    if data.len() < SAMPLES * SAMPLE_LEN * 2 {
+        return Ok(false);
+    }
+    let step = (data.len() - SAMPLE_LEN) / (SAMPLES - 1);
+    let mut out = Vec::with_capacity(SAMPLE_LEN + SAMPLE_LEN / 8 + 64);
+    let mut packed = 0;
+    for i in 0..SAMPLES {
+        let sample = &data[i * step..i * step + SAMPLE_LEN];
+        let mut z = Compress::new(flate2::Compression::new(1), false);
+        out.clear();
+        z.compress_vec(sample, &mut out, FlushCompress::Finish)
+            .map_err(|e| io::Error::other(format!("deflate: {e}")))?;
+        // Did not fit: it grew, which is incompressible enough.
+        packed += if z.total_in() < sample.len() as u64 {
+            SAMPLE_LEN
+        } else {
+            out.len()
+        };
+    }
+    Ok(packed * 100 >= SAMPLES * SAMPLE_LEN * STORE_RATIO_PERCENT)
+}
+
+/// `data` as stored deflate blocks (never BFINAL); starts and ends byte aligned.
+fn stored_blocks(data: &[u8]) -> Vec<u8> {
+    const MAX: usize = 65_535;
+    let mut out = Vec::with_capacity(data.len() + data.len().div_ceil(MAX) * 5);
+    for chunk in data.chunks(MAX) {
+        let len = chunk.len() as u16;
+        out.push(0); // BFINAL 0, BTYPE 00, padding to the byte boundary
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
 /// Compresses gzip blocks.
 ///
 /// Every block gets a *fresh* deflate state. zlib-rs's `deflateReset` keeps the old window
@@ -51,6 +101,9 @@ impl BlockCompressor {
     pub(crate) fn compress(&mut self, dict: &[u8], data: &[u8]) -> io::Result<(Vec<u8>, Crc)> {
         let mut crc = Crc::new();
         crc.update(data);
+        if incompressible(data)? {
+            return Ok((stored_blocks(data), crc));
+        }
         let mut z = Compress::new(flate2::Compression::new(GZIP_LEVEL), false);
         if !dict.is_empty() {
             z.set_dictionary(dict)
@@ -176,20 +229,79 @@ mod tests {
 
     #[test]
     fn incompressible_block_fits() {
-        let mut x = 0x1234_5678u64;
-        let data: Vec<u8> = (0..GZIP_BLOCK + 777)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let data = noise(GZIP_BLOCK + 777, 0x1234_5678);
         let gz = gzip_blocks(&data, GZIP_BLOCK);
         let mut back = Vec::new();
         flate2::read::GzDecoder::new(&gz[..])
             .read_to_end(&mut back)
             .unwrap();
         assert!(back == data);
+    }
+
+    fn noise(len: usize, mut x: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn text(len: usize) -> Vec<u8> {
+        let mut t = Vec::new();
+        let mut i = 0u32;
+        while t.len() < len {
+            t.extend_from_slice(format!("line {} {}\n", i % 977, i * 7919 % 13).as_bytes());
+            i += 1;
+        }
+        t.truncate(len);
+        t
+    }
+
+    #[test]
+    fn incompressible_blocks_are_stored_and_others_deflated() {
+        let random = noise(GZIP_BLOCK, 7);
+        assert!(incompressible(&random).unwrap());
+        let (z, _) = BlockCompressor::new().compress(&[], &random).unwrap();
+        // Stored: the data plus 5 bytes per 65 535-byte block, and the bytes themselves.
+        assert_eq!(z.len(), random.len() + random.len().div_ceil(65_535) * 5);
+        assert_eq!(&z[5..105], &random[..100]);
+        // Half text is worth deflating; so is all text; tiny blocks are never sampled.
+        let mut mixed = noise(GZIP_BLOCK / 2, 9);
+        mixed.extend(text(GZIP_BLOCK / 2));
+        assert!(!incompressible(&mixed).unwrap());
+        assert!(!incompressible(&text(GZIP_BLOCK)).unwrap());
+        assert!(!incompressible(&noise(1000, 3)).unwrap());
+    }
+
+    #[test]
+    fn stored_and_deflated_blocks_mix_in_one_stream() {
+        // random, text that repeats the random block's tail (a match into the dictionary
+        // of a stored block), random again, short text.
+        let r1 = noise(GZIP_BLOCK, 11);
+        let mut data = r1.clone();
+        data.extend(text(GZIP_BLOCK - 5000));
+        data.extend_from_slice(&r1[GZIP_BLOCK - 5000..]);
+        data.extend(noise(GZIP_BLOCK + 300, 12));
+        data.extend(text(4000));
+        let gz = gzip_blocks(&data, GZIP_BLOCK);
+        assert!(gz.len() < data.len());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.gz");
+        std::fs::write(&path, &gz).unwrap();
+        // The system's gzip agrees, not only flate2.
+        let out = std::process::Command::new("gzip")
+            .arg("-dc")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout == data);
     }
 }

@@ -49,7 +49,7 @@ struct Compressed {
 struct Cancelled;
 
 fn pool_size(threads: usize) -> usize {
-    2 * threads + 2
+    4 * threads + 4
 }
 
 /// Default number of gzip workers: the machine's available parallelism.

@@ -163,11 +163,7 @@ pub fn write(dest: &Dest, entries: &[Entry]) -> Result<(), OutputError> {
                 Some(p) if !p.as_os_str().is_empty() => p,
                 _ => std::path::Path::new("."),
             };
-            let tmp = tempfile::Builder::new()
-                .prefix(".lade-")
-                .suffix(".tmp")
-                .tempfile_in(dir)
-                .map_err(io)?;
+            let tmp = crate::store::temp_file_in(dir).map_err(io)?;
             let (w, _) =
                 crate::layer::write_layer(entries.to_vec(), opts, std::io::BufWriter::new(tmp))?;
             let tmp = w.into_inner().map_err(|e| io(e.into_error()))?;

@@ -31,7 +31,7 @@ pub fn add(
         if dest.exists() {
             continue;
         }
-        let tmp = tempfile::NamedTempFile::new_in(&blobs).map_err(io(&blobs))?;
+        let tmp = crate::store::temp_file_in(&blobs).map_err(io(&blobs))?;
         std::fs::copy(store.blob_path(d), tmp.path()).map_err(io(&store.blob_path(d)))?;
         tmp.persist(&dest).map_err(|e| io(&dest)(e.error))?;
     }

@@ -240,8 +240,8 @@ pub enum FileSet {
         url: String,
         /// Where the file goes (the URL's last path segment under a directory destination).
         path: ImagePath,
-        /// `--checksum`: the download must have this digest; it is also the content digest
-        /// of the cache key, so a store that holds the blob does not download again.
+        /// `--checksum`: the download must have this digest; it stands for the content in
+        /// the cache key, so a store that holds the blob does not download again.
         checksum: Option<crate::digest::Digest>,
         /// `--chown` as written (names resolved against the stage's /etc/passwd at exec time).
         chown: Option<String>,

@@ -1,10 +1,10 @@
-//! The file-digest cache: remembers the sha256 of a context file by its stat stamp (path,
+//! The file-digest cache: remembers the content hash (BLAKE3) of a context file by its stat stamp (path,
 //! size, mtime, inode, ctime), so an unchanged context is not re-read. A stamp mismatch is a
 //! miss; the content is then hashed again, so a touched-but-equal file still yields the same
 //! digest and the same step cache key.
 
 use super::{io_err, Store, StoreError};
-use crate::digest::Digest;
+use crate::digest::ContentHash;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
@@ -23,23 +23,23 @@ pub struct FileStamp {
 struct Record {
     path: PathBuf,
     stamp: FileStamp,
-    digest: Digest,
+    digest: ContentHash,
 }
 
 /// A loaded snapshot of the cache plus what this build learned; `save` merges both back.
 pub struct FileDigestCache {
     file: PathBuf,
-    known: HashMap<PathBuf, (FileStamp, Digest)>,
+    known: HashMap<PathBuf, (FileStamp, ContentHash)>,
     learned: Mutex<Vec<Record>>,
 }
 
 impl FileDigestCache {
-    pub fn get(&self, path: &Path, stamp: &FileStamp) -> Option<Digest> {
+    pub fn get(&self, path: &Path, stamp: &FileStamp) -> Option<ContentHash> {
         let (s, d) = self.known.get(path)?;
-        (s == stamp).then(|| d.clone())
+        (s == stamp).then_some(*d)
     }
 
-    pub fn insert(&self, path: &Path, stamp: FileStamp, digest: Digest) {
+    pub fn insert(&self, path: &Path, stamp: FileStamp, digest: ContentHash) {
         self.learned.lock().expect("cache lock").push(Record {
             path: path.to_path_buf(),
             stamp,
@@ -61,7 +61,7 @@ impl FileDigestCache {
         for r in learned {
             merged.insert(r.path, (r.stamp, r.digest));
         }
-        let mut records: Vec<(PathBuf, (FileStamp, Digest))> = merged.into_iter().collect();
+        let mut records: Vec<(PathBuf, (FileStamp, ContentHash))> = merged.into_iter().collect();
         records.sort_by(|a, b| a.0.cmp(&b.0));
         let mut out = MAGIC.to_vec();
         for (path, (st, d)) in &records {
@@ -80,18 +80,18 @@ impl FileDigestCache {
 }
 
 /// File format: magic, then per record: u32 path length, path bytes (any bytes: host paths
-/// need not be UTF-8), size u64, mtime i128, ctime i128, ino u64, dev u64, 32 digest bytes;
+/// need not be UTF-8), size u64, mtime i128, ctime i128, ino u64, dev u64, 32 BLAKE3 bytes;
 /// all little-endian. A damaged file is a cold cache, never an error.
-const MAGIC: &[u8] = b"lade-file-digests-v1\n";
+const MAGIC: &[u8] = b"lade-file-digests-v2\n";
 
-fn load(file: &Path) -> HashMap<PathBuf, (FileStamp, Digest)> {
+fn load(file: &Path) -> HashMap<PathBuf, (FileStamp, ContentHash)> {
     let Ok(bytes) = std::fs::read(file) else {
         return HashMap::new();
     };
     parse(&bytes).unwrap_or_default()
 }
 
-fn parse(bytes: &[u8]) -> Option<HashMap<PathBuf, (FileStamp, Digest)>> {
+fn parse(bytes: &[u8]) -> Option<HashMap<PathBuf, (FileStamp, ContentHash)>> {
     let mut rest = bytes.strip_prefix(MAGIC)?;
     let mut take = |n: usize| -> Option<&[u8]> {
         let (a, b) = (rest.get(..n)?, rest.get(n..)?);
@@ -107,7 +107,7 @@ fn parse(bytes: &[u8]) -> Option<HashMap<PathBuf, (FileStamp, Digest)>> {
         let ctime_ns = i128::from_le_bytes(take(16)?.try_into().ok()?);
         let ino = u64::from_le_bytes(take(8)?.try_into().ok()?);
         let dev = u64::from_le_bytes(take(8)?.try_into().ok()?);
-        let digest = Digest::from_raw(take(32)?.try_into().ok()?);
+        let digest = ContentHash::from_raw(take(32)?.try_into().ok()?);
         map.insert(
             path,
             (
@@ -152,18 +152,21 @@ mod tests {
             dev: 5,
         };
         let cache = store.file_digest_cache();
-        cache.insert(Path::new("/x"), stamp, Digest::of(b"x"));
+        cache.insert(Path::new("/x"), stamp, ContentHash::of(b"x"));
         cache.insert(
             Path::new(std::ffi::OsStr::from_bytes(b"/caf\xe9")),
             stamp,
-            Digest::of(b"y"),
+            ContentHash::of(b"y"),
         );
         cache.save().unwrap();
         let cache = store.file_digest_cache();
-        assert_eq!(cache.get(Path::new("/x"), &stamp), Some(Digest::of(b"x")));
+        assert_eq!(
+            cache.get(Path::new("/x"), &stamp),
+            Some(ContentHash::of(b"x"))
+        );
         assert_eq!(
             cache.get(Path::new(std::ffi::OsStr::from_bytes(b"/caf\xe9")), &stamp),
-            Some(Digest::of(b"y"))
+            Some(ContentHash::of(b"y"))
         );
         assert_eq!(
             cache.get(Path::new("/x"), &FileStamp { size: 9, ..stamp }),
