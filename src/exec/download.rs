@@ -12,8 +12,10 @@ pub fn fetch(url: &str, expected: Option<&Digest>, store: &Store) -> Result<Dige
     let client = reqwest::blocking::Client::builder()
         .user_agent(concat!("lade/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(30))
-        // The whole body may take long; only a stalled connection is an error.
-        .timeout(None)
+        // The blocking client's timeout bounds each wait (for the response head, then each
+        // read of the body), not the whole download: a stalled server is an error, a big
+        // file is not.
+        .timeout(Duration::from_secs(60))
         .build()
         .map_err(|e| fail(one_line(&e)))?;
     tracing::debug!(url, "downloading");
