@@ -429,7 +429,13 @@ fn add_unpacks_local_tar_archives_and_copies_other_files() {
     fs::create_dir_all(ctx.join("src/pkg")).unwrap();
     fs::write(ctx.join("src/pkg/a.txt"), "a\n").unwrap();
     fs::write(ctx.join("src/pkg/b.txt"), "b\n").unwrap();
-    for (name, flag) in [("pkg.tar.gz", "-czf"), ("pkg.tar", "-cf")] {
+    for (name, flag) in [
+        ("pkg.tar.gz", "-czf"),
+        ("pkg.tar", "-cf"),
+        ("pkg.tar.bz2", "-cjf"),
+        // Named like a plain file: ADD goes by content, not by name.
+        ("pkg-xz.bin", "-cJf"),
+    ] {
         let ok = Command::new("tar")
             .arg("-C")
             .arg(ctx.join("src"))
@@ -442,19 +448,50 @@ fn add_unpacks_local_tar_archives_and_copies_other_files() {
         assert!(ok);
     }
     fs::write(ctx.join("notes.gz.txt"), "not an archive\n").unwrap();
-    fs::write(ctx.join("Dockerfile"), "FROM scratch\nADD pkg.tar.gz /opt/gz/\nADD pkg.tar /opt/plain/\nADD notes.gz.txt /opt/notes.txt\n").unwrap();
-    let out = tmp.path().join("add.tar");
-    let meta = tmp.path().join("meta.json");
-    lade_cmd()
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nADD pkg.tar.gz /opt/gz/\nADD pkg.tar /opt/plain/\nADD pkg.tar.bz2 /opt/bz2/\nADD pkg-xz.bin /opt/xz\nADD notes.gz.txt /opt/notes.txt\n").unwrap();
+    let listing = layer_listing(&ctx, tmp.path(), false);
+    for want in [
+        "opt/gz/pkg/a.txt",
+        "opt/gz/pkg/b.txt",
+        "opt/plain/pkg/a.txt",
+        "opt/bz2/pkg/a.txt",
+        "opt/bz2/pkg/b.txt",
+        "opt/xz/pkg/a.txt",
+        "opt/xz/pkg/b.txt",
+        "opt/notes.txt",
+    ] {
+        assert!(
+            listing.lines().any(|l| l == want),
+            "{want} missing from:\n{listing}"
+        );
+    }
+    assert!(
+        !listing.contains("pkg.tar") && !listing.contains("pkg-xz"),
+        "archives are unpacked, not copied:\n{listing}"
+    );
+}
+
+/// Builds `ctx` (an OCI archive under `tmp`) and lists the members of its own layers, one
+/// line each: just the paths, or `tar -tv` lines (mode, owner, size, date, path) with
+/// `verbose`. Panics unless the build succeeds.
+fn layer_listing(ctx: &Path, tmp: &Path, verbose: bool) -> String {
+    let out = tmp.join("image.tar");
+    let meta = tmp.join("meta.json");
+    let o = lade_cmd()
         .args(["build", "--progress", "quiet", "--cache-dir"])
-        .arg(tmp.path().join("cache"))
+        .arg(tmp.join("cache"))
         .arg("--output")
         .arg(format!("type=oci,dest={}", out.display()))
         .arg("--metadata-file")
         .arg(&meta)
-        .arg(&ctx)
-        .assert()
-        .success();
+        .arg(ctx)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "lade build failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let meta: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
     let mut listing = String::new();
     for l in meta["lade.layers"].as_array().unwrap() {
@@ -466,26 +503,434 @@ fn add_unpacks_local_tar_archives_and_copies_other_files() {
         let o = Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "tar -xOf '{}' blobs/sha256/{hex} | tar -tzf -",
-                out.display()
+                "tar -xOf '{}' blobs/sha256/{hex} | tar -t{}zf -",
+                out.display(),
+                if verbose { "v" } else { "" }
             ))
             .output()
             .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         listing.push_str(&String::from_utf8_lossy(&o.stdout));
     }
+    listing
+}
+
+/// The mode column of `path` in a `tar -tv` listing.
+fn mode_of<'a>(listing: &'a str, path: &str) -> &'a str {
+    listing
+        .lines()
+        .find(|l| l.split_whitespace().last() == Some(path))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{path} missing from:\n{listing}"))
+}
+
+#[test]
+fn symbolic_chmod_applies_to_each_file_and_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(ctx.join("site/sub")).unwrap();
+    fs::write(ctx.join("site/index.html"), "<p>hi</p>\n").unwrap();
+    fs::write(ctx.join("site/sub/run.sh"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(
+        ctx.join("site/sub/run.sh"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    fs::write(ctx.join("tool"), "#!/bin/sh\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\n\
+         COPY --chmod=a=rX site /srv/\n\
+         ADD --chmod=u+x,g-r,o= tool /usr/local/bin/tool\n\
+         COPY --chmod=go-rwx <<EOF /etc/secret\nshh\nEOF\n",
+    )
+    .unwrap();
+    let listing = layer_listing(&ctx, tmp.path(), true);
+    assert_eq!(mode_of(&listing, "srv/index.html"), "-r--r--r--");
+    assert_eq!(mode_of(&listing, "srv/sub/"), "dr-xr-xr-x");
+    assert_eq!(mode_of(&listing, "srv/sub/run.sh"), "-r-xr-xr-x");
+    assert_eq!(mode_of(&listing, "usr/local/bin/tool"), "-rwx------");
+    assert_eq!(mode_of(&listing, "etc/secret"), "-rw-------");
+
+    let err = build_error("FROM scratch\nCOPY --chmod=u+y a.txt /\n", &[]);
+    assert!(err.contains("Dockerfile:2:1:"), "{err}");
+    assert!(err.contains("invalid chmod parameter: 'u+y'"), "{err}");
+}
+
+/// Builds `ctx` into an OCI layout `dest` tagged `1`; returns the layout's image config.
+fn build_layout(ctx: &Path, cache: &Path, dest: &Path) -> Value {
+    let meta = dest.with_extension("meta.json");
+    let o = lade_cmd()
+        .args(["build", "--progress", "quiet", "--cache-dir"])
+        .arg(cache)
+        .arg("--output")
+        .arg(format!("type=oci-layout,dest={}", dest.display()))
+        .args(["-t", "onbuild:1", "--metadata-file"])
+        .arg(&meta)
+        .arg(ctx)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "lade build failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let meta: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    let cfg = meta["containerimage.config.digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    serde_json::from_slice(&fs::read(dest.join("blobs/sha256").join(cfg)).unwrap()).unwrap()
+}
+
+#[test]
+fn onbuild_triggers_and_base_env_apply_to_images_built_from_a_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base_ctx = tmp.path().join("base-ctx");
+    fs::create_dir_all(&base_ctx).unwrap();
+    fs::write(
+        base_ctx.join("Dockerfile"),
+        "FROM scratch\nENV PATH=/usr/bin:/bin HOME=/home/app\nWORKDIR /srv\nONBUILD COPY . /app\nONBUILD ENV X=1\n",
+    )
+    .unwrap();
+    let base = tmp.path().join("base");
+    let base_config = build_layout(&base_ctx, &tmp.path().join("cache"), &base);
+    assert_eq!(
+        base_config["config"]["OnBuild"],
+        serde_json::json!(["COPY . /app", "ENV X=1"])
+    );
+
+    let ctx = tmp.path().join("app");
+    fs::create_dir_all(ctx.join("src")).unwrap();
+    fs::write(ctx.join("src/main.txt"), "main\n").unwrap();
+    fs::write(ctx.join("a.txt"), "a\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM oci:{}:1\nCOPY a.txt in-base-workdir.txt\nENV PATH=/opt/x:$PATH\nWORKDIR $HOME\nCOPY a.txt .\n",
+            base.display()
+        ),
+    )
+    .unwrap();
+    let config = build_layout(&ctx, &tmp.path().join("cache"), &tmp.path().join("out"));
+    let c = &config["config"];
+    let env: Vec<&str> = c["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"X=1"), "{env:?}");
+    assert!(env.contains(&"PATH=/opt/x:/usr/bin:/bin"), "{env:?}");
+    assert_eq!(c["WorkingDir"], "/home/app");
+    assert!(c.get("OnBuild").is_none(), "OnBuild is not inherited: {c}");
+
+    let listing = layer_listing(&ctx, tmp.path(), false);
     for want in [
-        "opt/gz/pkg/a.txt",
-        "opt/gz/pkg/b.txt",
-        "opt/plain/pkg/a.txt",
-        "opt/notes.txt",
+        "app/a.txt",
+        "app/src/main.txt",
+        "app/Dockerfile",
+        "srv/in-base-workdir.txt",
+        "home/app/a.txt",
     ] {
         assert!(
             listing.lines().any(|l| l == want),
             "{want} missing from:\n{listing}"
         );
     }
+
+    // A trigger that fails names itself and the FROM line.
+    fs::write(
+        base_ctx.join("Dockerfile"),
+        "FROM scratch\nONBUILD COPPY a.txt /b\n",
+    )
+    .unwrap();
+    build_layout(&base_ctx, &tmp.path().join("cache"), &base);
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("ARG V=1\nFROM oci:{}:1\n", base.display()),
+    )
+    .unwrap();
+    let o = lade_cmd()
+        .args(["build", "--progress", "quiet", "--cache-dir"])
+        .arg(tmp.path().join("cache"))
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        !listing.contains("pkg.tar"),
-        "archives are unpacked, not copied:\n{listing}"
+        err.contains("Dockerfile:2:1: ONBUILD trigger \"COPPY a.txt /b\""),
+        "{err}"
     );
+    assert!(err.contains("unknown instruction: COPPY"), "{err}");
+}
+
+#[test]
+fn from_a_stage_runs_its_onbuild_instructions_but_does_not_keep_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("a.txt"), "a\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch AS template\nONBUILD COPY a.txt /triggered.txt\nFROM template\nENV DONE=1\n",
+    )
+    .unwrap();
+    let config = build_layout(&ctx, &tmp.path().join("cache"), &tmp.path().join("out"));
+    assert!(config["config"].get("OnBuild").is_none(), "{config}");
+    let listing = layer_listing(&ctx, tmp.path(), false);
+    assert_eq!(listing.trim(), "triggered.txt");
+}
+
+#[test]
+fn base_env_is_read_from_an_oci_archive_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base_ctx = tmp.path().join("base-ctx");
+    fs::create_dir_all(&base_ctx).unwrap();
+    fs::write(
+        base_ctx.join("Dockerfile"),
+        "FROM scratch\nENV HOME=/home/app\nONBUILD LABEL triggered=yes\n",
+    )
+    .unwrap();
+    let archive = tmp.path().join("base.tar");
+    lade_cmd()
+        .args(["build", "--progress", "quiet", "--cache-dir"])
+        .arg(tmp.path().join("cache"))
+        .arg("--output")
+        .arg(format!("type=oci,dest={}", archive.display()))
+        .arg(&base_ctx)
+        .assert()
+        .success();
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM oci-archive:{}\nENV CONF=$HOME/.config\n",
+            archive.display()
+        ),
+    )
+    .unwrap();
+    let config = build_layout(&ctx, &tmp.path().join("cache"), &tmp.path().join("out"));
+    assert!(
+        config["config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "CONF=/home/app/.config"),
+        "{config}"
+    );
+    assert_eq!(config["config"]["Labels"]["triggered"], "yes");
+}
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 in a thread: `GET <path>` of one of `files` answers 200
+/// with its bytes, anything else 404. Returns its base URL and a count of requests served.
+fn serve(
+    files: Vec<(&'static str, Vec<u8>)>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let served = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            // Skip the headers.
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let path = request.split_whitespace().nth(1).unwrap_or("");
+            let (status, body) = match files.iter().find(|(p, _)| *p == path) {
+                Some((_, b)) => ("200 OK", b.clone()),
+                None => ("404 Not Found", b"not found\n".to_vec()),
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(&body);
+        }
+    });
+    (base, count)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[test]
+fn add_url_downloads_one_file_with_dockers_name_and_mode() {
+    let tool = b"#!/bin/sh\necho downloaded\n".to_vec();
+    let (url, _) = serve(vec![("/dl/tool.sh", tool.clone())]);
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM scratch\n\
+             ADD {url}/dl/tool.sh /opt/\n\
+             ADD --chmod=755 {url}/dl/tool.sh /usr/bin/tool\n"
+        ),
+    )
+    .unwrap();
+    let listing = layer_listing(&ctx, tmp.path(), true);
+    assert_eq!(mode_of(&listing, "opt/tool.sh"), "-rw-------", "{listing}");
+    assert_eq!(mode_of(&listing, "usr/bin/tool"), "-rwxr-xr-x", "{listing}");
+    let line = listing
+        .lines()
+        .find(|l| l.ends_with(" opt/tool.sh"))
+        .unwrap();
+    assert!(
+        line.contains(&format!(" {} 1970-01-01 00:00 ", tool.len())),
+        "size and SOURCE_DATE_EPOCH mtime: {line}"
+    );
+    // The bytes, not unpacked or changed.
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd '{}' && mkdir -p x && tar -xf image.tar -C x && for b in x/blobs/sha256/*; do tar -xzOf \"$b\" opt/tool.sh 2>/dev/null; done",
+            tmp.path().display()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(o.stdout, tool);
+}
+
+#[test]
+fn add_url_with_checksum_is_verified_and_cached_without_downloading() {
+    let body = b"pinned content\n".to_vec();
+    let (url, requests) = serve(vec![("/f.txt", body.clone())]);
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM scratch\nADD --checksum=sha256:{} {url}/f.txt /etc/pinned\n",
+            sha256_hex(&body)
+        ),
+    )
+    .unwrap();
+    let first = layer_listing(&ctx, tmp.path(), true);
+    assert_eq!(mode_of(&first, "etc/pinned"), "-rw-------");
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let second = layer_listing(&ctx, tmp.path(), true);
+    assert_eq!(first, second);
+    assert_eq!(
+        requests.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a cached pinned download does not hit the network"
+    );
+
+    // The wrong checksum: a located error naming the URL, exit 1, no output.
+    let err = build_error(
+        &format!(
+            "FROM scratch\nADD --checksum=sha256:{} {url}/f.txt /etc/pinned\n",
+            "0".repeat(64)
+        ),
+        &[],
+    );
+    assert!(err.contains("Dockerfile:2:1: ADD "), "{err}");
+    assert!(
+        err.contains(&format!("{url}/f.txt: checksum mismatch")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("got sha256:{}", sha256_hex(&body))),
+        "{err}"
+    );
+    assert!(
+        err.contains(" 2 | ADD --checksum=sha256:000"),
+        "snippet: {err}"
+    );
+}
+
+#[test]
+fn add_url_http_errors_name_the_url() {
+    let (url, _) = serve(vec![]);
+    let err = build_error(&format!("FROM scratch\nADD {url}/missing.txt /x\n"), &[]);
+    assert!(
+        err.contains(&format!(
+            "Dockerfile:2:1: ADD {url}/missing.txt: HTTP 404 Not Found"
+        )),
+        "{err}"
+    );
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let err = build_error(
+        &format!("FROM scratch\nADD http://127.0.0.1:{port}/f /x\n"),
+        &[],
+    );
+    assert!(
+        err.contains(&format!("ADD http://127.0.0.1:{port}/f: ")),
+        "{err}"
+    );
+    assert!(err.to_lowercase().contains("connection refused"), "{err}");
+}
+
+#[test]
+fn onbuild_triggers_and_base_env_come_from_a_registry_base_too() {
+    let s = common::require_services();
+    let tmp = tempfile::tempdir().unwrap();
+    let base_ctx = tmp.path().join("base-ctx");
+    fs::create_dir_all(&base_ctx).unwrap();
+    fs::write(
+        base_ctx.join("Dockerfile"),
+        "FROM scratch\nENV HOME=/home/app\nONBUILD COPY . /app\n",
+    )
+    .unwrap();
+    let base = format!("{}/lade-test/onbuild-base:1", s.registry);
+    lade_cmd()
+        .args([
+            "build",
+            "--progress",
+            "quiet",
+            "--push",
+            "-t",
+            &base,
+            "--cache-dir",
+        ])
+        .arg(tmp.path().join("cache"))
+        .arg(&base_ctx)
+        .assert()
+        .success();
+
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("a.txt"), "a\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {base}\nENV CONF=$HOME/.config\n"),
+    )
+    .unwrap();
+    // A fresh store: the base's config comes from the registry while lowering.
+    let config = build_layout(&ctx, &tmp.path().join("cache2"), &tmp.path().join("out"));
+    let c = &config["config"];
+    assert!(
+        c["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "CONF=/home/app/.config"),
+        "{c}"
+    );
+    assert!(c.get("OnBuild").is_none(), "{c}");
+    let listing = layer_listing(&ctx, tmp.path(), false);
+    assert!(listing.lines().any(|l| l == "app/a.txt"), "{listing}");
 }

@@ -32,7 +32,7 @@ pub enum Command {
 }
 
 /// How to reach registries.
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Clone, Args, Default)]
 pub struct RegistryArgs {
     /// Allow plain HTTP or unverified TLS for this registry host (repeatable).
     #[arg(long = "insecure-registry", value_name = "HOST")]

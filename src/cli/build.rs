@@ -6,14 +6,17 @@ use super::progress::Progress;
 use super::UsageError;
 use crate::context::BuildContext;
 use crate::exec::{self, ExecOptions};
-use crate::image::Platform;
+use crate::frontend::dockerfile::lower::BaseConfigs;
+use crate::image::{ImageConfig, Platform};
 use crate::layer::Compression;
 use crate::output::{self, Target};
-use crate::plan::Plan;
+use crate::plan::{Base, Plan};
+use crate::registry::Client;
 use crate::store::Store;
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Which frontend reads what.
 enum Description {
@@ -21,7 +24,7 @@ enum Description {
     Dockerfile {
         file: Option<PathBuf>,
         context: PathBuf,
-        opts: crate::frontend::dockerfile::lower::LowerOptions,
+        opts: Box<crate::frontend::dockerfile::lower::LowerOptions>,
     },
 }
 
@@ -87,13 +90,14 @@ fn input_request(
         (None, Some(context)) => Description::Dockerfile {
             file: a.file.clone(),
             context: context.clone(),
-            opts: crate::frontend::dockerfile::lower::LowerOptions {
+            opts: Box::new(crate::frontend::dockerfile::lower::LowerOptions {
                 build_args: key_values("--build-arg", &a.build_args, true)?,
                 target: a.target.clone(),
                 platform: platform.clone(),
                 labels: key_values("--label", &a.labels, false)?,
                 context_dir: context.clone(),
-            },
+                base_configs: None,
+            }),
         },
         (None, None) => return Err(UsageError("nothing to build: give a context directory (`lade build [-f Dockerfile] DIR`) or `--spec lade.toml`".into())),
     };
@@ -172,19 +176,116 @@ impl BuildRequest {
     }
 }
 
+/// Base image configs for the Dockerfile frontend (its `BaseConfigs`): layouts and archives
+/// read through the filesystem, registry images through a client made on first use and
+/// kept for the rest of the build.
+struct BaseConfigReader {
+    store: Store,
+    registry_args: super::args::RegistryArgs,
+    pull: exec::PullPolicy,
+    client: std::sync::OnceLock<Result<Arc<Client>, String>>,
+}
+
+impl BaseConfigReader {
+    fn new(
+        store: &Store,
+        registry_args: &super::args::RegistryArgs,
+        pull: exec::PullPolicy,
+    ) -> Arc<BaseConfigReader> {
+        Arc::new(BaseConfigReader {
+            store: store.clone(),
+            registry_args: registry_args.clone(),
+            pull,
+            client: std::sync::OnceLock::new(),
+        })
+    }
+
+    fn client(&self) -> Result<Arc<Client>, String> {
+        self.client
+            .get_or_init(|| {
+                super::registry_cmd::client(&self.registry_args).map_err(|e| format!("{e:#}"))
+            })
+            .clone()
+    }
+
+    /// The client, if reading a base made one.
+    fn made_client(&self) -> Option<Arc<Client>> {
+        self.client.get().and_then(|c| c.as_ref().ok().cloned())
+    }
+}
+
+impl BaseConfigs for BaseConfigReader {
+    fn config(&self, base: &Base, platform: &Platform) -> Result<ImageConfig, String> {
+        let client = match base {
+            Base::Registry { .. } => Some(self.client()?),
+            _ => None,
+        };
+        exec::base_config(base, platform, &self.store, client.as_deref(), self.pull)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A lowered build description.
+struct Loaded {
+    plan: Plan,
+    /// For a spec, the spec's directory.
+    context: BuildContext,
+    source: SourceText,
+}
+
+/// The text of the build description, to show errors found while building at their line.
+struct SourceText {
+    name: String,
+    src: String,
+}
+
+impl SourceText {
+    /// An error of a plan item written in this description (`NAME:LINE[:COL]: message`)
+    /// rendered like lowering errors: location, source line and caret.
+    fn locate(&self, e: exec::ExecError) -> anyhow::Error {
+        if let exec::ExecError::Input { origin, message } = &e {
+            let at = origin
+                .strip_prefix(self.name.as_str())
+                .and_then(|r| r.strip_prefix(':'))
+                .and_then(|r| {
+                    let mut parts = r.split(':');
+                    let line = parts.next()?.parse().ok()?;
+                    let col = parts.next().map_or(Some(1), |c| c.parse().ok())?;
+                    parts.next().is_none().then_some((line, col))
+                });
+            if let Some((line, col)) = at {
+                let loc = crate::frontend::diag::Location {
+                    file: self.name.clone(),
+                    line,
+                    col,
+                };
+                return anyhow::anyhow!(crate::frontend::diag::render(
+                    &loc, &self.src, message, None
+                ));
+            }
+        }
+        e.into()
+    }
+}
+
 /// Reads and lowers the build description; for a spec, the context is the spec's directory.
 fn load_plan(
     description: &Description,
     platform: Option<&Platform>,
     progress: Option<&Progress>,
-) -> anyhow::Result<(Plan, BuildContext)> {
+    base_configs: &Arc<BaseConfigReader>,
+) -> anyhow::Result<Loaded> {
     match description {
         Description::Spec(spec) => load_spec(spec, platform),
         Description::Dockerfile {
             file,
             context,
             opts,
-        } => load_dockerfile(file.as_deref(), context, opts, progress),
+        } => {
+            let mut opts = (**opts).clone();
+            opts.base_configs = Some(base_configs.clone());
+            load_dockerfile(file.as_deref(), context, &opts, progress)
+        }
     }
 }
 
@@ -193,7 +294,7 @@ fn load_dockerfile(
     context: &Path,
     opts: &crate::frontend::dockerfile::lower::LowerOptions,
     progress: Option<&Progress>,
-) -> anyhow::Result<(Plan, BuildContext)> {
+) -> anyhow::Result<Loaded> {
     use crate::frontend::dockerfile::{lower, parser};
     let context = context
         .canonicalize()
@@ -261,10 +362,14 @@ fn load_dockerfile(
         Err(e) => return Err(e).with_context(|| format!("reading {}", ignore_file.display())),
     };
     let ctx = BuildContext::new(&context, &patterns)?;
-    Ok((lowered.plan, ctx))
+    Ok(Loaded {
+        plan: lowered.plan,
+        context: ctx,
+        source: SourceText { name, src },
+    })
 }
 
-fn load_spec(spec: &Path, platform: Option<&Platform>) -> anyhow::Result<(Plan, BuildContext)> {
+fn load_spec(spec: &Path, platform: Option<&Platform>) -> anyhow::Result<Loaded> {
     let src = std::fs::read_to_string(spec)
         .with_context(|| format!("cannot read spec {}", spec.display()))?;
     let dir = spec
@@ -274,9 +379,14 @@ fn load_spec(spec: &Path, platform: Option<&Platform>) -> anyhow::Result<(Plan, 
     let dir = dir
         .canonicalize()
         .with_context(|| format!("spec directory {}", dir.display()))?;
-    let plan = crate::frontend::spec::lower(&spec.display().to_string(), &src, &dir, platform)?;
+    let name = spec.display().to_string();
+    let plan = crate::frontend::spec::lower(&name, &src, &dir, platform)?;
     let context = BuildContext::new(&dir, &[])?;
-    Ok((plan, context))
+    Ok(Loaded {
+        plan,
+        context,
+        source: SourceText { name, src },
+    })
 }
 
 pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
@@ -286,14 +396,29 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
         .num_threads(req.jobs.unwrap_or(0))
         .build()
         .context("starting worker threads")?;
-    let (plan, context) = load_plan(&req.description, req.platform.as_ref(), Some(&progress))?;
     let store = Store::open(&req.store_root)?;
+    let base_configs = BaseConfigReader::new(&store, &a.input.registry, req.exec.pull);
+    let Loaded {
+        plan,
+        context,
+        source,
+    } = load_plan(
+        &req.description,
+        req.platform.as_ref(),
+        Some(&progress),
+        &base_configs,
+    )?;
     let push = a.push || req.outputs.iter().any(|o| matches!(o, Target::Registry));
     let mut exec_opts = req.exec.clone();
     if push || uses_registry(&plan) {
-        exec_opts.registry = Some(super::registry_cmd::client(&a.input.registry)?);
+        exec_opts.registry = match base_configs.made_client() {
+            Some(c) => Some(c),
+            None => Some(super::registry_cmd::client(&a.input.registry)?),
+        };
     }
-    let image = pool.install(|| exec::build(&plan, &context, &store, &exec_opts, &progress))?;
+    let image = pool
+        .install(|| exec::build(&plan, &context, &store, &exec_opts, &progress))
+        .map_err(|e| source.locate(e))?;
 
     let mut tags = plan.tags.clone();
     tags.extend(req.tags.iter().cloned());
@@ -402,9 +527,15 @@ fn uses_registry(plan: &Plan) -> bool {
 
 pub fn run_plan(a: &PlanArgs) -> anyhow::Result<ExitCode> {
     let (description, platform, store_root, exec_opts) = input_request(&a.input)?;
-    let (plan, context) = load_plan(&description, platform.as_ref(), None)?;
     let store = Store::open(&store_root)?;
-    let keys = exec::cache_keys(&plan, &context, &store, &exec_opts)?;
+    let base_configs = BaseConfigReader::new(&store, &a.input.registry, exec_opts.pull);
+    let Loaded {
+        plan,
+        context,
+        source,
+    } = load_plan(&description, platform.as_ref(), None, &base_configs)?;
+    let keys =
+        exec::cache_keys(&plan, &context, &store, &exec_opts).map_err(|e| source.locate(e))?;
     let mut doc = serde_json::to_value(&plan).expect("plan serialises");
     for (stage, stage_keys) in doc["stages"]
         .as_array_mut()

@@ -164,6 +164,52 @@ pub fn import_image(
     }
 }
 
+/// The config of a base image, reading only its index, manifest and config (never a layer),
+/// for the Dockerfile frontend: the base's ENV for expansion and its ONBUILD triggers.
+/// Registry images are resolved as `pull` allows, like the build itself does.
+pub fn base_config(
+    base: &Base,
+    platform: &Platform,
+    store: &Store,
+    registry: Option<&crate::registry::Client>,
+    pull: PullPolicy,
+) -> Result<ImageConfig, ExecError> {
+    let err = |message: String| ExecError::Base {
+        base: describe(base),
+        message,
+    };
+    let config = match base {
+        Base::Scratch | Base::Stage { .. } => {
+            return Err(err("has no image configuration to read".into()))
+        }
+        Base::OciLayout { dir, tag } => {
+            config_in_layout(&ImageLayout::dir(dir), tag.as_deref(), platform)
+        }
+        Base::OciArchive { file, tag } => ImageLayout::archive(file)
+            .map_err(|e| format!("{}: {e}", file.display()))
+            .and_then(|l| config_in_layout(&l, tag.as_deref(), platform)),
+        Base::Registry { reference } => {
+            resolve_registry(reference, platform, store, registry, pull)
+                .map(|(image, _)| image.config)
+        }
+    };
+    config.map_err(err)
+}
+
+/// The config of the image a layout holds for `tag` and `platform`; every document read is
+/// checked against its descriptor.
+fn config_in_layout(
+    layout: &ImageLayout,
+    tag: Option<&str>,
+    platform: &Platform,
+) -> Result<ImageConfig, String> {
+    let (manifest_desc, manifest_bytes) = layout.resolve(tag, platform)?;
+    let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
+        .map_err(|e| format!("manifest {}: {e}", manifest_desc.digest))?;
+    serde_json::from_slice(&layout.read_blob(&manifest.config)?)
+        .map_err(|e| format!("config {}: {e}", manifest.config.digest))
+}
+
 /// Copies an image of a layout (manifest, config, layers) into the store, verified.
 fn load_layout(
     layout: &ImageLayout,

@@ -88,29 +88,6 @@ pub fn resolve(
     })
 }
 
-/// The compression of a local tar archive ADD unpacks, recognised like docker by content
-/// (a tar header after decompression); None for any other file, which ADD copies as is.
-fn archive_kind(path: &Path) -> Result<Option<crate::layer::Compression>, String> {
-    use crate::layer::Compression;
-    let head = |r: &mut dyn Read| -> Vec<u8> {
-        let mut buf = Vec::with_capacity(512);
-        let _ = r.take(512).read_to_end(&mut buf);
-        buf
-    };
-    let open = || std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()));
-    let magic = head(&mut open()?);
-    let compression = match magic.as_slice() {
-        [0x1f, 0x8b, ..] => Compression::Gzip,
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
-        [b'B', b'Z', b'h', ..] | [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => {
-            return Err(format!("{}: bzip2 and xz archives are not supported by ADD yet; use a gzip, zstd or plain tar", path.display()));
-        }
-        _ => Compression::None,
-    };
-    let tar_head = head(&mut crate::layer::decompress(open()?, compression));
-    Ok((tar_head.len() >= 262 && &tar_head[257..262] == b"ustar").then_some(compression))
-}
-
 fn resolve_set(
     set: &FileSet,
     sources: &Sources,
@@ -233,8 +210,8 @@ fn resolve_set(
                 .map_err(input)?
                 .unwrap_or((0, 0));
             let attrs = Attrs {
-                file_mode: *chmod,
-                dir_mode: *chmod,
+                file_mode: None,
+                dir_mode: None,
                 uid,
                 gid,
                 preserve_exec_bit: true,
@@ -258,7 +235,7 @@ fn resolve_set(
                     // ADD recognises archives by content: look once per regular file.
                     let archive = match m.kind {
                         CtxKind::File if *unpack_archives => {
-                            archive_kind(&m.host_path).map_err(input)?
+                            super::archive::archive_kind(&m.host_path).map_err(input)?
                         }
                         _ => None,
                     };
@@ -285,8 +262,8 @@ fn resolve_set(
                             let f = std::fs::File::open(&m.host_path)
                                 .map_err(|e| input(format!("{}: {e}", m.host_path.display())))?;
                             crate::layer::extract_layer(
-                                std::io::BufReader::new(f),
-                                compression,
+                                compression.decompress(f),
+                                crate::layer::Compression::None,
                                 dir.path(),
                                 &crate::layer::ExtractOptions::default(),
                             )
@@ -321,9 +298,59 @@ fn resolve_set(
                 .map(|(c, _)| file_digest(c, cache))
                 .collect::<Result<_, _>>()?;
             for ((c, path), d) in found.into_iter().zip(digests) {
-                entries.push(entry_from_context(c, path, &attrs, mtime));
+                let mut e = entry_from_context(c, path, &attrs, mtime);
+                if let Some(chmod) = chmod {
+                    match e.kind {
+                        EntryKind::Dir => e.mode = chmod.apply(e.mode, true),
+                        EntryKind::File { .. } => e.mode = chmod.apply(e.mode, false),
+                        _ => {}
+                    }
+                }
+                entries.push(e);
                 content.push(d);
             }
+        }
+        FileSet::Url {
+            url,
+            path,
+            checksum,
+            chown,
+            chmod,
+            origin,
+        } => {
+            let input = |message: String| ExecError::Input {
+                origin: origin.clone(),
+                message,
+            };
+            let (uid, gid) = chown
+                .as_deref()
+                .map(|c| sources.owner(c))
+                .transpose()
+                .map_err(input)?
+                .unwrap_or((0, 0));
+            let store = sources.store;
+            let digest = match checksum {
+                // Pinned and already downloaded: no network.
+                Some(d) if store.has_blob(d) => d.clone(),
+                _ => super::download::fetch(url, checksum.as_ref(), store).map_err(input)?,
+            };
+            // The blob's sha256 is already known: its hash stands for the content, so a pinned
+            // download is neither fetched nor read to make the key.
+            content.push(Some(ContentHash::of(digest.to_string().as_bytes())));
+            entries.push(Entry {
+                path: path.clone(),
+                kind: EntryKind::File {
+                    size: store.blob_size(&digest)?,
+                    source: FileSource::Host(store.blob_path(&digest)),
+                    link_key: None,
+                },
+                // Docker writes URL downloads 0600.
+                mode: chmod.as_ref().map_or(0o600, |c| c.apply(0o600, false)),
+                uid,
+                gid,
+                mtime,
+                xattrs: BTreeMap::new(),
+            });
         }
         FileSet::Dir {
             path,

@@ -2,14 +2,16 @@
 //! derives content-based cache keys, writes (or reuses) layers in parallel, applies config
 //! edits, and assembles the image documents into the store. Knows no output formats.
 
+mod archive;
 mod base;
 mod config;
+mod download;
 mod files;
 mod pull;
 mod sources;
 mod time;
 
-pub use base::{import_image, load_base, load_base_with, BaseImage, ImportedImage};
+pub use base::{base_config, import_image, load_base, load_base_with, BaseImage, ImportedImage};
 pub use files::ResolvedLayer;
 pub use pull::{fetch_layers, PullPolicy};
 pub use time::rfc3339;
@@ -114,7 +116,7 @@ pub fn build(
     opts: &ExecOptions,
     observer: &dyn Observer,
 ) -> Result<BuiltImage, ExecError> {
-    let needed = needed_stages(plan);
+    let needed = plan.needed_stages();
     let mut built: Vec<Option<BuiltImage>> = vec![None; plan.stages.len()];
     let file_cache = store.file_digest_cache();
     loop {
@@ -122,9 +124,7 @@ pub fn build(
             .filter(|&i| {
                 needed[i]
                     && built[i].is_none()
-                    && stage_deps(&plan.stages[i])
-                        .iter()
-                        .all(|&d| built[d].is_some())
+                    && plan.stages[i].deps().iter().all(|&d| built[d].is_some())
             })
             .collect();
         if ready.is_empty() {
@@ -155,39 +155,6 @@ pub fn build(
         .ok_or_else(|| ExecError::Unsupported {
             what: "a stage graph with a cycle".into(),
         })
-}
-
-/// The stages a stage reads from: its base and its COPY --from sources.
-fn stage_deps(stage: &crate::plan::Stage) -> Vec<usize> {
-    let mut deps = Vec::new();
-    if let crate::plan::Base::Stage { index } = stage.base {
-        deps.push(index);
-    }
-    for step in &stage.steps {
-        if let Step::Layer(l) = step {
-            for set in &l.sources {
-                if let crate::plan::FileSet::Copy {
-                    from: crate::plan::CopyFrom::Stage { index },
-                    ..
-                } = set
-                {
-                    deps.push(*index);
-                }
-            }
-        }
-    }
-    deps
-}
-
-fn needed_stages(plan: &Plan) -> Vec<bool> {
-    let mut needed = vec![false; plan.stages.len()];
-    let mut todo = vec![plan.target];
-    while let Some(i) = todo.pop() {
-        if !std::mem::replace(&mut needed[i], true) {
-            todo.extend(stage_deps(&plan.stages[i]));
-        }
-    }
-    needed
 }
 
 fn build_stage(
@@ -261,7 +228,8 @@ fn build_stage(
 }
 
 /// Resolves a plan's layer steps to their cache keys without writing anything (`lade plan`).
-/// Steps that read other stages have no key until those stages are built.
+/// Steps that read other stages, use `--chown`, or download URLs have no key: only a build
+/// knows their inputs.
 pub fn cache_keys(
     plan: &Plan,
     context: &BuildContext,
@@ -312,9 +280,17 @@ pub fn cache_keys(
     Ok(keys)
 }
 
+/// Whether a step's key needs what only a build has: other stages, the base's accounts
+/// (`--chown`), or downloads (`ADD <URL>`).
 fn reads_other_stage(step: &Step) -> bool {
     let Step::Layer(l) = step else { return false };
-    l.sources.iter().any(|s| matches!(s, crate::plan::FileSet::Copy { from, chown, .. } if !matches!(from, crate::plan::CopyFrom::Context) || chown.is_some()))
+    l.sources.iter().any(|s| match s {
+        crate::plan::FileSet::Copy { from, chown, .. } => {
+            !matches!(from, crate::plan::CopyFrom::Context) || chown.is_some()
+        }
+        crate::plan::FileSet::Url { .. } => true,
+        _ => false,
+    })
 }
 
 fn write_or_reuse(
@@ -361,6 +337,8 @@ fn assemble(
     let created = rfc3339(opts.source_date_epoch);
     let base_origin = base.origin;
     let mut image = base.config;
+    // The base's ONBUILD triggers ran in the frontend; docker does not pass them on.
+    image.config.on_build = None;
     image.created = Some(created.clone());
     image.os = stage.platform.os.clone();
     image.architecture = stage.platform.architecture.clone();

@@ -13,6 +13,8 @@ use crate::store::Store;
 /// Everything a stage's file sets may read from.
 pub struct Sources<'a> {
     pub context: &'a BuildContext,
+    /// Where downloads (`ADD <URL>`) go.
+    pub store: &'a Store,
     /// Extracted filesystems, keyed by what COPY --from named.
     roots: Vec<(CopyFrom, BuildContext, tempfile::TempDir)>,
     /// (passwd, group) of the stage's base, read when a `--chown` uses names.
@@ -26,12 +28,13 @@ impl<'a> Sources<'a> {
         context: &'a BuildContext,
         base: &BaseImage,
         built: &[Option<BuiltImage>],
-        store: &Store,
+        store: &'a Store,
         registry: Option<&crate::registry::Client>,
         pull: super::PullPolicy,
     ) -> Result<Sources<'a>, ExecError> {
         let mut s = Sources {
             context,
+            store,
             roots: Vec::new(),
             accounts: None,
         };
@@ -39,8 +42,10 @@ impl<'a> Sources<'a> {
         for step in &stage.steps {
             let Step::Layer(l) = step else { continue };
             for set in &l.sources {
-                let FileSet::Copy { from, chown, .. } = set else {
-                    continue;
+                let (from, chown) = match set {
+                    FileSet::Copy { from, chown, .. } => (from, chown),
+                    FileSet::Url { chown, .. } => (&CopyFrom::Context, chown),
+                    _ => continue,
                 };
                 wants_names |= chown
                     .as_deref()
@@ -204,8 +209,11 @@ mod tests {
     #[test]
     fn chown_names_resolve_through_account_files() {
         let ctx = BuildContext::new(std::path::Path::new("/"), &[]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
         let s = Sources {
             context: &ctx,
+            store: &store,
             roots: Vec::new(),
             accounts: Some((
                 "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/app:/bin/sh\n".into(),

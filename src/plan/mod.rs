@@ -5,8 +5,10 @@
 //! resolves them against the context and derives each step's cache key from the step's
 //! definition and the content digests of its inputs (`cache_key`), never paths or mtimes.
 
+mod chmod;
 mod key;
 
+pub use chmod::Chmod;
 pub use key::cache_key;
 
 use crate::image::Platform;
@@ -70,7 +72,43 @@ impl Base {
     }
 }
 
+impl Plan {
+    /// Which stages building the target needs (the target and what it reads, transitively).
+    pub fn needed_stages(&self) -> Vec<bool> {
+        let mut needed = vec![false; self.stages.len()];
+        let mut todo = vec![self.target];
+        while let Some(i) = todo.pop() {
+            if !std::mem::replace(&mut needed[i], true) {
+                todo.extend(self.stages[i].deps());
+            }
+        }
+        needed
+    }
+}
+
 impl Stage {
+    /// The stages this one reads from: its base and its COPY --from sources.
+    pub fn deps(&self) -> Vec<usize> {
+        let mut deps = Vec::new();
+        if let Base::Stage { index } = self.base {
+            deps.push(index);
+        }
+        for step in &self.steps {
+            if let Step::Layer(l) = step {
+                for set in &l.sources {
+                    if let FileSet::Copy {
+                        from: CopyFrom::Stage { index },
+                        ..
+                    } = set
+                    {
+                        deps.push(*index);
+                    }
+                }
+            }
+        }
+        deps
+    }
+
     /// The registry reference of the stage's base, if it comes from a registry.
     pub fn base_reference(&self) -> Option<String> {
         match &self.base {
@@ -190,10 +228,25 @@ pub enum FileSet {
         parents: bool,
         /// `--chown` as written (names resolved against the stage's /etc/passwd at exec time).
         chown: Option<String>,
-        /// `--chmod`, octal.
-        chmod: Option<u32>,
+        /// `--chmod`: octal, or symbolic applied to each file's and directory's own mode.
+        chmod: Option<Chmod>,
         /// ADD: unpack local tar archives into `dest`.
         unpack_archives: bool,
+        #[serde(skip)]
+        origin: Origin,
+    },
+    /// Dockerfile `ADD <http(s) URL>`: one downloaded file, never unpacked.
+    Url {
+        url: String,
+        /// Where the file goes (the URL's last path segment under a directory destination).
+        path: ImagePath,
+        /// `--checksum`: the download must have this digest; it stands for the content in
+        /// the cache key, so a store that holds the blob does not download again.
+        checksum: Option<crate::digest::Digest>,
+        /// `--chown` as written (names resolved against the stage's /etc/passwd at exec time).
+        chown: Option<String>,
+        /// `--chmod`, applied to docker's 0600 for URL downloads.
+        chmod: Option<Chmod>,
         #[serde(skip)]
         origin: Origin,
     },

@@ -151,11 +151,19 @@ pub fn docker_import_busybox(tag: &str) {
 }
 
 /// The `lade` binary built for these tests, with its store in `cache_dir` (through
-/// `LADE_CACHE_DIR`; an explicit `--cache-dir` wins over it) and `SOURCE_DATE_EPOCH` unset.
+/// `LADE_CACHE_DIR`; an explicit `--cache-dir` wins over it), `SOURCE_DATE_EPOCH` unset and
+/// no HTTP proxy.
 pub fn lade(cache_dir: &Path) -> assert_cmd::Command {
     let mut c = assert_cmd::Command::new(env!("CARGO_BIN_EXE_lade"));
     c.env_remove("SOURCE_DATE_EPOCH")
         .env_remove("RUST_LOG")
+        // Test servers listen on 127.0.0.1; a proxy from the environment must not get in.
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("all_proxy")
+        .env_remove("ALL_PROXY")
         .env("LADE_CACHE_DIR", cache_dir);
     c
 }

@@ -49,6 +49,9 @@ pub const TEST: &[Need] = &[
     // htpasswd -B: bcrypt entries for the registry's basic auth.
     exec("apache2-utils", &["htpasswd"]),
     exec("tar", &["tar"]),
+    // `tar cjf` / `tar cJf` make the bzip2 and xz archives the ADD tests unpack.
+    exec("bzip2", &["bzip2"]),
+    exec("xz-utils", &["xz"]),
 ];
 
 /// What `cargo xtask bench` needs. Its reference tools (buildah, docker.io, skopeo,

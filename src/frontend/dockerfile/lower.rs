@@ -5,11 +5,14 @@ use super::instructions::{self, CommandLine, CopyArgs, HealthcheckArgs, Instruct
 use super::parser::Dockerfile;
 use super::shell::Lexer;
 use crate::frontend::diag::{self, Location};
-use crate::image::{Healthcheck, Platform};
+use crate::image::{Healthcheck, ImageConfig, Platform};
 use crate::path::ImagePath;
-use crate::plan::{Base, ConfigEdit, CopyFrom, FileSet, LayerStep, Plan, RunStep, Stage, Step};
+use crate::plan::{
+    Base, Chmod, ConfigEdit, CopyFrom, FileSet, LayerStep, Plan, RunStep, Stage, Step,
+};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// An error in a Dockerfile, located and rendered with a snippet.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,25 @@ pub struct LowerOptions {
     pub labels: BTreeMap<String, String>,
     /// Base for relative `oci:`/`oci-archive:` paths in FROM.
     pub context_dir: PathBuf,
+    /// Reads base images' configurations. Without it, bases contribute no `ENV` to
+    /// expansion and their `ONBUILD` triggers do not run.
+    pub base_configs: Option<Arc<dyn BaseConfigs>>,
+}
+
+/// Reads the configuration of a FROM image while lowering, as BuildKit's image meta resolver
+/// does: its `Env` is visible to variable expansion, its `WorkingDir`, `User` and `Shell`
+/// carry on, and its `OnBuild` triggers run right after FROM. The CLI implements it over the
+/// store and the registry client; the frontend itself does no I/O.
+pub trait BaseConfigs: Send + Sync {
+    /// The config of `base` (never `Scratch` or `Stage`) for `platform`; an error names the
+    /// image.
+    fn config(&self, base: &Base, platform: &Platform) -> Result<ImageConfig, String>;
+}
+
+impl std::fmt::Debug for dyn BaseConfigs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BaseConfigs")
+    }
 }
 
 /// The result: the plan, and what the user may want to know.
@@ -71,6 +93,8 @@ struct Cx<'a> {
     lexer: Lexer,
     opts: &'a LowerOptions,
     used_args: std::collections::BTreeSet<String>,
+    /// Base configs read so far: a base named by several stages is read once.
+    configs: Vec<(Base, Platform, Result<ImageConfig, String>)>,
 }
 
 impl Cx<'_> {
@@ -92,6 +116,26 @@ impl Cx<'_> {
             message,
             rendered,
         }
+    }
+
+    /// The config of an image base, if a reader is configured.
+    fn base_config(
+        &mut self,
+        base: &Base,
+        platform: &Platform,
+    ) -> Option<Result<ImageConfig, String>> {
+        let reader = self.opts.base_configs.as_ref()?;
+        if let Some((_, _, c)) = self
+            .configs
+            .iter()
+            .find(|(b, p, _)| b == base && p == platform)
+        {
+            return Some(c.clone());
+        }
+        let c = reader.config(base, platform);
+        self.configs
+            .push((base.clone(), platform.clone(), c.clone()));
+        Some(c)
     }
 
     fn expand(
@@ -120,6 +164,39 @@ struct StageState {
     cmd_set: bool,
     cmd: Option<Vec<String>>,
     line: usize,
+    /// This stage's own ONBUILD triggers (they run in stages built FROM it).
+    onbuild: Vec<String>,
+    /// Why the base's config could not be read; an error only if the target needs the stage.
+    base_error: Option<DockerfileError>,
+}
+
+impl StageState {
+    /// Starts where the base image's config leaves off, like docker: its environment (for
+    /// expansion too), working directory, user and shell.
+    fn inherit(&mut self, c: &ImageConfig) {
+        for kv in c.config.env.iter().flatten() {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            self.env.insert(k.to_string(), v.to_string());
+        }
+        if let Some(w) = c.config.working_dir.as_deref().filter(|w| !w.is_empty()) {
+            if let Ok(w) = ImagePath::resolve(&ImagePath::root(), w) {
+                self.workdir = w;
+            }
+        }
+        self.user = c.config.user.clone().filter(|u| !u.is_empty());
+        if let Some(shell) = c.config.shell.clone().filter(|s| !s.is_empty()) {
+            self.shell = shell;
+        }
+    }
+
+    /// Starts where an earlier stage of this Dockerfile ended (BuildKit also carries its
+    /// build args over).
+    fn continue_from(&mut self, base: &StageState) {
+        self.env = base.env.clone();
+        self.workdir = base.workdir.clone();
+        self.user = base.user.clone();
+        self.shell = base.shell.clone();
+    }
 }
 
 pub fn lower(
@@ -134,6 +211,7 @@ pub fn lower(
         lexer: Lexer::new(df.escape),
         opts,
         used_args: Default::default(),
+        configs: Vec::new(),
     };
     let target_platform = opts.platform.clone().unwrap_or_else(Platform::host);
     let auto_args = platform_args(&target_platform, &Platform::host());
@@ -183,10 +261,10 @@ pub fn lower(
                     }
                 }
                 let base = base_for(&cx, ins.line, &image, name.as_deref(), &stages)?;
-                stages.push(StageState {
+                let mut st = StageState {
                     name: name.clone(),
-                    base,
-                    platform,
+                    base: base.clone(),
+                    platform: platform.clone(),
                     steps: Vec::new(),
                     env: BTreeMap::new(),
                     workdir: ImagePath::root(),
@@ -195,7 +273,31 @@ pub fn lower(
                     cmd_set: false,
                     cmd: None,
                     line: ins.line,
-                });
+                    onbuild: Vec::new(),
+                    base_error: None,
+                };
+                let triggers = match &base {
+                    Base::Scratch => Vec::new(),
+                    Base::Stage { index } => {
+                        st.continue_from(&stages[*index]);
+                        stages[*index].onbuild.clone()
+                    }
+                    image_base => match cx.base_config(image_base, &platform) {
+                        None => Vec::new(),
+                        Some(Ok(config)) => {
+                            st.inherit(&config);
+                            config.config.on_build.unwrap_or_default()
+                        }
+                        Some(Err(e)) => {
+                            st.base_error = Some(cx.error(ins.line, e, None));
+                            Vec::new()
+                        }
+                    },
+                };
+                stages.push(st);
+                for trigger in &triggers {
+                    run_trigger(&mut cx, ins, trigger, &mut stages, &global)?;
+                }
             }
             Kind::Arg(args) if stages.is_empty() => {
                 for (k, default) in args {
@@ -266,6 +368,8 @@ pub fn lower(
             .push(Step::Config(ConfigEdit::Label(k.clone(), v.clone())));
     }
 
+    let base_errors: Vec<Option<DockerfileError>> =
+        stages.iter_mut().map(|s| s.base_error.take()).collect();
     let unused_build_args = opts
         .build_args
         .keys()
@@ -281,15 +385,63 @@ pub fn lower(
             steps: s.steps,
         })
         .collect();
+    let plan = Plan {
+        stages,
+        target,
+        annotations: BTreeMap::new(),
+        tags: Vec::new(),
+    };
+    // Like BuildKit, only the bases of stages the target needs must be readable.
+    for (needed, error) in plan.needed_stages().into_iter().zip(base_errors) {
+        if let (true, Some(e)) = (needed, error) {
+            return Err(e);
+        }
+    }
     Ok(Lowered {
-        plan: Plan {
-            stages,
-            target,
-            annotations: BTreeMap::new(),
-            tags: Vec::new(),
-        },
+        plan,
         unused_build_args,
     })
+}
+
+/// Runs one ONBUILD trigger of a stage's base as if it were written right after the FROM
+/// (`from`): parsed as a Dockerfile instruction, errors located at the FROM line.
+fn run_trigger(
+    cx: &mut Cx,
+    from: &Instruction,
+    trigger: &str,
+    stages: &mut [StageState],
+    global: &BTreeMap<String, String>,
+) -> Result<(), DockerfileError> {
+    let fail = |cx: &Cx, message: &str| {
+        cx.error(
+            from.line,
+            format!("ONBUILD trigger {trigger:?} of the base image: {message}"),
+            None,
+        )
+    };
+    let df = super::parser::parse(trigger).map_err(|e| fail(cx, &e.message))?;
+    let node = match df.instructions.as_slice() {
+        [node] => node,
+        _ => return Err(fail(cx, "a trigger must be exactly one instruction")),
+    };
+    if matches!(node.cmd.as_str(), "onbuild" | "from" | "maintainer") {
+        return Err(fail(
+            cx,
+            &format!(
+                "{} isn't allowed as an ONBUILD trigger",
+                node.cmd.to_uppercase()
+            ),
+        ));
+    }
+    let typed = instructions::from_node(node).map_err(|e| fail(cx, &e.message))?;
+    let ins = Instruction {
+        line: from.line,
+        end_line: from.line,
+        ..typed
+    };
+    let earlier = stages_names(stages_before(stages));
+    let stage = stages.last_mut().expect("FROM pushed the stage");
+    lower_instruction(cx, &ins, stage, global, &earlier).map_err(|e| fail(cx, &e.message))
 }
 
 fn stages_before(stages: &[StageState]) -> &[StageState] {
@@ -454,7 +606,10 @@ fn lower_instruction(
             let hc = healthcheck(cx, line, st, h)?;
             config(st, ConfigEdit::Healthcheck(Some(hc)));
         }
-        Kind::OnBuild(t) => config(st, ConfigEdit::OnBuild(t.clone())),
+        Kind::OnBuild(t) => {
+            st.onbuild.push(t.clone());
+            config(st, ConfigEdit::OnBuild(t.clone()));
+        }
         Kind::Copy(c) | Kind::Add(c) => {
             let add = matches!(ins.kind, Kind::Add(_));
             let step = copy_step(cx, ins, st, c, add, earlier)?;
@@ -585,18 +740,9 @@ fn healthcheck(
     })
 }
 
-/// `--chmod`: octal only (like `docker build` without BuildKit's labs channel).
-fn parse_chmod(cx: &Cx, line: usize, s: &str) -> Result<u32, DockerfileError> {
-    u32::from_str_radix(s, 8)
-        .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| {
-            cx.error(
-                line,
-                format!("invalid --chmod={s}: expected an octal mode such as 755"),
-                None,
-            )
-        })
+/// `--chmod`: octal, or symbolic like BuildKit (`u+x`, `g-w,o=r`, `a=rX`).
+fn parse_chmod(cx: &Cx, line: usize, s: &str) -> Result<Chmod, DockerfileError> {
+    Chmod::parse(s).map_err(|e| cx.error(line, e, None))
 }
 
 fn copy_step(
@@ -656,21 +802,53 @@ fn copy_step(
     };
     let dest_raw = cx.expand(line, &c.dest, env)?;
     let mut sources = Vec::new();
+    let mut urls = Vec::new();
     for s in &c.sources {
         let s = cx.expand(line, s, env)?;
-        if add && (s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")) {
+        if add && is_git_source(&s) {
             return Err(cx.error(
                 line,
-                format!("ADD from a URL ({s}) is not supported yet"),
+                format!("ADD from a Git repository ({s}) is not supported yet"),
                 None,
             ));
+        } else if is_http_source(&s) {
+            if !add {
+                return Err(cx.error(line, "source can't be a URL for COPY", Some("use ADD")));
+            }
+            urls.push(s);
+        } else {
+            sources.push(s);
         }
-        sources.push(s);
     }
+    // BuildKit's rules for --checksum.
+    let checksum = match &c.checksum {
+        None => None,
+        Some(raw) => {
+            let raw = cx.expand(line, raw, env)?;
+            if c.sources.len() != 1 {
+                return Err(cx.error(
+                    line,
+                    "checksum can't be specified for multiple sources",
+                    None,
+                ));
+            }
+            if urls.is_empty() {
+                return Err(cx.error(line, "checksum requires HTTP(S) or Git sources", None));
+            }
+            Some(raw.parse::<crate::digest::Digest>().map_err(|_| {
+                cx.error(
+                    line,
+                    format!("invalid --checksum={raw}"),
+                    Some("expected sha256:<64 lowercase hex digits>"),
+                )
+            })?)
+        }
+    };
     let dest = ImagePath::resolve(&st.workdir, &dest_raw)
         .map_err(|e| cx.error(line, e.to_string(), None))?;
-    let dest_is_dir =
-        dest_raw.ends_with('/') || dest_raw == "." || sources.len() + c.heredocs.len() > 1;
+    let dest_is_dir = dest_raw.ends_with('/')
+        || dest_raw == "."
+        || sources.len() + urls.len() + c.heredocs.len() > 1;
     let chown = c
         .chown
         .as_ref()
@@ -698,9 +876,24 @@ fn copy_step(
                 .collect::<Result<_, _>>()?,
             parents: c.parents,
             chown: chown.clone(),
-            chmod,
+            chmod: chmod.clone(),
             unpack_archives: add,
             origin: format!("{}:{}", cx.file, line),
+        });
+    }
+    for url in urls {
+        let path = if dest_is_dir {
+            dest.join_bytes(url_file_name(&url).as_bytes())
+        } else {
+            dest.clone()
+        };
+        sets.push(FileSet::Url {
+            url,
+            path,
+            checksum: checksum.clone(),
+            chown: chown.clone(),
+            chmod: chmod.clone(),
+            origin: format!("{}:{}:1", cx.file, line),
         });
     }
     for (name, content) in &c.heredocs {
@@ -713,7 +906,7 @@ fn copy_step(
         sets.push(FileSet::Inline {
             path,
             content: content.clone().into_bytes(),
-            mode: chmod.unwrap_or(0o644),
+            mode: chmod.as_ref().map_or(0o644, |c| c.apply(0o644, false)),
             uid,
             gid,
         });
@@ -730,9 +923,268 @@ fn copy_step(
     })
 }
 
+/// `ADD` of a Git repository: `git@host:…`, `git://…`, or an http(s) URL of a `.git` path.
+fn is_git_source(s: &str) -> bool {
+    if s.starts_with("git@") || s.starts_with("git://") {
+        return true;
+    }
+    is_http_source(s) && {
+        let path = s.split(['#', '?']).next().unwrap_or(s);
+        path.trim_end_matches('/').ends_with(".git")
+    }
+}
+
+fn is_http_source(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+/// The name a URL's download gets in a destination directory: the last segment of its path,
+/// percent-decoded, like BuildKit (`__unnamed__` when the path has none).
+fn url_file_name(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = rest
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
+        .split_once('/')
+        .map_or("", |(_, p)| p);
+    let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    let decoded = percent_decode(last);
+    if decoded.is_empty() || decoded == "." || decoded == ".." || decoded.contains('/') {
+        "__unnamed__".to_string()
+    } else {
+        decoded
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A base reader that knows one image, `oci:/base`.
+    struct OneBase(ImageConfig);
+
+    impl BaseConfigs for OneBase {
+        fn config(&self, base: &Base, _: &Platform) -> Result<ImageConfig, String> {
+            match base {
+                Base::OciLayout { dir, .. } if dir == std::path::Path::new("/base") => {
+                    Ok(self.0.clone())
+                }
+                other => Err(format!("base image {other:?}: not found")),
+            }
+        }
+    }
+
+    fn lower_with(src: &str, env: &[&str], onbuild: &[&str]) -> Result<Plan, String> {
+        let mut config = ImageConfig::default();
+        config.config.env = Some(env.iter().map(|s| s.to_string()).collect());
+        config.config.on_build = Some(onbuild.iter().map(|s| s.to_string()).collect());
+        config.config.working_dir = Some("/srv".into());
+        let opts = LowerOptions {
+            base_configs: Some(Arc::new(OneBase(config))),
+            ..Default::default()
+        };
+        let df = super::super::parser::parse(src).map_err(|e| e.to_string())?;
+        lower("Dockerfile", src, &df, &opts)
+            .map(|l| l.plan)
+            .map_err(|e| e.to_string())
+    }
+
+    fn edits(plan: &Plan, stage: usize) -> Vec<ConfigEdit> {
+        plan.stages[stage]
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Config(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn base_env_and_workdir_are_visible_to_later_instructions() {
+        let plan = lower_with(
+            "FROM oci:/base\nENV PATH=/opt/x:$PATH\nWORKDIR $HOME/src\nWORKDIR rel\n",
+            &["PATH=/usr/bin:/bin", "HOME=/home/app"],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            edits(&plan, 0),
+            [
+                ConfigEdit::Env("PATH".into(), "/opt/x:/usr/bin:/bin".into()),
+                ConfigEdit::WorkingDir("/home/app/src".into()),
+                ConfigEdit::WorkingDir("/home/app/src/rel".into()),
+            ]
+        );
+        // A relative WORKDIR right after FROM starts at the base's WorkingDir.
+        let plan = lower_with("FROM oci:/base\nWORKDIR app\n", &[], &[]).unwrap();
+        assert_eq!(edits(&plan, 0), [ConfigEdit::WorkingDir("/srv/app".into())]);
+    }
+
+    #[test]
+    fn onbuild_triggers_run_right_after_from() {
+        let plan = lower_with(
+            "FROM oci:/base\nENV Y=2\n",
+            &[],
+            &["ENV X=1", "LABEL from=$X"],
+        )
+        .unwrap();
+        assert_eq!(
+            edits(&plan, 0),
+            [
+                ConfigEdit::Env("X".into(), "1".into()),
+                ConfigEdit::Label("from".into(), "1".into()),
+                ConfigEdit::Env("Y".into(), "2".into()),
+            ]
+        );
+        // FROM a stage runs that stage's own ONBUILD instructions, not in the stage itself.
+        let plan = lower_with(
+            "FROM scratch AS tmpl\nONBUILD ENV Z=3\nFROM tmpl\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(edits(&plan, 0), [ConfigEdit::OnBuild("ENV Z=3".into())]);
+        assert_eq!(edits(&plan, 1), [ConfigEdit::Env("Z".into(), "3".into())]);
+    }
+
+    #[test]
+    fn bad_triggers_are_reported_at_the_from_line() {
+        for (trigger, wanted) in [
+            ("FROM busybox", "FROM isn't allowed as an ONBUILD trigger"),
+            (
+                "ONBUILD ENV A=1",
+                "ONBUILD isn't allowed as an ONBUILD trigger",
+            ),
+            (
+                "MAINTAINER me",
+                "MAINTAINER isn't allowed as an ONBUILD trigger",
+            ),
+            ("COPPY a /b", "unknown instruction: COPPY"),
+            ("WORKDIR", "WORKDIR requires exactly one argument"),
+        ] {
+            let err = lower_with("ARG X\nFROM oci:/base\n", &[], &[trigger]).unwrap_err();
+            assert!(err.starts_with("Dockerfile:2:1: "), "{err}");
+            assert!(
+                err.contains(&format!("ONBUILD trigger {trigger:?}")),
+                "{err}"
+            );
+            assert!(err.contains(wanted), "{trigger}: {err}");
+            assert!(err.contains("2 | FROM oci:/base"), "snippet: {err}");
+        }
+    }
+
+    #[test]
+    fn unreadable_bases_fail_only_when_the_target_needs_them() {
+        let err = lower_with("FROM oci:/missing\n", &[], &[]).unwrap_err();
+        assert!(err.contains("Dockerfile:1:1: base image"), "{err}");
+        let plan = lower_with("FROM oci:/missing AS unused\nFROM oci:/base\n", &[], &[]);
+        assert!(plan.is_ok(), "{plan:?}");
+    }
+
+    #[test]
+    fn url_sources_are_named_by_their_last_path_segment() {
+        assert_eq!(
+            url_file_name("https://example.com/a/b/tool.tar.gz"),
+            "tool.tar.gz"
+        );
+        assert_eq!(
+            url_file_name("http://h:8080/dl/x%20y.txt?sig=1#frag"),
+            "x y.txt"
+        );
+        assert_eq!(url_file_name("https://example.com/dir/"), "dir");
+        assert_eq!(url_file_name("https://example.com"), "__unnamed__");
+        assert_eq!(url_file_name("https://example.com/"), "__unnamed__");
+        assert_eq!(url_file_name("https://example.com/a%2Fb"), "__unnamed__");
+        assert!(is_git_source("https://github.com/moby/buildkit.git#v0.12"));
+        assert!(is_git_source("git@github.com:moby/buildkit.git"));
+        assert!(!is_git_source("https://example.com/file.txt"));
+    }
+
+    #[test]
+    fn add_url_lowers_to_a_download() {
+        let src = "FROM scratch\nADD --chmod=755 --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 https://example.com/x/tool /usr/bin/\nADD http://h/f.txt /etc/conf\n";
+        let plan = lower_with(src, &[], &[]).unwrap();
+        let urls: Vec<(String, String, Option<String>)> = plan.stages[0]
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Layer(l) => match &l.sources[0] {
+                    FileSet::Url {
+                        url,
+                        path,
+                        checksum,
+                        ..
+                    } => Some((
+                        url.clone(),
+                        path.display(),
+                        checksum.as_ref().map(|d| d.to_string()),
+                    )),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                (
+                    "https://example.com/x/tool".to_string(),
+                    "/usr/bin/tool".to_string(),
+                    Some(format!("sha256:{}", "0".repeat(64)))
+                ),
+                ("http://h/f.txt".to_string(), "/etc/conf".to_string(), None),
+            ]
+        );
+        for (df, wanted) in [
+            (
+                "ADD --checksum=sha256:00 a.txt /x",
+                "checksum requires HTTP(S) or Git sources",
+            ),
+            (
+                "ADD --checksum=md5:00 http://h/a /x",
+                "invalid --checksum=md5:00",
+            ),
+            (
+                "ADD --checksum=sha256:00 http://h/a http://h/b /x/",
+                "checksum can't be specified for multiple sources",
+            ),
+            ("COPY http://h/a /x", "source can't be a URL for COPY"),
+            (
+                "ADD https://github.com/moby/buildkit.git /src",
+                "Git repository",
+            ),
+        ] {
+            let err = lower_with(&format!("FROM scratch\n{df}\n"), &[], &[]).unwrap_err();
+            assert!(err.starts_with("Dockerfile:2:1: "), "{err}");
+            assert!(err.contains(wanted), "{df}: {err}");
+        }
+    }
 
     #[test]
     fn ports_and_durations() {

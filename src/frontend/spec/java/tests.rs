@@ -94,7 +94,7 @@ fn summary(plan: &Plan) -> Vec<(String, Vec<String>)> {
                         lines.push(format!("{path} = {}", String::from_utf8_lossy(content)))
                     }
                     FileSet::Dir { path, .. } => lines.push(format!("dir {path}")),
-                    FileSet::Copy { .. } => {
+                    FileSet::Copy { .. } | FileSet::Url { .. } => {
                         unreachable!("the java preset copies no Dockerfile sources")
                     }
                 }
