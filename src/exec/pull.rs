@@ -40,6 +40,21 @@ fn resolution_key(r: &Reference, platform: &Platform) -> Digest {
     Digest::of(format!("lade registry base\0{r}\0{platform}").as_bytes())
 }
 
+/// What this process learnt from the registry: resolution key → what the tag pointed to.
+/// `Some(top)` records it; the result is the recorded value.
+fn checked_this_run(key: &Digest, record: Option<Digest>) -> Option<Digest> {
+    static CHECKED: std::sync::Mutex<Vec<(Digest, Digest)>> = std::sync::Mutex::new(Vec::new());
+    let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(top) = record {
+        checked.retain(|(k, _)| k != key);
+        checked.push((key.clone(), top));
+    }
+    checked
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, t)| t.clone())
+}
+
 /// The cached image for a resolution, if every piece of it is in the store.
 fn cached_image(store: &Store, res: &Resolution) -> Option<ImportedImage> {
     let manifest_bytes = store.read_blob(&res.manifest).ok()?;
@@ -71,6 +86,9 @@ pub(super) fn resolve_registry(
     let client = || registry.ok_or("no registry client configured");
     let reuse = match (&cached, pull) {
         (Some(_), PullPolicy::Missing | PullPolicy::Never) => true,
+        // Already resolved or re-checked by this process (the frontend reads a base's config
+        // before the build loads it): one build asks the registry once per tag.
+        (Some((top, _)), _) if checked_this_run(&key, None).as_ref() == Some(top) => true,
         // A digest reference cannot move.
         (Some(_), PullPolicy::Newer) if r.digest.is_some() => true,
         (Some((top, _)), PullPolicy::Newer) => {
@@ -78,7 +96,11 @@ pub(super) fn resolve_registry(
                 format!("{e} (--pull=missing or --pull=never use the cached image)")
             })?;
             tracing::debug!(base = %r, cached = %top, registry = %now, "re-checked the tag");
-            &now == top
+            let same = &now == top;
+            if same {
+                checked_this_run(&key, Some(now));
+            }
+            same
         }
         (None, PullPolicy::Never) => {
             return Err(
@@ -107,6 +129,7 @@ pub(super) fn resolve_registry(
             },
         )
         .map_err(|e| e.to_string())?;
+    checked_this_run(&key, Some(image.top_digest.clone()));
     Ok((
         ImportedImage {
             manifest_bytes: image.manifest_bytes,
