@@ -163,8 +163,9 @@ pub struct InputArgs {
     /// Add a label to the image (`KEY=VALUE`).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
-    /// Target platform (os/arch[/variant]); default: the spec's, else the host's.
-    #[arg(long, value_name = "PLATFORM")]
+    /// Target platform (os/arch[/variant]); default: the spec's, else the host's. Several,
+    /// comma-separated, build one image each under a multi-platform index.
+    #[arg(long, value_name = "PLATFORM[,PLATFORM...]")]
     pub platform: Option<String>,
     /// Layer compression.
     #[arg(long, value_enum, default_value = "gzip")]

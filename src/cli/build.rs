@@ -31,7 +31,8 @@ enum Description {
 /// Everything a build needs, validated.
 struct BuildRequest {
     description: Description,
-    platform: Option<Platform>,
+    /// Empty: the description's platform, else the host's.
+    platforms: Vec<Platform>,
     store_root: PathBuf,
     exec: ExecOptions,
     outputs: Vec<Target>,
@@ -78,13 +79,20 @@ fn key_values(
 
 fn input_request(
     a: &InputArgs,
-) -> Result<(Description, Option<Platform>, PathBuf, ExecOptions), UsageError> {
-    let platform = a
-        .platform
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(|e: crate::image::PlatformParseError| UsageError(e.to_string()))?;
+) -> Result<(Description, Vec<Platform>, PathBuf, ExecOptions), UsageError> {
+    // `--platform a,b`: one image per platform, under an index.
+    let mut platforms: Vec<Platform> = Vec::new();
+    for p in a.platform.iter().flat_map(|p| p.split(',')) {
+        let p: Platform = p
+            .trim()
+            .parse()
+            .map_err(|e: crate::image::PlatformParseError| UsageError(e.to_string()))?;
+        if platforms.contains(&p) {
+            return Err(UsageError(format!("--platform names {p} twice")));
+        }
+        platforms.push(p);
+    }
+    let platform = platforms.first().cloned();
     let description = match (&a.spec, &a.context) {
         (Some(spec), _) => Description::Spec(spec.clone()),
         (None, Some(context)) => Description::Dockerfile {
@@ -109,7 +117,7 @@ fn input_request(
     let store_root = a.cache_dir.clone().unwrap_or_else(Store::default_root);
     Ok((
         description,
-        platform,
+        platforms,
         store_root,
         ExecOptions {
             compression,
@@ -123,7 +131,7 @@ fn input_request(
 
 impl BuildRequest {
     fn from_args(a: &BuildArgs) -> Result<BuildRequest, UsageError> {
-        let (description, platform, store_root, mut exec) = input_request(&a.input)?;
+        let (description, platforms, store_root, mut exec) = input_request(&a.input)?;
         exec.no_cache = a.no_cache;
         exec.pull = match a.pull {
             PullArg::Newer => exec::PullPolicy::Newer,
@@ -163,7 +171,7 @@ impl BuildRequest {
         }
         Ok(BuildRequest {
             description,
-            platform,
+            platforms,
             store_root,
             exec,
             outputs,
@@ -284,6 +292,7 @@ fn load_plan(
         } => {
             let mut opts = (**opts).clone();
             opts.base_configs = Some(base_configs.clone());
+            opts.platform = platform.cloned();
             load_dockerfile(file.as_deref(), context, &opts, progress)
         }
     }
@@ -398,29 +407,36 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
         .context("starting worker threads")?;
     let store = Store::open(&req.store_root)?;
     let base_configs = BaseConfigReader::new(&store, &a.input.registry, req.exec.pull);
-    let Loaded {
-        plan,
-        context,
-        source,
-    } = load_plan(
-        &req.description,
-        req.platform.as_ref(),
-        Some(&progress),
-        &base_configs,
-    )?;
     let push = a.push || req.outputs.iter().any(|o| matches!(o, Target::Registry));
     let mut exec_opts = req.exec.clone();
-    if push || uses_registry(&plan) {
-        exec_opts.registry = match base_configs.made_client() {
-            Some(c) => Some(c),
-            None => Some(super::registry_cmd::client(&a.input.registry)?),
-        };
+    let platforms: Vec<Option<&Platform>> = if req.platforms.is_empty() {
+        vec![None]
+    } else {
+        req.platforms.iter().map(Some).collect()
+    };
+    let mut images = Vec::new();
+    let mut plan_tags = Vec::new();
+    for platform in platforms {
+        let Loaded {
+            plan,
+            context,
+            source,
+        } = load_plan(&req.description, platform, Some(&progress), &base_configs)?;
+        if exec_opts.registry.is_none() && (push || uses_registry(&plan)) {
+            exec_opts.registry = match base_configs.made_client() {
+                Some(c) => Some(c),
+                None => Some(super::registry_cmd::client(&a.input.registry)?),
+            };
+        }
+        let image = pool
+            .install(|| exec::build(&plan, &context, &store, &exec_opts, &progress))
+            .map_err(|e| source.locate(e))?;
+        images.push(image);
+        plan_tags = plan.tags;
     }
-    let image = pool
-        .install(|| exec::build(&plan, &context, &store, &exec_opts, &progress))
-        .map_err(|e| source.locate(e))?;
+    let artifact = output::Artifact::multi_platform(images, &store)?;
 
-    let mut tags = plan.tags.clone();
+    let mut tags = plan_tags;
     tags.extend(req.tags.iter().cloned());
     tags.dedup();
     for t in &tags {
@@ -430,9 +446,11 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
     for target in &req.outputs {
         if !matches!(target, Target::Registry) {
             // Files hold every byte: base layers never downloaded are fetched now.
-            image.fetch_layers(&store, exec_opts.registry.as_deref(), exec_opts.pull)?;
+            for image in &artifact.images {
+                image.fetch_layers(&store, exec_opts.registry.as_deref(), exec_opts.pull)?;
+            }
         }
-        output::write(target, &image, &tags, &store)?;
+        output::write(target, &artifact, &tags, &store)?;
     }
     let mut pushed: Vec<String> = Vec::new();
     if push {
@@ -445,7 +463,7 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
         let client = exec_opts.registry.as_deref().expect("created above");
         // Base layers are mounted from the base's repository on the same registry, else
         // fetched and uploaded.
-        let mount_from = image.base_origin.clone();
+        let mount_from = artifact.images[0].base_origin.clone();
         // Pushing to another registry than the base's needs the base layers' bytes: fetch
         // them now, as --pull allows (the push would fetch them otherwise, ignoring it).
         if let Some(origin) = &mount_from {
@@ -453,11 +471,13 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
                 crate::registry::Reference::parse(t).is_ok_and(|r| r.registry != origin.registry)
             });
             if elsewhere {
-                image.fetch_layers(&store, Some(client), exec_opts.pull)?;
+                for image in &artifact.images {
+                    image.fetch_layers(&store, Some(client), exec_opts.pull)?;
+                }
             }
         }
         for r in output::push(
-            &image,
+            &artifact,
             &tags,
             &store,
             client,
@@ -479,27 +499,27 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
             .outputs
             .iter()
             .any(|o| matches!(o, Target::Docker { .. }));
-        let id = if docker {
-            &image.config_digest
-        } else {
-            &image.manifest_digest
+        let top = artifact.top().digest;
+        let id = match artifact.image() {
+            Some(image) if docker => &image.config_digest,
+            _ => &top,
         };
         output::write_small_file(f, id.to_string().as_bytes())
             .with_context(|| format!("writing {}", f.display()))?;
     }
     if let Some(f) = &req.digest_file {
-        output::write_small_file(f, image.manifest_digest.to_string().as_bytes())
+        output::write_small_file(f, artifact.top().digest.to_string().as_bytes())
             .with_context(|| format!("writing {}", f.display()))?;
     }
     if let Some(f) = &req.metadata_file {
-        let mut doc = output::metadata_json(&image, &tags);
+        let mut doc = output::metadata_json(&artifact, &tags);
         if push {
             doc["lade.pushed"] = serde_json::json!(pushed);
         }
         let json = serde_json::to_vec_pretty(&doc).expect("metadata serialises");
         output::write_small_file(f, &json).with_context(|| format!("writing {}", f.display()))?;
     }
-    progress.note(&format!("image {}", image.manifest_digest));
+    progress.note(&format!("image {}", artifact.top().digest));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -526,7 +546,13 @@ fn uses_registry(plan: &Plan) -> bool {
 }
 
 pub fn run_plan(a: &PlanArgs) -> anyhow::Result<ExitCode> {
-    let (description, platform, store_root, exec_opts) = input_request(&a.input)?;
+    let (description, platforms, store_root, exec_opts) = input_request(&a.input)?;
+    if platforms.len() > 1 {
+        return Err(
+            UsageError("lade plan shows one platform's plan: give one --platform".into()).into(),
+        );
+    }
+    let platform = platforms.into_iter().next();
     let store = Store::open(&store_root)?;
     let base_configs = BaseConfigReader::new(&store, &a.input.registry, exec_opts.pull);
     let Loaded {

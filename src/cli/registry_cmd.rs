@@ -153,7 +153,7 @@ pub fn run_pull(a: &PullArgs) -> anyhow::Result<ExitCode> {
     let image = as_built(imported, platform);
     let tags = vec![r.to_string()];
     for t in &targets {
-        output::write(t, &image, &tags, &store)?;
+        output::write(t, &output::Artifact::single(image.clone()), &tags, &store)?;
     }
     eprintln!("pulled {} ({})", r, image.manifest_digest);
     Ok(ExitCode::SUCCESS)

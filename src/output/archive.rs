@@ -2,10 +2,10 @@
 //! with the layer writer: sorted entries, fixed owners and mtimes, so equal images give
 //! byte-identical archives.
 
-use super::{split_tag, Dest, OutputError};
+use super::{split_tag, Artifact, Dest, OutputError};
 use crate::digest::Digest;
 use crate::exec::BuiltImage;
-use crate::image::{canonical_json, media_types, Descriptor, Index};
+use crate::image::{canonical_json, media_types, Index};
 use crate::layer::{Compression, Entry, EntryKind, FileSource, LayerOptions};
 use crate::path::ImagePath;
 use crate::store::Store;
@@ -45,16 +45,12 @@ fn blob_path(d: &Digest) -> String {
 /// The OCI archive's entries, the image layout (`oci-layout`, `index.json`, every blob); the
 /// docker archive adds its own files to them.
 pub fn oci_entries(
-    image: &BuiltImage,
+    artifact: &Artifact,
     tags: &[String],
     store: &Store,
 ) -> Result<Vec<Entry>, OutputError> {
     let mut manifests = Vec::new();
-    let desc = Descriptor::new(
-        media_types::OCI_MANIFEST,
-        image.manifest_digest.clone(),
-        image.manifest_bytes.len() as u64,
-    );
+    let desc = artifact.top();
     for t in tags {
         let (_, tag) = split_tag(t)?;
         let mut d = desc.clone();
@@ -79,14 +75,8 @@ pub fn oci_entries(
             "index.json",
             canonical_json(&index).expect("index serialises"),
         ),
-        bytes(
-            &blob_path(&image.manifest_digest),
-            image.manifest_bytes.clone(),
-        ),
     ];
-    let mut blobs = vec![&image.manifest.config.digest];
-    blobs.extend(image.manifest.layers.iter().map(|l| &l.digest));
-    for d in blobs {
+    for d in artifact.blobs() {
         let size = store.blob_size(d)?;
         entries.push(file(
             &blob_path(d),
@@ -103,7 +93,7 @@ pub fn docker_entries(
     tags: &[String],
     store: &Store,
 ) -> Result<Vec<Entry>, OutputError> {
-    let mut entries = oci_entries(image, tags, store)?;
+    let mut entries = oci_entries(&Artifact::single(image.clone()), tags, store)?;
     let mut repo_tags = Vec::new();
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for t in tags {

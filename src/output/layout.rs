@@ -2,10 +2,8 @@
 //! under temp names and renamed; `index.json` is replaced atomically, so readers never see
 //! a manifest whose blobs are missing.
 
-use super::{split_tag, OutputError};
-use crate::digest::Digest;
-use crate::exec::BuiltImage;
-use crate::image::{canonical_json, media_types, Descriptor, Index};
+use super::{split_tag, Artifact, OutputError};
+use crate::image::{canonical_json, media_types, Index};
 use crate::store::Store;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,7 +12,7 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 pub fn add(
     dir: &Path,
-    image: &BuiltImage,
+    artifact: &Artifact,
     tags: &[String],
     store: &Store,
 ) -> Result<(), OutputError> {
@@ -24,9 +22,7 @@ pub fn add(
     };
     let blobs = dir.join("blobs").join("sha256");
     std::fs::create_dir_all(&blobs).map_err(io(&blobs))?;
-    let mut digests: Vec<&Digest> = vec![&image.manifest_digest, &image.manifest.config.digest];
-    digests.extend(image.manifest.layers.iter().map(|l| &l.digest));
-    for d in digests {
+    for d in artifact.blobs() {
         let dest = blobs.join(d.hex());
         if dest.exists() {
             continue;
@@ -54,11 +50,7 @@ pub fn add(
         },
         Err(e) => return Err(io(&index_path)(e)),
     };
-    let desc = Descriptor::new(
-        media_types::OCI_MANIFEST,
-        image.manifest_digest.clone(),
-        image.manifest_bytes.len() as u64,
-    );
+    let desc = artifact.top();
     if tags.is_empty()
         && !index
             .manifests

@@ -1,12 +1,30 @@
 //! The `--metadata-file` document (BuildKit's keys plus lade's layer list) and small files
 //! like `--iidfile`.
 
+use super::Artifact;
 use crate::exec::BuiltImage;
 use crate::image::media_types;
 use serde_json::{json, Value};
 use std::path::Path;
 
-pub fn metadata_json(image: &BuiltImage, tags: &[String]) -> Value {
+pub fn metadata_json(artifact: &Artifact, tags: &[String]) -> Value {
+    let mut m = match artifact.image() {
+        Some(image) => image_json(image),
+        None => json!({
+            "containerimage.digest": artifact.top().digest,
+            "containerimage.descriptor": artifact.top(),
+            "lade.platforms": artifact.images.iter().map(image_json).collect::<Vec<_>>(),
+        }),
+    };
+    m["lade.tags"] = json!(tags);
+    if !tags.is_empty() {
+        m["image.name"] = json!(tags.join(","));
+    }
+    m
+}
+
+/// One image's keys: its digests, descriptor and layers.
+fn image_json(image: &BuiltImage) -> Value {
     let layers: Vec<Value> = image
         .manifest
         .layers
@@ -14,7 +32,7 @@ pub fn metadata_json(image: &BuiltImage, tags: &[String]) -> Value {
         .zip(&image.config.rootfs.diff_ids)
         .map(|(l, diff_id)| json!({"mediaType": l.media_type, "digest": l.digest, "size": l.size, "diffID": diff_id}))
         .collect();
-    let mut m = json!({
+    json!({
         "containerimage.config.digest": image.config_digest,
         "containerimage.digest": image.manifest_digest,
         "containerimage.descriptor": {
@@ -24,12 +42,7 @@ pub fn metadata_json(image: &BuiltImage, tags: &[String]) -> Value {
             "platform": image.platform,
         },
         "lade.layers": layers,
-        "lade.tags": tags,
-    });
-    if !tags.is_empty() {
-        m["image.name"] = json!(tags.join(","));
-    }
-    m
+    })
 }
 
 /// Writes a small file atomically (temp file beside it, then rename).

@@ -3,14 +3,15 @@
 //! a temp file beside the destination and renamed, so an interrupted build leaves none.
 
 mod archive;
+mod artifact;
 mod layout;
 mod metadata;
 mod target;
 
+pub use artifact::Artifact;
 pub use metadata::{metadata_json, write_small_file};
 pub use target::{Dest, Target, TargetParseError};
 
-use crate::exec::BuiltImage;
 use crate::store::Store;
 use std::path::PathBuf;
 
@@ -33,28 +34,33 @@ pub enum OutputError {
     Registry(crate::registry::RegistryError),
     #[error("invalid tag {tag:?}: {message}")]
     Tag { tag: String, message: String },
+    #[error("a docker archive holds one image, not {0} platforms (docker load cannot read an index); use type=oci or type=oci-layout, or build one --platform")]
+    DockerMultiPlatform(usize),
 }
 
-/// Writes `image` to `target`. `tags` are full image names (`name[:tag]`).
+/// Writes `artifact` to `target`. `tags` are full image names (`name[:tag]`).
 pub fn write(
     target: &Target,
-    image: &BuiltImage,
+    artifact: &Artifact,
     tags: &[String],
     store: &Store,
 ) -> Result<(), OutputError> {
     match target {
-        Target::Oci { dest } => archive::write(dest, &archive::oci_entries(image, tags, store)?),
+        Target::Oci { dest } => archive::write(dest, &archive::oci_entries(artifact, tags, store)?),
         Target::Docker { dest } => {
+            let image = artifact
+                .image()
+                .ok_or(OutputError::DockerMultiPlatform(artifact.images.len()))?;
             archive::write(dest, &archive::docker_entries(image, tags, store)?)
         }
-        Target::OciLayout { dir } => layout::add(dir, image, tags, store),
+        Target::OciLayout { dir } => layout::add(dir, artifact, tags, store),
         Target::Registry => Ok(()),
     }
 }
 
-/// Pushes `image` to the registry of every tag; tags of one repository go in one push.
+/// Pushes `artifact` to the registry of every tag; tags of one repository go in one push.
 pub fn push(
-    image: &BuiltImage,
+    artifact: &Artifact,
     tags: &[String],
     store: &Store,
     client: &crate::registry::Client,
@@ -75,16 +81,12 @@ pub fn push(
             .1
             .push(tag);
     }
-    let media_type = image
-        .manifest
-        .media_type
-        .clone()
-        .unwrap_or_else(|| crate::image::media_types::OCI_MANIFEST.to_string());
+    let media_type = artifact.top().media_type;
     by_repo
         .values()
         .map(|(r, tags)| {
             client
-                .push_image(store, r, &image.manifest_bytes, &media_type, tags, opts)
+                .push_image(store, r, artifact.top_bytes(), &media_type, tags, opts)
                 .map_err(OutputError::Registry)
         })
         .collect()

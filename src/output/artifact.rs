@@ -1,0 +1,95 @@
+//! What a build hands to its outputs: one image, or one image per platform under an OCI
+//! index (`--platform linux/amd64,linux/arm64`).
+
+use super::OutputError;
+use crate::digest::Digest;
+use crate::exec::BuiltImage;
+use crate::image::{canonical_json, media_types, Descriptor, Index};
+use crate::store::Store;
+
+pub struct Artifact {
+    pub images: Vec<BuiltImage>,
+    /// With several images: the index over their manifests (its bytes are in the store too).
+    index: Option<(Vec<u8>, Digest)>,
+}
+
+impl Artifact {
+    pub fn single(image: BuiltImage) -> Artifact {
+        Artifact {
+            images: vec![image],
+            index: None,
+        }
+    }
+
+    /// One image per platform, in the given order, under a new index written to the store.
+    pub fn multi_platform(images: Vec<BuiltImage>, store: &Store) -> Result<Artifact, OutputError> {
+        if images.len() == 1 {
+            return Ok(Artifact::single(images.into_iter().next().expect("one")));
+        }
+        let index = Index {
+            schema_version: 2,
+            media_type: Some(media_types::OCI_INDEX.into()),
+            manifests: images
+                .iter()
+                .map(|i| {
+                    let mut d = manifest_descriptor(i);
+                    d.platform = Some(i.platform.clone());
+                    d
+                })
+                .collect(),
+            annotations: None,
+        };
+        let bytes = canonical_json(&index).expect("index serialises");
+        let digest = store.put_bytes(&bytes)?;
+        Ok(Artifact {
+            images,
+            index: Some((bytes, digest)),
+        })
+    }
+
+    /// The one image, unless this is a multi-platform index.
+    pub fn image(&self) -> Option<&BuiltImage> {
+        match (&self.index, self.images.as_slice()) {
+            (None, [one]) => Some(one),
+            _ => None,
+        }
+    }
+
+    /// What a tag points to: the manifest, or the index.
+    pub fn top(&self) -> Descriptor {
+        match &self.index {
+            Some((bytes, digest)) => {
+                Descriptor::new(media_types::OCI_INDEX, digest.clone(), bytes.len() as u64)
+            }
+            None => manifest_descriptor(&self.images[0]),
+        }
+    }
+
+    pub fn top_bytes(&self) -> &[u8] {
+        match &self.index {
+            Some((bytes, _)) => bytes,
+            None => &self.images[0].manifest_bytes,
+        }
+    }
+
+    /// Every blob the artifact consists of, each once, in a fixed order: the index, then
+    /// per image its manifest, config and layers.
+    pub fn blobs(&self) -> Vec<&Digest> {
+        let mut seen = std::collections::BTreeSet::new();
+        let index = self.index.iter().map(|(_, d)| d);
+        let per_image = self.images.iter().flat_map(|i| {
+            [&i.manifest_digest, &i.manifest.config.digest]
+                .into_iter()
+                .chain(i.manifest.layers.iter().map(|l| &l.digest))
+        });
+        index.chain(per_image).filter(|d| seen.insert(*d)).collect()
+    }
+}
+
+fn manifest_descriptor(image: &BuiltImage) -> Descriptor {
+    Descriptor::new(
+        media_types::OCI_MANIFEST,
+        image.manifest_digest.clone(),
+        image.manifest_bytes.len() as u64,
+    )
+}
