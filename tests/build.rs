@@ -589,20 +589,6 @@ fn docker_archive_streams_to_stdout_and_plan_prints_keys() {
         .starts_with("sha256:"));
 }
 
-/// Runs a command and returns its exit status and peak RSS in KiB, from wait4.
-// The child is reaped by wait4 (std's wait would not report its rusage).
-#[allow(clippy::zombie_processes)]
-fn run_measured(cmd: &mut Command) -> (std::process::ExitStatus, i64) {
-    use std::os::unix::process::ExitStatusExt;
-    let child = cmd.spawn().unwrap();
-    let mut status = 0;
-    // SAFETY: rusage is plain data, and the pid is our own unwaited child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32);
-    (std::process::ExitStatus::from_raw(status), usage.ru_maxrss)
-}
-
 #[test]
 fn a_2_gib_sparse_file_streams_with_bounded_memory() {
     let tmp = tempfile::tempdir().unwrap();
@@ -624,7 +610,7 @@ fn a_2_gib_sparse_file_streams_with_bounded_memory() {
     cmd.arg("--metadata-file")
         .arg(&meta)
         .args(["--compression", "none"]);
-    let (status, rss_kib) = run_measured(&mut cmd);
+    let (status, rss_kib) = common::run_measured(&mut cmd);
     assert!(status.success());
     assert!(
         rss_kib < 100 * 1024,

@@ -684,3 +684,58 @@ fn pull_policies_decide_what_a_build_asks_the_registry() {
     assert_eq!(manifest_requests(&seen, "HEAD"), 1, "{seen:?}");
     assert_eq!(manifest_requests(&seen, "GET"), 1, "{seen:?}");
 }
+
+#[test]
+fn pushing_a_1_gib_layer_keeps_memory_bounded() {
+    let s = common::require_services();
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(ctx.join("data")).unwrap();
+    let big = fs::File::create(ctx.join("data/big.img")).unwrap();
+    big.set_len(1 << 30).unwrap();
+    fs::write(
+        ctx.join("lade.toml"),
+        "[image]\n[[layer]]\nname = \"data\"\nfrom = \"data\"\ninto = \"/data\"\n",
+    )
+    .unwrap();
+    let repo = format!("{}/lade-test/big-{}", s.registry, std::process::id());
+    let archive = tmp.path().join("big.tar");
+    // Build (uncompressed: a 1 GiB blob), push straight from the store, write an archive.
+    let mut build = std::process::Command::new(env!("CARGO_BIN_EXE_lade"));
+    build
+        .args([
+            "build",
+            "--progress",
+            "quiet",
+            "--compression",
+            "none",
+            "--spec",
+        ])
+        .arg(ctx.join("lade.toml"))
+        .arg("--cache-dir")
+        .arg(tmp.path().join("cache"))
+        .args(["--push", "-t", &format!("{repo}:1"), "--output"])
+        .arg(format!("type=oci,dest={}", archive.display()));
+    let (status, rss_kib) = common::run_measured(&mut build);
+    assert!(status.success());
+    assert!(rss_kib < 100 * 1024, "build --push: peak RSS {rss_kib} KiB");
+    // Push the archive to another repository: the blob streams out of the tar.
+    let mut push = std::process::Command::new(env!("CARGO_BIN_EXE_lade"));
+    push.arg("push").arg(&archive).arg(format!("{repo}-copy:1"));
+    let (status, rss_kib) = common::run_measured(&mut push);
+    assert!(status.success());
+    assert!(rss_kib < 100 * 1024, "push: peak RSS {rss_kib} KiB");
+    for r in [format!("{repo}:1"), format!("{repo}-copy:1")] {
+        let v: Value = serde_json::from_str(&common::ok(common::skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{r}"),
+        ])))
+        .unwrap();
+        assert!(
+            v["layers"][0]["size"].as_u64().unwrap() > 1 << 30,
+            "{r}: {v}"
+        );
+    }
+}

@@ -241,3 +241,17 @@ impl jsonschema::Retrieve for SchemaDir {
         Err(format!("no offline schema for {}", uri.as_str()).into())
     }
 }
+
+/// Runs a command and returns its exit status and peak RSS in KiB, from wait4.
+// The child is reaped by wait4 (std's wait would not report its rusage).
+#[allow(clippy::zombie_processes)]
+pub fn run_measured(cmd: &mut Command) -> (std::process::ExitStatus, i64) {
+    use std::os::unix::process::ExitStatusExt;
+    let child = cmd.spawn().unwrap();
+    let mut status = 0;
+    // SAFETY: rusage is plain data, and the pid is our own unwaited child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32);
+    (std::process::ExitStatus::from_raw(status), usage.ru_maxrss)
+}
