@@ -450,21 +450,19 @@ fn add_unpacks_local_tar_archives_and_copies_other_files() {
     fs::write(ctx.join("notes.gz.txt"), "not an archive\n").unwrap();
     fs::write(ctx.join("Dockerfile"), "FROM scratch\nADD pkg.tar.gz /opt/gz/\nADD pkg.tar /opt/plain/\nADD pkg.tar.bz2 /opt/bz2/\nADD pkg-xz.bin /opt/xz\nADD notes.gz.txt /opt/notes.txt\n").unwrap();
     let listing = layer_listing(&ctx, tmp.path(), false);
-    for want in [
-        "opt/gz/pkg/a.txt",
-        "opt/gz/pkg/b.txt",
-        "opt/plain/pkg/a.txt",
-        "opt/bz2/pkg/a.txt",
-        "opt/bz2/pkg/b.txt",
-        "opt/xz/pkg/a.txt",
-        "opt/xz/pkg/b.txt",
-        "opt/notes.txt",
-    ] {
-        assert!(
-            listing.lines().any(|l| l == want),
-            "{want} missing from:\n{listing}"
-        );
-    }
+    assert_listed(
+        &listing,
+        &[
+            "opt/gz/pkg/a.txt",
+            "opt/gz/pkg/b.txt",
+            "opt/plain/pkg/a.txt",
+            "opt/bz2/pkg/a.txt",
+            "opt/bz2/pkg/b.txt",
+            "opt/xz/pkg/a.txt",
+            "opt/xz/pkg/b.txt",
+            "opt/notes.txt",
+        ],
+    );
     assert!(
         !listing.contains("pkg.tar") && !listing.contains("pkg-xz"),
         "archives are unpacked, not copied:\n{listing}"
@@ -628,18 +626,16 @@ fn onbuild_triggers_and_base_env_apply_to_images_built_from_a_layout() {
     assert!(c.get("OnBuild").is_none(), "OnBuild is not inherited: {c}");
 
     let listing = layer_listing(&ctx, tmp.path(), false);
-    for want in [
-        "app/a.txt",
-        "app/src/main.txt",
-        "app/Dockerfile",
-        "srv/in-base-workdir.txt",
-        "home/app/a.txt",
-    ] {
-        assert!(
-            listing.lines().any(|l| l == want),
-            "{want} missing from:\n{listing}"
-        );
-    }
+    assert_listed(
+        &listing,
+        &[
+            "app/a.txt",
+            "app/src/main.txt",
+            "app/Dockerfile",
+            "srv/in-base-workdir.txt",
+            "home/app/a.txt",
+        ],
+    );
 
     // A trigger that fails names itself and the FROM line.
     fs::write(
@@ -933,4 +929,15 @@ fn onbuild_triggers_and_base_env_come_from_a_registry_base_too() {
     assert!(c.get("OnBuild").is_none(), "{c}");
     let listing = layer_listing(&ctx, tmp.path(), false);
     assert!(listing.lines().any(|l| l == "app/a.txt"), "{listing}");
+}
+
+/// Every path of `want` is a line of the layer listing.
+#[track_caller]
+fn assert_listed(listing: &str, want: &[&str]) {
+    for w in want {
+        assert!(
+            listing.lines().any(|l| l == *w),
+            "{w} missing from:\n{listing}"
+        );
+    }
 }

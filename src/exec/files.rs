@@ -203,12 +203,7 @@ fn resolve_set(
                 origin: origin.clone(),
                 message,
             };
-            let (uid, gid) = chown
-                .as_deref()
-                .map(|c| sources.owner(c))
-                .transpose()
-                .map_err(input)?
-                .unwrap_or((0, 0));
+            let (uid, gid) = owner(chown.as_deref(), sources).map_err(input)?;
             let attrs = Attrs {
                 file_mode: None,
                 dir_mode: None,
@@ -322,12 +317,7 @@ fn resolve_set(
                 origin: origin.clone(),
                 message,
             };
-            let (uid, gid) = chown
-                .as_deref()
-                .map(|c| sources.owner(c))
-                .transpose()
-                .map_err(input)?
-                .unwrap_or((0, 0));
+            let (uid, gid) = owner(chown.as_deref(), sources).map_err(input)?;
             let store = sources.store;
             let digest = match checksum {
                 // Pinned and already downloaded: no network.
@@ -371,6 +361,11 @@ fn resolve_set(
         }
     }
     Ok(())
+}
+
+/// The uid:gid of a `--chown` (names looked up in the image's account files), default 0:0.
+fn owner(chown: Option<&str>, sources: &Sources) -> Result<(u32, u32), String> {
+    chown.map_or(Ok((0, 0)), |c| sources.owner(c))
 }
 
 /// Points a selection error at the spec: a glob that matched nothing at its own line, any

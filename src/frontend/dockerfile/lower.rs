@@ -949,36 +949,12 @@ fn url_file_name(url: &str) -> String {
         .split_once('/')
         .map_or("", |(_, p)| p);
     let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
-    let decoded = percent_decode(last);
+    let decoded = crate::frontend::percent_decode(last);
     if decoded.is_empty() || decoded == "." || decoded == ".." || decoded.contains('/') {
         "__unnamed__".to_string()
     } else {
         decoded
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match (
-            b[i],
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

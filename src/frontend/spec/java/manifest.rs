@@ -7,6 +7,8 @@ pub(super) struct Manifest {
     attrs: Vec<(String, String)>,
 }
 
+use crate::frontend::percent_decode;
+
 impl Manifest {
     pub(super) fn parse(bytes: &[u8]) -> Manifest {
         let text = String::from_utf8_lossy(bytes);
@@ -48,25 +50,6 @@ impl Manifest {
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,7 +63,5 @@ mod tests {
         assert_eq!(m.class_path(), ["lib/a.jar", "lib/b c.jar"]);
         assert_eq!(m.get("Start-Class"), None);
         assert_eq!(Manifest::parse(b"").get("Main-Class"), None);
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("%41%zz"), "A%zz");
     }
 }
