@@ -739,3 +739,52 @@ fn pushing_a_1_gib_layer_keeps_memory_bounded() {
         );
     }
 }
+
+#[test]
+fn push_jobs_bounds_how_many_blobs_upload_at_once() {
+    let _s = common::require_services();
+    let reg = TestRegistry::open();
+    let proxy = FaultProxy::start(reg.socket_addr());
+    proxy.faults.lock().unwrap().upload_delay = Some(std::time::Duration::from_millis(300));
+    let tmp = tempfile::tempdir().unwrap();
+    // Six layers of different content: six blob uploads besides the config.
+    let ctx = tmp.path().join("ctx");
+    let mut spec = String::from("[image]\n");
+    for i in 0..6 {
+        let dir = ctx.join(format!("l{i}"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("f"), format!("layer {i}\n")).unwrap();
+        spec.push_str(&format!(
+            "[[layer]]\nname = \"l{i}\"\nfrom = \"l{i}\"\ninto = \"/l{i}\"\n"
+        ));
+    }
+    fs::write(ctx.join("lade.toml"), spec).unwrap();
+    let archive = tmp.path().join("six.tar");
+    common::lade(&tmp.path().join("cache"))
+        .args(["build", "--progress", "quiet", "--spec"])
+        .arg(ctx.join("lade.toml"))
+        .arg("-o")
+        .arg(format!("type=oci,dest={}", archive.display()))
+        .assert()
+        .success();
+    let max_with = |jobs: &str, repo: &str| {
+        {
+            let mut f = proxy.faults.lock().unwrap();
+            f.max_uploads_in_flight = 0;
+        }
+        common::lade(&tmp.path().join("cache"))
+            .args(["push", "--push-jobs", jobs])
+            .arg(&archive)
+            .arg(format!(
+                "{}/lade-test/{repo}-{}:1",
+                proxy.addr,
+                std::process::id()
+            ))
+            .assert()
+            .success();
+        proxy.faults.lock().unwrap().max_uploads_in_flight
+    };
+    assert_eq!(max_with("1", "jobs1"), 1);
+    let four = max_with("4", "jobs4");
+    assert!((2..=4).contains(&four), "--push-jobs 4: {four} at once");
+}

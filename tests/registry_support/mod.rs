@@ -245,6 +245,12 @@ pub struct Faults {
     pub corrupt_blobs: bool,
     /// Require bearer tokens from our token server.
     pub bearer: Option<Arc<TokenServer>>,
+    /// Hold every blob upload request (PUT/PATCH with a body) this long before forwarding,
+    /// so that concurrent uploads overlap observably.
+    pub upload_delay: Option<Duration>,
+    /// Blob upload requests being forwarded now, and the most there ever were at once.
+    pub uploads_in_flight: usize,
+    pub max_uploads_in_flight: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -482,6 +488,32 @@ fn handle(
         let _ = conn.shutdown(Shutdown::Both);
         return Ok(());
     }
+    let upload = matches!(req.method.as_str(), "PUT" | "PATCH")
+        && req.path.contains("/blobs/uploads/")
+        && req.content_length > 0;
+    // Counts this upload as in flight until the function returns.
+    struct InFlight<'a>(Option<&'a Mutex<Faults>>);
+    impl Drop for InFlight<'_> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0 {
+                f.lock().unwrap().uploads_in_flight -= 1;
+            }
+        }
+    }
+    let _in_flight = if upload {
+        let delay = {
+            let mut f = faults.lock().unwrap();
+            f.uploads_in_flight += 1;
+            f.max_uploads_in_flight = f.max_uploads_in_flight.max(f.uploads_in_flight);
+            f.upload_delay
+        };
+        if let Some(d) = delay {
+            std::thread::sleep(d);
+        }
+        InFlight(Some(faults))
+    } else {
+        InFlight(None)
+    };
     std::io::copy(&mut (&mut reader).take(req.content_length as u64), &mut up)?;
     let mut resp = Vec::new();
     up.read_to_end(&mut resp)?;
