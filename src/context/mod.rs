@@ -343,7 +343,8 @@ impl BuildContext {
         let mut keep: std::collections::BTreeSet<Vec<u8>> = Default::default();
         for e in &all {
             let rel = String::from_utf8_lossy(&e.rel_path).into_owned();
-            if exc.is_match(&rel) {
+            // An excluded directory takes everything below it along, like `.dockerignore`.
+            if exc.is_match(&rel) || ancestors(&rel).any(|a| exc.is_match(a)) {
                 continue;
             }
             let matched: Vec<usize> = inc
@@ -375,6 +376,16 @@ impl BuildContext {
             .filter(|e| keep.contains(&e.rel_path))
             .collect())
     }
+}
+
+/// The proper ancestors of a `/`-separated relative path, nearest first (`a/b/c` → `a/b`, `a`).
+fn ancestors(rel: &str) -> impl Iterator<Item = &str> {
+    let mut p = rel;
+    std::iter::from_fn(move || {
+        let i = p.rfind('/')?;
+        p = &p[..i];
+        Some(p)
+    })
 }
 
 /// One `walk`: directories are read with `read_dir` and their entries stat'ed relative to
@@ -456,5 +467,49 @@ impl GlobSetExt for globset::GlobSet {
             pattern: pats.join(","),
             message: e.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rels(v: &[ContextEntry]) -> Vec<String> {
+        v.iter()
+            .map(|e| String::from_utf8_lossy(&e.rel_path).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn an_excluded_directory_takes_its_contents_along() {
+        let tmp = tempfile::tempdir().unwrap();
+        let from = tmp.path().join("src");
+        for f in [
+            "keep/a.txt",
+            "cache/x/y.txt",
+            "cache/z.txt",
+            "sub/cache/w.txt",
+        ] {
+            let p = from.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, f).unwrap();
+        }
+        let ctx = BuildContext::new(tmp.path(), &[]).unwrap();
+        let got = ctx.select("src", &[], &["cache".into()]).unwrap();
+        assert_eq!(
+            rels(&got),
+            ["keep", "keep/a.txt", "sub", "sub/cache", "sub/cache/w.txt"]
+        );
+        let got = ctx.select("src", &[], &["**/cache".into()]).unwrap();
+        assert_eq!(rels(&got), ["keep", "keep/a.txt", "sub"]);
+        // An include that also matches files below an excluded directory does not bring
+        // the directory back as their parent.
+        let got = ctx
+            .select("src", &["**/*.txt".into()], &["cache".into()])
+            .unwrap();
+        assert_eq!(
+            rels(&got),
+            ["keep", "keep/a.txt", "sub", "sub/cache", "sub/cache/w.txt"]
+        );
     }
 }

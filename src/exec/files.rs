@@ -116,6 +116,20 @@ fn resolve_set(
                 .par_iter()
                 .map(|c| file_digest(c, cache))
                 .collect::<Result<_, _>>()?;
+            // `into` stands for the `from` directory, so it gets the layer's owner and
+            // directory mode; the parents above it are the writer's plain 0:0 0755 ones.
+            if !into.is_root() {
+                content.push(None);
+                entries.push(Entry {
+                    path: into.clone(),
+                    kind: EntryKind::Dir,
+                    mode: attrs.dir_mode.unwrap_or(0o755),
+                    uid: attrs.uid,
+                    gid: attrs.gid,
+                    mtime,
+                    xattrs: BTreeMap::new(),
+                });
+            }
             for (c, d) in found.into_iter().zip(digests) {
                 let path = into.join_bytes(&c.rel_path);
                 entries.push(entry_from_context(c, path, attrs, mtime));
