@@ -125,6 +125,7 @@ fn input_request(
             no_cache: false,
             registry: None,
             pull: exec::PullPolicy::default(),
+            compress_threads: None,
         },
     ))
 }
@@ -409,6 +410,8 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
     let base_configs = BaseConfigReader::new(&store, &a.input.registry, req.exec.pull);
     let push = a.push || req.outputs.iter().any(|o| matches!(o, Target::Registry));
     let mut exec_opts = req.exec.clone();
+    // --jobs bounds the gzip workers of each layer too, not only how many run at once.
+    exec_opts.compress_threads = req.jobs;
     let platforms: Vec<Option<&Platform>> = if req.platforms.is_empty() {
         vec![None]
     } else {

@@ -61,6 +61,9 @@ pub struct ExecOptions {
     pub registry: Option<std::sync::Arc<crate::registry::Client>>,
     /// When registry bases are (re-)resolved and may be downloaded.
     pub pull: PullPolicy,
+    /// `--jobs`: gzip workers per layer (default: the machine's parallelism). Not part of
+    /// cache keys: the bytes do not depend on it.
+    pub compress_threads: Option<usize>,
 }
 
 /// What the build of one stage produced; everything it names is in the store.
@@ -133,8 +136,11 @@ pub fn build(
         let results: Vec<(usize, BuiltImage)> = ready
             .par_iter()
             .map(|&i| {
+                // Manifest annotations describe the result, not the stages it is built from.
+                let annotations = (i == plan.target).then_some(&plan.annotations);
                 build_stage(
                     &plan.stages[i],
+                    annotations,
                     context,
                     &built,
                     store,
@@ -157,8 +163,10 @@ pub fn build(
         })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build_stage(
     stage: &crate::plan::Stage,
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
     context: &BuildContext,
     built: &[Option<BuiltImage>],
     store: &Store,
@@ -224,7 +232,7 @@ fn build_stage(
         .into_par_iter()
         .map(|r| write_or_reuse(r, store, opts, observer))
         .collect::<Result<_, _>>()?;
-    assemble(stage, base, &layers, store, opts)
+    assemble(stage, base, &layers, annotations, store, opts)
 }
 
 /// Resolves a plan's layer steps to their cache keys without writing anything (`lade plan`).
@@ -312,12 +320,14 @@ fn write_or_reuse(
     let name = r.name.clone();
     let key = r.key.clone();
     let writer = store.blob_writer()?;
-    let (writer, digests) = crate::layer::write_layer(
+    let (writer, digests) = crate::layer::write_layer_with_threads(
         r.entries,
         LayerOptions {
             compression: opts.compression,
             mtime: opts.source_date_epoch,
         },
+        opts.compress_threads
+            .unwrap_or_else(crate::layer::default_threads),
         writer,
     )?;
     let (digest, _) = writer.commit()?;
@@ -331,6 +341,7 @@ fn assemble(
     stage: &crate::plan::Stage,
     base: BaseImage,
     layers: &[(LayerDigests, bool)],
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
     store: &Store,
     opts: &ExecOptions,
 ) -> Result<BuiltImage, ExecError> {
@@ -377,7 +388,8 @@ fn assemble(
             config_bytes.len() as u64,
         ),
         layers: manifest_layers,
-        annotations: None,
+        // Omitted when empty, so images without annotations keep their digests.
+        annotations: annotations.filter(|a| !a.is_empty()).cloned(),
     };
     let manifest_bytes = canonical_json(&manifest).expect("manifest serialises");
     let manifest_digest = store.put_bytes(&manifest_bytes)?;
