@@ -17,6 +17,8 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 pub fn main() -> ExitCode {
+    // First: the signal mask must be in place before any thread starts.
+    crate::store::interrupt::install();
     init_logging();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

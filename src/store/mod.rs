@@ -5,6 +5,7 @@
 
 mod blobs;
 mod filecache;
+pub mod interrupt;
 mod steps;
 
 pub use blobs::BlobWriter;
@@ -78,13 +79,9 @@ impl Store {
 
 /// A temporary file to be renamed over a file users see: created with mode 0666 less the
 /// umask, like any file a shell or docker writes (tempfile's default is 0600).
+/// Registered with [`interrupt`], so SIGINT/SIGTERM removes it too.
 pub fn temp_file_in(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
-    use std::os::unix::fs::PermissionsExt;
-    tempfile::Builder::new()
-        .prefix(".lade-")
-        .suffix(".tmp")
-        .permissions(std::fs::Permissions::from_mode(0o666))
-        .tempfile_in(dir)
+    interrupt::temp_file(dir, ".lade-", ".tmp", 0o666)
 }
 
 /// Writes `bytes` to `path` atomically: a temp file beside it, then rename. No fsync: the

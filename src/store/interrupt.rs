@@ -1,0 +1,106 @@
+//! Cleaning up after SIGINT/SIGTERM. Temp files live beside destinations (and in the store's
+//! `tmp/`) until renamed; tempfile's `Drop` removes them on an error, but a signal ends the
+//! process without unwinding. So every temp file lade creates is registered here, and a
+//! thread waiting for the signals removes the registered ones and exits 130 / 143.
+//!
+//! The signals are blocked in every thread ([`install`] runs before any other thread
+//! exists, and threads inherit the mask) and taken with `sigwait` on one thread, so the
+//! cleanup is ordinary code, not an async-signal handler. Child processes start with an
+//! empty mask (std resets it on spawn).
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// Paths of temp files that may exist. A path stays after its file was renamed or removed:
+/// removing it again only fails with ENOENT, and the names are random, so no other file
+/// has them.
+static LIVE: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+
+fn live() -> MutexGuard<'static, Option<HashSet<PathBuf>>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Blocks SIGINT and SIGTERM and starts the thread that cleans up and exits on them. Call
+/// it first thing in `main`, before any thread is started.
+pub fn install() {
+    // SAFETY: plain libc signal-set calls on a local set.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return;
+        }
+        set
+    };
+    let spawned = std::thread::Builder::new()
+        .name("lade-signals".into())
+        .spawn(move || loop {
+            let mut sig = 0;
+            // SAFETY: `set` is a valid signal set; sigwait writes the signal number.
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                cleanup_and_exit(sig);
+            }
+        });
+    if spawned.is_err() {
+        // Without the waiting thread the signals must not stay blocked.
+        // SAFETY: as above.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    }
+}
+
+fn cleanup_and_exit(sig: i32) -> ! {
+    // The lock is held until exit: no temp file can be created after this point.
+    let guard = live();
+    for p in guard.iter().flatten() {
+        let _ = std::fs::remove_file(p);
+    }
+    // SAFETY: _exit ends the process at once; nothing after it runs.
+    unsafe { libc::_exit(128 + sig) }
+}
+
+/// A new temp file in `dir` named `<prefix>XXXXXX<suffix>`, with `mode` (less the umask),
+/// registered before it exists so a signal can never leave it behind.
+pub(crate) fn temp_file(
+    dir: &Path,
+    prefix: &str,
+    suffix: &str,
+    mode: u32,
+) -> io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::OpenOptionsExt;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(suffix)
+        .make_in(dir, |path| {
+            let mut reg = live();
+            reg.get_or_insert_with(HashSet::new)
+                .insert(path.to_path_buf());
+            File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(path)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_files_are_registered_before_they_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = temp_file(dir.path(), ".lade-", ".tmp", 0o600).unwrap();
+        assert!(live().as_ref().unwrap().contains(t.path()));
+        let name = t.path().file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with(".lade-") && name.ends_with(".tmp"),
+            "{name}"
+        );
+    }
+}
