@@ -216,7 +216,7 @@ fn hello_image_runs_in_docker() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "hello from lade, world in /srv as 1000"
+        "hello from lade, world in /srv as 1000 (from cmd)"
     );
     let inspect = common::docker(&["inspect", "lade-test/hello:1"]);
     let v: Value = serde_json::from_slice(&inspect.stdout).unwrap();
@@ -235,6 +235,8 @@ fn hello_image_runs_in_docker() {
         .any(|e| e == "GREETING=world"));
     assert!(c["ExposedPorts"].get("8080/tcp").is_some());
     assert_eq!(c["StopSignal"], "SIGTERM");
+    assert_eq!(c["Cmd"], serde_json::json!(["(from cmd)"]));
+    assert_eq!(c["Volumes"], serde_json::json!({"/data": {}}));
     common::docker(&["rmi", "-f", "lade-test/hello:1"]);
 }
 

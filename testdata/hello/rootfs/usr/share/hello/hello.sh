@@ -1,2 +1,2 @@
 #!/bin/sh
-echo "hello from lade, ${GREETING:-nobody} in $(pwd) as $(id -u)"
+echo "hello from lade, ${GREETING:-nobody} in $(pwd) as $(id -u)${1:+ $*}"

@@ -1,0 +1,812 @@
+//! `lade build --spec` features checked on the built bytes: manifest annotations, the
+//! `[[layer]]` options (globs, modes, owner, exec bit) as the layer lists them,
+//! `--jobs`-independence, OCI layouts holding several images, SOURCE_DATE_EPOCH in file
+//! mtimes, unreadable files, layout/archive bases, the `[cargo]` preset, and signals.
+
+mod common;
+
+use serde_json::Value;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn write(path: &Path, content: &str) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, content).unwrap();
+}
+
+fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// `lade build --spec SPEC --cache-dir CACHE --output type=oci,dest=OUT EXTRA…`, which must
+/// succeed; returns the metadata file's JSON.
+fn build(spec: &Path, cache: &Path, out: &Path, extra: &[&str]) -> Value {
+    let meta = out.with_extension("meta.json");
+    common::lade(cache)
+        .args(["build", "--progress", "quiet", "--spec"])
+        .arg(spec)
+        .arg("--output")
+        .arg(format!("type=oci,dest={}", out.display()))
+        .arg("--metadata-file")
+        .arg(&meta)
+        .args(extra)
+        .assert()
+        .success();
+    serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap()
+}
+
+fn tar_member(archive: &Path, member: &str) -> Vec<u8> {
+    let out = common::output(Command::new("tar").arg("-xOf").arg(archive).arg(member));
+    assert!(out.status.success(), "tar -xOf {member}");
+    out.stdout
+}
+
+fn json_member(archive: &Path, member: &str) -> Value {
+    serde_json::from_slice(&tar_member(archive, member)).unwrap()
+}
+
+fn blob_name(digest: &Value) -> String {
+    format!(
+        "blobs/sha256/{}",
+        digest.as_str().unwrap().trim_start_matches("sha256:")
+    )
+}
+
+/// The manifest of the (single) image of an OCI archive.
+fn manifest(archive: &Path) -> Value {
+    let index = json_member(archive, "index.json");
+    json_member(archive, &blob_name(&index["manifests"][0]["digest"]))
+}
+
+/// One member of a layer as GNU tar lists it.
+#[derive(Debug, PartialEq, Eq)]
+struct Member {
+    /// `drwxr-xr-x`-style type and permissions.
+    mode: String,
+    owner: String,
+    /// `YYYY-MM-DD HH:MM:SS` in UTC.
+    time: String,
+    path: String,
+}
+
+/// The members of every layer of an OCI archive, listed by GNU tar (numeric owners, UTC).
+fn layers(archive: &Path) -> Vec<Vec<Member>> {
+    manifest(archive)["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let blob = tempfile::NamedTempFile::new().unwrap();
+            fs::write(blob.path(), tar_member(archive, &blob_name(&l["digest"]))).unwrap();
+            let listing = common::ok(common::output(
+                Command::new("tar")
+                    .env("TZ", "UTC")
+                    .args(["--numeric-owner", "--full-time", "-tvf"])
+                    .arg(blob.path()),
+            ));
+            listing
+                .lines()
+                .map(|line| {
+                    let f: Vec<&str> = line.split_whitespace().collect();
+                    Member {
+                        mode: f[0].to_string(),
+                        owner: f[1].to_string(),
+                        time: format!("{} {}", f[3], f[4]),
+                        path: f[5..].join(" "),
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// `(mode, owner, path)` of each member, for compact comparisons.
+fn summary(members: &[Member]) -> Vec<(String, String, String)> {
+    members
+        .iter()
+        .map(|m| (m.mode.clone(), m.owner.clone(), m.path.clone()))
+        .collect()
+}
+
+fn s3(mode: &str, owner: &str, path: &str) -> (String, String, String) {
+    (mode.into(), owner.into(), path.into())
+}
+
+#[test]
+fn image_annotations_are_written_into_the_manifest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    write(&ctx.join("files/a.txt"), "a");
+    write(
+        &ctx.join("lade.toml"),
+        "[image]\nannotations = { \"org.opencontainers.image.title\" = \"annotated\", \"org.example.z\" = \"last\" }\n[[layer]]\nname = \"f\"\nfrom = \"files\"\ninto = \"/f\"\n",
+    );
+    let out = tmp.path().join("a.tar");
+    let meta = build(&ctx.join("lade.toml"), &tmp.path().join("cache"), &out, &[]);
+    let expected = serde_json::json!({
+        "org.example.z": "last",
+        "org.opencontainers.image.title": "annotated",
+    });
+    assert_eq!(manifest(&out)["annotations"], expected);
+
+    // skopeo reads the same manifest bytes; they are the canonical JSON the digest names.
+    let raw = common::ok(common::skopeo(&[
+        "inspect",
+        "--raw",
+        &format!("oci-archive:{}", out.display()),
+    ]));
+    let v: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(v["annotations"], expected);
+    assert!(
+        raw.trim_end().contains(
+            r#""annotations":{"org.example.z":"last","org.opencontainers.image.title":"annotated"}"#
+        ),
+        "{raw}"
+    );
+    let sum = common::ok(common::output(Command::new("sh").arg("-c").arg(format!(
+        "skopeo --insecure-policy inspect --raw oci-archive:{} | sha256sum",
+        out.display()
+    ))));
+    assert_eq!(
+        format!("sha256:{}", sum.split_whitespace().next().unwrap()),
+        meta["containerimage.digest"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn layer_options_shape_the_layer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    let f = ctx.join("files");
+    for p in [
+        "a.txt",
+        "b.log",
+        "sub/deep/c.txt",
+        "cache/x/y.txt",
+        "cache/z.txt",
+        "sub/cache/w.txt",
+    ] {
+        write(&f.join(p), p);
+    }
+    chmod(&f.join("a.txt"), 0o600);
+    write(&f.join("bin/tool"), "#!/bin/sh\n");
+    chmod(&f.join("bin/tool"), 0o750);
+    write(
+        &ctx.join("lade.toml"),
+        r#"[image]
+[[layer]]
+name = "globs"
+from = "files"
+into = "/globs"
+include = ["**/*.txt", "bin/**"]
+exclude = ["**/cache"]
+
+[[layer]]
+name = "dir-excluded"
+from = "files"
+into = "/top"
+exclude = ["cache", "*.log", "bin", "sub"]
+
+[[layer]]
+name = "attrs"
+from = "files"
+into = "/opt/app"
+include = ["a.txt", "bin/tool"]
+mode = "0600"
+dir-mode = "0750"
+owner = "1000:2000"
+
+[[layer]]
+name = "no-exec"
+from = "files"
+into = "/noexec"
+include = ["bin/tool", "a.txt"]
+preserve-exec-bit = false
+
+[[layer]]
+name = "defaults"
+from = "files"
+into = "/exec"
+include = ["bin/tool", "a.txt"]
+"#,
+    );
+    let out = tmp.path().join("o.tar");
+    build(&ctx.join("lade.toml"), &tmp.path().join("cache"), &out, &[]);
+    let l = layers(&out);
+    let (d, f, x) = ("drwxr-xr-x", "-rw-r--r--", "-rwxr-xr-x");
+    assert_eq!(
+        summary(&l[0]),
+        [
+            s3(d, "0/0", "globs/"),
+            s3(f, "0/0", "globs/a.txt"),
+            s3(d, "0/0", "globs/bin/"),
+            s3(x, "0/0", "globs/bin/tool"),
+            s3(d, "0/0", "globs/sub/"),
+            s3(d, "0/0", "globs/sub/deep/"),
+            s3(f, "0/0", "globs/sub/deep/c.txt"),
+        ],
+        "include/exclude with ** (an excluded dir takes its files along)"
+    );
+    assert_eq!(
+        summary(&l[1]),
+        [s3(d, "0/0", "top/"), s3(f, "0/0", "top/a.txt")],
+        "excluding directories drops everything under them"
+    );
+    assert_eq!(
+        summary(&l[2]),
+        [
+            s3(d, "0/0", "opt/"),
+            s3("drwxr-x---", "1000/2000", "opt/app/"),
+            s3("-rw-------", "1000/2000", "opt/app/a.txt"),
+            s3("drwxr-x---", "1000/2000", "opt/app/bin/"),
+            s3("-rw-------", "1000/2000", "opt/app/bin/tool"),
+        ],
+        "mode, dir-mode and owner; `into` gets the owner, the parents above it do not"
+    );
+    assert_eq!(
+        summary(&l[3]),
+        [
+            s3(d, "0/0", "noexec/"),
+            s3(f, "0/0", "noexec/a.txt"),
+            s3(d, "0/0", "noexec/bin/"),
+            s3(f, "0/0", "noexec/bin/tool"),
+        ],
+        "preserve-exec-bit = false"
+    );
+    assert_eq!(
+        summary(&l[4]),
+        [
+            s3(d, "0/0", "exec/"),
+            s3(f, "0/0", "exec/a.txt"),
+            s3(d, "0/0", "exec/bin/"),
+            s3(x, "0/0", "exec/bin/tool"),
+        ],
+        "defaults: 0644 files, exec bit kept as 0755"
+    );
+}
+
+/// A context of `n` layers with different contents, some of them big enough for several
+/// gzip blocks.
+fn multi_layer_context(root: &Path, n: usize) {
+    let mut spec = String::from("[image]\nplatform = \"linux/amd64\"\n");
+    for i in 0..n {
+        let dir = root.join(format!("l{i}"));
+        for j in 0..(20 + 15 * i) {
+            write(
+                &dir.join(format!("d{}/f{j}.txt", j % 3)),
+                &format!("layer {i} file {j}\n").repeat(50 + j * 7),
+            );
+        }
+        // Several MiB of text: compressed in more than one gzip block.
+        let mut big = String::new();
+        let mut x: u64 = i as u64 + 1;
+        while big.len() < (3 << 20) {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            big.push_str(&format!("{:x} word{} ", x >> 40, x % 97));
+        }
+        write(&dir.join("big.txt"), &big);
+        spec.push_str(&format!(
+            "[[layer]]\nname = \"l{i}\"\nfrom = \"l{i}\"\ninto = \"/l{i}\"\n"
+        ));
+    }
+    write(&root.join("lade.toml"), &spec);
+}
+
+#[test]
+fn jobs_1_and_4_give_byte_identical_multi_layer_archives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    multi_layer_context(&ctx, 4);
+    let one = tmp.path().join("one.tar");
+    let four = tmp.path().join("four.tar");
+    let m1 = build(
+        &ctx.join("lade.toml"),
+        &tmp.path().join("c1"),
+        &one,
+        &["--jobs", "1"],
+    );
+    let m4 = build(
+        &ctx.join("lade.toml"),
+        &tmp.path().join("c4"),
+        &four,
+        &["--jobs", "4"],
+    );
+    assert_eq!(m1["lade.layers"].as_array().unwrap().len(), 4);
+    assert_eq!(m1["containerimage.digest"], m4["containerimage.digest"]);
+    assert!(fs::read(&one).unwrap() == fs::read(&four).unwrap());
+}
+
+/// The most threads `lade build` had at once while building `spec` with `--jobs jobs`
+/// (sampled from /proc).
+fn peak_threads(spec: &Path, cache: &Path, jobs: &str) -> usize {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lade"))
+        .args(["build", "--progress", "quiet", "--no-cache", "--jobs", jobs])
+        .arg("--spec")
+        .arg(spec)
+        .arg("--cache-dir")
+        .arg(cache)
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            assert!(s.success());
+            return peak;
+        }
+        if let Ok(text) = fs::read_to_string(&status) {
+            if let Some(n) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse().ok())
+            {
+                peak = peak.max(n);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn jobs_bounds_the_compressor_threads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    // One layer of ~60 MiB of text: long enough to be seen compressing.
+    let mut big = String::new();
+    let mut x: u64 = 7;
+    while big.len() < (60 << 20) {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        big.push_str(&format!("{:x} w{} ", x >> 44, x % 89));
+    }
+    write(&ctx.join("data/big.txt"), &big);
+    write(
+        &ctx.join("lade.toml"),
+        "[image]\n[[layer]]\nname = \"d\"\nfrom = \"data\"\ninto = \"/d\"\n",
+    );
+    let cache = tmp.path().join("cache");
+    // --jobs 1: main, the one rayon worker, the tar producer, one gzip worker (and the
+    // signal thread).
+    let one = peak_threads(&ctx.join("lade.toml"), &cache, "1");
+    assert!(one <= 5, "--jobs 1 ran {one} threads");
+    // --jobs 6: six rayon workers and six gzip workers, whatever the core count.
+    let six = peak_threads(&ctx.join("lade.toml"), &cache, "6");
+    assert!(six >= 14, "--jobs 6 ran only {six} threads");
+}
+
+#[test]
+fn an_oci_layout_takes_more_images_and_moves_reused_tags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    let cache = tmp.path().join("cache");
+    let build_into_layout = |name: &str, tag: &str| -> String {
+        let ctx = tmp.path().join(name);
+        write(&ctx.join("files/which"), name);
+        write(
+            &ctx.join("lade.toml"),
+            "[image]\n[[layer]]\nname = \"f\"\nfrom = \"files\"\ninto = \"/\"\n",
+        );
+        let meta = tmp.path().join(format!("{name}.json"));
+        common::lade(&cache)
+            .args(["build", "--progress", "quiet", "--spec"])
+            .arg(ctx.join("lade.toml"))
+            .arg("--output")
+            .arg(format!("type=oci-layout,dest={}", layout.display()))
+            .args(["-t", &format!("img:{tag}")])
+            .arg("--metadata-file")
+            .arg(&meta)
+            .assert()
+            .success();
+        let v: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+        v["containerimage.digest"].as_str().unwrap().to_string()
+    };
+    let inspect = |tag: &str| -> String {
+        let v: Value = serde_json::from_str(&common::ok(common::skopeo(&[
+            "inspect",
+            &format!("oci:{}:{tag}", layout.display()),
+        ])))
+        .unwrap();
+        v["Digest"].as_str().unwrap().to_string()
+    };
+    let unpacked = |tag: &str| -> String {
+        let bundle = tmp.path().join(format!("bundle-{tag}-{}", rand_suffix()));
+        common::ok(common::umoci(&[
+            "unpack",
+            "--rootless",
+            "--image",
+            &format!("{}:{tag}", layout.display()),
+            bundle.to_str().unwrap(),
+        ]));
+        fs::read_to_string(bundle.join("rootfs/which")).unwrap()
+    };
+
+    let a = build_into_layout("first", "one");
+    let b = build_into_layout("second", "two");
+    assert_ne!(a, b);
+    assert_eq!(inspect("one"), a);
+    assert_eq!(inspect("two"), b);
+    assert_eq!(unpacked("one"), "first");
+    assert_eq!(unpacked("two"), "second");
+
+    // Re-using tag `one` for a third image replaces its ref; `two` is untouched.
+    let c = build_into_layout("third", "one");
+    assert_eq!(inspect("one"), c);
+    assert_eq!(inspect("two"), b);
+    assert_eq!(unpacked("one"), "third");
+    assert_eq!(unpacked("two"), "second");
+    let index: Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let refs: Vec<(&str, &str)> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["annotations"]["org.opencontainers.image.ref.name"]
+                    .as_str()
+                    .unwrap(),
+                m["digest"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(refs.len(), 2, "{refs:?}");
+    assert!(refs.contains(&("one", c.as_str())) && refs.contains(&("two", b.as_str())));
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+#[test]
+fn source_date_epoch_is_every_file_mtime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    write(&ctx.join("files/a/b.txt"), "b");
+    write(&ctx.join("files/c.txt"), "c");
+    fs::create_dir_all(ctx.join("files/empty")).unwrap();
+    std::os::unix::fs::symlink("c.txt", ctx.join("files/link")).unwrap();
+    write(
+        &ctx.join("lade.toml"),
+        "[image]\n[[layer]]\nname = \"f\"\nfrom = \"files\"\ninto = \"/srv/app\"\n",
+    );
+    let out = tmp.path().join("o.tar");
+    let meta = tmp.path().join("m.json");
+    common::lade(&tmp.path().join("cache"))
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "--progress", "quiet", "--spec"])
+        .arg(ctx.join("lade.toml"))
+        .arg("--output")
+        .arg(format!("type=oci,dest={}", out.display()))
+        .arg("--metadata-file")
+        .arg(&meta)
+        .assert()
+        .success();
+    let members = &layers(&out)[0];
+    let paths: Vec<&str> = members.iter().map(|m| m.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "srv/",
+            "srv/app/",
+            "srv/app/a/",
+            "srv/app/a/b.txt",
+            "srv/app/c.txt",
+            "srv/app/empty/",
+            "srv/app/link -> c.txt"
+        ]
+    );
+    for m in members {
+        assert_eq!(m.time, "2023-11-14 22:13:20", "{m:?}");
+    }
+    let config = json_member(&out, &blob_name(&manifest(&out)["config"]["digest"]));
+    assert_eq!(config["created"], "2023-11-14T22:13:20Z");
+}
+
+/// A directory that uid 65534 may read and write.
+fn world_writable_dir(p: &Path) -> PathBuf {
+    fs::create_dir_all(p).unwrap();
+    chmod(p, 0o777);
+    p.to_path_buf()
+}
+
+#[test]
+fn a_file_the_user_cannot_read_fails_the_build_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    chmod(tmp.path(), 0o755);
+    let ctx = tmp.path().join("ctx");
+    write(&ctx.join("files/ok.txt"), "fine");
+    write(&ctx.join("files/secret.key"), "top secret");
+    chmod(&ctx.join("files/secret.key"), 0o600);
+    write(
+        &ctx.join("lade.toml"),
+        "[image]\n[[layer]]\nname = \"f\"\nfrom = \"files\"\ninto = \"/f\"\n",
+    );
+    let out_dir = world_writable_dir(&tmp.path().join("out"));
+    let cache = world_writable_dir(&tmp.path().join("cache"));
+    let out = out_dir.join("image.tar");
+    // Tests run as root, who reads any file: build as nobody.
+    let o = common::output(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_lade"))
+            .args(["build", "--progress", "quiet", "--spec"])
+            .arg(ctx.join("lade.toml"))
+            .arg("--cache-dir")
+            .arg(&cache)
+            .arg("--output")
+            .arg(format!("type=oci,dest={}", out.display()))
+            .env_remove("SOURCE_DATE_EPOCH"),
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&ctx.join("files/secret.key").display().to_string())
+            && stderr.contains("ermission denied"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
+    assert_eq!(fs::read_dir(&out_dir).unwrap().count(), 0, "output left");
+    let tmp_left = fs::read_dir(cache.join("tmp")).unwrap().count();
+    assert_eq!(tmp_left, 0, "temp files left in the store");
+}
+
+/// A busybox base image written by lade into `layout` as tag `base`, and as an OCI archive.
+fn busybox_base(dir: &Path) -> (PathBuf, PathBuf) {
+    let ctx = dir.join("base");
+    common::busybox_rootfs(&ctx.join("rootfs"));
+    write(&ctx.join("rootfs/etc/base-release"), "busybox base\n");
+    write(
+        &ctx.join("lade.toml"),
+        "[image]\nplatform = \"linux/amd64\"\nenv = { PATH = \"/usr/local/bin:/bin\" }\n[[layer]]\nname = \"rootfs\"\nfrom = \"rootfs\"\ninto = \"/\"\n",
+    );
+    let layout = dir.join("base-layout");
+    let archive = dir.join("base.tar");
+    common::lade(&dir.join("base-cache"))
+        .args(["build", "--progress", "quiet", "--spec"])
+        .arg(ctx.join("lade.toml"))
+        .arg("--output")
+        .arg(format!("type=oci-layout,dest={}", layout.display()))
+        .arg("--output")
+        .arg(format!("type=oci,dest={}", archive.display()))
+        .args(["-t", "busybox:base"])
+        .assert()
+        .success();
+    (layout, archive)
+}
+
+/// Unpacks the `latest`-tagged image of an OCI archive with umoci; returns the rootfs.
+fn umoci_rootfs(archive: &Path, dir: &Path) -> PathBuf {
+    let layout = dir.join("unpack-layout");
+    fs::create_dir_all(&layout).unwrap();
+    common::ok(common::output(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(archive)
+            .arg("-C")
+            .arg(&layout),
+    ));
+    let bundle = dir.join("bundle");
+    common::ok(common::umoci(&[
+        "unpack",
+        "--rootless",
+        "--image",
+        &format!("{}:latest", layout.display()),
+        bundle.to_str().unwrap(),
+    ]));
+    bundle.join("rootfs")
+}
+
+#[test]
+fn specs_build_on_layout_and_archive_bases() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, archive) = busybox_base(tmp.path());
+    for (i, from) in [
+        format!("oci:{}:base", layout.display()),
+        format!("oci-archive:{}", archive.display()),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let ctx = tmp.path().join(format!("app{i}"));
+        write(&ctx.join("files/greeting"), &format!("hello from {from}\n"));
+        write(
+            &ctx.join("lade.toml"),
+            &format!(
+                "[image]\nfrom = \"{from}\"\n[[layer]]\nname = \"app\"\nfrom = \"files\"\ninto = \"/app\"\n"
+            ),
+        );
+        let out = tmp.path().join(format!("app{i}.tar"));
+        let meta = build(
+            &ctx.join("lade.toml"),
+            &tmp.path().join("cache"),
+            &out,
+            &["-t", "app:latest"],
+        );
+        assert_eq!(meta["lade.layers"].as_array().unwrap().len(), 2, "{from}");
+        let config = json_member(&out, &blob_name(&manifest(&out)["config"]["digest"]));
+        assert!(
+            config["config"]["Env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e == "PATH=/usr/local/bin:/bin"),
+            "base config kept: {config}"
+        );
+        let unpack_dir = tmp.path().join(format!("unpack{i}"));
+        let rootfs = umoci_rootfs(&out, &unpack_dir);
+        assert_eq!(
+            fs::read_to_string(rootfs.join("etc/base-release")).unwrap(),
+            "busybox base\n",
+            "{from}"
+        );
+        assert!(rootfs.join("bin/busybox").is_file());
+        assert_eq!(
+            fs::read_to_string(rootfs.join("app/greeting")).unwrap(),
+            format!("hello from {from}\n")
+        );
+    }
+}
+
+#[test]
+fn cargo_preset_installs_the_binary_and_runs_in_docker() {
+    common::require_services();
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, archive) = busybox_base(tmp.path());
+    let ctx = tmp.path().join("crate");
+    // A stand-in for a cargo-built binary: any executable will do.
+    write(
+        &ctx.join("target/release/greeter"),
+        "#!/bin/sh\necho \"greeter says ${1:-nothing}\"\n",
+    );
+    chmod(&ctx.join("target/release/greeter"), 0o700);
+    write(
+        &ctx.join("lade.toml"),
+        &format!(
+            "[image]\nfrom = \"oci-archive:{}\"\ncmd = [\"hi\"]\n[cargo]\nbin = \"target/release/greeter\"\n",
+            archive.display()
+        ),
+    );
+    let out = tmp.path().join("greeter.tar");
+    common::lade(&tmp.path().join("cache"))
+        .args(["build", "--progress", "quiet", "--spec"])
+        .arg(ctx.join("lade.toml"))
+        .arg("--output")
+        .arg(format!("type=docker,dest={}", out.display()))
+        .args(["-t", "lade-test/greeter:1"])
+        .assert()
+        .success();
+    let layer = {
+        // The preset's layer (the last one): the binary, 0755 root, under /usr/local/bin.
+        let m: Value = json_member(&out, "manifest.json");
+        let l = m[0]["Layers"].as_array().unwrap().last().unwrap().clone();
+        let blob = tmp.path().join("layer.tgz");
+        fs::write(&blob, tar_member(&out, l.as_str().unwrap())).unwrap();
+        common::ok(common::output(
+            Command::new("tar")
+                .args(["--numeric-owner", "-tvzf"])
+                .arg(&blob),
+        ))
+    };
+    assert!(
+        layer
+            .lines()
+            .any(|l| l.starts_with("-rwxr-xr-x 0/0") && l.ends_with(" usr/local/bin/greeter")),
+        "{layer}"
+    );
+    common::ok(common::docker(&["load", "-i", out.to_str().unwrap()]));
+    let inspect: Value = serde_json::from_str(&common::ok(common::docker(&[
+        "inspect",
+        "lade-test/greeter:1",
+    ])))
+    .unwrap();
+    assert_eq!(
+        inspect[0]["Config"]["Entrypoint"],
+        serde_json::json!(["/usr/local/bin/greeter"])
+    );
+    let run = common::ok(common::docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "lade-test/greeter:1",
+    ]));
+    assert_eq!(run.trim(), "greeter says hi");
+    common::docker(&["rmi", "-f", "lade-test/greeter:1"]);
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    let out = common::ok(common::output(
+        Command::new(env!("CARGO_BIN_EXE_lade")).arg("--version"),
+    ));
+    assert_eq!(out.trim(), format!("lade {}", env!("CARGO_PKG_VERSION")));
+}
+
+/// Starts a build of a 3 GiB sparse file (uncompressed, so writing takes a while), waits
+/// until a temp file appears in `watch`, sends `signal`, and returns the exit code.
+fn interrupt_build(tmp: &Path, signal: i32, watch: &Path) -> Option<i32> {
+    let ctx = tmp.join("ctx");
+    if !ctx.exists() {
+        fs::create_dir_all(ctx.join("data")).unwrap();
+        fs::File::create(ctx.join("data/sparse.img"))
+            .unwrap()
+            .set_len(3 << 30)
+            .unwrap();
+        write(
+            &ctx.join("lade.toml"),
+            "[image]\n[[layer]]\nname = \"data\"\nfrom = \"data\"\ninto = \"/data\"\n",
+        );
+    }
+    let out = tmp.join("out/image.tar");
+    fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lade"))
+        .args(["build", "--progress", "quiet", "--compression", "none"])
+        .arg("--spec")
+        .arg(ctx.join("lade.toml"))
+        .arg("--cache-dir")
+        .arg(tmp.join("cache"))
+        .arg("--output")
+        .arg(format!("type=oci,dest={}", out.display()))
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let busy = fs::read_dir(watch).is_ok_and(|mut d| d.next().is_some());
+        if busy {
+            break;
+        }
+        if let Some(s) = child.try_wait().unwrap() {
+            panic!("the build ended ({s}) before a temp file was seen in {watch:?}");
+        }
+        assert!(started.elapsed().as_secs() < 120, "no temp file appeared");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    child.wait().unwrap().code()
+}
+
+#[test]
+fn interrupted_builds_leave_no_partial_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("out");
+    // SIGTERM while the layer blob is being written into the store.
+    let store_tmp = tmp.path().join("cache/tmp");
+    fs::create_dir_all(&store_tmp).unwrap();
+    let code = interrupt_build(tmp.path(), libc::SIGTERM, &store_tmp);
+    assert_eq!(code, Some(143));
+    assert_eq!(
+        fs::read_dir(&store_tmp).unwrap().count(),
+        0,
+        "store temp left"
+    );
+    assert_eq!(fs::read_dir(&out_dir).unwrap().count(), 0, "output left");
+
+    // SIGINT while the archive is being written beside its destination (the layer is
+    // cached by now, after a complete run).
+    common::lade(&tmp.path().join("cache"))
+        .args([
+            "build",
+            "--progress",
+            "quiet",
+            "--compression",
+            "none",
+            "--spec",
+        ])
+        .arg(tmp.path().join("ctx/lade.toml"))
+        .assert()
+        .success();
+    let code = interrupt_build(tmp.path(), libc::SIGINT, &out_dir);
+    assert_eq!(code, Some(130));
+    let left: Vec<_> = fs::read_dir(&out_dir).unwrap().collect();
+    assert!(left.is_empty(), "left in the destination: {left:?}");
+    assert_eq!(fs::read_dir(&store_tmp).unwrap().count(), 0);
+}
