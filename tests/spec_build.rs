@@ -810,3 +810,135 @@ fn interrupted_builds_leave_no_partial_output() {
     assert!(left.is_empty(), "left in the destination: {left:?}");
     assert_eq!(fs::read_dir(&store_tmp).unwrap().count(), 0);
 }
+
+/// A Spring Boot-style jar with a 4 MiB stored (uncompressed) library, so reading it shows.
+fn jar_with_big_library(path: &Path, class: &[u8]) {
+    use std::io::Write;
+    let mut z = zip::ZipWriter::new(fs::File::create(path).unwrap());
+    let deflated = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .last_modified_time(zip::DateTime::default());
+    let stored = deflated.compression_method(zip::CompressionMethod::Stored);
+    let mut lib = vec![0u8; 4 << 20];
+    let mut x: u64 = 1;
+    for b in lib.iter_mut() {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        *b = (x >> 56) as u8;
+    }
+    let files: [(&str, &[u8], _); 5] = [
+        ("META-INF/MANIFEST.MF", b"Manifest-Version: 1.0\r\nMain-Class: org.springframework.boot.loader.launch.JarLauncher\r\n\r\n", deflated),
+        ("org/springframework/boot/loader/launch/JarLauncher.class", b"loader", deflated),
+        ("BOOT-INF/classes/com/example/App.class", class, deflated),
+        ("BOOT-INF/classes/application.properties", b"x=1\n", deflated),
+        ("BOOT-INF/lib/big-1.0.jar", &lib, stored),
+    ];
+    for (name, content, opts) in files {
+        z.start_file(name, opts).unwrap();
+        z.write_all(content).unwrap();
+    }
+    z.finish().unwrap();
+}
+
+/// Bytes the traced command read from files whose path ends with `suffix`, from the
+/// per-thread logs `strace -ff -y -o PREFIX` wrote (one per thread, so no call is split
+/// into "unfinished" and "resumed" lines).
+fn bytes_read_from(cmd: &mut Command, suffix: &str, prefix: &Path) -> u64 {
+    let out = common::output(cmd);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let needle = format!("{suffix}>,");
+    let stem = prefix.file_name().unwrap().to_string_lossy().into_owned() + ".";
+    let mut total = 0;
+    for e in fs::read_dir(prefix.parent().unwrap()).unwrap() {
+        let e = e.unwrap();
+        if !e.file_name().to_string_lossy().starts_with(&stem) {
+            continue;
+        }
+        total += fs::read_to_string(e.path())
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .filter_map(|l| l.rsplit_once(") = ")?.1.trim().parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    total
+}
+
+#[test]
+fn a_no_op_rebuild_of_a_jar_spec_does_not_read_the_jar() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("app");
+    fs::create_dir_all(ctx.join("target")).unwrap();
+    write(
+        &ctx.join("lade.toml"),
+        "[image]\nplatform = \"linux/amd64\"\n[java]\njar = \"target/app.jar\"\n",
+    );
+    jar_with_big_library(&ctx.join("target/app.jar"), b"v1");
+    let cache = tmp.path().join("cache");
+    let traced = |name: &str| -> (u64, String) {
+        let log = tmp.path().join("traces").join(name);
+        fs::create_dir_all(log.parent().unwrap()).unwrap();
+        let stderr = tmp.path().join(format!("{name}.stderr"));
+        let mut cmd = Command::new("strace");
+        cmd.args([
+            "-ff",
+            "-y",
+            "-s",
+            "0",
+            "-e",
+            "trace=read,pread64,readv,preadv",
+        ])
+        .arg("-o")
+        .arg(&log)
+        .arg(env!("CARGO_BIN_EXE_lade"))
+        .args(["build", "--progress", "plain", "--spec"])
+        .arg(ctx.join("lade.toml"))
+        .arg("--cache-dir")
+        .arg(&cache)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .stderr(fs::File::create(&stderr).unwrap());
+        let n = bytes_read_from(&mut cmd, "app.jar", &log);
+        (n, fs::read_to_string(&stderr).unwrap())
+    };
+    let (cold, first) = traced("cold");
+    assert!(
+        cold >= 4 << 20,
+        "the first build reads the jar ({cold} bytes)\n{first}"
+    );
+    let (noop, again) = traced("noop");
+    // dependencies, spring-boot-loader, resources, classes
+    assert_eq!(again.matches(": cached").count(), 4, "{again}");
+    // What is left is the frontend's look at the central directory and the manifest.
+    assert!(
+        noop < 64 << 10,
+        "a no-op rebuild read {noop} bytes of the jar"
+    );
+
+    // Layers written from members keyed by the cache (read only now) have the same bytes.
+    let digests = |log: &str| -> Vec<String> {
+        let mut d: Vec<String> = log
+            .lines()
+            .filter_map(|l| Some(l.split_once(": done ")?.1.to_string()))
+            .collect();
+        d.sort();
+        d
+    };
+    let rewritten = common::lade(&cache)
+        .args(["build", "--progress", "plain", "--no-cache", "--spec"])
+        .arg(ctx.join("lade.toml"))
+        .output()
+        .unwrap();
+    assert!(rewritten.status.success());
+    let rewritten = String::from_utf8_lossy(&rewritten.stderr).into_owned();
+    assert_eq!(digests(&rewritten).len(), 4, "{rewritten}");
+    assert_eq!(digests(&rewritten), digests(&first));
+
+    // A changed class: the jar is read again and only the classes layer is rebuilt.
+    jar_with_big_library(&ctx.join("target/app.jar"), b"v2, changed");
+    let (_, changed) = traced("changed");
+    assert!(changed.contains("layer classes: done"), "{changed}");
+    assert_eq!(changed.matches(": cached").count(), 3, "{changed}");
+}

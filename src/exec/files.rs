@@ -12,6 +12,7 @@ use crate::store::{FileDigestCache, FileStamp};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,6 +23,23 @@ pub struct ResolvedLayer {
     pub entries: Vec<Entry>,
     /// Directories that entries read from (unpacked ADD archives); removed when dropped.
     pub scratch: Vec<tempfile::TempDir>,
+    /// Archive members keyed from the file-digest cache, read only if the layer is written.
+    pub(super) deferred: Vec<Deferred>,
+}
+
+/// An entry whose bytes are still in an archive: `entries[index]` holds a placeholder.
+pub(super) struct Deferred {
+    index: usize,
+    archive: std::path::PathBuf,
+    name: String,
+    origin: String,
+}
+
+/// What resolving keeps besides entries and digests.
+#[derive(Default)]
+struct Held {
+    scratch: Vec<tempfile::TempDir>,
+    deferred: Vec<Deferred>,
 }
 
 /// Version of the layer byte format; bump when the writer's output changes for equal input.
@@ -35,7 +53,7 @@ pub fn resolve(
 ) -> Result<ResolvedLayer, ExecError> {
     let mut entries = Vec::new();
     let mut content = Vec::new();
-    let mut scratch = Vec::new();
+    let mut held = Held::default();
     for set in &step.sources {
         resolve_set(
             set,
@@ -44,7 +62,7 @@ pub fn resolve(
             opts,
             &mut entries,
             &mut content,
-            &mut scratch,
+            &mut held,
         )?;
     }
     // The inputs, as the layer will see them: path, type, attributes and content digest of
@@ -84,8 +102,40 @@ pub fn resolve(
         name: step.name.clone(),
         key: cache_key(&definition, None, &[inputs]),
         entries,
-        scratch,
+        scratch: held.scratch,
+        deferred: held.deferred,
     })
+}
+
+/// Reads the archive members [`resolve`] keyed from the cache, before the layer is written.
+pub(super) fn materialize(r: &mut ResolvedLayer) -> Result<(), ExecError> {
+    let mut open: Option<(
+        std::path::PathBuf,
+        zip::ZipArchive<std::io::BufReader<std::fs::File>>,
+    )> = None;
+    for d in std::mem::take(&mut r.deferred) {
+        let bad = |m: String| ExecError::Input {
+            origin: d.origin.clone(),
+            message: format!("{}: {m}", d.archive.display()),
+        };
+        if open.as_ref().is_none_or(|(p, _)| *p != d.archive) {
+            let file = std::fs::File::open(&d.archive).map_err(|e| bad(e.to_string()))?;
+            let zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+                .map_err(|e| bad(e.to_string()))?;
+            open = Some((d.archive.clone(), zip));
+        }
+        let (_, zip) = open.as_mut().expect("opened above");
+        let mut bytes = Vec::new();
+        zip.by_name(&d.name)
+            .map_err(|e| bad(format!("entry {}: {e}", d.name)))?
+            .read_to_end(&mut bytes)
+            .map_err(|e| bad(format!("entry {}: {e}", d.name)))?;
+        // A size that changed since the key was made fails the writer's size check.
+        if let EntryKind::File { source, .. } = &mut r.entries[d.index].kind {
+            *source = FileSource::Bytes(Arc::new(bytes));
+        }
+    }
+    Ok(())
 }
 
 fn resolve_set(
@@ -95,7 +145,7 @@ fn resolve_set(
     opts: &ExecOptions,
     entries: &mut Vec<Entry>,
     content: &mut Vec<Option<ContentHash>>,
-    scratch: &mut Vec<tempfile::TempDir>,
+    held: &mut Held,
 ) -> Result<(), ExecError> {
     let mtime = opts.source_date_epoch;
     match set {
@@ -153,22 +203,57 @@ fn resolve_set(
                 origin: origin.clone(),
                 message: format!("{archive}: {m}"),
             };
-            let file = std::fs::File::open(&host).map_err(|e| bad(e.to_string()))?;
-            let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
-                .map_err(|e| bad(e.to_string()))?;
+            let md = std::fs::metadata(&host).map_err(|e| bad(e.to_string()))?;
+            let stamp = FileStamp {
+                size: md.len(),
+                mtime_ns: i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec()),
+                ctime_ns: i128::from(md.ctime()) * 1_000_000_000 + i128::from(md.ctime_nsec()),
+                ino: md.ino(),
+                dev: md.dev(),
+            };
+            // An unchanged jar is keyed from the cache alone; it is opened (and only the
+            // members of layers to write are decompressed) when a layer must be written.
+            let mut zip = None;
             for w in wanted {
-                let mut z = zip
-                    .by_name(&w.name)
-                    .map_err(|e| bad(format!("entry {}: {e}", w.name)))?;
-                let mut bytes = Vec::with_capacity(z.size() as usize);
-                z.read_to_end(&mut bytes)
-                    .map_err(|e| bad(format!("entry {}: {e}", w.name)))?;
-                content.push(Some(ContentHash::of(&bytes)));
+                let (digest, size, source) = match cache.get_member(&host, &w.name, &stamp) {
+                    Some((digest, size)) => {
+                        held.deferred.push(Deferred {
+                            index: entries.len(),
+                            archive: host.clone(),
+                            name: w.name.clone(),
+                            origin: origin.clone(),
+                        });
+                        (digest, size, FileSource::Bytes(Arc::new(Vec::new())))
+                    }
+                    None => {
+                        if zip.is_none() {
+                            let file =
+                                std::fs::File::open(&host).map_err(|e| bad(e.to_string()))?;
+                            zip = Some(
+                                zip::ZipArchive::new(std::io::BufReader::new(file))
+                                    .map_err(|e| bad(e.to_string()))?,
+                            );
+                        }
+                        let mut z = zip
+                            .as_mut()
+                            .expect("opened above")
+                            .by_name(&w.name)
+                            .map_err(|e| bad(format!("entry {}: {e}", w.name)))?;
+                        let mut bytes = Vec::with_capacity(z.size() as usize);
+                        z.read_to_end(&mut bytes)
+                            .map_err(|e| bad(format!("entry {}: {e}", w.name)))?;
+                        let digest = ContentHash::of(&bytes);
+                        let size = bytes.len() as u64;
+                        cache.insert_member(&host, &w.name, stamp, digest, size);
+                        (digest, size, FileSource::Bytes(Arc::new(bytes)))
+                    }
+                };
+                content.push(Some(digest));
                 entries.push(Entry {
                     path: w.path.clone(),
                     kind: EntryKind::File {
-                        size: bytes.len() as u64,
-                        source: FileSource::Bytes(Arc::new(bytes)),
+                        size,
+                        source,
                         link_key: None,
                     },
                     mode: attrs.file_mode.unwrap_or(0o644),
@@ -283,7 +368,7 @@ fn resolve_set(
                                 let path = dest.join_bytes(&e.rel_path);
                                 found.push((e, path));
                             }
-                            scratch.push(dir);
+                            held.scratch.push(dir);
                         }
                         _ => {
                             let path = if *parents {

@@ -302,7 +302,7 @@ fn reads_other_stage(step: &Step) -> bool {
 }
 
 fn write_or_reuse(
-    r: ResolvedLayer,
+    mut r: ResolvedLayer,
     store: &Store,
     opts: &ExecOptions,
     observer: &dyn Observer,
@@ -317,6 +317,7 @@ fn write_or_reuse(
         }
     }
     observer.step_started(&r.name);
+    files::materialize(&mut r)?;
     let name = r.name.clone();
     let key = r.key.clone();
     let writer = store.blob_writer()?;

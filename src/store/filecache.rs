@@ -2,6 +2,11 @@
 //! size, mtime, inode, ctime), so an unchanged context is not re-read. A stamp mismatch is a
 //! miss; the content is then hashed again, so a touched-but-equal file still yields the same
 //! digest and the same step cache key.
+//!
+//! Members of archives (a `[java]` jar's entries) are remembered the same way, under
+//! `ARCHIVE!/NAME` with the archive's stamp and the member's own size, so an unchanged jar
+//! is neither decompressed nor opened to key its layers. No real file can share such a
+//! record: it would need the archive's inode.
 
 use super::{io_err, Store, StoreError};
 use crate::digest::ContentHash;
@@ -24,18 +29,22 @@ struct Record {
     path: PathBuf,
     stamp: FileStamp,
     digest: ContentHash,
+    size: u64,
 }
+
+/// What is known of one path: its stamp, content hash, content size.
+type Known = (FileStamp, ContentHash, u64);
 
 /// A loaded snapshot of the cache plus what this build learned; `save` merges both back.
 pub struct FileDigestCache {
     file: PathBuf,
-    known: HashMap<PathBuf, (FileStamp, ContentHash)>,
+    known: HashMap<PathBuf, Known>,
     learned: Mutex<Vec<Record>>,
 }
 
 impl FileDigestCache {
     pub fn get(&self, path: &Path, stamp: &FileStamp) -> Option<ContentHash> {
-        let (s, d) = self.known.get(path)?;
+        let (s, d, _) = self.known.get(path)?;
         (s == stamp).then_some(*d)
     }
 
@@ -44,6 +53,35 @@ impl FileDigestCache {
             path: path.to_path_buf(),
             stamp,
             digest,
+            size: stamp.size,
+        });
+    }
+
+    /// The content hash and size of member `name` of the archive at `archive`, if the
+    /// archive's stamp is the one they were learned with.
+    pub fn get_member(
+        &self,
+        archive: &Path,
+        name: &str,
+        stamp: &FileStamp,
+    ) -> Option<(ContentHash, u64)> {
+        let (s, d, size) = self.known.get(&member_path(archive, name))?;
+        (s == stamp).then_some((*d, *size))
+    }
+
+    pub fn insert_member(
+        &self,
+        archive: &Path,
+        name: &str,
+        stamp: FileStamp,
+        digest: ContentHash,
+        size: u64,
+    ) {
+        self.learned.lock().expect("cache lock").push(Record {
+            path: member_path(archive, name),
+            stamp,
+            digest,
+            size,
         });
     }
 
@@ -59,12 +97,12 @@ impl FileDigestCache {
         lock.lock().map_err(io_err(&lock_path))?;
         let mut merged = load(&self.file);
         for r in learned {
-            merged.insert(r.path, (r.stamp, r.digest));
+            merged.insert(r.path, (r.stamp, r.digest, r.size));
         }
-        let mut records: Vec<(PathBuf, (FileStamp, ContentHash))> = merged.into_iter().collect();
+        let mut records: Vec<(PathBuf, Known)> = merged.into_iter().collect();
         records.sort_by(|a, b| a.0.cmp(&b.0));
         let mut out = MAGIC.to_vec();
-        for (path, (st, d)) in &records {
+        for (path, (st, d, size)) in &records {
             let p = path.as_os_str().as_bytes();
             out.extend_from_slice(&(p.len() as u32).to_le_bytes());
             out.extend_from_slice(p);
@@ -74,24 +112,33 @@ impl FileDigestCache {
             out.extend_from_slice(&st.ino.to_le_bytes());
             out.extend_from_slice(&st.dev.to_le_bytes());
             out.extend_from_slice(d.as_bytes());
+            out.extend_from_slice(&size.to_le_bytes());
         }
         super::write_atomic(&self.file, &out).map_err(io_err(&self.file))
     }
 }
 
 /// File format: magic, then per record: u32 path length, path bytes (any bytes: host paths
-/// need not be UTF-8), size u64, mtime i128, ctime i128, ino u64, dev u64, 32 BLAKE3 bytes;
-/// all little-endian. A damaged file is a cold cache, never an error.
-const MAGIC: &[u8] = b"lade-file-digests-v2\n";
+/// need not be UTF-8), size u64, mtime i128, ctime i128, ino u64, dev u64, 32 BLAKE3 bytes,
+/// content size u64; all little-endian. A damaged file (or an older format) is a cold
+/// cache, never an error.
+const MAGIC: &[u8] = b"lade-file-digests-v3\n";
 
-fn load(file: &Path) -> HashMap<PathBuf, (FileStamp, ContentHash)> {
+fn member_path(archive: &Path, name: &str) -> PathBuf {
+    let mut p = archive.as_os_str().as_bytes().to_vec();
+    p.extend_from_slice(b"!/");
+    p.extend_from_slice(name.as_bytes());
+    PathBuf::from(std::ffi::OsStr::from_bytes(&p))
+}
+
+fn load(file: &Path) -> HashMap<PathBuf, Known> {
     let Ok(bytes) = std::fs::read(file) else {
         return HashMap::new();
     };
     parse(&bytes).unwrap_or_default()
 }
 
-fn parse(bytes: &[u8]) -> Option<HashMap<PathBuf, (FileStamp, ContentHash)>> {
+fn parse(bytes: &[u8]) -> Option<HashMap<PathBuf, Known>> {
     let mut rest = bytes.strip_prefix(MAGIC)?;
     let mut take = |n: usize| -> Option<&[u8]> {
         let (a, b) = (rest.get(..n)?, rest.get(n..)?);
@@ -108,6 +155,7 @@ fn parse(bytes: &[u8]) -> Option<HashMap<PathBuf, (FileStamp, ContentHash)>> {
         let ino = u64::from_le_bytes(take(8)?.try_into().ok()?);
         let dev = u64::from_le_bytes(take(8)?.try_into().ok()?);
         let digest = ContentHash::from_raw(take(32)?.try_into().ok()?);
+        let content_size = u64::from_le_bytes(take(8)?.try_into().ok()?);
         map.insert(
             path,
             (
@@ -119,6 +167,7 @@ fn parse(bytes: &[u8]) -> Option<HashMap<PathBuf, (FileStamp, ContentHash)>> {
                     dev,
                 },
                 digest,
+                content_size,
             ),
         );
     }
@@ -172,5 +221,35 @@ mod tests {
             cache.get(Path::new("/x"), &FileStamp { size: 9, ..stamp }),
             None
         );
+    }
+
+    #[test]
+    fn archive_members_are_keyed_by_the_archive_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let stamp = FileStamp {
+            size: 100,
+            mtime_ns: 2,
+            ctime_ns: 3,
+            ino: 4,
+            dev: 5,
+        };
+        let jar = Path::new("/ctx/app.jar");
+        let cache = store.file_digest_cache();
+        cache.insert_member(jar, "a/B.class", stamp, ContentHash::of(b"B"), 7);
+        cache.insert(jar, stamp, ContentHash::of(b"jar"));
+        cache.save().unwrap();
+        let cache = store.file_digest_cache();
+        assert_eq!(
+            cache.get_member(jar, "a/B.class", &stamp),
+            Some((ContentHash::of(b"B"), 7))
+        );
+        assert_eq!(cache.get(jar, &stamp), Some(ContentHash::of(b"jar")));
+        assert_eq!(cache.get_member(jar, "a/C.class", &stamp), None);
+        let touched = FileStamp {
+            mtime_ns: 9,
+            ..stamp
+        };
+        assert_eq!(cache.get_member(jar, "a/B.class", &touched), None);
     }
 }

@@ -52,6 +52,8 @@ pub const TEST: &[Need] = &[
     // `tar cjf` / `tar cJf` make the bzip2 and xz archives the ADD tests unpack.
     exec("bzip2", &["bzip2"]),
     exec("xz-utils", &["xz"]),
+    // Counting what a build reads (the `[java]` no-op rebuild test).
+    exec("strace", &["strace"]),
 ];
 
 /// What `cargo xtask bench` needs. Its reference tools (buildah, docker.io, skopeo,
