@@ -410,8 +410,12 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
     let base_configs = BaseConfigReader::new(&store, &a.input.registry, req.exec.pull);
     let push = a.push || req.outputs.iter().any(|o| matches!(o, Target::Registry));
     let mut exec_opts = req.exec.clone();
-    // --jobs bounds the gzip workers of each layer too, not only how many run at once.
+    // --jobs N bounds compression too: N gzip workers per layer, and at most N blocks
+    // compressed at once across the layers built in parallel.
     exec_opts.compress_threads = req.jobs;
+    if let Some(n) = req.jobs {
+        crate::layer::set_compression_limit(n);
+    }
     let platforms: Vec<Option<&Platform>> = if req.platforms.is_empty() {
         vec![None]
     } else {

@@ -19,7 +19,7 @@ mod writer;
 pub use compress::decompress;
 pub use extract::ExtractOptions;
 pub use reader::{TarEntryInfo, TarKind};
-pub use writer::default_threads;
+pub use writer::{default_threads, set_compression_limit};
 
 use crate::digest::Digest;
 use crate::path::ImagePath;

@@ -52,6 +52,58 @@ fn pool_size(threads: usize) -> usize {
     4 * threads + 4
 }
 
+/// A process-wide cap on gzip blocks being compressed at once, across every layer written
+/// concurrently (`--jobs`): each worker holds a slot only while it compresses one block, so
+/// slots never wait on each other. Never changes the bytes.
+struct Slots {
+    held: usize,
+    /// 0: no cap.
+    limit: usize,
+    /// The most slots ever held at once (for tests).
+    peak: usize,
+}
+
+static SLOTS: (Mutex<Slots>, std::sync::Condvar) = (
+    Mutex::new(Slots {
+        held: 0,
+        limit: 0,
+        peak: 0,
+    }),
+    std::sync::Condvar::new(),
+);
+
+fn slots() -> std::sync::MutexGuard<'static, Slots> {
+    SLOTS.0.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Caps how many gzip blocks the whole process compresses at once (0: no cap).
+pub fn set_compression_limit(n: usize) {
+    slots().limit = n;
+    SLOTS.1.notify_all();
+}
+
+/// Held while one block is compressed.
+struct Slot;
+
+impl Slot {
+    fn acquire() -> Slot {
+        let mut s = slots();
+        while s.limit > 0 && s.held >= s.limit {
+            s = SLOTS.1.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        s.held += 1;
+        s.peak = s.peak.max(s.held);
+        Slot
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        slots().held -= 1;
+        SLOTS.1.notify_one();
+    }
+}
+
 /// Default number of gzip workers: the machine's available parallelism.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism()
@@ -171,6 +223,7 @@ fn consume_gzip<'scope, W: Write>(
             loop {
                 let next = rx.lock().map(|r| r.recv());
                 let Ok(Ok(c)) = next else { break };
+                let slot = Slot::acquire();
                 let r = z
                     .compress(&c.dict, &c.buf[..c.len])
                     .map(|(data, crc)| Compressed {
@@ -179,6 +232,7 @@ fn consume_gzip<'scope, W: Write>(
                         crc,
                         buf: c.buf,
                     });
+                drop(slot);
                 let failed = r.is_err();
                 if done.send(r).is_err() || failed {
                     break;
@@ -459,4 +513,65 @@ fn open_checked(p: &Path, size: u64) -> Result<File, LayerError> {
         });
     }
     Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::ImagePath;
+
+    fn text_layer(seed: u64) -> Vec<Entry> {
+        let mut text = String::new();
+        let mut x = seed;
+        while text.len() < (6 << 20) {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            text.push_str(&format!("{:x} w{} ", x >> 44, x % 89));
+        }
+        vec![Entry {
+            path: ImagePath::parse_absolute("/t.txt").unwrap(),
+            kind: super::super::EntryKind::File {
+                size: text.len() as u64,
+                source: FileSource::Bytes(Arc::new(text.into_bytes())),
+                link_key: None,
+            },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            xattrs: BTreeMap::new(),
+        }]
+    }
+
+    #[test]
+    fn the_compression_limit_holds_across_concurrent_layers() {
+        let opts = LayerOptions::new(Compression::Gzip, 0);
+        let free: Vec<Vec<u8>> = (1..=3)
+            .map(|i| {
+                write_layer_impl(text_layer(i), opts, 4, Vec::new())
+                    .unwrap()
+                    .0
+            })
+            .collect();
+        set_compression_limit(2);
+        slots().peak = 0;
+        let limited: Vec<Vec<u8>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (1..=3)
+                .map(|i| {
+                    s.spawn(move || {
+                        write_layer_impl(text_layer(i), opts, 4, Vec::new())
+                            .unwrap()
+                            .0
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let peak = slots().peak;
+        set_compression_limit(0);
+        assert!(peak <= 2, "{peak} blocks compressed at once");
+        assert!(peak >= 1);
+        assert!(free == limited, "the limit changed the bytes");
+    }
 }
