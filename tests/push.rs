@@ -788,3 +788,112 @@ fn push_jobs_bounds_how_many_blobs_upload_at_once() {
     let four = max_with("4", "jobs4");
     assert!((2..=4).contains(&four), "--push-jobs 4: {four} at once");
 }
+
+#[test]
+fn push_of_a_multi_platform_archive_or_layout_sends_the_whole_index() {
+    let s = common::require_services();
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("hello.txt"), "hello\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nARG TARGETARCH\nCOPY hello.txt /\nLABEL arch=$TARGETARCH\n",
+    )
+    .unwrap();
+    let cache = tmp.path().join("cache");
+    let (archive, layout) = (tmp.path().join("multi.tar"), tmp.path().join("multi"));
+    common::lade(&cache)
+        .args(["build", "--progress", "quiet", "-t", "multi:1"])
+        .args(["--platform", "linux/amd64,linux/arm64/v8", "-o"])
+        .arg(format!("type=oci,dest={}", archive.display()))
+        .arg("-o")
+        .arg(format!("type=oci-layout,dest={}", layout.display()))
+        .arg(&ctx)
+        .assert()
+        .success();
+    let raw = |r: &str| -> Value {
+        serde_json::from_str(&common::ok(common::skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{r}"),
+        ])))
+        .unwrap()
+    };
+    let id = std::process::id();
+    for (i, source) in [
+        format!("oci-archive:{}", archive.display()),
+        format!("oci:{}:1", layout.display()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let repo = format!("{}/lade-test/multi-push-{i}-{id}", s.registry);
+        let digest_file = tmp.path().join(format!("digest-{i}"));
+        common::lade(&cache)
+            .arg("push")
+            .arg(&source)
+            .arg(format!("{repo}:1"))
+            .arg("--digest-file")
+            .arg(&digest_file)
+            .assert()
+            .success();
+        let index = raw(&format!("{repo}:1"));
+        assert_eq!(
+            index["mediaType"], "application/vnd.oci.image.index.v1+json",
+            "{source}: {index}"
+        );
+        let digest = fs::read_to_string(&digest_file).unwrap();
+        let manifests = index["manifests"].as_array().unwrap();
+        let platforms: Vec<String> = manifests
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}/{}",
+                    m["platform"]["os"].as_str().unwrap(),
+                    m["platform"]["architecture"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(platforms, ["linux/amd64", "linux/arm64"], "{source}");
+        // Each platform's manifest arrived (by digest), with its config and layer.
+        for (m, arch) in manifests.iter().zip(["amd64", "arm64"]) {
+            let child = raw(&format!("{repo}@{}", m["digest"].as_str().unwrap()));
+            assert_eq!(child["layers"].as_array().unwrap().len(), 1, "{child}");
+            let cfg: Value = serde_json::from_str(&common::ok(common::skopeo(&[
+                "inspect",
+                "--tls-verify=false",
+                "--config",
+                &format!("docker://{repo}@{}", m["digest"].as_str().unwrap()),
+            ])))
+            .unwrap();
+            assert_eq!(cfg["architecture"], arch, "{source}");
+            assert_eq!(cfg["config"]["Labels"]["arch"], arch, "{source}");
+        }
+        // The tag names the index, and the digest file says so.
+        let inspect: Value = serde_json::from_str(&common::ok(common::skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            "--override-arch",
+            "arm64",
+            &format!("docker://{repo}:1"),
+        ])))
+        .unwrap();
+        assert_eq!(inspect["Architecture"], "arm64");
+        let index_digest = format!(
+            "sha256:{}",
+            sha256_hex(&common::ok(common::skopeo(&[
+                "inspect",
+                "--tls-verify=false",
+                "--raw",
+                &format!("docker://{repo}:1"),
+            ])))
+        );
+        assert_eq!(digest, index_digest, "{source}");
+    }
+}
+
+fn sha256_hex(s: &str) -> String {
+    lade::digest::Digest::of(s.as_bytes()).hex().to_string()
+}
