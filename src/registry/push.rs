@@ -563,8 +563,9 @@ impl Client {
                 });
             }
             std::thread::sleep(self.options().retry.delay(failures, after));
-            // Resume: ask the registry how much of the session it has (a monolithic PUT cut
-            // mid-body leaves what arrived in the session, as a broken chunk does).
+            // Resume: ask the registry how much of the session it has, for a monolithic PUT
+            // as for a chunk (docker-registry forgets a session whose request broke after
+            // some bytes arrived: then the status request fails and the upload starts over).
             if let Some(url) = session.take() {
                 match self.upload_status(host, scope, &url) {
                     Some((u, have)) if have <= d.size => {
