@@ -167,8 +167,10 @@ fn is_loopback(host: &str) -> bool {
         return true;
     }
     let h = h.trim_start_matches('[').trim_end_matches(']');
+    // `::ffff:127.0.0.1` is 127.0.0.1 too (Go's 127.0.0.0/8 check, which docker uses,
+    // agrees).
     h.parse::<std::net::IpAddr>()
-        .map(|ip| ip.is_loopback())
+        .map(|ip| ip.to_canonical().is_loopback())
         .unwrap_or(false)
 }
 
@@ -870,6 +872,8 @@ mod tests {
         assert!(is_loopback("127.0.0.1"));
         assert!(is_loopback("127.1.2.3:80"));
         assert!(is_loopback("[::1]:5000"));
+        assert!(is_loopback("[::ffff:127.0.0.1]:5000"));
+        assert!(!is_loopback("[::ffff:10.0.0.1]:5000"));
         assert!(!is_loopback("registry.example.com"));
         assert!(!is_loopback("10.0.0.1:5000"));
         assert_eq!(strip_port("[::1]:5000"), "[::1]");
