@@ -1,5 +1,6 @@
 //! `lade login` and where a push finds credentials (docker's config.json with base64 `auth`,
-//! `credHelpers` / `credsStore` helpers on PATH, `$REGISTRY_AUTH_FILE`), against the TLS +
+//! `credHelpers` / `credsStore` helpers on PATH, `$REGISTRY_AUTH_FILE`, podman's `auth.json`
+//! files), against the TLS +
 //! htpasswd registry `cargo xtask test` starts. Passwords never appear in the output.
 
 mod common;
@@ -37,6 +38,7 @@ fn lade_with(dir: &Path, docker_config: &Path) -> assert_cmd::Command {
     c.env("DOCKER_CONFIG", docker_config)
         .env("HOME", dir.join("home"))
         .env("XDG_RUNTIME_DIR", dir.join("runtime"))
+        .env_remove("XDG_CONFIG_HOME")
         .env_remove("REGISTRY_AUTH_FILE");
     c
 }
@@ -203,4 +205,63 @@ fn credential_helpers_and_registry_auth_file_supply_push_credentials() {
     cmd.env("REGISTRY_AUTH_FILE", &auth_file);
     push(&mut cmd, &archive, &s, "authfile");
     cmd.assert().success();
+}
+
+#[test]
+fn podman_auth_files_are_searched_in_containers_auth_json_order() {
+    let s = common::require_services();
+    let tmp = tempfile::tempdir().unwrap();
+    let archive = small_archive(tmp.path());
+    let auths = |password: &str| {
+        let auth =
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:{password}", s.tls_user));
+        serde_json::json!({"auths": {s.tls_registry.clone(): {"auth": auth}}}).to_string()
+    };
+    let (right, wrong) = (auths(&s.tls_password), auths("stale-password-0"));
+    let docker = tmp.path().join("docker");
+    let runtime = tmp.path().join("runtime/containers/auth.json");
+    let xdg = tmp.path().join("xdg");
+    let xdg_file = xdg.join("containers/auth.json");
+    let home_file = tmp.path().join("home/.config/containers/auth.json");
+    let files = [&docker.join("config.json"), &runtime, &xdg_file, &home_file];
+    // Writes the given files (in `files` order; None: absent) and pushes.
+    let push_with = |contents: [Option<&str>; 4], with_xdg: bool| {
+        for (f, c) in files.iter().zip(contents) {
+            let _ = fs::remove_file(f);
+            if let Some(c) = c {
+                fs::create_dir_all(f.parent().unwrap()).unwrap();
+                fs::write(f, c).unwrap();
+            }
+        }
+        fs::create_dir_all(&docker).unwrap();
+        let mut cmd = lade_with(tmp.path(), &docker);
+        if with_xdg {
+            cmd.env("XDG_CONFIG_HOME", &xdg);
+        }
+        push(&mut cmd, &archive, &s, "podman");
+        let a = cmd.assert();
+        let ok = a.get_output().status.success();
+        let text = output_text(&a);
+        assert!(!text.contains(&s.tls_password), "{text}");
+        (ok, text)
+    };
+    let (r, w) = (Some(right.as_str()), Some(wrong.as_str()));
+    // Each podman file alone supplies credentials.
+    assert!(
+        push_with([None, r, None, None], true).0,
+        "runtime auth.json"
+    );
+    assert!(push_with([None, None, r, None], true).0, "$XDG_CONFIG_HOME");
+    assert!(push_with([None, None, None, r], false).0, "~/.config");
+    // With XDG_CONFIG_HOME set, ~/.config/containers is not read.
+    let (ok, text) = push_with([None, None, None, r], true);
+    assert!(!ok && text.contains("lade login"), "{text}");
+    // The primary (runtime) file is read before the XDG one...
+    let (ok, text) = push_with([None, w, r, None], true);
+    assert!(!ok && text.contains("wrong username or password"), "{text}");
+    assert!(push_with([None, r, w, None], true).0);
+    // ...and docker's config.json, which `lade login` writes, before both.
+    assert!(push_with([r, w, w, None], true).0);
+    let (ok, text) = push_with([w, r, r, None], true);
+    assert!(!ok && text.contains("wrong username or password"), "{text}");
 }

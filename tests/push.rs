@@ -788,3 +788,571 @@ fn push_jobs_bounds_how_many_blobs_upload_at_once() {
     let four = max_with("4", "jobs4");
     assert!((2..=4).contains(&four), "--push-jobs 4: {four} at once");
 }
+
+#[test]
+fn push_of_a_multi_platform_archive_or_layout_sends_the_whole_index() {
+    let s = common::require_services();
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("hello.txt"), "hello\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nARG TARGETARCH\nCOPY hello.txt /\nLABEL arch=$TARGETARCH\n",
+    )
+    .unwrap();
+    let cache = tmp.path().join("cache");
+    let (archive, layout) = (tmp.path().join("multi.tar"), tmp.path().join("multi"));
+    common::lade(&cache)
+        .args(["build", "--progress", "quiet", "-t", "multi:1"])
+        .args(["--platform", "linux/amd64,linux/arm64/v8", "-o"])
+        .arg(format!("type=oci,dest={}", archive.display()))
+        .arg("-o")
+        .arg(format!("type=oci-layout,dest={}", layout.display()))
+        .arg(&ctx)
+        .assert()
+        .success();
+    let raw = |r: &str| -> Value {
+        serde_json::from_str(&common::ok(common::skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{r}"),
+        ])))
+        .unwrap()
+    };
+    let id = std::process::id();
+    for (i, source) in [
+        format!("oci-archive:{}", archive.display()),
+        format!("oci:{}:1", layout.display()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let repo = format!("{}/lade-test/multi-push-{i}-{id}", s.registry);
+        let digest_file = tmp.path().join(format!("digest-{i}"));
+        common::lade(&cache)
+            .arg("push")
+            .arg(&source)
+            .arg(format!("{repo}:1"))
+            .arg("--digest-file")
+            .arg(&digest_file)
+            .assert()
+            .success();
+        let index = raw(&format!("{repo}:1"));
+        assert_eq!(
+            index["mediaType"], "application/vnd.oci.image.index.v1+json",
+            "{source}: {index}"
+        );
+        let digest = fs::read_to_string(&digest_file).unwrap();
+        let manifests = index["manifests"].as_array().unwrap();
+        let platforms: Vec<String> = manifests
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}/{}",
+                    m["platform"]["os"].as_str().unwrap(),
+                    m["platform"]["architecture"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(platforms, ["linux/amd64", "linux/arm64"], "{source}");
+        // Each platform's manifest arrived (by digest), with its config and layer.
+        for (m, arch) in manifests.iter().zip(["amd64", "arm64"]) {
+            let child = raw(&format!("{repo}@{}", m["digest"].as_str().unwrap()));
+            assert_eq!(child["layers"].as_array().unwrap().len(), 1, "{child}");
+            let cfg: Value = serde_json::from_str(&common::ok(common::skopeo(&[
+                "inspect",
+                "--tls-verify=false",
+                "--config",
+                &format!("docker://{repo}@{}", m["digest"].as_str().unwrap()),
+            ])))
+            .unwrap();
+            assert_eq!(cfg["architecture"], arch, "{source}");
+            assert_eq!(cfg["config"]["Labels"]["arch"], arch, "{source}");
+        }
+        // The tag names the index, and the digest file says so.
+        let inspect: Value = serde_json::from_str(&common::ok(common::skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            "--override-arch",
+            "arm64",
+            &format!("docker://{repo}:1"),
+        ])))
+        .unwrap();
+        assert_eq!(inspect["Architecture"], "arm64");
+        let index_digest = format!(
+            "sha256:{}",
+            sha256_hex(&common::ok(common::skopeo(&[
+                "inspect",
+                "--tls-verify=false",
+                "--raw",
+                &format!("docker://{repo}:1"),
+            ])))
+        );
+        assert_eq!(digest, index_digest, "{source}");
+    }
+}
+
+fn sha256_hex(s: &str) -> String {
+    lade::digest::Digest::of(s.as_bytes()).hex().to_string()
+}
+
+/// Runs lade and returns its stderr after checking it failed with exit code 1 and printed
+/// exactly one line.
+fn one_error_line(cmd: &mut assert_cmd::Command) -> String {
+    let a = cmd.assert().failure().code(1);
+    let err = stderr_of(&a);
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    err
+}
+
+#[test]
+fn registry_errors_on_the_command_line_are_one_line_and_exit_1() {
+    let s = common::require_services();
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = hello_context(tmp.path());
+    let cache = tmp.path().join("cache");
+    let archive = tmp.path().join("hello.tar");
+    common::lade(&cache)
+        .args(["build", "--progress", "quiet", "--spec"])
+        .arg(ctx.join("lade.toml"))
+        .arg("-o")
+        .arg(format!("type=oci,dest={}", archive.display()))
+        .assert()
+        .success();
+    let home = tmp.path().join("home");
+    let docker_cfg = tmp.path().join("docker");
+    fs::create_dir_all(&docker_cfg).unwrap();
+    // No credentials from the environment unless a case writes them.
+    let lade = || {
+        let mut c = common::lade(&cache);
+        c.env("HOME", &home)
+            .env("DOCKER_CONFIG", &docker_cfg)
+            .env("XDG_RUNTIME_DIR", tmp.path().join("run"))
+            .env("XDG_CONFIG_HOME", tmp.path().join("xdg"))
+            .env_remove("REGISTRY_AUTH_FILE");
+        c
+    };
+    let push_to = |dest: &str| {
+        let mut c = lade();
+        c.arg("push").arg(&archive).arg(dest);
+        c
+    };
+    let id = std::process::id();
+
+    // Unknown host.
+    let err = one_error_line(&mut push_to("no-such-host.invalid/x/y:1"));
+    assert!(
+        err.contains("cannot reach registry no-such-host.invalid"),
+        "{err}"
+    );
+
+    // Connection refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = one_error_line(&mut push_to(&format!("127.0.0.1:{port}/x/y:1")));
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(err.to_lowercase().contains("refused"), "{err}");
+
+    // TLS failure: the self-signed registry without --registry-ca.
+    let err = one_error_line(&mut push_to(&format!(
+        "{}/lade-test/tls-{id}:1",
+        s.tls_registry
+    )));
+    assert!(err.contains("TLS error"), "{err}");
+    assert!(err.contains("--registry-ca"), "{err}");
+
+    // Wrong credentials.
+    use base64::Engine as _;
+    let wrong = "definitely-wrong-pw-31";
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{wrong}", s.tls_user));
+    fs::write(
+        docker_cfg.join("config.json"),
+        serde_json::json!({"auths": {s.tls_registry.clone(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let mut c = push_to(&format!("{}/lade-test/wrong-creds-{id}:1", s.tls_registry));
+    c.arg("--registry-ca").arg(&s.tls_ca);
+    let err = one_error_line(&mut c);
+    assert!(err.contains("authentication to"), "{err}");
+    assert!(err.contains("wrong username or password"), "{err}");
+    assert!(!err.contains(wrong) && !err.contains(&auth), "{err}");
+    fs::remove_file(docker_cfg.join("config.json")).unwrap();
+
+    // 404 on a tag.
+    let pull = |reference: &str| {
+        let mut c = lade();
+        // A cache of its own: the build above left the image's blobs in `cache`.
+        c.env("LADE_CACHE_DIR", tmp.path().join("pull-cache"))
+            .args(["pull", reference, "-o"])
+            .arg(format!(
+                "type=oci-layout,dest={}",
+                tmp.path().join("pulled").display()
+            ));
+        c
+    };
+    let missing = format!("{}/lade-test/missing-{id}:nope", s.registry);
+    let err = one_error_line(&mut pull(&missing));
+    assert!(err.contains(&format!("{missing} not found")), "{err}");
+
+    // Digest mismatch: a proxy in front of the registry flips a byte of every blob.
+    let reg = TestRegistry::open();
+    let proxy = FaultProxy::start(reg.socket_addr());
+    let repo = format!("lade-test/lying-{id}");
+    lade()
+        .arg("push")
+        .arg(&archive)
+        .arg(format!("{}/{repo}:1", reg.addr))
+        .assert()
+        .success();
+    proxy.faults.lock().unwrap().corrupt_blobs = true;
+    let err = one_error_line(&mut pull(&format!("{}/{repo}:1", proxy.addr)));
+    assert!(err.contains("does not match its digest"), "{err}");
+    assert!(!tmp.path().join("pulled/index.json").exists());
+
+    // A Docker schema 1 manifest (from a stub: real registries no longer accept them).
+    let stub = registry_support::StubRegistry::start(vec![(
+        "/v2/x/old/manifests/1".into(),
+        "application/vnd.docker.distribution.manifest.v1+prettyjws".into(),
+        br#"{"schemaVersion":1,"name":"x/old","tag":"1","fsLayers":[],"history":[]}"#.to_vec(),
+    )]);
+    let err = one_error_line(&mut pull(&format!("{}/x/old:1", stub.addr)));
+    assert!(err.contains("schema 1"), "{err}");
+}
+
+/// This machine's host name, which must resolve to 127.0.0.1 (as /etc/hosts maps it on
+/// Debian and in the test VM): a registry name that is not a loopback name to lade, yet
+/// reaches only the local test registry.
+fn local_host_name() -> String {
+    use std::net::ToSocketAddrs;
+    let name = fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let addrs: Vec<_> = (name.as_str(), 0)
+        .to_socket_addrs()
+        .map(|a| a.collect())
+        .unwrap_or_default();
+    assert!(
+        addrs.iter().any(|a| a.ip().is_loopback()),
+        "host name {name:?} must resolve to a loopback address (add it to /etc/hosts) for \
+         this test: {addrs:?}"
+    );
+    name
+}
+
+#[test]
+fn insecure_registry_allows_http_or_unverified_tls_for_that_host_and_port_only() {
+    let s = common::require_services();
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = hello_context(tmp.path());
+    let cache = tmp.path().join("cache");
+    let archive = tmp.path().join("hello.tar");
+    common::lade(&cache)
+        .args(["build", "--progress", "quiet", "--spec"])
+        .arg(ctx.join("lade.toml"))
+        .arg("-o")
+        .arg(format!("type=oci,dest={}", archive.display()))
+        .assert()
+        .success();
+    let id = std::process::id();
+    let name = local_host_name();
+    let port = |addr: &str| addr.rsplit_once(':').unwrap().1.to_string();
+    let (plain_port, tls_port) = (port(&s.registry), port(&s.tls_registry));
+    let docker_cfg = tmp.path().join("docker");
+    fs::create_dir_all(&docker_cfg).unwrap();
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", s.tls_user, s.tls_password));
+    fs::write(
+        docker_cfg.join("config.json"),
+        serde_json::json!({"auths": {s.tls_registry.clone(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let push = |dest: &str, insecure: Option<&str>| {
+        let mut c = common::lade(&cache);
+        c.env("DOCKER_CONFIG", &docker_cfg)
+            .arg("push")
+            .arg(&archive)
+            .arg(dest);
+        if let Some(i) = insecure {
+            c.args(["--insecure-registry", i]);
+        }
+        c.assert()
+    };
+
+    // A non-loopback name: HTTPS only unless allowed; then plain HTTP works.
+    let dest = format!("{name}:{plain_port}/lade-test/insecure-{id}:1");
+    let a = push(&dest, None).failure().code(1);
+    assert!(
+        stderr_of(&a).contains(&format!("{name}:{plain_port}")),
+        "{}",
+        stderr_of(&a)
+    );
+    // Another port of the same host is not allowed.
+    push(&dest, Some(&format!("{name}:{tls_port}")))
+        .failure()
+        .code(1);
+    push(&dest, Some(&format!("{name}:{plain_port}"))).success();
+    // The host alone allows every port.
+    push(&dest, Some(&name)).success();
+    let v: Value = serde_json::from_str(&common::ok(common::skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{}/lade-test/insecure-{id}:1", s.registry),
+    ])))
+    .unwrap();
+    assert!(v["Digest"].as_str().unwrap().starts_with("sha256:"));
+
+    // The self-signed TLS registry without its CA: unverified TLS for exactly that
+    // host:port, a TLS error for any other.
+    let dest = format!("{}/lade-test/insecure-tls-{id}:1", s.tls_registry);
+    let a = push(&dest, Some(&format!("127.0.0.1:{plain_port}")))
+        .failure()
+        .code(1);
+    assert!(stderr_of(&a).contains("TLS error"), "{}", stderr_of(&a));
+    let a = push(&dest, Some(&s.tls_registry)).success();
+    assert!(stderr_of(&a).contains("pushed"), "{}", stderr_of(&a));
+}
+
+#[test]
+fn lade_toml_image_tags_are_all_pushed_by_type_registry() {
+    let s = common::require_services();
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = hello_context(tmp.path());
+    let id = std::process::id();
+    let tags = [
+        format!("{}/lade-test/spec-tags-{id}:1", s.registry),
+        format!("{}/lade-test/spec-tags-{id}:latest", s.registry),
+        format!("{}/lade-test/spec-tags-other-{id}:x", s.registry),
+    ];
+    let spec = fs::read_to_string(ctx.join("lade.toml")).unwrap().replacen(
+        "[image]\n",
+        &format!("[image]\ntags = {}\n", serde_json::json!(tags)),
+        1,
+    );
+    fs::write(ctx.join("lade.toml"), spec).unwrap();
+    let digest_file = tmp.path().join("digest");
+    let a = common::lade(&tmp.path().join("cache"))
+        .args(["build", "--progress", "plain", "--spec"])
+        .arg(ctx.join("lade.toml"))
+        .args(["-o", "type=registry", "--digest-file"])
+        .arg(&digest_file)
+        .assert()
+        .success();
+    let digest = fs::read_to_string(&digest_file).unwrap();
+    for t in &tags {
+        assert!(stderr_of(&a).contains(t.as_str()), "{t}: {}", stderr_of(&a));
+        let v: Value = serde_json::from_str(&common::ok(common::skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{t}"),
+        ])))
+        .unwrap();
+        assert_eq!(v["Digest"], digest.as_str(), "{t}");
+    }
+}
+
+#[test]
+fn credentials_and_tokens_never_reach_the_trace_log() {
+    let s = common::require_services();
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = hello_context(tmp.path());
+    let cache = tmp.path().join("cache");
+    let archive = tmp.path().join("hello.tar");
+    common::lade(&cache)
+        .args(["build", "--progress", "quiet", "--spec"])
+        .arg(ctx.join("lade.toml"))
+        .arg("-o")
+        .arg(format!("type=oci,dest={}", archive.display()))
+        .assert()
+        .success();
+    // Basic auth to the TLS registry, and a bearer token flow (with basic auth at the
+    // token server) through the proxy.
+    let reg = TestRegistry::open();
+    let proxy = FaultProxy::start(reg.socket_addr());
+    let ts = registry_support::TokenServer::start(100, Some(("tok-user", "tok-pass-5ecret")));
+    proxy.faults.lock().unwrap().bearer = Some(ts.clone());
+    use base64::Engine as _;
+    let b64 =
+        |u: &str, p: &str| base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+    let (tls_auth, tok_auth) = (
+        b64(&s.tls_user, &s.tls_password),
+        b64("tok-user", "tok-pass-5ecret"),
+    );
+    let docker_cfg = tmp.path().join("docker");
+    fs::create_dir_all(&docker_cfg).unwrap();
+    fs::write(
+        docker_cfg.join("config.json"),
+        serde_json::json!({"auths": {
+            s.tls_registry.clone(): {"auth": tls_auth},
+            proxy.addr.clone(): {"auth": tok_auth},
+        }})
+        .to_string(),
+    )
+    .unwrap();
+    let id = std::process::id();
+    for (dest, ca) in [
+        (format!("{}/lade-test/trace-{id}:1", s.tls_registry), true),
+        (format!("{}/lade-test/trace-{id}:1", proxy.addr), false),
+    ] {
+        let mut c = common::lade(&cache);
+        c.env("DOCKER_CONFIG", &docker_cfg)
+            .env("LADE_LOG", "trace")
+            .arg("push")
+            .arg(&archive)
+            .arg(&dest);
+        if ca {
+            c.arg("--registry-ca").arg(&s.tls_ca);
+        }
+        let a = c.assert().success();
+        let log = stderr_of(&a);
+        // The log is there (so the test means something), and requests are in it.
+        assert!(log.contains("TRACE"), "{dest}: no trace output: {log}");
+        assert!(log.lines().count() > 20, "{dest}: {log}");
+        for secret in [
+            s.tls_password.as_str(),
+            tls_auth.as_str(),
+            "tok-pass-5ecret",
+            tok_auth.as_str(),
+            "lade-test-token-",
+        ] {
+            assert!(!log.contains(secret), "{dest}: {secret:?} in the log");
+        }
+    }
+    assert!(ts.issued.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+}
+
+#[test]
+fn docker_schema2_manifests_and_manifest_lists_pull_and_serve_as_bases() {
+    let s = common::require_services();
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("hello.txt"), "hello\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nARG TARGETARCH\nCOPY hello.txt /\nLABEL arch=$TARGETARCH\n",
+    )
+    .unwrap();
+    let cache = tmp.path().join("cache");
+    let id = std::process::id();
+    let repo = format!("lade-test/v2s2-{id}");
+    // One Docker schema2 image per platform, converted by skopeo from lade's OCI archives.
+    let mut entries = Vec::new();
+    let mut digests = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let archive = tmp.path().join(format!("{arch}.tar"));
+        common::lade(&cache)
+            .args(["build", "--progress", "quiet", "--platform"])
+            .arg(format!("linux/{arch}"))
+            .arg("-o")
+            .arg(format!("type=oci,dest={}", archive.display()))
+            .arg(&ctx)
+            .assert()
+            .success();
+        let dest = format!("docker://{}/{repo}:{arch}", s.registry);
+        common::ok(common::skopeo(&[
+            "copy",
+            "--dest-tls-verify=false",
+            "--format",
+            "v2s2",
+            &format!("oci-archive:{}", archive.display()),
+            &dest,
+        ]));
+        let raw = common::ok(common::skopeo(&[
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &dest,
+        ]));
+        let v: Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(
+            v["mediaType"],
+            "application/vnd.docker.distribution.manifest.v2+json"
+        );
+        let digest = format!("sha256:{}", sha256_hex(&raw));
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "size": raw.len(),
+            "digest": digest,
+            "platform": {"architecture": arch, "os": "linux"},
+        }));
+        digests.push(digest);
+    }
+    // A Docker manifest list over both, put with the registry API.
+    let list = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests": entries,
+    })
+    .to_string();
+    let resp = reqwest::blocking::Client::new()
+        .put(format!("http://{}/v2/{repo}/manifests/list", s.registry))
+        .header(
+            "Content-Type",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+        )
+        .body(list.clone())
+        .send()
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+
+    // lade pull: the schema2 manifest, and the list's entry for the asked platform.
+    let pull = |reference: &str, platform: &str| {
+        let a = common::lade(&cache)
+            .args(["pull", reference, "--platform", platform, "-o"])
+            .arg(format!(
+                "type=oci-layout,dest={}",
+                tmp.path().join("pulled").display()
+            ))
+            .assert()
+            .success();
+        stderr_of(&a)
+    };
+    let out = pull(&format!("{}/{repo}:amd64", s.registry), "linux/amd64");
+    assert!(out.contains(&digests[0]), "{out}");
+    let out = pull(&format!("{}/{repo}:list", s.registry), "linux/arm64");
+    assert!(out.contains(&digests[1]), "{out}");
+
+    // Both as bases of a build: the base's layer and label carry over.
+    let df = tmp.path().join("df");
+    fs::create_dir_all(&df).unwrap();
+    fs::write(df.join("extra.txt"), "extra\n").unwrap();
+    for (tag, platform, arch) in [
+        ("amd64", "linux/amd64", "amd64"),
+        ("list", "linux/arm64", "arm64"),
+        ("list", "linux/amd64", "amd64"),
+    ] {
+        fs::write(
+            df.join("Dockerfile"),
+            format!("FROM {}/{repo}:{tag}\nCOPY extra.txt /\n", s.registry),
+        )
+        .unwrap();
+        let out = tmp.path().join(format!("derived-{tag}-{arch}.tar"));
+        common::lade(&cache)
+            .args(["build", "--progress", "quiet", "--platform", platform, "-o"])
+            .arg(format!("type=oci,dest={}", out.display()))
+            .arg(&df)
+            .assert()
+            .success();
+        let cfg: Value = serde_json::from_str(&common::ok(common::skopeo(&[
+            "inspect",
+            "--config",
+            &format!("oci-archive:{}", out.display()),
+        ])))
+        .unwrap();
+        assert_eq!(cfg["architecture"], arch, "{tag} {platform}");
+        assert_eq!(cfg["config"]["Labels"]["arch"], arch, "{tag} {platform}");
+        assert_eq!(
+            cfg["rootfs"]["diff_ids"].as_array().unwrap().len(),
+            2,
+            "{tag} {platform}: {cfg}"
+        );
+    }
+}

@@ -12,7 +12,7 @@ use lade::registry::{
     RegistryError, RetryPolicy,
 };
 use lade::store::Store;
-use registry_support::{FaultProxy, TestRegistry, TokenServer};
+use registry_support::{FaultProxy, StubRegistry, TestRegistry, TokenServer};
 use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
@@ -453,6 +453,43 @@ fn monolithic_upload_survives_dropped_connection() {
     assert_eq!(report.manifest_digest, img.digest);
     assert_eq!(proxy.dropped.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(skopeo_digest(&reg.addr, &repo, "t"), img.digest.to_string());
+    // docker-registry drops a session whose PUT broke after some bytes arrived (its state
+    // token's offset no longer matches), so that upload started over. A PUT cut before any
+    // byte arrived leaves the session as it was: the client asks for its offset and
+    // finishes in the same session instead of opening another.
+    let repo2 = repo_name("mono-resume");
+    {
+        let mut f = proxy.faults.lock().unwrap();
+        f.drop_body_after = Some(0);
+    }
+    let before = proxy.seen().len();
+    let report = client()
+        .push_image(
+            &store,
+            &reference(&proxy.addr, &repo2, "t"),
+            &img.manifest_bytes,
+            mt::OCI_MANIFEST,
+            &["t".into()],
+            &PushOptions {
+                jobs: 1,
+                ..PushOptions::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(report.manifest_digest, img.digest);
+    assert_eq!(proxy.dropped.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let seen = &proxy.seen()[before..];
+    assert!(
+        seen.iter()
+            .any(|s| s.method == "GET" && s.path.contains("/blobs/uploads/") && s.status == 204),
+        "{seen:?}"
+    );
+    let posts = seen.iter().filter(|s| s.method == "POST").count();
+    assert_eq!(posts, 2, "one session per blob: {seen:?}");
+    assert_eq!(
+        skopeo_digest(&reg.addr, &repo2, "t"),
+        img.digest.to_string()
+    );
 }
 
 #[test]
@@ -640,27 +677,140 @@ fn clear_errors() {
         )
         .unwrap_err();
     assert!(one_line(&err).contains("missing from the store"), "{err}");
-
-    // Schema 1 is refused clearly (pushed raw with our own HTTP request).
-    let schema1 = br#"{"schemaVersion":1,"name":"x","tag":"old","architecture":"amd64","fsLayers":[],"history":[]}"#;
-    let resp = reqwest::blocking::Client::new()
-        .put(format!("http://{}/v2/{repo}/manifests/old", reg.addr))
-        .header("Content-Type", mt::DOCKER_SCHEMA1)
-        .body(schema1.to_vec())
-        .send()
-        .unwrap();
-    if resp.status().is_success() {
-        let err = client
-            .pull(
-                &store,
-                &reference(&reg.addr, &repo, "old"),
-                &PullOptions::default(),
-            )
-            .unwrap_err();
-        assert!(one_line(&err).contains("schema 1"), "{err}");
-    }
 }
 
+#[test]
+fn schema1_manifests_are_refused_clearly() {
+    // The real registry refuses schema 1 uploads, so a stub serves them, as old registries do:
+    // signed (by media type), unsigned, and one only recognisable by its shape.
+    let schema1 = br#"{"schemaVersion":1,"name":"x/old","tag":"1","architecture":"amd64","fsLayers":[{"blobSum":"sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4"}],"history":[{"v1Compatibility":"{}"}]}"#.to_vec();
+    let stub = StubRegistry::start(vec![
+        (
+            "/v2/x/old/manifests/signed".into(),
+            mt::DOCKER_SCHEMA1_SIGNED.into(),
+            schema1.clone(),
+        ),
+        (
+            "/v2/x/old/manifests/unsigned".into(),
+            mt::DOCKER_SCHEMA1.into(),
+            schema1.clone(),
+        ),
+        (
+            "/v2/x/old/manifests/plain".into(),
+            "application/json".into(),
+            schema1,
+        ),
+    ]);
+    let (_d, store) = new_store();
+    let client = client();
+    for tag in ["signed", "unsigned", "plain"] {
+        let r = reference(&stub.addr, "x/old", tag);
+        let err = client
+            .pull(&store, &r, &PullOptions::default())
+            .unwrap_err();
+        let msg = one_line(&err);
+        assert!(
+            matches!(err, RegistryError::UnsupportedManifest { .. }),
+            "{tag}: {msg}"
+        );
+        assert!(msg.contains("schema 1"), "{tag}: {msg}");
+        assert!(msg.contains(&format!("x/old:{tag}")), "{tag}: {msg}");
+    }
+    // Not found stays not found.
+    let err = client
+        .pull(
+            &store,
+            &reference(&stub.addr, "x/old", "missing"),
+            &PullOptions::default(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::NotFound { .. }), "{err}");
+}
+
+/// Retries of one kind of failure, measured: the proxy answers the first upload request of
+/// a push with `status` (and `Retry-After: retry_after`); returns the time from that answer
+/// to the next request of the push.
+fn wait_after_failure(status: u16, retry_after: &str) -> Duration {
+    let reg = TestRegistry::open();
+    let proxy = FaultProxy::start(reg.socket_addr());
+    let (_d, store) = new_store();
+    let img = build_image(&store, &noise(10_000, 21), "amd64");
+    {
+        let mut f = proxy.faults.lock().unwrap();
+        f.fail_next = 1;
+        f.fail_status = status;
+        f.fail_path = "/blobs/uploads/".into();
+        f.retry_after = Some(retry_after.into());
+    }
+    // A backoff of 5 ms: a wait of a second can only come from Retry-After; max_delay
+    // large enough not to cut it short.
+    let client = Client::new(ClientOptions {
+        retry: RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_secs(10),
+        },
+        ..opts()
+    })
+    .unwrap();
+    let repo = repo_name(&format!("retry-after-{status}"));
+    let report = client
+        .push_image(
+            &store,
+            &reference(&proxy.addr, &repo, "t"),
+            &img.manifest_bytes,
+            mt::OCI_MANIFEST,
+            &["t".into()],
+            &PushOptions {
+                jobs: 1,
+                ..PushOptions::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(report.manifest_digest, img.digest);
+    assert_eq!(skopeo_digest(&reg.addr, &repo, "t"), img.digest.to_string());
+    let seen = proxy.seen();
+    let i = seen.iter().position(|s| s.status == status).unwrap();
+    assert_eq!(
+        seen.iter().filter(|s| s.status == status).count(),
+        1,
+        "{seen:?}"
+    );
+    let next = &seen[i + 1];
+    next.at.duration_since(seen[i].at)
+}
+
+#[test]
+fn retry_after_in_seconds_is_honoured() {
+    let waited = wait_after_failure(429, "1");
+    assert!(waited >= Duration::from_secs(1), "waited {waited:?}");
+    assert!(waited < Duration::from_millis(2500), "waited {waited:?}");
+}
+
+#[test]
+fn retry_after_as_an_http_date_is_honoured() {
+    // Two seconds from now, in whole seconds: the wait is between 1 and 2 s.
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 2;
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("@{at}"), "+%a, %d %b %Y %H:%M:%S GMT"])
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    let date = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let waited = wait_after_failure(503, &date);
+    assert!(waited >= Duration::from_millis(900), "{date}: {waited:?}");
+    assert!(waited < Duration::from_millis(3000), "{date}: {waited:?}");
+}
+
+#[test]
+fn request_timeout_408_is_retried_with_backoff() {
+    let waited = wait_after_failure(408, "");
+    assert!(waited < Duration::from_millis(900), "waited {waited:?}");
+}
 #[test]
 fn tls_registry_with_basic_auth() {
     let reg = TestRegistry::tls_auth();
@@ -849,4 +999,178 @@ fn bearer_token_flow_with_expiry_mid_push() {
         .pull(&store2, &target, &PullOptions::default())
         .unwrap();
     assert_eq!(pulled.image.manifest_digest, img.digest);
+}
+
+#[test]
+fn identity_token_is_exchanged_with_an_oauth2_refresh_token_post() {
+    let reg = TestRegistry::open();
+    let proxy = FaultProxy::start(reg.socket_addr());
+    // GET token requests would need basic credentials the client does not have: only the
+    // refresh-token POST can get a token.
+    let ts = TokenServer::start(100, Some(("nobody", "nothing")));
+    proxy.faults.lock().unwrap().bearer = Some(ts.clone());
+    let (_d, store) = new_store();
+    let img = build_image(&store, &noise(8_000, 31), "amd64");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.json");
+    let write_cfg = |token: &str| {
+        std::fs::write(
+            &cfg,
+            serde_json::json!({"auths": {proxy.addr.clone(): {"auth": "", "identitytoken": token}}})
+                .to_string(),
+        )
+        .unwrap()
+    };
+    let client_from_cfg = || {
+        Client::new(ClientOptions {
+            auth: AuthConfig::from_file(&cfg),
+            ..opts()
+        })
+        .unwrap()
+    };
+    let repo = repo_name("identitytoken");
+    let target = reference(&proxy.addr, &repo, "t");
+    let push = |c: &Client| {
+        c.push_image(
+            &store,
+            &target,
+            &img.manifest_bytes,
+            mt::OCI_MANIFEST,
+            &["t".into()],
+            &PushOptions::default(),
+        )
+    };
+
+    write_cfg("good-refresh-token");
+    let client = client_from_cfg();
+    assert_eq!(push(&client).unwrap().manifest_digest, img.digest);
+    let (_d2, store2) = new_store();
+    assert_eq!(
+        client
+            .pull(&store2, &target, &PullOptions::default())
+            .unwrap()
+            .image
+            .manifest_digest,
+        img.digest
+    );
+    let posts = ts.posts.lock().unwrap().clone();
+    assert!(!posts.is_empty());
+    assert_eq!(
+        ts.bad_credentials.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    let form: Vec<(String, String)> = reqwest::Url::parse(&format!("http://x/?{}", posts[0]))
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    let get = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("no {k} in {form:?}"))
+    };
+    assert_eq!(get("grant_type"), "refresh_token");
+    assert_eq!(get("refresh_token"), "good-refresh-token");
+    assert_eq!(get("service"), "lade-test-registry");
+    assert_eq!(get("scope"), format!("repository:{repo}:pull,push"));
+    assert!(!get("client_id").is_empty());
+
+    // A revoked refresh token: one clear line, without the token.
+    write_cfg("revoked-refresh-token-77");
+    let err = push(&client_from_cfg()).unwrap_err();
+    let msg = one_line(&err);
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{msg}");
+    assert!(!msg.contains("revoked-refresh-token-77"), "{msg}");
+}
+
+#[test]
+fn anonymous_bearer_token_flow_pulls() {
+    let reg = TestRegistry::open();
+    let (_d, store) = new_store();
+    let img = build_image(&store, &noise(8_000, 32), "arm64");
+    let repo = repo_name("anonymous");
+    client()
+        .push_image(
+            &store,
+            &reference(&reg.addr, &repo, "t"),
+            &img.manifest_bytes,
+            mt::OCI_MANIFEST,
+            &["t".into()],
+            &PushOptions::default(),
+        )
+        .unwrap();
+    // Behind the proxy every request needs a bearer token; the token server grants one to
+    // anyone (like Docker Hub for public images).
+    let proxy = FaultProxy::start(reg.socket_addr());
+    let ts = TokenServer::start(100, None);
+    proxy.faults.lock().unwrap().bearer = Some(ts.clone());
+    let target = reference(&proxy.addr, &repo, "t");
+    let (_d2, store2) = new_store();
+    let client = client();
+    let pulled = client
+        .pull(&store2, &target, &PullOptions::default())
+        .unwrap();
+    assert_eq!(pulled.image.manifest_digest, img.digest);
+    assert_eq!(client.manifest_digest(&target).unwrap(), img.digest);
+    assert!(ts.issued.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    assert!(
+        ts.scopes
+            .lock()
+            .unwrap()
+            .contains(&format!("repository:{repo}:pull")),
+        "{:?}",
+        ts.scopes.lock().unwrap()
+    );
+    assert!(ts.posts.lock().unwrap().is_empty());
+    // Every request that reached the registry carried a token.
+    let seen = proxy.seen();
+    assert!(seen.iter().any(|s| s.status == 401), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|s| s.method == "GET" && s.path.contains("/blobs/sha256:") && s.status == 200),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn a_download_cut_mid_blob_is_retried_and_verified() {
+    let reg = TestRegistry::open();
+    let (_d, store) = new_store();
+    let img = build_image(&store, &noise(1 << 20, 33), "amd64");
+    let repo = repo_name("cut-download");
+    client()
+        .push_image(
+            &store,
+            &reference(&reg.addr, &repo, "t"),
+            &img.manifest_bytes,
+            mt::OCI_MANIFEST,
+            &["t".into()],
+            &PushOptions::default(),
+        )
+        .unwrap();
+    let proxy = FaultProxy::start(reg.socket_addr());
+    let layer = &img.manifest.layers[0];
+    // Config first is small; cut the first blob download larger than 100 KiB (the layer).
+    proxy.faults.lock().unwrap().cut_download_after = Some(100 * 1024);
+    let (_d2, store2) = new_store();
+    let pulled = client()
+        .pull(
+            &store2,
+            &reference(&proxy.addr, &repo, "t"),
+            &PullOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(pulled.image.manifest_digest, img.digest);
+    assert_eq!(proxy.dropped.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let layer_gets = proxy
+        .seen()
+        .iter()
+        .filter(|s| s.method == "GET" && s.path.ends_with(&format!("/blobs/{}", layer.digest)))
+        .count();
+    assert_eq!(layer_gets, 2, "{:?}", proxy.seen());
+    assert_eq!(
+        store2.read_blob(&layer.digest).unwrap(),
+        store.read_blob(&layer.digest).unwrap()
+    );
 }

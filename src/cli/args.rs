@@ -34,8 +34,9 @@ pub enum Command {
 /// How to reach registries.
 #[derive(Debug, Clone, Args, Default)]
 pub struct RegistryArgs {
-    /// Allow plain HTTP or unverified TLS for this registry host (repeatable).
-    #[arg(long = "insecure-registry", value_name = "HOST")]
+    /// Allow plain HTTP or unverified TLS for this registry host; with a port, for that port
+    /// only (repeatable).
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
     /// Trust this PEM CA certificate for registries (repeatable).
     #[arg(long = "registry-ca", value_name = "FILE")]

@@ -80,8 +80,10 @@ pub fn run_push(a: &PushArgs) -> anyhow::Result<ExitCode> {
         ),
         _ => unreachable!("source_base gives a layout or an archive"),
     };
+    // The whole image as tagged: a multi-platform index is pushed with every platform's
+    // manifest (the host platform only picks among several untagged entries).
     let (desc, manifest_bytes) = layout
-        .resolve(tag.as_deref(), &platform)
+        .select(tag.as_deref(), &platform)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("reading {}", a.source))?;
     let client = client(&a.registry)?;

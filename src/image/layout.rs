@@ -117,6 +117,32 @@ impl ImageLayout {
         tag: Option<&str>,
         platform: &Platform,
     ) -> Result<(Descriptor, Vec<u8>), String> {
+        let desc = self.top(tag, platform)?;
+        let manifest = resolve_index(&desc, platform, &|d| self.read_blob(d))?;
+        let bytes = self.read_blob(&manifest)?;
+        Ok((manifest, bytes))
+    }
+
+    /// What `tag` names in `index.json` (or its only entry) as it is: a manifest, or a whole
+    /// index / manifest list with every platform (what a push sends). Only when several
+    /// untagged entries exist is `platform` used to pick one.
+    pub fn select(
+        &self,
+        tag: Option<&str>,
+        platform: &Platform,
+    ) -> Result<(Descriptor, Vec<u8>), String> {
+        let desc = self.top(tag, platform)?;
+        if matches!(
+            desc.media_type.as_str(),
+            media_types::DOCKER_SCHEMA1 | media_types::DOCKER_SCHEMA1_SIGNED
+        ) {
+            return Err(SCHEMA1_UNSUPPORTED.into());
+        }
+        let bytes = self.read_blob(&desc)?;
+        Ok((desc, bytes))
+    }
+
+    fn top(&self, tag: Option<&str>, platform: &Platform) -> Result<Descriptor, String> {
         let index: Index = serde_json::from_slice(&self.read("index.json")?)
             .map_err(|e| format!("index.json: {e}"))?;
         let candidates: Vec<&Descriptor> = match tag {
@@ -140,10 +166,8 @@ impl ImageLayout {
                 ))
             }
             [one] => *one,
-            many => many
-                .iter()
-                .copied()
-                .find(|d| d.platform.as_ref().is_some_and(|p| platform.matches(p)))
+            many => platform
+                .best_match(many.iter().copied(), |d| d.platform.as_ref())
                 .ok_or_else(|| {
                     format!(
                         "{} images in index.json and none for {platform}; name one with :TAG",
@@ -151,11 +175,12 @@ impl ImageLayout {
                     )
                 })?,
         };
-        let manifest = resolve_index(desc, platform, &|d| self.read_blob(d))?;
-        let bytes = self.read_blob(&manifest)?;
-        Ok((manifest, bytes))
+        Ok(desc.clone())
     }
 }
+
+const SCHEMA1_UNSUPPORTED: &str =
+    "Docker schema 1 manifests are not supported; re-push the image with a current tool";
 
 /// `blobs/<algorithm>/<hex>`
 pub fn blob_path(d: &Digest) -> String {
@@ -173,17 +198,14 @@ pub fn resolve_index(
         media_types::OCI_INDEX | media_types::DOCKER_MANIFEST_LIST => {
             let index: Index = serde_json::from_slice(&read(desc)?)
                 .map_err(|e| format!("index {}: {e}", desc.digest))?;
-            let m = index
-                .manifests
-                .iter()
-                .find(|m| m.platform.as_ref().is_some_and(|p| platform.matches(p)))
+            let m = platform
+                .best_match(&index.manifests, |m| m.platform.as_ref())
                 .ok_or_else(|| format!("no manifest for {platform} in index {}", desc.digest))?;
             resolve_index(m, platform, read)
         }
-        media_types::DOCKER_SCHEMA1 | media_types::DOCKER_SCHEMA1_SIGNED => Err(
-            "Docker schema 1 manifests are not supported; re-push the image with a current tool"
-                .into(),
-        ),
+        media_types::DOCKER_SCHEMA1 | media_types::DOCKER_SCHEMA1_SIGNED => {
+            Err(SCHEMA1_UNSUPPORTED.into())
+        }
         other => Err(format!("unsupported manifest media type {other}")),
     }
 }

@@ -50,19 +50,37 @@ pub struct AuthConfig {
 }
 
 impl AuthConfig {
-    /// The standard lookup: `$REGISTRY_AUTH_FILE`, then `$DOCKER_CONFIG/config.json` (or
-    /// `~/.docker/config.json`), then podman's `${XDG_RUNTIME_DIR}/containers/auth.json`.
+    /// The standard lookup: `$REGISTRY_AUTH_FILE` (an explicit override), then docker's
+    /// `$DOCKER_CONFIG/config.json` (or `~/.docker/config.json`, the file `lade login`
+    /// writes), then podman's files in the order containers-auth.json(5) gives: the primary
+    /// `${XDG_RUNTIME_DIR}/containers/auth.json` (`/run/containers/$UID/auth.json` without
+    /// `XDG_RUNTIME_DIR`), then `${XDG_CONFIG_HOME}/containers/auth.json` (or
+    /// `~/.config/containers/auth.json`). Docker's file comes before podman's (the man page
+    /// puts it last) because it is the one lade's own login writes: a stale podman entry
+    /// must not shadow it.
     pub fn from_env() -> AuthConfig {
+        let var = |n: &str| {
+            std::env::var_os(n)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         let mut files = Vec::new();
-        if let Some(f) = std::env::var_os("REGISTRY_AUTH_FILE").filter(|f| !f.is_empty()) {
-            files.push(PathBuf::from(f));
+        files.extend(var("REGISTRY_AUTH_FILE"));
+        files.extend(docker_config_path());
+        match var("XDG_RUNTIME_DIR") {
+            Some(d) => files.push(d.join("containers/auth.json")),
+            None => {
+                // SAFETY: getuid has no preconditions and cannot fail.
+                let uid = unsafe { libc::getuid() };
+                files.push(PathBuf::from(format!("/run/containers/{uid}/auth.json")));
+            }
         }
-        if let Some(p) = docker_config_path() {
-            files.push(p);
+        match (var("XDG_CONFIG_HOME"), var("HOME")) {
+            (Some(d), _) => files.push(d.join("containers/auth.json")),
+            (None, Some(h)) => files.push(h.join(".config/containers/auth.json")),
+            (None, None) => {}
         }
-        if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-            files.push(PathBuf::from(d).join("containers").join("auth.json"));
-        }
+        files.dedup();
         AuthConfig {
             files,
             explicit: BTreeMap::new(),

@@ -167,8 +167,10 @@ fn is_loopback(host: &str) -> bool {
         return true;
     }
     let h = h.trim_start_matches('[').trim_end_matches(']');
+    // `::ffff:127.0.0.1` is 127.0.0.1 too (Go's 127.0.0.0/8 check, which docker uses,
+    // agrees).
     h.parse::<std::net::IpAddr>()
-        .map(|ip| ip.is_loopback())
+        .map(|ip| ip.to_canonical().is_loopback())
         .unwrap_or(false)
 }
 
@@ -230,9 +232,78 @@ pub(crate) fn small_body(resp: Response) -> Vec<u8> {
     buf
 }
 
+/// `Retry-After` as a delay from now: delta-seconds, or an HTTP-date (a date in the past
+/// means no wait).
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = parse_http_date(v)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(Duration::from_secs(at).saturating_sub(now))
+}
+
+/// Seconds since the epoch of an HTTP-date (RFC 9110 §5.6.7): IMF-fixdate
+/// (`Sun, 06 Nov 1994 08:49:37 GMT`), and the obsolete RFC 850 (`Sunday, 06-Nov-94
+/// 08:49:37 GMT`) and asctime (`Sun Nov  6 08:49:37 1994`) forms recipients must accept.
+pub(crate) fn parse_http_date(s: &str) -> Option<u64> {
+    const MONTHS: [&str; 12] = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    let tokens: Vec<&str> = s.split([' ', ',', '-']).filter(|t| !t.is_empty()).collect();
+    // The leading weekday is not checked (as most implementations).
+    let rest = tokens.get(1..)?;
+    let mut month = None;
+    let mut time = None;
+    let mut numbers: Vec<&str> = Vec::new();
+    for t in rest {
+        if t.contains(':') {
+            time = Some(*t);
+        } else if let Some(m) = MONTHS.iter().position(|m| t.eq_ignore_ascii_case(m)) {
+            month = Some(m as u64 + 1);
+        } else if t.eq_ignore_ascii_case("GMT") || t.eq_ignore_ascii_case("UTC") {
+        } else if t.bytes().all(|b| b.is_ascii_digit()) {
+            numbers.push(t);
+        } else {
+            return None;
+        }
+    }
+    let (month, time) = (month?, time?);
+    let [day, year] = numbers.as_slice() else {
+        return None;
+    };
+    let day: u64 = day.parse().ok()?;
+    let mut year: u64 = year.parse().ok()?;
+    if year < 100 {
+        // RFC 850 two-digit years: within 50 years of now, i.e. 20xx for lade's lifetime.
+        year += if year < 70 { 2000 } else { 1900 };
+    }
+    let hms: Vec<u64> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let [h, m, sec] = hms.as_slice() else {
+        return None;
+    };
+    if !(1..=31).contains(&day) || *h > 23 || *m > 59 || *sec > 60 || year < 1970 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm), with March as the first month.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3_600 + m * 60 + sec)
 }
 
 /// Whether a status is worth retrying.
@@ -286,11 +357,20 @@ impl Client {
             .map_err(|e| RegistryError::ClientSetup(cause_chain(&e)))
     }
 
+    /// Whether `--insecure-registry` names `host` (`host[:port]`): an entry with a port
+    /// matches that port only, one without matches every port of the host. A scheme or a
+    /// trailing `/` in the entry (`http://host:5000/`) is ignored.
     fn is_insecure(&self, host: &str) -> bool {
-        self.opts
-            .insecure_registries
-            .iter()
-            .any(|h| h == host || h == strip_port(host))
+        self.opts.insecure_registries.iter().any(|entry| {
+            let h = entry.trim();
+            let h = h
+                .strip_prefix("http://")
+                .or_else(|| h.strip_prefix("https://"))
+                .unwrap_or(h)
+                .trim_end_matches('/');
+            h.eq_ignore_ascii_case(host)
+                || (strip_port(h) == h && h.eq_ignore_ascii_case(strip_port(host)))
+        })
     }
 
     pub(crate) fn http_for(&self, host: &Host) -> &Http {
@@ -792,10 +872,39 @@ mod tests {
         assert!(is_loopback("127.0.0.1"));
         assert!(is_loopback("127.1.2.3:80"));
         assert!(is_loopback("[::1]:5000"));
+        assert!(is_loopback("[::ffff:127.0.0.1]:5000"));
+        assert!(!is_loopback("[::ffff:10.0.0.1]:5000"));
         assert!(!is_loopback("registry.example.com"));
         assert!(!is_loopback("10.0.0.1:5000"));
         assert_eq!(strip_port("[::1]:5000"), "[::1]");
         assert_eq!(strip_port("h:5000"), "h");
+    }
+
+    #[test]
+    fn insecure_registries_match_the_port_when_given() {
+        let c = |entries: &[&str]| {
+            Client::new(ClientOptions {
+                insecure_registries: entries.iter().map(|e| e.to_string()).collect(),
+                auth: AuthConfig::default(),
+                ..ClientOptions::default()
+            })
+            .unwrap()
+        };
+        let one_port = c(&["reg.example:5000"]);
+        assert!(one_port.is_insecure("reg.example:5000"));
+        assert!(!one_port.is_insecure("reg.example:5001"));
+        assert!(!one_port.is_insecure("reg.example"));
+        assert!(!one_port.is_insecure("other.example:5000"));
+        let any_port = c(&["Reg.Example"]);
+        assert!(any_port.is_insecure("reg.example:5000"));
+        assert!(any_port.is_insecure("reg.example"));
+        assert!(!any_port.is_insecure("reg.example.org"));
+        let url = c(&["http://reg.example:5000/"]);
+        assert!(url.is_insecure("reg.example:5000"));
+        assert!(!url.is_insecure("reg.example:443"));
+        let v6 = c(&["[fd00::1]:5000"]);
+        assert!(v6.is_insecure("[fd00::1]:5000"));
+        assert!(!v6.is_insecure("[fd00::1]:5001"));
     }
 
     #[test]
@@ -814,6 +923,41 @@ mod tests {
             p.delay(1, Some(Duration::from_secs(100))),
             Duration::from_secs(1)
         );
+    }
+
+    #[test]
+    fn http_dates_in_all_three_forms() {
+        // 784111777 = 1994-11-06T08:49:37Z, the RFC's example.
+        for s in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(parse_http_date(s), Some(784_111_777), "{s}");
+        }
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            parse_http_date("Tue, 29 Feb 2028 23:59:59 GMT"),
+            Some(1_835_481_599)
+        );
+        assert_eq!(parse_http_date("tomorrow"), None);
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 25:49:37 GMT"), None);
+
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", "3".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert(
+            "retry-after",
+            "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert(
+            "retry-after",
+            "Fri, 01 Jan 2100 00:00:00 GMT".parse().unwrap(),
+        );
+        assert!(retry_after(&h).unwrap() > Duration::from_secs(365 * 86_400));
+        h.insert("retry-after", "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
     }
 
     #[test]

@@ -488,8 +488,8 @@ fn media_type_of(bytes: &[u8], content_type: Option<&str>) -> String {
     }
 }
 
-/// The best entry of an index for `want`: an exact platform match first, then a compatible
-/// one (containerd-like).
+/// The best entry of an index for `want`: an exact platform match first, then the most
+/// compatible one by containerd's rules ([`Platform::best_match`]).
 pub(crate) fn select_platform<'a>(index: &'a Index, want: &Platform) -> Option<&'a Descriptor> {
     let candidates = || {
         index
@@ -499,7 +499,7 @@ pub(crate) fn select_platform<'a>(index: &'a Index, want: &Platform) -> Option<&
     };
     candidates()
         .find(|d| d.platform.as_ref() == Some(want))
-        .or_else(|| candidates().find(|d| d.platform.as_ref().is_some_and(|p| want.matches(p))))
+        .or_else(|| want.best_match(candidates(), |d| d.platform.as_ref()))
 }
 
 #[cfg(test)]
@@ -533,6 +533,26 @@ mod tests {
         assert_eq!(pick("linux/arm/v7").as_deref(), Some("linux/arm/v7"));
         assert_eq!(pick("linux/arm64").as_deref(), Some("linux/arm64/v8"));
         assert_eq!(pick("linux/s390x"), None);
+        // arm defaults to v7; an arm/v8 request falls back to v7 before v6; arm64 hosts run
+        // 32-bit arm images when nothing better is listed.
+        assert_eq!(pick("linux/arm").as_deref(), Some("linux/arm/v7"));
+        assert_eq!(pick("linux/arm/v8").as_deref(), Some("linux/arm/v7"));
+        let index = Index {
+            manifests: vec![
+                desc("linux/arm/v5"),
+                desc("linux/arm/v6"),
+                desc("linux/386"),
+            ],
+            ..index
+        };
+        let pick = |p: &str| {
+            select_platform(&index, &p.parse().unwrap())
+                .map(|d| d.platform.clone().unwrap().to_string())
+        };
+        assert_eq!(pick("linux/arm/v7").as_deref(), Some("linux/arm/v6"));
+        assert_eq!(pick("linux/arm64").as_deref(), Some("linux/arm/v6"));
+        assert_eq!(pick("linux/arm/v5").as_deref(), Some("linux/arm/v5"));
+        assert_eq!(pick("linux/amd64").as_deref(), Some("linux/386"));
     }
 
     #[test]

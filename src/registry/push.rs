@@ -511,8 +511,10 @@ impl Client {
                 }
                 // Final PUT: the whole blob (monolithic) or no body (chunked).
                 session = Some(url.clone());
+                // After a resume `offset` is what the registry already has of a monolithic
+                // upload too: only the rest is sent.
                 let (from, to) = if monolithic {
-                    (0, d.size)
+                    (offset, d.size)
                 } else {
                     (d.size, d.size)
                 };
@@ -561,10 +563,10 @@ impl Client {
                 });
             }
             std::thread::sleep(self.options().retry.delay(failures, after));
-            // Resume: ask the registry how much of the session it has.
-            if monolithic {
-                session = None;
-            } else if let Some(url) = session.take() {
+            // Resume: ask the registry how much of the session it has, for a monolithic PUT
+            // as for a chunk (docker-registry forgets a session whose request broke after
+            // some bytes arrived: then the status request fails and the upload starts over).
+            if let Some(url) = session.take() {
                 match self.upload_status(host, scope, &url) {
                     Some((u, have)) if have <= d.size => {
                         tracing::debug!(%what, offset = have, "resuming upload");

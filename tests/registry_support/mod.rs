@@ -230,8 +230,12 @@ fn make_certs(d: &Path) {
 /// Faults the proxy injects; shared with the test.
 #[derive(Default)]
 pub struct Faults {
-    /// Answer the next N matching requests with `fail_status` (and `Retry-After: 0`).
+    /// Answer the next N matching requests with `fail_status` (and `Retry-After: 0`, or
+    /// `retry_after` when set; an empty string sends no `Retry-After`).
     pub fail_next: usize,
+    pub retry_after: Option<String>,
+    /// When each injected failure was answered.
+    pub failed_at: Vec<Instant>,
     pub fail_status: u16,
     /// Only requests whose path contains this (empty: all `/v2/` requests).
     pub fail_path: String,
@@ -243,6 +247,8 @@ pub struct Faults {
     pub drop_skip: usize,
     /// Flip a byte in blob downloads.
     pub corrupt_blobs: bool,
+    /// Once: cut a blob download (`GET /blobs/sha256:…`) after this many body bytes.
+    pub cut_download_after: Option<usize>,
     /// Require bearer tokens from our token server.
     pub bearer: Option<Arc<TokenServer>>,
     /// Hold every blob upload request (PUT/PATCH with a body) this long before forwarding,
@@ -258,6 +264,10 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub status: u16,
+    /// When the proxy answered.
+    pub at: Instant,
+    /// The request's `Content-Length`.
+    pub body_len: usize,
 }
 
 /// A fault-injecting HTTP/1.1 proxy in front of a registry: one request per connection
@@ -385,6 +395,8 @@ fn handle(
             method: req.method.clone(),
             path: req.path.clone(),
             status,
+            at: Instant::now(),
+            body_len: req.content_length,
         })
     };
     let drain = |reader: &mut BufReader<TcpStream>| {
@@ -395,10 +407,10 @@ fn handle(
     };
     // Decide what to do while holding the lock briefly.
     enum Action {
-        Fail(u16),
+        Fail(u16, String),
         Unauthorized(String),
         Drop(usize),
-        Forward { corrupt: bool },
+        Forward { corrupt: bool, cut: Option<usize> },
     }
     let action = {
         let mut f = faults.lock().unwrap();
@@ -419,35 +431,45 @@ fn handle(
         };
         if let Some(Err(challenge)) = bearer_ok {
             Action::Unauthorized(challenge)
-        } else if matches && f.fail_always {
-            Action::Fail(f.fail_status)
-        } else if matches && f.fail_next > 0 {
-            f.fail_next -= 1;
-            Action::Fail(f.fail_status)
+        } else if matches && (f.fail_always || f.fail_next > 0) {
+            f.fail_next = f.fail_next.saturating_sub(1);
+            f.failed_at.push(Instant::now());
+            Action::Fail(
+                f.fail_status,
+                f.retry_after.clone().unwrap_or_else(|| "0".into()),
+            )
         } else if let Some(n) = f.drop_body_after.filter(|n| req.content_length > *n) {
             if f.drop_skip > 0 {
                 f.drop_skip -= 1;
-                Action::Forward { corrupt: false }
+                Action::Forward {
+                    corrupt: false,
+                    cut: None,
+                }
             } else {
                 f.drop_body_after = None;
                 Action::Drop(n)
             }
         } else {
+            let blob_get = req.method == "GET" && req.path.contains("/blobs/sha256:");
             Action::Forward {
-                corrupt: f.corrupt_blobs
-                    && req.method == "GET"
-                    && req.path.contains("/blobs/sha256:"),
+                corrupt: f.corrupt_blobs && blob_get,
+                cut: if blob_get { f.cut_download_after } else { None },
             }
         }
     };
     match action {
-        Action::Fail(status) => {
+        Action::Fail(status, retry_after) => {
             drain(&mut reader);
             record(status);
+            let extra: Vec<String> = if retry_after.is_empty() {
+                Vec::new()
+            } else {
+                vec![format!("Retry-After: {retry_after}")]
+            };
             respond(
                 &conn,
                 status,
-                &["Retry-After: 0".to_string()],
+                &extra,
                 r#"{"errors":[{"code":"UNAVAILABLE","message":"injected failure"}]}"#,
             );
             return Ok(());
@@ -537,13 +559,27 @@ fn handle(
     }
     out.push_str("Connection: close\r\n\r\n");
     let mut body = resp[split + 4..].to_vec();
-    if let Action::Forward { corrupt: true } = action {
+    if let Action::Forward { corrupt: true, .. } = action {
         if status == 200 && !body.is_empty() {
             body[0] ^= 0xff;
         }
     }
     let mut c = &conn;
     c.write_all(out.as_bytes())?;
+    if let Action::Forward { cut: Some(n), .. } = action {
+        if status == 200
+            && body.len() > n
+            && faults.lock().unwrap().cut_download_after.take().is_some()
+        {
+            // The headers promise the whole blob; send part of it and hang up.
+            c.write_all(&body[..n])?;
+            c.flush()?;
+            dropped.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(50));
+            let _ = conn.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+    }
     c.write_all(&body)?;
     c.flush()?;
     let _ = conn.shutdown(Shutdown::Both);
@@ -646,7 +682,7 @@ impl TokenServer {
             }
         }
         let n = self.issued.fetch_add(1, Ordering::SeqCst);
-        let token = format!("tok-{n}");
+        let token = format!("lade-test-token-{n}");
         self.tokens
             .lock()
             .unwrap()
@@ -657,5 +693,51 @@ impl TokenServer {
             &[],
             &format!(r#"{{"token":"{token}","expires_in":300}}"#),
         );
+    }
+}
+
+/// A minimal HTTP server that answers `GET /v2/` with 200 and each path in `routes` with the
+/// given content type and body (404 otherwise): a registry serving documents no real
+/// registry accepts any more (Docker schema 1).
+pub struct StubRegistry {
+    pub addr: String,
+}
+
+impl StubRegistry {
+    pub fn start(routes: Vec<(String, String, Vec<u8>)>) -> StubRegistry {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let routes = Arc::new(routes);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let routes = routes.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let Ok(Some(req)) = read_head(&mut reader) else {
+                        let _ = conn.shutdown(Shutdown::Both);
+                        return;
+                    };
+                    let found = routes.iter().find(|(p, _, _)| *p == req.path);
+                    let (status, ct, body): (u16, &str, &[u8]) = match found {
+                        Some((_, ct, body)) => (200, ct, body),
+                        None if req.path == "/v2/" => (200, "application/json", b"{}"),
+                        None => (404, "application/json", br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#),
+                    };
+                    let head = format!(
+                        "HTTP/1.1 {status} Stub\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let mut c = &conn;
+                    let _ = c.write_all(head.as_bytes());
+                    if req.method != "HEAD" {
+                        let _ = c.write_all(body);
+                    }
+                    let _ = c.flush();
+                    let _ = conn.shutdown(Shutdown::Both);
+                });
+            }
+        });
+        StubRegistry { addr }
     }
 }
