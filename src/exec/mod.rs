@@ -10,6 +10,7 @@ mod files;
 mod pull;
 mod sources;
 mod time;
+mod tree;
 
 pub use base::{base_config, import_image, load_base, load_base_with, BaseImage, ImportedImage};
 pub use files::ResolvedLayer;
@@ -197,14 +198,14 @@ fn build_stage(
     let sources = sources::Sources::prepare(
         stage,
         context,
-        &base,
         built,
         store,
         opts.registry.as_deref(),
         opts.pull,
     )?;
-    // Resolve every layer step first (cheap: stat + cached digests), then write the layers
-    // that the cache lacks, in parallel; the result does not depend on the order of work.
+    // Resolve every layer step first (cheap: stat + cached digests; in order, as each sees
+    // the stage's filesystem as the steps before it left it), then write the layers that the
+    // cache lacks, in parallel; the result does not depend on the order of work.
     let layer_steps: Vec<&crate::plan::LayerStep> = stage
         .steps
         .iter()
@@ -216,10 +217,12 @@ fn build_stage(
             }
         })
         .collect();
+    let mut fs = tree::StageFs::new(&base, store, opts.registry.as_deref(), opts.pull);
     let resolved: Vec<ResolvedLayer> = layer_steps
-        .par_iter()
-        .map(|step| files::resolve(step, &sources, file_cache, opts))
+        .iter()
+        .map(|step| files::resolve(step, &sources, file_cache, opts, &mut fs))
         .collect::<Result<_, _>>()?;
+    drop(fs);
     let layers: Vec<(LayerDigests, bool)> = resolved
         .into_par_iter()
         .map(|r| write_or_reuse(r, store, opts, observer))
@@ -255,21 +258,15 @@ pub fn cache_keys(
                     .collect(),
                 ..stage.clone()
             };
-            let sources = sources::Sources::prepare(
-                &plain,
-                context,
-                &scratch,
-                &[],
-                store,
-                None,
-                PullPolicy::Never,
-            )?;
+            let sources =
+                sources::Sources::prepare(&plain, context, &[], store, None, PullPolicy::Never)?;
+            let mut fs = tree::StageFs::new(&scratch, store, None, PullPolicy::Never);
             stage
                 .steps
                 .iter()
                 .map(|s| match s {
                     Step::Layer(l) if !reads_other_stage(s) => {
-                        files::resolve(l, &sources, &file_cache, opts).map(|r| Some(r.key))
+                        files::resolve(l, &sources, &file_cache, opts, &mut fs).map(|r| Some(r.key))
                     }
                     _ => Ok(None),
                 })

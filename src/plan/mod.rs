@@ -214,6 +214,14 @@ pub enum FileSet {
         mode: u32,
         uid: u32,
         gid: u32,
+        /// Dockerfile heredoc `--chown` as written (names resolved at exec time; replaces
+        /// uid/gid).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        chown: Option<String>,
+        /// Parents come from the stage's filesystem like a COPY's (Dockerfile heredocs), not
+        /// as fresh 0755 root directories.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        stage_parents: bool,
     },
     /// Dockerfile COPY/ADD: sources (wildcards allowed) from the context or another stage,
     /// copied with docker's rules (a directory's contents, not the directory itself).
@@ -232,6 +240,12 @@ pub enum FileSet {
         chmod: Option<Chmod>,
         /// ADD: unpack local tar archives into `dest`.
         unpack_archives: bool,
+        /// `--link` (BuildKit's semantics): the files are copied onto an empty tree, so the
+        /// layer does not depend on the stage below: the destination and its parents are not
+        /// looked up (no symlink is followed, an existing directory is not copied into) and
+        /// missing parents are written 0755 with the `--chown` owner.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        link: bool,
         #[serde(skip)]
         origin: Origin,
     },
@@ -250,7 +264,14 @@ pub enum FileSet {
         #[serde(skip)]
         origin: Origin,
     },
-    /// An empty directory (e.g. WORKDIR).
+    /// Dockerfile WORKDIR: the directory and its missing parents, 0755 and owned by `user`
+    /// (the stage's USER, names resolved in its passwd), created only when missing; an
+    /// existing directory keeps its mode and owner.
+    Workdir {
+        path: ImagePath,
+        user: Option<String>,
+    },
+    /// An empty directory.
     Dir {
         path: ImagePath,
         mode: u32,
