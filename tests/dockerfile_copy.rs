@@ -183,13 +183,14 @@ fn destinations_and_parents_follow_the_stage_filesystem() {
              COPY a.txt /lib/y.txt\n\
              WORKDIR /tmp\n\
              USER app\n\
-             WORKDIR /data/www\n",
+             WORKDIR /data/www\n\
+             COPY <<EOF /tmp\nhello\nEOF\n",
             base.display()
         ),
     )
     .unwrap();
     let (archive, layers) = build(&ctx, tmp.path());
-    assert_eq!(layers.len(), 1 + 7, "{layers:#?}");
+    assert_eq!(layers.len(), 1 + 8, "{layers:#?}");
     let own = &layers[1..];
     // 1. An existing directory without a trailing slash is copied into; /tmp stays 1777.
     assert_attrs(&own[0], "tmp/a.txt", "-rw-r--r-- 0/0");
@@ -212,6 +213,9 @@ fn destinations_and_parents_follow_the_stage_filesystem() {
     assert_eq!(own[5].trim(), "", "WORKDIR /tmp layer: {}", own[5]);
     assert_attrs(&own[6], "data/", "drwxr-xr-x 1000/1000");
     assert_attrs(&own[6], "data/www/", "drwxr-xr-x 1000/1000");
+    // A heredoc lands like a COPY source: into the existing directory, its mode kept.
+    assert_attrs(&own[7], "tmp/EOF", "-rw-r--r-- 0/0");
+    assert_attrs(&own[7], "tmp/", "drwxrwxrwt 0/0");
 
     if common::services().is_some() {
         let tag = "lade-test/copy-tree:1";

@@ -186,7 +186,7 @@ fn resolve_set(
             uid,
             gid,
             chown,
-            stage_parents,
+            heredoc,
         } => {
             let (uid, gid) = match chown {
                 Some(c) => fs.owner(c, true).map_err(|message| ExecError::Input {
@@ -195,10 +195,24 @@ fn resolve_set(
                 })?,
                 None => (*uid, *gid),
             };
+            // Like a COPY source: symlinks on the way are followed, an existing directory is
+            // written into.
+            let path = match heredoc {
+                Some(name) if !path.is_root() => {
+                    let t = fs.tree()?;
+                    let real =
+                        ImagePath::from_rel_bytes(&t.resolve(path.as_bytes())).unwrap_or_default();
+                    match t.get(real.as_bytes()) {
+                        Some(n) if n.kind == NodeKind::Dir => real.join_bytes(name.as_bytes()),
+                        _ => real,
+                    }
+                }
+                _ => path.clone(),
+            };
             let start = entries.len();
             content.push(Some(ContentHash::of(bytes)));
             entries.push(Entry {
-                path: path.clone(),
+                path,
                 kind: EntryKind::File {
                     size: bytes.len() as u64,
                     source: FileSource::Bytes(Arc::new(bytes.clone())),
@@ -210,7 +224,7 @@ fn resolve_set(
                 mtime,
                 xattrs: BTreeMap::new(),
             });
-            if *stage_parents {
+            if heredoc.is_some() {
                 let fresh = Fresh {
                     mode: 0o755,
                     uid,

@@ -231,8 +231,9 @@ fn build_stage(
 }
 
 /// Resolves a plan's layer steps to their cache keys without writing anything (`lade plan`).
-/// Steps that read other stages, use `--chown`, or download URLs have no key: only a build
-/// knows their inputs.
+/// Steps that read other stages, use `--chown`, download URLs, or look at a base image's
+/// filesystem (COPY without `--link`, WORKDIR, on a stage not from scratch) have no key: only
+/// a build knows their inputs.
 pub fn cache_keys(
     plan: &Plan,
     context: &BuildContext,
@@ -253,7 +254,7 @@ pub fn cache_keys(
                 steps: stage
                     .steps
                     .iter()
-                    .filter(|s| !reads_other_stage(s))
+                    .filter(|s| !needs_build(stage, s))
                     .cloned()
                     .collect(),
                 ..stage.clone()
@@ -265,7 +266,7 @@ pub fn cache_keys(
                 .steps
                 .iter()
                 .map(|s| match s {
-                    Step::Layer(l) if !reads_other_stage(s) => {
+                    Step::Layer(l) if !needs_build(stage, s) => {
                         files::resolve(l, &sources, &file_cache, opts, &mut fs).map(|r| Some(r.key))
                     }
                     _ => Ok(None),
@@ -278,14 +279,20 @@ pub fn cache_keys(
 }
 
 /// Whether a step's key needs what only a build has: other stages, the base's accounts
-/// (`--chown`), or downloads (`ADD <URL>`).
-fn reads_other_stage(step: &Step) -> bool {
+/// (`--chown`), downloads (`ADD <URL>`), or the base's filesystem.
+fn needs_build(stage: &crate::plan::Stage, step: &Step) -> bool {
+    use crate::plan::FileSet;
     let Step::Layer(l) = step else { return false };
+    let on_base = !matches!(stage.base, crate::plan::Base::Scratch);
     l.sources.iter().any(|s| match s {
-        crate::plan::FileSet::Copy { from, chown, .. } => {
-            !matches!(from, crate::plan::CopyFrom::Context) || chown.is_some()
+        FileSet::Copy {
+            from, chown, link, ..
+        } => {
+            !matches!(from, crate::plan::CopyFrom::Context) || chown.is_some() || (on_base && !link)
         }
-        crate::plan::FileSet::Url { .. } => true,
+        FileSet::Url { .. } => true,
+        FileSet::Workdir { .. } => on_base,
+        FileSet::Inline { chown, heredoc, .. } => chown.is_some() || (on_base && heredoc.is_some()),
         _ => false,
     })
 }

@@ -218,10 +218,11 @@ pub enum FileSet {
         /// uid/gid).
         #[serde(skip_serializing_if = "Option::is_none")]
         chown: Option<String>,
-        /// Parents come from the stage's filesystem like a COPY's (Dockerfile heredocs), not
-        /// as fresh 0755 root directories.
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
-        stage_parents: bool,
+        /// A Dockerfile heredoc's name: the file lands on the stage's filesystem like a COPY
+        /// source (into `path` when that is an existing directory, through symlinks, parents
+        /// kept), not as fresh 0755 root directories.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        heredoc: Option<String>,
     },
     /// Dockerfile COPY/ADD: sources (wildcards allowed) from the context or another stage,
     /// copied with docker's rules (a directory's contents, not the directory itself).

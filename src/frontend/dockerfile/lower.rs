@@ -905,7 +905,7 @@ fn copy_step(
             uid: 0,
             gid: 0,
             chown: chown.clone(),
-            stage_parents: true,
+            heredoc: Some(name.clone()),
         });
     }
     let keyword = if add { "ADD" } else { "COPY" };

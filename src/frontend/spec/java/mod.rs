@@ -433,7 +433,7 @@ impl Lowerer<'_> {
             uid: 0,
             gid: 0,
             chown: None,
-            stage_parents: false,
+            heredoc: None,
         };
         Ok(vec![
             self.layer(DEPENDENCIES, dep_layer(false)),
