@@ -30,10 +30,13 @@ fn sh(script: &str) {
 /// A busybox base in an OCI layout (tag `1`): one layer from a tar made with GNU tar, so the
 /// base has what lade's own normalised context copies never produce: /tmp 1777,
 /// /home/app 0750 owned 1000:1000, /var/run -> ../run, /lib -> usr/lib, and a 0600 file of
-/// uid 1000 with a fixed mtime.
+/// uid 1000 with a fixed mtime; /alib -> /usr/lib and /usr/bin/bb -> /bin/busybox are
+/// absolute links.
 fn base(dir: &Path) -> PathBuf {
     let root = dir.join("rootfs");
-    for d in ["bin", "etc", "tmp", "home/app", "run", "var", "usr/lib"] {
+    for d in [
+        "bin", "etc", "tmp", "home/app", "run", "var", "usr/lib", "usr/bin",
+    ] {
         fs::create_dir_all(root.join(d)).unwrap();
     }
     fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
@@ -42,6 +45,15 @@ fn base(dir: &Path) -> PathBuf {
     }
     symlink("../run", root.join("var/run")).unwrap();
     symlink("usr/lib", root.join("lib")).unwrap();
+    // Absolute links, as images have them (the context refuses those).
+    symlink("/usr/lib", root.join("alib")).unwrap();
+    symlink("/bin/busybox", root.join("usr/bin/bb")).unwrap();
+    fs::write(root.join("usr/lib/libx.so"), "elf\n").unwrap();
+    fs::set_permissions(
+        root.join("usr/lib/libx.so"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     fs::write(
         root.join("etc/passwd"),
         "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
@@ -386,7 +398,9 @@ fn files_from_images_and_archives_keep_modes_owners_and_mtimes() {
              ADD pkg.tar /plain/\n\
              ADD pkg.tar.zst /zst/\n\
              ADD --chown=9:9 pkg.tar /owned/\n\
-             COPY src/pkg/run.sh /ctx.sh\n",
+             COPY src/pkg/run.sh /ctx.sh\n\
+             COPY --from=src /alib/libx.so /libx.so\n\
+             COPY --from=src /usr/bin/bb /bb\n",
             b = base.display()
         ),
     )
@@ -419,4 +433,57 @@ fn files_from_images_and_archives_keep_modes_owners_and_mtimes() {
     assert_attrs(&own[4], "owned/pkg/run.sh", "-rwsr-x--- 9/9");
     // The context keeps lade's normalisation.
     assert_attrs(&own[5], "ctx.sh", "-rwxr-xr-x 0/0");
+    // Absolute links in an image resolve inside it; a top-level link is followed and the
+    // copy keeps the name as written.
+    assert_attrs(&own[6], "libx.so", "-rwxr-xr-x 0/0");
+    assert!(
+        line(&own[7], "bb").starts_with("-rwxr-xr-x 0/0 "),
+        "{}",
+        own[7]
+    );
+}
+
+/// A one-file HTTP server on 127.0.0.1: every request gets `body`. Returns the base URL.
+fn serve(body: &'static [u8]) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(body);
+        }
+    });
+    base
+}
+
+#[test]
+fn add_url_lands_in_an_existing_directory() {
+    let url = serve(b"tool\n");
+    let tmp = tempfile::tempdir().unwrap();
+    let base = base(tmp.path());
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM oci:{}:1\nADD {url}/dl/tool.sh /tmp\nADD {url}/dl/tool.sh /var/run/t.sh\n",
+            base.display()
+        ),
+    )
+    .unwrap();
+    let (_, layers) = build(&ctx, tmp.path());
+    assert_attrs(&layers[1], "tmp/tool.sh", "-rw------- 0/0");
+    assert_attrs(&layers[1], "tmp/", "drwxrwxrwt 0/0");
+    assert_attrs(&layers[2], "run/t.sh", "-rw------- 0/0");
 }

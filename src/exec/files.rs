@@ -195,19 +195,9 @@ fn resolve_set(
                 })?,
                 None => (*uid, *gid),
             };
-            // Like a COPY source: symlinks on the way are followed, an existing directory is
-            // written into.
             let path = match heredoc {
-                Some(name) if !path.is_root() => {
-                    let t = fs.tree()?;
-                    let real =
-                        ImagePath::from_rel_bytes(&t.resolve(path.as_bytes())).unwrap_or_default();
-                    match t.get(real.as_bytes()) {
-                        Some(n) if n.kind == NodeKind::Dir => real.join_bytes(name.as_bytes()),
-                        _ => real,
-                    }
-                }
-                _ => path.clone(),
+                Some(name) => land(fs, path, name.as_bytes())?,
+                None => path.clone(),
             };
             let start = entries.len();
             content.push(Some(ContentHash::of(bytes)));
@@ -280,7 +270,11 @@ fn resolve_set(
                 .map_err(|e| input(format!("--exclude: {e}")))?;
             let keyword = if *unpack_archives { "ADD" } else { "COPY" };
             let mut matched = Vec::new();
-            for pattern in patterns {
+            for written in patterns {
+                let pattern = &match meta {
+                    Some(t) => through_image_links(t, written),
+                    None => written.clone(),
+                };
                 let matches = root.glob_sources(pattern).map_err(|e| match e {
                     crate::context::ContextError::NotFound { .. } if matches!(from, crate::plan::CopyFrom::Context) => {
                         input(format!("{keyword} failed: {pattern:?} not found in the build context (or excluded by .dockerignore)"))
@@ -438,6 +432,7 @@ fn resolve_set(
             checksum,
             chown,
             chmod,
+            file_name,
             origin,
         } => {
             let input = |message: String| ExecError::Input {
@@ -456,10 +451,11 @@ fn resolve_set(
             };
             // The blob's sha256 is already known: its hash stands for the content, so a pinned
             // download is neither fetched nor read to make the key.
+            let path = land(fs, path, file_name.as_bytes())?;
             let start = entries.len();
             content.push(Some(ContentHash::of(digest.to_string().as_bytes())));
             entries.push(Entry {
-                path: path.clone(),
+                path,
                 kind: EntryKind::File {
                     size: store.blob_size(&digest)?,
                     source: FileSource::Host(store.blob_path(&digest)),
@@ -532,6 +528,40 @@ fn resolve_set(
         }
     }
     Ok(())
+}
+
+/// A `--from` source path with the symlinks of its directories resolved inside the image (an
+/// image's links are often absolute, which the context rules refuse); the last component is
+/// left to `follow`, so the copy keeps the name as written. Patterns with wildcards are
+/// matched as they are.
+fn through_image_links(t: &Tree, pattern: &str) -> String {
+    if pattern.contains(['*', '?', '[']) {
+        return pattern.to_string();
+    }
+    let Ok(p) = ImagePath::resolve(&ImagePath::root(), pattern) else {
+        return pattern.to_string();
+    };
+    match p.parent() {
+        Some(dir) if !dir.is_root() => {
+            let real = ImagePath::from_rel_bytes(&t.resolve(dir.as_bytes())).unwrap_or_default();
+            real.join_bytes(p.file_name()).display()
+        }
+        _ => pattern.to_string(),
+    }
+}
+
+/// Where a single file meant for `path` lands on the stage, like a COPY source: symlinks on
+/// the way are followed inside the tree, and an existing directory gets it as `name`.
+fn land(fs: &mut StageFs, path: &ImagePath, name: &[u8]) -> Result<ImagePath, ExecError> {
+    if path.is_root() {
+        return Ok(path.join_bytes(name));
+    }
+    let t = fs.tree()?;
+    let real = ImagePath::from_rel_bytes(&t.resolve(path.as_bytes())).unwrap_or_default();
+    Ok(match t.get(real.as_bytes()) {
+        Some(n) if n.kind == NodeKind::Dir => real.join_bytes(name),
+        _ => real,
+    })
 }
 
 /// How the directories a step creates are written.

@@ -262,6 +262,10 @@ pub enum FileSet {
         chown: Option<String>,
         /// `--chmod`, applied to docker's 0600 for URL downloads.
         chmod: Option<Chmod>,
+        /// The download's name (BuildKit's: the URL's last path segment), for when `path`
+        /// turns out to be an existing directory of the stage.
+        #[serde(skip)]
+        file_name: String,
         #[serde(skip)]
         origin: Origin,
     },

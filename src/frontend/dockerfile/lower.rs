@@ -878,8 +878,9 @@ fn copy_step(
         });
     }
     for url in urls {
+        let file_name = url_file_name(&url);
         let path = if several {
-            dest.join_bytes(url_file_name(&url).as_bytes())
+            dest.join_bytes(file_name.as_bytes())
         } else {
             dest.clone()
         };
@@ -889,6 +890,7 @@ fn copy_step(
             checksum: checksum.clone(),
             chown: chown.clone(),
             chmod: chmod.clone(),
+            file_name,
             origin: format!("{}:{}:1", cx.file, line),
         });
     }
