@@ -39,44 +39,46 @@ const OPAQUE: &[u8] = b".wh..wh..opq";
 const MAX_LINKS: usize = 40;
 
 impl Tree {
-    /// The filesystem `layers` produce, in order (blobs must be in the store).
+    /// The filesystem `layers` produce, in order. Each layer's listing is kept in the step
+    /// cache (it depends on the blob's digest only), so a blob is read once per store; the
+    /// blobs of layers without a cached listing must be in the store.
     pub fn from_layers(layers: &[Descriptor], store: &Store) -> Result<Tree, ExecError> {
         let mut t = Tree::default();
         for l in layers {
-            let blob = store.open_blob(&l.digest)?;
-            let infos = crate::layer::list_layer(
-                std::io::BufReader::new(blob),
-                super::sources::compression_of(&l.media_type),
-            )?;
-            t.apply_tar(infos);
+            t.apply_members(&layer_members(l, store)?);
         }
         Ok(t)
     }
 
-    /// Applies one layer: its whiteouts hide what lower layers had, then its members land.
+    /// Applies one tar (a layer, an ADD archive): its whiteouts hide what was there, then its
+    /// members land.
     pub fn apply_tar(&mut self, infos: Vec<TarEntryInfo>) {
-        for i in &infos {
-            let p = i.path.as_bytes();
-            let (dir, name) = split(p);
+        let members: Vec<Member> = infos.into_iter().map(Member::from).collect();
+        self.apply_members(&members);
+    }
+
+    fn apply_members(&mut self, members: &[Member]) {
+        for m in members {
+            let (dir, name) = split(&m.path);
             if name == OPAQUE {
                 self.remove_below(dir);
             } else if let Some(hidden) = name.strip_prefix(WH) {
                 self.remove(&join(dir, hidden));
             }
         }
-        for i in infos {
-            let p = i.path.as_bytes();
+        for m in members {
+            let p = m.path.as_slice();
             if p.is_empty() || split(p).1.starts_with(WH) {
                 continue;
             }
-            let kind = match i.kind {
-                TarKind::Dir => NodeKind::Dir,
-                TarKind::File => NodeKind::File,
-                TarKind::Symlink => NodeKind::Symlink(i.link_target.clone().unwrap_or_default()),
-                TarKind::Hardlink => {
+            let kind = match m.kind {
+                b'd' => NodeKind::Dir,
+                b'f' => NodeKind::File,
+                b'l' => NodeKind::Symlink(m.target.clone()),
+                b'h' => {
                     // A hard link is the file it names, metadata included.
-                    let target = i.link_target.as_deref().unwrap_or_default();
-                    let target = crate::path::ImagePath::from_rel_bytes(target).unwrap_or_default();
+                    let target =
+                        crate::path::ImagePath::from_rel_bytes(&m.target).unwrap_or_default();
                     if let Some(n) = self.nodes.get(target.as_bytes()).cloned() {
                         self.insert(p, n);
                     }
@@ -88,10 +90,10 @@ impl Tree {
                 p,
                 Node {
                     kind,
-                    mode: i.mode & 0o7777,
-                    uid: i.uid as u32,
-                    gid: i.gid as u32,
-                    mtime: i.mtime.max(0) as u64,
+                    mode: m.mode & 0o7777,
+                    uid: m.uid,
+                    gid: m.gid,
+                    mtime: m.mtime,
                 },
             );
         }
@@ -261,8 +263,15 @@ impl<'a> StageFs<'a> {
     /// The stage's tree as the next step sees it.
     pub fn tree(&mut self) -> Result<&Tree, ExecError> {
         if self.tree.is_none() {
+            let unlisted: Vec<Descriptor> = self
+                .base
+                .layers
+                .iter()
+                .filter(|l| !listing_cached(l, self.store))
+                .cloned()
+                .collect();
             super::fetch_layers(
-                &self.base.layers,
+                &unlisted,
                 self.base.origin.as_ref(),
                 self.store,
                 self.registry,
@@ -329,6 +338,99 @@ impl<'a> StageFs<'a> {
     }
 }
 
+/// One tar member as the tree needs it; `kind` is `d`, `f`, `l`, `h` or `o` (other).
+struct Member {
+    path: Vec<u8>,
+    kind: u8,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: u64,
+    target: Vec<u8>,
+}
+
+impl From<TarEntryInfo> for Member {
+    fn from(i: TarEntryInfo) -> Member {
+        Member {
+            path: i.path.as_bytes().to_vec(),
+            kind: match i.kind {
+                TarKind::Dir => b'd',
+                TarKind::File => b'f',
+                TarKind::Symlink => b'l',
+                TarKind::Hardlink => b'h',
+                _ => b'o',
+            },
+            mode: i.mode,
+            uid: i.uid as u32,
+            gid: i.gid as u32,
+            mtime: i.mtime.max(0) as u64,
+            target: i.link_target.unwrap_or_default(),
+        }
+    }
+}
+
+/// The step-cache key of a layer's listing.
+fn listing_key(l: &Descriptor) -> crate::digest::Digest {
+    crate::plan::cache_key(&("lade-tree-listing-v1", l.digest.to_string()), None, &[])
+}
+
+/// Whether `l`'s listing is cached (its blob need not be fetched for the tree).
+pub fn listing_cached(l: &Descriptor, store: &Store) -> bool {
+    store.step_get::<String>(&listing_key(l)).is_some()
+}
+
+/// A layer's members, from the cache or by reading the blob (and then cached). The cached
+/// form is one line per member: kind, octal mode, uid, gid, mtime, hex path, hex target.
+fn layer_members(l: &Descriptor, store: &Store) -> Result<Vec<Member>, ExecError> {
+    let key = listing_key(l);
+    if let Some(text) = store.step_get::<String>(&key) {
+        let parsed: Option<Vec<Member>> = text
+            .lines()
+            .map(|line| {
+                let f: Vec<&str> = line.split('\t').collect();
+                let [kind, mode, uid, gid, mtime, path, target] = f.as_slice() else {
+                    return None;
+                };
+                Some(Member {
+                    kind: *kind.as_bytes().first()?,
+                    mode: u32::from_str_radix(mode, 8).ok()?,
+                    uid: uid.parse().ok()?,
+                    gid: gid.parse().ok()?,
+                    mtime: mtime.parse().ok()?,
+                    path: hex::decode(path).ok()?,
+                    target: hex::decode(target).ok()?,
+                })
+            })
+            .collect();
+        if let Some(members) = parsed {
+            return Ok(members);
+        }
+    }
+    let blob = store.open_blob(&l.digest)?;
+    let members: Vec<Member> = crate::layer::list_layer(
+        std::io::BufReader::new(blob),
+        super::sources::compression_of(&l.media_type),
+    )?
+    .into_iter()
+    .map(Member::from)
+    .collect();
+    let mut text = String::new();
+    for m in &members {
+        text.push_str(&format!(
+            "{}\t{:o}\t{}\t{}\t{}\t{}\t{}\n",
+            m.kind as char,
+            m.mode,
+            m.uid,
+            m.gid,
+            m.mtime,
+            hex::encode(&m.path),
+            hex::encode(&m.target)
+        ));
+    }
+    store.step_put(&key, &text)?;
+    Ok(members)
+}
+
 fn split(p: &[u8]) -> (&[u8], &[u8]) {
     match p.iter().rposition(|&b| b == b'/') {
         Some(i) => (&p[..i], &p[i + 1..]),
@@ -371,6 +473,49 @@ mod tests {
         assert_eq!(t.resolve(b"up"), b"x");
         t.insert(b"loop", node(NodeKind::Symlink(b"loop".to_vec())));
         let _ = t.resolve(b"loop/a");
+    }
+
+    #[test]
+    fn layer_listings_are_cached_by_digest() {
+        use crate::layer::{write_layer, Compression, LayerOptions};
+        use crate::path::ImagePath;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let entry = |p: &str, kind: EntryKind, mode: u32| Entry {
+            path: ImagePath::parse_absolute(p).unwrap(),
+            kind,
+            mode,
+            uid: 7,
+            gid: 8,
+            mtime: 99,
+            xattrs: BTreeMap::new(),
+        };
+        let entries = vec![
+            entry("/tmp", EntryKind::Dir, 0o1777),
+            entry(
+                "/lib",
+                EntryKind::Symlink {
+                    target: b"usr/lib".to_vec(),
+                },
+                0o777,
+            ),
+        ];
+        let (tar, _) =
+            write_layer(entries, LayerOptions::new(Compression::None, 0), Vec::new()).unwrap();
+        let digest = store.put_bytes(&tar).unwrap();
+        let l = Descriptor::new(
+            crate::image::media_types::OCI_LAYER_TAR,
+            digest.clone(),
+            tar.len() as u64,
+        );
+        let first = Tree::from_layers(std::slice::from_ref(&l), &store).unwrap();
+        assert!(listing_cached(&l, &store));
+        std::fs::remove_file(store.blob_path(&digest)).unwrap();
+        let again = Tree::from_layers(&[l], &store).unwrap();
+        let tmp = again.get(b"tmp").unwrap();
+        assert_eq!((tmp.mode, tmp.uid, tmp.gid, tmp.mtime), (0o1777, 7, 8, 99));
+        assert_eq!(again.resolve(b"lib/x"), b"usr/lib/x");
+        assert_eq!(first.nodes, again.nodes);
     }
 
     #[test]
