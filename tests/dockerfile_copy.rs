@@ -196,13 +196,14 @@ fn destinations_and_parents_follow_the_stage_filesystem() {
              WORKDIR /tmp\n\
              USER app\n\
              WORKDIR /data/www\n\
-             COPY <<EOF /tmp\nhello\nEOF\n",
+             COPY <<EOF /tmp\nhello\nEOF\n\
+             COPY --link --chmod=644 a.txt /tmp/m/\n",
             base.display()
         ),
     )
     .unwrap();
     let (archive, layers) = build(&ctx, tmp.path());
-    assert_eq!(layers.len(), 1 + 8, "{layers:#?}");
+    assert_eq!(layers.len(), 1 + 9, "{layers:#?}");
     let own = &layers[1..];
     // 1. An existing directory without a trailing slash is copied into; /tmp stays 1777.
     assert_attrs(&own[0], "tmp/a.txt", "-rw-r--r-- 0/0");
@@ -228,6 +229,11 @@ fn destinations_and_parents_follow_the_stage_filesystem() {
     // A heredoc lands like a COPY source: into the existing directory, its mode kept.
     assert_attrs(&own[7], "tmp/EOF", "-rw-r--r-- 0/0");
     assert_attrs(&own[7], "tmp/", "drwxrwxrwt 0/0");
+    // BuildKit links only without --chmod: this copy looks at the stage again. The parent it
+    // creates gets the octal --chmod, as BuildKit's MkdirAll does.
+    assert_attrs(&own[8], "tmp/", "drwxrwxrwt 0/0");
+    assert_attrs(&own[8], "tmp/m/", "drw-r--r-- 0/0");
+    assert_attrs(&own[8], "tmp/m/a.txt", "-rw-r--r-- 0/0");
 
     if common::services().is_some() {
         let tag = "lade-test/copy-tree:1";
