@@ -1,5 +1,7 @@
 //! Resolving a layer step: its file sets become layer entries, and their content digests
-//! (from the file-digest cache or by hashing) become the step's cache key.
+//! (from the file-digest cache or by hashing) become the step's cache key. Dockerfile sets
+//! (COPY/ADD/heredocs/WORKDIR) are placed on the stage's filesystem (`StageFs`) the way
+//! BuildKit's file ops are: destinations and parents are looked up there.
 
 use super::sources::Sources;
 use super::tree::{Node, NodeKind, StageFs, Tree};
