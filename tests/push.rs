@@ -377,9 +377,11 @@ fn registry_base_layers_are_mounted_not_downloaded() {
     let df = tmp.path().join("df");
     fs::create_dir_all(&df).unwrap();
     fs::write(df.join("extra.txt"), "extra\n").unwrap();
+    // --link: the layer does not depend on the base's filesystem (BuildKit's semantics), so
+    // nothing needs the base's layers; a plain COPY would have to look at them.
     fs::write(
         df.join("Dockerfile"),
-        format!("FROM {base}\nCOPY extra.txt /extra.txt\n"),
+        format!("FROM {base}\nCOPY --link extra.txt /extra.txt\n"),
     )
     .unwrap();
     let cache = tmp.path().join("cache");
@@ -553,9 +555,10 @@ fn pull_policies_decide_what_a_build_asks_the_registry() {
     let df = tmp.path().join("df");
     fs::create_dir_all(&df).unwrap();
     fs::write(df.join("extra.txt"), "extra\n").unwrap();
+    // --link: no step needs the base's layers (see registry_base_layers_are_mounted_...).
     fs::write(
         df.join("Dockerfile"),
-        format!("FROM {base}\nCOPY extra.txt /extra.txt\n"),
+        format!("FROM {base}\nCOPY --link extra.txt /extra.txt\n"),
     )
     .unwrap();
     let cache = tmp.path().join("cache");

@@ -99,6 +99,16 @@ impl BuildContext {
     /// Resolves a context path to a host path, following symlinks only while they stay
     /// inside the root (an absolute link target counts from the root).
     pub fn resolve(&self, rel: &str) -> Result<PathBuf, ContextError> {
+        self.resolve_with(rel, false)
+    }
+
+    /// [`resolve`](Self::resolve) that also follows a symlink in the last component (COPY's
+    /// top-level sources, as BuildKit's FollowSymlinks): the host path of what `rel` names.
+    pub fn resolve_followed(&self, rel: &str) -> Result<PathBuf, ContextError> {
+        self.resolve_with(rel, true)
+    }
+
+    fn resolve_with(&self, rel: &str, follow_last: bool) -> Result<PathBuf, ContextError> {
         let mut todo: Vec<Vec<u8>> = self.clean(rel)?;
         todo.reverse();
         let mut done: Vec<Vec<u8>> = Vec::new();
@@ -121,7 +131,7 @@ impl BuildContext {
             }
             host.push(std::ffi::OsStr::from_bytes(&part));
             match std::fs::symlink_metadata(&host) {
-                Ok(m) if m.file_type().is_symlink() && !todo.is_empty() => {
+                Ok(m) if m.file_type().is_symlink() && (follow_last || !todo.is_empty()) => {
                     links += 1;
                     if links > 40 {
                         return Err(ContextError::Io {
@@ -153,7 +163,8 @@ impl BuildContext {
         Ok(host)
     }
 
-    fn entry(&self, rel_path: Vec<u8>, host: PathBuf) -> Result<ContextEntry, ContextError> {
+    /// The entry at `host` (a path under the root), named `rel_path`.
+    pub fn entry(&self, rel_path: Vec<u8>, host: PathBuf) -> Result<ContextEntry, ContextError> {
         let m = std::fs::symlink_metadata(&host).map_err(io_err(&host))?;
         Self::entry_from(rel_path, host, &m)
     }

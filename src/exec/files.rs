@@ -1,8 +1,12 @@
 //! Resolving a layer step: its file sets become layer entries, and their content digests
-//! (from the file-digest cache or by hashing) become the step's cache key.
+//! (from the file-digest cache or by hashing) become the step's cache key. Dockerfile sets
+//! (COPY/ADD/heredocs/WORKDIR) are placed on the stage's filesystem (`StageFs`) the way
+//! BuildKit's file ops are: destinations and parents are looked up there.
 
 use super::sources::Sources;
+use super::tree::{Node, NodeKind, StageFs, Tree};
 use super::{ExecError, ExecOptions};
+use crate::context::BuildContext;
 use crate::context::{ContextEntry, EntryKind as CtxKind};
 use crate::digest::{ContentHash, Digest, Hasher};
 use crate::layer::{Entry, EntryKind, FileSource};
@@ -45,26 +49,27 @@ struct Held {
 /// Version of the layer byte format; bump when the writer's output changes for equal input.
 const LAYER_FORMAT: &str = "lade-layer-v2";
 
+/// Resolves `step` on top of `fs` (the stage's filesystem so far) and records its entries
+/// there for the steps after it.
 pub fn resolve(
     step: &LayerStep,
     sources: &Sources,
     cache: &FileDigestCache,
     opts: &ExecOptions,
+    fs: &mut StageFs,
 ) -> Result<ResolvedLayer, ExecError> {
     let mut entries = Vec::new();
     let mut content = Vec::new();
     let mut held = Held::default();
     for set in &step.sources {
-        resolve_set(
-            set,
-            sources,
-            cache,
-            opts,
-            &mut entries,
-            &mut content,
-            &mut held,
-        )?;
+        let mut out = Out {
+            entries: &mut entries,
+            content: &mut content,
+            held: &mut held,
+        };
+        resolve_set(set, sources, cache, opts, fs, &mut out)?;
     }
+    fs.record(&entries);
     // The inputs, as the layer will see them: path, type, attributes and content digest of
     // every entry, in order. Host paths and timestamps stay out.
     // Hard-link groups enter as "same file as <first path>", not as host inode numbers.
@@ -138,16 +143,28 @@ pub(super) fn materialize(r: &mut ResolvedLayer) -> Result<(), ExecError> {
     Ok(())
 }
 
+/// Where a set's entries go (with their content digests, the temp dirs they read from and
+/// the archive members read later).
+struct Out<'a> {
+    entries: &'a mut Vec<Entry>,
+    content: &'a mut Vec<Option<ContentHash>>,
+    held: &'a mut Held,
+}
+
 fn resolve_set(
     set: &FileSet,
     sources: &Sources,
     cache: &FileDigestCache,
     opts: &ExecOptions,
-    entries: &mut Vec<Entry>,
-    content: &mut Vec<Option<ContentHash>>,
-    held: &mut Held,
+    fs: &mut StageFs,
+    out: &mut Out,
 ) -> Result<(), ExecError> {
     let mtime = opts.source_date_epoch;
+    let Out {
+        entries,
+        content,
+        held,
+    } = out;
     match set {
         FileSet::Select {
             from,
@@ -270,21 +287,44 @@ fn resolve_set(
             mode,
             uid,
             gid,
+            chown,
+            heredoc,
         } => {
+            let (uid, gid) = match chown {
+                Some(c) => fs.owner(c, true).map_err(|message| ExecError::Input {
+                    origin: path.display(),
+                    message,
+                })?,
+                None => (*uid, *gid),
+            };
+            let path = match heredoc {
+                Some(name) => land(fs, path, name.as_bytes())?,
+                None => path.clone(),
+            };
+            let start = entries.len();
             content.push(Some(ContentHash::of(bytes)));
             entries.push(Entry {
-                path: path.clone(),
+                path,
                 kind: EntryKind::File {
                     size: bytes.len() as u64,
                     source: FileSource::Bytes(Arc::new(bytes.clone())),
                     link_key: None,
                 },
                 mode: *mode,
-                uid: *uid,
-                gid: *gid,
+                uid,
+                gid,
                 mtime,
                 xattrs: BTreeMap::new(),
             });
+            if heredoc.is_some() {
+                let fresh = Fresh {
+                    mode: 0o755,
+                    uid,
+                    gid,
+                    mtime,
+                };
+                add_parents(entries, content, start, Some(fs), fresh)?;
+            }
         }
         FileSet::Copy {
             from,
@@ -296,13 +336,17 @@ fn resolve_set(
             chown,
             chmod,
             unpack_archives,
+            link,
             origin,
         } => {
             let input = |message: String| ExecError::Input {
                 origin: origin.clone(),
                 message,
             };
-            let (uid, gid) = owner(chown.as_deref(), sources).map_err(input)?;
+            let (uid, gid) = match chown {
+                Some(c) => fs.owner(c, true).map_err(input)?,
+                None => (0, 0),
+            };
             let attrs = Attrs {
                 file_mode: None,
                 dir_mode: None,
@@ -311,13 +355,31 @@ fn resolve_set(
                 preserve_exec_bit: true,
             };
             let root = sources.root(from);
+            let meta = sources.meta(from);
+            // BuildKit resolves the destination inside the stage (a symlinked /var/run leads
+            // to /run) and copies a file into a destination that is an existing directory.
+            // With --link there is nothing below to look at.
+            let (dest, dest_exists_as_dir) = if *link || dest.is_root() {
+                (dest.clone(), dest.is_root())
+            } else {
+                let t = fs.tree()?;
+                let real =
+                    ImagePath::from_rel_bytes(&t.resolve(dest.as_bytes())).unwrap_or_default();
+                let is_dir = matches!(t.get(real.as_bytes()), Some(n) if n.kind == NodeKind::Dir);
+                (real, is_dir)
+            };
             let excluded = crate::context::dockerignore::PatternMatcher::new(exclude)
                 .map_err(|e| input(format!("--exclude: {e}")))?;
-            let mut found = Vec::new();
-            for pattern in patterns {
+            let keyword = if *unpack_archives { "ADD" } else { "COPY" };
+            let mut matched = Vec::new();
+            for written in patterns {
+                let pattern = &match meta {
+                    Some(t) => through_image_links(t, written),
+                    None => written.clone(),
+                };
                 let matches = root.glob_sources(pattern).map_err(|e| match e {
                     crate::context::ContextError::NotFound { .. } if matches!(from, crate::plan::CopyFrom::Context) => {
-                        input(format!("COPY failed: {pattern:?} not found in the build context (or excluded by .dockerignore)"))
+                        input(format!("{keyword} failed: {pattern:?} not found in the build context (or excluded by .dockerignore)"))
                     }
                     other => input(other.to_string()),
                 })?;
@@ -326,74 +388,123 @@ fn resolve_set(
                     if excluded.matches(&rel) {
                         continue;
                     }
-                    // ADD recognises archives by content: look once per regular file.
-                    let archive = match m.kind {
-                        CtxKind::File if *unpack_archives => {
-                            super::archive::archive_kind(&m.host_path).map_err(input)?
-                        }
-                        _ => None,
+                    let m = match m.kind {
+                        CtxKind::Symlink { .. } => follow(root, meta, m, pattern).map_err(input)?,
+                        _ => m,
                     };
-                    match m.kind {
-                        CtxKind::Dir => {
-                            // A directory's contents are copied, not the directory itself.
-                            let base = if *parents {
-                                dest.join_bytes(&m.rel_path)
-                            } else {
-                                dest.clone()
-                            };
-                            for e in root.walk(&rel, exclude).map_err(|e| input(e.to_string()))? {
-                                if e.rel_path.is_empty() {
-                                    continue;
-                                }
-                                let path = base.join_bytes(&e.rel_path);
-                                found.push((e, path));
+                    matched.push(m);
+                }
+            }
+            let into = *dest_is_dir || dest_exists_as_dir || *parents;
+            if !into && matched.len() > 1 {
+                return Err(input(format!(
+                    "When using {keyword} with more than one source file, the destination must be a directory and end with a /"
+                )));
+            }
+            // (entry, image path, metadata to keep: from the source image or archive)
+            let mut found: Vec<(ContextEntry, ImagePath, Option<Node>)> = Vec::new();
+            for m in matched {
+                // ADD recognises archives by content: look once per regular file.
+                let archive = match m.kind {
+                    CtxKind::File if *unpack_archives => {
+                        super::archive::archive_kind(&m.host_path).map_err(input)?
+                    }
+                    _ => None,
+                };
+                match m.kind {
+                    CtxKind::Dir => {
+                        // A directory's contents are copied, not the directory itself.
+                        let base = if *parents {
+                            dest.join_bytes(&m.rel_path)
+                        } else {
+                            dest.clone()
+                        };
+                        let real = real_rel(root, &m.host_path);
+                        for e in root
+                            .walk(&String::from_utf8_lossy(&real), exclude)
+                            .map_err(|e| input(e.to_string()))?
+                        {
+                            if e.rel_path.is_empty() {
+                                continue;
                             }
+                            let path = base.join_bytes(&e.rel_path);
+                            let n =
+                                meta.and_then(|t| t.get(&real_rel(root, &e.host_path)).cloned());
+                            found.push((e, path, n));
                         }
-                        CtxKind::File if archive.is_some() => {
-                            // ADD unpacks local tar archives into the destination directory.
-                            let compression = archive.expect("checked by the guard");
-                            let dir = tempfile::tempdir().map_err(|e| input(e.to_string()))?;
-                            let f = std::fs::File::open(&m.host_path)
-                                .map_err(|e| input(format!("{}: {e}", m.host_path.display())))?;
-                            crate::layer::extract_layer(
-                                compression.decompress(f),
+                    }
+                    CtxKind::File if archive.is_some() => {
+                        // ADD unpacks local tar archives into the destination directory,
+                        // keeping the modes, owners and mtimes of the archive (BuildKit's
+                        // untar; --chown replaces the owners).
+                        let compression = archive.expect("checked by the guard");
+                        let rel = String::from_utf8_lossy(&m.rel_path).into_owned();
+                        let open = || {
+                            std::fs::File::open(&m.host_path)
+                                .map_err(|e| input(format!("{}: {e}", m.host_path.display())))
+                        };
+                        let dir = tempfile::tempdir().map_err(|e| input(e.to_string()))?;
+                        crate::layer::extract_layer(
+                            compression.decompress(open()?),
+                            crate::layer::Compression::None,
+                            dir.path(),
+                            &crate::layer::ExtractOptions::default(),
+                        )
+                        .map_err(|e| input(format!("unpacking {rel}: {e}")))?;
+                        let mut tree = Tree::default();
+                        tree.apply_tar(
+                            crate::layer::list_layer(
+                                compression.decompress(open()?),
                                 crate::layer::Compression::None,
-                                dir.path(),
-                                &crate::layer::ExtractOptions::default(),
                             )
-                            .map_err(|e| input(format!("unpacking {rel}: {e}")))?;
-                            let unpacked = crate::context::BuildContext::new(dir.path(), &[])
-                                .map_err(|e| input(e.to_string()))?;
-                            for e in unpacked.walk("", &[]).map_err(|e| input(e.to_string()))? {
-                                let path = dest.join_bytes(&e.rel_path);
-                                found.push((e, path));
-                            }
-                            held.scratch.push(dir);
+                            .map_err(|e| input(format!("unpacking {rel}: {e}")))?,
+                        );
+                        let unpacked = crate::context::BuildContext::new(dir.path(), &[])
+                            .map_err(|e| input(e.to_string()))?;
+                        for e in unpacked.walk("", &[]).map_err(|e| input(e.to_string()))? {
+                            let path = dest.join_bytes(&e.rel_path);
+                            let n = tree.get(&e.rel_path).cloned();
+                            found.push((e, path, n));
                         }
-                        _ => {
-                            let path = if *parents {
-                                dest.join_bytes(&m.rel_path)
-                            } else if *dest_is_dir {
-                                dest.join_bytes(
-                                    ImagePath::from_rel_bytes(&m.rel_path)
-                                        .unwrap_or_default()
-                                        .file_name(),
-                                )
-                            } else {
-                                dest.clone()
-                            };
-                            found.push((m, path));
-                        }
+                        held.scratch.push(dir);
+                    }
+                    _ => {
+                        let path = if *parents {
+                            dest.join_bytes(&m.rel_path)
+                        } else if into {
+                            dest.join_bytes(
+                                ImagePath::from_rel_bytes(&m.rel_path)
+                                    .unwrap_or_default()
+                                    .file_name(),
+                            )
+                        } else {
+                            dest.clone()
+                        };
+                        let n = meta.and_then(|t| t.get(&real_rel(root, &m.host_path)).cloned());
+                        found.push((m, path, n));
                     }
                 }
             }
             let digests: Vec<Option<ContentHash>> = found
                 .par_iter()
-                .map(|(c, _)| file_digest(c, cache))
+                .map(|(c, _, _)| file_digest(c, cache))
                 .collect::<Result<_, _>>()?;
-            for ((c, path), d) in found.into_iter().zip(digests) {
+            let start = entries.len();
+            for ((c, path, kept), d) in found.into_iter().zip(digests) {
+                let from_archive = kept.is_some() && matches!(from, crate::plan::CopyFrom::Context);
                 let mut e = entry_from_context(c, path, &attrs, mtime);
-                if let Some(chmod) = chmod {
+                if let Some(n) = kept {
+                    if !matches!(e.kind, EntryKind::Symlink { .. }) {
+                        e.mode = n.mode;
+                    }
+                    if chown.is_none() {
+                        e.uid = n.uid;
+                        e.gid = n.gid;
+                    }
+                    e.mtime = n.mtime;
+                }
+                // BuildKit's untar takes no --chmod.
+                if let (Some(chmod), false) = (chmod, from_archive) {
                     match e.kind {
                         EntryKind::Dir => e.mode = chmod.apply(e.mode, true),
                         EntryKind::File { .. } => e.mode = chmod.apply(e.mode, false),
@@ -403,6 +514,19 @@ fn resolve_set(
                 entries.push(e);
                 content.push(d);
             }
+            // Directories BuildKit's MkdirAll creates get the copy's owner, and the --chmod
+            // mode when it is octal.
+            let fresh = Fresh {
+                mode: match chmod {
+                    Some(crate::plan::Chmod::Octal(m)) => *m,
+                    _ => 0o755,
+                },
+                uid,
+                gid,
+                mtime,
+            };
+            let stage = if *link { None } else { Some(&mut *fs) };
+            add_parents(entries, content, start, stage, fresh)?;
         }
         FileSet::Url {
             url,
@@ -410,13 +534,17 @@ fn resolve_set(
             checksum,
             chown,
             chmod,
+            file_name,
             origin,
         } => {
             let input = |message: String| ExecError::Input {
                 origin: origin.clone(),
                 message,
             };
-            let (uid, gid) = owner(chown.as_deref(), sources).map_err(input)?;
+            let (uid, gid) = match chown {
+                Some(c) => fs.owner(c, true).map_err(input)?,
+                None => (0, 0),
+            };
             let store = sources.store;
             let digest = match checksum {
                 // Pinned and already downloaded: no network.
@@ -425,9 +553,11 @@ fn resolve_set(
             };
             // The blob's sha256 is already known: its hash stands for the content, so a pinned
             // download is neither fetched nor read to make the key.
+            let path = land(fs, path, file_name.as_bytes())?;
+            let start = entries.len();
             content.push(Some(ContentHash::of(digest.to_string().as_bytes())));
             entries.push(Entry {
-                path: path.clone(),
+                path,
                 kind: EntryKind::File {
                     size: store.blob_size(&digest)?,
                     source: FileSource::Host(store.blob_path(&digest)),
@@ -440,6 +570,46 @@ fn resolve_set(
                 mtime,
                 xattrs: BTreeMap::new(),
             });
+            let fresh = Fresh {
+                mode: 0o755,
+                uid,
+                gid,
+                mtime,
+            };
+            add_parents(entries, content, start, Some(fs), fresh)?;
+        }
+        FileSet::Workdir { path, user } => {
+            let origin = path.display();
+            let (uid, gid) = match user {
+                Some(u) => fs.owner(u, false).map_err(|message| ExecError::Input {
+                    origin: origin.clone(),
+                    message,
+                })?,
+                None => (0, 0),
+            };
+            let t = fs.tree()?;
+            let real = ImagePath::from_rel_bytes(&t.resolve(path.as_bytes())).unwrap_or_default();
+            // An existing directory stays as it is (mode, owner): the layer is empty.
+            if !matches!(t.get(real.as_bytes()), Some(n) if n.kind == NodeKind::Dir) {
+                let start = entries.len();
+                content.push(None);
+                entries.push(Entry {
+                    path: real,
+                    kind: EntryKind::Dir,
+                    mode: 0o755,
+                    uid,
+                    gid,
+                    mtime,
+                    xattrs: BTreeMap::new(),
+                });
+                let fresh = Fresh {
+                    mode: 0o755,
+                    uid,
+                    gid,
+                    mtime,
+                };
+                add_parents(entries, content, start, Some(fs), fresh)?;
+            }
         }
         FileSet::Dir {
             path,
@@ -462,9 +632,144 @@ fn resolve_set(
     Ok(())
 }
 
-/// The uid:gid of a `--chown` (names looked up in the image's account files), default 0:0.
-fn owner(chown: Option<&str>, sources: &Sources) -> Result<(u32, u32), String> {
-    chown.map_or(Ok((0, 0)), |c| sources.owner(c))
+/// A `--from` source path with the symlinks of its directories resolved inside the image (an
+/// image's links are often absolute, which the context rules refuse); the last component is
+/// left to `follow`, so the copy keeps the name as written. Patterns with wildcards are
+/// matched as they are.
+fn through_image_links(t: &Tree, pattern: &str) -> String {
+    if pattern.contains(['*', '?', '[']) {
+        return pattern.to_string();
+    }
+    let Ok(p) = ImagePath::resolve(&ImagePath::root(), pattern) else {
+        return pattern.to_string();
+    };
+    match p.parent() {
+        Some(dir) if !dir.is_root() => {
+            let real = ImagePath::from_rel_bytes(&t.resolve(dir.as_bytes())).unwrap_or_default();
+            real.join_bytes(p.file_name()).display()
+        }
+        _ => pattern.to_string(),
+    }
+}
+
+/// Where a single file meant for `path` lands on the stage, like a COPY source: symlinks on
+/// the way are followed inside the tree, and an existing directory gets it as `name`.
+fn land(fs: &mut StageFs, path: &ImagePath, name: &[u8]) -> Result<ImagePath, ExecError> {
+    if path.is_root() {
+        return Ok(path.join_bytes(name));
+    }
+    let t = fs.tree()?;
+    let real = ImagePath::from_rel_bytes(&t.resolve(path.as_bytes())).unwrap_or_default();
+    Ok(match t.get(real.as_bytes()) {
+        Some(n) if n.kind == NodeKind::Dir => real.join_bytes(name),
+        _ => real,
+    })
+}
+
+/// How the directories a step creates are written.
+#[derive(Clone, Copy)]
+struct Fresh {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: u64,
+}
+
+/// Gives every entry from `start` on its parent directories in the layer (the writer would
+/// otherwise add them 0755 root:root): those the stage already has keep their mode, owner
+/// and mtime, as BuildKit's MkdirAll leaves existing directories alone; missing ones are
+/// `fresh`. Without a stage (`--link`) every parent is fresh.
+fn add_parents(
+    entries: &mut Vec<Entry>,
+    content: &mut Vec<Option<ContentHash>>,
+    start: usize,
+    mut stage: Option<&mut StageFs>,
+    fresh: Fresh,
+) -> Result<(), ExecError> {
+    let mut present: std::collections::HashSet<Vec<u8>> =
+        entries.iter().map(|e| e.path.as_bytes().to_vec()).collect();
+    let mut missing = Vec::new();
+    for e in &entries[start..] {
+        let mut p = e.path.clone();
+        while let Some(parent) = p.parent() {
+            if parent.is_root() {
+                break;
+            }
+            if present.insert(parent.as_bytes().to_vec()) {
+                missing.push(parent.clone());
+            }
+            p = parent;
+        }
+    }
+    for path in missing {
+        let existing = match stage.as_deref_mut() {
+            Some(fs) => fs
+                .tree()?
+                .get(path.as_bytes())
+                .filter(|n| n.kind == NodeKind::Dir)
+                .cloned(),
+            None => None,
+        };
+        let (mode, uid, gid, mtime) = existing
+            .map_or((fresh.mode, fresh.uid, fresh.gid, fresh.mtime), |n| {
+                (n.mode, n.uid, n.gid, n.mtime)
+            });
+        entries.push(Entry {
+            path,
+            kind: EntryKind::Dir,
+            mode,
+            uid,
+            gid,
+            mtime,
+            xattrs: BTreeMap::new(),
+        });
+        content.push(None);
+    }
+    Ok(())
+}
+
+/// The path of `host` below `root`'s directory (raw bytes).
+fn real_rel(root: &BuildContext, host: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    host.strip_prefix(root.root())
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .unwrap_or_default()
+}
+
+/// A top-level COPY source that is a symlink is followed (BuildKit's FollowSymlinks), and
+/// must stay inside the context; in an image (`--from`) links resolve inside its root.
+/// The entry keeps the name the source was written with.
+fn follow(
+    root: &BuildContext,
+    meta: Option<&Tree>,
+    m: ContextEntry,
+    pattern: &str,
+) -> Result<ContextEntry, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let rel = String::from_utf8_lossy(&m.rel_path).into_owned();
+    let host = match meta {
+        Some(t) => root
+            .root()
+            .join(std::ffi::OsStr::from_bytes(&t.resolve(&m.rel_path))),
+        None => root.resolve_followed(&rel).map_err(|e| match e {
+            crate::context::ContextError::OutsideContext { .. } => {
+                let target = match &m.kind {
+                    CtxKind::Symlink { target } => String::from_utf8_lossy(target).into_owned(),
+                    _ => String::new(),
+                };
+                format!(
+                    "forbidden path outside the build context: {pattern} (symlink {rel} -> {target})"
+                )
+            }
+            other => other.to_string(),
+        })?,
+    };
+    if std::fs::symlink_metadata(&host).is_err() {
+        return Err(format!(
+            "{pattern}: symlink {rel} points to a path that does not exist"
+        ));
+    }
+    root.entry(m.rel_path, host).map_err(|e| e.to_string())
 }
 
 /// Points a selection error at the spec: a glob that matched nothing at its own line, any

@@ -10,6 +10,7 @@ mod files;
 mod pull;
 mod sources;
 mod time;
+mod tree;
 
 pub use base::{base_config, import_image, load_base, load_base_with, BaseImage, ImportedImage};
 pub use files::ResolvedLayer;
@@ -205,14 +206,14 @@ fn build_stage(
     let sources = sources::Sources::prepare(
         stage,
         context,
-        &base,
         built,
         store,
         opts.registry.as_deref(),
         opts.pull,
     )?;
-    // Resolve every layer step first (cheap: stat + cached digests), then write the layers
-    // that the cache lacks, in parallel; the result does not depend on the order of work.
+    // Resolve every layer step first (cheap: stat + cached digests; in order, as each sees
+    // the stage's filesystem as the steps before it left it), then write the layers that the
+    // cache lacks, in parallel; the result does not depend on the order of work.
     let layer_steps: Vec<&crate::plan::LayerStep> = stage
         .steps
         .iter()
@@ -224,10 +225,12 @@ fn build_stage(
             }
         })
         .collect();
+    let mut fs = tree::StageFs::new(&base, store, opts.registry.as_deref(), opts.pull);
     let resolved: Vec<ResolvedLayer> = layer_steps
-        .par_iter()
-        .map(|step| files::resolve(step, &sources, file_cache, opts))
+        .iter()
+        .map(|step| files::resolve(step, &sources, file_cache, opts, &mut fs))
         .collect::<Result<_, _>>()?;
+    drop(fs);
     let layers: Vec<(LayerDigests, bool)> = resolved
         .into_par_iter()
         .map(|r| write_or_reuse(r, store, opts, observer))
@@ -236,8 +239,9 @@ fn build_stage(
 }
 
 /// Resolves a plan's layer steps to their cache keys without writing anything (`lade plan`).
-/// Steps that read other stages, use `--chown`, or download URLs have no key: only a build
-/// knows their inputs.
+/// Steps that read other stages, use `--chown`, download URLs, or look at a base image's
+/// filesystem (COPY without `--link`, WORKDIR, on a stage not from scratch) have no key: only
+/// a build knows their inputs.
 pub fn cache_keys(
     plan: &Plan,
     context: &BuildContext,
@@ -258,26 +262,20 @@ pub fn cache_keys(
                 steps: stage
                     .steps
                     .iter()
-                    .filter(|s| !reads_other_stage(s))
+                    .filter(|s| !needs_build(stage, s))
                     .cloned()
                     .collect(),
                 ..stage.clone()
             };
-            let sources = sources::Sources::prepare(
-                &plain,
-                context,
-                &scratch,
-                &[],
-                store,
-                None,
-                PullPolicy::Never,
-            )?;
+            let sources =
+                sources::Sources::prepare(&plain, context, &[], store, None, PullPolicy::Never)?;
+            let mut fs = tree::StageFs::new(&scratch, store, None, PullPolicy::Never);
             stage
                 .steps
                 .iter()
                 .map(|s| match s {
-                    Step::Layer(l) if !reads_other_stage(s) => {
-                        files::resolve(l, &sources, &file_cache, opts).map(|r| Some(r.key))
+                    Step::Layer(l) if !needs_build(stage, s) => {
+                        files::resolve(l, &sources, &file_cache, opts, &mut fs).map(|r| Some(r.key))
                     }
                     _ => Ok(None),
                 })
@@ -289,14 +287,20 @@ pub fn cache_keys(
 }
 
 /// Whether a step's key needs what only a build has: other stages, the base's accounts
-/// (`--chown`), or downloads (`ADD <URL>`).
-fn reads_other_stage(step: &Step) -> bool {
+/// (`--chown`), downloads (`ADD <URL>`), or the base's filesystem.
+fn needs_build(stage: &crate::plan::Stage, step: &Step) -> bool {
+    use crate::plan::FileSet;
     let Step::Layer(l) = step else { return false };
+    let on_base = !matches!(stage.base, crate::plan::Base::Scratch);
     l.sources.iter().any(|s| match s {
-        crate::plan::FileSet::Copy { from, chown, .. } => {
-            !matches!(from, crate::plan::CopyFrom::Context) || chown.is_some()
+        FileSet::Copy {
+            from, chown, link, ..
+        } => {
+            !matches!(from, crate::plan::CopyFrom::Context) || chown.is_some() || (on_base && !link)
         }
-        crate::plan::FileSet::Url { .. } => true,
+        FileSet::Url { .. } => true,
+        FileSet::Workdir { .. } => on_base,
+        FileSet::Inline { chown, heredoc, .. } => chown.is_some() || (on_base && heredoc.is_some()),
         _ => false,
     })
 }

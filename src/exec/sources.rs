@@ -1,8 +1,9 @@
 //! What a stage's COPY/ADD steps read besides the build context: the filesystems of other
-//! stages and images (extracted once into temp dirs under the store), and the base image's
-//! /etc/passwd and /etc/group for `--chown` names.
+//! stages and images (extracted once into temp dirs under the store, with their metadata
+//! tree: extraction as a normal user loses owners), and the `--chown`/USER name lookups.
 
-use super::{BaseImage, BuiltImage, ExecError};
+use super::tree::Tree;
+use super::{BuiltImage, ExecError};
 use crate::context::BuildContext;
 use crate::image::{media_types, Descriptor};
 use crate::layer::{Compression, ExtractOptions};
@@ -15,10 +16,8 @@ pub struct Sources<'a> {
     pub context: &'a BuildContext,
     /// Where downloads (`ADD <URL>`) go.
     pub store: &'a Store,
-    /// Extracted filesystems, keyed by what COPY --from named.
-    roots: Vec<(CopyFrom, BuildContext, tempfile::TempDir)>,
-    /// (passwd, group) of the stage's base, read when a `--chown` uses names.
-    accounts: Option<(String, String)>,
+    /// Extracted filesystems, keyed by what COPY --from named, with their layers' metadata.
+    roots: Vec<(CopyFrom, BuildContext, Tree, tempfile::TempDir)>,
 }
 
 impl<'a> Sources<'a> {
@@ -26,7 +25,6 @@ impl<'a> Sources<'a> {
     pub fn prepare(
         stage: &Stage,
         context: &'a BuildContext,
-        base: &BaseImage,
         built: &[Option<BuiltImage>],
         store: &'a Store,
         registry: Option<&crate::registry::Client>,
@@ -36,21 +34,14 @@ impl<'a> Sources<'a> {
             context,
             store,
             roots: Vec::new(),
-            accounts: None,
         };
-        let mut wants_names = false;
         for step in &stage.steps {
             let Step::Layer(l) = step else { continue };
             for set in &l.sources {
-                let (from, chown) = match set {
-                    FileSet::Copy { from, chown, .. } => (from, chown),
-                    FileSet::Url { chown, .. } => (&CopyFrom::Context, chown),
-                    _ => continue,
+                let FileSet::Copy { from, .. } = set else {
+                    continue;
                 };
-                wants_names |= chown
-                    .as_deref()
-                    .is_some_and(|c| c.split(':').any(|p| p.parse::<u32>().is_err()));
-                if matches!(from, CopyFrom::Context) || s.roots.iter().any(|(f, _, _)| f == from) {
+                if matches!(from, CopyFrom::Context) || s.roots.iter().any(|(f, ..)| f == from) {
                     continue;
                 }
                 let (layers, origin): (Vec<Descriptor>, _) = match from {
@@ -77,15 +68,9 @@ impl<'a> Sources<'a> {
                     })?;
                 extract_all(&layers, dir.path(), store)?;
                 let ctx = BuildContext::new(dir.path(), &[])?;
-                s.roots.push((from.clone(), ctx, dir));
+                let tree = Tree::from_layers(&layers, store)?;
+                s.roots.push((from.clone(), ctx, tree, dir));
             }
-        }
-        if wants_names {
-            super::fetch_layers(&base.layers, base.origin.as_ref(), store, registry, pull)?;
-            s.accounts = Some((
-                read_from_layers(&base.layers, "/etc/passwd", store)?,
-                read_from_layers(&base.layers, "/etc/group", store)?,
-            ));
         }
         Ok(s)
     }
@@ -97,44 +82,62 @@ impl<'a> Sources<'a> {
                 &self
                     .roots
                     .iter()
-                    .find(|(f, _, _)| f == other)
+                    .find(|(f, ..)| f == other)
                     .expect("prepared")
                     .1
             }
         }
     }
 
-    /// `--chown=user[:group]` to numbers; names through the base's /etc/passwd and /etc/group.
-    pub fn owner(&self, chown: &str) -> Result<(u32, u32), String> {
-        let (user, group) = match chown.split_once(':') {
-            Some((u, g)) => (u, Some(g)),
-            None => (chown, None),
-        };
-        let (passwd, groups) = self
-            .accounts
-            .as_ref()
-            .map(|(p, g)| (p.as_str(), g.as_str()))
-            .unwrap_or(("", ""));
-        let (uid, primary_gid) = match user.parse::<u32>() {
-            Ok(n) => (n, lookup(passwd, user, 2).map(|e| e.3).unwrap_or(n)),
-            Err(_) => {
-                let e = lookup(passwd, user, 0).ok_or_else(|| {
-                    format!("unable to find user {user}: no matching entries in passwd file")
-                })?;
-                (e.2, e.3)
-            }
-        };
-        let gid = match group {
-            None => primary_gid,
-            Some(g) => match g.parse::<u32>() {
-                Ok(n) => n,
-                Err(_) => lookup(groups, g, 0).map(|e| e.2).ok_or_else(|| {
-                    format!("unable to find group {g}: no matching entries in group file")
-                })?,
-            },
-        };
-        Ok((uid, gid))
+    /// The metadata of what `from` holds, when it is an image filesystem (not the context).
+    pub fn meta(&self, from: &CopyFrom) -> Option<&Tree> {
+        self.roots.iter().find(|(f, ..)| f == from).map(|r| &r.2)
     }
+}
+
+/// `user[:group]` (from `--chown` or USER) to numbers, names through the stage's passwd and
+/// group files, as BuildKit's `readUser`: a numeric user without a group gets its own number
+/// as gid (passwd is not consulted), a named user its passwd gid. `strict` (`--chown`) makes
+/// an unknown name an error like docker's; otherwise (WORKDIR's USER) it maps to 0 as
+/// BuildKit does.
+pub fn owner_of(
+    spec: &str,
+    passwd: &str,
+    groups: &str,
+    strict: bool,
+) -> Result<(u32, u32), String> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let (uid, primary_gid) = match user.parse::<u32>() {
+        Ok(n) => (n, n),
+        Err(_) => match lookup(passwd, user, 0) {
+            Some(e) => (e.2, e.3),
+            None if strict => {
+                return Err(format!(
+                    "unable to find user {user}: no matching entries in passwd file"
+                ))
+            }
+            None => (0, 0),
+        },
+    };
+    let gid = match group {
+        None => primary_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => match lookup(groups, g, 0) {
+                Some(e) => e.2,
+                None if strict => {
+                    return Err(format!(
+                        "unable to find group {g}: no matching entries in group file"
+                    ))
+                }
+                None => primary_gid,
+            },
+        },
+    };
+    Ok((uid, gid))
 }
 
 /// Finds the line of a passwd/group file whose `field` (0 = name, 2 = id) equals `key`:
@@ -187,7 +190,11 @@ pub fn extract_all(
 }
 
 /// A file's content in the top-most layer that has it (empty when none does).
-fn read_from_layers(layers: &[Descriptor], path: &str, store: &Store) -> Result<String, ExecError> {
+pub(super) fn read_from_layers(
+    layers: &[Descriptor],
+    path: &str,
+    store: &Store,
+) -> Result<String, ExecError> {
     let p = ImagePath::parse_absolute(path).expect("static path");
     for l in layers.iter().rev() {
         let blob = store.open_blob(&l.digest)?;
@@ -208,25 +215,23 @@ mod tests {
 
     #[test]
     fn chown_names_resolve_through_account_files() {
-        let ctx = BuildContext::new(std::path::Path::new("/"), &[]).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let s = Sources {
-            context: &ctx,
-            store: &store,
-            roots: Vec::new(),
-            accounts: Some((
-                "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/app:/bin/sh\n".into(),
-                "root:x:0:\nstaff:x:50:\n".into(),
-            )),
-        };
-        assert_eq!(s.owner("app"), Ok((1000, 1001)));
-        assert_eq!(s.owner("app:staff"), Ok((1000, 50)));
-        assert_eq!(s.owner("1000"), Ok((1000, 1001)));
-        assert_eq!(s.owner("42:43"), Ok((42, 43)));
-        assert!(s
-            .owner("nobody")
+        let passwd = "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/app:/bin/sh\n";
+        let group = "root:x:0:\nstaff:x:50:\n";
+        let o = |spec| owner_of(spec, passwd, group, true);
+        assert_eq!(o("app"), Ok((1000, 1001)));
+        assert_eq!(o("app:staff"), Ok((1000, 50)));
+        // BuildKit: a numeric user alone is also the gid, whatever passwd says.
+        assert_eq!(o("1000"), Ok((1000, 1000)));
+        assert_eq!(o("42:43"), Ok((42, 43)));
+        assert!(o("nobody")
             .unwrap_err()
             .contains("unable to find user nobody"));
+        assert!(o("app:nogroup").is_err());
+        // USER for WORKDIR: unknown names are root, like BuildKit.
+        assert_eq!(owner_of("ghost", passwd, group, false), Ok((0, 0)));
+        assert_eq!(
+            owner_of("app:ghost", passwd, group, false),
+            Ok((1000, 1001))
+        );
     }
 }

@@ -214,6 +214,15 @@ pub enum FileSet {
         mode: u32,
         uid: u32,
         gid: u32,
+        /// Dockerfile heredoc `--chown` as written (names resolved at exec time; replaces
+        /// uid/gid).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        chown: Option<String>,
+        /// A Dockerfile heredoc's name: the file lands on the stage's filesystem like a COPY
+        /// source (into `path` when that is an existing directory, through symlinks, parents
+        /// kept), not as fresh 0755 root directories.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        heredoc: Option<String>,
     },
     /// Dockerfile COPY/ADD: sources (wildcards allowed) from the context or another stage,
     /// copied with docker's rules (a directory's contents, not the directory itself).
@@ -232,6 +241,12 @@ pub enum FileSet {
         chmod: Option<Chmod>,
         /// ADD: unpack local tar archives into `dest`.
         unpack_archives: bool,
+        /// `--link` (BuildKit's semantics): the files are copied onto an empty tree, so the
+        /// layer does not depend on the stage below: the destination and its parents are not
+        /// looked up (no symlink is followed, an existing directory is not copied into) and
+        /// missing parents are written 0755 with the `--chown` owner.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        link: bool,
         #[serde(skip)]
         origin: Origin,
     },
@@ -247,10 +262,21 @@ pub enum FileSet {
         chown: Option<String>,
         /// `--chmod`, applied to docker's 0600 for URL downloads.
         chmod: Option<Chmod>,
+        /// The download's name (BuildKit's: the URL's last path segment), for when `path`
+        /// turns out to be an existing directory of the stage.
+        #[serde(skip)]
+        file_name: String,
         #[serde(skip)]
         origin: Origin,
     },
-    /// An empty directory (e.g. WORKDIR).
+    /// Dockerfile WORKDIR: the directory and its missing parents, 0755 and owned by `user`
+    /// (the stage's USER, names resolved in its passwd), created only when missing; an
+    /// existing directory keeps its mode and owner.
+    Workdir {
+        path: ImagePath,
+        user: Option<String>,
+    },
+    /// An empty directory.
     Dir {
         path: ImagePath,
         mode: u32,

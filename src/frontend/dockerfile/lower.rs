@@ -533,15 +533,12 @@ fn lower_instruction(
             st.workdir = ImagePath::resolve(&st.workdir, &w)
                 .map_err(|e| cx.error(line, e.to_string(), None))?;
             if !st.workdir.is_root() {
-                let (uid, gid) = st.user.as_deref().and_then(numeric_owner).unwrap_or((0, 0));
                 st.steps.push(Step::Layer(LayerStep {
                     name: format!("WORKDIR {}", st.workdir),
                     created_by: format!("WORKDIR {}", st.workdir),
-                    sources: vec![FileSet::Dir {
+                    sources: vec![FileSet::Workdir {
                         path: st.workdir.clone(),
-                        mode: 0o755,
-                        uid,
-                        gid,
+                        user: st.user.clone(),
                     }],
                 }));
             }
@@ -636,11 +633,6 @@ fn command(st: &StageState, c: &CommandLine) -> Vec<String> {
         v.push(c.args.join(" "));
         v
     }
-}
-
-fn numeric_owner(user: &str) -> Option<(u32, u32)> {
-    let (u, g) = user.split_once(':').unwrap_or((user, user));
-    Some((u.parse().ok()?, g.parse().ok()?))
 }
 
 /// `80` → `80/tcp`; `8000-8002/udp` → each port; invalid → None.
@@ -846,9 +838,11 @@ fn copy_step(
     };
     let dest = ImagePath::resolve(&st.workdir, &dest_raw)
         .map_err(|e| cx.error(line, e.to_string(), None))?;
-    let dest_is_dir = dest_raw.ends_with('/')
-        || dest_raw == "."
-        || sources.len() + urls.len() + c.heredocs.len() > 1;
+    // Whether a destination without `/` is a directory depends on the stage's filesystem
+    // (an existing directory is copied into, as BuildKit does): exec decides for COPY
+    // sources, and refuses several sources into a non-directory.
+    let dest_is_dir = dest_raw.ends_with('/') || dest_raw.ends_with("/.") || dest_raw == ".";
+    let several = dest_is_dir || sources.len() + urls.len() + c.heredocs.len() > 1;
     let chown = c
         .chown
         .as_ref()
@@ -878,12 +872,15 @@ fn copy_step(
             chown: chown.clone(),
             chmod: chmod.clone(),
             unpack_archives: add,
+            // BuildKit links only without --chmod.
+            link: c.link && c.chmod.is_none(),
             origin: format!("{}:{}", cx.file, line),
         });
     }
     for url in urls {
-        let path = if dest_is_dir {
-            dest.join_bytes(url_file_name(&url).as_bytes())
+        let file_name = url_file_name(&url);
+        let path = if several {
+            dest.join_bytes(file_name.as_bytes())
         } else {
             dest.clone()
         };
@@ -893,22 +890,24 @@ fn copy_step(
             checksum: checksum.clone(),
             chown: chown.clone(),
             chmod: chmod.clone(),
+            file_name,
             origin: format!("{}:{}:1", cx.file, line),
         });
     }
     for (name, content) in &c.heredocs {
-        let path = if dest_is_dir {
+        let path = if several {
             dest.join_bytes(name.as_bytes())
         } else {
             dest.clone()
         };
-        let (uid, gid) = chown.as_deref().and_then(numeric_owner).unwrap_or((0, 0));
         sets.push(FileSet::Inline {
             path,
             content: content.clone().into_bytes(),
             mode: chmod.as_ref().map_or(0o644, |c| c.apply(0o644, false)),
-            uid,
-            gid,
+            uid: 0,
+            gid: 0,
+            chown: chown.clone(),
+            heredoc: Some(name.clone()),
         });
     }
     let keyword = if add { "ADD" } else { "COPY" };

@@ -432,6 +432,8 @@ impl Lowerer<'_> {
             mode: 0o644,
             uid: 0,
             gid: 0,
+            chown: None,
+            heredoc: None,
         };
         Ok(vec![
             self.layer(DEPENDENCIES, dep_layer(false)),

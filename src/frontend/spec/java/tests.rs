@@ -94,7 +94,7 @@ fn summary(plan: &Plan) -> Vec<(String, Vec<String>)> {
                         lines.push(format!("{path} = {}", String::from_utf8_lossy(content)))
                     }
                     FileSet::Dir { path, .. } => lines.push(format!("dir {path}")),
-                    FileSet::Copy { .. } | FileSet::Url { .. } => {
+                    FileSet::Copy { .. } | FileSet::Url { .. } | FileSet::Workdir { .. } => {
                         unreachable!("the java preset copies no Dockerfile sources")
                     }
                 }

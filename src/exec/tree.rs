@@ -1,0 +1,529 @@
+//! A metadata-only view of an image filesystem (type, mode, owner, mtime per path), built
+//! from layer listings with whiteouts applied. COPY/ADD/WORKDIR consult the stage's tree the
+//! way BuildKit's file ops see the mounted snapshot: whether a destination is an existing
+//! directory, which parents exist (and keep their metadata), where symlinks lead. It is also
+//! how files copied out of another image or an ADD archive keep their modes and owners.
+
+use super::ExecError;
+use crate::image::Descriptor;
+use crate::layer::{Entry, EntryKind, TarEntryInfo, TarKind};
+use crate::store::Store;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeKind {
+    Dir,
+    File,
+    Symlink(Vec<u8>),
+    /// Devices, FIFOs.
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub kind: NodeKind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: u64,
+}
+
+/// Paths are image paths without the leading `/`; the root is always a directory.
+#[derive(Debug, Default, Clone)]
+pub struct Tree {
+    nodes: BTreeMap<Vec<u8>, Node>,
+}
+
+const WH: &[u8] = b".wh.";
+const OPAQUE: &[u8] = b".wh..wh..opq";
+const MAX_LINKS: usize = 40;
+
+impl Tree {
+    /// The filesystem `layers` produce, in order. Each layer's listing is kept in the step
+    /// cache (it depends on the blob's digest only), so a blob is read once per store; the
+    /// blobs of layers without a cached listing must be in the store.
+    pub fn from_layers(layers: &[Descriptor], store: &Store) -> Result<Tree, ExecError> {
+        let mut t = Tree::default();
+        for l in layers {
+            t.apply_members(&layer_members(l, store)?);
+        }
+        Ok(t)
+    }
+
+    /// Applies one tar (a layer, an ADD archive): its whiteouts hide what was there, then its
+    /// members land.
+    pub fn apply_tar(&mut self, infos: Vec<TarEntryInfo>) {
+        let members: Vec<Member> = infos.into_iter().map(Member::from).collect();
+        self.apply_members(&members);
+    }
+
+    fn apply_members(&mut self, members: &[Member]) {
+        for m in members {
+            let (dir, name) = split(&m.path);
+            if name == OPAQUE {
+                self.remove_below(dir);
+            } else if let Some(hidden) = name.strip_prefix(WH) {
+                self.remove(&join(dir, hidden));
+            }
+        }
+        for m in members {
+            let p = m.path.as_slice();
+            if p.is_empty() || split(p).1.starts_with(WH) {
+                continue;
+            }
+            let kind = match m.kind {
+                b'd' => NodeKind::Dir,
+                b'f' => NodeKind::File,
+                b'l' => NodeKind::Symlink(m.target.clone()),
+                b'h' => {
+                    // A hard link is the file it names, metadata included.
+                    let target =
+                        crate::path::ImagePath::from_rel_bytes(&m.target).unwrap_or_default();
+                    if let Some(n) = self.nodes.get(target.as_bytes()).cloned() {
+                        self.insert(p, n);
+                    }
+                    continue;
+                }
+                _ => NodeKind::Other,
+            };
+            self.insert(
+                p,
+                Node {
+                    kind,
+                    mode: m.mode & 0o7777,
+                    uid: m.uid,
+                    gid: m.gid,
+                    mtime: m.mtime,
+                },
+            );
+        }
+    }
+
+    /// Records what a layer lade writes puts at each path.
+    pub fn apply_entries(&mut self, entries: &[Entry]) {
+        for e in entries {
+            let kind = match &e.kind {
+                EntryKind::Dir => NodeKind::Dir,
+                EntryKind::File { .. } | EntryKind::Hardlink { .. } => NodeKind::File,
+                EntryKind::Symlink { target } => NodeKind::Symlink(target.clone()),
+                EntryKind::Whiteout => {
+                    self.remove(e.path.as_bytes());
+                    continue;
+                }
+                EntryKind::OpaqueWhiteout => {
+                    self.remove_below(e.path.as_bytes());
+                    continue;
+                }
+            };
+            self.insert(
+                e.path.as_bytes(),
+                Node {
+                    kind,
+                    mode: e.mode & 0o7777,
+                    uid: e.uid,
+                    gid: e.gid,
+                    mtime: e.mtime,
+                },
+            );
+        }
+    }
+
+    /// Puts `node` at `path`; a non-directory replaces whatever was below the path.
+    pub fn insert(&mut self, path: &[u8], node: Node) {
+        if path.is_empty() {
+            return;
+        }
+        if node.kind != NodeKind::Dir {
+            self.remove_below(path);
+        }
+        self.nodes.insert(path.to_vec(), node);
+    }
+
+    fn remove(&mut self, path: &[u8]) {
+        self.nodes.remove(path);
+        self.remove_below(path);
+    }
+
+    fn remove_below(&mut self, dir: &[u8]) {
+        if dir.is_empty() {
+            self.nodes.clear();
+            return;
+        }
+        let mut lo = dir.to_vec();
+        lo.push(b'/');
+        let mut hi = dir.to_vec();
+        hi.push(b'/' + 1);
+        let doomed: Vec<Vec<u8>> = self.nodes.range(lo..hi).map(|(k, _)| k.clone()).collect();
+        for k in doomed {
+            self.nodes.remove(&k);
+        }
+    }
+
+    /// The node at `path` exactly as stored (symlinks not followed). The root is a 0755 dir.
+    pub fn get(&self, path: &[u8]) -> Option<&Node> {
+        static ROOT: Node = Node {
+            kind: NodeKind::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        };
+        if path.is_empty() {
+            return Some(&ROOT);
+        }
+        self.nodes.get(path)
+    }
+
+    /// `path` with every symlink on the way followed inside the tree, as containerd's
+    /// `fs.RootPath` does for BuildKit: absolute targets count from the root and `..` stops
+    /// at it, so the result never leaves the tree. Components that do not exist are kept.
+    pub fn resolve(&self, path: &[u8]) -> Vec<u8> {
+        let mut todo: Vec<Vec<u8>> = path
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .rev()
+            .map(<[u8]>::to_vec)
+            .collect();
+        let mut done: Vec<Vec<u8>> = Vec::new();
+        let mut links = 0;
+        while let Some(c) = todo.pop() {
+            match c.as_slice() {
+                b"." => continue,
+                b".." => {
+                    done.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            done.push(c);
+            let here = done.join(&b'/');
+            if let Some(Node {
+                kind: NodeKind::Symlink(target),
+                ..
+            }) = self.nodes.get(&here)
+            {
+                links += 1;
+                if links > MAX_LINKS {
+                    break;
+                }
+                done.pop();
+                if target.starts_with(b"/") {
+                    done.clear();
+                }
+                todo.extend(
+                    target
+                        .split(|&b| b == b'/')
+                        .filter(|c| !c.is_empty())
+                        .rev()
+                        .map(<[u8]>::to_vec),
+                );
+            }
+        }
+        done.join(&b'/')
+    }
+}
+
+/// The filesystem a stage's steps build on: its base image's layers (read only when a step
+/// asks, so a registry base is downloaded only for decisions that need it) plus what the
+/// stage's earlier steps wrote.
+pub struct StageFs<'a> {
+    base: &'a super::BaseImage,
+    store: &'a Store,
+    registry: Option<&'a crate::registry::Client>,
+    pull: super::PullPolicy,
+    tree: Option<Tree>,
+    /// Entries recorded before the base tree was needed, applied when it is.
+    pending: Vec<Entry>,
+    /// /etc/passwd and /etc/group as this stage last wrote them.
+    passwd: Option<crate::layer::FileSource>,
+    group: Option<crate::layer::FileSource>,
+    base_accounts: Option<(String, String)>,
+}
+
+impl<'a> StageFs<'a> {
+    pub fn new(
+        base: &'a super::BaseImage,
+        store: &'a Store,
+        registry: Option<&'a crate::registry::Client>,
+        pull: super::PullPolicy,
+    ) -> Self {
+        StageFs {
+            base,
+            store,
+            registry,
+            pull,
+            tree: None,
+            pending: Vec::new(),
+            passwd: None,
+            group: None,
+            base_accounts: None,
+        }
+    }
+
+    /// The stage's tree as the next step sees it.
+    pub fn tree(&mut self) -> Result<&Tree, ExecError> {
+        if self.tree.is_none() {
+            let unlisted: Vec<Descriptor> = self
+                .base
+                .layers
+                .iter()
+                .filter(|l| !listing_cached(l, self.store))
+                .cloned()
+                .collect();
+            super::fetch_layers(
+                &unlisted,
+                self.base.origin.as_ref(),
+                self.store,
+                self.registry,
+                self.pull,
+            )?;
+            let mut t = Tree::from_layers(&self.base.layers, self.store)?;
+            t.apply_entries(&std::mem::take(&mut self.pending));
+            self.tree = Some(t);
+        }
+        Ok(self.tree.as_ref().expect("just built"))
+    }
+
+    /// What a step's layer adds, for the steps after it.
+    pub fn record(&mut self, entries: &[Entry]) {
+        for e in entries {
+            let slot = match e.path.as_bytes() {
+                b"etc/passwd" => &mut self.passwd,
+                b"etc/group" => &mut self.group,
+                _ => continue,
+            };
+            *slot = match &e.kind {
+                EntryKind::File { source, .. } => Some(source.clone()),
+                _ => None,
+            };
+        }
+        match &mut self.tree {
+            Some(t) => t.apply_entries(entries),
+            None => self.pending.extend(entries.iter().cloned()),
+        }
+    }
+
+    /// `user[:group]` to numbers against the stage's account files (see `owner_of`).
+    pub fn owner(&mut self, spec: &str, strict: bool) -> Result<(u32, u32), String> {
+        let named = spec.split(':').any(|p| p.parse::<u32>().is_err());
+        if !named {
+            return super::sources::owner_of(spec, "", "", strict);
+        }
+        let read = |s: &crate::layer::FileSource| match s {
+            crate::layer::FileSource::Bytes(b) => Ok(String::from_utf8_lossy(b).into_owned()),
+            crate::layer::FileSource::Host(p) => std::fs::read(p)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .map_err(|e| format!("{}: {e}", p.display())),
+        };
+        if self.base_accounts.is_none() && (self.passwd.is_none() || self.group.is_none()) {
+            let load = || -> Result<(String, String), ExecError> {
+                super::fetch_layers(
+                    &self.base.layers,
+                    self.base.origin.as_ref(),
+                    self.store,
+                    self.registry,
+                    self.pull,
+                )?;
+                Ok((
+                    super::sources::read_from_layers(&self.base.layers, "/etc/passwd", self.store)?,
+                    super::sources::read_from_layers(&self.base.layers, "/etc/group", self.store)?,
+                ))
+            };
+            self.base_accounts = Some(load().map_err(|e| e.to_string())?);
+        }
+        let (bp, bg) = self.base_accounts.clone().unwrap_or_default();
+        let passwd = self.passwd.as_ref().map(read).transpose()?.unwrap_or(bp);
+        let group = self.group.as_ref().map(read).transpose()?.unwrap_or(bg);
+        super::sources::owner_of(spec, &passwd, &group, strict)
+    }
+}
+
+/// One tar member as the tree needs it; `kind` is `d`, `f`, `l`, `h` or `o` (other).
+struct Member {
+    path: Vec<u8>,
+    kind: u8,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: u64,
+    target: Vec<u8>,
+}
+
+impl From<TarEntryInfo> for Member {
+    fn from(i: TarEntryInfo) -> Member {
+        Member {
+            path: i.path.as_bytes().to_vec(),
+            kind: match i.kind {
+                TarKind::Dir => b'd',
+                TarKind::File => b'f',
+                TarKind::Symlink => b'l',
+                TarKind::Hardlink => b'h',
+                _ => b'o',
+            },
+            mode: i.mode,
+            uid: i.uid as u32,
+            gid: i.gid as u32,
+            mtime: i.mtime.max(0) as u64,
+            target: i.link_target.unwrap_or_default(),
+        }
+    }
+}
+
+/// The step-cache key of a layer's listing.
+fn listing_key(l: &Descriptor) -> crate::digest::Digest {
+    crate::plan::cache_key(&("lade-tree-listing-v1", l.digest.to_string()), None, &[])
+}
+
+/// Whether `l`'s listing is cached (its blob need not be fetched for the tree).
+pub fn listing_cached(l: &Descriptor, store: &Store) -> bool {
+    store.step_get::<String>(&listing_key(l)).is_some()
+}
+
+/// A layer's members, from the cache or by reading the blob (and then cached). The cached
+/// form is one line per member: kind, octal mode, uid, gid, mtime, hex path, hex target.
+fn layer_members(l: &Descriptor, store: &Store) -> Result<Vec<Member>, ExecError> {
+    let key = listing_key(l);
+    if let Some(text) = store.step_get::<String>(&key) {
+        let parsed: Option<Vec<Member>> = text
+            .lines()
+            .map(|line| {
+                let f: Vec<&str> = line.split('\t').collect();
+                let [kind, mode, uid, gid, mtime, path, target] = f.as_slice() else {
+                    return None;
+                };
+                Some(Member {
+                    kind: *kind.as_bytes().first()?,
+                    mode: u32::from_str_radix(mode, 8).ok()?,
+                    uid: uid.parse().ok()?,
+                    gid: gid.parse().ok()?,
+                    mtime: mtime.parse().ok()?,
+                    path: hex::decode(path).ok()?,
+                    target: hex::decode(target).ok()?,
+                })
+            })
+            .collect();
+        if let Some(members) = parsed {
+            return Ok(members);
+        }
+    }
+    let blob = store.open_blob(&l.digest)?;
+    let members: Vec<Member> = crate::layer::list_layer(
+        std::io::BufReader::new(blob),
+        super::sources::compression_of(&l.media_type),
+    )?
+    .into_iter()
+    .map(Member::from)
+    .collect();
+    let mut text = String::new();
+    for m in &members {
+        text.push_str(&format!(
+            "{}\t{:o}\t{}\t{}\t{}\t{}\t{}\n",
+            m.kind as char,
+            m.mode,
+            m.uid,
+            m.gid,
+            m.mtime,
+            hex::encode(&m.path),
+            hex::encode(&m.target)
+        ));
+    }
+    store.step_put(&key, &text)?;
+    Ok(members)
+}
+
+fn split(p: &[u8]) -> (&[u8], &[u8]) {
+    match p.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&p[..i], &p[i + 1..]),
+        None => (b"", p),
+    }
+}
+
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    if dir.is_empty() {
+        name.to_vec()
+    } else {
+        [dir, b"/", name].concat()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(kind: NodeKind) -> Node {
+        Node {
+            kind,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        }
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_tree() {
+        let mut t = Tree::default();
+        t.insert(b"run", node(NodeKind::Dir));
+        t.insert(b"var", node(NodeKind::Dir));
+        t.insert(b"var/run", node(NodeKind::Symlink(b"../run".to_vec())));
+        t.insert(b"lib", node(NodeKind::Symlink(b"/usr/lib".to_vec())));
+        t.insert(b"up", node(NodeKind::Symlink(b"../../../x".to_vec())));
+        assert_eq!(t.resolve(b"var/run/app"), b"run/app");
+        assert_eq!(t.resolve(b"lib/foo"), b"usr/lib/foo");
+        assert_eq!(t.resolve(b"up"), b"x");
+        t.insert(b"loop", node(NodeKind::Symlink(b"loop".to_vec())));
+        let _ = t.resolve(b"loop/a");
+    }
+
+    #[test]
+    fn layer_listings_are_cached_by_digest() {
+        use crate::layer::{write_layer, Compression, LayerOptions};
+        use crate::path::ImagePath;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let entry = |p: &str, kind: EntryKind, mode: u32| Entry {
+            path: ImagePath::parse_absolute(p).unwrap(),
+            kind,
+            mode,
+            uid: 7,
+            gid: 8,
+            mtime: 99,
+            xattrs: BTreeMap::new(),
+        };
+        let entries = vec![
+            entry("/tmp", EntryKind::Dir, 0o1777),
+            entry(
+                "/lib",
+                EntryKind::Symlink {
+                    target: b"usr/lib".to_vec(),
+                },
+                0o777,
+            ),
+        ];
+        let (tar, _) =
+            write_layer(entries, LayerOptions::new(Compression::None, 0), Vec::new()).unwrap();
+        let digest = store.put_bytes(&tar).unwrap();
+        let l = Descriptor::new(
+            crate::image::media_types::OCI_LAYER_TAR,
+            digest.clone(),
+            tar.len() as u64,
+        );
+        let first = Tree::from_layers(std::slice::from_ref(&l), &store).unwrap();
+        assert!(listing_cached(&l, &store));
+        std::fs::remove_file(store.blob_path(&digest)).unwrap();
+        let again = Tree::from_layers(&[l], &store).unwrap();
+        let tmp = again.get(b"tmp").unwrap();
+        assert_eq!((tmp.mode, tmp.uid, tmp.gid, tmp.mtime), (0o1777, 7, 8, 99));
+        assert_eq!(again.resolve(b"lib/x"), b"usr/lib/x");
+        assert_eq!(first.nodes, again.nodes);
+    }
+
+    #[test]
+    fn a_file_replacing_a_directory_hides_its_contents() {
+        let mut t = Tree::default();
+        t.insert(b"a", node(NodeKind::Dir));
+        t.insert(b"a/b", node(NodeKind::File));
+        t.insert(b"a", node(NodeKind::File));
+        assert!(t.get(b"a/b").is_none());
+    }
+}

@@ -1,0 +1,495 @@
+//! COPY/ADD/WORKDIR against the stage's filesystem, as BuildKit does them: an existing
+//! directory destination is copied into, parents keep the base's metadata (`--link` does not
+//! look), WORKDIR leaves existing directories alone and creates missing ones as USER,
+//! top-level symlink sources are followed inside the context, several sources need a
+//! directory, `--chown` names come from the stage's own passwd, and files from images and
+//! ADD archives keep their modes, owners and mtimes. Built on a local busybox base whose
+//! layer has a 1777 /tmp, a home owned by 1000 and symlinked directories.
+
+mod common;
+
+use serde_json::Value;
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn lade_cmd() -> assert_cmd::Command {
+    common::lade(&std::env::temp_dir().join("lade-test-unused-cache"))
+}
+
+fn sh(script: &str) {
+    let o = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A busybox base in an OCI layout (tag `1`): one layer from a tar made with GNU tar, so the
+/// base has what lade's own normalised context copies never produce: /tmp 1777,
+/// /home/app 0750 owned 1000:1000, /var/run -> ../run, /lib -> usr/lib, and a 0600 file of
+/// uid 1000 with a fixed mtime; /alib -> /usr/lib and /usr/bin/bb -> /bin/busybox are
+/// absolute links.
+fn base(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for d in [
+        "bin", "etc", "tmp", "home/app", "run", "var", "usr/lib", "usr/bin",
+    ] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for tool in ["sh", "ls", "cat", "stat"] {
+        symlink("busybox", root.join("bin").join(tool)).unwrap();
+    }
+    symlink("../run", root.join("var/run")).unwrap();
+    symlink("usr/lib", root.join("lib")).unwrap();
+    // Absolute links, as images have them (the context refuses those).
+    symlink("/usr/lib", root.join("alib")).unwrap();
+    symlink("/bin/busybox", root.join("usr/bin/bb")).unwrap();
+    fs::write(root.join("usr/lib/libx.so"), "elf\n").unwrap();
+    fs::set_permissions(
+        root.join("usr/lib/libx.so"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(root.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
+    fs::write(root.join("home/app/secret"), "s\n").unwrap();
+    fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::set_permissions(root.join("home/app"), fs::Permissions::from_mode(0o750)).unwrap();
+    fs::set_permissions(
+        root.join("home/app/secret"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let r = root.display();
+    sh(&format!(
+        "chown -R 1000:1000 {r}/home/app && touch -h -d @1000000000 {r}/home/app/secret && \
+         tar --numeric-owner -C {r} -cf {dir}/rootfs.tar .",
+        dir = dir.display()
+    ));
+    let ctx = dir.join("base-ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::rename(dir.join("rootfs.tar"), ctx.join("rootfs.tar")).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nADD rootfs.tar /\nENV PATH=/bin\nCMD [\"/bin/sh\"]\n",
+    )
+    .unwrap();
+    let layout = dir.join("base");
+    lade_cmd()
+        .args(["build", "--progress", "quiet", "--cache-dir"])
+        .arg(dir.join("cache"))
+        .arg("--output")
+        .arg(format!("type=oci-layout,dest={}", layout.display()))
+        .args(["-t", "base:1"])
+        .arg(&ctx)
+        .assert()
+        .success();
+    layout
+}
+
+/// Builds `ctx` into a docker archive (`tmp/image.tar`) and lists every layer with
+/// `tar -tv --numeric-owner`, one listing per layer (base layers first).
+fn build(ctx: &Path, tmp: &Path) -> (PathBuf, Vec<String>) {
+    let out = tmp.join("image.tar");
+    let meta = tmp.join("meta.json");
+    let o = lade_cmd()
+        .args(["build", "--progress", "quiet", "--cache-dir"])
+        .arg(tmp.join("cache"))
+        .arg("--output")
+        .arg(format!("type=docker,dest={}", out.display()))
+        .args(["-t", "lade-test/copy-tree:1"])
+        .arg("--metadata-file")
+        .arg(&meta)
+        .arg(ctx)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "lade build failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let meta: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    let layers = meta["lade.layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let hex = l["digest"].as_str().unwrap().trim_start_matches("sha256:");
+            let o = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "tar -xOf '{}' blobs/sha256/{hex} | tar -tvz --numeric-owner -f -",
+                    out.display()
+                ))
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        })
+        .collect();
+    (out, layers)
+}
+
+/// `mode owner` of `path` in a `tar -tv` listing, None when absent.
+fn attrs(listing: &str, path: &str) -> Option<String> {
+    listing.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // mode owner size date time path [-> target]
+        let name = f.get(5)?;
+        (*name == path).then(|| format!("{} {}", f[0], f[1]))
+    })
+}
+
+#[track_caller]
+fn assert_attrs(listing: &str, path: &str, want: &str) {
+    assert_eq!(
+        attrs(listing, path).as_deref(),
+        Some(want),
+        "{path} in:\n{listing}"
+    );
+}
+
+fn build_error(ctx: &Path, dockerfile: &str) -> String {
+    fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    let out = ctx.join("../err-out.tar");
+    let o = lade_cmd()
+        .args(["build", "--progress", "quiet", "--cache-dir"])
+        .arg(ctx.join("../err-cache"))
+        .arg("--output")
+        .arg(format!("type=oci,dest={}", out.display()))
+        .arg(ctx)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected an error for {dockerfile:?}"
+    );
+    assert!(!out.exists());
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn destinations_and_parents_follow_the_stage_filesystem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = base(tmp.path());
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("a.txt"), "a\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM oci:{}:1\n\
+             COPY a.txt /tmp\n\
+             COPY a.txt /home/app/sub/\n\
+             COPY --link a.txt /home/app/linked/\n\
+             COPY a.txt /var/run/x.txt\n\
+             COPY a.txt /lib/y.txt\n\
+             WORKDIR /tmp\n\
+             USER app\n\
+             WORKDIR /data/www\n\
+             COPY <<EOF /tmp\nhello\nEOF\n\
+             COPY --link --chmod=644 a.txt /tmp/m/\n",
+            base.display()
+        ),
+    )
+    .unwrap();
+    let (archive, layers) = build(&ctx, tmp.path());
+    assert_eq!(layers.len(), 1 + 9, "{layers:#?}");
+    let own = &layers[1..];
+    // 1. An existing directory without a trailing slash is copied into; /tmp stays 1777.
+    assert_attrs(&own[0], "tmp/a.txt", "-rw-r--r-- 0/0");
+    assert_attrs(&own[0], "tmp/", "drwxrwxrwt 0/0");
+    assert!(attrs(&own[0], "tmp").is_none(), "{}", own[0]);
+    // 2. Existing parents keep mode and owner; the missing one is fresh 0755.
+    assert_attrs(&own[1], "home/", "drwxr-xr-x 0/0");
+    assert_attrs(&own[1], "home/app/", "drwxr-x--- 1000/1000");
+    assert_attrs(&own[1], "home/app/sub/", "drwxr-xr-x 0/0");
+    // --link looks at nothing below: its parents are its own, 0755 root, and they win over
+    // the base's when the layer is applied (BuildKit's documented behaviour, moby#44956).
+    assert_attrs(&own[2], "home/app/", "drwxr-xr-x 0/0");
+    assert_attrs(&own[2], "home/app/linked/a.txt", "-rw-r--r-- 0/0");
+    // Symlinked parents are followed inside the image, never replaced by directories.
+    assert_attrs(&own[3], "run/x.txt", "-rw-r--r-- 0/0");
+    assert!(!own[3].contains("var/"), "{}", own[3]);
+    assert_attrs(&own[4], "usr/lib/y.txt", "-rw-r--r-- 0/0");
+    assert!(attrs(&own[4], "lib/").is_none(), "{}", own[4]);
+    // 3. WORKDIR on an existing directory changes nothing; a missing one is created as USER.
+    assert_eq!(own[5].trim(), "", "WORKDIR /tmp layer: {}", own[5]);
+    assert_attrs(&own[6], "data/", "drwxr-xr-x 1000/1000");
+    assert_attrs(&own[6], "data/www/", "drwxr-xr-x 1000/1000");
+    // A heredoc lands like a COPY source: into the existing directory, its mode kept.
+    assert_attrs(&own[7], "tmp/EOF", "-rw-r--r-- 0/0");
+    assert_attrs(&own[7], "tmp/", "drwxrwxrwt 0/0");
+    // BuildKit links only without --chmod: this copy looks at the stage again. The parent it
+    // creates gets the octal --chmod, as BuildKit's MkdirAll does.
+    assert_attrs(&own[8], "tmp/", "drwxrwxrwt 0/0");
+    assert_attrs(&own[8], "tmp/m/", "drw-r--r-- 0/0");
+    assert_attrs(&own[8], "tmp/m/a.txt", "-rw-r--r-- 0/0");
+
+    if common::services().is_some() {
+        let tag = "lade-test/copy-tree:1";
+        let load = common::docker(&["load", "-i", archive.to_str().unwrap()]);
+        assert!(
+            load.status.success(),
+            "{}",
+            String::from_utf8_lossy(&load.stderr)
+        );
+        let out = common::docker(&[
+            "run", "--rm", "--network", "none", "--user", "0", tag, "sh", "-c",
+            "stat -c '%a %u %n' /tmp /home/app /data/www && cat /tmp/a.txt /run/x.txt && ls -l /var/run /lib | cut -c1",
+        ]);
+        common::docker(&["rmi", "-f", tag]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.starts_with("1777 0 /tmp\n755 0 /home/app\n755 1000 /data/www\na\na\nl\nl"),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn several_sources_need_a_directory_destination() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = base(tmp.path());
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("a.jar"), "a").unwrap();
+    fs::write(ctx.join("b.jar"), "b").unwrap();
+    let from = format!("FROM oci:{}:1\n", base.display());
+    for (copy, line) in [
+        ("COPY a.jar b.jar /app.jar\n", 2),
+        ("COPY *.jar app.jar\n", 2),
+        ("ADD *.jar /opt/app\n", 2),
+    ] {
+        let err = build_error(&ctx, &format!("{from}{copy}"));
+        assert!(err.contains(&format!("Dockerfile:{line}")), "{err}");
+        assert!(
+            err.contains(
+                "more than one source file, the destination must be a directory and end with a /"
+            ),
+            "{err}"
+        );
+    }
+    // Into an existing directory (no slash needed) or one ending in `/`: fine.
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("{from}COPY *.jar /tmp\nCOPY a.jar b.jar /opt/\nCOPY a.jar /one.jar\n"),
+    )
+    .unwrap();
+    let (_, layers) = build(&ctx, tmp.path());
+    assert!(attrs(&layers[1], "tmp/a.jar").is_some() && attrs(&layers[1], "tmp/b.jar").is_some());
+    assert!(attrs(&layers[2], "opt/b.jar").is_some());
+    assert_attrs(&layers[3], "one.jar", "-rw-r--r-- 0/0");
+}
+
+#[test]
+fn top_level_symlinks_are_followed_inside_the_context_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(ctx.join("dir/real")).unwrap();
+    fs::write(ctx.join("real.txt"), "real\n").unwrap();
+    fs::write(ctx.join("dir/real/f"), "f\n").unwrap();
+    symlink("real.txt", ctx.join("link.txt")).unwrap();
+    symlink("real", ctx.join("dir/inner")).unwrap();
+    symlink("dir", ctx.join("dirlink")).unwrap();
+    fs::write(tmp.path().join("outside.txt"), "secret\n").unwrap();
+    fs::create_dir_all(tmp.path().join("outside-dir")).unwrap();
+    fs::write(tmp.path().join("outside-dir/s"), "secret\n").unwrap();
+    symlink("../outside.txt", ctx.join("out.txt")).unwrap();
+    symlink("../outside-dir", ctx.join("outdir")).unwrap();
+    symlink("/etc/hostname", ctx.join("abs")).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY link.txt /f/\nCOPY link.txt /g.txt\nCOPY dirlink /d/\n",
+    )
+    .unwrap();
+    let (_, layers) = build(&ctx, tmp.path());
+    assert_attrs(&layers[0], "f/link.txt", "-rw-r--r-- 0/0");
+    assert_attrs(&layers[1], "g.txt", "-rw-r--r-- 0/0");
+    // Inside a copied directory a symlink stays a link.
+    assert_attrs(&layers[2], "d/inner", "lrwxrwxrwx 0/0");
+    assert_attrs(&layers[2], "d/real/f", "-rw-r--r-- 0/0");
+
+    for src in ["out.txt", "outdir", "abs"] {
+        let err = build_error(
+            &ctx,
+            &format!("FROM scratch\nCOPY a b\nCOPY {src} /x/\n").replace("COPY a b\n", ""),
+        );
+        assert!(err.contains("Dockerfile:2"), "{src}: {err}");
+        assert!(
+            err.contains("forbidden path outside the build context"),
+            "{src}: {err}"
+        );
+    }
+}
+
+#[test]
+fn chown_owners_come_from_the_stage_account_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = base(tmp.path());
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("a.txt"), "a\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM oci:{}:1\n\
+             COPY --chown=1234 a.txt /o1\n\
+             COPY <<EOF /etc/passwd\nroot:x:0:0:root:/root:/bin/sh\nsvc:x:2000:2001::/srv:/bin/sh\nEOF\n\
+             COPY <<EOF /etc/group\nroot:x:0:\nsvc:x:2001:\nops:x:3000:\nEOF\n\
+             COPY --chown=svc:ops a.txt /o2\n\
+             COPY --chown=svc <<EOF /o3\nhi\nEOF\n\
+             USER svc\n\
+             WORKDIR /w\n",
+            base.display()
+        ),
+    )
+    .unwrap();
+    let (_, layers) = build(&ctx, tmp.path());
+    let own = &layers[1..];
+    // BuildKit: a numeric user without a group is its own gid.
+    assert_attrs(&own[0], "o1", "-rw-r--r-- 1234/1234");
+    assert_attrs(&own[3], "o2", "-rw-r--r-- 2000/3000");
+    assert_attrs(&own[4], "o3", "-rw-r--r-- 2000/2001");
+    assert_attrs(&own[5], "w/", "drwxr-xr-x 2000/2001");
+
+    let err = build_error(
+        &ctx,
+        &format!("FROM oci:{}:1\nCOPY --chown=svc a.txt /o\n", base.display()),
+    );
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("unable to find user svc"),
+        "{err}"
+    );
+}
+
+#[test]
+fn files_from_images_and_archives_keep_modes_owners_and_mtimes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = base(tmp.path());
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(ctx.join("src/pkg")).unwrap();
+    fs::write(ctx.join("src/pkg/run.sh"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(
+        ctx.join("src/pkg/run.sh"),
+        fs::Permissions::from_mode(0o4750),
+    )
+    .unwrap();
+    let c = ctx.display();
+    sh(&format!(
+        "tar -C {c}/src --owner=7 --group=8 --mtime=@1200000000 -cf {c}/pkg.tar pkg && \
+         zstd -q {c}/pkg.tar -o {c}/pkg.tar.zst"
+    ));
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM oci:{b}:1 AS src\n\
+             FROM oci:{b}:1\n\
+             COPY --from=src /home/app /copied/\n\
+             COPY --from=oci:{b}:1 /home/app/secret /img-secret\n\
+             ADD pkg.tar /plain/\n\
+             ADD pkg.tar.zst /zst/\n\
+             ADD --chown=9:9 pkg.tar /owned/\n\
+             COPY src/pkg/run.sh /ctx.sh\n\
+             COPY --from=src /alib/libx.so /libx.so\n\
+             COPY --from=src /usr/bin/bb /bb\n",
+            b = base.display()
+        ),
+    )
+    .unwrap();
+    let (_, layers) = build(&ctx, tmp.path());
+    let own = &layers[1..];
+    let line = |l: &str, p: &str| {
+        l.lines()
+            .find(|x| x.ends_with(&format!(" {p}")))
+            .unwrap_or_else(|| panic!("{p} missing from {l}"))
+            .to_string()
+    };
+    // --from: mode, owner and mtime of the source image.
+    assert_attrs(&own[0], "copied/secret", "-rw------- 1000/1000");
+    assert!(
+        line(&own[0], "copied/secret").contains("2001-09-09"),
+        "{}",
+        own[0]
+    );
+    assert_attrs(&own[1], "img-secret", "-rw------- 1000/1000");
+    // ADD archives (plain and zstd): as the tar says.
+    for (l, dir) in [(&own[2], "plain"), (&own[3], "zst")] {
+        assert_attrs(l, &format!("{dir}/pkg/run.sh"), "-rwsr-x--- 7/8");
+        assert_attrs(l, &format!("{dir}/pkg/"), "drwxr-xr-x 7/8");
+        assert!(
+            line(l, &format!("{dir}/pkg/run.sh")).contains("2008-01-10"),
+            "{l}"
+        );
+    }
+    assert_attrs(&own[4], "owned/pkg/run.sh", "-rwsr-x--- 9/9");
+    // The context keeps lade's normalisation.
+    assert_attrs(&own[5], "ctx.sh", "-rwxr-xr-x 0/0");
+    // Absolute links in an image resolve inside it; a top-level link is followed and the
+    // copy keeps the name as written.
+    assert_attrs(&own[6], "libx.so", "-rwxr-xr-x 0/0");
+    assert!(
+        line(&own[7], "bb").starts_with("-rwxr-xr-x 0/0 "),
+        "{}",
+        own[7]
+    );
+}
+
+/// A one-file HTTP server on 127.0.0.1: every request gets `body`. Returns the base URL.
+fn serve(body: &'static [u8]) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(body);
+        }
+    });
+    base
+}
+
+#[test]
+fn add_url_lands_in_an_existing_directory() {
+    let url = serve(b"tool\n");
+    let tmp = tempfile::tempdir().unwrap();
+    let base = base(tmp.path());
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM oci:{}:1\nADD {url}/dl/tool.sh /tmp\nADD {url}/dl/tool.sh /var/run/t.sh\n",
+            base.display()
+        ),
+    )
+    .unwrap();
+    let (_, layers) = build(&ctx, tmp.path());
+    assert_attrs(&layers[1], "tmp/tool.sh", "-rw------- 0/0");
+    assert_attrs(&layers[1], "tmp/", "drwxrwxrwt 0/0");
+    assert_attrs(&layers[2], "run/t.sh", "-rw------- 0/0");
+}
