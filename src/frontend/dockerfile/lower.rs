@@ -287,6 +287,12 @@ pub fn lower(
                     }
                 }
                 let base = base_for(&cx, ins.line, &image, &stages)?;
+                // A stage built on another one runs on that one's platform (BuildKit's
+                // `init` takes the base stage's platform, whatever this FROM says).
+                let platform = match &base {
+                    Base::Stage { index } => stages[*index].platform.clone(),
+                    _ => platform,
+                };
                 let mut st = StageState {
                     name: name.clone(),
                     base: base.clone(),
