@@ -381,7 +381,7 @@ fn bad_dockerfiles_give_precise_errors() {
             "unknown stage in --from",
             "FROM scratch\nCOPY --from=builder /x /y\n",
             &[],
-            &["Dockerfile:2:1:", "builder"],
+            &["Dockerfile:2:1:", "no stage named \"builder\""],
         ),
         (
             "undefined --target",
