@@ -312,6 +312,9 @@ pub fn lower(
                 let mut base_has_path = None;
                 let triggers = match &base {
                     Base::Scratch => {
+                        // BuildKit's `emptyImage`: WorkingDir "/" (and the PATH below).
+                        st.steps
+                            .push(Step::Config(ConfigEdit::WorkingDir("/".into())));
                         base_has_path = Some(false);
                         Vec::new()
                     }
@@ -1249,11 +1252,15 @@ mod tests {
             .map_err(|e| e.to_string())
     }
 
-    /// The stage's config edits, without the default PATH every stage gets.
+    /// The stage's config edits, without the defaults of BuildKit's empty image (PATH,
+    /// WorkingDir "/").
     fn edits(plan: &Plan, stage: usize) -> Vec<ConfigEdit> {
         all_edits(plan, stage)
             .into_iter()
-            .filter(|e| *e != ConfigEdit::Env("PATH".into(), DEFAULT_PATH.into()))
+            .filter(|e| {
+                *e != ConfigEdit::Env("PATH".into(), DEFAULT_PATH.into())
+                    && *e != ConfigEdit::WorkingDir("/".into())
+            })
             .collect()
     }
 
@@ -1395,6 +1402,7 @@ mod tests {
         assert_eq!(
             all_edits(&plan, 0),
             [
+                ConfigEdit::WorkingDir("/".into()),
                 ConfigEdit::Env("PATH".into(), DEFAULT_PATH.into()),
                 ConfigEdit::Env("PATH".into(), format!("/opt/bin:{DEFAULT_PATH}")),
             ]
@@ -1410,7 +1418,7 @@ mod tests {
         assert_eq!(all_edits(&plan, 0), []);
         assert_eq!(all_edits(&plan, 1), []);
         let plan = lower_with("FROM --platform=windows/amd64 scratch\n", &[], &[]).unwrap();
-        assert_eq!(all_edits(&plan, 0), []);
+        assert_eq!(all_edits(&plan, 0), [ConfigEdit::WorkingDir("/".into())]);
     }
 
     #[test]
