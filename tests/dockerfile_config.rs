@@ -615,73 +615,81 @@ fn parse_json_agrees_with_buildkit_on_the_whole_corpus() {
     );
 }
 
-/// The same config-only Dockerfile built by dockerd's own BuildKit (`DOCKER_BUILDKIT=1
-/// docker build`) and by lade (then `docker load`ed): `docker inspect` shows the same
-/// config. Only instructions the test dockerd's (older) frontend knows are used.
+/// Config-only Dockerfiles built by dockerd's own BuildKit (`DOCKER_BUILDKIT=1 docker
+/// build`) and by lade (then `docker load`ed): `docker inspect` shows the same config. Only
+/// instructions the test dockerd's (older) frontend knows are used.
 #[test]
 fn docker_inspect_agrees_with_dockerds_buildkit() {
     let _services = common::require_services();
-    let tmp = tempfile::tempdir().unwrap();
-    let ctx = context(
-        tmp.path(),
+    let cases = [
         "ARG G=global\nFROM scratch AS base\nCMD [\"/base-cmd\"]\nFROM base\nARG G\nARG V=3\nARG V=4\nLABEL a=1 \"b c\"=\"two words\" g=$G\nENV A=1 B=\"x y\"\nENV A=2 C=$A D=$V\nENV PATH=/opt/bin:$PATH\nUSER 1000:1000\nEXPOSE 80 53/udp 8000-8001\nVOLUME /data /cache\nSHELL [\"/bin/sh\", \"-eu\", \"-c\"]\nENTRYPOINT /ep --flag\nSTOPSIGNAL SIGQUIT\nHEALTHCHECK --interval=30s --timeout=3s --start-period=5s --retries=2 CMD true\nCOPY a.txt /\n",
-        &[("a.txt", "a")],
-    );
-    let bk_tag = "lade-test/config-buildkit:1";
-    let lade_tag = "lade-test/config-lade:1";
-    common::ok(common::docker(&[
-        "build",
-        "--build-arg",
-        "V=cli",
-        "-t",
-        bk_tag,
-        ctx.to_str().unwrap(),
-    ]));
-    let archive = tmp.path().join("lade.tar");
-    common::lade(&tmp.path().join("cache"))
-        .args(["build", "--progress", "quiet", "--build-arg", "V=cli"])
-        .args(["-t", lade_tag, "--output"])
-        .arg(format!("type=docker,dest={}", archive.display()))
-        .arg(&ctx)
-        .assert()
-        .success();
-    common::ok(common::docker(&["load", "-i", archive.to_str().unwrap()]));
-    let inspect = |tag: &str| -> Value {
-        let out = common::ok(common::docker(&[
-            "image",
-            "inspect",
-            "--format",
-            "{{json .Config}}",
-            tag,
+        "FROM scratch AS base\nCMD [\"c\"]\nHEALTHCHECK --retries=3 CMD [\"/check\"]\nWORKDIR /w\nFROM base\nENTRYPOINT [\"/ep\"]\nHEALTHCHECK NONE\nWORKDIR rel\nEXPOSE 7/UDP 9-10/tcp\nLABEL ${NOPE:-dflt}=x\n",
+        "FROM scratch\nCMD c --x\nENTRYPOINT [\"/ep\"]\nENV K=k\nENV ${K}_1=$K\nARG K=arg\nENV AFTER=$K\nSTOPSIGNAL 9\nUSER app\n",
+    ];
+    for (i, df) in cases.iter().enumerate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ctx = context(tmp.path(), df, &[("a.txt", "a")]);
+        let bk_tag = format!("lade-test/config-buildkit:{i}");
+        let lade_tag = format!("lade-test/config-lade:{i}");
+        common::ok(common::docker(&[
+            "build",
+            "--build-arg",
+            "V=cli",
+            "-t",
+            &bk_tag,
+            ctx.to_str().unwrap(),
         ]));
-        serde_json::from_str(&out).unwrap()
-    };
-    let (bk, ours) = (inspect(bk_tag), inspect(lade_tag));
-    common::docker(&["rmi", "-f", bk_tag, lade_tag]);
-    for key in [
-        "Env",
-        "Labels",
-        "User",
-        "ExposedPorts",
-        "Volumes",
-        "Shell",
-        "Cmd",
-        "Entrypoint",
-        "StopSignal",
-        "Healthcheck",
-        "WorkingDir",
-    ] {
-        assert_eq!(ours[key], bk[key], "{key}: lade {ours} vs BuildKit {bk}");
+        let archive = tmp.path().join("lade.tar");
+        common::lade(&tmp.path().join("cache"))
+            .args(["build", "--progress", "quiet", "--build-arg", "V=cli"])
+            .args(["-t", &lade_tag, "--output"])
+            .arg(format!("type=docker,dest={}", archive.display()))
+            .arg(&ctx)
+            .assert()
+            .success();
+        common::ok(common::docker(&["load", "-i", archive.to_str().unwrap()]));
+        let inspect = |tag: &str| -> Value {
+            let out = common::ok(common::docker(&[
+                "image",
+                "inspect",
+                "--format",
+                "{{json .Config}}",
+                tag,
+            ]));
+            serde_json::from_str(&out).unwrap()
+        };
+        let (bk, ours) = (inspect(&bk_tag), inspect(&lade_tag));
+        common::docker(&["rmi", "-f", &bk_tag, &lade_tag]);
+        for key in [
+            "Env",
+            "Labels",
+            "User",
+            "ExposedPorts",
+            "Volumes",
+            "Shell",
+            "Cmd",
+            "Entrypoint",
+            "StopSignal",
+            "Healthcheck",
+            "WorkingDir",
+        ] {
+            assert_eq!(
+                ours[key], bk[key],
+                "case {i}, {key}: lade {ours} vs BuildKit {bk}"
+            );
+        }
+        // Not vacuous: the interesting values are there.
+        if i == 0 {
+            assert_eq!(
+                bk["Env"],
+                json!([
+                    format!("PATH=/opt/bin:{}", &DEFAULT_PATH[5..]),
+                    "A=2",
+                    "B=x y",
+                    "C=1",
+                    "D=cli"
+                ])
+            );
+        }
     }
-    // Not vacuous: the interesting values are there.
-    assert_eq!(
-        bk["Env"],
-        json!([
-            format!("PATH=/opt/bin:{}", &DEFAULT_PATH[5..]),
-            "A=2",
-            "B=x y",
-            "C=1",
-            "D=cli"
-        ])
-    );
 }
