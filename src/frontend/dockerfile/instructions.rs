@@ -39,8 +39,11 @@ pub struct CopyArgs {
     /// ADD only.
     pub checksum: Option<String>,
     pub keep_git_dir: bool,
-    /// Inline files from heredocs: (name, content).
+    /// Inline files from heredocs: (name, content), content already chomped for `<<-`.
     pub heredocs: Vec<(String, String)>,
+    /// For each of `heredocs`: whether its body is variable-expanded (the delimiter was not
+    /// quoted), as BuildKit does for COPY/ADD heredocs.
+    pub heredoc_expand: Vec<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,8 +272,16 @@ fn copy_args(node: &Node, add: bool) -> Result<CopyArgs, InstructionError> {
     let heredocs: Vec<(String, String)> = node
         .heredocs
         .iter()
-        .map(|h| (h.name.clone(), h.content.clone()))
+        .map(|h| {
+            let content = if h.chomp {
+                super::parser::chomp_heredoc_content(&h.content)
+            } else {
+                h.content.clone()
+            };
+            (h.name.clone(), content)
+        })
         .collect();
+    let heredoc_expand = node.heredocs.iter().map(|h| h.expand).collect();
     if values.len() < 2 {
         return Err(err(node, format!("{} requires at least two arguments, but only one was provided. Destination could not be determined", node.cmd.to_uppercase()), None));
     }
@@ -299,6 +310,7 @@ fn copy_args(node: &Node, add: bool) -> Result<CopyArgs, InstructionError> {
         checksum: flags.string("checksum")?,
         keep_git_dir: flags.bool("keep-git-dir")?,
         heredocs,
+        heredoc_expand,
     })
 }
 

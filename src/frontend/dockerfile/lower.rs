@@ -87,6 +87,10 @@ fn platform_args(target: &Platform, build: &Platform) -> BTreeMap<String, String
     m
 }
 
+/// The PATH BuildKit puts in the config of a non-Windows stage whose base has none
+/// (`system.DefaultPathEnv`).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 struct Cx<'a> {
     file: &'a str,
     src: &'a str,
@@ -95,9 +99,22 @@ struct Cx<'a> {
     used_args: std::collections::BTreeSet<String>,
     /// Base configs read so far: a base named by several stages is read once.
     configs: Vec<(Base, Platform, Result<ImageConfig, String>)>,
+    /// Every stage of the file, in order: its `AS` name and its FROM line. COPY --from
+    /// resolves names over the whole file, as BuildKit does.
+    all_stages: Vec<(Option<String>, usize)>,
+    /// COPY --from references to stages: (stage, referenced stage, line), in order.
+    stage_refs: Vec<(usize, usize, usize)>,
 }
 
 impl Cx<'_> {
+    /// How BuildKit names a stage in messages: its `AS` name, else `stage-N`.
+    fn stage_display(&self, index: usize) -> String {
+        match self.all_stages.get(index) {
+            Some((Some(name), _)) => name.clone(),
+            _ => format!("stage-{index}"),
+        }
+    }
+
     fn error(
         &self,
         line: usize,
@@ -156,7 +173,7 @@ struct StageState {
     base: Base,
     platform: Platform,
     steps: Vec<Step>,
-    /// ARGs and ENVs visible to expansion (ENV wins over ARG).
+    /// ARGs and ENVs visible to expansion (the later one wins, as in BuildKit).
     env: BTreeMap<String, String>,
     workdir: ImagePath,
     user: Option<String>,
@@ -212,6 +229,8 @@ pub fn lower(
         opts,
         used_args: Default::default(),
         configs: Vec::new(),
+        all_stages: Vec::new(),
+        stage_refs: Vec::new(),
     };
     let target_platform = opts.platform.clone().unwrap_or_else(Platform::host);
     let auto_args = platform_args(&target_platform, &Platform::host());
@@ -230,6 +249,13 @@ pub fn lower(
             Some("start with FROM <image>"),
         ));
     }
+    cx.all_stages = instructions
+        .iter()
+        .filter_map(|ins| match &ins.kind {
+            Kind::From { name, .. } => Some((name.clone(), ins.line)),
+            _ => None,
+        })
+        .collect();
 
     // Global scope: ARGs before the first FROM, usable in FROM lines only.
     let mut global: BTreeMap<String, String> = auto_args.clone();
@@ -260,7 +286,13 @@ pub fn lower(
                         ));
                     }
                 }
-                let base = base_for(&cx, ins.line, &image, name.as_deref(), &stages)?;
+                let base = base_for(&cx, ins.line, &image, &stages)?;
+                // A stage built on another one runs on that one's platform (BuildKit's
+                // `init` takes the base stage's platform, whatever this FROM says).
+                let platform = match &base {
+                    Base::Stage { index } => stages[*index].platform.clone(),
+                    _ => platform,
+                };
                 let mut st = StageState {
                     name: name.clone(),
                     base: base.clone(),
@@ -276,8 +308,16 @@ pub fn lower(
                     onbuild: Vec::new(),
                     base_error: None,
                 };
+                // Whether the base's config has a PATH; None when it is not known here.
+                let mut base_has_path = None;
                 let triggers = match &base {
-                    Base::Scratch => Vec::new(),
+                    Base::Scratch => {
+                        // BuildKit's `emptyImage`: WorkingDir "/" (and the PATH below).
+                        st.steps
+                            .push(Step::Config(ConfigEdit::WorkingDir("/".into())));
+                        base_has_path = Some(false);
+                        Vec::new()
+                    }
                     Base::Stage { index } => {
                         st.continue_from(&stages[*index]);
                         stages[*index].onbuild.clone()
@@ -286,14 +326,25 @@ pub fn lower(
                         None => Vec::new(),
                         Some(Ok(config)) => {
                             st.inherit(&config);
+                            base_has_path = Some(config.config.env_get("PATH").is_some());
                             config.config.on_build.unwrap_or_default()
                         }
                         Some(Err(e)) => {
-                            st.base_error = Some(cx.error(ins.line, e, None));
+                            let hint = later_stage_hint(&cx, &base, stages.len());
+                            st.base_error = Some(cx.error(ins.line, e, hint.as_deref()));
                             Vec::new()
                         }
                     },
                 };
+                // BuildKit makes sure every non-Windows stage has a PATH, visible to
+                // expansion too.
+                if base_has_path == Some(false) && platform.os != "windows" {
+                    st.env.insert("PATH".into(), DEFAULT_PATH.into());
+                    st.steps.push(Step::Config(ConfigEdit::Env(
+                        "PATH".into(),
+                        DEFAULT_PATH.into(),
+                    )));
+                }
                 stages.push(st);
                 for trigger in &triggers {
                     run_trigger(&mut cx, ins, trigger, &mut stages, &global)?;
@@ -367,6 +418,8 @@ pub fn lower(
             .steps
             .push(Step::Config(ConfigEdit::Label(k.clone(), v.clone())));
     }
+
+    check_stage_refs(&cx, &stages_needed(&stages, &cx.stage_refs, target))?;
 
     let base_errors: Vec<Option<DockerfileError>> =
         stages.iter_mut().map(|s| s.base_error.take()).collect();
@@ -453,12 +506,13 @@ fn stages_names(stages: &[StageState]) -> Vec<Option<String>> {
 }
 
 /// FROM's image: an earlier stage, `scratch`, `oci:DIR[:TAG]`, `oci-archive:FILE`, or a
-/// registry reference. A name that is only defined later (or is this stage) is circular.
+/// registry reference. As in BuildKit, only stages defined *before* count: a name defined
+/// later (or this stage's own name) is an image (`FROM alpine AS alpine` is common), so a
+/// FROM alone can never be circular.
 fn base_for(
     cx: &Cx,
     line: usize,
     image: &str,
-    own_name: Option<&str>,
     stages: &[StageState],
 ) -> Result<Base, DockerfileError> {
     let lower = image.to_ascii_lowercase();
@@ -467,13 +521,6 @@ fn base_for(
         .position(|s| s.name.as_deref() == Some(&lower))
     {
         return Ok(Base::Stage { index });
-    }
-    if own_name == Some(lower.as_str()) {
-        return Err(cx.error(
-            line,
-            format!("circular dependency detected on stage: {lower}"),
-            None,
-        ));
     }
     if image.is_empty() {
         return Err(cx.error(
@@ -484,6 +531,157 @@ fn base_for(
     }
     Base::from_image_name(image, &cx.opts.context_dir)
         .ok_or_else(|| cx.error(line, format!("invalid image reference {image:?}"), None))
+}
+
+/// When FROM names an image that could not be read and a stage of this file (this one or a
+/// later one) has that name: the user most likely meant the stage.
+fn later_stage_hint(cx: &Cx, base: &Base, current: usize) -> Option<String> {
+    let Base::Registry { reference } = base else {
+        return None;
+    };
+    let lower = reference.to_ascii_lowercase();
+    let (index, (_, line)) = cx
+        .all_stages
+        .iter()
+        .enumerate()
+        .skip(current)
+        .find(|(_, (n, _))| n.as_deref() == Some(&lower))?;
+    Some(format!(
+        "stage {lower:?} is defined {} (line {line}); FROM can only use a stage defined before it, so {reference:?} was taken as an image",
+        if index == current { "by this FROM" } else { "later" }
+    ))
+}
+
+/// The stages building `target` needs: bases and COPY --from sources, transitively.
+fn stages_needed(
+    stages: &[StageState],
+    refs: &[(usize, usize, usize)],
+    target: usize,
+) -> Vec<bool> {
+    let mut needed = vec![false; stages.len()];
+    let mut todo = vec![target];
+    while let Some(i) = todo.pop() {
+        if std::mem::replace(&mut needed[i], true) {
+            continue;
+        }
+        if let Base::Stage { index } = stages[i].base {
+            todo.push(index);
+        }
+        todo.extend(refs.iter().filter(|r| r.0 == i).map(|r| r.1));
+    }
+    needed
+}
+
+/// BuildKit's checks of COPY --from references, in its order: a cycle anywhere in the file
+/// is an error (`validateCircularDependency`: the first stage, in file order, from which a
+/// cycle is reachable); then a needed stage copying from a stage defined after it.
+fn check_stage_refs(cx: &Cx, needed: &[bool]) -> Result<(), DockerfileError> {
+    let n = cx.all_stages.len();
+    let deps = |i: usize| cx.stage_refs.iter().filter(move |r| r.0 == i);
+    // Depth-first, with the path of (stage, line) edges taken so far.
+    fn visit(
+        i: usize,
+        deps: &dyn Fn(usize) -> Vec<(usize, usize)>,
+        visited: &mut [bool],
+        on_path: &mut [bool],
+        path: &mut Vec<(usize, usize)>,
+    ) -> bool {
+        if std::mem::replace(&mut visited[i], true) {
+            return false;
+        }
+        on_path[i] = true;
+        for (dep, line) in deps(i) {
+            path.push((i, line));
+            if on_path[dep] || visit(dep, deps, visited, on_path, path) {
+                return true;
+            }
+            path.pop();
+        }
+        on_path[i] = false;
+        false
+    }
+    let deps_of = |i: usize| deps(i).map(|r| (r.1, r.2)).collect::<Vec<_>>();
+    let mut visited = vec![false; n];
+    let mut on_path = vec![false; n];
+    for start in 0..n {
+        let mut path = Vec::new();
+        if visit(start, &deps_of, &mut visited, &mut on_path, &mut path) {
+            let chain: Vec<String> = path
+                .iter()
+                .map(|(stage, line)| {
+                    format!("{} (COPY --from at line {line})", cx.stage_display(*stage))
+                })
+                .collect();
+            return Err(cx.error(
+                path[0].1,
+                format!(
+                    "circular dependency detected on stage: {}",
+                    cx.stage_display(start)
+                ),
+                Some(&format!(
+                    "the stages copy from each other: {}",
+                    chain.join(" → ")
+                )),
+            ));
+        }
+    }
+    for &(stage, from, line) in &cx.stage_refs {
+        if needed.get(stage) == Some(&true) && from > stage {
+            return Err(cx.error(
+                line,
+                format!(
+                    "cannot copy from stage {:?}, it needs to be defined before current stage {:?}",
+                    cx.stage_display(from),
+                    cx.stage_display(stage)
+                ),
+                Some(&format!(
+                    "stage {:?} starts at line {}; move it above line {}",
+                    cx.stage_display(from),
+                    cx.all_stages[from].1,
+                    cx.all_stages[stage].1
+                )),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// COPY/ADD heredoc bodies with an unquoted delimiter are expanded like BuildKit's
+/// `ExpandRaw`: the stage's variables, `\` escapes, quotes kept as text.
+fn expand_heredocs(
+    cx: &Cx,
+    line: usize,
+    st: &StageState,
+    c: &CopyArgs,
+) -> Result<CopyArgs, DockerfileError> {
+    let lexer = Lexer::new('\\').skip_process_quotes(true);
+    let mut c = c.clone();
+    for (i, (_, content)) in c.heredocs.iter_mut().enumerate() {
+        if c.heredoc_expand.get(i) == Some(&true) {
+            *content = lexer
+                .process_word(content, &|name| st.env.get(name).cloned())
+                .map_err(|e| cx.error(line, e.to_string(), None))?;
+        }
+    }
+    Ok(c)
+}
+
+/// moby's `signal.ParseSignal` on Linux: a non-zero number, or a name with or without `SIG`.
+fn is_signal(s: &str) -> bool {
+    if let Ok(n) = s.parse::<i64>() {
+        return n != 0;
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    const NAMES: &[&str] = &[
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
+        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
+        "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+        "RTMIN", "RTMAX",
+    ];
+    NAMES.contains(&name)
+        || (1..=15).any(|k| name == format!("RTMIN+{k}"))
+        || (1..=14).any(|k| name == format!("RTMAX-{k}"))
 }
 
 fn lower_instruction(
@@ -508,16 +706,22 @@ fn lower_instruction(
                         None => global.get(k).cloned(),
                     },
                 };
+                // Like BuildKit, a later ARG replaces an earlier value, an ENV's too.
                 if let Some(v) = v {
-                    st.env.entry(k.clone()).or_insert(v);
+                    st.env.insert(k.clone(), v);
                 }
             }
         }
         Kind::Env(pairs) => {
-            for (k, v) in pairs {
-                let v = cx.expand(line, v, &st.env)?;
+            // BuildKit expands the whole instruction first: in `ENV A=1 B=$A`, B sees the
+            // A from before this line. Names are expanded too.
+            let expanded = pairs
+                .iter()
+                .map(|(k, v)| Ok((cx.expand(line, k, &st.env)?, cx.expand(line, v, &st.env)?)))
+                .collect::<Result<Vec<_>, DockerfileError>>()?;
+            for (k, v) in expanded {
                 st.env.insert(k.clone(), v.clone());
-                config(st, ConfigEdit::Env(k.clone(), v));
+                config(st, ConfigEdit::Env(k, v));
             }
         }
         Kind::Label(pairs) => {
@@ -597,6 +801,13 @@ fn lower_instruction(
         }
         Kind::StopSignal(s) => {
             let s = cx.expand(line, s, &st.env)?;
+            if !is_signal(&s) {
+                return Err(cx.error(
+                    line,
+                    format!("Invalid signal: {s}"),
+                    Some("a signal name (SIGTERM, TERM, SIGRTMIN+3) or a number"),
+                ));
+            }
             config(st, ConfigEdit::StopSignal(s));
         }
         Kind::Healthcheck(h) => {
@@ -609,7 +820,18 @@ fn lower_instruction(
         }
         Kind::Copy(c) | Kind::Add(c) => {
             let add = matches!(ins.kind, Kind::Add(_));
-            let step = copy_step(cx, ins, st, c, add, earlier)?;
+            let c = expand_heredocs(cx, line, st, c)?;
+            let step = copy_step(cx, ins, st, &c, add)?;
+            let current = earlier.len();
+            for set in &step.sources {
+                if let FileSet::Copy {
+                    from: CopyFrom::Stage { index },
+                    ..
+                } = set
+                {
+                    cx.stage_refs.push((current, *index, line));
+                }
+            }
             st.steps.push(Step::Layer(step));
         }
         Kind::Run { command: c, .. } => {
@@ -655,9 +877,15 @@ pub fn expand_port(p: &str) -> Option<Vec<String>> {
 /// Go-style durations as HEALTHCHECK takes them: `30s`, `1m30s`, `500ms`, `1h`.
 pub fn parse_duration(s: &str) -> Option<i64> {
     let mut total: f64 = 0.0;
-    let mut rest = s;
+    let (sign, mut rest) = match s.strip_prefix('-') {
+        Some(r) => (-1.0, r),
+        None => (1.0, s.strip_prefix('+').unwrap_or(s)),
+    };
     if rest == "0" {
         return Some(0);
+    }
+    if rest.is_empty() {
+        return None;
     }
     while !rest.is_empty() {
         let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
@@ -678,7 +906,7 @@ pub fn parse_duration(s: &str) -> Option<i64> {
         total += n * mult;
         rest = &rest[unit_end..];
     }
-    Some(total as i64)
+    Some((sign * total) as i64)
 }
 
 fn healthcheck(
@@ -696,7 +924,8 @@ fn healthcheck(
     let dur = |name: &str, v: &Option<String>| -> Result<Option<i64>, DockerfileError> {
         v.as_ref()
             .map(|v| match parse_duration(v) {
-                Some(d) if d == 0 || d >= 1_000_000 => Ok(d),
+                Some(0) => Ok(None),
+                Some(d) if d >= 1_000_000 => Ok(Some(d)),
                 Some(_) => Err(cx.error(line, format!("--{name} cannot be less than 1ms"), None)),
                 None => Err(cx.error(
                     line,
@@ -705,15 +934,22 @@ fn healthcheck(
                 )),
             })
             .transpose()
+            .map(Option::flatten)
     };
-    let retries = h
-        .retries
-        .as_ref()
-        .map(|r| {
-            r.parse::<i64>()
-                .map_err(|_| cx.error(line, format!("--retries: {r:?} is not a number"), None))
-        })
-        .transpose()?;
+    let retries = match &h.retries {
+        None => None,
+        Some(r) => match r.parse::<i32>() {
+            Err(_) => {
+                return Err(cx.error(line, format!("--retries: {r:?} is not a number"), None))
+            }
+            Ok(n) if n < 0 => {
+                return Err(cx.error(line, format!("--retries cannot be negative ({n})"), None))
+            }
+            // Docker omits zero values from the config.
+            Ok(0) => None,
+            Ok(n) => Some(i64::from(n)),
+        },
+    };
     let test = if test.exec_form {
         let mut v = vec!["CMD".to_string()];
         v.extend(test.args.iter().cloned());
@@ -737,61 +973,78 @@ fn parse_chmod(cx: &Cx, line: usize, s: &str) -> Result<Chmod, DockerfileError> 
     Chmod::parse(s).map_err(|e| cx.error(line, e, None))
 }
 
+/// COPY --from: a stage of this file by name or index (also one defined later: BuildKit
+/// resolves over the whole file and `check_stage_refs` reports cycles and forward
+/// references), or an image. As in BuildKit, `--from` is not variable-expanded.
+fn copy_source(cx: &Cx, line: usize, from: Option<&str>) -> Result<CopyFrom, DockerfileError> {
+    let Some(f) = from else {
+        return Ok(CopyFrom::Context);
+    };
+    let literal = cx.lexer.process_word(f, &|_| None).ok();
+    if literal.as_deref() != Some(f) {
+        return Err(cx.error(
+            line,
+            format!("COPY --from={f}: variable expansion is not supported for --from"),
+            Some("define a new stage with FROM using ARG from global scope as a workaround"),
+        ));
+    }
+    let lower = f.to_ascii_lowercase();
+    if let Some(index) = cx
+        .all_stages
+        .iter()
+        .position(|(n, _)| n.as_deref() == Some(&lower))
+    {
+        return Ok(CopyFrom::Stage { index });
+    }
+    if let Ok(index) = f.parse::<usize>() {
+        if index >= cx.all_stages.len() {
+            return Err(cx.error(
+                line,
+                format!("COPY --from={f}: invalid stage index {index}"),
+                Some(&format!(
+                    "this Dockerfile has {} stage(s), numbered from 0",
+                    cx.all_stages.len()
+                )),
+            ));
+        }
+        return Ok(CopyFrom::Stage { index });
+    }
+    let base = Base::from_image_name(f, &cx.opts.context_dir)
+        .ok_or_else(|| cx.error(line, format!("COPY --from={f}: not a stage or image"), None))?;
+    // A bare name that is no stage is almost always a typo'd stage; BuildKit would pull
+    // `docker.io/library/<name>`. An image needs a tag, digest or registry here.
+    if matches!(base, Base::Registry { .. }) && !f.contains([':', '/', '@']) {
+        let names: Vec<&str> = cx
+            .all_stages
+            .iter()
+            .filter_map(|(n, _)| n.as_deref())
+            .collect();
+        return Err(cx.error(
+            line,
+            format!("COPY --from={f}: no stage named {f:?} in this Dockerfile"),
+            Some(&format!(
+                "stages: {}; to copy from the image, name its tag ({f}:latest)",
+                if names.is_empty() {
+                    "(none named)".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )),
+        ));
+    }
+    Ok(CopyFrom::Image { base })
+}
+
 fn copy_step(
     cx: &Cx,
     ins: &Instruction,
     st: &StageState,
     c: &CopyArgs,
     add: bool,
-    earlier: &[Option<String>],
 ) -> Result<LayerStep, DockerfileError> {
     let line = ins.line;
     let env = &st.env;
-    let from = match &c.from {
-        None => CopyFrom::Context,
-        Some(f) => {
-            let f = cx.expand(line, f, env)?;
-            let lower = f.to_ascii_lowercase();
-            if let Some(index) = earlier.iter().position(|n| n.as_deref() == Some(&lower)) {
-                CopyFrom::Stage { index }
-            } else if let Ok(index) = f.parse::<usize>() {
-                if index >= earlier.len() {
-                    return Err(cx.error(
-                        line,
-                        format!("COPY --from={f}: there is no stage {index} before this one"),
-                        None,
-                    ));
-                }
-                CopyFrom::Stage { index }
-            } else if st.name.as_deref() == Some(&lower) {
-                return Err(cx.error(
-                    line,
-                    format!("circular dependency detected on stage: {lower}"),
-                    None,
-                ));
-            } else {
-                let base = Base::from_image_name(&f, &cx.opts.context_dir).ok_or_else(|| {
-                    cx.error(line, format!("COPY --from={f}: not a stage or image"), None)
-                })?;
-                if matches!(base, Base::Registry { .. }) && !f.contains([':', '/', '@']) {
-                    let names: Vec<&str> = earlier.iter().flatten().map(String::as_str).collect();
-                    return Err(cx.error(
-                        line,
-                        format!("COPY --from={f}: no stage named {f:?} before this instruction"),
-                        Some(&format!(
-                            "stages defined so far: {}",
-                            if names.is_empty() {
-                                "(none named)".to_string()
-                            } else {
-                                names.join(", ")
-                            }
-                        )),
-                    ));
-                }
-                CopyFrom::Image { base }
-            }
-        }
-    };
+    let from = copy_source(cx, line, c.from.as_deref())?;
     let dest_raw = cx.expand(line, &c.dest, env)?;
     let mut sources = Vec::new();
     let mut urls = Vec::new();
@@ -975,13 +1228,22 @@ mod tests {
     }
 
     fn lower_with(src: &str, env: &[&str], onbuild: &[&str]) -> Result<Plan, String> {
+        lower_opts(src, env, onbuild, LowerOptions::default())
+    }
+
+    fn lower_opts(
+        src: &str,
+        env: &[&str],
+        onbuild: &[&str],
+        opts: LowerOptions,
+    ) -> Result<Plan, String> {
         let mut config = ImageConfig::default();
         config.config.env = Some(env.iter().map(|s| s.to_string()).collect());
         config.config.on_build = Some(onbuild.iter().map(|s| s.to_string()).collect());
         config.config.working_dir = Some("/srv".into());
         let opts = LowerOptions {
             base_configs: Some(Arc::new(OneBase(config))),
-            ..Default::default()
+            ..opts
         };
         let df = super::super::parser::parse(src).map_err(|e| e.to_string())?;
         lower("Dockerfile", src, &df, &opts)
@@ -989,7 +1251,19 @@ mod tests {
             .map_err(|e| e.to_string())
     }
 
+    /// The stage's config edits, without the defaults of BuildKit's empty image (PATH,
+    /// WorkingDir "/").
     fn edits(plan: &Plan, stage: usize) -> Vec<ConfigEdit> {
+        all_edits(plan, stage)
+            .into_iter()
+            .filter(|e| {
+                *e != ConfigEdit::Env("PATH".into(), DEFAULT_PATH.into())
+                    && *e != ConfigEdit::WorkingDir("/".into())
+            })
+            .collect()
+    }
+
+    fn all_edits(plan: &Plan, stage: usize) -> Vec<ConfigEdit> {
         plan.stages[stage]
             .steps
             .iter()
@@ -998,6 +1272,295 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    fn labels(plan: &Plan, stage: usize) -> Vec<(String, String)> {
+        edits(plan, stage)
+            .into_iter()
+            .filter_map(|e| match e {
+                ConfigEdit::Label(k, v) => Some((k, v)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    fn inline_files(plan: &Plan, stage: usize) -> Vec<(String, String)> {
+        plan.stages[stage]
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Layer(l) => Some(l.sources.iter()),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|f| match f {
+                FileSet::Inline { path, content, .. } => {
+                    Some((path.display(), String::from_utf8(content.clone()).unwrap()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_later_arg_replaces_an_earlier_value_and_args_are_scoped_per_stage() {
+        let opts = LowerOptions {
+            build_args: [("OVER".to_string(), "cli".to_string())].into(),
+            ..Default::default()
+        };
+        let src = "ARG G=global\nARG OVER=global-default\nFROM scratch\nARG X=1\nARG X=2\nENV E=env\nARG E=arg\nARG G\nARG OVER=stage-default\nLABEL x=$X e=$E g=$G over=$OVER\nARG UNSET\nLABEL unset=${UNSET:-none}\nFROM scratch\nLABEL x=${X:-gone} g=${G:-gone}\n";
+        let plan = lower_opts(src, &[], &[], opts).unwrap();
+        assert_eq!(
+            labels(&plan, 0),
+            pairs(&[
+                ("x", "2"),
+                ("e", "arg"),
+                ("g", "global"),
+                ("over", "cli"),
+                ("unset", "none")
+            ])
+        );
+        // A new FROM starts without the previous stage's ARGs, and a global ARG is only
+        // visible in a stage that declares it.
+        assert_eq!(labels(&plan, 1), pairs(&[("x", "gone"), ("g", "gone")]));
+        // An ARG changes expansion, never the image's environment.
+        assert_eq!(
+            edits(&plan, 0)
+                .iter()
+                .filter(|e| matches!(e, ConfigEdit::Env(..)))
+                .collect::<Vec<_>>(),
+            [&ConfigEdit::Env("E".into(), "env".into())]
+        );
+    }
+
+    #[test]
+    fn env_expands_names_and_sees_values_from_before_the_line() {
+        let plan = lower_with(
+            "FROM scratch\nENV abc=hello\nENV abc=bye def=$abc\nARG K=key\nENV ${K}_x=1\nLABEL ${K}.l=v\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            edits(&plan, 0),
+            [
+                ConfigEdit::Env("abc".into(), "hello".into()),
+                ConfigEdit::Env("abc".into(), "bye".into()),
+                ConfigEdit::Env("def".into(), "hello".into()),
+                ConfigEdit::Env("key_x".into(), "1".into()),
+                ConfigEdit::Label("key.l".into(), "v".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn heredoc_bodies_are_expanded_only_with_an_unquoted_delimiter() {
+        // BuildKit's testHeredocVarSubstitution, testCopyHeredocSpecialSymbols and
+        // testHeredocIndent, as inline files.
+        let src = "FROM scratch\nARG name=world\nCOPY <<EOF /c1\nHello ${name}!\nEOF\nCOPY <<'EOF' /c2\nHello ${name}!\nEOF\nCOPY <<\"EOF\" /c3\nHello ${name}!\nEOF\nCOPY <<EOF /q1\nHello '${name}'!\nEOF\nCOPY <<EOF /q2\nHello \"${name}\"!\nEOF\nCOPY <<'EOF' /qs\nHello \"${name}\"!\nEOF\nCOPY <<EOF /s1\n\\\nEOF\nCOPY <<EOF /s2\n\\\\\nEOF\nCOPY <<EOF /s3\n\\$\nEOF\nCOPY <<\"EOF\" /r2\n\\\\\nEOF\nCOPY <<\"EOF\" /r3\n\\$\nEOF\nCOPY <<EOF /i1\n\tfoo\nEOF\nCOPY <<-EOF /i2\n\tbar\n\tEOF\nADD <<EOF <<'RAW' /dir/\n$name\nEOF\n$name\nRAW\n";
+        let plan = lower_with(src, &[], &[]).unwrap();
+        assert_eq!(
+            inline_files(&plan, 0),
+            pairs(&[
+                ("/c1", "Hello world!\n"),
+                ("/c2", "Hello ${name}!\n"),
+                ("/c3", "Hello ${name}!\n"),
+                ("/q1", "Hello 'world'!\n"),
+                ("/q2", "Hello \"world\"!\n"),
+                ("/qs", "Hello \"${name}\"!\n"),
+                ("/s1", "\n"),
+                ("/s2", "\\\n"),
+                ("/s3", "$\n"),
+                ("/r2", "\\\\\n"),
+                ("/r3", "\\$\n"),
+                ("/i1", "\tfoo\n"),
+                ("/i2", "bar\n"),
+                ("/dir/EOF", "world\n"),
+                ("/dir/RAW", "$name\n"),
+            ])
+        );
+        let err = lower_with(
+            "FROM scratch\nCOPY <<EOF /x\n${NOPE:?must be set}\nEOF\n",
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.starts_with("Dockerfile:2:1: "), "{err}");
+        assert!(err.contains("NOPE: must be set"), "{err}");
+    }
+
+    #[test]
+    fn every_linux_stage_gets_dockers_default_path_when_its_base_has_none() {
+        let plan = lower_with("FROM scratch\nENV PATH=/opt/bin:$PATH\n", &[], &[]).unwrap();
+        assert_eq!(
+            all_edits(&plan, 0),
+            [
+                ConfigEdit::WorkingDir("/".into()),
+                ConfigEdit::Env("PATH".into(), DEFAULT_PATH.into()),
+                ConfigEdit::Env("PATH".into(), format!("/opt/bin:{DEFAULT_PATH}")),
+            ]
+        );
+        // A base without PATH gets it; one with PATH keeps its own; a stage built on a
+        // stage inherits it; Windows is left to the OS.
+        let plan = lower_with("FROM oci:/base\n", &["A=1"], &[]).unwrap();
+        assert_eq!(
+            all_edits(&plan, 0),
+            [ConfigEdit::Env("PATH".into(), DEFAULT_PATH.into())]
+        );
+        let plan = lower_with("FROM oci:/base AS a\nFROM a\n", &["PATH=/bin"], &[]).unwrap();
+        assert_eq!(all_edits(&plan, 0), []);
+        assert_eq!(all_edits(&plan, 1), []);
+        let plan = lower_with("FROM --platform=windows/amd64 scratch\n", &[], &[]).unwrap();
+        assert_eq!(all_edits(&plan, 0), [ConfigEdit::WorkingDir("/".into())]);
+    }
+
+    #[test]
+    fn copy_from_cycles_and_forward_references_fail_like_buildkit() {
+        // BuildKit's TestDockerfileCircularDependencies.
+        for (src, line) in [
+            ("FROM scratch AS stage0\nCOPY --from=stage0 f1 /sub/\n", 2),
+            (
+                "FROM scratch AS stage0\nCOPY --from=stage2 f1 /sub/\nFROM scratch AS stage1\nCOPY --from=stage0 f2 /sub/\nFROM scratch AS stage2\nCOPY --from=stage1 f2 /sub/\n",
+                2,
+            ),
+            // Unreachable from the target, still an error.
+            (
+                "FROM scratch\nCOPY a /a\nFROM scratch AS x\nCOPY --from=y a /a\nFROM scratch AS y\nCOPY --from=x a /a\nFROM scratch\n",
+                4,
+            ),
+        ] {
+            let err = lower_with(src, &[], &[]).unwrap_err();
+            let stage = if line == 4 { "x" } else { "stage0" };
+            assert!(
+                err.starts_with(&format!(
+                    "Dockerfile:{line}:1: circular dependency detected on stage: {stage}"
+                )),
+                "{err}"
+            );
+            assert!(err.contains("COPY --from at line"), "{err}");
+        }
+        let opts = LowerOptions {
+            target: Some("first".into()),
+            ..Default::default()
+        };
+        let err = lower_opts(
+            "FROM scratch AS first\nCOPY --from=1 a /a\nFROM scratch\nCOPY b /b\n",
+            &[],
+            &[],
+            opts,
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("Dockerfile:2:1: cannot copy from stage \"stage-1\", it needs to be defined before current stage \"first\""),
+            "{err}"
+        );
+        let err = lower_with(
+            "FROM scratch AS a\nCOPY --from=later x /x\nFROM scratch AS later\nFROM a\n",
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("cannot copy from stage \"later\", it needs to be defined before current stage \"a\""),
+            "{err}"
+        );
+        assert!(err.contains("stage \"later\" starts at line 3"), "{err}");
+        // A stage the target does not need may copy from a later one.
+        let plan = lower_with(
+            "FROM scratch AS a\nCOPY --from=b x /x\nFROM scratch AS b\n",
+            &[],
+            &[],
+        );
+        assert!(plan.is_ok(), "{plan:?}");
+        for (from, wanted) in [
+            ("5", "invalid stage index 5"),
+            ("$X", "variable expansion is not supported for --from"),
+            ("nope", "no stage named \"nope\" in this Dockerfile"),
+        ] {
+            let err = lower_with(
+                &format!("FROM scratch AS a\nCOPY --from={from} x /x\n"),
+                &[],
+                &[],
+            )
+            .unwrap_err();
+            assert!(err.starts_with("Dockerfile:2:1: "), "{err}");
+            assert!(err.contains(wanted), "{from}: {err}");
+        }
+    }
+
+    #[test]
+    fn from_a_stage_defined_later_or_itself_is_an_image_like_in_buildkit() {
+        let plan = lower_with("FROM oci:/base AS a\nFROM a AS b\nFROM b AS c\n", &[], &[]).unwrap();
+        assert_eq!(plan.stages[1].base, Base::Stage { index: 0 });
+        // `FROM b AS a` / `FROM a AS b`: the first b is the image b, so there is no cycle;
+        // here the image cannot be read, and the error says what happened.
+        let err = lower_with("FROM b AS a\nFROM a AS b\n", &[], &[]).unwrap_err();
+        assert!(err.starts_with("Dockerfile:1:1: base image"), "{err}");
+        assert!(
+            err.contains("stage \"b\" is defined later (line 2); FROM can only use a stage defined before it"),
+            "{err}"
+        );
+        let err = lower_with("FROM alpine AS alpine\n", &[], &[]).unwrap_err();
+        assert!(
+            err.contains("stage \"alpine\" is defined by this FROM"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_healthcheck_and_stopsignal_values_are_located() {
+        for (ins, wanted) in [
+            (
+                "HEALTHCHECK --retries=-1 CMD true",
+                "--retries cannot be negative (-1)",
+            ),
+            (
+                "HEALTHCHECK --retries=x CMD true",
+                "--retries: \"x\" is not a number",
+            ),
+            (
+                "HEALTHCHECK --interval=-5s CMD true",
+                "--interval cannot be less than 1ms",
+            ),
+            (
+                "HEALTHCHECK --timeout=10us CMD true",
+                "--timeout cannot be less than 1ms",
+            ),
+            (
+                "HEALTHCHECK --start-period=5 CMD true",
+                "--start-period: invalid duration",
+            ),
+            ("STOPSIGNAL SIGNOPE", "Invalid signal: SIGNOPE"),
+            ("STOPSIGNAL 0", "Invalid signal: 0"),
+        ] {
+            let err = lower_with(&format!("FROM scratch\n{ins}\n"), &[], &[]).unwrap_err();
+            assert!(err.starts_with("Dockerfile:2:1: "), "{err}");
+            assert!(err.contains(wanted), "{ins}: {err}");
+        }
+        for sig in ["SIGTERM", "term", "9", "SIGRTMIN+3", "RTMAX-14"] {
+            assert!(is_signal(sig), "{sig}");
+        }
+        assert!(!is_signal("SIGRTMIN+16"));
+        let plan = lower_with(
+            "FROM scratch\nHEALTHCHECK --interval=0s --retries=0 CMD true\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        // Zero means unset (docker omits it from the config).
+        assert_eq!(
+            edits(&plan, 0),
+            [ConfigEdit::Healthcheck(Some(Healthcheck {
+                test: Some(vec!["CMD-SHELL".into(), "true".into()]),
+                ..Default::default()
+            }))]
+        );
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub struct Lexer {
     raw_quotes: bool,
     raw_escapes: bool,
     skip_unset_env: bool,
+    skip_process_quotes: bool,
 }
 
 impl Lexer {
@@ -56,7 +57,15 @@ impl Lexer {
             raw_quotes: false,
             raw_escapes: false,
             skip_unset_env: false,
+            skip_process_quotes: false,
         }
+    }
+
+    /// Treat quotes as ordinary characters (BuildKit's `SkipProcessQuotes`, used to expand
+    /// the body of a heredoc, where a quote is just text).
+    pub fn skip_process_quotes(mut self, on: bool) -> Self {
+        self.skip_process_quotes = on;
+        self
     }
 
     /// Keep quote characters in the output.
@@ -234,12 +243,12 @@ impl<'a> ShellWord<'a> {
                     result.push_str(&tmp);
                     words.add_string(&tmp);
                 }
-                '\'' => {
+                '\'' if !self.lex.skip_process_quotes => {
                     let tmp = self.process_single_quote()?;
                     result.push_str(&tmp);
                     words.add_raw_string(&tmp);
                 }
-                '"' => {
+                '"' if !self.lex.skip_process_quotes => {
                     let tmp = self.process_double_quote()?;
                     result.push_str(&tmp);
                     words.add_raw_string(&tmp);
@@ -539,6 +548,19 @@ mod tests {
         assert_eq!(word("${FOO%.gz}").unwrap(), "foo/bar/baz.tar");
         // Only `*`, `?` and `\` can be escaped in a pattern.
         assert!(word("${FOO%\\.gz}").is_err());
+    }
+
+    #[test]
+    fn skipping_quotes_keeps_them_as_text_like_a_heredoc_body() {
+        let lex = Lexer::new('\\').skip_process_quotes(true);
+        let body = |s: &str| lex.process_word(s, &env).unwrap();
+        assert_eq!(
+            body("'$FOO' \"${SP}\"\n"),
+            "'foo/bar/baz.tar.gz' \"a  b\"\n"
+        );
+        // An unmatched quote is no error, and escapes still apply.
+        assert_eq!(body("it's \\$FOO \\\\"), "it's $FOO \\");
+        assert!(word("it's").is_err());
     }
 
     #[test]
