@@ -379,9 +379,13 @@ fn bad_dockerfiles_give_precise_errors() {
         ),
         (
             "unknown stage in --from",
-            "FROM scratch\nCOPY --from=builder /x /y\n",
+            "FROM scratch AS build\nFROM scratch\nCOPY --from=builder /x /y\n",
             &[],
-            &["Dockerfile:2:1:", "no stage named \"builder\""],
+            &[
+                "Dockerfile:3:1:",
+                "no stage named \"builder\"",
+                "did you mean the stage \"build\"?",
+            ],
         ),
         (
             "undefined --target",

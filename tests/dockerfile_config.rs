@@ -497,7 +497,7 @@ fn stage_references_like_buildkit() {
             &[
                 "Dockerfile:4:1:",
                 "no stage named \"biuld\" in this Dockerfile",
-                "stages: build",
+                "did you mean the stage \"build\"?",
             ],
         ),
         (

@@ -1011,26 +1011,33 @@ fn copy_source(cx: &Cx, line: usize, from: Option<&str>) -> Result<CopyFrom, Doc
     }
     let base = Base::from_image_name(f, &cx.opts.context_dir)
         .ok_or_else(|| cx.error(line, format!("COPY --from={f}: not a stage or image"), None))?;
-    // A bare name that is no stage is almost always a typo'd stage; BuildKit would pull
-    // `docker.io/library/<name>`. An image needs a tag, digest or registry here.
+    // A bare name that is no stage is an image to BuildKit (`COPY --from=busybox` pulls
+    // `docker.io/library/busybox:latest`), and so it is here, unless it is a near miss of a
+    // stage name: then it is a typo, and pulling an image of that name would only hide it.
     if matches!(base, Base::Registry { .. }) && !f.contains([':', '/', '@']) {
-        let names: Vec<&str> = cx
+        let w: Vec<char> = lower.chars().collect();
+        let near = cx
             .all_stages
             .iter()
             .filter_map(|(n, _)| n.as_deref())
-            .collect();
-        return Err(cx.error(
-            line,
-            format!("COPY --from={f}: no stage named {f:?} in this Dockerfile"),
-            Some(&format!(
-                "stages: {}; to copy from the image, name its tag ({f}:latest)",
-                if names.is_empty() {
-                    "(none named)".to_string()
-                } else {
-                    names.join(", ")
-                }
-            )),
-        ));
+            .map(|n| {
+                (
+                    super::parser::levenshtein(&w, &n.chars().collect::<Vec<_>>()),
+                    n,
+                )
+            })
+            .filter(|(d, n)| *d <= 2 && *d < w.len().min(n.chars().count()))
+            .min_by_key(|(d, _)| *d);
+        if let Some((_, stage)) = near {
+            return Err(cx.error(
+                line,
+                format!("COPY --from={f}: no stage named {f:?} in this Dockerfile"),
+                Some(&format!(
+                    "did you mean the stage {stage:?}? To copy from the image, name its tag \
+                     ({f}:latest)"
+                )),
+            ));
+        }
     }
     Ok(CopyFrom::Image { base })
 }
@@ -1736,5 +1743,55 @@ mod tests {
         assert_eq!(parse_duration("1m30s"), Some(90_000_000_000));
         assert_eq!(parse_duration("500ms"), Some(500_000_000));
         assert_eq!(parse_duration("5x"), None);
+    }
+
+    fn copy_froms(plan: &Plan, stage: usize) -> Vec<CopyFrom> {
+        plan.stages[stage]
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Layer(l) => Some(l.sources.iter()),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|set| match set {
+                FileSet::Copy { from, .. } => Some(from.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn copy_from_a_bare_name_is_an_image_unless_it_is_near_a_stage() {
+        let plan = lower_with(
+            "FROM scratch AS build\nFROM scratch\nCOPY --from=busybox /bin/busybox /bin/\n\
+             COPY --from=build /a /a\n",
+            &[],
+            &[],
+        )
+        .unwrap();
+        let froms = copy_froms(&plan, 1);
+        assert_eq!(
+            froms,
+            vec![
+                CopyFrom::Image {
+                    base: Base::Registry {
+                        reference: "busybox".into()
+                    }
+                },
+                CopyFrom::Stage { index: 0 }
+            ],
+            "{froms:?}"
+        );
+        let err = lower_with(
+            "FROM scratch AS builder\nFROM scratch\nCOPY --from=biulder /a /a\n",
+            &[],
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("no stage named \"biulder\"") && err.contains("\"builder\""),
+            "{err}"
+        );
     }
 }

@@ -191,7 +191,7 @@ pub fn suggest_instruction(word: &str) -> Option<&'static str> {
         .map(|(_, k)| k)
 }
 
-fn levenshtein(a: &[char], b: &[char]) -> usize {
+pub(crate) fn levenshtein(a: &[char], b: &[char]) -> usize {
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.iter().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
