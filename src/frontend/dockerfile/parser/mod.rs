@@ -600,6 +600,10 @@ impl Node {
                 .flat_map(|t| t.iter().take(2))
                 .map(|s| c_str(s))
                 .collect()
+        } else if v.next.is_some() {
+            // `ONBUILD ONBUILD RUN x`: BuildKit's inner ONBUILD holds its instruction in a
+            // value-less node, which its value list reports as one empty string.
+            vec![""]
         } else {
             v.values.iter().map(|s| c_str(s)).collect()
         };
