@@ -535,7 +535,7 @@ fn instruction_error(text: &str, line: usize, message: String) -> ParseError {
 
 /// One instruction from its joined line: keyword, flags, then the keyword's argument parser.
 fn new_node_from_line(line: &str, escape: char) -> Result<Node, String> {
-    let (cmd, flags, rest) = split_command(line, escape);
+    let (cmd, flags, rest) = split_command(line);
     let cmd = cmd.to_lowercase();
     let mut node = Node {
         original: line.to_string(),
