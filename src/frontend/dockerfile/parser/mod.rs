@@ -607,7 +607,9 @@ impl Node {
         } else {
             v.values.iter().map(|s| c_str(s)).collect()
         };
-        let heredocs: Vec<Value> = self
+        // BuildKit attaches an `ONBUILD RUN <<EOF` body to the ONBUILD node, but the reference
+        // JSON reports the wrapped instruction's heredocs, which are none.
+        let heredocs: Vec<Value> = v
             .heredocs
             .iter()
             .map(|h| {
