@@ -9,8 +9,8 @@
 //! instructions, `ENV`/`LABEL` without a value, a JSON array of non-strings, an unterminated
 //! heredoc, a bad or repeated parser directive.
 //!
-//! The line handling: parser directives (`# syntax=`, `# escape=`, `# check=`) are only read
-//! in the leading comment lines; a line ending in the escape character (`\`, or `` ` `` after
+//! The line handling: parser directives (`# syntax=`, `# escape=`) are only read in the leading
+//! comment lines (`# check=` is an ordinary comment there, as in the reference parser); a line ending in the escape character (`\`, or `` ` `` after
 //! `# escape=``) continues on the next, where comment lines and empty lines are skipped (the
 //! latter with a warning); CRLF line ends and a leading UTF-8 BOM are accepted.
 
@@ -262,7 +262,9 @@ impl Directives {
             return Ok(None);
         };
         let name = name.to_lowercase();
-        if !matches!(name.as_str(), "syntax" | "escape" | "check") {
+        // The reference parser (Dockerfile frontend before 1.8) predates `# check=`: to it that
+        // line is a plain comment, which ends the directives, so a later `# escape=` is ignored.
+        if !matches!(name.as_str(), "syntax" | "escape") {
             self.done = true;
             return Ok(None);
         }
