@@ -4,9 +4,10 @@
 //! Written by hand rather than with `serde_json` to reproduce Go's decoder where the two differ:
 //! lone UTF-16 surrogates become U+FFFD instead of an error, nesting deeper than 10000 is a
 //! syntax error, and a number out of `float64` range is a (deferred) type error, which makes the
-//! parser fall back to shell form rather than reject the line. BuildKit reads the array with a
-//! `json.Decoder`, which stops after the first value: whatever follows the closing `]`
-//! (`CMD ["a"] x`) is ignored, not a reason for shell form.
+//! parser fall back to shell form rather than reject the line. The reference parser (Dockerfile
+//! frontend before 1.9) reads the array with a `json.Decoder`, which stops after the first
+//! value: whatever follows the closing `]` (`CMD ["a"] x`) is ignored, not a reason for shell
+//! form. (Frontend 1.9 switched to `json.Unmarshal`, which makes such a line shell form.)
 
 /// Why a candidate JSON array was not a string array.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
