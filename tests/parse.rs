@@ -143,7 +143,7 @@ fn json_agrees_with_buildkit() {
             }
         }
     }
-    assert_eq!(total, 68, "cases in testdata/dockerfile-json/cases");
+    assert_eq!(total, 74, "cases in testdata/dockerfile-json/cases");
     assert!(
         failures.is_empty(),
         "{}/{total} disagree:\n{}",

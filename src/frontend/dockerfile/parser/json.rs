@@ -4,7 +4,10 @@
 //! Written by hand rather than with `serde_json` to reproduce Go's decoder where the two differ:
 //! lone UTF-16 surrogates become U+FFFD instead of an error, nesting deeper than 10000 is a
 //! syntax error, and a number out of `float64` range is a (deferred) type error, which makes the
-//! parser fall back to shell form rather than reject the line.
+//! parser fall back to shell form rather than reject the line. The reference parser (Dockerfile
+//! frontend before 1.9) reads the array with a `json.Decoder`, which stops after the first
+//! value: whatever follows the closing `]` (`CMD ["a"] x`) is ignored, not a reason for shell
+//! form. (Frontend 1.9 switched to `json.Unmarshal`, which makes such a line shell form.)
 
 /// Why a candidate JSON array was not a string array.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,7 +20,7 @@ pub(super) enum JsonError {
 
 const MAX_DEPTH: usize = 10000;
 
-/// Decodes `s` (which starts with `[`) as a JSON array of strings.
+/// Decodes the JSON array of strings that `s` starts with; text after its `]` is ignored.
 pub(super) fn parse_string_array(s: &str) -> Result<Vec<String>, JsonError> {
     let mut p = Parser {
         s: s.as_bytes(),
@@ -26,10 +29,6 @@ pub(super) fn parse_string_array(s: &str) -> Result<Vec<String>, JsonError> {
         range_error: false,
     };
     let (strings, all_strings) = p.top_array().ok_or(JsonError::NotJson)?;
-    p.ws();
-    if p.pos != p.s.len() {
-        return Err(JsonError::NotJson);
-    }
     // Go reports the saved number-range error from Unmarshal; the element types are only
     // checked after a successful decode.
     if p.range_error {
@@ -294,7 +293,12 @@ mod tests {
             Err(JsonError::NotJson)
         );
         assert_eq!(parse_string_array(r#"["a",]"#), Err(JsonError::NotJson));
-        assert_eq!(parse_string_array(r#"["a"] x"#), Err(JsonError::NotJson));
+        assert_eq!(parse_string_array(r#"["a"] x"#), Ok(vec!["a".into()]));
+        assert_eq!(parse_string_array(r#"["a"]]["b"]"#), Ok(vec!["a".into()]));
+        assert_eq!(
+            parse_string_array(r#"[1] x"#),
+            Err(JsonError::NotStringArray)
+        );
         assert_eq!(parse_string_array("['a']"), Err(JsonError::NotJson));
         assert_eq!(parse_string_array("[\"a\tb\"]"), Err(JsonError::NotJson));
         assert_eq!(parse_string_array("[01]"), Err(JsonError::NotJson));

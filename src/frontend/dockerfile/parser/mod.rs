@@ -9,8 +9,8 @@
 //! instructions, `ENV`/`LABEL` without a value, a JSON array of non-strings, an unterminated
 //! heredoc, a bad or repeated parser directive.
 //!
-//! The line handling: parser directives (`# syntax=`, `# escape=`, `# check=`) are only read
-//! in the leading comment lines; a line ending in the escape character (`\`, or `` ` `` after
+//! The line handling: parser directives (`# syntax=`, `# escape=`) are only read in the leading
+//! comment lines (`# check=` is an ordinary comment there, as in the reference parser); a line ending in the escape character (`\`, or `` ` `` after
 //! `# escape=``) continues on the next, where comment lines and empty lines are skipped (the
 //! latter with a warning); CRLF line ends and a leading UTF-8 BOM are accepted.
 
@@ -262,7 +262,9 @@ impl Directives {
             return Ok(None);
         };
         let name = name.to_lowercase();
-        if !matches!(name.as_str(), "syntax" | "escape" | "check") {
+        // The reference parser (Dockerfile frontend before 1.8) predates `# check=`: to it that
+        // line is a plain comment, which ends the directives, so a later `# escape=` is ignored.
+        if !matches!(name.as_str(), "syntax" | "escape") {
             self.done = true;
             return Ok(None);
         }
@@ -535,7 +537,7 @@ fn instruction_error(text: &str, line: usize, message: String) -> ParseError {
 
 /// One instruction from its joined line: keyword, flags, then the keyword's argument parser.
 fn new_node_from_line(line: &str, escape: char) -> Result<Node, String> {
-    let (cmd, flags, rest) = split_command(line, escape);
+    let (cmd, flags, rest) = split_command(line);
     let cmd = cmd.to_lowercase();
     let mut node = Node {
         original: line.to_string(),
@@ -600,10 +602,16 @@ impl Node {
                 .flat_map(|t| t.iter().take(2))
                 .map(|s| c_str(s))
                 .collect()
+        } else if v.next.is_some() {
+            // `ONBUILD ONBUILD RUN x`: BuildKit's inner ONBUILD holds its instruction in a
+            // value-less node, which its value list reports as one empty string.
+            vec![""]
         } else {
             v.values.iter().map(|s| c_str(s)).collect()
         };
-        let heredocs: Vec<Value> = self
+        // BuildKit attaches an `ONBUILD RUN <<EOF` body to the ONBUILD node, but the reference
+        // JSON reports the wrapped instruction's heredocs, which are none.
+        let heredocs: Vec<Value> = v
             .heredocs
             .iter()
             .map(|h| {

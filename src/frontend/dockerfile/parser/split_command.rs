@@ -28,26 +28,29 @@ pub(super) fn split_all(s: &str) -> Vec<String> {
 }
 
 /// `KEYWORD --flag=x --other rest...` → (keyword, flags, rest), the rest trimmed.
-pub(super) fn split_command(line: &str, escape: char) -> (String, Vec<String>, String) {
+pub(super) fn split_command(line: &str) -> (String, Vec<String>, String) {
     let (cmd, rest) = split2(line.trim());
     let (args, flags) = match rest {
-        Some(rest) => extract_builder_flags(rest, escape),
+        Some(rest) => extract_builder_flags(rest),
         None => (String::new(), Vec::new()),
     };
     (cmd.to_string(), flags, args.trim().to_string())
 }
 
 /// Takes the leading words that start with `--` as flags (a bare `--` ends them). Quotes group
-/// and are removed, the escape character escapes the next byte.
+/// and are removed, a backslash escapes the next byte.
+///
+/// The backslash is fixed, whatever `# escape=` says: that is the reference parser's behaviour
+/// (the Dockerfile frontend before 1.15, which the JSON contract in `testdata/dockerfile-json`
+/// is checked against). Frontend 1.15 switched to the escape directive's character here, which only
+/// matters for a backslash or backtick inside a flag of a `# escape=\`` file.
 ///
 /// Like BuildKit this walks bytes and widens each byte to a character, so a non-ASCII flag
 /// value comes out Latin-1-decoded (`é` becomes `Ã©`); the instructions BuildKit accepts are
 /// the ones lade accepts.
-fn extract_builder_flags(line: &str, escape: char) -> (String, Vec<String>) {
+fn extract_builder_flags(line: &str) -> (String, Vec<String>) {
     let b = line.as_bytes();
     let rest_from = |pos: usize| String::from_utf8_lossy(&b[pos..]).into_owned();
-    // The escape character is ASCII (`\` or `` ` ``); compare bytes.
-    let esc = u8::try_from(escape).ok();
     let mut words = Vec::new();
     let mut word = String::new();
     let mut blank_ok = false;
@@ -82,7 +85,7 @@ fn extract_builder_flags(line: &str, escape: char) -> (String, Vec<String>) {
                 } else if ch == b'\'' || ch == b'"' {
                     quote = Some(ch);
                     blank_ok = true;
-                } else if Some(ch) == esc {
+                } else if ch == b'\\' {
                     if let Some(&next) = b.get(pos + 1) {
                         word.push(char::from(next));
                         pos += 1;
@@ -94,7 +97,7 @@ fn extract_builder_flags(line: &str, escape: char) -> (String, Vec<String>) {
             Some(q) => {
                 if ch == q {
                     quote = None;
-                } else if Some(ch) == esc {
+                } else if ch == b'\\' {
                     match b.get(pos + 1) {
                         Some(&next) => {
                             word.push(char::from(next));
@@ -121,15 +124,15 @@ mod tests {
 
     #[test]
     fn flags_and_rest() {
-        let (cmd, flags, rest) = split_command("COPY --from=a --chown=\"1 2\" -- x y", '\\');
+        let (cmd, flags, rest) = split_command("COPY --from=a --chown=\"1 2\" -- x y");
         assert_eq!(cmd, "COPY");
         assert_eq!(flags, ["--from=a", "--chown=1 2"]);
         assert_eq!(rest, "x y");
-        let (_, flags, rest) = split_command("CMD --doit -- [ ]", '\\');
+        let (_, flags, rest) = split_command("CMD --doit -- [ ]");
         assert_eq!((flags, rest.as_str()), (vec!["--doit".to_string()], "[ ]"));
-        let (_, flags, rest) = split_command("RUN --a=1", '\\');
+        let (_, flags, rest) = split_command("RUN --a=1");
         assert_eq!((flags, rest.as_str()), (vec!["--a=1".to_string()], ""));
-        let (cmd, flags, rest) = split_command("  FROM\t  x  ", '\\');
+        let (cmd, flags, rest) = split_command("  FROM\t  x  ");
         assert_eq!((cmd.as_str(), flags.len(), rest.as_str()), ("FROM", 0, "x"));
     }
 }
