@@ -813,3 +813,58 @@ fn output_files_get_the_users_umask_not_0600() {
         assert_eq!(mode(&blob.unwrap().path()), 0o644);
     }
 }
+
+/// Without `--cache-dir`, the store is `$LADE_CACHE_DIR`, else `$XDG_CACHE_HOME/lade`, else
+/// `~/.cache/lade`: each build's layer blob lands in the store it should.
+#[test]
+fn the_default_store_follows_lade_cache_dir_then_xdg_then_home() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = hello_context(tmp.path());
+    let build = |env: &[(&str, &Path)]| {
+        let mut c = assert_cmd::Command::new(env!("CARGO_BIN_EXE_lade"));
+        c.env_remove("LADE_CACHE_DIR")
+            .env_remove("XDG_CACHE_HOME")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .args(["build", "--progress", "quiet", "--spec"])
+            .arg(ctx.join("lade.toml"))
+            .arg("-o")
+            .arg(format!(
+                "type=oci,dest={}",
+                tmp.path().join("out.tar").display()
+            ));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.assert().success();
+    };
+    let blobs = |store: &Path| -> usize {
+        walkdir::WalkDir::new(store)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file() && e.path().to_string_lossy().contains("sha256"))
+            .count()
+    };
+    let (explicit, xdg, home) = (
+        tmp.path().join("explicit"),
+        tmp.path().join("xdg"),
+        tmp.path().join("home"),
+    );
+    build(&[
+        ("LADE_CACHE_DIR", &explicit),
+        ("XDG_CACHE_HOME", &xdg),
+        ("HOME", &home),
+    ]);
+    assert!(blobs(&explicit) > 0, "LADE_CACHE_DIR holds the blobs");
+    assert!(!xdg.exists() && !home.exists());
+    build(&[("XDG_CACHE_HOME", &xdg), ("HOME", &home)]);
+    assert!(
+        blobs(&xdg.join("lade")) > 0,
+        "$XDG_CACHE_HOME/lade holds the blobs"
+    );
+    assert!(!home.exists());
+    build(&[("HOME", &home)]);
+    assert!(
+        blobs(&home.join(".cache/lade")) > 0,
+        "~/.cache/lade holds the blobs"
+    );
+}
