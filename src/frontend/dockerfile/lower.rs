@@ -1488,10 +1488,10 @@ mod tests {
         for (from, wanted) in [
             ("5", "invalid stage index 5"),
             ("$X", "variable expansion is not supported for --from"),
-            ("nope", "no stage named \"nope\" in this Dockerfile"),
+            ("bsae", "no stage named \"bsae\" in this Dockerfile"),
         ] {
             let err = lower_with(
-                &format!("FROM scratch AS a\nCOPY --from={from} x /x\n"),
+                &format!("FROM scratch AS base\nCOPY --from={from} x /x\n"),
                 &[],
                 &[],
             )
