@@ -85,18 +85,22 @@ fn build(ctx: &Path, cache: &Path, out: &Path, extra: &[&str]) -> Image {
         .status()
         .unwrap()
         .success());
-    let meta: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    Image {
+        config: config_named_in(&meta, &layout),
+        archive: out.to_path_buf(),
+    }
+}
+
+/// The image config that the metadata file `meta` names (`containerimage.config.digest`),
+/// read from the blobs of the OCI layout `layout`.
+fn config_named_in(meta: &Path, layout: &Path) -> Value {
+    let meta: Value = serde_json::from_slice(&fs::read(meta).unwrap()).unwrap();
     let cfg = meta["containerimage.config.digest"]
         .as_str()
         .unwrap()
         .trim_start_matches("sha256:")
         .to_string();
-    let config =
-        serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(cfg)).unwrap()).unwrap();
-    Image {
-        config,
-        archive: out.to_path_buf(),
-    }
+    serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(cfg)).unwrap()).unwrap()
 }
 
 /// Runs the image in the test dockerd and returns its stdout.
@@ -581,13 +585,7 @@ fn build_layout(ctx: &Path, cache: &Path, dest: &Path) -> Value {
         "lade build failed:\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let meta: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
-    let cfg = meta["containerimage.config.digest"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("sha256:")
-        .to_string();
-    serde_json::from_slice(&fs::read(dest.join("blobs/sha256").join(cfg)).unwrap()).unwrap()
+    config_named_in(&meta, dest)
 }
 
 #[test]
