@@ -1,8 +1,10 @@
 //! Registry client against the real CNCF distribution registry (`docker-registry`): the one CI
 //! starts (`LADE_TEST_REGISTRY`, `LADE_TEST_TLS_*`) or, when unset, one started per test.
 
+mod common;
 mod registry_support;
 
+use common::noise;
 use lade::digest::Digest;
 use lade::image::{
     canonical_json, media_types as mt, Descriptor, ImageConfig, Index, Manifest, Platform, RootFs,
@@ -45,21 +47,6 @@ fn repo_name(name: &str) -> String {
 
 fn reference(addr: &str, repo: &str, tag: &str) -> Reference {
     Reference::parse(&format!("{addr}/{repo}:{tag}")).unwrap()
-}
-
-/// Deterministic pseudo-random bytes (incompressible enough for gzip to keep them large).
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 struct TestImage {
