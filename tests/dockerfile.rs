@@ -52,6 +52,16 @@ fn busybox_base(dir: &Path) -> PathBuf {
     layout
 }
 
+/// The build context `dir` holding `Dockerfile` and the given files.
+fn context(dir: &Path, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
+    fs::create_dir_all(dir).unwrap();
+    fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+    for (path, content) in files {
+        fs::write(dir.join(path), content).unwrap();
+    }
+    dir.to_path_buf()
+}
+
 struct Image {
     config: Value,
     archive: PathBuf,
@@ -85,18 +95,22 @@ fn build(ctx: &Path, cache: &Path, out: &Path, extra: &[&str]) -> Image {
         .status()
         .unwrap()
         .success());
-    let meta: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    Image {
+        config: config_named_in(&meta, &layout),
+        archive: out.to_path_buf(),
+    }
+}
+
+/// The image config that the metadata file `meta` names (`containerimage.config.digest`),
+/// read from the blobs of the OCI layout `layout`.
+fn config_named_in(meta: &Path, layout: &Path) -> Value {
+    let meta: Value = serde_json::from_slice(&fs::read(meta).unwrap()).unwrap();
     let cfg = meta["containerimage.config.digest"]
         .as_str()
         .unwrap()
         .trim_start_matches("sha256:")
         .to_string();
-    let config =
-        serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(cfg)).unwrap()).unwrap();
-    Image {
-        config,
-        archive: out.to_path_buf(),
-    }
+    serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(cfg)).unwrap()).unwrap()
 }
 
 /// Runs the image in the test dockerd and returns its stdout.
@@ -581,25 +595,13 @@ fn build_layout(ctx: &Path, cache: &Path, dest: &Path) -> Value {
         "lade build failed:\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let meta: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
-    let cfg = meta["containerimage.config.digest"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("sha256:")
-        .to_string();
-    serde_json::from_slice(&fs::read(dest.join("blobs/sha256").join(cfg)).unwrap()).unwrap()
+    config_named_in(&meta, dest)
 }
 
 #[test]
 fn onbuild_triggers_and_base_env_apply_to_images_built_from_a_layout() {
     let tmp = tempfile::tempdir().unwrap();
-    let base_ctx = tmp.path().join("base-ctx");
-    fs::create_dir_all(&base_ctx).unwrap();
-    fs::write(
-        base_ctx.join("Dockerfile"),
-        "FROM scratch\nENV PATH=/usr/bin:/bin HOME=/home/app\nWORKDIR /srv\nONBUILD COPY . /app\nONBUILD ENV X=1\n",
-    )
-    .unwrap();
+    let base_ctx = context(&tmp.path().join("base-ctx"), "FROM scratch\nENV PATH=/usr/bin:/bin HOME=/home/app\nWORKDIR /srv\nONBUILD COPY . /app\nONBUILD ENV X=1\n", &[]);
     let base = tmp.path().join("base");
     let base_config = build_layout(&base_ctx, &tmp.path().join("cache"), &base);
     assert_eq!(
@@ -674,14 +676,11 @@ fn onbuild_triggers_and_base_env_apply_to_images_built_from_a_layout() {
 #[test]
 fn from_a_stage_runs_its_onbuild_instructions_but_does_not_keep_them() {
     let tmp = tempfile::tempdir().unwrap();
-    let ctx = tmp.path().join("ctx");
-    fs::create_dir_all(&ctx).unwrap();
-    fs::write(ctx.join("a.txt"), "a\n").unwrap();
-    fs::write(
-        ctx.join("Dockerfile"),
+    let ctx = context(
+        &tmp.path().join("ctx"),
         "FROM scratch AS template\nONBUILD COPY a.txt /triggered.txt\nFROM template\nENV DONE=1\n",
-    )
-    .unwrap();
+        &[("a.txt", "a\n")],
+    );
     let config = build_layout(&ctx, &tmp.path().join("cache"), &tmp.path().join("out"));
     assert!(config["config"].get("OnBuild").is_none(), "{config}");
     let listing = layer_listing(&ctx, tmp.path(), false);
@@ -691,13 +690,11 @@ fn from_a_stage_runs_its_onbuild_instructions_but_does_not_keep_them() {
 #[test]
 fn base_env_is_read_from_an_oci_archive_too() {
     let tmp = tempfile::tempdir().unwrap();
-    let base_ctx = tmp.path().join("base-ctx");
-    fs::create_dir_all(&base_ctx).unwrap();
-    fs::write(
-        base_ctx.join("Dockerfile"),
+    let base_ctx = context(
+        &tmp.path().join("base-ctx"),
         "FROM scratch\nENV HOME=/home/app\nONBUILD LABEL triggered=yes\n",
-    )
-    .unwrap();
+        &[],
+    );
     let archive = tmp.path().join("base.tar");
     lade_cmd()
         .args(["build", "--progress", "quiet", "--cache-dir"])
@@ -707,16 +704,14 @@ fn base_env_is_read_from_an_oci_archive_too() {
         .arg(&base_ctx)
         .assert()
         .success();
-    let ctx = tmp.path().join("ctx");
-    fs::create_dir_all(&ctx).unwrap();
-    fs::write(
-        ctx.join("Dockerfile"),
-        format!(
+    let ctx = context(
+        &tmp.path().join("ctx"),
+        &format!(
             "FROM oci-archive:{}\nENV CONF=$HOME/.config\n",
             archive.display()
         ),
-    )
-    .unwrap();
+        &[],
+    );
     let config = build_layout(&ctx, &tmp.path().join("cache"), &tmp.path().join("out"));
     assert!(
         config["config"]["Env"]
@@ -779,17 +774,15 @@ fn add_url_downloads_one_file_with_dockers_name_and_mode() {
     let tool = b"#!/bin/sh\necho downloaded\n".to_vec();
     let (url, _) = serve(vec![("/dl/tool.sh", tool.clone())]);
     let tmp = tempfile::tempdir().unwrap();
-    let ctx = tmp.path().join("ctx");
-    fs::create_dir_all(&ctx).unwrap();
-    fs::write(
-        ctx.join("Dockerfile"),
-        format!(
+    let ctx = context(
+        &tmp.path().join("ctx"),
+        &format!(
             "FROM scratch\n\
              ADD {url}/dl/tool.sh /opt/\n\
              ADD --chmod=755 {url}/dl/tool.sh /usr/bin/tool\n"
         ),
-    )
-    .unwrap();
+        &[],
+    );
     let listing = layer_listing(&ctx, tmp.path(), true);
     assert_eq!(mode_of(&listing, "opt/tool.sh"), "-rw-------", "{listing}");
     assert_eq!(mode_of(&listing, "usr/bin/tool"), "-rwxr-xr-x", "{listing}");
@@ -818,16 +811,14 @@ fn add_url_with_checksum_is_verified_and_cached_without_downloading() {
     let body = b"pinned content\n".to_vec();
     let (url, requests) = serve(vec![("/f.txt", body.clone())]);
     let tmp = tempfile::tempdir().unwrap();
-    let ctx = tmp.path().join("ctx");
-    fs::create_dir_all(&ctx).unwrap();
-    fs::write(
-        ctx.join("Dockerfile"),
-        format!(
+    let ctx = context(
+        &tmp.path().join("ctx"),
+        &format!(
             "FROM scratch\nADD --checksum=sha256:{} {url}/f.txt /etc/pinned\n",
             sha256_hex(&body)
         ),
-    )
-    .unwrap();
+        &[],
+    );
     let first = layer_listing(&ctx, tmp.path(), true);
     assert_eq!(mode_of(&first, "etc/pinned"), "-rw-------");
     assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
@@ -891,13 +882,11 @@ fn add_url_http_errors_name_the_url() {
 fn onbuild_triggers_and_base_env_come_from_a_registry_base_too() {
     let s = common::require_services();
     let tmp = tempfile::tempdir().unwrap();
-    let base_ctx = tmp.path().join("base-ctx");
-    fs::create_dir_all(&base_ctx).unwrap();
-    fs::write(
-        base_ctx.join("Dockerfile"),
+    let base_ctx = context(
+        &tmp.path().join("base-ctx"),
         "FROM scratch\nENV HOME=/home/app\nONBUILD COPY . /app\n",
-    )
-    .unwrap();
+        &[],
+    );
     let base = format!("{}/lade-test/onbuild-base:1", s.registry);
     lade_cmd()
         .args([
@@ -914,14 +903,11 @@ fn onbuild_triggers_and_base_env_come_from_a_registry_base_too() {
         .assert()
         .success();
 
-    let ctx = tmp.path().join("ctx");
-    fs::create_dir_all(&ctx).unwrap();
-    fs::write(ctx.join("a.txt"), "a\n").unwrap();
-    fs::write(
-        ctx.join("Dockerfile"),
-        format!("FROM {base}\nENV CONF=$HOME/.config\n"),
-    )
-    .unwrap();
+    let ctx = context(
+        &tmp.path().join("ctx"),
+        &format!("FROM {base}\nENV CONF=$HOME/.config\n"),
+        &[("a.txt", "a\n")],
+    );
     // A fresh store: the base's config comes from the registry while lowering.
     let config = build_layout(&ctx, &tmp.path().join("cache2"), &tmp.path().join("out"));
     let c = &config["config"];

@@ -36,6 +36,15 @@ fn build(ctx: &Path, extra: &[&str]) -> Built {
     )
 }
 
+/// `build` with `--build-arg` before each of `build_args` (`NAME=value`).
+fn build_with_args(ctx: &Path, extra: &[&str], build_args: &[&str]) -> Built {
+    let mut all = extra.to_vec();
+    for a in build_args {
+        all.extend(["--build-arg", a]);
+    }
+    build(ctx, &all)
+}
+
 fn build_cmd(ctx: &Path, out: &str, extra: &[&str]) -> assert_cmd::Command {
     let layout = ctx.with_extension(out);
     let _ = fs::remove_dir_all(&layout);
@@ -355,18 +364,10 @@ fn args_scoping_redeclaration_and_build_args() {
         first["config"]["Labels"],
         json!({"v": "2", "global": "g1", "def": "default"})
     );
-    let b = build(
+    let b = build_with_args(
         &ctx,
-        &[
-            "--target",
-            "first",
-            "--build-arg",
-            "DEF=cli",
-            "--build-arg",
-            "GLOBAL=g2",
-            "--build-arg",
-            "V=cli-v",
-        ],
+        &["--target", "first"],
+        &["DEF=cli", "GLOBAL=g2", "V=cli-v"],
     );
     assert_eq!(
         b.config["config"]["Labels"],
@@ -377,14 +378,12 @@ fn args_scoping_redeclaration_and_build_args() {
 
     // The next FROM ends the scope; the predefined proxy args need no ARG to be accepted
     // (no warning), are visible only where declared, and never reach the config.
-    let b = build(
+    let b = build_with_args(
         &ctx,
+        &[],
         &[
-            "--build-arg",
             "HTTP_PROXY=http://proxy:3128",
-            "--build-arg",
             "no_proxy=localhost",
-            "--build-arg",
             "NOT_DECLARED=1",
         ],
     );
@@ -405,14 +404,10 @@ fn args_scoping_redeclaration_and_build_args() {
         "{warning}"
     );
     // Undeclared, a proxy arg's value is nowhere in the config (history included).
-    let b = build(
+    let b = build_with_args(
         &ctx,
-        &[
-            "--target",
-            "first",
-            "--build-arg",
-            "HTTPS_PROXY=http://secret:1",
-        ],
+        &["--target", "first"],
+        &["HTTPS_PROXY=http://secret:1"],
     );
     let raw = fs::read_to_string(&b.config_path).unwrap();
     assert!(!raw.contains("secret:1"), "{raw}");

@@ -1,5 +1,7 @@
 //! Layer writer / reader / extractor against real files and GNU tar.
 
+mod common;
+
 use lade::digest::Digest;
 use lade::layer::*;
 use lade::path::ImagePath;
@@ -244,7 +246,7 @@ fn host_tree_round_trips_through_gnu_tar_and_our_tools() {
         .unwrap();
     assert!(st.success());
     let ox = work.path().join("ours");
-    extract_layer(&tar[..], Compression::None, &ox, &ExtractOptions::default()).unwrap();
+    extract_tar_into(&tar, &ox).unwrap();
     for root in [&gx, &ox] {
         compare_trees(src.path(), root);
         let a = fs::metadata(root.join("hard/a")).unwrap();
@@ -408,23 +410,11 @@ fn golden_layer_content() {
     assert_eq!((home.mode, home.uid, home.mtime), (0o755, 0, 0));
 }
 
-fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn mixed_entries() -> Vec<Entry> {
     let mut v = Vec::new();
     for i in 0..40 {
         let data = if i % 3 == 0 {
-            pseudo_random(100_000 + i * 1_000, i as u64)
+            common::noise(100_000 + i * 1_000, i as u64)
         } else {
             let mut t = Vec::new();
             while t.len() < 150_000 + i * 3_000 {
@@ -770,6 +760,11 @@ fn raw_member(name: &[u8], typeflag: u8, link: &[u8], data: &[u8], mode: u32) ->
     v
 }
 
+/// Extracts an uncompressed layer `tar` into `root` with the default options.
+fn extract_tar_into(tar: &[u8], root: &Path) -> Result<(), LayerError> {
+    extract_layer(tar, Compression::None, root, &ExtractOptions::default())
+}
+
 fn raw_tar(members: &[Vec<u8>]) -> Vec<u8> {
     let mut v: Vec<u8> = members.concat();
     v.extend_from_slice(&[0u8; 1024]);
@@ -803,13 +798,7 @@ fn extraction_never_escapes_the_root() {
         // A hard link to the victim through the symlink resolves inside the root (and there
         // is nothing there), so it fails instead of linking the host file.
     ]);
-    extract_layer(
-        &tar[..],
-        Compression::None,
-        &root,
-        &ExtractOptions::default(),
-    )
-    .unwrap();
+    extract_tar_into(&tar, &root).unwrap();
     assert_eq!(fs::read(root.join("etc/passwd")).unwrap(), b"pwned\n");
     assert_eq!(fs::read(root.join("tmp/x")).unwrap(), b"x\n");
     assert_eq!(fs::read(root.join("escape")).unwrap(), b"dots\n");
@@ -830,12 +819,7 @@ fn extraction_never_escapes_the_root() {
         b"in\n",
         0o644,
     )]);
-    let _ = extract_layer(
-        &tar[..],
-        Compression::None,
-        &root,
-        &ExtractOptions::default(),
-    );
+    let _ = extract_tar_into(&tar, &root);
     assert_eq!(fs::read(&victim).unwrap(), b"original");
     assert!(!victim.parent().unwrap().join("inside").exists());
 
@@ -846,38 +830,20 @@ fn extraction_never_escapes_the_root() {
         v
     }] {
         let tar = raw_tar(&[raw_member(b"hl", b'1', &target, b"", 0o644)]);
-        let err = extract_layer(
-            &tar[..],
-            Compression::None,
-            &root,
-            &ExtractOptions::default(),
-        )
-        .unwrap_err();
+        let err = extract_tar_into(&tar, &root).unwrap_err();
         assert!(matches!(err, LayerError::Extract { .. }), "{err}");
         assert_eq!(fs::metadata(&victim).unwrap().nlink(), 1);
     }
     // A hard link through ../ to a file that *is* in the root links that file.
     let tar = raw_tar(&[raw_member(b"hl", b'1', b"../../etc/passwd", b"", 0o644)]);
-    extract_layer(
-        &tar[..],
-        Compression::None,
-        &root,
-        &ExtractOptions::default(),
-    )
-    .unwrap();
+    extract_tar_into(&tar, &root).unwrap();
     assert_eq!(
         fs::metadata(root.join("hl")).unwrap().ino(),
         fs::metadata(root.join("etc/passwd")).unwrap().ino()
     );
     // Device nodes are skipped without the option.
     let tar = raw_tar(&[raw_member(b"dev/null", b'3', b"", b"", 0o666)]);
-    extract_layer(
-        &tar[..],
-        Compression::None,
-        &root,
-        &ExtractOptions::default(),
-    )
-    .unwrap();
+    extract_tar_into(&tar, &root).unwrap();
     assert!(fs::symlink_metadata(root.join("dev/null")).is_err());
 }
 
@@ -969,13 +935,7 @@ fn reads_gnu_and_pax_archives_from_gnu_tar() {
         );
         assert_eq!(find("/plain".into()).mode, 0o2755);
         let root = t.path().join(format!("x-{format}"));
-        extract_layer(
-            &tar[..],
-            Compression::None,
-            &root,
-            &ExtractOptions::default(),
-        )
-        .unwrap();
+        extract_tar_into(&tar, &root).unwrap();
         assert_eq!(
             fs::read(root.join(&long_dir).join("file")).unwrap(),
             b"deep\n"

@@ -43,6 +43,22 @@ fn lade_with(dir: &Path, docker_config: &Path) -> assert_cmd::Command {
     c
 }
 
+/// `lade login` to the TLS registry as the test user, the password on stdin (`stdin`).
+fn login_tls(dir: &Path, cfg: &Path, s: &common::Services, stdin: &str) -> assert_cmd::Command {
+    let mut c = lade_with(dir, cfg);
+    c.args([
+        "login",
+        &s.tls_registry,
+        "-u",
+        &s.tls_user,
+        "--password-stdin",
+    ])
+    .arg("--registry-ca")
+    .arg(&s.tls_ca)
+    .write_stdin(stdin.to_string());
+    c
+}
+
 fn output_text(a: &assert_cmd::assert::Assert) -> String {
     let o = a.get_output();
     format!(
@@ -73,17 +89,7 @@ fn login_writes_docker_config_and_a_push_uses_it() {
 
     // Wrong password: exit 1, one clear line, the password nowhere, nothing written.
     let wrong = "not-the-password-9f3";
-    let a = lade_with(tmp.path(), &cfg)
-        .args([
-            "login",
-            &s.tls_registry,
-            "-u",
-            &s.tls_user,
-            "--password-stdin",
-        ])
-        .arg("--registry-ca")
-        .arg(&s.tls_ca)
-        .write_stdin(format!("{wrong}\n"))
+    let a = login_tls(tmp.path(), &cfg, &s, &format!("{wrong}\n"))
         .assert()
         .failure()
         .code(1);
@@ -101,17 +107,7 @@ fn login_writes_docker_config_and_a_push_uses_it() {
     assert!(text.contains("lade login"), "{text}");
 
     // Right password: config.json like docker's (base64 user:password in `auth`).
-    let a = lade_with(tmp.path(), &cfg)
-        .args([
-            "login",
-            &s.tls_registry,
-            "-u",
-            &s.tls_user,
-            "--password-stdin",
-        ])
-        .arg("--registry-ca")
-        .arg(&s.tls_ca)
-        .write_stdin(format!("{}\n", s.tls_password))
+    let a = login_tls(tmp.path(), &cfg, &s, &format!("{}\n", s.tls_password))
         .assert()
         .success();
     let text = output_text(&a);

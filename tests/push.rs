@@ -7,9 +7,9 @@ mod registry_support;
 use registry_support::{FaultProxy, Seen, TestRegistry};
 use serde_json::Value;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-fn hello_context(dir: &Path) -> std::path::PathBuf {
+fn hello_context(dir: &Path) -> PathBuf {
     let ctx = dir.join("hello");
     fs::create_dir_all(ctx.join("rootfs/usr/share/hello")).unwrap();
     common::busybox_rootfs(&ctx.join("rootfs"));
@@ -20,6 +20,51 @@ fn hello_context(dir: &Path) -> std::path::PathBuf {
     .unwrap();
     fs::write(ctx.join("lade.toml"), "[image]\nentrypoint = [\"/bin/sh\", \"/usr/share/hello/hello.sh\"]\n[[layer]]\nname = \"rootfs\"\nfrom = \"rootfs\"\ninto = \"/\"\n").unwrap();
     ctx
+}
+
+/// Builds the hello image as an OCI archive `tmp/hello.tar`, with the cache `tmp/cache`:
+/// what the tests that push an existing archive start from. Returns (cache, archive).
+fn hello_archive(tmp: &Path) -> (PathBuf, PathBuf) {
+    let ctx = hello_context(tmp);
+    let cache = tmp.join("cache");
+    let archive = tmp.join("hello.tar");
+    common::lade(&cache)
+        .args(["build", "--progress", "quiet", "--spec"])
+        .arg(ctx.join("lade.toml"))
+        .arg("-o")
+        .arg(format!("type=oci,dest={}", archive.display()))
+        .assert()
+        .success();
+    (cache, archive)
+}
+
+/// A Dockerfile context whose image differs per platform (a label with its architecture),
+/// so that the images of a multi-platform build have distinct digests.
+fn arch_labelled_context(tmp: &Path) -> PathBuf {
+    let ctx = tmp.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("hello.txt"), "hello\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nARG TARGETARCH\nCOPY hello.txt /\nLABEL arch=$TARGETARCH\n",
+    )
+    .unwrap();
+    ctx
+}
+
+/// A Dockerfile context `FROM base` that adds one file with `COPY --link`: the layer does not
+/// depend on the base's filesystem (BuildKit's semantics), so no step needs the base's layers
+/// (a plain COPY would have to look at them).
+fn link_app_context(tmp: &Path, base: &str) -> PathBuf {
+    let df = tmp.join("df");
+    fs::create_dir_all(&df).unwrap();
+    fs::write(df.join("extra.txt"), "extra\n").unwrap();
+    fs::write(
+        df.join("Dockerfile"),
+        format!("FROM {base}\nCOPY --link extra.txt /extra.txt\n"),
+    )
+    .unwrap();
+    df
 }
 
 fn stderr_of(a: &assert_cmd::assert::Assert) -> String {
@@ -129,16 +174,7 @@ fn build_push_inspect_pull_and_run() {
 fn push_an_archive_and_report_unreachable_registries() {
     let s = common::require_services();
     let tmp = tempfile::tempdir().unwrap();
-    let ctx = hello_context(tmp.path());
-    let cache = tmp.path().join("cache");
-    let archive = tmp.path().join("hello.tar");
-    common::lade(&cache)
-        .args(["build", "--progress", "quiet", "--spec"])
-        .arg(ctx.join("lade.toml"))
-        .arg("-o")
-        .arg(format!("type=oci,dest={}", archive.display()))
-        .assert()
-        .success();
+    let (cache, archive) = hello_archive(tmp.path());
     let dest = format!("{}/lade-test/archive:2", s.registry);
     let digest_file = tmp.path().join("digest");
     common::lade(&cache)
@@ -374,16 +410,7 @@ fn registry_base_layers_are_mounted_not_downloaded() {
     let (_, base_layers) = push_hello_base(tmp.path(), &base);
     assert!(!base_layers.is_empty());
 
-    let df = tmp.path().join("df");
-    fs::create_dir_all(&df).unwrap();
-    fs::write(df.join("extra.txt"), "extra\n").unwrap();
-    // --link: the layer does not depend on the base's filesystem (BuildKit's semantics), so
-    // nothing needs the base's layers; a plain COPY would have to look at them.
-    fs::write(
-        df.join("Dockerfile"),
-        format!("FROM {base}\nCOPY --link extra.txt /extra.txt\n"),
-    )
-    .unwrap();
+    let df = link_app_context(tmp.path(), &base);
     let cache = tmp.path().join("cache");
     let app = format!("{}/lade-test/lazy-app-{id}:1", proxy.addr);
     let digest_file = tmp.path().join("app.digest");
@@ -552,15 +579,7 @@ fn pull_policies_decide_what_a_build_asks_the_registry() {
     let id = std::process::id();
     let base = format!("{}/lade-test/pull-base-{id}:1", proxy.addr);
     push_hello_base(tmp.path(), &base);
-    let df = tmp.path().join("df");
-    fs::create_dir_all(&df).unwrap();
-    fs::write(df.join("extra.txt"), "extra\n").unwrap();
-    // --link: no step needs the base's layers (see registry_base_layers_are_mounted_...).
-    fs::write(
-        df.join("Dockerfile"),
-        format!("FROM {base}\nCOPY --link extra.txt /extra.txt\n"),
-    )
-    .unwrap();
+    let df = link_app_context(tmp.path(), &base);
     let cache = tmp.path().join("cache");
     let out = tmp.path().join("out.tar");
     // Builds to an archive; returns the image digest and the requests the registry saw.
@@ -796,14 +815,7 @@ fn push_jobs_bounds_how_many_blobs_upload_at_once() {
 fn push_of_a_multi_platform_archive_or_layout_sends_the_whole_index() {
     let s = common::require_services();
     let tmp = tempfile::tempdir().unwrap();
-    let ctx = tmp.path().join("ctx");
-    fs::create_dir_all(&ctx).unwrap();
-    fs::write(ctx.join("hello.txt"), "hello\n").unwrap();
-    fs::write(
-        ctx.join("Dockerfile"),
-        "FROM scratch\nARG TARGETARCH\nCOPY hello.txt /\nLABEL arch=$TARGETARCH\n",
-    )
-    .unwrap();
+    let ctx = arch_labelled_context(tmp.path());
     let cache = tmp.path().join("cache");
     let (archive, layout) = (tmp.path().join("multi.tar"), tmp.path().join("multi"));
     common::lade(&cache)
@@ -915,16 +927,7 @@ fn one_error_line(cmd: &mut assert_cmd::Command) -> String {
 fn registry_errors_on_the_command_line_are_one_line_and_exit_1() {
     let s = common::require_services();
     let tmp = tempfile::tempdir().unwrap();
-    let ctx = hello_context(tmp.path());
-    let cache = tmp.path().join("cache");
-    let archive = tmp.path().join("hello.tar");
-    common::lade(&cache)
-        .args(["build", "--progress", "quiet", "--spec"])
-        .arg(ctx.join("lade.toml"))
-        .arg("-o")
-        .arg(format!("type=oci,dest={}", archive.display()))
-        .assert()
-        .success();
+    let (cache, archive) = hello_archive(tmp.path());
     let home = tmp.path().join("home");
     let docker_cfg = tmp.path().join("docker");
     fs::create_dir_all(&docker_cfg).unwrap();
@@ -1053,16 +1056,7 @@ fn local_host_name() -> String {
 fn insecure_registry_allows_http_or_unverified_tls_for_that_host_and_port_only() {
     let s = common::require_services();
     let tmp = tempfile::tempdir().unwrap();
-    let ctx = hello_context(tmp.path());
-    let cache = tmp.path().join("cache");
-    let archive = tmp.path().join("hello.tar");
-    common::lade(&cache)
-        .args(["build", "--progress", "quiet", "--spec"])
-        .arg(ctx.join("lade.toml"))
-        .arg("-o")
-        .arg(format!("type=oci,dest={}", archive.display()))
-        .assert()
-        .success();
+    let (cache, archive) = hello_archive(tmp.path());
     let id = std::process::id();
     let name = local_host_name();
     let port = |addr: &str| addr.rsplit_once(':').unwrap().1.to_string();
@@ -1165,16 +1159,7 @@ fn lade_toml_image_tags_are_all_pushed_by_type_registry() {
 fn credentials_and_tokens_never_reach_the_trace_log() {
     let s = common::require_services();
     let tmp = tempfile::tempdir().unwrap();
-    let ctx = hello_context(tmp.path());
-    let cache = tmp.path().join("cache");
-    let archive = tmp.path().join("hello.tar");
-    common::lade(&cache)
-        .args(["build", "--progress", "quiet", "--spec"])
-        .arg(ctx.join("lade.toml"))
-        .arg("-o")
-        .arg(format!("type=oci,dest={}", archive.display()))
-        .assert()
-        .success();
+    let (cache, archive) = hello_archive(tmp.path());
     // Basic auth to the TLS registry, and a bearer token flow (with basic auth at the
     // token server) through the proxy.
     let reg = TestRegistry::open();
@@ -1235,14 +1220,7 @@ fn credentials_and_tokens_never_reach_the_trace_log() {
 fn docker_schema2_manifests_and_manifest_lists_pull_and_serve_as_bases() {
     let s = common::require_services();
     let tmp = tempfile::tempdir().unwrap();
-    let ctx = tmp.path().join("ctx");
-    fs::create_dir_all(&ctx).unwrap();
-    fs::write(ctx.join("hello.txt"), "hello\n").unwrap();
-    fs::write(
-        ctx.join("Dockerfile"),
-        "FROM scratch\nARG TARGETARCH\nCOPY hello.txt /\nLABEL arch=$TARGETARCH\n",
-    )
-    .unwrap();
+    let ctx = arch_labelled_context(tmp.path());
     let cache = tmp.path().join("cache");
     let id = std::process::id();
     let repo = format!("lade-test/v2s2-{id}");

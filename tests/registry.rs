@@ -1,15 +1,17 @@
 //! Registry client against the real CNCF distribution registry (`docker-registry`): the one CI
 //! starts (`LADE_TEST_REGISTRY`, `LADE_TEST_TLS_*`) or, when unset, one started per test.
 
+mod common;
 mod registry_support;
 
+use common::noise;
 use lade::digest::Digest;
 use lade::image::{
     canonical_json, media_types as mt, Descriptor, ImageConfig, Index, Manifest, Platform, RootFs,
 };
 use lade::registry::{
-    login, AuthConfig, Client, ClientOptions, Credentials, PullOptions, PushOptions, Reference,
-    RegistryError, RetryPolicy,
+    login, AuthConfig, Client, ClientOptions, Credentials, PullOptions, PushOptions, PushReport,
+    Reference, RegistryError, RetryPolicy,
 };
 use lade::store::Store;
 use registry_support::{FaultProxy, StubRegistry, TestRegistry, TokenServer};
@@ -45,21 +47,6 @@ fn repo_name(name: &str) -> String {
 
 fn reference(addr: &str, repo: &str, tag: &str) -> Reference {
     Reference::parse(&format!("{addr}/{repo}:{tag}")).unwrap()
-}
-
-/// Deterministic pseudo-random bytes (incompressible enough for gzip to keep them large).
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 struct TestImage {
@@ -105,6 +92,33 @@ fn build_image(store: &Store, payload: &[u8], arch: &str) -> TestImage {
     }
 }
 
+/// A registry behind a fault proxy, and an amd64 image of `payload` in a fresh store (kept
+/// alive by the `TempDir`): the set-up of every fault test, which then sets its own faults.
+fn proxied(
+    payload: &[u8],
+) -> (
+    TestRegistry,
+    FaultProxy,
+    tempfile::TempDir,
+    Store,
+    TestImage,
+) {
+    let reg = TestRegistry::open();
+    let proxy = FaultProxy::start(reg.socket_addr());
+    let (dir, store) = new_store();
+    let img = build_image(&store, payload, "amd64");
+    (reg, proxy, dir, store, img)
+}
+
+/// Push options that upload one blob at a time, so that the requests a fault hits come in a
+/// known order.
+fn one_at_a_time() -> PushOptions {
+    PushOptions {
+        jobs: 1,
+        ..PushOptions::default()
+    }
+}
+
 fn new_store() -> (tempfile::TempDir, Store) {
     let d = tempfile::tempdir().unwrap();
     let s = Store::open(d.path()).unwrap();
@@ -140,6 +154,71 @@ fn skopeo_digest(addr: &str, repo: &str, tag: &str) -> String {
     v["Digest"].as_str().unwrap().to_string()
 }
 
+/// Pushes `img` straight to `reg` (no proxy, no faults) as `<new repository>:t`, for tests
+/// that then pull it back through a proxy; returns the repository.
+fn pushed(reg: &TestRegistry, store: &Store, img: &TestImage, name: &str) -> String {
+    let repo = repo_name(name);
+    client()
+        .push_tagged(
+            store,
+            img,
+            &reference(&reg.addr, &repo, "t"),
+            &PushOptions::default(),
+        )
+        .unwrap();
+    repo
+}
+
+/// Asserts that `client` pulls `img` from `target` into a fresh store.
+fn assert_pulls(client: &Client, target: &Reference, img: &TestImage) {
+    let (_d, store) = new_store();
+    let pulled = client
+        .pull(&store, target, &PullOptions::default())
+        .unwrap();
+    assert_eq!(pulled.image.manifest_digest, img.digest, "{target:?}");
+}
+
+/// Asserts that an independent client (skopeo) finds `img` under `addr/repo:tag`.
+fn assert_serves(addr: &str, repo: &str, tag: &str, img: &TestImage) {
+    assert_eq!(
+        skopeo_digest(addr, repo, tag),
+        img.digest.to_string(),
+        "{addr}/{repo}:{tag}"
+    );
+}
+
+/// Most pushes here send one `TestImage` under its target's own tag; the test still names
+/// the store, target and options it pushes with.
+trait PushTagged {
+    fn push_tagged(
+        &self,
+        store: &Store,
+        img: &TestImage,
+        target: &Reference,
+        opts: &PushOptions,
+    ) -> Result<PushReport, RegistryError>;
+}
+
+impl PushTagged for Client {
+    fn push_tagged(
+        &self,
+        store: &Store,
+        img: &TestImage,
+        target: &Reference,
+        opts: &PushOptions,
+    ) -> Result<PushReport, RegistryError> {
+        let tags: Vec<String> = target.tag.iter().cloned().collect();
+        self.push_image(
+            store,
+            target,
+            &img.manifest_bytes,
+            mt::OCI_MANIFEST,
+            &tags,
+            opts,
+        )
+    }
+}
+
 fn one_line(e: &RegistryError) -> String {
     let s = e.to_string();
     eprintln!("error message: {s}");
@@ -156,17 +235,21 @@ fn round_trip_push_skopeo_pull_repush_and_mount() {
     let repo1 = repo_name("roundtrip");
     let target = reference(&reg.addr, &repo1, "v1");
     let tags = vec!["v1".to_string(), "latest".to_string()];
+    // Pushed twice under both tags: the second push finds everything there.
+    let push_both_tags = || {
+        client
+            .push_image(
+                &store,
+                &target,
+                &img.manifest_bytes,
+                mt::OCI_MANIFEST,
+                &tags,
+                &PushOptions::default(),
+            )
+            .unwrap()
+    };
 
-    let report = client
-        .push_image(
-            &store,
-            &target,
-            &img.manifest_bytes,
-            mt::OCI_MANIFEST,
-            &tags,
-            &PushOptions::default(),
-        )
-        .unwrap();
+    let report = push_both_tags();
     assert_eq!(report.manifest_digest, img.digest);
     assert_eq!(report.blobs_uploaded, 2);
     assert_eq!(report.blobs_skipped + report.blobs_mounted, 0);
@@ -182,14 +265,8 @@ fn round_trip_push_skopeo_pull_repush_and_mount() {
     );
 
     // An independent client sees the same digest under both tags.
-    assert_eq!(
-        skopeo_digest(&reg.addr, &repo1, "v1"),
-        img.digest.to_string()
-    );
-    assert_eq!(
-        skopeo_digest(&reg.addr, &repo1, "latest"),
-        img.digest.to_string()
-    );
+    assert_serves(&reg.addr, &repo1, "v1", &img);
+    assert_serves(&reg.addr, &repo1, "latest", &img);
     assert_eq!(client.manifest_digest(&target).unwrap(), img.digest);
 
     // Pull into a fresh store: same manifest and blobs.
@@ -228,16 +305,7 @@ fn round_trip_push_skopeo_pull_repush_and_mount() {
     );
 
     // Second push: everything exists, 0 bytes uploaded.
-    let report = client
-        .push_image(
-            &store,
-            &target,
-            &img.manifest_bytes,
-            mt::OCI_MANIFEST,
-            &tags,
-            &PushOptions::default(),
-        )
-        .unwrap();
+    let report = push_both_tags();
     assert_eq!(report.bytes_uploaded, 0);
     assert_eq!((report.blobs_skipped, report.blobs_uploaded), (2, 0));
 
@@ -245,12 +313,10 @@ fn round_trip_push_skopeo_pull_repush_and_mount() {
     let repo2 = repo_name("mounted");
     let target2 = reference(&reg.addr, &repo2, "m");
     let report = client
-        .push_image(
+        .push_tagged(
             &store,
+            &img,
             &target2,
-            &img.manifest_bytes,
-            mt::OCI_MANIFEST,
-            &["m".to_string()],
             &PushOptions {
                 mount_from: Some(target.clone()),
                 ..PushOptions::default()
@@ -259,10 +325,7 @@ fn round_trip_push_skopeo_pull_repush_and_mount() {
         .unwrap();
     assert_eq!(report.bytes_uploaded, 0);
     assert_eq!((report.blobs_mounted, report.blobs_uploaded), (2, 0));
-    assert_eq!(
-        skopeo_digest(&reg.addr, &repo2, "m"),
-        img.digest.to_string()
-    );
+    assert_serves(&reg.addr, &repo2, "m", &img);
 }
 
 #[test]
@@ -336,10 +399,7 @@ fn multi_platform_index_push_and_platform_pull() {
 
 #[test]
 fn chunked_upload_resumes_after_dropped_connection() {
-    let reg = TestRegistry::open();
-    let proxy = FaultProxy::start(reg.socket_addr());
-    let (_d, store) = new_store();
-    let img = build_image(&store, &noise(3 << 20, 7), "amd64");
+    let (reg, proxy, _d, store, img) = proxied(&noise(3 << 20, 7));
     let layer = img.manifest.layers[0].size;
     assert!(layer > 3_000_000, "layer should be large: {layer}");
     // Cut the connection 300 KiB into the first large request body.
@@ -352,18 +412,9 @@ fn chunked_upload_resumes_after_dropped_connection() {
         chunk_size: 1 << 20,
         ..PushOptions::default()
     };
-    let report = client
-        .push_image(
-            &store,
-            &target,
-            &img.manifest_bytes,
-            mt::OCI_MANIFEST,
-            &["big".into()],
-            &opts,
-        )
-        .unwrap();
+    let report = client.push_tagged(&store, &img, &target, &opts).unwrap();
     assert_eq!(report.manifest_digest, img.digest);
-    assert_eq!(proxy.dropped.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(proxy.drops(), 1);
     let seen = proxy.seen();
     let patches = seen.iter().filter(|s| s.method == "PATCH").count();
     assert!(patches >= 4, "expected chunked PATCHes, saw {patches}");
@@ -374,10 +425,7 @@ fn chunked_upload_resumes_after_dropped_connection() {
         "no upload status request: {seen:?}"
     );
     // The registry has exactly our bytes.
-    assert_eq!(
-        skopeo_digest(&reg.addr, &repo, "big"),
-        img.digest.to_string()
-    );
+    assert_serves(&reg.addr, &repo, "big", &img);
     let (_d2, store2) = new_store();
     client
         .pull(
@@ -402,17 +450,15 @@ fn chunked_upload_resumes_after_dropped_connection() {
     }
     let before = proxy.seen().len();
     let report = client
-        .push_image(
+        .push_tagged(
             &store,
+            &img,
             &reference(&proxy.addr, &repo2, "big"),
-            &img.manifest_bytes,
-            mt::OCI_MANIFEST,
-            &["big".into()],
             &PushOptions { jobs: 1, ..opts },
         )
         .unwrap();
     assert_eq!(report.manifest_digest, img.digest);
-    assert_eq!(proxy.dropped.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(proxy.drops(), 2);
     let seen = &proxy.seen()[before..];
     let posts = seen.iter().filter(|s| s.method == "POST").count();
     assert_eq!(posts, 2, "one session per blob (no restart): {seen:?}");
@@ -426,33 +472,25 @@ fn chunked_upload_resumes_after_dropped_connection() {
         report.bytes_uploaded,
         img.manifest.layers[0].size + img.manifest.config.size
     );
-    assert_eq!(
-        skopeo_digest(&reg.addr, &repo2, "big"),
-        img.digest.to_string()
-    );
+    assert_serves(&reg.addr, &repo2, "big", &img);
 }
 
 #[test]
 fn monolithic_upload_survives_dropped_connection() {
-    let reg = TestRegistry::open();
-    let proxy = FaultProxy::start(reg.socket_addr());
-    let (_d, store) = new_store();
-    let img = build_image(&store, &noise(200 * 1024, 9), "amd64");
+    let (reg, proxy, _d, store, img) = proxied(&noise(200 * 1024, 9));
     proxy.faults.lock().unwrap().drop_body_after = Some(50 * 1024);
     let repo = repo_name("mono-drop");
     let report = client()
-        .push_image(
+        .push_tagged(
             &store,
+            &img,
             &reference(&proxy.addr, &repo, "t"),
-            &img.manifest_bytes,
-            mt::OCI_MANIFEST,
-            &["t".into()],
             &PushOptions::default(),
         )
         .unwrap();
     assert_eq!(report.manifest_digest, img.digest);
-    assert_eq!(proxy.dropped.load(std::sync::atomic::Ordering::SeqCst), 1);
-    assert_eq!(skopeo_digest(&reg.addr, &repo, "t"), img.digest.to_string());
+    assert_eq!(proxy.drops(), 1);
+    assert_serves(&reg.addr, &repo, "t", &img);
     // docker-registry drops a session whose PUT broke after some bytes arrived (its state
     // token's offset no longer matches), so that upload started over. A PUT cut before any
     // byte arrived leaves the session as it was: the client asks for its offset and
@@ -464,20 +502,15 @@ fn monolithic_upload_survives_dropped_connection() {
     }
     let before = proxy.seen().len();
     let report = client()
-        .push_image(
+        .push_tagged(
             &store,
+            &img,
             &reference(&proxy.addr, &repo2, "t"),
-            &img.manifest_bytes,
-            mt::OCI_MANIFEST,
-            &["t".into()],
-            &PushOptions {
-                jobs: 1,
-                ..PushOptions::default()
-            },
+            &one_at_a_time(),
         )
         .unwrap();
     assert_eq!(report.manifest_digest, img.digest);
-    assert_eq!(proxy.dropped.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(proxy.drops(), 2);
     let seen = &proxy.seen()[before..];
     assert!(
         seen.iter()
@@ -486,18 +519,12 @@ fn monolithic_upload_survives_dropped_connection() {
     );
     let posts = seen.iter().filter(|s| s.method == "POST").count();
     assert_eq!(posts, 2, "one session per blob: {seen:?}");
-    assert_eq!(
-        skopeo_digest(&reg.addr, &repo2, "t"),
-        img.digest.to_string()
-    );
+    assert_serves(&reg.addr, &repo2, "t", &img);
 }
 
 #[test]
 fn retries_500_and_429_then_succeeds() {
-    let reg = TestRegistry::open();
-    let proxy = FaultProxy::start(reg.socket_addr());
-    let (_d, store) = new_store();
-    let img = build_image(&store, &noise(10_000, 3), "amd64");
+    let (reg, proxy, _d, store, img) = proxied(&noise(10_000, 3));
     let client = client();
     let repo = repo_name("retry");
     {
@@ -507,17 +534,7 @@ fn retries_500_and_429_then_succeeds() {
     }
     let target = reference(&proxy.addr, &repo, "r");
     let report = client
-        .push_image(
-            &store,
-            &target,
-            &img.manifest_bytes,
-            mt::OCI_MANIFEST,
-            &["r".into()],
-            &PushOptions {
-                jobs: 1,
-                ..PushOptions::default()
-            },
-        )
+        .push_tagged(&store, &img, &target, &one_at_a_time())
         .unwrap();
     assert_eq!(report.manifest_digest, img.digest);
     assert_eq!(proxy.seen().iter().filter(|s| s.status == 500).count(), 3);
@@ -530,21 +547,16 @@ fn retries_500_and_429_then_succeeds() {
     }
     let repo2 = repo_name("retry429");
     let report = client
-        .push_image(
+        .push_tagged(
             &store,
+            &img,
             &reference(&proxy.addr, &repo2, "r"),
-            &img.manifest_bytes,
-            mt::OCI_MANIFEST,
-            &["r".into()],
             &PushOptions::default(),
         )
         .unwrap();
     assert_eq!(report.blobs_uploaded, 2);
     assert_eq!(proxy.seen().iter().filter(|s| s.status == 429).count(), 2);
-    assert_eq!(
-        skopeo_digest(&reg.addr, &repo2, "r"),
-        img.digest.to_string()
-    );
+    assert_serves(&reg.addr, &repo2, "r", &img);
     // And pulls retry too.
     {
         let mut f = proxy.faults.lock().unwrap();
@@ -552,19 +564,12 @@ fn retries_500_and_429_then_succeeds() {
         f.fail_status = 503;
         f.fail_path = String::new();
     }
-    let (_d2, store2) = new_store();
-    let pulled = client
-        .pull(&store2, &target, &PullOptions::default())
-        .unwrap();
-    assert_eq!(pulled.image.manifest_digest, img.digest);
+    assert_pulls(&client, &target, &img);
 }
 
 #[test]
 fn failing_registry_gives_bounded_clear_error_and_no_manifest() {
-    let reg = TestRegistry::open();
-    let proxy = FaultProxy::start(reg.socket_addr());
-    let (_d, store) = new_store();
-    let img = build_image(&store, &noise(10_000, 4), "amd64");
+    let (reg, proxy, _d, store, img) = proxied(&noise(10_000, 4));
     {
         let mut f = proxy.faults.lock().unwrap();
         f.fail_always = true;
@@ -574,12 +579,10 @@ fn failing_registry_gives_bounded_clear_error_and_no_manifest() {
     let repo = repo_name("down");
     let started = std::time::Instant::now();
     let err = client()
-        .push_image(
+        .push_tagged(
             &store,
+            &img,
             &reference(&proxy.addr, &repo, "never"),
-            &img.manifest_bytes,
-            mt::OCI_MANIFEST,
-            &["never".into()],
             &PushOptions::default(),
         )
         .unwrap_err();
@@ -638,17 +641,7 @@ fn clear_errors() {
 
     // Digest mismatch: a proxy flips a byte of every blob download.
     let img = build_image(&store, &noise(5_000, 5), "amd64");
-    let repo = repo_name("lying");
-    client
-        .push_image(
-            &store,
-            &reference(&reg.addr, &repo, "t"),
-            &img.manifest_bytes,
-            mt::OCI_MANIFEST,
-            &["t".into()],
-            &PushOptions::default(),
-        )
-        .unwrap();
+    let repo = pushed(&reg, &store, &img, "lying");
     let proxy = FaultProxy::start(reg.socket_addr());
     proxy.faults.lock().unwrap().corrupt_blobs = true;
     let (_d2, store2) = new_store();
@@ -667,12 +660,10 @@ fn clear_errors() {
     // A blob missing from the store fails before any upload.
     let (_d3, empty) = new_store();
     let err = client
-        .push_image(
+        .push_tagged(
             &empty,
+            &img,
             &reference(&reg.addr, &repo, "x"),
-            &img.manifest_bytes,
-            mt::OCI_MANIFEST,
-            &["x".into()],
             &PushOptions::default(),
         )
         .unwrap_err();
@@ -731,10 +722,7 @@ fn schema1_manifests_are_refused_clearly() {
 /// a push with `status` (and `Retry-After: retry_after`); returns the time from that answer
 /// to the next request of the push.
 fn wait_after_failure(status: u16, retry_after: &str) -> Duration {
-    let reg = TestRegistry::open();
-    let proxy = FaultProxy::start(reg.socket_addr());
-    let (_d, store) = new_store();
-    let img = build_image(&store, &noise(10_000, 21), "amd64");
+    let (reg, proxy, _d, store, img) = proxied(&noise(10_000, 21));
     {
         let mut f = proxy.faults.lock().unwrap();
         f.fail_next = 1;
@@ -755,20 +743,15 @@ fn wait_after_failure(status: u16, retry_after: &str) -> Duration {
     .unwrap();
     let repo = repo_name(&format!("retry-after-{status}"));
     let report = client
-        .push_image(
+        .push_tagged(
             &store,
+            &img,
             &reference(&proxy.addr, &repo, "t"),
-            &img.manifest_bytes,
-            mt::OCI_MANIFEST,
-            &["t".into()],
-            &PushOptions {
-                jobs: 1,
-                ..PushOptions::default()
-            },
+            &one_at_a_time(),
         )
         .unwrap();
     assert_eq!(report.manifest_digest, img.digest);
-    assert_eq!(skopeo_digest(&reg.addr, &repo, "t"), img.digest.to_string());
+    assert_serves(&reg.addr, &repo, "t", &img);
     let seen = proxy.seen();
     let i = seen.iter().position(|s| s.status == status).unwrap();
     assert_eq!(
@@ -820,16 +803,7 @@ fn tls_registry_with_basic_auth() {
     let img = build_image(&store, &noise(20_000, 11), "amd64");
     let repo = repo_name("tls");
     let target = reference(&reg.addr, &repo, "secure");
-    let push = |client: &Client| {
-        client.push_image(
-            &store,
-            &target,
-            &img.manifest_bytes,
-            mt::OCI_MANIFEST,
-            &["secure".into()],
-            &PushOptions::default(),
-        )
-    };
+    let push = |client: &Client| client.push_tagged(&store, &img, &target, &PushOptions::default());
 
     // Untrusted certificate: a TLS error, not a silent fallback to HTTP.
     let err = push(&client()).unwrap_err();
@@ -888,11 +862,7 @@ fn tls_registry_with_basic_auth() {
     let client = with_ca(AuthConfig::from_file(&cfg));
     let report = push(&client).unwrap();
     assert_eq!(report.manifest_digest, img.digest);
-    let (_d2, store2) = new_store();
-    let pulled = client
-        .pull(&store2, &target, &PullOptions::default())
-        .unwrap();
-    assert_eq!(pulled.image.manifest_digest, img.digest);
+    assert_pulls(&client, &target, &img);
 
     // --insecure-registry for this host: TLS without verification works, no CA needed.
     let insecure = Client::new(ClientOptions {
@@ -906,26 +876,16 @@ fn tls_registry_with_basic_auth() {
 
 #[test]
 fn bearer_token_flow_with_expiry_mid_push() {
-    let reg = TestRegistry::open();
-    let proxy = FaultProxy::start(reg.socket_addr());
+    let (reg, proxy, _d, store, img) = proxied(&noise(30_000, 12));
     // Tokens are good for 3 requests only, so they expire many times during one push.
     let ts = TokenServer::start(3, Some(("tok-user", "tok-pass")));
     proxy.faults.lock().unwrap().bearer = Some(ts.clone());
-    let (_d, store) = new_store();
-    let img = build_image(&store, &noise(30_000, 12), "amd64");
     let repo1 = repo_name("bearer");
     let target = reference(&proxy.addr, &repo1, "b");
 
     // Anonymous: the token server refuses, and the error says so.
     let err = client()
-        .push_image(
-            &store,
-            &target,
-            &img.manifest_bytes,
-            mt::OCI_MANIFEST,
-            &["b".into()],
-            &PushOptions::default(),
-        )
+        .push_tagged(&store, &img, &target, &PushOptions::default())
         .unwrap_err();
     let msg = one_line(&err);
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{msg}");
@@ -940,17 +900,7 @@ fn bearer_token_flow_with_expiry_mid_push() {
     );
     let client = Client::new(ClientOptions { auth, ..opts() }).unwrap();
     let report = client
-        .push_image(
-            &store,
-            &target,
-            &img.manifest_bytes,
-            mt::OCI_MANIFEST,
-            &["b".into()],
-            &PushOptions {
-                jobs: 1,
-                ..PushOptions::default()
-            },
-        )
+        .push_tagged(&store, &img, &target, &one_at_a_time())
         .unwrap();
     assert_eq!(report.manifest_digest, img.digest);
     let issued = ts.issued.load(std::sync::atomic::Ordering::SeqCst);
@@ -966,20 +916,15 @@ fn bearer_token_flow_with_expiry_mid_push() {
         "{:?}",
         ts.scopes.lock().unwrap()
     );
-    assert_eq!(
-        skopeo_digest(&reg.addr, &repo1, "b"),
-        img.digest.to_string()
-    );
+    assert_serves(&reg.addr, &repo1, "b", &img);
 
     // Mount from another repository: the token asks for pull on the source too.
     let repo2 = repo_name("bearer-mount");
     let report = client
-        .push_image(
+        .push_tagged(
             &store,
+            &img,
             &reference(&proxy.addr, &repo2, "m"),
-            &img.manifest_bytes,
-            mt::OCI_MANIFEST,
-            &["m".into()],
             &PushOptions {
                 mount_from: Some(target.clone()),
                 ..PushOptions::default()
@@ -994,23 +939,16 @@ fn bearer_token_flow_with_expiry_mid_push() {
         .contains(&format!("repository:{repo1}:pull")));
 
     // Pull through the token flow.
-    let (_d2, store2) = new_store();
-    let pulled = client
-        .pull(&store2, &target, &PullOptions::default())
-        .unwrap();
-    assert_eq!(pulled.image.manifest_digest, img.digest);
+    assert_pulls(&client, &target, &img);
 }
 
 #[test]
 fn identity_token_is_exchanged_with_an_oauth2_refresh_token_post() {
-    let reg = TestRegistry::open();
-    let proxy = FaultProxy::start(reg.socket_addr());
+    let (_reg, proxy, _d, store, img) = proxied(&noise(8_000, 31));
     // GET token requests would need basic credentials the client does not have: only the
     // refresh-token POST can get a token.
     let ts = TokenServer::start(100, Some(("nobody", "nothing")));
     proxy.faults.lock().unwrap().bearer = Some(ts.clone());
-    let (_d, store) = new_store();
-    let img = build_image(&store, &noise(8_000, 31), "amd64");
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.json");
     let write_cfg = |token: &str| {
@@ -1030,29 +968,12 @@ fn identity_token_is_exchanged_with_an_oauth2_refresh_token_post() {
     };
     let repo = repo_name("identitytoken");
     let target = reference(&proxy.addr, &repo, "t");
-    let push = |c: &Client| {
-        c.push_image(
-            &store,
-            &target,
-            &img.manifest_bytes,
-            mt::OCI_MANIFEST,
-            &["t".into()],
-            &PushOptions::default(),
-        )
-    };
+    let push = |c: &Client| c.push_tagged(&store, &img, &target, &PushOptions::default());
 
     write_cfg("good-refresh-token");
     let client = client_from_cfg();
     assert_eq!(push(&client).unwrap().manifest_digest, img.digest);
-    let (_d2, store2) = new_store();
-    assert_eq!(
-        client
-            .pull(&store2, &target, &PullOptions::default())
-            .unwrap()
-            .image
-            .manifest_digest,
-        img.digest
-    );
+    assert_pulls(&client, &target, &img);
     let posts = ts.posts.lock().unwrap().clone();
     assert!(!posts.is_empty());
     assert_eq!(
@@ -1089,17 +1010,7 @@ fn anonymous_bearer_token_flow_pulls() {
     let reg = TestRegistry::open();
     let (_d, store) = new_store();
     let img = build_image(&store, &noise(8_000, 32), "arm64");
-    let repo = repo_name("anonymous");
-    client()
-        .push_image(
-            &store,
-            &reference(&reg.addr, &repo, "t"),
-            &img.manifest_bytes,
-            mt::OCI_MANIFEST,
-            &["t".into()],
-            &PushOptions::default(),
-        )
-        .unwrap();
+    let repo = pushed(&reg, &store, &img, "anonymous");
     // Behind the proxy every request needs a bearer token; the token server grants one to
     // anyone (like Docker Hub for public images).
     let proxy = FaultProxy::start(reg.socket_addr());
@@ -1138,17 +1049,7 @@ fn a_download_cut_mid_blob_is_retried_and_verified() {
     let reg = TestRegistry::open();
     let (_d, store) = new_store();
     let img = build_image(&store, &noise(1 << 20, 33), "amd64");
-    let repo = repo_name("cut-download");
-    client()
-        .push_image(
-            &store,
-            &reference(&reg.addr, &repo, "t"),
-            &img.manifest_bytes,
-            mt::OCI_MANIFEST,
-            &["t".into()],
-            &PushOptions::default(),
-        )
-        .unwrap();
+    let repo = pushed(&reg, &store, &img, "cut-download");
     let proxy = FaultProxy::start(reg.socket_addr());
     let layer = &img.manifest.layers[0];
     // Config first is small; cut the first blob download larger than 100 KiB (the layer).
@@ -1162,7 +1063,7 @@ fn a_download_cut_mid_blob_is_retried_and_verified() {
         )
         .unwrap();
     assert_eq!(pulled.image.manifest_digest, img.digest);
-    assert_eq!(proxy.dropped.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(proxy.drops(), 1);
     let layer_gets = proxy
         .seen()
         .iter()

@@ -730,9 +730,10 @@ fn version_prints_the_package_version() {
     assert_eq!(out.trim(), format!("lade {}", env!("CARGO_PKG_VERSION")));
 }
 
-/// Starts a build of a 3 GiB sparse file (uncompressed, so writing takes a while), waits
-/// until a temp file appears in `watch`, sends `signal`, and returns the exit code.
-fn interrupt_build(tmp: &Path, signal: i32, watch: &Path) -> Option<i32> {
+/// Starts a build of a 3 GiB sparse file (uncompressed, so writing takes a while) to
+/// `--output output`, waits until a name that was not there before (a temp file, or the
+/// output's directory) appears in `watch`, sends `signal`, and returns the exit code.
+fn interrupt_build(tmp: &Path, signal: i32, watch: &Path, output: &str) -> Option<i32> {
     let ctx = tmp.join("ctx");
     if !ctx.exists() {
         fs::create_dir_all(ctx.join("data")).unwrap();
@@ -745,21 +746,24 @@ fn interrupt_build(tmp: &Path, signal: i32, watch: &Path) -> Option<i32> {
             "[image]\n[[layer]]\nname = \"data\"\nfrom = \"data\"\ninto = \"/data\"\n",
         );
     }
-    let out = tmp.join("out/image.tar");
-    fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let names = || -> std::collections::HashSet<std::ffi::OsString> {
+        fs::read_dir(watch)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default()
+    };
+    let before = names();
     let mut child = Command::new(env!("CARGO_BIN_EXE_lade"))
         .args(["build", "--progress", "quiet", "--compression", "none"])
         .arg("--spec")
         .arg(ctx.join("lade.toml"))
         .arg("--cache-dir")
         .arg(tmp.join("cache"))
-        .arg("--output")
-        .arg(format!("type=oci,dest={}", out.display()))
+        .args(["--output", output])
         .spawn()
         .unwrap();
     let started = std::time::Instant::now();
     loop {
-        let busy = fs::read_dir(watch).is_ok_and(|mut d| d.next().is_some());
+        let busy = names().iter().any(|n| !before.contains(n));
         if busy {
             break;
         }
@@ -778,10 +782,12 @@ fn interrupt_build(tmp: &Path, signal: i32, watch: &Path) -> Option<i32> {
 fn interrupted_builds_leave_no_partial_output() {
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("out");
+    fs::create_dir_all(&out_dir).unwrap();
+    let archive = format!("type=oci,dest={}", out_dir.join("image.tar").display());
     // SIGTERM while the layer blob is being written into the store.
     let store_tmp = tmp.path().join("cache/tmp");
     fs::create_dir_all(&store_tmp).unwrap();
-    let code = interrupt_build(tmp.path(), libc::SIGTERM, &store_tmp);
+    let code = interrupt_build(tmp.path(), libc::SIGTERM, &store_tmp, &archive);
     assert_eq!(code, Some(143));
     assert_eq!(
         fs::read_dir(&store_tmp).unwrap().count(),
@@ -804,11 +810,102 @@ fn interrupted_builds_leave_no_partial_output() {
         .arg(tmp.path().join("ctx/lade.toml"))
         .assert()
         .success();
-    let code = interrupt_build(tmp.path(), libc::SIGINT, &out_dir);
+    let code = interrupt_build(tmp.path(), libc::SIGINT, &out_dir, &archive);
     assert_eq!(code, Some(130));
     let left: Vec<_> = fs::read_dir(&out_dir).unwrap().collect();
     assert!(left.is_empty(), "left in the destination: {left:?}");
     assert_eq!(fs::read_dir(&store_tmp).unwrap().count(), 0);
+}
+
+/// Names in `dir` that start with `.` (lade's temp files and directories).
+fn dot_entries(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+#[test]
+fn interrupted_layout_outputs_leave_no_new_directory_and_keep_an_old_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    // An existing layout holding a small image.
+    let small = tmp.path().join("small");
+    write(
+        &small.join("lade.toml"),
+        "[image]\n[[layer]]\nname = \"f\"\nfrom = \"f\"\ninto = \"/f\"\n",
+    );
+    write(&small.join("f/hello.txt"), "hello\n");
+    let old = tmp.path().join("old-layout");
+    common::lade(&tmp.path().join("cache"))
+        .args(["build", "--progress", "quiet", "--spec"])
+        .arg(small.join("lade.toml"))
+        .arg("--output")
+        .arg(format!("type=oci-layout,dest={}", old.display()))
+        .assert()
+        .success();
+    let old_index = fs::read(old.join("index.json")).unwrap();
+    // The big layer in the store first (an interrupted build, then a complete one), so the
+    // builds below are interrupted while they copy it into the layout.
+    let store_tmp = tmp.path().join("cache/tmp");
+    fs::create_dir_all(&store_tmp).unwrap();
+    let scratch = tmp.path().join("scratch");
+    fs::create_dir_all(&scratch).unwrap();
+    let archive = format!("type=oci,dest={}", scratch.join("image.tar").display());
+    assert_eq!(
+        interrupt_build(tmp.path(), libc::SIGTERM, &store_tmp, &archive),
+        Some(143)
+    );
+    common::lade(&tmp.path().join("cache"))
+        .args(["build", "--progress", "quiet", "--compression", "none"])
+        .arg("--spec")
+        .arg(tmp.path().join("ctx/lade.toml"))
+        .assert()
+        .success();
+
+    // A layout directory that did not exist: none is left, nor its temp directory.
+    let parent = tmp.path().join("outputs");
+    fs::create_dir_all(&parent).unwrap();
+    let new = parent.join("new-layout");
+    let code = interrupt_build(
+        tmp.path(),
+        libc::SIGINT,
+        &parent,
+        &format!("type=oci-layout,dest={}", new.display()),
+    );
+    assert_eq!(code, Some(130));
+    let left: Vec<_> = fs::read_dir(&parent).unwrap().collect();
+    assert!(left.is_empty(), "left beside the new layout: {left:?}");
+
+    // An existing layout: its index.json is the old one and no temp file is left in it.
+    let code = interrupt_build(
+        tmp.path(),
+        libc::SIGTERM,
+        &old.join("blobs/sha256"),
+        &format!("type=oci-layout,dest={}", old.display()),
+    );
+    assert_eq!(code, Some(143));
+    assert_eq!(fs::read(old.join("index.json")).unwrap(), old_index);
+    for d in [old.clone(), old.join("blobs/sha256")] {
+        assert_eq!(dot_entries(&d), Vec::<String>::new(), "temp files in {d:?}");
+    }
+    assert_eq!(
+        fs::read_dir(&store_tmp).unwrap().count(),
+        0,
+        "store temp left"
+    );
+
+    // Uninterrupted, the same build makes the new layout whole.
+    common::lade(&tmp.path().join("cache"))
+        .args(["build", "--progress", "quiet", "--compression", "none"])
+        .arg("--spec")
+        .arg(tmp.path().join("ctx/lade.toml"))
+        .arg("--output")
+        .arg(format!("type=oci-layout,dest={}", new.display()))
+        .assert()
+        .success();
+    assert!(new.join("index.json").is_file() && new.join("oci-layout").is_file());
+    assert_eq!(dot_entries(&parent), Vec::<String>::new());
 }
 
 /// A Spring Boot-style jar with a 4 MiB stored (uncompressed) library, so reading it shows.

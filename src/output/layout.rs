@@ -1,6 +1,8 @@
-//! Adding an image to an OCI layout directory (created when missing). Blobs are copied in
-//! under temp names and renamed; `index.json` is replaced atomically, so readers never see
-//! a manifest whose blobs are missing.
+//! Adding an image to an OCI layout directory. Blobs are copied in under temp names and
+//! renamed; `index.json` is replaced atomically, so readers never see a manifest whose blobs
+//! are missing. A layout that does not exist yet is written whole into a temp directory
+//! beside it and renamed into place, so a failed or interrupted build leaves no directory
+//! (only blobs with no `index.json` would be left otherwise).
 
 use super::{split_tag, Artifact, OutputError};
 use crate::image::{canonical_json, media_types, Index};
@@ -10,16 +12,43 @@ use std::path::Path;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
+fn io(p: &Path) -> impl FnOnce(std::io::Error) -> OutputError {
+    let p = p.to_path_buf();
+    move |source| OutputError::Io { path: p, source }
+}
+
 pub fn add(
     dir: &Path,
     artifact: &Artifact,
     tags: &[String],
     store: &Store,
 ) -> Result<(), OutputError> {
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| OutputError::Io { path: p, source }
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        _ => return add_into(dir, artifact, tags, store),
+    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     };
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let staging = crate::store::temp_dir_in(parent, ".lade-layout-").map_err(io(parent))?;
+    add_into(staging.path(), artifact, tags, store)?;
+    // rename(2) also replaces a directory that appeared empty meanwhile; a non-empty one
+    // makes it fail, and the staging directory goes with `staging`'s drop.
+    crate::store::rename_into_place(staging.path(), dir).map_err(io(dir))?;
+    // Moved into place: nothing is left for the drop to remove.
+    let _ = staging.keep();
+    Ok(())
+}
+
+/// Adds the image to the layout `dir`, creating what is missing in it.
+fn add_into(
+    dir: &Path,
+    artifact: &Artifact,
+    tags: &[String],
+    store: &Store,
+) -> Result<(), OutputError> {
     let blobs = dir.join("blobs").join("sha256");
     std::fs::create_dir_all(&blobs).map_err(io(&blobs))?;
     for d in artifact.blobs() {

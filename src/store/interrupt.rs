@@ -1,7 +1,8 @@
 //! Cleaning up after SIGINT/SIGTERM. Temp files live beside destinations (and in the store's
-//! `tmp/`) until renamed; tempfile's `Drop` removes them on an error, but a signal ends the
-//! process without unwinding. So every temp file lade creates is registered here, and a
-//! thread waiting for the signals removes the registered ones and exits 130 / 143.
+//! `tmp/`) until renamed, and a new OCI layout is built whole in a temp directory; tempfile's
+//! `Drop` removes them on an error, but a signal ends the process without unwinding. So every
+//! temp file and directory lade creates is registered here, and a thread waiting for the
+//! signals removes the registered ones (directories with all they hold) and exits 130 / 143.
 //!
 //! The signals are blocked in every thread ([`install`] runs before any other thread
 //! exists, and threads inherit the mask) and taken with `sigwait` on one thread, so the
@@ -57,10 +58,52 @@ fn cleanup_and_exit(sig: i32) -> ! {
     // The lock is held until exit: no temp file can be created after this point.
     let guard = live();
     for p in guard.iter().flatten() {
-        let _ = std::fs::remove_file(p);
+        remove(p);
     }
     // SAFETY: _exit ends the process at once; nothing after it runs.
     unsafe { libc::_exit(128 + sig) }
+}
+
+fn remove(path: &Path) {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            // The other threads still run, and one may rename a finished temp file into the
+            // directory while it is being removed. None can create another (the registry
+            // stays locked), so a few rounds leave it empty.
+            for _ in 0..10 {
+                if std::fs::remove_dir_all(path).is_ok() || !path.exists() {
+                    break;
+                }
+            }
+        }
+        Ok(_) => {
+            let _ = std::fs::remove_file(path);
+        }
+        Err(_) => {}
+    }
+}
+
+/// A new temp directory in `dir` named `<prefix>XXXXXX`, with `mode` (less the umask). It
+/// is created and registered with the registry locked, so a signal comes either before it
+/// exists or while it is registered.
+pub(crate) fn temp_dir(dir: &Path, prefix: &str, mode: u32) -> io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut reg = live();
+    let d = tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(std::fs::Permissions::from_mode(mode))
+        .tempdir_in(dir)?;
+    reg.get_or_insert_with(HashSet::new)
+        .insert(d.path().to_path_buf());
+    Ok(d)
+}
+
+/// Renames a registered temp file or directory to `to` with the registry locked: a signal's
+/// cleanup either removed `from` before (and the rename never happens, the process is
+/// exiting) or finds it gone, never half removed and then renamed into place.
+pub(crate) fn rename_into_place(from: &Path, to: &Path) -> io::Result<()> {
+    let _reg = live();
+    std::fs::rename(from, to)
 }
 
 /// A new temp file in `dir` named `<prefix>XXXXXX<suffix>`, with `mode` (less the umask),
@@ -102,5 +145,27 @@ mod tests {
             name.starts_with(".lade-") && name.ends_with(".tmp"),
             "{name}"
         );
+    }
+
+    #[test]
+    fn temp_dirs_are_registered_and_removed_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = temp_dir(dir.path(), ".lade-x-", 0o777).unwrap();
+        assert!(live().as_ref().unwrap().contains(t.path()));
+        std::fs::create_dir_all(t.path().join("a/b")).unwrap();
+        std::fs::write(t.path().join("a/b/f"), "x").unwrap();
+        remove(t.path());
+        assert!(!t.path().exists());
+    }
+
+    #[test]
+    fn a_renamed_temp_dir_is_not_removed_from_its_new_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = temp_dir(dir.path(), ".lade-y-", 0o777).unwrap();
+        std::fs::write(t.path().join("f"), "x").unwrap();
+        let dest = dir.path().join("dest");
+        rename_into_place(t.path(), &dest).unwrap();
+        remove(t.path());
+        assert_eq!(std::fs::read(dest.join("f")).unwrap(), b"x");
     }
 }

@@ -84,6 +84,18 @@ pub fn temp_file_in(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
     interrupt::temp_file(dir, ".lade-", ".tmp", 0o666)
 }
 
+/// A new temp directory in `dir` (mode 0777 less the umask, like `mkdir`), which SIGINT and
+/// SIGTERM remove with everything in it until [`rename_into_place`] moves it.
+pub fn temp_dir_in(dir: &Path, prefix: &str) -> io::Result<tempfile::TempDir> {
+    interrupt::temp_dir(dir, prefix, 0o777)
+}
+
+/// Renames a temp file or directory from this module to its destination, never while a
+/// signal's cleanup is removing it.
+pub fn rename_into_place(from: &Path, to: &Path) -> io::Result<()> {
+    interrupt::rename_into_place(from, to)
+}
+
 /// Writes `bytes` to `path` atomically: a temp file beside it, then rename. No fsync: the
 /// rename makes a whole file appear or nothing; durability across a power loss is not promised.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {

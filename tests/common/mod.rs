@@ -120,6 +120,22 @@ pub fn ok(out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Deterministic pseudo-random bytes (xorshift): incompressible enough that gzip keeps them
+/// large, the same for the same `seed`.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// A minimal root filesystem under `dir`: `bin/busybox` (a copy of Debian's static
 /// `/bin/busybox`, package busybox-static) and `bin/sh -> busybox`.
 pub fn busybox_rootfs(dir: &Path) {

@@ -307,6 +307,11 @@ impl FaultProxy {
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
+
+    /// How many connections the proxy has cut so far.
+    pub fn drops(&self) -> u64 {
+        self.dropped.load(Ordering::SeqCst)
+    }
 }
 
 struct Request {

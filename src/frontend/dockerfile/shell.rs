@@ -273,32 +273,34 @@ impl<'a> ShellWord<'a> {
             }
         }
         if let Some(stop) = stop {
-            return Err(format!(
-                "unexpected end of statement while looking for matching {stop}"
-            ));
+            return Err(unmatched(&stop.to_string()));
         }
         Ok((result, words.finish()))
     }
 
+    /// Consumes an opening quote, which the word keeps when quotes stay raw.
+    fn open_quote(&mut self) -> String {
+        let open = self.next();
+        match open {
+            Some(q) if self.lex.raw_quotes => q.to_string(),
+            _ => String::new(),
+        }
+    }
+
+    fn close_quote(&self, result: &mut String, quote: char) {
+        if self.lex.raw_quotes {
+            result.push(quote);
+        }
+    }
+
     fn process_single_quote(&mut self) -> Res<String> {
         // Everything up to the next `'` is literal; a single quote cannot be escaped inside.
-        let mut result = String::new();
-        let open = self.next();
-        if self.lex.raw_quotes {
-            result.extend(open);
-        }
+        let mut result = self.open_quote();
         loop {
             match self.next() {
-                None => {
-                    return Err(
-                        "unexpected end of statement while looking for matching single-quote"
-                            .into(),
-                    )
-                }
+                None => return Err(unmatched("single-quote")),
                 Some('\'') => {
-                    if self.lex.raw_quotes {
-                        result.push('\'');
-                    }
+                    self.close_quote(&mut result, '\'');
                     return Ok(result);
                 }
                 Some(c) => result.push(c),
@@ -309,24 +311,13 @@ impl<'a> ShellWord<'a> {
     fn process_double_quote(&mut self) -> Res<String> {
         // Literal except `$` expansions; the escape character only escapes `"`, `$` and
         // itself, before anything else it stays.
-        let mut result = String::new();
-        let open = self.next();
-        if self.lex.raw_quotes {
-            result.extend(open);
-        }
+        let mut result = self.open_quote();
         loop {
             match self.peek() {
-                None => {
-                    return Err(
-                        "unexpected end of statement while looking for matching double-quote"
-                            .into(),
-                    )
-                }
+                None => return Err(unmatched("double-quote")),
                 Some('"') => {
                     self.pos += 1;
-                    if self.lex.raw_quotes {
-                        result.push('"');
-                    }
+                    self.close_quote(&mut result, '"');
                     return Ok(result);
                 }
                 Some('$') => {
@@ -405,13 +396,7 @@ impl<'a> ShellWord<'a> {
                 if null_is_unset && raw {
                     return Err(format!("unsupported modifier ({modifier}) in substitution"));
                 }
-                let word = match self.process_stop_on(Some('}'), raw) {
-                    Ok((w, _)) => w,
-                    Err(_) if self.peek().is_none() => {
-                        return Err("syntax error: missing '}'".into())
-                    }
-                    Err(e) => return Err(e),
-                };
+                let word = self.word_until('}', raw, "syntax error: missing '}'")?;
                 let value = self.get_env(&name);
                 if self.lex.skip_unset_env && value.is_none() {
                     return Ok(format!("${{{name}{modifier}{word}}}"));
@@ -425,22 +410,10 @@ impl<'a> ShellWord<'a> {
                     }),
                     Some('+') => Ok(if unset { String::new() } else { word }),
                     Some('?') => match value {
-                        None => Err(format!(
-                            "{name}: {}",
-                            if word.is_empty() {
-                                "is not allowed to be unset"
-                            } else {
-                                &word
-                            }
-                        )),
-                        Some(v) if null_is_unset && v.is_empty() => Err(format!(
-                            "{name}: {}",
-                            if word.is_empty() {
-                                "is not allowed to be empty"
-                            } else {
-                                &word
-                            }
-                        )),
+                        None => Err(required(&name, &word, "is not allowed to be unset")),
+                        Some(v) if null_is_unset && v.is_empty() => {
+                            Err(required(&name, &word, "is not allowed to be empty"))
+                        }
                         Some(v) => Ok(v),
                     },
                     Some(c @ ('#' | '%')) => {
@@ -465,20 +438,8 @@ impl<'a> ShellWord<'a> {
                 if replace_all {
                     self.pos += 1;
                 }
-                let pat = match self.process_stop_on(Some('/'), true) {
-                    Ok((w, _)) => w,
-                    Err(_) if self.peek().is_none() => {
-                        return Err("syntax error: missing '/' in ${}".into())
-                    }
-                    Err(e) => return Err(e),
-                };
-                let replacement = match self.process_stop_on(Some('}'), true) {
-                    Ok((w, _)) => w,
-                    Err(_) if self.peek().is_none() => {
-                        return Err("syntax error: missing '}'".into())
-                    }
-                    Err(e) => return Err(e),
-                };
+                let pat = self.word_until('/', true, "syntax error: missing '/' in ${}")?;
+                let replacement = self.word_until('}', true, "syntax error: missing '}'")?;
                 let value = self.get_env(&name);
                 if self.lex.skip_unset_env && value.is_none() {
                     return Ok(format!("${{{name}/{pat}/{replacement}}}"));
@@ -487,6 +448,16 @@ impl<'a> ShellWord<'a> {
                     .map_err(|e| format!("invalid pattern ({pat}) in substitution: {e}"))
             }
             _ => Err(format!("unsupported modifier ({modifier}) in substitution")),
+        }
+    }
+
+    /// The word of a `${name<op>word}` up to `stop` (consumed); `missing` is the error when
+    /// the input ends first.
+    fn word_until(&mut self, stop: char, raw: bool, missing: &str) -> Res<String> {
+        match self.process_stop_on(Some(stop), raw) {
+            Ok((w, _)) => Ok(w),
+            Err(_) if self.peek().is_none() => Err(missing.into()),
+            Err(e) => Err(e),
         }
     }
 
@@ -517,6 +488,17 @@ impl<'a> ShellWord<'a> {
 }
 
 /// POSIX special parameters (never set in a Dockerfile, but parsed as names).
+/// The error of `${name?word}` / `${name:?word}`: the word, or `default` when it is empty.
+fn required(name: &str, word: &str, default: &str) -> String {
+    let why = if word.is_empty() { default } else { word };
+    format!("{name}: {why}")
+}
+
+/// The error for a quote, brace or other closing character missing before the end.
+fn unmatched(what: &str) -> String {
+    format!("unexpected end of statement while looking for matching {what}")
+}
+
 fn is_special_param(c: char) -> bool {
     matches!(c, '@' | '*' | '#' | '?' | '-' | '$' | '!' | '0')
 }
