@@ -1337,3 +1337,77 @@ fn docker_schema2_manifests_and_manifest_lists_pull_and_serve_as_bases() {
         );
     }
 }
+
+/// The Jib-style build: a lade.toml on a registry base, pushed to that registry, never reads
+/// the base's filesystem, so it downloads no base layer (they are mounted), with a plain
+/// layer, a `[cargo]` binary and an owner, none of which look below their own paths.
+#[test]
+fn lade_toml_on_a_registry_base_downloads_no_base_layer() {
+    common::require_services();
+    let reg = TestRegistry::open();
+    let proxy = FaultProxy::start(reg.socket_addr());
+    let tmp = tempfile::tempdir().unwrap();
+    let id = std::process::id();
+    let base = format!("{}/lade-test/toml-base-{id}:1", proxy.addr);
+    let (_, base_layers) = push_hello_base(tmp.path(), &base);
+    assert!(!base_layers.is_empty());
+    let app = tmp.path().join("app");
+    fs::create_dir_all(app.join("conf")).unwrap();
+    fs::create_dir_all(app.join("target/release")).unwrap();
+    fs::write(app.join("conf/app.conf"), "x = 1\n").unwrap();
+    fs::write(app.join("target/release/tool"), "#!/bin/sh\necho tool\n").unwrap();
+    fs::write(
+        app.join("lade.toml"),
+        format!(
+            "[image]\nfrom = \"{base}\"\n[[layer]]\nname = \"conf\"\nfrom = \"conf\"\n\
+             into = \"/etc/app\"\nowner = \"1000:1000\"\n\
+             [cargo]\nbin = \"target/release/tool\"\n"
+        ),
+    )
+    .unwrap();
+    let cache = tmp.path().join("cache");
+    let target = format!("{}/lade-test/toml-app-{id}:1", proxy.addr);
+    let before = proxy.seen().len();
+    common::lade(&cache)
+        .args([
+            "build",
+            "--progress",
+            "quiet",
+            "--push",
+            "-t",
+            &target,
+            "--spec",
+        ])
+        .arg(app.join("lade.toml"))
+        .assert()
+        .success();
+    let seen = proxy.seen()[before..].to_vec();
+    for l in &base_layers {
+        assert!(
+            !seen
+                .iter()
+                .any(|s| s.method == "GET" && s.path.ends_with(&format!("/blobs/{l}"))),
+            "{l} downloaded: {seen:?}"
+        );
+        assert!(
+            !cache.join("blobs").join(l.replace(':', "/")).exists(),
+            "{l} is in the store"
+        );
+    }
+    // The image is whole: the registry serves its manifest with the base's layers first.
+    let raw: Value = serde_json::from_str(&common::ok(common::skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{}/lade-test/toml-app-{id}:1", reg.addr),
+    ])))
+    .unwrap();
+    let layers: Vec<&str> = raw["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(layers.len(), base_layers.len() + 2, "{raw}");
+    assert_eq!(&layers[..base_layers.len()], &base_layers[..], "{raw}");
+}
