@@ -1488,10 +1488,11 @@ mod tests {
         for (from, wanted) in [
             ("5", "invalid stage index 5"),
             ("$X", "variable expansion is not supported for --from"),
-            ("nope", "no stage named \"nope\" in this Dockerfile"),
+            // A bare name is an image unless it is a near miss of a stage name.
+            ("biuld", "no stage named \"biuld\" in this Dockerfile"),
         ] {
             let err = lower_with(
-                &format!("FROM scratch AS a\nCOPY --from={from} x /x\n"),
+                &format!("FROM scratch AS build\nCOPY --from={from} x /x\n"),
                 &[],
                 &[],
             )
