@@ -493,3 +493,325 @@ fn add_url_lands_in_an_existing_directory() {
     assert_attrs(&layers[1], "tmp/", "drwxrwxrwt 0/0");
     assert_attrs(&layers[2], "run/t.sh", "-rw------- 0/0");
 }
+
+/// A context for the wildcard, --parents and --exclude tests: `top.txt`, `a/1.txt`,
+/// `a/b/2.txt`, `a/b/c/3.txt`, `a/b2/c/4.txt`, `x/y/f.txt` and `lnk -> a` (a symlinked
+/// directory).
+fn tree_ctx(tmp: &Path) -> PathBuf {
+    let ctx = tmp.join("ctx");
+    for f in [
+        "top.txt",
+        "a/1.txt",
+        "a/b/2.txt",
+        "a/b/c/3.txt",
+        "a/b2/c/4.txt",
+        "x/y/f.txt",
+    ] {
+        let p = ctx.join(f);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, f).unwrap();
+    }
+    symlink("a", ctx.join("lnk")).unwrap();
+    ctx
+}
+
+/// The paths of a `tar -tv` listing.
+fn names(listing: &str) -> Vec<&str> {
+    listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .collect()
+}
+
+#[test]
+fn source_wildcards_match_one_component_per_star_like_buildkit() {
+    // fsutil's ResolveWildcards matches what follows the first wildcard with filepath.Match,
+    // where `*` (and so `**`) never crosses `/`, and its walk does not enter symlinks.
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tree_ctx(tmp.path());
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\n\
+         COPY **/*.txt /w/\n\
+         COPY a/[0-9].txt a/b/?.txt a/[^x]*/c/*.txt /c/\n\
+         COPY lnk/*.txt /s/\n\
+         COPY --parents **/*.txt /p/\n",
+    )
+    .unwrap();
+    let (_, layers) = build(&ctx, tmp.path());
+    assert_eq!(names(&layers[0]), ["w/", "w/1.txt"], "{}", layers[0]);
+    assert_eq!(
+        names(&layers[1]),
+        ["c/", "c/1.txt", "c/2.txt", "c/3.txt", "c/4.txt"],
+        "{}",
+        layers[1]
+    );
+    // The path before the first wildcard is resolved through the link.
+    assert_eq!(names(&layers[2]), ["s/", "s/1.txt"], "{}", layers[2]);
+    // --parents patterns are include patterns: `**` crosses directories (not the link).
+    assert_eq!(
+        names(&layers[3]),
+        [
+            "p/",
+            "p/a/",
+            "p/a/1.txt",
+            "p/a/b/",
+            "p/a/b/2.txt",
+            "p/a/b/c/",
+            "p/a/b/c/3.txt",
+            "p/a/b2/",
+            "p/a/b2/c/",
+            "p/a/b2/c/4.txt",
+            "p/top.txt",
+            "p/x/",
+            "p/x/y/",
+            "p/x/y/f.txt"
+        ],
+        "{}",
+        layers[3]
+    );
+    // A wildcard does not walk into the symlinked directory.
+    let err = build_error(&ctx, "FROM scratch\nCOPY l?k/b/2.txt /s/\n");
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("not found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn copy_parents_keeps_what_follows_the_dot_pivot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tree_ctx(tmp.path());
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\n\
+         COPY --parents ./a/./b/**/*.txt /p/\n\
+         COPY --parents a/b*/./c /q/\n\
+         COPY --parents ./a/./zz* /s/\n\
+         COPY --parents --exclude=b/c ./a/./b /r/\n\
+         COPY --parents x/y a/b/c/3.txt /t\n",
+    )
+    .unwrap();
+    let (_, layers) = build(&ctx, tmp.path());
+    assert_eq!(
+        names(&layers[0]),
+        ["p/", "p/b/", "p/b/2.txt", "p/b/c/", "p/b/c/3.txt"],
+        "{}",
+        layers[0]
+    );
+    // Each directory the pivot's wildcard names contributes what follows `/./`.
+    assert_eq!(
+        names(&layers[1]),
+        ["q/", "q/c/", "q/c/3.txt", "q/c/4.txt"],
+        "{}",
+        layers[1]
+    );
+    // A wildcard that matches nothing copies nothing, but the destination is made.
+    assert_eq!(names(&layers[2]), ["s/"], "{}", layers[2]);
+    // --exclude counts from the pivot.
+    assert_eq!(
+        names(&layers[3]),
+        ["r/", "r/b/", "r/b/2.txt"],
+        "{}",
+        layers[3]
+    );
+    // Without a pivot the whole path is kept; the destination is a directory.
+    assert_eq!(
+        names(&layers[4]),
+        [
+            "t/",
+            "t/a/",
+            "t/a/b/",
+            "t/a/b/c/",
+            "t/a/b/c/3.txt",
+            "t/x/",
+            "t/x/y/",
+            "t/x/y/f.txt"
+        ],
+        "{}",
+        layers[4]
+    );
+    // A source without wildcards must exist.
+    let err = build_error(&ctx, "FROM scratch\nCOPY --parents ./a/./nope /p/\n");
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("\"a/./nope\" not found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn copy_exclude_applies_below_copied_directories_like_dockerignore() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tree_ctx(tmp.path());
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\n\
+         COPY --exclude=b --exclude=!b/c a /e/\n\
+         COPY --exclude=**/*.txt --exclude=!**/3.txt --exclude=lnk --exclude=Dockerfile . /f/\n\
+         COPY --exclude=*.txt a /g/\n\
+         COPY --exclude=c a/b* /h/\n",
+    )
+    .unwrap();
+    let (_, layers) = build(&ctx, tmp.path());
+    // An exception re-includes below an excluded directory, which comes along as a parent.
+    assert_eq!(
+        names(&layers[0]),
+        [
+            "e/",
+            "e/1.txt",
+            "e/b/",
+            "e/b/c/",
+            "e/b/c/3.txt",
+            "e/b2/",
+            "e/b2/c/",
+            "e/b2/c/4.txt"
+        ],
+        "{}",
+        layers[0]
+    );
+    // `**` crosses directories; directories stay (x/y), their excluded files do not.
+    assert_eq!(
+        names(&layers[1]),
+        [
+            "f/",
+            "f/a/",
+            "f/a/b/",
+            "f/a/b/c/",
+            "f/a/b/c/3.txt",
+            "f/a/b2/",
+            "f/a/b2/c/",
+            "f/x/",
+            "f/x/y/"
+        ],
+        "{}",
+        layers[1]
+    );
+    // `*` stays in its directory (moby/buildkit#5509): only the top file of `a` goes.
+    assert_eq!(
+        names(&layers[2]),
+        [
+            "g/",
+            "g/b/",
+            "g/b/2.txt",
+            "g/b/c/",
+            "g/b/c/3.txt",
+            "g/b2/",
+            "g/b2/c/",
+            "g/b2/c/4.txt"
+        ],
+        "{}",
+        layers[2]
+    );
+    // With a wildcard source, patterns count from each directory it matched.
+    assert_eq!(names(&layers[3]), ["h/", "h/2.txt"], "{}", layers[3]);
+}
+
+#[test]
+fn directories_and_files_do_not_replace_each_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = base(tmp.path());
+    let ctx = tmp.path().join("ctx");
+    for f in ["d/x", "root/lib/x", "t/home", "m/tmp/n", "m/home/app/n"] {
+        let p = ctx.join(f);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, f).unwrap();
+    }
+    let from = format!("FROM oci:{}:1\n", base.display());
+    for (copy, want) in [
+        // fsutil: a directory where the stage has a file or a symlink...
+        (
+            "COPY d /etc/passwd\n",
+            "cannot copy to non-directory: /etc/passwd",
+        ),
+        // ...which is BuildKit's error for a tree with /lib onto a usr-merged base.
+        ("COPY root/ /\n", "cannot copy to non-directory: /lib"),
+        // ...and a file where it has a directory.
+        ("COPY t/ /\n", "cannot replace to directory /home with file"),
+    ] {
+        let err = build_error(&ctx, &format!("{from}WORKDIR /\n{copy}"));
+        assert!(err.contains("Dockerfile:3") && err.contains(want), "{err}");
+    }
+    // Directories merge into existing ones, which keep their mode and owner (not even
+    // --chown/--chmod change them); a file replaces a file.
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("{from}COPY --chown=1000:1000 --chmod=700 m/ /\nCOPY d/x /etc/passwd\n"),
+    )
+    .unwrap();
+    let (_, layers) = build(&ctx, tmp.path());
+    assert_attrs(&layers[1], "tmp/", "drwxrwxrwt 0/0");
+    assert_attrs(&layers[1], "home/app/", "drwxr-x--- 1000/1000");
+    assert_attrs(&layers[1], "tmp/n", "-rwx------ 1000/1000");
+    assert_attrs(&layers[2], "etc/passwd", "-rw-r--r-- 0/0");
+}
+
+#[test]
+fn add_archive_whiteout_members_reach_the_layer_as_whiteouts() {
+    // BuildKit unpacks ADD archives with moby/go-archive's Untar (AUFS format, no whiteout
+    // converter): `.wh.` members become plain files of that name, so the exported layer
+    // carries them and they hide the base's files once the image is run.
+    let tmp = tempfile::tempdir().unwrap();
+    let base = base(tmp.path());
+    let ctx = tmp.path().join("ctx");
+    let t = tmp.path().join("t");
+    for f in [
+        "home/app/.wh.secret",
+        "usr/lib/.wh..wh..opq",
+        "usr/lib/new.so",
+    ] {
+        let p = t.join(f);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, "").unwrap();
+    }
+    fs::create_dir_all(&ctx).unwrap();
+    sh(&format!(
+        "tar --numeric-owner -C {} -cf {}/w.tar home usr",
+        t.display(),
+        ctx.display()
+    ));
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM oci:{}:1\nADD w.tar /\n", base.display()),
+    )
+    .unwrap();
+    let (archive, layers) = build(&ctx, tmp.path());
+    let own = &layers[1];
+    for p in [
+        "home/app/.wh.secret",
+        "usr/lib/.wh..wh..opq",
+        "usr/lib/new.so",
+    ] {
+        assert!(attrs(own, p).is_some(), "{p} in:\n{own}");
+    }
+    if common::services().is_some() {
+        let tag = "lade-test/copy-tree:1";
+        let load = common::docker(&["load", "-i", archive.to_str().unwrap()]);
+        assert!(
+            load.status.success(),
+            "{}",
+            String::from_utf8_lossy(&load.stderr)
+        );
+        let out = common::docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--user",
+            "0",
+            tag,
+            "sh",
+            "-c",
+            "ls -A /home/app /usr/lib",
+        ]);
+        common::docker(&["rmi", "-f", tag]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "/home/app:\n\n/usr/lib:\nnew.so\n"
+        );
+    }
+}

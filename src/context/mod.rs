@@ -251,11 +251,20 @@ impl BuildContext {
             }
             return Ok(vec![self.entry(parts.join(&b'/'), host)?]);
         }
-        // Expand component by component.
+        // Expand component by component. Like fsutil's ResolveWildcards (a walk below the
+        // path before the first wildcard, matched with filepath.Match: `*` and `**` alike stop
+        // at `/`), that walk does not descend into symlinks.
         let mut current: Vec<Vec<Vec<u8>>> = vec![Vec::new()];
+        let mut walking = false;
         for part in &parts {
             let mut next = Vec::new();
             for prefix in &current {
+                if walking {
+                    let host = self.resolve(&Self::rel_str(prefix))?;
+                    if !std::fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir()) {
+                        continue;
+                    }
+                }
                 if !has_magic(part) {
                     let mut p = prefix.clone();
                     p.push(part.clone());
@@ -285,6 +294,7 @@ impl BuildContext {
                 }
             }
             current = next;
+            walking |= has_magic(part);
         }
         let mut out = Vec::new();
         for p in current {

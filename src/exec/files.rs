@@ -372,7 +372,16 @@ fn resolve_set(
                 .map_err(|e| input(format!("--exclude: {e}")))?;
             let keyword = if *unpack_archives { "ADD" } else { "COPY" };
             let mut matched = Vec::new();
-            for written in patterns {
+            // (entry, image path, metadata to keep: from the source image or archive)
+            let mut found: Vec<(ContextEntry, ImagePath, Option<Node>)> = Vec::new();
+            for written in patterns.iter().filter(|_| *parents) {
+                let from_context = matches!(from, crate::plan::CopyFrom::Context);
+                found.extend(
+                    parents_sources(root, meta, written, &dest, exclude, from_context)
+                        .map_err(|m| input(format!("{keyword} --parents {written}: {m}")))?,
+                );
+            }
+            for written in patterns.iter().filter(|_| !*parents) {
                 let pattern = &match meta {
                     Some(t) => through_image_links(t, written),
                     None => written.clone(),
@@ -401,8 +410,11 @@ fn resolve_set(
                     "When using {keyword} with more than one source file, the destination must be a directory and end with a /"
                 )));
             }
-            // (entry, image path, metadata to keep: from the source image or archive)
-            let mut found: Vec<(ContextEntry, ImagePath, Option<Node>)> = Vec::new();
+            // `.wh.` members of ADD archives: BuildKit's untar (moby/go-archive, AUFS format,
+            // no converter) writes them as plain files, and its exported layer then carries
+            // them as whiteouts. They are written here as whiteouts, ahead of the archive's
+            // files, so a file of the same name in the archive stays.
+            let mut whiteouts: Vec<Entry> = Vec::new();
             for m in matched {
                 // ADD recognises archives by content: look once per regular file.
                 let archive = match m.kind {
@@ -414,11 +426,7 @@ fn resolve_set(
                 match m.kind {
                     CtxKind::Dir => {
                         // A directory's contents are copied, not the directory itself.
-                        let base = if *parents {
-                            dest.join_bytes(&m.rel_path)
-                        } else {
-                            dest.clone()
-                        };
+                        let base = dest.clone();
                         let real = real_rel(root, &m.host_path);
                         for e in root
                             .walk(&String::from_utf8_lossy(&real), exclude)
@@ -452,13 +460,13 @@ fn resolve_set(
                         )
                         .map_err(|e| input(format!("unpacking {rel}: {e}")))?;
                         let mut tree = Tree::default();
-                        tree.apply_tar(
-                            crate::layer::list_layer(
-                                compression.decompress(open()?),
-                                crate::layer::Compression::None,
-                            )
-                            .map_err(|e| input(format!("unpacking {rel}: {e}")))?,
-                        );
+                        let members = crate::layer::list_layer(
+                            compression.decompress(open()?),
+                            crate::layer::Compression::None,
+                        )
+                        .map_err(|e| input(format!("unpacking {rel}: {e}")))?;
+                        whiteouts.extend(members.iter().filter_map(|m| whiteout(m, &dest, mtime)));
+                        tree.apply_tar(members);
                         let unpacked = crate::context::BuildContext::new(dir.path(), &[])
                             .map_err(|e| input(e.to_string()))?;
                         for e in unpacked.walk("", &[]).map_err(|e| input(e.to_string()))? {
@@ -469,9 +477,7 @@ fn resolve_set(
                         held.scratch.push(dir);
                     }
                     _ => {
-                        let path = if *parents {
-                            dest.join_bytes(&m.rel_path)
-                        } else if into {
+                        let path = if into {
                             dest.join_bytes(
                                 ImagePath::from_rel_bytes(&m.rel_path)
                                     .unwrap_or_default()
@@ -485,13 +491,44 @@ fn resolve_set(
                     }
                 }
             }
+            if !*link {
+                let from_context = matches!(from, crate::plan::CopyFrom::Context);
+                conflicts(fs.tree()?, &found, from_context)
+                    .map_err(|m| input(format!("{keyword} failed: {m}")))?;
+            }
             let digests: Vec<Option<ContentHash>> = found
                 .par_iter()
                 .map(|(c, _, _)| file_digest(c, cache))
                 .collect::<Result<_, _>>()?;
             let start = entries.len();
+            for w in whiteouts {
+                entries.push(w);
+                content.push(None);
+            }
+            let below = if *link { None } else { Some(fs.tree()?) };
             for ((c, path, kept), d) in found.into_iter().zip(digests) {
                 let from_archive = kept.is_some() && matches!(from, crate::plan::CopyFrom::Context);
+                // A directory merged into one the stage has keeps that one's mode and owner
+                // (fsutil copies file info only onto directories it creates, and restores
+                // just the source's timestamp); --chown and --chmod do not touch it. ADD's
+                // untar does apply an archive's directory.
+                let existing = below
+                    .filter(|_| !from_archive && matches!(c.kind, CtxKind::Dir))
+                    .and_then(|t| t.get(path.as_bytes()))
+                    .filter(|n| n.kind == NodeKind::Dir);
+                if let Some(n) = existing {
+                    content.push(None);
+                    entries.push(Entry {
+                        path,
+                        kind: EntryKind::Dir,
+                        mode: n.mode,
+                        uid: n.uid,
+                        gid: n.gid,
+                        mtime: kept.as_ref().map_or(mtime, |k| k.mtime),
+                        xattrs: BTreeMap::new(),
+                    });
+                    continue;
+                }
                 let mut e = entry_from_context(c, path, &attrs, mtime);
                 if let Some(n) = kept {
                     if !matches!(e.kind, EntryKind::Symlink { .. }) {
@@ -525,6 +562,19 @@ fn resolve_set(
                 gid,
                 mtime,
             };
+            // BuildKit creates the destination even when a --parents wildcard matched nothing.
+            if *parents && entries.len() == start && !dest.is_root() && !dest_exists_as_dir {
+                entries.push(Entry {
+                    path: dest.clone(),
+                    kind: EntryKind::Dir,
+                    mode: fresh.mode,
+                    uid,
+                    gid,
+                    mtime,
+                    xattrs: BTreeMap::new(),
+                });
+                content.push(None);
+            }
             let stage = if *link { None } else { Some(&mut *fs) };
             add_parents(entries, content, start, stage, fresh)?;
         }
@@ -650,6 +700,177 @@ fn through_image_links(t: &Tree, pattern: &str) -> String {
         }
         _ => pattern.to_string(),
     }
+}
+
+/// `COPY --parents` sources as BuildKit's dockerfile2llb lowers them: `pivot/./pattern` (no
+/// `/./`: the pivot is the root) copies from each directory the pivot names (wildcards
+/// allowed) the entries matching `pattern` as an include pattern (`**` crosses directories,
+/// a matching directory takes all below it), each at its path below the pivot, with the
+/// directories leading to it. `--exclude` patterns count from the pivot too. A source
+/// without wildcards must exist; wildcards that match nothing copy nothing.
+fn parents_sources(
+    root: &BuildContext,
+    meta: Option<&Tree>,
+    written: &str,
+    dest: &ImagePath,
+    exclude: &[String],
+    from_context: bool,
+) -> Result<Vec<(ContextEntry, ImagePath, Option<Node>)>, String> {
+    use crate::context::dockerignore::PatternMatcher;
+    let magic = |p: &str| p.contains(['*', '?', '[']);
+    let (pivot, pattern) = written.split_once("/./").unwrap_or(("", written));
+    let pattern = ImagePath::resolve(&ImagePath::root(), pattern)
+        .map_err(|e| e.to_string())?
+        .display();
+    let pattern = pattern.trim_start_matches('/');
+    let pivot = match meta {
+        Some(t) => through_image_links(t, pivot),
+        None => pivot.to_string(),
+    };
+    let not_found = |what: &str| {
+        if from_context {
+            format!("{what:?} not found in the build context (or excluded by .dockerignore)")
+        } else {
+            format!("{what:?} not found")
+        }
+    };
+    if !magic(&pivot) && !magic(pattern) {
+        let whole = format!("{}/{pattern}", pivot.trim_end_matches('/'));
+        let whole = match meta {
+            Some(t) => through_image_links(t, &whole),
+            None => whole,
+        };
+        root.glob_sources(&whole)
+            .map_err(|_| not_found(written.trim_start_matches("./")))?;
+    }
+    let pivots = match root.glob_sources(&pivot) {
+        Ok(p) => p,
+        Err(crate::context::ContextError::NotFound { .. }) if magic(&pivot) => Vec::new(),
+        Err(crate::context::ContextError::NotFound { .. }) => return Err(not_found(&pivot)),
+        Err(e) => return Err(e.to_string()),
+    };
+    let include = (!pattern.is_empty())
+        .then(|| PatternMatcher::new(&[pattern.to_string()]))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let excluded = PatternMatcher::new(exclude).map_err(|e| format!("--exclude: {e}"))?;
+    let mut out = Vec::new();
+    for p in pivots {
+        let p = match p.kind {
+            CtxKind::Symlink { .. } => follow(root, meta, p, written)?,
+            _ => p,
+        };
+        let real = real_rel(root, &p.host_path);
+        if !matches!(p.kind, CtxKind::Dir) {
+            // A pivot that is a file is copied itself, like any single source.
+            let path = dest.join_bytes(
+                ImagePath::from_rel_bytes(&p.rel_path)
+                    .unwrap_or_default()
+                    .file_name(),
+            );
+            let n = meta.and_then(|t| t.get(&real).cloned());
+            out.push((p, path, n));
+            continue;
+        }
+        let all = root
+            .walk(&String::from_utf8_lossy(&real), &[])
+            .map_err(|e| e.to_string())?;
+        let mut keep: std::collections::HashSet<Vec<u8>> = Default::default();
+        for e in &all {
+            let rel = String::from_utf8_lossy(&e.rel_path);
+            let included = include.as_ref().is_none_or(|m| m.matches_or_parent(&rel));
+            if included && !excluded.matches_or_parent(&rel) && keep.insert(e.rel_path.clone()) {
+                // The directories leading to it come along, with their own metadata.
+                let mut a = e.rel_path.as_slice();
+                while let Some(i) = a.iter().rposition(|&b| b == b'/') {
+                    a = &a[..i];
+                    keep.insert(a.to_vec());
+                }
+            }
+        }
+        for e in all {
+            if keep.contains(&e.rel_path) {
+                let path = dest.join_bytes(&e.rel_path);
+                let n = meta.and_then(|t| t.get(&real_rel(root, &e.host_path)).cloned());
+                out.push((e, path, n));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The whiteout an ADD archive's `.wh.NAME` (or `.wh..wh..opq`) member stands for below `dest`.
+fn whiteout(m: &crate::layer::TarEntryInfo, dest: &ImagePath, mtime: u64) -> Option<Entry> {
+    let p = m.path.as_bytes();
+    let (dir, name) = match p.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&p[..i], &p[i + 1..]),
+        None => (&b""[..], p),
+    };
+    let hidden = name.strip_prefix(b".wh.")?;
+    let (path, kind) = if hidden == b".wh..opq" {
+        (dest.join_bytes(dir), EntryKind::OpaqueWhiteout)
+    } else if hidden.is_empty() || hidden.starts_with(b".wh.") {
+        return None;
+    } else {
+        let rel = if dir.is_empty() {
+            hidden.to_vec()
+        } else {
+            [dir, b"/", hidden].concat()
+        };
+        (dest.join_bytes(&rel), EntryKind::Whiteout)
+    };
+    Some(Entry {
+        path,
+        kind,
+        mode: m.mode & 0o7777,
+        uid: u32::try_from(m.uid).unwrap_or(0),
+        gid: u32::try_from(m.gid).unwrap_or(0),
+        mtime,
+        xattrs: BTreeMap::new(),
+    })
+}
+
+/// BuildKit's copy (fsutil) merges directories into directories and replaces files, but
+/// refuses a directory (or a path through one) where the stage has a non-directory, and a
+/// non-directory where it has a directory. Archive members are exempt: ADD's untar replaces
+/// whatever is there.
+fn conflicts(
+    t: &Tree,
+    found: &[(ContextEntry, ImagePath, Option<Node>)],
+    from_context: bool,
+) -> Result<(), String> {
+    let mut dirs: std::collections::HashSet<&[u8]> = Default::default();
+    for (c, path, kept) in found {
+        if kept.is_some() && from_context {
+            continue;
+        }
+        let p = path.as_bytes();
+        let is_dir = matches!(c.kind, CtxKind::Dir);
+        match t.get(p) {
+            Some(n) if n.kind == NodeKind::Dir && !is_dir => {
+                return Err(format!(
+                    "cannot replace to directory {} with file",
+                    path.display()
+                ))
+            }
+            Some(n) if n.kind != NodeKind::Dir && is_dir => {
+                return Err(format!("cannot copy to non-directory: {}", path.display()))
+            }
+            _ => {}
+        }
+        let mut a = p;
+        while let Some(i) = a.iter().rposition(|&b| b == b'/') {
+            a = &a[..i];
+            if !dirs.insert(a) {
+                break;
+            }
+            if t.get(a).is_some_and(|n| n.kind != NodeKind::Dir) {
+                let shown = ImagePath::from_rel_bytes(a).unwrap_or_default().display();
+                return Err(format!("cannot copy to non-directory: {shown}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where a single file meant for `path` lands on the stage, like a COPY source: symlinks on
