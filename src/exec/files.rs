@@ -451,7 +451,9 @@ fn resolve_set(
                             std::fs::File::open(&m.host_path)
                                 .map_err(|e| input(format!("{}: {e}", m.host_path.display())))
                         };
-                        let dir = tempfile::tempdir().map_err(|e| input(e.to_string()))?;
+                        // Registered, so a signal mid-build removes the unpacked tree too.
+                        let dir = crate::store::temp_dir_in(&std::env::temp_dir(), "lade-add-")
+                            .map_err(|e| input(e.to_string()))?;
                         crate::layer::extract_layer(
                             compression.decompress(open()?),
                             crate::layer::Compression::None,
