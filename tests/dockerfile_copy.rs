@@ -523,6 +523,11 @@ fn names(listing: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The layer listing names exactly `want`, in order; the whole listing is shown otherwise.
+fn assert_names(listing: &str, want: &[&str]) {
+    assert_eq!(names(listing), want, "{listing}");
+}
+
 #[test]
 fn source_wildcards_match_one_component_per_star_like_buildkit() {
     // fsutil's ResolveWildcards matches what follows the first wildcard with filepath.Match,
@@ -540,18 +545,16 @@ fn source_wildcards_match_one_component_per_star_like_buildkit() {
     .unwrap();
     let (_, layers) = build(&ctx, tmp.path());
     assert_eq!(names(&layers[0]), ["w/", "w/1.txt"], "{}", layers[0]);
-    assert_eq!(
-        names(&layers[1]),
-        ["c/", "c/1.txt", "c/2.txt", "c/3.txt", "c/4.txt"],
-        "{}",
-        layers[1]
+    assert_names(
+        &layers[1],
+        &["c/", "c/1.txt", "c/2.txt", "c/3.txt", "c/4.txt"],
     );
     // The path before the first wildcard is resolved through the link.
     assert_eq!(names(&layers[2]), ["s/", "s/1.txt"], "{}", layers[2]);
     // --parents patterns are include patterns: `**` crosses directories (not the link).
-    assert_eq!(
-        names(&layers[3]),
-        [
+    assert_names(
+        &layers[3],
+        &[
             "p/",
             "p/a/",
             "p/a/1.txt",
@@ -565,10 +568,8 @@ fn source_wildcards_match_one_component_per_star_like_buildkit() {
             "p/top.txt",
             "p/x/",
             "p/x/y/",
-            "p/x/y/f.txt"
+            "p/x/y/f.txt",
         ],
-        "{}",
-        layers[3]
     );
     // A wildcard does not walk into the symlinked directory.
     let err = build_error(&ctx, "FROM scratch\nCOPY l?k/b/2.txt /s/\n");
@@ -593,32 +594,20 @@ fn copy_parents_keeps_what_follows_the_dot_pivot() {
     )
     .unwrap();
     let (_, layers) = build(&ctx, tmp.path());
-    assert_eq!(
-        names(&layers[0]),
-        ["p/", "p/b/", "p/b/2.txt", "p/b/c/", "p/b/c/3.txt"],
-        "{}",
-        layers[0]
+    assert_names(
+        &layers[0],
+        &["p/", "p/b/", "p/b/2.txt", "p/b/c/", "p/b/c/3.txt"],
     );
     // Each directory the pivot's wildcard names contributes what follows `/./`.
-    assert_eq!(
-        names(&layers[1]),
-        ["q/", "q/c/", "q/c/3.txt", "q/c/4.txt"],
-        "{}",
-        layers[1]
-    );
+    assert_names(&layers[1], &["q/", "q/c/", "q/c/3.txt", "q/c/4.txt"]);
     // A wildcard that matches nothing copies nothing, but the destination is made.
     assert_eq!(names(&layers[2]), ["s/"], "{}", layers[2]);
     // --exclude counts from the pivot.
-    assert_eq!(
-        names(&layers[3]),
-        ["r/", "r/b/", "r/b/2.txt"],
-        "{}",
-        layers[3]
-    );
+    assert_names(&layers[3], &["r/", "r/b/", "r/b/2.txt"]);
     // Without a pivot the whole path is kept; the destination is a directory.
-    assert_eq!(
-        names(&layers[4]),
-        [
+    assert_names(
+        &layers[4],
+        &[
             "t/",
             "t/a/",
             "t/a/b/",
@@ -626,10 +615,8 @@ fn copy_parents_keeps_what_follows_the_dot_pivot() {
             "t/a/b/c/3.txt",
             "t/x/",
             "t/x/y/",
-            "t/x/y/f.txt"
+            "t/x/y/f.txt",
         ],
-        "{}",
-        layers[4]
     );
     // A source without wildcards must exist.
     let err = build_error(&ctx, "FROM scratch\nCOPY --parents ./a/./nope /p/\n");
@@ -654,9 +641,9 @@ fn copy_exclude_applies_below_copied_directories_like_dockerignore() {
     .unwrap();
     let (_, layers) = build(&ctx, tmp.path());
     // An exception re-includes below an excluded directory, which comes along as a parent.
-    assert_eq!(
-        names(&layers[0]),
-        [
+    assert_names(
+        &layers[0],
+        &[
             "e/",
             "e/1.txt",
             "e/b/",
@@ -664,15 +651,13 @@ fn copy_exclude_applies_below_copied_directories_like_dockerignore() {
             "e/b/c/3.txt",
             "e/b2/",
             "e/b2/c/",
-            "e/b2/c/4.txt"
+            "e/b2/c/4.txt",
         ],
-        "{}",
-        layers[0]
     );
     // `**` crosses directories; directories stay (x/y), their excluded files do not.
-    assert_eq!(
-        names(&layers[1]),
-        [
+    assert_names(
+        &layers[1],
+        &[
             "f/",
             "f/a/",
             "f/a/b/",
@@ -681,15 +666,13 @@ fn copy_exclude_applies_below_copied_directories_like_dockerignore() {
             "f/a/b2/",
             "f/a/b2/c/",
             "f/x/",
-            "f/x/y/"
+            "f/x/y/",
         ],
-        "{}",
-        layers[1]
     );
     // `*` stays in its directory (moby/buildkit#5509): only the top file of `a` goes.
-    assert_eq!(
-        names(&layers[2]),
-        [
+    assert_names(
+        &layers[2],
+        &[
             "g/",
             "g/b/",
             "g/b/2.txt",
@@ -697,10 +680,8 @@ fn copy_exclude_applies_below_copied_directories_like_dockerignore() {
             "g/b/c/3.txt",
             "g/b2/",
             "g/b2/c/",
-            "g/b2/c/4.txt"
+            "g/b2/c/4.txt",
         ],
-        "{}",
-        layers[2]
     );
     // With a wildcard source, patterns count from each directory it matched.
     assert_eq!(names(&layers[3]), ["h/", "h/2.txt"], "{}", layers[3]);

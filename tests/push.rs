@@ -399,6 +399,36 @@ fn push_hello_base(tmp: &Path, image: &str) -> (String, Vec<String>) {
     )
 }
 
+/// Every base layer was mounted from `from_repo` (a POST answered 201), never fetched (no GET
+/// of the blob), and is not in the store at `cache`.
+fn assert_mounted_not_downloaded(
+    seen: &[Seen],
+    base_layers: &[String],
+    from_repo: &str,
+    cache: &Path,
+) {
+    let from = format!("from={}", from_repo.replace('/', "%2F"));
+    for l in base_layers {
+        assert!(
+            !seen
+                .iter()
+                .any(|s| s.method == "GET" && s.path.ends_with(&format!("/blobs/{l}"))),
+            "{l} downloaded: {seen:?}"
+        );
+        assert!(
+            seen.iter().any(|s| s.method == "POST"
+                && s.path.contains(&format!("mount={}", l.replace(':', "%3A")))
+                && s.path.contains(&from)
+                && s.status == 201),
+            "{l} not mounted from {from_repo}: {seen:?}"
+        );
+        assert!(
+            !cache.join("blobs").join(l.replace(':', "/")).exists(),
+            "{l} is in the store"
+        );
+    }
+}
+
 #[test]
 fn registry_base_layers_are_mounted_not_downloaded() {
     common::require_services();
@@ -426,25 +456,7 @@ fn registry_base_layers_are_mounted_not_downloaded() {
     assert!(text.contains("mounted"), "{text}");
     let seen = proxy.seen()[before..].to_vec();
     // Not one base layer was downloaded or uploaded: each was mounted from the base's repo.
-    for l in &base_layers {
-        assert!(
-            !seen
-                .iter()
-                .any(|s| s.method == "GET" && s.path.ends_with(&format!("/blobs/{l}"))),
-            "{l} downloaded: {seen:?}"
-        );
-        assert!(
-            seen.iter().any(|s| s.method == "POST"
-                && s.path.contains(&format!("mount={}", l.replace(':', "%3A")))
-                && s.path.contains("from=lade-test%2Flazy-base")
-                && s.status == 201),
-            "{l} not mounted: {seen:?}"
-        );
-        assert!(
-            !cache.join("blobs").join(l.replace(':', "/")).exists(),
-            "{l} is in the store"
-        );
-    }
+    assert_mounted_not_downloaded(&seen, &base_layers, "lade-test/lazy-base", &cache);
     // The pushed image is complete: skopeo copies it whole, with the same digest.
     let digest = fs::read_to_string(&digest_file).unwrap();
     let copied = tmp.path().join("copied");
@@ -1382,18 +1394,7 @@ fn lade_toml_on_a_registry_base_downloads_no_base_layer() {
         .assert()
         .success();
     let seen = proxy.seen()[before..].to_vec();
-    for l in &base_layers {
-        assert!(
-            !seen
-                .iter()
-                .any(|s| s.method == "GET" && s.path.ends_with(&format!("/blobs/{l}"))),
-            "{l} downloaded: {seen:?}"
-        );
-        assert!(
-            !cache.join("blobs").join(l.replace(':', "/")).exists(),
-            "{l} is in the store"
-        );
-    }
+    assert_mounted_not_downloaded(&seen, &base_layers, "lade-test/toml-base", &cache);
     // The image is whole: the registry serves its manifest with the base's layers first.
     let raw: Value = serde_json::from_str(&common::ok(common::skopeo(&[
         "inspect",
