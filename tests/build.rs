@@ -868,3 +868,52 @@ fn the_default_store_follows_lade_cache_dir_then_xdg_then_home() {
         "~/.cache/lade holds the blobs"
     );
 }
+
+/// `--progress auto` draws indicatif spinners when stderr is a terminal (outside CI), and
+/// writes plain lines when it is not; `quiet` writes nothing. The terminal is `script`'s pty.
+#[test]
+fn progress_auto_draws_on_a_terminal_and_writes_plain_lines_otherwise() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = hello_context(tmp.path());
+    let args = |cache: &str| {
+        format!(
+            "build --progress auto --spec {} --cache-dir {} -o type=oci,dest={}",
+            ctx.join("lade.toml").display(),
+            tmp.path().join(cache).display(),
+            tmp.path().join(format!("{cache}.tar")).display()
+        )
+    };
+    let lade = env!("CARGO_BIN_EXE_lade");
+    let on_tty = Command::new("script")
+        .args(["-qec", &format!("{lade} {}", args("tty")), "/dev/null"])
+        .env_remove("CI")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap();
+    let tty = String::from_utf8_lossy(&on_tty.stdout);
+    assert!(on_tty.status.success(), "{tty}");
+    // indicatif clears and redraws its line; plain mode never writes escapes.
+    assert!(
+        tty.contains("\u{1b}[2K"),
+        "no redraw on a terminal: {tty:?}"
+    );
+    assert!(tty.contains("layer rootfs: done"), "{tty:?}");
+    assert!(!tty.contains("layer rootfs: writing"), "{tty:?}");
+
+    let piped = lade_cmd()
+        .args(args("pipe").split(' '))
+        .env_remove("CI")
+        .output()
+        .unwrap();
+    let plain = String::from_utf8_lossy(&piped.stderr);
+    assert!(piped.status.success(), "{plain}");
+    assert!(plain.contains("layer rootfs: writing"), "{plain}");
+    assert!(!plain.contains('\u{1b}'), "{plain:?}");
+
+    let quiet = lade_cmd()
+        .args(args("quiet").replace("auto", "quiet").split(' '))
+        .output()
+        .unwrap();
+    assert!(quiet.status.success());
+    assert!(quiet.stderr.is_empty(), "{:?}", quiet.stderr);
+}
