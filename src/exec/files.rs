@@ -452,7 +452,7 @@ fn resolve_set(
                                 .map_err(|e| input(format!("{}: {e}", m.host_path.display())))
                         };
                         // Registered, so a signal mid-build removes the unpacked tree too.
-                        let dir = crate::store::temp_dir_in(&std::env::temp_dir(), "lade-add-")
+                        let dir = crate::store::scratch_dir_in(&std::env::temp_dir(), "lade-add-")
                             .map_err(|e| input(e.to_string()))?;
                         crate::layer::extract_layer(
                             compression.decompress(open()?),

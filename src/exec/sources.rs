@@ -59,11 +59,11 @@ impl<'a> Sources<'a> {
                     CopyFrom::Context => unreachable!(),
                 };
                 super::fetch_layers(&layers, origin.as_ref(), store, registry, pull)?;
-                let dir = tempfile::Builder::new()
-                    .prefix("stage-")
-                    .tempdir_in(store.root().join("tmp"))
-                    .map_err(|e| ExecError::Io {
-                        path: store.root().join("tmp"),
+                // Registered, so a signal mid-build removes the extracted stage too.
+                let tmp = store.root().join("tmp");
+                let dir =
+                    crate::store::scratch_dir_in(&tmp, "stage-").map_err(|e| ExecError::Io {
+                        path: tmp,
                         source: e,
                     })?;
                 extract_all(&layers, dir.path(), store)?;

@@ -90,6 +90,12 @@ pub fn temp_dir_in(dir: &Path, prefix: &str) -> io::Result<tempfile::TempDir> {
     interrupt::temp_dir(dir, prefix, 0o777)
 }
 
+/// A scratch directory for lade alone (mode 0700: unpacked archives and stages may hold
+/// files other users must not read), removed like [`temp_dir_in`]'s on a signal.
+pub fn scratch_dir_in(dir: &Path, prefix: &str) -> io::Result<tempfile::TempDir> {
+    interrupt::temp_dir(dir, prefix, 0o700)
+}
+
 /// Renames a temp file or directory from this module to its destination, never while a
 /// signal's cleanup is removing it.
 pub fn rename_into_place(from: &Path, to: &Path) -> io::Result<()> {
