@@ -258,16 +258,38 @@ impl jsonschema::Retrieve for SchemaDir {
     }
 }
 
-/// Runs a command and returns its exit status and peak RSS in KiB, from wait4.
-// The child is reaped by wait4 (std's wait would not report its rusage).
-#[allow(clippy::zombie_processes)]
+/// Runs a command and returns its exit status and peak RSS in KiB.
+///
+/// The measuring is left to GNU time (`/usr/bin/time`, which forks the command from its own
+/// small process): a child spawned straight from this test binary inherits the binary's
+/// high-water RSS at exec, so wait4 would report the test process's peak (hundreds of MiB
+/// while other tests of the binary hold big buffers), not the command's.
 pub fn run_measured(cmd: &mut Command) -> (std::process::ExitStatus, i64) {
-    use std::os::unix::process::ExitStatusExt;
-    let child = cmd.spawn().unwrap();
-    let mut status = 0;
-    // SAFETY: rusage is plain data, and the pid is our own unwaited child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32);
-    (std::process::ExitStatus::from_raw(status), usage.ru_maxrss)
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .args(["--format", "%M", "--output"])
+        .arg(report.path())
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        timed.current_dir(dir);
+    }
+    let status = timed
+        .status()
+        .expect("GNU time (Debian's `time`) runs the command");
+    let text = std::fs::read_to_string(report.path()).unwrap();
+    // A command killed by a signal makes time write a line about it before the number.
+    let kib = text
+        .lines()
+        .filter_map(|l| l.trim().parse::<i64>().ok())
+        .next_back()
+        .unwrap_or_else(|| panic!("no peak RSS from GNU time: {text:?}"));
+    (status, kib)
 }

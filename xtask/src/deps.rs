@@ -49,6 +49,8 @@ pub const TEST: &[Need] = &[
     // htpasswd -B: bcrypt entries for the registry's basic auth.
     exec("apache2-utils", &["htpasswd"]),
     exec("tar", &["tar"]),
+    // GNU time measures a command's peak RSS from a small parent of its own (tests/common).
+    exec("time", &["/usr/bin/time"]),
     // `tar cjf` / `tar cJf` make the bzip2 and xz archives the ADD tests unpack.
     exec("bzip2", &["bzip2"]),
     exec("xz-utils", &["xz"]),
