@@ -96,21 +96,7 @@ fn umoci_rootfs(archive: &Path, dir: &Path) -> PathBuf {
     bundle.join("rootfs")
 }
 
-/// Reads a member of an uncompressed tar with the system tar.
-fn tar_member(archive: &Path, member: &str) -> Vec<u8> {
-    let out = Command::new("tar")
-        .arg("-xOf")
-        .arg(archive)
-        .arg(member)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tar -xOf {member}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
+use common::tar_member;
 
 #[test]
 fn hello_image_is_accepted_by_skopeo_umoci_and_the_schemas() {
@@ -729,13 +715,7 @@ fn java_preset_splits_a_spring_boot_jar_into_jib_layers() {
     assert_eq!(ep.first(), Some(&"java"));
     assert!(ep.last().unwrap().contains("JarLauncher"), "{ep:?}");
     // The classes layer holds the class, the snapshot layer the SNAPSHOT jar.
-    let layer_files = |i: usize| {
-        run(Command::new("sh").arg("-c").arg(format!(
-            "tar -xOf '{}' blobs/sha256/{} | tar -tzf -",
-            one.archive.display(),
-            a[i].trim_start_matches("sha256:")
-        )))
-    };
+    let layer_files = |i: usize| common::layer_listing(&one.archive, &a[i], &[]);
     assert!(layer_files(4).contains("app/BOOT-INF/classes/com/example/App.class"));
     assert!(layer_files(2).contains("internal-lib-1.0-SNAPSHOT.jar"));
     assert!(layer_files(0).contains("spring-core-6.1.0.jar"));

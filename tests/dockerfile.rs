@@ -512,26 +512,13 @@ fn layer_listing(ctx: &Path, tmp: &Path, verbose: bool) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     let meta: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
-    let mut listing = String::new();
-    for l in meta["lade.layers"].as_array().unwrap() {
-        let hex = l["digest"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("sha256:")
-            .to_string();
-        let o = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "tar -xOf '{}' blobs/sha256/{hex} | tar -t{}zf -",
-                out.display(),
-                if verbose { "v" } else { "" }
-            ))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        listing.push_str(&String::from_utf8_lossy(&o.stdout));
-    }
-    listing
+    let flags: &[&str] = if verbose { &["-v"] } else { &[] };
+    meta["lade.layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| common::layer_listing(&out, l["digest"].as_str().unwrap(), flags))
+        .collect()
 }
 
 /// The mode column of `path` in a `tar -tv` listing.

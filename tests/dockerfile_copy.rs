@@ -122,17 +122,11 @@ fn build(ctx: &Path, tmp: &Path) -> (PathBuf, Vec<String>) {
         .unwrap()
         .iter()
         .map(|l| {
-            let hex = l["digest"].as_str().unwrap().trim_start_matches("sha256:");
-            let o = Command::new("sh")
-                .arg("-c")
-                .arg(format!(
-                    "tar -xOf '{}' blobs/sha256/{hex} | tar -tvz --numeric-owner -f -",
-                    out.display()
-                ))
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            String::from_utf8_lossy(&o.stdout).into_owned()
+            common::layer_listing(
+                &out,
+                l["digest"].as_str().unwrap(),
+                &["-v", "--numeric-owner"],
+            )
         })
         .collect();
     (out, layers)

@@ -37,11 +37,7 @@ fn build(spec: &Path, cache: &Path, out: &Path, extra: &[&str]) -> Value {
     serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap()
 }
 
-fn tar_member(archive: &Path, member: &str) -> Vec<u8> {
-    let out = common::output(Command::new("tar").arg("-xOf").arg(archive).arg(member));
-    assert!(out.status.success(), "tar -xOf {member}");
-    out.stdout
-}
+use common::tar_member;
 
 fn json_member(archive: &Path, member: &str) -> Value {
     serde_json::from_slice(&tar_member(archive, member)).unwrap()
@@ -78,26 +74,22 @@ fn layers(archive: &Path) -> Vec<Vec<Member>> {
         .unwrap()
         .iter()
         .map(|l| {
-            let blob = tempfile::NamedTempFile::new().unwrap();
-            fs::write(blob.path(), tar_member(archive, &blob_name(&l["digest"]))).unwrap();
-            let listing = common::ok(common::output(
-                Command::new("tar")
-                    .env("TZ", "UTC")
-                    .args(["--numeric-owner", "--full-time", "-tvf"])
-                    .arg(blob.path()),
-            ));
-            listing
-                .lines()
-                .map(|line| {
-                    let f: Vec<&str> = line.split_whitespace().collect();
-                    Member {
-                        mode: f[0].to_string(),
-                        owner: f[1].to_string(),
-                        time: format!("{} {}", f[3], f[4]),
-                        path: f[5..].join(" "),
-                    }
-                })
-                .collect()
+            common::layer_listing(
+                archive,
+                l["digest"].as_str().unwrap(),
+                &["-v", "--numeric-owner", "--full-time"],
+            )
+            .lines()
+            .map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                Member {
+                    mode: f[0].to_string(),
+                    owner: f[1].to_string(),
+                    time: format!("{} {}", f[3], f[4]),
+                    path: f[5..].join(" "),
+                }
+            })
+            .collect()
         })
         .collect()
 }

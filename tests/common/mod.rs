@@ -184,6 +184,37 @@ pub fn lade(cache_dir: &Path) -> assert_cmd::Command {
     c
 }
 
+/// Reads a member of an uncompressed tar (an OCI or docker archive) with the system tar.
+pub fn tar_member(archive: &Path, member: &str) -> Vec<u8> {
+    let out = output(Command::new("tar").arg("-xOf").arg(archive).arg(member));
+    assert!(
+        out.status.success(),
+        "tar -xOf {member}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// GNU tar's listing (`tar -t` with `flags`, e.g. `["-v", "--numeric-owner"]`) of the layer
+/// blob `digest` (`sha256:...`) in `archive`; tar detects the blob's compression itself.
+pub fn layer_listing(archive: &Path, digest: &str, flags: &[&str]) -> String {
+    let hex = digest.trim_start_matches("sha256:");
+    let blob = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        blob.path(),
+        tar_member(archive, &format!("blobs/sha256/{hex}")),
+    )
+    .unwrap();
+    ok(output(
+        Command::new("tar")
+            .env("TZ", "UTC")
+            .arg("-t")
+            .args(flags)
+            .arg("-f")
+            .arg(blob.path()),
+    ))
+}
+
 /// `testdata/<rel>` in this repository.
 pub fn testdata(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
