@@ -495,23 +495,7 @@ fn add_unpacks_local_tar_archives_and_copies_other_files() {
 /// `verbose`. Panics unless the build succeeds.
 fn layer_listing(ctx: &Path, tmp: &Path, verbose: bool) -> String {
     let out = tmp.join("image.tar");
-    let meta = tmp.join("meta.json");
-    let o = lade_cmd()
-        .args(["build", "--progress", "quiet", "--cache-dir"])
-        .arg(tmp.join("cache"))
-        .arg("--output")
-        .arg(format!("type=oci,dest={}", out.display()))
-        .arg("--metadata-file")
-        .arg(&meta)
-        .arg(ctx)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "lade build failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let meta: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    let meta = common::build_context(ctx, tmp, &format!("type=oci,dest={}", out.display()), &[]);
     let flags: &[&str] = if verbose { &["-v"] } else { &[] };
     meta["lade.layers"]
         .as_array()

@@ -8,7 +8,6 @@
 
 mod common;
 
-use serde_json::Value;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -99,24 +98,12 @@ fn base(dir: &Path) -> PathBuf {
 /// `tar -tv --numeric-owner`, one listing per layer (base layers first).
 fn build(ctx: &Path, tmp: &Path) -> (PathBuf, Vec<String>) {
     let out = tmp.join("image.tar");
-    let meta = tmp.join("meta.json");
-    let o = lade_cmd()
-        .args(["build", "--progress", "quiet", "--cache-dir"])
-        .arg(tmp.join("cache"))
-        .arg("--output")
-        .arg(format!("type=docker,dest={}", out.display()))
-        .args(["-t", "lade-test/copy-tree:1"])
-        .arg("--metadata-file")
-        .arg(&meta)
-        .arg(ctx)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "lade build failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
+    let meta = common::build_context(
+        ctx,
+        tmp,
+        &format!("type=docker,dest={}", out.display()),
+        &["-t", "lade-test/copy-tree:1"],
     );
-    let meta: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
     let layers = meta["lade.layers"]
         .as_array()
         .unwrap()

@@ -184,6 +184,27 @@ pub fn lade(cache_dir: &Path) -> assert_cmd::Command {
     c
 }
 
+/// `lade build` of the Dockerfile context `ctx` with its store in `tmp/cache`, writing
+/// `output` (an `--output` value) with `extra` arguments; panics with lade's stderr unless the
+/// build succeeds. Returns the metadata file's JSON.
+pub fn build_context(ctx: &Path, tmp: &Path, output: &str, extra: &[&str]) -> serde_json::Value {
+    let meta = tmp.join("meta.json");
+    let o = lade(&tmp.join("cache"))
+        .args(["build", "--progress", "quiet", "--output", output])
+        .arg("--metadata-file")
+        .arg(&meta)
+        .args(extra)
+        .arg(ctx)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "lade build failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap()
+}
+
 /// Reads a member of an uncompressed tar (an OCI or docker archive) with the system tar.
 pub fn tar_member(archive: &Path, member: &str) -> Vec<u8> {
     let out = output(Command::new("tar").arg("-xOf").arg(archive).arg(member));
