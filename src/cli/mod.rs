@@ -28,7 +28,9 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    match run(cli) {
+    let result = run(cli);
+    crate::store::interrupt::wait_if_interrupted();
+    match result {
         Ok(code) => code,
         Err(e) => {
             if is_broken_pipe(&e) {

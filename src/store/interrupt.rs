@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// Paths of temp files that may exist. A path stays after its file was renamed or removed:
@@ -54,7 +55,11 @@ pub fn install() {
     }
 }
 
+/// Set when a signal's cleanup has begun; from then on the process ends only through it.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
 fn cleanup_and_exit(sig: i32) -> ! {
+    INTERRUPTED.store(true, Ordering::SeqCst);
     // The lock is held until exit: no temp file can be created after this point.
     let guard = live();
     for p in guard.iter().flatten() {
@@ -62,6 +67,16 @@ fn cleanup_and_exit(sig: i32) -> ! {
     }
     // SAFETY: _exit ends the process at once; nothing after it runs.
     unsafe { libc::_exit(128 + sig) }
+}
+
+/// Called by `main` before it prints an error or returns: once a signal's cleanup has begun,
+/// the other threads fail on the files it removes, and their error must neither be printed nor
+/// end the process (exit code 1, cleanup cut short). This thread then waits for the cleanup's
+/// `_exit` with the signal's code.
+pub fn wait_if_interrupted() {
+    while INTERRUPTED.load(Ordering::SeqCst) {
+        std::thread::park();
+    }
 }
 
 fn remove(path: &Path) {
