@@ -8,6 +8,7 @@ mod config;
 mod download;
 mod files;
 mod pull;
+pub mod run;
 mod sources;
 mod time;
 mod tree;

@@ -326,7 +326,23 @@ pub enum ConfigEdit {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunStep {
+    /// argv: exec form as written, shell form already wrapped in the stage's SHELL.
     pub command: Vec<String>,
+    /// `RUN --network` (or `lade build --network`).
+    pub network: RunNetwork,
     /// Dockerfile location for errors (`file:line`).
     pub origin: String,
+}
+
+/// The network a RUN step sees (docker's `--network`, BuildKit's `RUN --network`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunNetwork {
+    /// The host's network namespace and resolv.conf, as BuildKit's default gives a RUN access.
+    #[default]
+    Default,
+    /// The host's network namespace, explicitly.
+    Host,
+    /// A fresh network namespace with only loopback.
+    None,
 }

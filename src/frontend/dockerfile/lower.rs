@@ -838,6 +838,7 @@ fn lower_instruction(
             let command = command(st, c);
             st.steps.push(Step::Run(RunStep {
                 command,
+                network: Default::default(),
                 origin: format!("{}:{}", cx.file, line),
             }));
         }
