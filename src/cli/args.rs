@@ -44,6 +44,26 @@ pub struct RegistryArgs {
     /// Parallel blob uploads.
     #[arg(long, value_name = "N", default_value = "4")]
     pub push_jobs: usize,
+    /// Seconds a registry may leave a request without an answer or a transfer without
+    /// progress before it counts as failed (then retried, a few times).
+    #[arg(
+        long = "registry-timeout",
+        value_name = "SECONDS",
+        env = "LADE_REGISTRY_TIMEOUT",
+        default_value = "60",
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub registry_timeout: u64,
+}
+
+impl RegistryArgs {
+    /// The idle timeout of registry I/O (60 s when the args were not parsed).
+    pub fn timeout(&self) -> std::time::Duration {
+        match self.registry_timeout {
+            0 => crate::registry::DEFAULT_TIMEOUT,
+            s => std::time::Duration::from_secs(s),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,7 @@ pub fn client(a: &RegistryArgs) -> anyhow::Result<Arc<Client>> {
     let opts = ClientOptions {
         insecure_registries: a.insecure_registries.clone(),
         ca_files: a.registry_ca.clone(),
+        timeout: a.timeout(),
         ..ClientOptions::default()
     };
     Ok(Arc::new(Client::new(opts)?))
@@ -172,6 +173,7 @@ pub fn run_login(a: &LoginArgs) -> anyhow::Result<ExitCode> {
     let opts = ClientOptions {
         insecure_registries: a.registry_args.insecure_registries.clone(),
         ca_files: a.registry_args.registry_ca.clone(),
+        timeout: a.registry_args.timeout(),
         ..ClientOptions::default()
     };
     let path = crate::registry::login(&opts, &a.registry, &a.username, password, None)?;

@@ -5,6 +5,7 @@ use super::auth::{
     parse_challenges, parse_token_response, AuthConfig, Challenge, Credentials, Scope,
 };
 use super::reference::api_host;
+use super::timeout;
 use super::RegistryError;
 use base64::Engine as _;
 use reqwest::blocking::{Client as Http, RequestBuilder, Response};
@@ -57,6 +58,9 @@ impl RetryPolicy {
     }
 }
 
+/// The default idle timeout of registry I/O.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How the client reaches registries.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -67,6 +71,8 @@ pub struct ClientOptions {
     pub auth: AuthConfig,
     pub retry: RetryPolicy,
     pub connect_timeout: Duration,
+    /// The idle timeout of registry I/O (`--registry-timeout`): see [`super::timeout`].
+    pub timeout: Duration,
     pub user_agent: String,
 }
 
@@ -78,6 +84,7 @@ impl Default for ClientOptions {
             auth: AuthConfig::from_env(),
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(30),
+            timeout: DEFAULT_TIMEOUT,
             user_agent: format!("lade/{}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -224,13 +231,6 @@ pub(crate) fn error_body_summary(body: &[u8]) -> String {
     s
 }
 
-/// Reads at most 16 KiB of a response body (for error messages and small JSON answers).
-pub(crate) fn small_body(resp: Response) -> Vec<u8> {
-    use std::io::Read;
-    let mut buf = Vec::new();
-    let _ = resp.take(16 * 1024).read_to_end(&mut buf);
-    buf
-}
 
 /// `Retry-After` as a delay from now: delta-seconds, or an HTTP-date (a date in the past
 /// means no wait).
@@ -326,11 +326,35 @@ impl Client {
         &self.opts
     }
 
+    /// Reads at most 16 KiB of a response body (for error messages and small JSON answers),
+    /// giving up on a stalled one.
+    pub(crate) fn small_body(&self, resp: Response) -> Vec<u8> {
+        use std::io::Read;
+        let mut buf = Vec::new();
+        let _ = timeout::StallGuard::new(resp, self.opts.timeout)
+            .take(16 * 1024)
+            .read_to_end(&mut buf);
+        buf
+    }
+
+    /// What went wrong with a request that got no response: a timeout in the words of
+    /// [`timeout::no_response`], else the error's cause chain.
+    pub(crate) fn transport_cause(&self, e: &reqwest::Error) -> String {
+        if e.is_timeout() {
+            timeout::no_response(self.opts.timeout)
+        } else {
+            cause_chain(e)
+        }
+    }
+
     fn http(opts: &ClientOptions, insecure: bool) -> Result<Http, RegistryError> {
         let mut b = Http::builder()
             .user_agent(opts.user_agent.clone())
-            .connect_timeout(opts.connect_timeout)
-            .timeout(None::<Duration>)
+            .connect_timeout(opts.connect_timeout.min(opts.timeout))
+            // Blocking reqwest applies this from the start of a request to its response
+            // headers, and again to each read of the body (see `timeout`).
+            .timeout(opts.timeout)
+            .tcp_user_timeout(opts.timeout)
             .tcp_keepalive(Duration::from_secs(30))
             .danger_accept_invalid_certs(insecure);
         for path in &opts.ca_files {
@@ -467,7 +491,7 @@ impl Client {
                         } else {
                             RegistryError::Connect {
                                 host: name.clone(),
-                                cause: cause_chain(&e),
+                                cause: self.transport_cause(&e),
                             }
                         };
                         // A loopback registry with a certificate we don't trust is a TLS error,
@@ -609,7 +633,7 @@ impl Client {
                 ),
                 Ok(resp) => break resp,
                 Err(e) => (
-                    format!("token server unreachable: {}", cause_chain(&e)),
+                    format!("token server unreachable: {}", self.transport_cause(&e)),
                     None,
                 ),
             };
@@ -636,7 +660,7 @@ impl Client {
             });
         }
         if !status.is_success() {
-            let body = small_body(resp);
+            let body = self.small_body(resp);
             return Err(RegistryError::Unauthorized {
                 host: host.name.clone(),
                 detail: format!(
@@ -645,7 +669,7 @@ impl Client {
                 ),
             });
         }
-        let body = small_body(resp);
+        let body = self.small_body(resp);
         let t = parse_token_response(&body).ok_or_else(|| RegistryError::Unauthorized {
             host: host.name.clone(),
             detail: "token server answered without a token".into(),
@@ -680,7 +704,7 @@ impl Client {
                 Ok(r) => r,
                 Err(e) => {
                     return Err(Failure::Retry {
-                        cause: cause_chain(&e),
+                        cause: self.transport_cause(&e),
                         after: None,
                     })
                 }
@@ -695,7 +719,7 @@ impl Client {
             }
             if retryable_status(status) {
                 let after = retry_after(resp.headers());
-                let body = small_body(resp);
+                let body = self.small_body(resp);
                 return Err(Failure::Retry {
                     cause: format!("HTTP {status}: {}", error_body_summary(&body)),
                     after,
@@ -741,7 +765,7 @@ impl Client {
         resp: Response,
     ) -> RegistryError {
         let status = resp.status();
-        let body = small_body(resp);
+        let body = self.small_body(resp);
         let detail = error_body_summary(&body);
         match status {
             StatusCode::UNAUTHORIZED => {

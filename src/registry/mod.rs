@@ -15,13 +15,14 @@ mod client;
 mod pull;
 mod push;
 mod reference;
+mod timeout;
 
 pub use auth::{
     credential_helper_get, docker_config_path, parse_challenges, parse_token_response,
     store_credentials, AuthConfig, Challenge, Credentials, Scope, TokenResponse,
 };
 pub use blobs::BlobSource;
-pub use client::{login, Client, ClientOptions, RetryPolicy};
+pub use client::{login, Client, ClientOptions, RetryPolicy, DEFAULT_TIMEOUT};
 pub use pull::{PullOptions, PulledImage, ResolvedImage};
 pub use push::{PushOptions, PushReport};
 pub use reference::{api_host, Reference, DEFAULT_REGISTRY, DOCKER_HUB_API_HOST};

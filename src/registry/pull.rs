@@ -3,6 +3,7 @@
 
 use super::auth::Scope;
 use super::client::{Client, Failure, Host};
+use super::timeout::StallGuard;
 use super::{Reference, RegistryError};
 use crate::digest::Digest;
 use crate::image::{media_types as mt, Descriptor, Index, Manifest, Platform};
@@ -240,7 +241,7 @@ impl Client {
             ),
         );
         let what = match &reference.digest {
-            Some(d) => format!("manifest {d} in {}", reference.repository),
+            Some(d) => format!("manifest {d} in {}/{}", host.name, reference.repository),
             None => format!("manifest for {reference}"),
         };
         let (bytes, ct, header_digest) = self.retrying(&|| format!("GET {what}"), || {
@@ -267,7 +268,8 @@ impl Client {
                 .map(str::to_string);
             let mut bytes = Vec::new();
             // Manifests are small; 4 MiB is the distribution limit.
-            resp.take(4 << 20)
+            StallGuard::new(resp, self.options().timeout)
+                .take(4 << 20)
                 .read_to_end(&mut bytes)
                 .map_err(|e| Failure::Retry {
                     cause: format!("reading manifest: {e}"),
@@ -382,7 +384,7 @@ impl Client {
     ) -> Result<(), RegistryError> {
         let scope = Scope::pull(repository);
         let url = self.url(host, &format!("{repository}/blobs/{}", d.digest));
-        let what = format!("blob {} of {repository}", d.digest);
+        let what = format!("blob {} of {}/{repository}", d.digest, host.name);
         self.retrying(&|| format!("download of {what}"), || {
             if store.has_blob(&d.digest) {
                 return Ok(());
@@ -396,16 +398,13 @@ impl Client {
             // Cap what we read at size+1 so a lying registry cannot fill the disk;
             // the size check then fails.
             let mut reader = WatchReader {
-                inner: resp.take(d.size.saturating_add(1)),
+                inner: StallGuard::new(resp, self.options().timeout).take(d.size.saturating_add(1)),
                 error: None,
             };
             match store.import_blob(&mut reader, &d.digest, Some(d.size)) {
                 Ok(()) => Ok(()),
                 Err(_) if reader.error.is_some() => Err(Failure::Retry {
-                    cause: format!(
-                        "connection broke while downloading: {}",
-                        reader.error.unwrap_or_default()
-                    ),
+                    cause: reader.error.unwrap_or_default(),
                     after: None,
                 }),
                 Err(StoreError::DigestMismatch { actual, .. }) => {
@@ -449,7 +448,11 @@ struct WatchReader<R> {
 impl<R: Read> Read for WatchReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.read(buf).inspect_err(|e| {
-            self.error = Some(e.to_string());
+            self.error = Some(if e.kind() == io::ErrorKind::TimedOut {
+                e.to_string()
+            } else {
+                format!("connection broke while downloading: {e}")
+            });
         })
     }
 }

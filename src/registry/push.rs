@@ -3,7 +3,8 @@
 
 use super::auth::Scope;
 use super::blobs::BlobSource;
-use super::client::{error_body_summary, small_body, Client, Failure, Host};
+use super::client::{error_body_summary, Client, Failure, Host};
+use super::timeout::request_deadline;
 use super::{Reference, RegistryError};
 use crate::digest::Digest;
 use crate::image::{media_types as mt, Descriptor, Index, Manifest};
@@ -419,7 +420,24 @@ impl Client {
         let exists = self.retrying(&|| format!("existence check of {what}"), || {
             let resp = self.send(host, scope, &|h| h.head(head_url.clone()))?;
             match resp.status() {
-                s if s.is_success() => Ok(true),
+                // A registry that answers 200 to everything must not make a push skip a
+                // blob: only the blob's own size confirms it (skopeo and docker trust 200).
+                s if s.is_success() => {
+                    let size = resp
+                        .headers()
+                        .get(CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok());
+                    if size != Some(d.size) {
+                        tracing::warn!(
+                            digest = %d.digest,
+                            expected = d.size,
+                            answered = ?size,
+                            "registry claims to have the blob with another size; uploading it"
+                        );
+                    }
+                    Ok(size == Some(d.size))
+                }
                 StatusCode::NOT_FOUND => Ok(false),
                 _ => Err(Failure::Fatal(self.status_error(
                     host,
@@ -469,6 +487,8 @@ impl Client {
         let mut offset: u64 = 0;
         let mut sent: u64 = 0;
         let mut failures = 0u32;
+        // Whether the session in use was resumed after a broken request.
+        let mut resumed = false;
         loop {
             let attempt = (|| -> Result<(), UploadFailure> {
                 let mut url = match session.take() {
@@ -492,7 +512,7 @@ impl Client {
                                 session = None;
                                 return Err(UploadFailure::Restart(format!(
                                     "upload session lost ({})",
-                                    error_body_summary(&small_body(resp))
+                                    error_body_summary(&self.small_body(resp))
                                 )));
                             }
                             _ => {
@@ -525,15 +545,24 @@ impl Client {
                         session = None;
                         Ok(())
                     }
-                    StatusCode::NOT_FOUND
-                    | StatusCode::RANGE_NOT_SATISFIABLE
-                    | StatusCode::BAD_REQUEST => {
-                        // 400 is DIGEST_INVALID / BLOB_UPLOAD_INVALID: the registry's copy is
-                        // not what we sent (a broken earlier chunk); start over.
+                    StatusCode::NOT_FOUND | StatusCode::RANGE_NOT_SATISFIABLE => {
+                        // The session expired or lost track: a new session is a new request,
+                        // not a repeat of this one.
                         session = None;
                         Err(UploadFailure::Restart(format!(
                             "registry rejected the upload ({})",
-                            error_body_summary(&small_body(resp))
+                            error_body_summary(&self.small_body(resp))
+                        )))
+                    }
+                    StatusCode::BAD_REQUEST if resumed => {
+                        // DIGEST_INVALID after resuming a session a broken connection left:
+                        // the registry kept bytes we cannot see; start over once. A 400 to
+                        // a clean upload is permanent (below).
+                        resumed = false;
+                        session = None;
+                        Err(UploadFailure::Restart(format!(
+                            "registry rejected the upload ({})",
+                            error_body_summary(&self.small_body(resp))
                         )))
                     }
                     _ => Err(UploadFailure::Fatal(self.status_error(
@@ -572,6 +601,7 @@ impl Client {
                         tracing::debug!(%what, offset = have, "resuming upload");
                         session = Some(u);
                         offset = have;
+                        resumed = true;
                     }
                     _ => session = None,
                 }
@@ -646,7 +676,8 @@ impl Client {
             if !last {
                 r = r.header("Content-Range", format!("{from}-{}", to - 1));
             }
-            r.body(body)
+            r.timeout(request_deadline(self.options().timeout, len))
+                .body(body)
         };
         let resp = self.send(host, scope, &make);
         if let Some(e) = open_err.into_inner().unwrap() {
