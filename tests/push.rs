@@ -1412,3 +1412,157 @@ fn lade_toml_on_a_registry_base_downloads_no_base_layer() {
     assert_eq!(layers.len(), base_layers.len() + 2, "{raw}");
     assert_eq!(&layers[..base_layers.len()], &base_layers[..], "{raw}");
 }
+
+/// `lade pull` / `lade push` against a registry that stops answering: with a 2 s timeout each
+/// fails (after its bounded retries) with exit 1 and one line naming the host, the operation
+/// and the stall. The child is killed after 90 s so that a hang fails the test instead of
+/// blocking it.
+#[test]
+fn stalled_registries_fail_within_the_timeout_naming_host_and_operation() {
+    use registry_support::{Stall, StallServer};
+    let tmp = tempfile::tempdir().unwrap();
+    let (cache, archive) = hello_archive(tmp.path());
+    // (stall, command, words the error must contain besides the host)
+    let cases: Vec<(Stall, &str, Vec<&str>)> = vec![
+        (
+            Stall::Silent,
+            "pull",
+            vec!["connecting to registry", "no response for 2 s"],
+        ),
+        (
+            Stall::SilentAfterProbe,
+            "pull",
+            vec!["GET manifest for", "no response for 2 s"],
+        ),
+        (
+            Stall::DripBody,
+            "pull",
+            vec!["GET manifest for", "stalled: ", "in 2 s"],
+        ),
+        (
+            Stall::DripHeaders,
+            "pull",
+            vec!["GET manifest for", "no response for 2 s"],
+        ),
+        (
+            Stall::SilentAfterProbe,
+            "push",
+            vec!["existence check of blob sha256:", "no response for 2 s"],
+        ),
+        (
+            Stall::DripHeaders,
+            "push",
+            vec!["existence check of blob sha256:", "no response for 2 s"],
+        ),
+    ];
+    std::thread::scope(|scope| {
+        for (i, (stall, command, words)) in cases.iter().enumerate() {
+            let (cache, archive) = (&cache, &archive);
+            scope.spawn(move || {
+                let server = StallServer::start(*stall);
+                let image = format!("{}/x/stalled:1", server.addr);
+                let mut c = common::lade(cache);
+                c.timeout(std::time::Duration::from_secs(90));
+                if *command == "pull" {
+                    c.args(["pull", &image]);
+                } else {
+                    c.args(["push", "--push-jobs", "1"])
+                        .arg(archive)
+                        .arg(&image);
+                }
+                if i % 2 == 0 {
+                    c.args(["--registry-timeout", "2"]);
+                } else {
+                    c.env("LADE_REGISTRY_TIMEOUT", "2");
+                }
+                // A child killed at 90 s has no exit code: this fails then.
+                let err = one_error_line(&mut c);
+                for w in words.iter().chain([&server.addr.as_str()]) {
+                    assert!(err.contains(w), "{stall:?} {command}: {w:?} not in {err}");
+                }
+                if *stall != Stall::Silent {
+                    // Retried as transient, but boundedly (5 attempts).
+                    let n = server.stalled_requests().len();
+                    assert!((2..=5).contains(&n), "{stall:?} {command}: {n} attempts");
+                }
+            });
+        }
+    });
+}
+
+/// A `400` (here to the final `PUT ?digest=` of each blob) is a permanent error: one request
+/// per blob, then exit 1 naming the status, not five attempts and a re-upload each time.
+#[test]
+fn a_400_to_an_upload_is_one_attempt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cache, archive) = hello_archive(tmp.path());
+    let reg = TestRegistry::open();
+    let proxy = FaultProxy::start(reg.socket_addr());
+    {
+        let mut f = proxy.faults.lock().unwrap();
+        f.fail_status = 400;
+        f.fail_path = "digest=sha256".into();
+        f.fail_always = true;
+        f.retry_after = Some(String::new());
+    }
+    let err = one_error_line(
+        common::lade(&cache)
+            .timeout(std::time::Duration::from_secs(90))
+            .args(["push", "--push-jobs", "1"])
+            .arg(&archive)
+            .arg(format!(
+                "{}/lade-test/bad-request-{}:1",
+                proxy.addr,
+                std::process::id()
+            )),
+    );
+    assert!(err.contains("400"), "{err}");
+    assert!(err.contains(&proxy.addr), "{err}");
+    let puts: Vec<Seen> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.path.contains("digest=sha256"))
+        .collect();
+    assert_eq!(puts.len(), 1, "{puts:?}");
+}
+
+/// A registry answering `HEAD` with 200 for every blob, but with a size that is not the
+/// blob's: the push uploads every blob instead of trusting it (the manifest push would
+/// otherwise fail, or worse, succeed on a registry that has nothing).
+#[test]
+fn a_blob_head_with_the_wrong_size_does_not_skip_the_upload() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cache, archive) = hello_archive(tmp.path());
+    let reg = TestRegistry::open();
+    let proxy = FaultProxy::start(reg.socket_addr());
+    proxy.faults.lock().unwrap().head_lie = true;
+    let repo = format!("lade-test/head-liar-{}", std::process::id());
+    common::lade(&cache)
+        .timeout(std::time::Duration::from_secs(90))
+        .arg("push")
+        .arg(&archive)
+        .arg(format!("{}/{repo}:1", proxy.addr))
+        .assert()
+        .success();
+    let seen = proxy.seen();
+    let heads = seen.iter().filter(|s| s.method == "HEAD").count();
+    let uploads = seen
+        .iter()
+        .filter(|s| s.method == "PUT" && s.path.contains("digest=sha256"))
+        .count();
+    assert!(heads >= 2, "{seen:?}");
+    assert_eq!(
+        uploads, heads,
+        "every blob HEAD lied, so every blob is uploaded: {seen:?}"
+    );
+    let out = common::skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{}/{repo}:1", reg.addr),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

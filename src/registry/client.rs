@@ -231,7 +231,6 @@ pub(crate) fn error_body_summary(body: &[u8]) -> String {
     s
 }
 
-
 /// `Retry-After` as a delay from now: delta-seconds, or an HTTP-date (a date in the past
 /// means no wait).
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {

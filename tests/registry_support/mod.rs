@@ -257,6 +257,9 @@ pub struct Faults {
     /// Blob upload requests being forwarded now, and the most there ever were at once.
     pub uploads_in_flight: usize,
     pub max_uploads_in_flight: usize,
+    /// Answer every blob `HEAD` with 200 and a `Content-Length` of 1, like a registry that
+    /// claims to have everything.
+    pub head_lie: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -415,6 +418,7 @@ fn handle(
         Fail(u16, String),
         Unauthorized(String),
         Drop(usize),
+        LieHead,
         Forward { corrupt: bool, cut: Option<usize> },
     }
     let action = {
@@ -436,6 +440,8 @@ fn handle(
         };
         if let Some(Err(challenge)) = bearer_ok {
             Action::Unauthorized(challenge)
+        } else if f.head_lie && req.method == "HEAD" && req.path.contains("/blobs/sha256:") {
+            Action::LieHead
         } else if matches && (f.fail_always || f.fail_next > 0) {
             f.fail_next = f.fail_next.saturating_sub(1);
             f.failed_at.push(Instant::now());
@@ -477,6 +483,15 @@ fn handle(
                 &extra,
                 r#"{"errors":[{"code":"UNAVAILABLE","message":"injected failure"}]}"#,
             );
+            return Ok(());
+        }
+        Action::LieHead => {
+            record(200);
+            let mut c = &conn;
+            let _ = c.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nDocker-Content-Digest: sha256:0\r\nConnection: close\r\n\r\n",
+            );
+            let _ = conn.shutdown(Shutdown::Both);
             return Ok(());
         }
         Action::Unauthorized(challenge) => {
@@ -744,5 +759,113 @@ impl StubRegistry {
             }
         });
         StubRegistry { addr }
+    }
+}
+
+/// How a [`StallServer`] misbehaves on every request but the `/v2/` probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stall {
+    /// Accept, read the request, never answer (not even the probe).
+    Silent,
+    /// Answer the probe, then read each request and never answer it.
+    SilentAfterProbe,
+    /// Answer the probe, then send each response's status line one byte every 200 ms.
+    DripHeaders,
+    /// Answer the probe, then send headers promising a large body and drip it one byte
+    /// every 200 ms.
+    DripBody,
+}
+
+/// A registry that stops answering: accepts connections on 127.0.0.1 and stalls as `Stall`
+/// says; records each request line it read (`"GET /v2/x/manifests/1"`).
+pub struct StallServer {
+    pub addr: String,
+    pub requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl StallServer {
+    pub fn start(mode: Stall) -> StallServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let seen = seen.clone();
+                std::thread::spawn(move || stall(conn, mode, &seen));
+            }
+        });
+        StallServer { addr, requests }
+    }
+
+    /// Requests other than the `/v2/` probe.
+    pub fn stalled_requests(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| !r.ends_with(" /v2/"))
+            .cloned()
+            .collect()
+    }
+}
+
+fn stall(conn: TcpStream, mode: Stall, seen: &Mutex<Vec<String>>) {
+    let Ok(clone) = conn.try_clone() else { return };
+    let mut reader = BufReader::new(clone);
+    // Keep-alive: several requests may come on one connection.
+    loop {
+        let req = match read_head(&mut reader) {
+            Ok(Some(r)) => r,
+            // A TLS ClientHello (the https probe) or EOF: hold the connection silently
+            // until the client gives up, like a server that stopped answering.
+            _ => {
+                let mut sink = [0u8; 4096];
+                while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+                return;
+            }
+        };
+        let _ = std::io::copy(
+            &mut (&mut reader).take(req.content_length as u64),
+            &mut std::io::sink(),
+        );
+        seen.lock()
+            .unwrap()
+            .push(format!("{} {}", req.method, req.path));
+        let mut c = &conn;
+        if req.path == "/v2/" && mode != Stall::Silent {
+            let _ = c.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+            );
+            continue;
+        }
+        let drip = |bytes: &[u8]| {
+            for b in bytes {
+                if (&conn).write_all(&[*b]).is_err() {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            true
+        };
+        match mode {
+            Stall::Silent | Stall::SilentAfterProbe => {
+                let mut sink = [0u8; 4096];
+                while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+                return;
+            }
+            Stall::DripHeaders => {
+                drip(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                return;
+            }
+            Stall::DripBody => {
+                let _ = c.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 1000000\r\n\r\n",
+                );
+                drip(&vec![b' '; 1_000_000]);
+                return;
+            }
+        }
     }
 }
