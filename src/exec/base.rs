@@ -14,6 +14,8 @@ use crate::store::Store;
 /// The starting point of a stage: its config and layers.
 #[derive(Debug, Clone)]
 pub struct BaseImage {
+    /// How errors name the image (`oci:DIR:TAG`, a reference, `stage N`).
+    pub name: String,
     pub config: ImageConfig,
     pub layers: Vec<Descriptor>,
     /// The registry image these layers come from; those not in the store yet are fetched
@@ -52,6 +54,7 @@ pub fn load_base_with(
 ) -> Result<BaseImage, ExecError> {
     if matches!(base, Base::Scratch) {
         return Ok(BaseImage {
+            name: describe(base),
             config: ImageConfig {
                 architecture: platform.architecture.clone(),
                 os: platform.os.clone(),
@@ -74,7 +77,7 @@ pub fn load_base_with(
         }
         _ => (import_image(base, platform, store, registry)?, None),
     };
-    let layers = imported
+    let layers: Vec<Descriptor> = imported
         .manifest
         .layers
         .iter()
@@ -89,14 +92,16 @@ pub fn load_base_with(
             ))
         })
         .collect::<Result<_, ExecError>>()?;
+    super::verify::check_count(&describe(base), &layers, &imported.config)?;
     Ok(BaseImage {
+        name: describe(base),
         config: imported.config,
         layers,
         origin,
     })
 }
 
-fn describe(base: &Base) -> String {
+pub(super) fn describe(base: &Base) -> String {
     match base {
         Base::Scratch => "scratch".into(),
         Base::OciLayout { dir, tag } => format!(
@@ -127,12 +132,17 @@ pub fn import_image(
     };
     match base {
         Base::OciLayout { dir, tag } => {
-            load_layout(&ImageLayout::dir(dir), tag.as_deref(), platform, store).map_err(err)
+            let i = load_layout(&ImageLayout::dir(dir), tag.as_deref(), platform, store)
+                .map_err(err)?;
+            super::verify::check_count(&describe(base), &i.manifest.layers, &i.config)?;
+            Ok(i)
         }
         Base::OciArchive { file, tag } => {
             // Read in place: the tar's headers say where each blob lies; nothing is unpacked.
             let layout = ImageLayout::archive(file).map_err(|e| err(e.to_string()))?;
-            load_layout(&layout, tag.as_deref(), platform, store).map_err(err)
+            let i = load_layout(&layout, tag.as_deref(), platform, store).map_err(err)?;
+            super::verify::check_count(&describe(base), &i.manifest.layers, &i.config)?;
+            Ok(i)
         }
         Base::Registry { reference } => {
             let client = match registry {
@@ -153,6 +163,7 @@ pub fn import_image(
             let image = pulled.image;
             let config: ImageConfig = serde_json::from_slice(&image.config_bytes)
                 .map_err(|e| err(format!("config: {e}")))?;
+            super::verify::check_count(&describe(base), &image.manifest.layers, &config)?;
             Ok(ImportedImage {
                 manifest_bytes: image.manifest_bytes,
                 manifest_digest: image.manifest_digest,

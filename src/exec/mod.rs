@@ -12,6 +12,7 @@ pub mod run;
 mod sources;
 mod time;
 mod tree;
+mod verify;
 
 pub use base::{base_config, import_image, load_base, load_base_with, BaseImage, ImportedImage};
 pub use files::ResolvedLayer;
@@ -191,6 +192,7 @@ fn build_stage(
         crate::plan::Base::Stage { index } => {
             let b = built[index].as_ref().expect("dependencies are built first");
             BaseImage {
+                name: base::describe(&stage.base),
                 config: b.config.clone(),
                 layers: b.manifest.layers.clone(),
                 origin: b.base_origin.clone(),
@@ -251,6 +253,7 @@ pub fn cache_keys(
 ) -> Result<Vec<Vec<Option<Digest>>>, ExecError> {
     let file_cache = store.file_digest_cache();
     let scratch = BaseImage {
+        name: "scratch".into(),
         config: ImageConfig::default(),
         layers: Vec::new(),
         origin: None,

@@ -5,7 +5,7 @@
 use super::tree::Tree;
 use super::{BuiltImage, ExecError};
 use crate::context::BuildContext;
-use crate::image::{media_types, Descriptor};
+use crate::image::{media_types, Descriptor, ImageConfig};
 use crate::layer::{Compression, ExtractOptions};
 use crate::path::ImagePath;
 use crate::plan::{CopyFrom, FileSet, Stage, Step};
@@ -44,17 +44,22 @@ impl<'a> Sources<'a> {
                 if matches!(from, CopyFrom::Context) || s.roots.iter().any(|(f, ..)| f == from) {
                     continue;
                 }
-                let (layers, origin): (Vec<Descriptor>, _) = match from {
+                let (image, layers, config, origin): (String, Vec<Descriptor>, _, _) = match from {
                     CopyFrom::Stage { index } => {
                         let b = built[*index]
                             .as_ref()
                             .expect("dependencies are built first");
-                        (b.manifest.layers.clone(), b.base_origin.clone())
+                        (
+                            format!("stage {index}"),
+                            b.manifest.layers.clone(),
+                            b.config.clone(),
+                            b.base_origin.clone(),
+                        )
                     }
                     CopyFrom::Image { base } => {
                         let b =
                             super::load_base_with(base, &stage.platform, store, registry, pull)?;
-                        (b.layers, b.origin)
+                        (b.name, b.layers, b.config, b.origin)
                     }
                     CopyFrom::Context => unreachable!(),
                 };
@@ -66,9 +71,9 @@ impl<'a> Sources<'a> {
                         path: tmp,
                         source: e,
                     })?;
-                extract_all(&layers, dir.path(), store)?;
+                extract_all(&image, &layers, &config, dir.path(), store)?;
                 let ctx = BuildContext::new(dir.path(), &[])?;
-                let tree = Tree::from_layers(&layers, store)?;
+                let tree = Tree::from_layers(&image, &layers, &config, store)?;
                 s.roots.push((from.clone(), ctx, tree, dir));
             }
         }
@@ -167,9 +172,12 @@ pub fn compression_of(media_type: &str) -> Compression {
     }
 }
 
-/// Applies `layers` in order into `dir`.
+/// Applies the layers of `image` in order into `dir`, each checked against its diff_id
+/// in `config`.
 pub fn extract_all(
+    image: &str,
     layers: &[Descriptor],
+    config: &ImageConfig,
     dir: &std::path::Path,
     store: &Store,
 ) -> Result<(), ExecError> {
@@ -177,32 +185,38 @@ pub fn extract_all(
         allow_devices: false,
         preserve_owner: false,
     };
-    for l in layers {
-        let blob = store.open_blob(&l.digest)?;
-        crate::layer::extract_layer(
-            std::io::BufReader::new(blob),
-            compression_of(&l.media_type),
-            dir,
-            &opts,
-        )?;
+    for (l, diff_id) in super::verify::with_diff_ids(image, layers, config)? {
+        super::verify::read_layer(store, image, l, diff_id, |r| {
+            Ok(crate::layer::extract_layer(
+                r,
+                crate::layer::Compression::None,
+                dir,
+                &opts,
+            )?)
+        })?;
     }
     Ok(())
 }
 
-/// A file's content in the top-most layer that has it (empty when none does).
+/// A file's content in the top-most layer of `image` that has it (empty when none does);
+/// each layer read is checked against its diff_id.
 pub(super) fn read_from_layers(
+    image: &str,
     layers: &[Descriptor],
+    config: &ImageConfig,
     path: &str,
     store: &Store,
 ) -> Result<String, ExecError> {
     let p = ImagePath::parse_absolute(path).expect("static path");
-    for l in layers.iter().rev() {
-        let blob = store.open_blob(&l.digest)?;
-        if let Some(bytes) = crate::layer::read_file_from_layer(
-            std::io::BufReader::new(blob),
-            compression_of(&l.media_type),
-            &p,
-        )? {
+    for (l, diff_id) in super::verify::with_diff_ids(image, layers, config)?.rev() {
+        let found = super::verify::read_layer(store, image, l, diff_id, |r| {
+            Ok(crate::layer::read_file_from_layer(
+                r,
+                crate::layer::Compression::None,
+                &p,
+            )?)
+        })?;
+        if let Some(bytes) = found {
             return Ok(String::from_utf8_lossy(&bytes).into_owned());
         }
     }

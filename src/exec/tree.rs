@@ -42,10 +42,17 @@ impl Tree {
     /// The filesystem `layers` produce, in order. Each layer's listing is kept in the step
     /// cache (it depends on the blob's digest only), so a blob is read once per store; the
     /// blobs of layers without a cached listing must be in the store.
-    pub fn from_layers(layers: &[Descriptor], store: &Store) -> Result<Tree, ExecError> {
+    /// Each layer read is checked against its diff_id in `config` (a cached listing was
+    /// checked when it was made: its key holds the diff_id).
+    pub fn from_layers(
+        image: &str,
+        layers: &[Descriptor],
+        config: &crate::image::ImageConfig,
+        store: &Store,
+    ) -> Result<Tree, ExecError> {
         let mut t = Tree::default();
-        for l in layers {
-            t.apply_members(&layer_members(l, store)?);
+        for (l, diff_id) in super::verify::with_diff_ids(image, layers, config)? {
+            t.apply_members(&layer_members(image, l, diff_id, store)?);
         }
         Ok(t)
     }
@@ -263,13 +270,12 @@ impl<'a> StageFs<'a> {
     /// The stage's tree as the next step sees it.
     pub fn tree(&mut self) -> Result<&Tree, ExecError> {
         if self.tree.is_none() {
-            let unlisted: Vec<Descriptor> = self
-                .base
-                .layers
-                .iter()
-                .filter(|l| !listing_cached(l, self.store))
-                .cloned()
-                .collect();
+            let base = self.base;
+            let unlisted: Vec<Descriptor> =
+                super::verify::with_diff_ids(&base.name, &base.layers, &base.config)?
+                    .filter(|(l, diff_id)| !listing_cached(l, diff_id, self.store))
+                    .map(|(l, _)| l.clone())
+                    .collect();
             super::fetch_layers(
                 &unlisted,
                 self.base.origin.as_ref(),
@@ -277,7 +283,7 @@ impl<'a> StageFs<'a> {
                 self.registry,
                 self.pull,
             )?;
-            let mut t = Tree::from_layers(&self.base.layers, self.store)?;
+            let mut t = Tree::from_layers(&base.name, &base.layers, &base.config, self.store)?;
             t.apply_entries(&std::mem::take(&mut self.pending));
             self.tree = Some(t);
         }
@@ -324,10 +330,13 @@ impl<'a> StageFs<'a> {
                     self.registry,
                     self.pull,
                 )?;
-                Ok((
-                    super::sources::read_from_layers(&self.base.layers, "/etc/passwd", self.store)?,
-                    super::sources::read_from_layers(&self.base.layers, "/etc/group", self.store)?,
-                ))
+                let b = self.base;
+                let read = |path| {
+                    super::sources::read_from_layers(
+                        &b.name, &b.layers, &b.config, path, self.store,
+                    )
+                };
+                Ok((read("/etc/passwd")?, read("/etc/group")?))
             };
             self.base_accounts = Some(load().map_err(|e| e.to_string())?);
         }
@@ -369,20 +378,34 @@ impl From<TarEntryInfo> for Member {
     }
 }
 
-/// The step-cache key of a layer's listing.
-fn listing_key(l: &Descriptor) -> crate::digest::Digest {
-    crate::plan::cache_key(&("lade-tree-listing-v1", l.digest.to_string()), None, &[])
+/// The step-cache key of a layer's listing: the blob and the diff_id it was verified
+/// against (an image claiming another diff_id for the same blob reads it again, and fails).
+fn listing_key(l: &Descriptor, diff_id: &crate::digest::Digest) -> crate::digest::Digest {
+    crate::plan::cache_key(
+        &(
+            "lade-tree-listing-v2",
+            l.digest.to_string(),
+            diff_id.to_string(),
+        ),
+        None,
+        &[],
+    )
 }
 
 /// Whether `l`'s listing is cached (its blob need not be fetched for the tree).
-pub fn listing_cached(l: &Descriptor, store: &Store) -> bool {
-    store.step_get::<String>(&listing_key(l)).is_some()
+pub fn listing_cached(l: &Descriptor, diff_id: &crate::digest::Digest, store: &Store) -> bool {
+    store.step_get::<String>(&listing_key(l, diff_id)).is_some()
 }
 
 /// A layer's members, from the cache or by reading the blob (and then cached). The cached
 /// form is one line per member: kind, octal mode, uid, gid, mtime, hex path, hex target.
-fn layer_members(l: &Descriptor, store: &Store) -> Result<Vec<Member>, ExecError> {
-    let key = listing_key(l);
+fn layer_members(
+    image: &str,
+    l: &Descriptor,
+    diff_id: &crate::digest::Digest,
+    store: &Store,
+) -> Result<Vec<Member>, ExecError> {
+    let key = listing_key(l, diff_id);
     if let Some(text) = store.step_get::<String>(&key) {
         let parsed: Option<Vec<Member>> = text
             .lines()
@@ -406,11 +429,12 @@ fn layer_members(l: &Descriptor, store: &Store) -> Result<Vec<Member>, ExecError
             return Ok(members);
         }
     }
-    let blob = store.open_blob(&l.digest)?;
-    let members: Vec<Member> = crate::layer::list_layer(
-        std::io::BufReader::new(blob),
-        super::sources::compression_of(&l.media_type),
-    )?
+    let members: Vec<Member> = super::verify::read_layer(store, image, l, diff_id, |r| {
+        Ok(crate::layer::list_layer(
+            r,
+            crate::layer::Compression::None,
+        )?)
+    })?
     .into_iter()
     .map(Member::from)
     .collect();
@@ -508,10 +532,33 @@ mod tests {
             digest.clone(),
             tar.len() as u64,
         );
-        let first = Tree::from_layers(std::slice::from_ref(&l), &store).unwrap();
-        assert!(listing_cached(&l, &store));
+        // Uncompressed: the diff_id is the blob's digest.
+        let mut config = crate::image::ImageConfig::default();
+        config.rootfs.diff_ids = vec![digest.clone()];
+        let mut liar = config.clone();
+        liar.rootfs.diff_ids = vec![crate::digest::Digest::of(b"something else")];
+        let e = Tree::from_layers("oci:liar", std::slice::from_ref(&l), &liar, &store)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("base image oci:liar: layer "), "{e}");
+        assert!(e.contains(&digest.to_string()), "{e}");
+        assert!(!listing_cached(&l, &liar.rootfs.diff_ids[0], &store));
+        let e = Tree::from_layers(
+            "oci:short",
+            std::slice::from_ref(&l),
+            &Default::default(),
+            &store,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("lists 0 diff_ids for 1 layers"), "{e}");
+
+        let first = Tree::from_layers("oci:x", std::slice::from_ref(&l), &config, &store).unwrap();
+        assert!(listing_cached(&l, &digest, &store));
+        // The cached listing does not vouch for another diff_id claim on the same blob.
+        assert!(!listing_cached(&l, &liar.rootfs.diff_ids[0], &store));
         std::fs::remove_file(store.blob_path(&digest)).unwrap();
-        let again = Tree::from_layers(&[l], &store).unwrap();
+        let again = Tree::from_layers("oci:x", &[l], &config, &store).unwrap();
         let tmp = again.get(b"tmp").unwrap();
         assert_eq!((tmp.mode, tmp.uid, tmp.gid, tmp.mtime), (0o1777, 7, 8, 99));
         assert_eq!(again.resolve(b"lib/x"), b"usr/lib/x");

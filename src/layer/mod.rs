@@ -10,6 +10,7 @@
 //! - `extract`: [`extract_layer`], safe extraction inside a root.
 
 mod compress;
+mod diff_id;
 mod extract;
 mod plan;
 mod reader;
@@ -17,6 +18,7 @@ mod tar;
 mod writer;
 
 pub use compress::decompress;
+pub use diff_id::DiffIdReader;
 pub use extract::ExtractOptions;
 pub use reader::{TarEntryInfo, TarKind};
 pub use writer::{default_threads, set_compression_limit};
