@@ -984,6 +984,16 @@ mod tests {
     }
 
     #[test]
+    fn only_408_429_and_5xx_are_transient() {
+        for s in [408, 429, 500, 502, 503, 504] {
+            assert!(retryable_status(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+        for s in [400, 401, 403, 404, 405, 409, 413, 416, 422] {
+            assert!(!retryable_status(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+    }
+
+    #[test]
     fn error_bodies_are_summarised() {
         assert_eq!(
             error_body_summary(br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#),
