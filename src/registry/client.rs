@@ -71,7 +71,7 @@ pub struct ClientOptions {
     pub auth: AuthConfig,
     pub retry: RetryPolicy,
     pub connect_timeout: Duration,
-    /// The idle timeout of registry I/O (`--registry-timeout`): see [`super::timeout`].
+    /// The idle timeout of registry I/O (`--registry-timeout`): see `registry/timeout.rs`.
     pub timeout: Duration,
     pub user_agent: String,
 }

@@ -1,7 +1,8 @@
 //! OCI distribution-spec client: references, auth like docker (config.json, credential
 //! helpers, bearer/basic challenges), pulling base images into the [`Store`], and pushing
 //! built images (existence checks, cross-repository mounts, monolithic or chunked uploads,
-//! resume after a broken connection, bounded retries with backoff).
+//! resume after a broken connection, bounded retries with backoff of transient faults only:
+//! 408, 429, 5xx, broken connections and stalls, see `timeout.rs`).
 //!
 //! Entry points: [`Reference::parse`], [`Client::new`] with [`ClientOptions`], then
 //! [`Client::pull`] / [`Client::resolve`] / [`Client::manifest_digest`] for bases,
