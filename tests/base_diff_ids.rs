@@ -169,6 +169,32 @@ fn a_diff_id_count_mismatch_is_refused_for_every_base_kind() {
         );
         assert!(err.contains(&image), "{name}: {err}");
     }
+    // A lade.toml build on the registry base, whose layers it never downloads (only the
+    // count can be checked there).
+    let app = tmp.path().join("app");
+    fs::create_dir_all(app.join("conf")).unwrap();
+    fs::write(app.join("conf/app.conf"), "x = 1\n").unwrap();
+    fs::write(
+        app.join("lade.toml"),
+        format!(
+            "[image]\nfrom = \"{reference}\"\n[[layer]]\nname = \"conf\"\nfrom = \"conf\"\n\
+             into = \"/etc/app\"\n"
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("toml.tar");
+    let a = common::lade(&tmp.path().join("toml-cache"))
+        .args(["build", "--progress", "quiet", "--spec"])
+        .arg(app.join("lade.toml"))
+        .arg("-o")
+        .arg(format!("type=oci,dest={}", out.display()))
+        .assert()
+        .failure()
+        .code(1);
+    let err = String::from_utf8_lossy(&a.get_output().stderr);
+    assert!(err.contains("lists 2 diff_ids for 1 layers"), "{err}");
+    assert!(err.contains(&reference), "{err}");
+    assert!(!out.exists());
     let a = common::lade(&tmp.path().join("pull-cache"))
         .args(["pull", &reference])
         .assert()
