@@ -183,14 +183,28 @@ fn resolve_set(
                 .par_iter()
                 .map(|c| file_digest(c, cache))
                 .collect::<Result<_, _>>()?;
+            let attrs = &Attrs {
+                host_modes: attrs.host_modes && !opts.normalize_modes,
+                ..attrs.clone()
+            };
             // `into` stands for the `from` directory, so it gets the layer's owner and
-            // directory mode; the parents above it are the writer's plain 0:0 0755 ones.
+            // directory mode (or the host's); the parents above it are the writer's plain
+            // 0:0 0755 ones.
             if !into.is_root() {
+                let host_mode = || {
+                    let host = sources.context.resolve(from).ok()?;
+                    Some(std::fs::metadata(host).ok()?.mode() & 0o7777)
+                };
+                let mode = match attrs.dir_mode {
+                    Some(m) => m,
+                    None if attrs.host_modes => host_mode().unwrap_or(0o755),
+                    None => 0o755,
+                };
                 content.push(None);
                 entries.push(Entry {
                     path: into.clone(),
                     kind: EntryKind::Dir,
-                    mode: attrs.dir_mode.unwrap_or(0o755),
+                    mode,
                     uid: attrs.uid,
                     gid: attrs.gid,
                     mtime,
@@ -347,12 +361,15 @@ fn resolve_set(
                 Some(c) => fs.owner(c, true).map_err(input)?,
                 None => (0, 0),
             };
+            // BuildKit's context transfer keeps every permission bit; `--normalize-modes` maps
+            // them to 0644/0755 by the exec bit.
             let attrs = Attrs {
                 file_mode: None,
                 dir_mode: None,
                 uid,
                 gid,
                 preserve_exec_bit: true,
+                host_modes: !opts.normalize_modes,
             };
             let root = sources.root(from);
             let meta = sources.meta(from);
@@ -428,6 +445,13 @@ fn resolve_set(
                         // A directory's contents are copied, not the directory itself.
                         let base = dest.clone();
                         let real = real_rel(root, &m.host_path);
+                        // The directory itself lands on the destination: fsutil creates a
+                        // missing one with the source's mode (then --chmod) and owner; the
+                        // first of several sources wins, like an existing one.
+                        if !base.is_root() && !found.iter().any(|(_, p, _)| *p == base) {
+                            let n = meta.and_then(|t| t.get(&real).cloned());
+                            found.push((m.clone(), base.clone(), n));
+                        }
                         for e in root
                             .walk(&String::from_utf8_lossy(&real), exclude)
                             .map_err(|e| input(e.to_string()))?
@@ -1020,17 +1044,23 @@ fn locate(
 
 fn entry_from_context(c: ContextEntry, path: ImagePath, attrs: &Attrs, mtime: u64) -> Entry {
     let (kind, mode) = match c.kind {
-        CtxKind::Dir => (EntryKind::Dir, attrs.dir_mode.unwrap_or(0o755)),
+        CtxKind::Dir => (
+            EntryKind::Dir,
+            attrs.dir_mode.unwrap_or(if attrs.host_modes {
+                c.mode & 0o7777
+            } else {
+                0o755
+            }),
+        ),
         CtxKind::Symlink { target } => (EntryKind::Symlink { target }, 0o777),
         CtxKind::File => {
-            let mode =
-                attrs
-                    .file_mode
-                    .unwrap_or(if attrs.preserve_exec_bit && c.mode & 0o111 != 0 {
-                        0o755
-                    } else {
-                        0o644
-                    });
+            let mode = attrs.file_mode.unwrap_or(if attrs.host_modes {
+                c.mode & 0o7777
+            } else if attrs.preserve_exec_bit && c.mode & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            });
             let link_key = (c.nlink > 1).then_some((c.dev, c.ino));
             (
                 EntryKind::File {
