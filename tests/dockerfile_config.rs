@@ -749,7 +749,7 @@ fn copied_file_trees_agree_with_dockerds_buildkit() {
     let tmp = tempfile::tempdir().unwrap();
     let ctx = context(
         tmp.path(),
-        "FROM scratch\nCOPY m /d/\nCOPY m/f600 /f\nCOPY m/f* /w/\nADD m /a/\nCOPY m/d700 /deep/er/\n",
+        "FROM scratch\nCOPY m /d/\nCOPY m/f600 /f\nCOPY m/f* /w/\nADD m /a/\nCOPY m/d700 /deep/er/\nCOPY m/d2755 /nos\nCOPY m /whole\nCOPY m/d1777 /deep2/er\n",
         &[],
     );
     common::write_mode_context(&ctx);

@@ -432,6 +432,7 @@ fn resolve_set(
             // them as whiteouts. They are written here as whiteouts, ahead of the archive's
             // files, so a file of the same name in the archive stays.
             let mut whiteouts: Vec<Entry> = Vec::new();
+            let mut copied_dir = false;
             for m in matched {
                 // ADD recognises archives by content: look once per regular file.
                 let archive = match m.kind {
@@ -443,15 +444,12 @@ fn resolve_set(
                 match m.kind {
                     CtxKind::Dir => {
                         // A directory's contents are copied, not the directory itself.
+                        copied_dir = true;
                         let base = dest.clone();
                         let real = real_rel(root, &m.host_path);
-                        // The directory itself lands on the destination: fsutil creates a
-                        // missing one with the source's mode (then --chmod) and owner; the
-                        // first of several sources wins, like an existing one.
-                        if !base.is_root() && !found.iter().any(|(_, p, _)| *p == base) {
-                            let n = meta.and_then(|t| t.get(&real).cloned());
-                            found.push((m.clone(), base.clone(), n));
-                        }
+                        // The destination itself is not the source directory: fsutil's
+                        // prepareTargetDir makes it with MkdirAll (a fresh parent: 0755, or
+                        // the octal --chmod) and merges the contents into it.
                         for e in root
                             .walk(&String::from_utf8_lossy(&real), exclude)
                             .map_err(|e| input(e.to_string()))?
@@ -588,8 +586,14 @@ fn resolve_set(
                 gid,
                 mtime,
             };
-            // BuildKit creates the destination even when a --parents wildcard matched nothing.
-            if *parents && entries.len() == start && !dest.is_root() && !dest_exists_as_dir {
+            // BuildKit creates the destination even when a --parents wildcard matched nothing,
+            // and that of an empty directory (fsutil's prepareTargetDir).
+            let empty = if *parents {
+                entries.len() == start
+            } else {
+                copied_dir && !entries[start..].iter().any(|e| e.path == dest)
+            };
+            if empty && !dest.is_root() && !dest_exists_as_dir {
                 entries.push(Entry {
                     path: dest.clone(),
                     kind: EntryKind::Dir,
