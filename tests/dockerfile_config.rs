@@ -688,3 +688,100 @@ fn docker_inspect_agrees_with_dockerds_buildkit() {
         }
     }
 }
+
+/// `path -> "type mode uid:gid size content"` of the file tree of `tag` as a container sees it
+/// (`docker create` + `docker export`, unpacked as root with its modes and owners), mtimes
+/// left out.
+fn exported_tree(tag: &str, dir: &Path) -> std::collections::BTreeMap<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let id = common::ok(common::docker(&["create", tag, "/none"]));
+    let id = id.trim();
+    let tar = dir.with_extension("tar");
+    let export = common::docker(&["export", "-o", tar.to_str().unwrap(), id]);
+    common::docker(&["rm", "-f", id]);
+    common::ok(export);
+    fs::create_dir_all(dir).unwrap();
+    let st = Command::new("tar")
+        .args(["--numeric-owner", "--same-permissions", "-xf"])
+        .arg(&tar)
+        .arg("-C")
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut tree = std::collections::BTreeMap::new();
+    for e in walkdir::WalkDir::new(dir).min_depth(1) {
+        let e = e.unwrap();
+        let m = e.path().symlink_metadata().unwrap();
+        let ft = m.file_type();
+        let (kind, content) = if ft.is_file() {
+            (
+                "f",
+                String::from_utf8_lossy(&fs::read(e.path()).unwrap()).into_owned(),
+            )
+        } else if ft.is_symlink() {
+            ("l", fs::read_link(e.path()).unwrap().display().to_string())
+        } else if ft.is_dir() {
+            ("d", String::new())
+        } else {
+            ("o", String::new())
+        };
+        let size = if ft.is_file() { m.len() } else { 0 };
+        tree.insert(
+            e.path().strip_prefix(dir).unwrap().display().to_string(),
+            format!(
+                "{kind} {:o} {}:{} {size} {content:?}",
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid()
+            ),
+        );
+    }
+    tree
+}
+
+/// COPY/ADD of a context whose files and directories have restrictive and special modes
+/// (0600 … 4755, sticky and setgid directories), built by dockerd's BuildKit and by lade:
+/// the two images' file trees agree in type, mode, owner, size and content.
+#[test]
+fn copied_file_trees_agree_with_dockerds_buildkit() {
+    let _services = common::require_services();
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = context(
+        tmp.path(),
+        "FROM scratch\nCOPY m /d/\nCOPY m/f600 /f\nCOPY m/f* /w/\nADD m /a/\nCOPY m/d700 /deep/er/\nCOPY m/d2755 /nos\nCOPY m /whole\nCOPY m/d1777 /deep2/er\n",
+        &[],
+    );
+    common::write_mode_context(&ctx);
+    let (bk_tag, lade_tag) = ("lade-test/modes-buildkit:1", "lade-test/modes-lade:1");
+    common::ok(common::docker(&[
+        "build",
+        "-t",
+        bk_tag,
+        ctx.to_str().unwrap(),
+    ]));
+    let archive = tmp.path().join("lade.tar");
+    common::lade(&tmp.path().join("cache"))
+        .args(["build", "--progress", "quiet", "-t", lade_tag, "--output"])
+        .arg(format!("type=docker,dest={}", archive.display()))
+        .arg(&ctx)
+        .assert()
+        .success();
+    common::ok(common::docker(&["load", "-i", archive.to_str().unwrap()]));
+    let bk = exported_tree(bk_tag, &tmp.path().join("bk"));
+    let ours = exported_tree(lade_tag, &tmp.path().join("lade"));
+    common::docker(&["rmi", "-f", bk_tag, lade_tag]);
+    // Not vacuous: BuildKit kept the modes on disk.
+    assert_eq!(bk["f"], "f 600 0:0 7 \"m/f600\\n\"");
+    assert!(bk["d/f4755"].starts_with("f 4755 "), "{bk:#?}");
+    assert!(bk["d/d1777"].starts_with("d 1777 "), "{bk:#?}");
+    let diff: Vec<String> = bk
+        .keys()
+        .chain(ours.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| bk.get(*k) != ours.get(*k))
+        .map(|k| format!("{k}: BuildKit {:?}, lade {:?}", bk.get(k), ours.get(k)))
+        .collect();
+    assert!(diff.is_empty(), "file trees differ:\n{}", diff.join("\n"));
+}

@@ -418,8 +418,8 @@ fn files_from_images_and_archives_keep_modes_owners_and_mtimes() {
         );
     }
     assert_attrs(&own[4], "owned/pkg/run.sh", "-rwsr-x--- 9/9");
-    // The context keeps lade's normalisation.
-    assert_attrs(&own[5], "ctx.sh", "-rwxr-xr-x 0/0");
+    // The context's bits are kept too (BuildKit's context transfer); owner and mtime are not.
+    assert_attrs(&own[5], "ctx.sh", "-rwsr-x--- 0/0");
     // Absolute links in an image resolve inside it; a top-level link is followed and the
     // copy keeps the name as written.
     assert_attrs(&own[6], "libx.so", "-rwxr-xr-x 0/0");
@@ -776,4 +776,148 @@ fn add_archive_whiteout_members_reach_the_layer_as_whiteouts() {
             "/home/app:\n\n/usr/lib:\nnew.so\n"
         );
     }
+}
+
+/// `path -> mode` of the image built from `ctx` with `extra` options: every layer's `tar -tv`
+/// listing, later layers winning.
+fn image_modes(ctx: &Path, tmp: &Path, extra: &[&str]) -> std::collections::BTreeMap<String, u32> {
+    let out = tmp.join("modes.tar");
+    let meta = common::build_context(
+        ctx,
+        tmp,
+        &format!("type=docker,dest={}", out.display()),
+        extra,
+    );
+    let mut modes = std::collections::BTreeMap::new();
+    for l in meta["lade.layers"].as_array().unwrap() {
+        let listing = common::layer_listing(
+            &out,
+            l["digest"].as_str().unwrap(),
+            &["-v", "--numeric-owner"],
+        );
+        for line in listing.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(f[1], "0/0", "{line}");
+            modes.insert(
+                f[5].trim_end_matches('/').to_string(),
+                common::mode_bits(f[0]),
+            );
+        }
+    }
+    modes
+}
+
+/// COPY/ADD from the context keep each file's and directory's permission bits as on disk
+/// (BuildKit's rule), whatever the form of the copy; `--chmod` replaces them, also on the
+/// parents it creates; `--normalize-modes` maps them to 0644/0755 by the exec bit; a chmod
+/// of a context file changes the layer (the cache key holds the modes).
+#[test]
+fn copies_from_the_context_keep_the_modes_on_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    common::write_mode_context(&ctx);
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\n\
+         COPY m /d/\n\
+         COPY m/f600 /f\n\
+         COPY --link m /l/\n\
+         COPY --parents m/d700 m/f2755 /p/\n\
+         COPY m/f* /w/\n\
+         ADD m /a/\n\
+         COPY --chmod=0600 m/d751 /new/sub/\n",
+    )
+    .unwrap();
+    // (image path, context path) of every copy.
+    let mut want: Vec<(String, &str)> = vec![("f".into(), "m/f600")];
+    for (rel, _, _) in &common::CONTEXT_MODES[1..] {
+        let below = rel.strip_prefix("m").unwrap();
+        for d in ["d", "l", "a"] {
+            want.push((format!("{d}{below}"), rel));
+        }
+        if rel.starts_with("m/f") {
+            want.push((format!("w/{}", &rel[2..]), rel));
+        }
+    }
+    for p in ["m", "m/d700", "m/d700/in.txt", "m/f2755"] {
+        want.push((format!("p/{p}"), p));
+    }
+    let disk = |rel: &str| {
+        common::CONTEXT_MODES
+            .iter()
+            .find(|(r, _, _)| *r == rel)
+            .map(|&(_, m, dir)| (m, dir))
+            .unwrap()
+    };
+    let kept = image_modes(&ctx, tmp.path(), &[]);
+    for (path, rel) in &want {
+        assert_eq!(
+            kept.get(path.as_str()),
+            Some(&disk(rel).0),
+            "{path} from {rel}: want {:o}, got {:?}",
+            disk(rel).0,
+            kept.get(path.as_str()).map(|m| format!("{m:o}"))
+        );
+    }
+    // A copied directory's contents go into a destination made like a parent (fsutil's
+    // MkdirAll): 0755, or the octal --chmod (fsutil since 2025, docker >= 28.1).
+    for d in ["d", "l", "a", "p"] {
+        assert_eq!(kept[d], 0o755, "{d}");
+    }
+    assert_eq!(kept["new/sub"], 0o600);
+    assert_eq!(kept["new"], 0o600);
+
+    let normal = image_modes(&ctx, tmp.path(), &["--normalize-modes"]);
+    for (path, rel) in &want {
+        let (m, dir) = disk(rel);
+        let n = if dir || m & 0o111 != 0 { 0o755 } else { 0o644 };
+        assert_eq!(normal.get(path.as_str()), Some(&n), "{path} from {rel}");
+    }
+    assert_eq!(normal["new/sub"], 0o600);
+
+    // A chmod alone (same content) reaches the image: it is part of the layer's key.
+    fs::set_permissions(ctx.join("m/f640"), fs::Permissions::from_mode(0o600)).unwrap();
+    let again = image_modes(&ctx, tmp.path(), &[]);
+    assert_eq!(again["d/f640"], 0o600);
+    assert_eq!(again["w/f640"], 0o600);
+}
+
+/// A context checked out twice under the same umask builds the same image; under umask 002
+/// instead of 022 its modes, and so the digest, differ, unless `--normalize-modes` pins them
+/// (which under 022 changes nothing).
+#[test]
+fn other_umasks_give_other_digests_unless_modes_are_normalized() {
+    let tmp = tempfile::tempdir().unwrap();
+    let digest = |umask: &str, name: &str, extra: &[&str]| -> String {
+        let ctx = tmp.path().join(name);
+        sh(&format!(
+            "umask {umask} && mkdir -p {d}/src/sub && printf 'a\\n' > {d}/src/a.txt && \
+             printf 'echo\\n' > {d}/src/sub/run.sh && chmod +x {d}/src/sub/run.sh && \
+             printf 'FROM scratch\\nCOPY src /app/\\n' > {d}/Dockerfile",
+            d = ctx.display()
+        ));
+        let meta = common::build_context(
+            &ctx,
+            tmp.path(),
+            &format!("type=oci,dest={}", tmp.path().join("out.tar").display()),
+            extra,
+        );
+        meta["containerimage.digest"].as_str().unwrap().to_string()
+    };
+    let a = digest("022", "a", &[]);
+    let b = digest("022", "b", &[]);
+    let c = digest("002", "c", &[]);
+    assert_eq!(a, b, "two checkouts under umask 022");
+    assert_ne!(
+        a, c,
+        "umask 002 makes group-writable files, which the image keeps"
+    );
+    let a_n = digest("022", "a", &["--normalize-modes"]);
+    let c_n = digest("002", "c", &["--normalize-modes"]);
+    assert_eq!(a_n, c_n, "--normalize-modes pins the modes");
+    assert_eq!(
+        a_n, a,
+        "under umask 022 the host's modes are the normalized ones"
+    );
 }

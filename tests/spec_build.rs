@@ -202,8 +202,17 @@ name = "defaults"
 from = "files"
 into = "/exec"
 include = ["bin/tool", "a.txt"]
+
+[[layer]]
+name = "host"
+from = "files"
+into = "/host"
+include = ["bin/tool", "a.txt"]
+normalize-modes = false
 "#,
     );
+    chmod(&f, 0o750);
+    chmod(&f.join("bin"), 0o751);
     let out = tmp.path().join("o.tar");
     build(&ctx.join("lade.toml"), &tmp.path().join("cache"), &out, &[]);
     let l = layers(&out);
@@ -256,6 +265,33 @@ include = ["bin/tool", "a.txt"]
             s3(x, "0/0", "exec/bin/tool"),
         ],
         "defaults: 0644 files, exec bit kept as 0755"
+    );
+    assert_eq!(
+        summary(&l[5]),
+        [
+            s3("drwxr-x---", "0/0", "host/"),
+            s3("-rw-------", "0/0", "host/a.txt"),
+            s3("drwxr-x--x", "0/0", "host/bin/"),
+            s3("-rwxr-x---", "0/0", "host/bin/tool"),
+        ],
+        "normalize-modes = false: the modes on disk, `into` taking `from`'s"
+    );
+    // --normalize-modes wins over the spec.
+    build(
+        &ctx.join("lade.toml"),
+        &tmp.path().join("cache"),
+        &out,
+        &["--normalize-modes"],
+    );
+    assert_eq!(
+        summary(&layers(&out)[5]),
+        [
+            s3(d, "0/0", "host/"),
+            s3(f, "0/0", "host/a.txt"),
+            s3(d, "0/0", "host/bin/"),
+            s3(x, "0/0", "host/bin/tool"),
+        ],
+        "--normalize-modes"
     );
 }
 

@@ -228,6 +228,10 @@ pub struct BuildArgs {
     /// Rebuild every layer instead of reusing cached ones.
     #[arg(long)]
     pub no_cache: bool,
+    /// Give files from the context 0644 (0755 when executable) and directories 0755 instead
+    /// of their permission bits on disk, so the image does not depend on the checkout's umask.
+    #[arg(long)]
+    pub normalize_modes: bool,
     /// When to contact the registry for FROM / COPY --from images. Default `newer`: like
     /// `docker build`, a cached tag costs one HEAD of its manifest and nothing is downloaded
     /// unless the tag moved; `missing`: no request at all for cached images (offline builds);

@@ -126,6 +126,7 @@ fn input_request(
             registry: None,
             pull: exec::PullPolicy::default(),
             compress_threads: None,
+            normalize_modes: false,
         },
     ))
 }
@@ -134,6 +135,7 @@ impl BuildRequest {
     fn from_args(a: &BuildArgs) -> Result<BuildRequest, UsageError> {
         let (description, platforms, store_root, mut exec) = input_request(&a.input)?;
         exec.no_cache = a.no_cache;
+        exec.normalize_modes = a.normalize_modes;
         exec.pull = match a.pull {
             PullArg::Newer => exec::PullPolicy::Newer,
             PullArg::Missing => exec::PullPolicy::Missing,

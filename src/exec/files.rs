@@ -183,14 +183,28 @@ fn resolve_set(
                 .par_iter()
                 .map(|c| file_digest(c, cache))
                 .collect::<Result<_, _>>()?;
+            let attrs = &Attrs {
+                host_modes: attrs.host_modes && !opts.normalize_modes,
+                ..attrs.clone()
+            };
             // `into` stands for the `from` directory, so it gets the layer's owner and
-            // directory mode; the parents above it are the writer's plain 0:0 0755 ones.
+            // directory mode (or the host's); the parents above it are the writer's plain
+            // 0:0 0755 ones.
             if !into.is_root() {
+                let host_mode = || {
+                    let host = sources.context.resolve(from).ok()?;
+                    Some(std::fs::metadata(host).ok()?.mode() & 0o7777)
+                };
+                let mode = match attrs.dir_mode {
+                    Some(m) => m,
+                    None if attrs.host_modes => host_mode().unwrap_or(0o755),
+                    None => 0o755,
+                };
                 content.push(None);
                 entries.push(Entry {
                     path: into.clone(),
                     kind: EntryKind::Dir,
-                    mode: attrs.dir_mode.unwrap_or(0o755),
+                    mode,
                     uid: attrs.uid,
                     gid: attrs.gid,
                     mtime,
@@ -347,12 +361,15 @@ fn resolve_set(
                 Some(c) => fs.owner(c, true).map_err(input)?,
                 None => (0, 0),
             };
+            // BuildKit's context transfer keeps every permission bit; `--normalize-modes` maps
+            // them to 0644/0755 by the exec bit.
             let attrs = Attrs {
                 file_mode: None,
                 dir_mode: None,
                 uid,
                 gid,
                 preserve_exec_bit: true,
+                host_modes: !opts.normalize_modes,
             };
             let root = sources.root(from);
             let meta = sources.meta(from);
@@ -415,6 +432,7 @@ fn resolve_set(
             // them as whiteouts. They are written here as whiteouts, ahead of the archive's
             // files, so a file of the same name in the archive stays.
             let mut whiteouts: Vec<Entry> = Vec::new();
+            let mut copied_dir = false;
             for m in matched {
                 // ADD recognises archives by content: look once per regular file.
                 let archive = match m.kind {
@@ -426,8 +444,12 @@ fn resolve_set(
                 match m.kind {
                     CtxKind::Dir => {
                         // A directory's contents are copied, not the directory itself.
+                        copied_dir = true;
                         let base = dest.clone();
                         let real = real_rel(root, &m.host_path);
+                        // The destination itself is not the source directory: fsutil's
+                        // prepareTargetDir makes it with MkdirAll (a fresh parent: 0755, or
+                        // the octal --chmod) and merges the contents into it.
                         for e in root
                             .walk(&String::from_utf8_lossy(&real), exclude)
                             .map_err(|e| input(e.to_string()))?
@@ -564,8 +586,14 @@ fn resolve_set(
                 gid,
                 mtime,
             };
-            // BuildKit creates the destination even when a --parents wildcard matched nothing.
-            if *parents && entries.len() == start && !dest.is_root() && !dest_exists_as_dir {
+            // BuildKit creates the destination even when a --parents wildcard matched nothing,
+            // and that of an empty directory (fsutil's prepareTargetDir).
+            let empty = if *parents {
+                entries.len() == start
+            } else {
+                copied_dir && !entries[start..].iter().any(|e| e.path == dest)
+            };
+            if empty && !dest.is_root() && !dest_exists_as_dir {
                 entries.push(Entry {
                     path: dest.clone(),
                     kind: EntryKind::Dir,
@@ -1020,17 +1048,23 @@ fn locate(
 
 fn entry_from_context(c: ContextEntry, path: ImagePath, attrs: &Attrs, mtime: u64) -> Entry {
     let (kind, mode) = match c.kind {
-        CtxKind::Dir => (EntryKind::Dir, attrs.dir_mode.unwrap_or(0o755)),
+        CtxKind::Dir => (
+            EntryKind::Dir,
+            attrs.dir_mode.unwrap_or(if attrs.host_modes {
+                c.mode & 0o7777
+            } else {
+                0o755
+            }),
+        ),
         CtxKind::Symlink { target } => (EntryKind::Symlink { target }, 0o777),
         CtxKind::File => {
-            let mode =
-                attrs
-                    .file_mode
-                    .unwrap_or(if attrs.preserve_exec_bit && c.mode & 0o111 != 0 {
-                        0o755
-                    } else {
-                        0o644
-                    });
+            let mode = attrs.file_mode.unwrap_or(if attrs.host_modes {
+                c.mode & 0o7777
+            } else if attrs.preserve_exec_bit && c.mode & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            });
             let link_key = (c.nlink > 1).then_some((c.dev, c.ino));
             (
                 EntryKind::File {

@@ -67,6 +67,10 @@ pub struct ExecOptions {
     /// `--jobs`: gzip workers per layer (default: the machine's parallelism). Not part of
     /// cache keys: the bytes do not depend on it.
     pub compress_threads: Option<usize>,
+    /// `--normalize-modes`: context files get 0644 (0755 when executable) and directories
+    /// 0755 instead of their host bits, so builds do not depend on the checkout's umask. Not
+    /// part of cache keys by itself: the modes it gives are.
+    pub normalize_modes: bool,
 }
 
 /// What the build of one stage produced; everything it names is in the store.

@@ -176,8 +176,14 @@ pub struct Attrs {
     pub uid: u32,
     pub gid: u32,
     /// Without `file_mode`: files get 0o755 when executable on the host, else 0o644.
-    /// When false, all files get 0o644.
+    /// When false, all files get 0o644. Ignored when `host_modes` applies.
     pub preserve_exec_bit: bool,
+    /// Files and directories keep their permission bits as on the host (setuid, setgid and
+    /// sticky included) where `file_mode`/`dir_mode` do not replace them: Dockerfile COPY/ADD
+    /// from the context (BuildKit's rule), lade.toml `normalize-modes = false`. The build
+    /// option `--normalize-modes` turns it off.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub host_modes: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -345,3 +345,63 @@ pub fn run_measured(cmd: &mut Command) -> (std::process::ExitStatus, i64) {
         .unwrap_or_else(|| panic!("no peak RSS from GNU time: {text:?}"));
     (status, kib)
 }
+
+/// The context paths of the permission-bit tests, below `m/`, with their modes on disk:
+/// what BuildKit's context transfer keeps (setuid, setgid and sticky included). `true`: a
+/// directory.
+pub const CONTEXT_MODES: &[(&str, u32, bool)] = &[
+    ("m", 0o750, true),
+    ("m/f600", 0o600, false),
+    ("m/f640", 0o640, false),
+    ("m/f700", 0o700, false),
+    ("m/f751", 0o751, false),
+    ("m/f2755", 0o2755, false),
+    ("m/f4755", 0o4755, false),
+    ("m/d700", 0o700, true),
+    ("m/d700/in.txt", 0o644, false),
+    ("m/d751", 0o751, true),
+    ("m/d2755", 0o2755, true),
+    ("m/d1777", 0o1777, true),
+];
+
+/// Writes [`CONTEXT_MODES`] into `ctx` (modes set explicitly, so the umask does not matter).
+pub fn write_mode_context(ctx: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for (rel, _, dir) in CONTEXT_MODES {
+        let p = ctx.join(rel);
+        if *dir {
+            std::fs::create_dir_all(&p).unwrap();
+        } else {
+            std::fs::write(&p, format!("{rel}\n")).unwrap();
+        }
+    }
+    // Children first, so a 0600-like directory never blocks writing below it.
+    for (rel, mode, _) in CONTEXT_MODES.iter().rev() {
+        std::fs::set_permissions(ctx.join(rel), std::fs::Permissions::from_mode(*mode)).unwrap();
+    }
+}
+
+/// The permission bits of an `ls -l`/`tar -tv` mode string (`drwsr-s--T`).
+pub fn mode_bits(s: &str) -> u32 {
+    let c: Vec<char> = s.chars().collect();
+    assert_eq!(c.len(), 10, "mode string {s:?}");
+    let mut m = 0;
+    for (i, &ch) in c[1..].iter().enumerate() {
+        let bit = 1 << (8 - i);
+        match ch {
+            '-' => {}
+            'r' | 'w' | 'x' => m |= bit,
+            's' | 't' => m |= bit,
+            'S' | 'T' => {}
+            other => panic!("mode string {s:?}: {other:?}"),
+        }
+        if matches!(ch, 's' | 'S' | 't' | 'T') {
+            m |= match i {
+                2 => 0o4000,
+                5 => 0o2000,
+                _ => 0o1000,
+            };
+        }
+    }
+    m
+}

@@ -181,6 +181,7 @@ impl Cx<'_> {
             uid,
             gid,
             preserve_exec_bit: l.preserve_exec_bit,
+            host_modes: !l.normalize_modes,
         };
         Ok(LayerStep {
             name: l.name.clone(),
@@ -227,6 +228,7 @@ impl Cx<'_> {
                     uid: 0,
                     gid: 0,
                     preserve_exec_bit: true,
+                    host_modes: false,
                 },
                 origin: origin.clone(),
                 include_origins: vec![origin],

@@ -99,6 +99,9 @@ pub struct LayerSection {
     pub owner: Option<Spanned<String>>,
     #[serde(default = "yes")]
     pub preserve_exec_bit: bool,
+    /// Jib's rule (0644, 0755 when executable, 0755 directories); `false`: the host's bits.
+    #[serde(default = "yes")]
+    pub normalize_modes: bool,
 }
 
 fn yes() -> bool {

@@ -58,7 +58,8 @@ preserve-exec-bit = false
             dir_mode: Some(0o750),
             uid: 1000,
             gid: 1001,
-            preserve_exec_bit: false
+            preserve_exec_bit: false,
+            host_modes: false,
         }
     );
     let edits: Vec<&ConfigEdit> = stage

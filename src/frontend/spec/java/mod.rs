@@ -53,6 +53,7 @@ fn attrs() -> Attrs {
         uid: 0,
         gid: 0,
         preserve_exec_bit: false,
+        host_modes: false,
     }
 }
 

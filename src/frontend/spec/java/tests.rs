@@ -203,7 +203,8 @@ fn spring_boot_fat_jar_is_exploded_into_jib_layers() {
                 dir_mode: Some(0o755),
                 uid: 0,
                 gid: 0,
-                preserve_exec_bit: false
+                preserve_exec_bit: false,
+                host_modes: false,
             }
         );
         assert_eq!(origin, "lade.toml:5:7");
