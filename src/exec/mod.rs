@@ -21,7 +21,7 @@ pub use time::rfc3339;
 use crate::context::BuildContext;
 use crate::digest::Digest;
 use crate::image::{
-    canonical_json, media_types, Descriptor, History, ImageConfig, Manifest, Platform,
+    canonical_json, media_types, BuiltImage, Descriptor, History, ImageConfig, Manifest,
 };
 use crate::layer::{Compression, LayerDigests, LayerOptions};
 use crate::plan::{Plan, Step};
@@ -68,44 +68,28 @@ pub struct ExecOptions {
     pub compress_threads: Option<usize>,
 }
 
-/// What the build of one stage produced; everything it names is in the store.
-#[derive(Debug, Clone)]
-pub struct BuiltImage {
-    pub manifest: Manifest,
-    pub manifest_bytes: Vec<u8>,
-    pub manifest_digest: Digest,
-    pub config: ImageConfig,
-    pub config_digest: Digest,
-    pub platform: Platform,
-    /// One per layer step of the plan (base layers excluded): was it reused from the cache?
-    pub cached: Vec<bool>,
-    /// The registry image the base layers come from: those not in the store were never
-    /// downloaded (see [`BuiltImage::fetch_layers`]); a push to its registry mounts them.
-    pub base_origin: Option<crate::registry::Reference>,
-}
-
-impl BuiltImage {
-    /// Downloads the base layers the store lacks (for outputs that need every byte).
-    pub fn fetch_layers(
-        &self,
-        store: &Store,
-        registry: Option<&crate::registry::Client>,
-        pull: PullPolicy,
-    ) -> Result<(), ExecError> {
-        fetch_layers(
-            &self.manifest.layers,
-            self.base_origin.as_ref(),
-            store,
-            registry,
-            pull,
-        )
-    }
+/// Downloads the base layers of `image` the store lacks (for outputs that need every byte).
+pub fn fetch_image_layers(
+    image: &BuiltImage,
+    store: &Store,
+    registry: Option<&crate::registry::Client>,
+    pull: PullPolicy,
+) -> Result<(), ExecError> {
+    fetch_layers(
+        &image.manifest.layers,
+        image.base_origin.as_ref(),
+        store,
+        registry,
+        pull,
+    )
 }
 
 /// Progress reports from a running build; the CLI turns them into bars or lines.
 pub trait Observer: Sync {
     fn step_started(&self, _name: &str) {}
     fn step_finished(&self, _name: &str, _layer: &LayerDigests, _cached: bool) {}
+    /// A line of its own (a warning, what was written where).
+    fn note(&self, _line: &str) {}
 }
 
 /// An observer that reports nothing.
