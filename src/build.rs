@@ -464,7 +464,7 @@ fn load_spec(spec: &Path, platform: Option<&Platform>) -> Result<Loaded, BuildEr
         .canonicalize()
         .map_err(io(format!("spec directory {}", dir.display())))?;
     let name = spec.display().to_string();
-    let plan = crate::frontend::spec::lower(&name, &src, &dir, platform)
+    let plan = crate::frontend::lade_toml::lower(&name, &src, &dir, platform)
         .map_err(|e| BuildError::Located(e.to_string()))?;
     let context = BuildContext::new(&dir, &[])?;
     Ok(Loaded {
