@@ -1,7 +1,9 @@
 //! `lade build` and `lade plan`: arguments → one validated `BuildRequest` → frontend → plan
 //! → exec → outputs.
 
-use super::args::{BuildArgs, CompressionArg, InputArgs, PlanArgs, PullArg, RegistryArgs};
+use super::args::{
+    BuildArgs, CompressionArg, InputArgs, NetworkArg, PlanArgs, PullArg, RegistryArgs,
+};
 use super::progress::Progress;
 use super::UsageError;
 use crate::build::{BuildError, BuildRequest, Description};
@@ -75,6 +77,11 @@ fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
                 labels: key_values("--label", &a.labels, false)?,
                 context_dir: context.clone(),
                 base_configs: None,
+                network: match a.network {
+                    NetworkArg::Default => crate::plan::RunNetwork::Default,
+                    NetworkArg::Host => crate::plan::RunNetwork::Host,
+                    NetworkArg::None => crate::plan::RunNetwork::None,
+                },
             }),
         },
         (None, None) => return Err(UsageError("nothing to build: give a context directory (`lade build [-f Dockerfile] DIR`) or `--spec lade.toml`".into())),
@@ -96,6 +103,7 @@ fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
             registry: None,
             pull: exec::PullPolicy::default(),
             compress_threads: None,
+            runner: None,
         },
         registry: client_options(&a.registry),
         push_jobs: a.registry.push_jobs.max(1),

@@ -10,6 +10,7 @@ mod files;
 mod pull;
 pub mod run;
 mod sources;
+mod stage;
 mod time;
 mod tree;
 
@@ -23,7 +24,7 @@ use crate::digest::Digest;
 use crate::image::{
     canonical_json, media_types, BuiltImage, Descriptor, History, ImageConfig, Manifest,
 };
-use crate::layer::{Compression, LayerDigests, LayerOptions};
+use crate::layer::{Compression, LayerDigests};
 use crate::plan::{Plan, Step};
 use crate::store::Store;
 use rayon::prelude::*;
@@ -66,6 +67,8 @@ pub struct ExecOptions {
     /// `--jobs`: gzip workers per layer (default: the machine's parallelism). Not part of
     /// cache keys: the bytes do not depend on it.
     pub compress_threads: Option<usize>,
+    /// Runs RUN steps; without one a RUN is a located "not supported yet" error.
+    pub runner: Option<std::sync::Arc<dyn run::StepRunner>>,
 }
 
 /// Downloads the base layers of `image` the store lacks (for outputs that need every byte).
@@ -90,6 +93,8 @@ pub trait Observer: Sync {
     fn step_finished(&self, _name: &str, _layer: &LayerDigests, _cached: bool) {}
     /// A line of its own (a warning, what was written where).
     fn note(&self, _line: &str) {}
+    /// Output of a running step (a RUN's stdout and stderr), a chunk at a time.
+    fn step_output(&self, _name: &str, _chunk: &[u8]) {}
 }
 
 /// An observer that reports nothing.
@@ -124,17 +129,15 @@ pub fn build(
             .map(|&i| {
                 // Manifest annotations describe the result, not the stages it is built from.
                 let annotations = (i == plan.target).then_some(&plan.annotations);
-                build_stage(
-                    &plan.stages[i],
-                    annotations,
+                let cx = stage::StageCx {
                     context,
-                    &built,
+                    built: &built,
                     store,
-                    &file_cache,
+                    file_cache: &file_cache,
                     opts,
                     observer,
-                )
-                .map(|b| (i, b))
+                };
+                stage::build_stage(&plan.stages[i], annotations, &cx).map(|b| (i, b))
             })
             .collect::<Result<_, _>>()?;
         for (i, b) in results {
@@ -147,80 +150,6 @@ pub fn build(
         .ok_or_else(|| ExecError::Unsupported {
             what: "a stage graph with a cycle".into(),
         })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn build_stage(
-    stage: &crate::plan::Stage,
-    annotations: Option<&std::collections::BTreeMap<String, String>>,
-    context: &BuildContext,
-    built: &[Option<BuiltImage>],
-    store: &Store,
-    file_cache: &crate::store::FileDigestCache,
-    opts: &ExecOptions,
-    observer: &dyn Observer,
-) -> Result<BuiltImage, ExecError> {
-    if let Some(run) =
-        stage
-            .steps
-            .iter()
-            .find_map(|s| if let Step::Run(r) = s { Some(r) } else { None })
-    {
-        return Err(ExecError::Input {
-            origin: run.origin.clone(),
-            message: "RUN is not supported yet".into(),
-        });
-    }
-    let base = match stage.base {
-        crate::plan::Base::Stage { index } => {
-            let b = built[index].as_ref().expect("dependencies are built first");
-            BaseImage {
-                config: b.config.clone(),
-                layers: b.manifest.layers.clone(),
-                origin: b.base_origin.clone(),
-            }
-        }
-        ref other => load_base_with(
-            other,
-            &stage.platform,
-            store,
-            opts.registry.as_deref(),
-            opts.pull,
-        )?,
-    };
-    let sources = sources::Sources::prepare(
-        stage,
-        context,
-        built,
-        store,
-        opts.registry.as_deref(),
-        opts.pull,
-    )?;
-    // Resolve every layer step first (cheap: stat + cached digests; in order, as each sees
-    // the stage's filesystem as the steps before it left it), then write the layers that the
-    // cache lacks, in parallel; the result does not depend on the order of work.
-    let layer_steps: Vec<&crate::plan::LayerStep> = stage
-        .steps
-        .iter()
-        .filter_map(|s| {
-            if let Step::Layer(l) = s {
-                Some(l)
-            } else {
-                None
-            }
-        })
-        .collect();
-    let mut fs = tree::StageFs::new(&base, store, opts.registry.as_deref(), opts.pull);
-    let resolved: Vec<ResolvedLayer> = layer_steps
-        .iter()
-        .map(|step| files::resolve(step, &sources, file_cache, opts, &mut fs))
-        .collect::<Result<_, _>>()?;
-    drop(fs);
-    let layers: Vec<(LayerDigests, bool)> = resolved
-        .into_par_iter()
-        .map(|r| write_or_reuse(r, store, opts, observer))
-        .collect::<Result<_, _>>()?;
-    assemble(stage, base, &layers, annotations, store, opts)
 }
 
 /// Resolves a plan's layer steps to their cache keys without writing anything (`lade plan`).
@@ -309,19 +238,7 @@ fn write_or_reuse(
     files::materialize(&mut r)?;
     let name = r.name.clone();
     let key = r.key.clone();
-    let writer = store.blob_writer()?;
-    let (writer, digests) = crate::layer::write_layer_with_threads(
-        r.entries,
-        LayerOptions {
-            compression: opts.compression,
-            mtime: opts.source_date_epoch,
-        },
-        opts.compress_threads
-            .unwrap_or_else(crate::layer::default_threads),
-        writer,
-    )?;
-    let (digest, _) = writer.commit()?;
-    debug_assert_eq!(digest, digests.digest);
+    let digests = stage::write_entries(r.entries, opts, store)?;
     store.step_put(&key, &digests)?;
     observer.step_finished(&name, &digests, false);
     Ok((digests, false))
@@ -345,11 +262,17 @@ fn assemble(
     image.architecture = stage.platform.architecture.clone();
     image.variant = stage.platform.variant.clone();
     let mut manifest_layers = base.layers;
+    // One layer per layer step and per RUN, in step order.
     let mut built = layers.iter();
     for step in &stage.steps {
         match step {
-            Step::Layer(l) => {
-                let (d, _) = built.next().expect("one layer per layer step");
+            Step::Layer(_) | Step::Run(_) => {
+                let (d, _) = built.next().expect("one layer per layer step and RUN");
+                let created_by = match step {
+                    Step::Run(r) => &r.created_by,
+                    Step::Layer(l) => &l.created_by,
+                    Step::Config(_) => unreachable!("matched above"),
+                };
                 image.rootfs.diff_ids.push(d.diff_id.clone());
                 manifest_layers.push(Descriptor::new(
                     d.compression.oci_media_type(),
@@ -358,13 +281,12 @@ fn assemble(
                 ));
                 image.history.push(History {
                     created: Some(created.clone()),
-                    created_by: Some(l.created_by.clone()),
+                    created_by: Some(created_by.clone()),
                     comment: Some("lade".into()),
                     ..Default::default()
                 });
             }
             Step::Config(edit) => config::apply(&mut image, edit),
-            Step::Run(_) => unreachable!("rejected before any layer was written"),
         }
     }
     let config_bytes = canonical_json(&image).expect("config serialises");

@@ -303,6 +303,35 @@ impl<'a> StageFs<'a> {
         }
     }
 
+    /// What a layer lade already wrote (a RUN found in the cache) adds, for the steps after
+    /// it: its listing (cached by digest) enters the tree, its account files replace the
+    /// stage's.
+    pub fn record_layer(&mut self, layer: &Descriptor) -> Result<(), ExecError> {
+        let members = layer_members(layer, self.store)?;
+        for (path, slot) in [
+            (b"etc/passwd".as_slice(), &mut self.passwd),
+            (b"etc/group".as_slice(), &mut self.group),
+        ] {
+            if members.iter().any(|m| m.path == path) {
+                let name = format!("/{}", String::from_utf8_lossy(path));
+                let text = super::sources::read_from_layers(
+                    std::slice::from_ref(layer),
+                    &name,
+                    self.store,
+                )?;
+                *slot = Some(crate::layer::FileSource::Bytes(std::sync::Arc::new(
+                    text.into_bytes(),
+                )));
+            }
+        }
+        self.tree()?;
+        self.tree
+            .as_mut()
+            .expect("built above")
+            .apply_members(&members);
+        Ok(())
+    }
+
     /// `user[:group]` to numbers against the stage's account files (see `owner_of`).
     pub fn owner(&mut self, spec: &str, strict: bool) -> Result<(u32, u32), String> {
         let named = spec.split(':').any(|p| p.parse::<u32>().is_err());
