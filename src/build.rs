@@ -228,12 +228,12 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
     })
 }
 
+/// Per stage, per step: the step's cache key, where it can be known without building.
+pub type PlanKeys = Vec<Vec<Option<Digest>>>;
+
 /// The plan of the request's one platform and its steps' cache keys where they can be known
 /// without building (`lade plan`).
-pub fn plan(
-    req: &BuildRequest,
-    observer: &dyn Observer,
-) -> Result<(Plan, Vec<Vec<Option<Digest>>>), BuildError> {
+pub fn plan(req: &BuildRequest, observer: &dyn Observer) -> Result<(Plan, PlanKeys), BuildError> {
     if req.platforms.len() > 1 {
         return Err(BuildError::Usage(
             "lade plan shows one platform's plan: give one --platform".into(),

@@ -1260,7 +1260,7 @@ fn run_step(
                         return Err(cx.error(
                             line,
                             format!("RUN --network={other}: unsupported network mode"),
-                            Some("use default, none or host".into()),
+                            Some("use default, none or host"),
                         ))
                     }
                 })
@@ -1272,7 +1272,7 @@ fn run_step(
                     return Err(cx.error(
                         line,
                         format!("RUN --security={other}: unsupported security mode"),
-                        Some("use sandbox or insecure".into()),
+                        Some("use sandbox or insecure"),
                     ))
                 }
             },
