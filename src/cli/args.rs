@@ -163,6 +163,14 @@ pub enum CompressionArg {
     None,
 }
 
+/// `--network`: docker's modes for RUN steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetworkArg {
+    Default,
+    Host,
+    None,
+}
+
 /// Options shared by the commands that read a build description.
 #[derive(Debug, Args)]
 pub struct InputArgs {
@@ -191,6 +199,9 @@ pub struct InputArgs {
     /// Layer compression.
     #[arg(long, value_enum, default_value = "gzip")]
     pub compression: CompressionArg,
+    /// The network of RUN steps without their own `RUN --network` (docker's flag).
+    #[arg(long, value_enum, default_value = "default")]
+    pub network: NetworkArg,
     /// Store directory (default: $LADE_CACHE_DIR, $XDG_CACHE_HOME/lade or ~/.cache/lade).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,

@@ -37,6 +37,12 @@ impl Progress {
 
     /// A line of its own (e.g. what was written where).
     pub fn note(&self, line: &str) {
+        Observer::note(self, line)
+    }
+}
+
+impl Observer for Progress {
+    fn note(&self, line: &str) {
         match self {
             Progress::Quiet => {}
             Progress::Plain => eprintln!("{line}"),
@@ -45,13 +51,7 @@ impl Progress {
             }
         }
     }
-}
 
-fn short(d: &crate::digest::Digest) -> String {
-    d.hex()[..12].to_string()
-}
-
-impl Observer for Progress {
     fn step_started(&self, name: &str) {
         match self {
             Progress::Plain => eprintln!("layer {name}: writing"),
@@ -89,4 +89,8 @@ impl Observer for Progress {
             Progress::Quiet => {}
         }
     }
+}
+
+fn short(d: &crate::digest::Digest) -> String {
+    d.hex()[..12].to_string()
 }

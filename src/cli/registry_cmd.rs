@@ -2,8 +2,8 @@
 
 use super::args::{LoginArgs, PullArgs, PushArgs, RegistryArgs};
 use super::UsageError;
-use crate::exec::{import_image, BuiltImage, ImportedImage};
-use crate::image::{ImageLayout, Platform};
+use crate::exec::{import_image, ImportedImage};
+use crate::image::{BuiltImage, ImageLayout, Platform};
 use crate::output::{self, Target};
 use crate::plan::Base;
 use crate::registry::{Client, ClientOptions, PushOptions, Reference};
@@ -156,7 +156,13 @@ pub fn run_pull(a: &PullArgs) -> anyhow::Result<ExitCode> {
     let image = as_built(imported, platform);
     let tags = vec![r.to_string()];
     for t in &targets {
-        output::write(t, &output::Artifact::single(image.clone()), &tags, &store)?;
+        output::write(
+            t,
+            &output::Artifact::single(image.clone()),
+            &tags,
+            &store,
+            None,
+        )?;
     }
     eprintln!("pulled {} ({})", r, image.manifest_digest);
     Ok(ExitCode::SUCCESS)

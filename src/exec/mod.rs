@@ -10,6 +10,7 @@ mod files;
 mod pull;
 pub mod run;
 mod sources;
+mod stage;
 mod time;
 mod tree;
 mod verify;
@@ -22,9 +23,9 @@ pub use time::rfc3339;
 use crate::context::BuildContext;
 use crate::digest::Digest;
 use crate::image::{
-    canonical_json, media_types, Descriptor, History, ImageConfig, Manifest, Platform,
+    canonical_json, media_types, BuiltImage, Descriptor, History, ImageConfig, Manifest,
 };
-use crate::layer::{Compression, LayerDigests, LayerOptions};
+use crate::layer::{Compression, LayerDigests};
 use crate::plan::{Plan, Step};
 use crate::store::Store;
 use rayon::prelude::*;
@@ -71,46 +72,34 @@ pub struct ExecOptions {
     /// 0755 instead of their host bits, so builds do not depend on the checkout's umask. Not
     /// part of cache keys by itself: the modes it gives are.
     pub normalize_modes: bool,
+    /// Runs RUN steps; without one a RUN is a located "not supported yet" error.
+    pub runner: Option<std::sync::Arc<dyn run::StepRunner>>,
 }
 
-/// What the build of one stage produced; everything it names is in the store.
-#[derive(Debug, Clone)]
-pub struct BuiltImage {
-    pub manifest: Manifest,
-    pub manifest_bytes: Vec<u8>,
-    pub manifest_digest: Digest,
-    pub config: ImageConfig,
-    pub config_digest: Digest,
-    pub platform: Platform,
-    /// One per layer step of the plan (base layers excluded): was it reused from the cache?
-    pub cached: Vec<bool>,
-    /// The registry image the base layers come from: those not in the store were never
-    /// downloaded (see [`BuiltImage::fetch_layers`]); a push to its registry mounts them.
-    pub base_origin: Option<crate::registry::Reference>,
-}
-
-impl BuiltImage {
-    /// Downloads the base layers the store lacks (for outputs that need every byte).
-    pub fn fetch_layers(
-        &self,
-        store: &Store,
-        registry: Option<&crate::registry::Client>,
-        pull: PullPolicy,
-    ) -> Result<(), ExecError> {
-        fetch_layers(
-            &self.manifest.layers,
-            self.base_origin.as_ref(),
-            store,
-            registry,
-            pull,
-        )
-    }
+/// Downloads the base layers of `image` the store lacks (for outputs that need every byte).
+pub fn fetch_image_layers(
+    image: &BuiltImage,
+    store: &Store,
+    registry: Option<&crate::registry::Client>,
+    pull: PullPolicy,
+) -> Result<(), ExecError> {
+    fetch_layers(
+        &image.manifest.layers,
+        image.base_origin.as_ref(),
+        store,
+        registry,
+        pull,
+    )
 }
 
 /// Progress reports from a running build; the CLI turns them into bars or lines.
 pub trait Observer: Sync {
     fn step_started(&self, _name: &str) {}
     fn step_finished(&self, _name: &str, _layer: &LayerDigests, _cached: bool) {}
+    /// A line of its own (a warning, what was written where).
+    fn note(&self, _line: &str) {}
+    /// Output of a running step (a RUN's stdout and stderr), a chunk at a time.
+    fn step_output(&self, _name: &str, _chunk: &[u8]) {}
 }
 
 /// An observer that reports nothing.
@@ -145,17 +134,15 @@ pub fn build(
             .map(|&i| {
                 // Manifest annotations describe the result, not the stages it is built from.
                 let annotations = (i == plan.target).then_some(&plan.annotations);
-                build_stage(
-                    &plan.stages[i],
-                    annotations,
+                let cx = stage::StageCx {
                     context,
-                    &built,
+                    built: &built,
                     store,
-                    &file_cache,
+                    file_cache: &file_cache,
                     opts,
                     observer,
-                )
-                .map(|b| (i, b))
+                };
+                stage::build_stage(&plan.stages[i], annotations, &cx).map(|b| (i, b))
             })
             .collect::<Result<_, _>>()?;
         for (i, b) in results {
@@ -168,81 +155,6 @@ pub fn build(
         .ok_or_else(|| ExecError::Unsupported {
             what: "a stage graph with a cycle".into(),
         })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn build_stage(
-    stage: &crate::plan::Stage,
-    annotations: Option<&std::collections::BTreeMap<String, String>>,
-    context: &BuildContext,
-    built: &[Option<BuiltImage>],
-    store: &Store,
-    file_cache: &crate::store::FileDigestCache,
-    opts: &ExecOptions,
-    observer: &dyn Observer,
-) -> Result<BuiltImage, ExecError> {
-    if let Some(run) =
-        stage
-            .steps
-            .iter()
-            .find_map(|s| if let Step::Run(r) = s { Some(r) } else { None })
-    {
-        return Err(ExecError::Input {
-            origin: run.origin.clone(),
-            message: "RUN is not supported yet".into(),
-        });
-    }
-    let base = match stage.base {
-        crate::plan::Base::Stage { index } => {
-            let b = built[index].as_ref().expect("dependencies are built first");
-            BaseImage {
-                name: base::describe(&stage.base),
-                config: b.config.clone(),
-                layers: b.manifest.layers.clone(),
-                origin: b.base_origin.clone(),
-            }
-        }
-        ref other => load_base_with(
-            other,
-            &stage.platform,
-            store,
-            opts.registry.as_deref(),
-            opts.pull,
-        )?,
-    };
-    let sources = sources::Sources::prepare(
-        stage,
-        context,
-        built,
-        store,
-        opts.registry.as_deref(),
-        opts.pull,
-    )?;
-    // Resolve every layer step first (cheap: stat + cached digests; in order, as each sees
-    // the stage's filesystem as the steps before it left it), then write the layers that the
-    // cache lacks, in parallel; the result does not depend on the order of work.
-    let layer_steps: Vec<&crate::plan::LayerStep> = stage
-        .steps
-        .iter()
-        .filter_map(|s| {
-            if let Step::Layer(l) = s {
-                Some(l)
-            } else {
-                None
-            }
-        })
-        .collect();
-    let mut fs = tree::StageFs::new(&base, store, opts.registry.as_deref(), opts.pull);
-    let resolved: Vec<ResolvedLayer> = layer_steps
-        .iter()
-        .map(|step| files::resolve(step, &sources, file_cache, opts, &mut fs))
-        .collect::<Result<_, _>>()?;
-    drop(fs);
-    let layers: Vec<(LayerDigests, bool)> = resolved
-        .into_par_iter()
-        .map(|r| write_or_reuse(r, store, opts, observer))
-        .collect::<Result<_, _>>()?;
-    assemble(stage, base, &layers, annotations, store, opts)
 }
 
 /// Resolves a plan's layer steps to their cache keys without writing anything (`lade plan`).
@@ -332,19 +244,7 @@ fn write_or_reuse(
     files::materialize(&mut r)?;
     let name = r.name.clone();
     let key = r.key.clone();
-    let writer = store.blob_writer()?;
-    let (writer, digests) = crate::layer::write_layer_with_threads(
-        r.entries,
-        LayerOptions {
-            compression: opts.compression,
-            mtime: opts.source_date_epoch,
-        },
-        opts.compress_threads
-            .unwrap_or_else(crate::layer::default_threads),
-        writer,
-    )?;
-    let (digest, _) = writer.commit()?;
-    debug_assert_eq!(digest, digests.digest);
+    let digests = stage::write_entries(r.entries, opts, store)?;
     store.step_put(&key, &digests)?;
     observer.step_finished(&name, &digests, false);
     Ok((digests, false))
@@ -368,11 +268,17 @@ fn assemble(
     image.architecture = stage.platform.architecture.clone();
     image.variant = stage.platform.variant.clone();
     let mut manifest_layers = base.layers;
+    // One layer per layer step and per RUN, in step order.
     let mut built = layers.iter();
     for step in &stage.steps {
         match step {
-            Step::Layer(l) => {
-                let (d, _) = built.next().expect("one layer per layer step");
+            Step::Layer(_) | Step::Run(_) => {
+                let (d, _) = built.next().expect("one layer per layer step and RUN");
+                let created_by = match step {
+                    Step::Run(r) => &r.created_by,
+                    Step::Layer(l) => &l.created_by,
+                    Step::Config(_) => unreachable!("matched above"),
+                };
                 image.rootfs.diff_ids.push(d.diff_id.clone());
                 manifest_layers.push(Descriptor::new(
                     d.compression.oci_media_type(),
@@ -381,13 +287,12 @@ fn assemble(
                 ));
                 image.history.push(History {
                     created: Some(created.clone()),
-                    created_by: Some(l.created_by.clone()),
+                    created_by: Some(created_by.clone()),
                     comment: Some("lade".into()),
                     ..Default::default()
                 });
             }
             Step::Config(edit) => config::apply(&mut image, edit),
-            Step::Run(_) => unreachable!("rejected before any layer was written"),
         }
     }
     let config_bytes = canonical_json(&image).expect("config serialises");

@@ -3,8 +3,9 @@
 //! tree: extraction as a normal user loses owners), and the `--chown`/USER name lookups.
 
 use super::tree::Tree;
-use super::{BuiltImage, ExecError};
+use super::ExecError;
 use crate::context::BuildContext;
+use crate::image::BuiltImage;
 use crate::image::{media_types, Descriptor, ImageConfig};
 use crate::layer::{Compression, ExtractOptions};
 use crate::path::ImagePath;

@@ -309,6 +309,44 @@ impl<'a> StageFs<'a> {
         }
     }
 
+    /// What a layer lade already wrote (a RUN found in the cache) adds, for the steps after
+    /// it: its listing (cached by digest) enters the tree, its account files replace the
+    /// stage's.
+    pub fn record_layer(
+        &mut self,
+        layer: &Descriptor,
+        diff_id: &crate::digest::Digest,
+    ) -> Result<(), ExecError> {
+        const IMAGE: &str = "a RUN layer of this build";
+        let members = layer_members(IMAGE, layer, diff_id, self.store)?;
+        for (path, slot) in [
+            (b"etc/passwd".as_slice(), &mut self.passwd),
+            (b"etc/group".as_slice(), &mut self.group),
+        ] {
+            if members.iter().any(|m| m.path == path) {
+                let name = format!("/{}", String::from_utf8_lossy(path));
+                let mut config = crate::image::ImageConfig::default();
+                config.rootfs.diff_ids = vec![diff_id.clone()];
+                let text = super::sources::read_from_layers(
+                    IMAGE,
+                    std::slice::from_ref(layer),
+                    &config,
+                    &name,
+                    self.store,
+                )?;
+                *slot = Some(crate::layer::FileSource::Bytes(std::sync::Arc::new(
+                    text.into_bytes(),
+                )));
+            }
+        }
+        self.tree()?;
+        self.tree
+            .as_mut()
+            .expect("built above")
+            .apply_members(&members);
+        Ok(())
+    }
+
     /// `user[:group]` to numbers against the stage's account files (see `owner_of`).
     pub fn owner(&mut self, spec: &str, strict: bool) -> Result<(u32, u32), String> {
         let named = spec.split(':').any(|p| p.parse::<u32>().is_err());

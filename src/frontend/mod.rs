@@ -2,7 +2,7 @@
 
 pub mod diag;
 pub mod dockerfile;
-pub mod spec;
+pub mod lade_toml;
 
 /// `%XX` escapes decoded (URL paths, jar manifest `Class-Path` entries); a `%` not followed
 /// by two hex digits stays as it is.

@@ -1,12 +1,14 @@
 //! OCI image documents: config, manifest, index, descriptors, media types, platforms, and
 //! the canonical JSON every document is written in.
 
+mod built;
 mod config;
 mod json;
 mod layout;
 mod manifest;
 mod platform;
 
+pub use built::BuiltImage;
 pub use config::{ContainerConfig, Empty, Healthcheck, History, ImageConfig, RootFs};
 
 /// The `{}` value of `ExposedPorts` and `Volumes` entries.

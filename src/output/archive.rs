@@ -4,7 +4,7 @@
 
 use super::{split_tag, Artifact, Dest, OutputError};
 use crate::digest::Digest;
-use crate::exec::BuiltImage;
+use crate::image::BuiltImage;
 use crate::image::{canonical_json, media_types, Index};
 use crate::layer::{Compression, Entry, EntryKind, FileSource, LayerOptions};
 use crate::path::ImagePath;

@@ -3,7 +3,7 @@
 
 use super::OutputError;
 use crate::digest::Digest;
-use crate::exec::BuiltImage;
+use crate::image::BuiltImage;
 use crate::image::{canonical_json, media_types, Descriptor, Index};
 use crate::store::Store;
 

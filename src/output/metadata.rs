@@ -2,8 +2,8 @@
 //! like `--iidfile`.
 
 use super::Artifact;
-use crate::exec::BuiltImage;
 use crate::image::media_types;
+use crate::image::BuiltImage;
 use serde_json::{json, Value};
 use std::path::Path;
 

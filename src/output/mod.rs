@@ -6,6 +6,7 @@ mod archive;
 mod artifact;
 mod layout;
 mod metadata;
+mod registry;
 mod target;
 
 pub use artifact::Artifact;
@@ -34,62 +35,44 @@ pub enum OutputError {
     Registry(crate::registry::RegistryError),
     #[error("invalid tag {tag:?}: {message}")]
     Tag { tag: String, message: String },
+    #[error("a registry output needs a registry client")]
+    NoRegistryClient,
     #[error("a docker archive holds one image, not {0} platforms (docker load cannot read an index); use type=oci or type=oci-layout, or build one --platform")]
     DockerMultiPlatform(usize),
 }
 
-/// Writes `artifact` to `target`. `tags` are full image names (`name[:tag]`).
+/// Where and how a [`Target::Registry`] output pushes.
+pub struct PushTo<'a> {
+    pub client: &'a crate::registry::Client,
+    pub options: crate::registry::PushOptions,
+}
+
+/// Writes `artifact` to `target`. `tags` are full image names (`name[:tag]`); a registry
+/// target pushes to each (`push` says how) and returns one report per repository.
 pub fn write(
     target: &Target,
     artifact: &Artifact,
     tags: &[String],
     store: &Store,
-) -> Result<(), OutputError> {
+    push: Option<&PushTo<'_>>,
+) -> Result<Vec<crate::registry::PushReport>, OutputError> {
     match target {
-        Target::Oci { dest } => archive::write(dest, &archive::oci_entries(artifact, tags, store)?),
+        Target::Oci { dest } => {
+            archive::write(dest, &archive::oci_entries(artifact, tags, store)?)?;
+        }
         Target::Docker { dest } => {
             let image = artifact
                 .image()
                 .ok_or(OutputError::DockerMultiPlatform(artifact.images.len()))?;
-            archive::write(dest, &archive::docker_entries(image, tags, store)?)
+            archive::write(dest, &archive::docker_entries(image, tags, store)?)?;
         }
-        Target::OciLayout { dir } => layout::add(dir, artifact, tags, store),
-        Target::Registry => Ok(()),
+        Target::OciLayout { dir } => layout::add(dir, artifact, tags, store)?,
+        Target::Registry => {
+            let push = push.ok_or(OutputError::NoRegistryClient)?;
+            return registry::push(artifact, tags, store, push.client, &push.options);
+        }
     }
-}
-
-/// Pushes `artifact` to the registry of every tag; tags of one repository go in one push.
-pub fn push(
-    artifact: &Artifact,
-    tags: &[String],
-    store: &Store,
-    client: &crate::registry::Client,
-    opts: &crate::registry::PushOptions,
-) -> Result<Vec<crate::registry::PushReport>, OutputError> {
-    use crate::registry::Reference;
-    let mut by_repo: std::collections::BTreeMap<String, (Reference, Vec<String>)> =
-        Default::default();
-    for t in tags {
-        let r = Reference::parse(t).map_err(|e| OutputError::Tag {
-            tag: t.clone(),
-            message: e.to_string(),
-        })?;
-        let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
-        by_repo
-            .entry(r.name())
-            .or_insert_with(|| (r.clone(), Vec::new()))
-            .1
-            .push(tag);
-    }
-    let media_type = artifact.top().media_type;
-    by_repo
-        .values()
-        .map(|(r, tags)| {
-            client
-                .push_image(store, r, artifact.top_bytes(), &media_type, tags, opts)
-                .map_err(OutputError::Registry)
-        })
-        .collect()
+    Ok(Vec::new())
 }
 
 /// Splits `name[:tag]` into the repository and the tag (default `latest`); a `:` followed by

@@ -336,8 +336,105 @@ pub struct RunStep {
     pub command: Vec<String>,
     /// `RUN --network` (or `lade build --network`).
     pub network: RunNetwork,
-    /// Dockerfile location for errors (`file:line`).
+    /// Build ARGs in scope (and proxy build args), in order: the command sees them as
+    /// environment where the image's Env does not set the name; the image does not keep them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<(String, String)>,
+    /// `RUN --mount=…`, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<RunMount>,
+    /// `RUN --security=insecure`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+    /// Files provided to the command during the step only, never in its layer (a heredoc
+    /// with a `#!` line is executed from `/dev/pipes/NAME`, as BuildKit does).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<RunFile>,
+    /// The history entry's `created_by` (BuildKit's: `RUN |N K=V… argv`). Not part of cache
+    /// keys.
+    pub created_by: String,
+    /// Dockerfile location for errors (`file:line`). Not part of cache keys.
     pub origin: String,
+}
+
+/// A file a RUN reads that is not on the stage's filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunFile {
+    /// Absolute path inside the container.
+    pub path: String,
+    pub content: String,
+    pub mode: u32,
+}
+
+/// One `RUN --mount` (BuildKit's mount types and options). `from` names a stage or image as
+/// written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum RunMount {
+    /// Read-only (unless `rw`) view of the context or of `from` at `source`.
+    Bind {
+        target: String,
+        source: Option<String>,
+        from: Option<String>,
+        readwrite: bool,
+    },
+    /// A directory kept between builds, keyed by `id` (default: the target).
+    Cache {
+        target: String,
+        id: Option<String>,
+        sharing: CacheSharing,
+        from: Option<String>,
+        source: Option<String>,
+        readonly: bool,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    },
+    Tmpfs {
+        target: String,
+        size: Option<u64>,
+    },
+    /// A build secret as a file (default `/run/secrets/ID`) or an environment variable.
+    Secret {
+        id: Option<String>,
+        target: Option<String>,
+        env: Option<String>,
+        required: bool,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    },
+    /// The SSH agent socket of `id`.
+    Ssh {
+        id: String,
+        target: Option<String>,
+        required: bool,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    },
+}
+
+impl RunMount {
+    /// The `type=` value.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            RunMount::Bind { .. } => "bind",
+            RunMount::Cache { .. } => "cache",
+            RunMount::Tmpfs { .. } => "tmpfs",
+            RunMount::Secret { .. } => "secret",
+            RunMount::Ssh { .. } => "ssh",
+        }
+    }
+}
+
+/// `sharing=` of a cache mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheSharing {
+    Shared,
+    Private,
+    Locked,
 }
 
 /// The network a RUN step sees (docker's `--network`, BuildKit's `RUN --network`).

@@ -83,7 +83,19 @@ pub enum Kind {
     Run {
         command: CommandLine,
         flags: Vec<String>,
+        /// Heredocs of a shell-form RUN, bodies as written (not chomped, not expanded: the
+        /// shell does that, as in BuildKit).
+        heredocs: Vec<RunHeredoc>,
     },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunHeredoc {
+    /// The terminator word.
+    pub name: String,
+    pub content: String,
+    /// `<<-`.
+    pub chomp: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -485,6 +497,15 @@ pub fn from_node(node: &Node) -> Result<Instruction, InstructionError> {
             let flags = Flags::parse(node, &["mount", "network", "security"])?;
             Kind::Run {
                 command: command_line(node),
+                heredocs: node
+                    .heredocs
+                    .iter()
+                    .map(|h| RunHeredoc {
+                        name: h.name.clone(),
+                        content: h.content.clone(),
+                        chomp: h.chomp,
+                    })
+                    .collect(),
                 flags: flags
                     .values
                     .iter()

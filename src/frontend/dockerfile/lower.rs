@@ -1,14 +1,17 @@
 //! Lowering typed instructions to the plan: stages and their bases, build-arg scoping,
 //! variable expansion, docker's config semantics, COPY/ADD file sets.
 
-use super::instructions::{self, CommandLine, CopyArgs, HealthcheckArgs, Instruction, Kind};
+use super::instructions::{
+    self, CommandLine, CopyArgs, HealthcheckArgs, Instruction, Kind, RunHeredoc,
+};
 use super::parser::Dockerfile;
 use super::shell::Lexer;
 use crate::frontend::diag::{self, Location};
 use crate::image::{Healthcheck, ImageConfig, Platform};
 use crate::path::ImagePath;
 use crate::plan::{
-    Base, Chmod, ConfigEdit, CopyFrom, FileSet, LayerStep, Plan, RunStep, Stage, Step,
+    Base, Chmod, ConfigEdit, CopyFrom, FileSet, LayerStep, Plan, RunFile, RunNetwork, RunStep,
+    Stage, Step,
 };
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -36,6 +39,8 @@ pub struct LowerOptions {
     /// Reads base images' configurations. Without it, bases contribute no `ENV` to
     /// expansion and their `ONBUILD` triggers do not run.
     pub base_configs: Option<Arc<dyn BaseConfigs>>,
+    /// The network of RUN steps without their own `RUN --network` (`--network`).
+    pub network: RunNetwork,
 }
 
 /// Reads the configuration of a FROM image while lowering, as BuildKit's image meta resolver
@@ -175,6 +180,9 @@ struct StageState {
     steps: Vec<Step>,
     /// ARGs and ENVs visible to expansion (the later one wins, as in BuildKit).
     env: BTreeMap<String, String>,
+    /// Names of the ARGs declared in this stage (or carried over from the stage it is built
+    /// FROM), in order: a RUN sees them as environment.
+    args: Vec<String>,
     workdir: ImagePath,
     user: Option<String>,
     shell: Vec<String>,
@@ -210,6 +218,7 @@ impl StageState {
     /// build args over).
     fn continue_from(&mut self, base: &StageState) {
         self.env = base.env.clone();
+        self.args = base.args.clone();
         self.workdir = base.workdir.clone();
         self.user = base.user.clone();
         self.shell = base.shell.clone();
@@ -299,6 +308,7 @@ pub fn lower(
                     platform: platform.clone(),
                     steps: Vec::new(),
                     env: BTreeMap::new(),
+                    args: Vec::new(),
                     workdir: ImagePath::root(),
                     user: None,
                     shell: vec!["/bin/sh".into(), "-c".into()],
@@ -710,6 +720,9 @@ fn lower_instruction(
                 if let Some(v) = v {
                     st.env.insert(k.clone(), v);
                 }
+                if !st.args.contains(k) {
+                    st.args.push(k.clone());
+                }
             }
         }
         Kind::Env(pairs) => {
@@ -834,13 +847,13 @@ fn lower_instruction(
             }
             st.steps.push(Step::Layer(step));
         }
-        Kind::Run { command: c, .. } => {
-            let command = command(st, c);
-            st.steps.push(Step::Run(RunStep {
-                command,
-                network: Default::default(),
-                origin: format!("{}:{}", cx.file, line),
-            }));
+        Kind::Run {
+            command: c,
+            flags,
+            heredocs,
+        } => {
+            let step = run_step(cx, line, st, c, heredocs, flags)?;
+            st.steps.push(Step::Run(step));
         }
     }
     let _ = st.line;
@@ -1216,6 +1229,162 @@ fn url_file_name(url: &str) -> String {
         decoded
     }
 }
+
+/// `RUN`: the command as BuildKit's dispatchRun builds it (shell form through the stage's
+/// SHELL, heredocs), its flags (`--network`, `--mount`, `--security`) and the ARGs in scope,
+/// which the command sees as environment but the image does not keep.
+fn run_step(
+    cx: &Cx,
+    line: usize,
+    st: &StageState,
+    c: &CommandLine,
+    heredocs: &[RunHeredoc],
+    flags: &[String],
+) -> Result<RunStep, DockerfileError> {
+    let mut network = None;
+    let mut mounts = Vec::new();
+    let mut insecure = false;
+    for f in flags {
+        let (name, value) = f
+            .trim_start_matches("--")
+            .split_once('=')
+            .unwrap_or((f.trim_start_matches("--"), ""));
+        let value = cx.expand(line, value, &st.env)?;
+        match name {
+            "network" => {
+                network = Some(match value.as_str() {
+                    "default" => RunNetwork::Default,
+                    "none" => RunNetwork::None,
+                    "host" => RunNetwork::Host,
+                    other => {
+                        return Err(cx.error(
+                            line,
+                            format!("RUN --network={other}: unsupported network mode"),
+                            Some("use default, none or host"),
+                        ))
+                    }
+                })
+            }
+            "security" => match value.as_str() {
+                "insecure" => insecure = true,
+                "sandbox" => insecure = false,
+                other => {
+                    return Err(cx.error(
+                        line,
+                        format!("RUN --security={other}: unsupported security mode"),
+                        Some("use sandbox or insecure"),
+                    ))
+                }
+            },
+            "mount" => mounts.push(
+                super::run_mount::parse(&value)
+                    .map_err(|m| cx.error(line, format!("RUN --mount={value}: {m}"), None))?,
+            ),
+            _ => unreachable!("instructions accepts only these flags"),
+        }
+    }
+    let (mut command, files) = run_command(c, heredocs);
+    if !c.exec_form {
+        let mut shell = st.shell.clone();
+        shell.extend(command);
+        command = shell;
+    }
+    // ARGs of this stage, and the proxy build args BuildKit passes to every RUN.
+    let mut args: Vec<(String, String)> = st
+        .args
+        .iter()
+        .filter_map(|k| st.env.get(k).map(|v| (k.clone(), v.clone())))
+        .collect();
+    for p in PROXY_ARGS {
+        if let Some(v) = cx.opts.build_args.get(*p) {
+            if !st.args.contains(&p.to_string()) {
+                args.push((p.to_string(), v.clone()));
+            }
+        }
+    }
+    // BuildKit's history text: `RUN |N K=V… argv` when ARGs are in scope.
+    let declared: Vec<String> = args
+        .iter()
+        .filter(|(k, _)| st.args.contains(k))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let created_by = if declared.is_empty() {
+        format!("RUN {}", command.join(" "))
+    } else {
+        format!(
+            "RUN |{} {} {}",
+            declared.len(),
+            declared.join(" "),
+            command.join(" ")
+        )
+    };
+    Ok(RunStep {
+        command,
+        network: network.unwrap_or(cx.opts.network),
+        created_by,
+        args,
+        mounts,
+        insecure,
+        files,
+        origin: format!("{}:{}", cx.file, line),
+    })
+}
+
+/// The shell-form text (or exec-form argv) after BuildKit's heredoc rules: one bare heredoc
+/// with a `#!` line becomes a file under `/dev/pipes/` that the shell executes; one bare
+/// heredoc without runs its body as the command; anything else (`<<EOF bash`, several
+/// heredocs) is handed to the shell whole, bodies and terminators included.
+fn run_command(c: &CommandLine, heredocs: &[RunHeredoc]) -> (Vec<String>, Vec<RunFile>) {
+    let text = c.args.join(" ");
+    let Some(first) = heredocs.first().filter(|_| !c.exec_form) else {
+        return (
+            if c.exec_form {
+                c.args.clone()
+            } else {
+                vec![text]
+            },
+            Vec::new(),
+        );
+    };
+    if heredocs.len() == 1 && is_bare_heredoc(&text) {
+        let data = if first.chomp {
+            super::parser::chomp_heredoc_content(&first.content)
+        } else {
+            first.content.clone()
+        };
+        if data.starts_with("#!") {
+            let path = format!("/dev/pipes/{}", first.name);
+            let file = RunFile {
+                path: path.clone(),
+                content: data,
+                mode: 0o755,
+            };
+            return (vec![path], vec![file]);
+        }
+        return (vec![data], Vec::new());
+    }
+    let mut full = text;
+    for h in heredocs {
+        full.push('\n');
+        full.push_str(&h.content);
+        full.push_str(&h.name);
+    }
+    (vec![full], Vec::new())
+}
+
+/// Whether the command is only a heredoc marker (`<<EOF`, `<<-EOF`, `<<"EOF"`, `0<<EOF`).
+fn is_bare_heredoc(text: &str) -> bool {
+    let t = text.trim().trim_start_matches(|c: char| c.is_ascii_digit());
+    let Some(rest) = t.strip_prefix("<<") else {
+        return false;
+    };
+    let word = rest.strip_prefix('-').unwrap_or(rest).trim_start();
+    !word.is_empty() && !word.contains(char::is_whitespace) && !word.contains('<')
+}
+
+#[cfg(test)]
+#[path = "lower_run_tests.rs"]
+mod run_tests;
 
 #[cfg(test)]
 mod tests {

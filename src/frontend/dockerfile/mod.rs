@@ -4,4 +4,5 @@
 pub mod instructions;
 pub mod lower;
 pub mod parser;
+pub mod run_mount;
 pub mod shell;

@@ -1,6 +1,6 @@
 //! The preset through the whole spec frontend (`spec::lower`), over jars made in a tempdir.
 
-use crate::frontend::spec::{lower, SpecError};
+use crate::frontend::lade_toml::{lower, SpecError};
 use crate::plan::{Attrs, ConfigEdit, FileSet, LayerStep, Plan, Step};
 use std::io::Write;
 use std::path::Path;

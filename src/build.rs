@@ -1,0 +1,497 @@
+//! A whole build as a library call: one [`BuildRequest`] (what the CLI made of its
+//! arguments) → read and lower the description per platform → exec → every output (files,
+//! registry push, iid/digest/metadata files) → a [`BuildResult`] the caller prints.
+
+use crate::context::BuildContext;
+use crate::digest::Digest;
+use crate::exec::{self, ExecOptions, Observer};
+use crate::frontend::dockerfile::lower::{BaseConfigs, LowerOptions};
+use crate::image::{BuiltImage, ImageConfig, Platform};
+use crate::output::{self, Artifact, OutputError, Target};
+use crate::plan::{Base, Plan};
+use crate::registry::{Client, ClientOptions, PushReport, RegistryError};
+use crate::store::Store;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Which frontend reads what.
+#[derive(Clone)]
+pub enum Description {
+    /// A `lade.toml`; its directory is the context.
+    Spec(PathBuf),
+    Dockerfile {
+        /// `None`: `Dockerfile` in the context; `-`: standard input.
+        file: Option<PathBuf>,
+        context: PathBuf,
+        /// `base_configs` and `platform` are filled per platform by [`build`].
+        opts: Box<LowerOptions>,
+    },
+}
+
+/// Everything a build needs, validated by the caller.
+pub struct BuildRequest {
+    pub description: Description,
+    /// Empty: the description's platform, else the host's.
+    pub platforms: Vec<Platform>,
+    pub store_root: PathBuf,
+    pub exec: ExecOptions,
+    /// How to reach registries (bases, `COPY --from` images, pushes); a client is made only
+    /// when one is needed.
+    pub registry: ClientOptions,
+    /// Parallel blob uploads per push.
+    pub push_jobs: usize,
+    /// In the order given; [`Target::Registry`] pushes to every tag.
+    pub outputs: Vec<Target>,
+    /// Added to the description's own tags.
+    pub tags: Vec<String>,
+    pub iidfile: Option<PathBuf>,
+    pub metadata_file: Option<PathBuf>,
+    pub digest_file: Option<PathBuf>,
+    /// Worker threads (layers, stages, gzip); `None`: one per core.
+    pub jobs: Option<usize>,
+}
+
+/// What a build produced and where it went.
+pub struct BuildResult {
+    pub artifact: Artifact,
+    /// The description's tags, then the request's.
+    pub tags: Vec<String>,
+    /// One report per repository pushed to.
+    pub pushed: Vec<PushReport>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The request cannot be carried out as given (the CLI's exit code 2).
+    #[error("{0}")]
+    Usage(String),
+    /// An error of the build description, rendered at its line (`FILE:LINE:COL: …` + snippet).
+    #[error("{0}")]
+    Located(String),
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Context(#[from] crate::context::ContextError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Exec(#[from] exec::ExecError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> BuildError {
+    move |source| BuildError::Io { what, source }
+}
+
+/// Builds the request's image (one per platform, under an index for several) and writes it to
+/// every output. Nothing is written to an output unless every platform built.
+pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult, BuildError> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(req.jobs.unwrap_or(0))
+        .build()
+        .map_err(|e| BuildError::Io {
+            what: "starting worker threads".into(),
+            source: std::io::Error::other(e),
+        })?;
+    let store = Store::open(&req.store_root)?;
+    let registry = Registry::new(&req.registry);
+    let base_configs = BaseConfigReader::new(&store, registry.clone(), req.exec.pull);
+    let push = req.outputs.iter().any(|o| matches!(o, Target::Registry));
+    let mut exec_opts = req.exec.clone();
+    // --jobs N bounds compression too: N gzip workers per layer, and at most N blocks
+    // compressed at once across the layers built in parallel.
+    exec_opts.compress_threads = req.jobs;
+    if let Some(n) = req.jobs {
+        crate::layer::set_compression_limit(n);
+    }
+    let platforms: Vec<Option<&Platform>> = if req.platforms.is_empty() {
+        vec![None]
+    } else {
+        req.platforms.iter().map(Some).collect()
+    };
+    let mut images: Vec<BuiltImage> = Vec::new();
+    let mut plan_tags = Vec::new();
+    for platform in platforms {
+        let Loaded {
+            plan,
+            context,
+            source,
+        } = load(&req.description, platform, observer, &base_configs)?;
+        if exec_opts.registry.is_none() && (push || uses_registry(&plan)) {
+            exec_opts.registry = Some(registry.client()?);
+        }
+        let image = pool
+            .install(|| exec::build(&plan, &context, &store, &exec_opts, observer))
+            .map_err(|e| source.locate(e))?;
+        images.push(image);
+        plan_tags = plan.tags;
+    }
+    let artifact = Artifact::multi_platform(images, &store)?;
+
+    let mut tags = plan_tags;
+    tags.extend(req.tags.iter().cloned());
+    tags.dedup();
+    for t in &tags {
+        output::split_tag(t)
+            .map_err(|e| BuildError::Usage(format!("tag from the build description: {e}")))?;
+    }
+    if push && tags.is_empty() {
+        return Err(BuildError::Usage(
+            "--push needs a name to push to: -t registry/repository:tag".into(),
+        ));
+    }
+    let mut pushed: Vec<PushReport> = Vec::new();
+    for target in &req.outputs {
+        let client = exec_opts.registry.as_deref();
+        let to = match target {
+            Target::Registry => {
+                let client = client.expect("made above for a push");
+                // Base layers are mounted from the base's repository on the same registry,
+                // else fetched and uploaded.
+                let mount_from = artifact.images[0].base_origin.clone();
+                // Pushing to another registry than the base's needs the base layers' bytes:
+                // fetch them now, as --pull allows (the push would fetch them otherwise,
+                // ignoring it).
+                if let Some(origin) = &mount_from {
+                    let elsewhere = tags.iter().any(|t| {
+                        crate::registry::Reference::parse(t)
+                            .is_ok_and(|r| r.registry != origin.registry)
+                    });
+                    if elsewhere {
+                        for image in &artifact.images {
+                            exec::fetch_image_layers(image, &store, Some(client), exec_opts.pull)?;
+                        }
+                    }
+                }
+                Some(output::PushTo {
+                    client,
+                    options: crate::registry::PushOptions {
+                        jobs: req.push_jobs.max(1),
+                        mount_from,
+                        ..Default::default()
+                    },
+                })
+            }
+            _ => {
+                // Files hold every byte: base layers never downloaded are fetched now.
+                for image in &artifact.images {
+                    exec::fetch_image_layers(image, &store, client, exec_opts.pull)?;
+                }
+                None
+            }
+        };
+        pushed.extend(output::write(
+            target,
+            &artifact,
+            &tags,
+            &store,
+            to.as_ref(),
+        )?);
+    }
+    if let Some(f) = &req.iidfile {
+        let docker = req
+            .outputs
+            .iter()
+            .any(|o| matches!(o, Target::Docker { .. }));
+        let top = artifact.top().digest;
+        let id = match artifact.image() {
+            Some(image) if docker => &image.config_digest,
+            _ => &top,
+        };
+        output::write_small_file(f, id.to_string().as_bytes())
+            .map_err(io(format!("writing {}", f.display())))?;
+    }
+    if let Some(f) = &req.digest_file {
+        output::write_small_file(f, artifact.top().digest.to_string().as_bytes())
+            .map_err(io(format!("writing {}", f.display())))?;
+    }
+    if let Some(f) = &req.metadata_file {
+        let mut doc = output::metadata_json(&artifact, &tags);
+        if push {
+            let refs: Vec<&String> = pushed.iter().flat_map(|r| &r.references).collect();
+            doc["lade.pushed"] = serde_json::json!(refs);
+        }
+        let json = serde_json::to_vec_pretty(&doc).expect("metadata serialises");
+        output::write_small_file(f, &json).map_err(io(format!("writing {}", f.display())))?;
+    }
+    Ok(BuildResult {
+        artifact,
+        tags,
+        pushed,
+    })
+}
+
+/// Per stage, per step: the step's cache key, where it can be known without building.
+pub type PlanKeys = Vec<Vec<Option<Digest>>>;
+
+/// The plan of the request's one platform and its steps' cache keys where they can be known
+/// without building (`lade plan`).
+pub fn plan(req: &BuildRequest, observer: &dyn Observer) -> Result<(Plan, PlanKeys), BuildError> {
+    if req.platforms.len() > 1 {
+        return Err(BuildError::Usage(
+            "lade plan shows one platform's plan: give one --platform".into(),
+        ));
+    }
+    let store = Store::open(&req.store_root)?;
+    let base_configs = BaseConfigReader::new(&store, Registry::new(&req.registry), req.exec.pull);
+    let Loaded {
+        plan,
+        context,
+        source,
+    } = load(
+        &req.description,
+        req.platforms.first(),
+        observer,
+        &base_configs,
+    )?;
+    let keys =
+        exec::cache_keys(&plan, &context, &store, &req.exec).map_err(|e| source.locate(e))?;
+    Ok((plan, keys))
+}
+
+/// A registry client made on first use and shared by the rest of the build.
+#[derive(Clone)]
+struct Registry {
+    options: ClientOptions,
+    client: Arc<std::sync::OnceLock<Result<Arc<Client>, String>>>,
+}
+
+impl Registry {
+    fn new(options: &ClientOptions) -> Registry {
+        Registry {
+            options: options.clone(),
+            client: Default::default(),
+        }
+    }
+
+    fn get(&self) -> Result<Arc<Client>, String> {
+        self.client
+            .get_or_init(|| {
+                Client::new(self.options.clone())
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+    }
+
+    fn client(&self) -> Result<Arc<Client>, RegistryError> {
+        match self.get() {
+            Ok(c) => Ok(c),
+            // Made again for the typed error.
+            Err(_) => Ok(Arc::new(Client::new(self.options.clone())?)),
+        }
+    }
+}
+
+/// Base image configs for the Dockerfile frontend (its `BaseConfigs`): layouts and archives
+/// read through the filesystem, registry images through the build's registry client.
+struct BaseConfigReader {
+    store: Store,
+    registry: Registry,
+    pull: exec::PullPolicy,
+}
+
+impl BaseConfigReader {
+    fn new(store: &Store, registry: Registry, pull: exec::PullPolicy) -> Arc<BaseConfigReader> {
+        Arc::new(BaseConfigReader {
+            store: store.clone(),
+            registry,
+            pull,
+        })
+    }
+}
+
+impl BaseConfigs for BaseConfigReader {
+    fn config(&self, base: &Base, platform: &Platform) -> Result<ImageConfig, String> {
+        let client = match base {
+            Base::Registry { .. } => Some(self.registry.get()?),
+            _ => None,
+        };
+        exec::base_config(base, platform, &self.store, client.as_deref(), self.pull)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A lowered build description.
+struct Loaded {
+    plan: Plan,
+    /// For a spec, the spec's directory.
+    context: BuildContext,
+    source: SourceText,
+}
+
+/// The text of the build description, to show errors found while building at their line.
+struct SourceText {
+    name: String,
+    src: String,
+}
+
+impl SourceText {
+    /// An error of a plan item written in this description (`NAME:LINE[:COL]: message`)
+    /// rendered like lowering errors: location, source line and caret.
+    fn locate(&self, e: exec::ExecError) -> BuildError {
+        if let exec::ExecError::Input { origin, message } = &e {
+            let at = origin
+                .strip_prefix(self.name.as_str())
+                .and_then(|r| r.strip_prefix(':'))
+                .and_then(|r| {
+                    let mut parts = r.split(':');
+                    let line = parts.next()?.parse().ok()?;
+                    let col = parts.next().map_or(Some(1), |c| c.parse().ok())?;
+                    parts.next().is_none().then_some((line, col))
+                });
+            if let Some((line, col)) = at {
+                let loc = crate::frontend::diag::Location {
+                    file: self.name.clone(),
+                    line,
+                    col,
+                };
+                return BuildError::Located(crate::frontend::diag::render(
+                    &loc, &self.src, message, None,
+                ));
+            }
+        }
+        e.into()
+    }
+}
+
+/// Reads and lowers the build description; for a spec, the context is the spec's directory.
+fn load(
+    description: &Description,
+    platform: Option<&Platform>,
+    observer: &dyn Observer,
+    base_configs: &Arc<BaseConfigReader>,
+) -> Result<Loaded, BuildError> {
+    match description {
+        Description::Spec(spec) => load_spec(spec, platform),
+        Description::Dockerfile {
+            file,
+            context,
+            opts,
+        } => {
+            let mut opts = (**opts).clone();
+            opts.base_configs = Some(base_configs.clone());
+            opts.platform = platform.cloned();
+            load_dockerfile(file.as_deref(), context, &opts, observer)
+        }
+    }
+}
+
+fn load_dockerfile(
+    file: Option<&Path>,
+    context: &Path,
+    opts: &LowerOptions,
+    observer: &dyn Observer,
+) -> Result<Loaded, BuildError> {
+    use crate::frontend::dockerfile::{lower, parser};
+    let context = context
+        .canonicalize()
+        .map_err(io(format!("build context {}", context.display())))?;
+    if !context.is_dir() {
+        return Err(BuildError::Usage(format!(
+            "build context {} is not a directory",
+            context.display()
+        )));
+    }
+    // BuildKit reads `<Dockerfile>.dockerignore` beside the Dockerfile first.
+    let ignore_beside = |own: PathBuf| {
+        if own.is_file() {
+            own
+        } else {
+            context.join(".dockerignore")
+        }
+    };
+    let (name, src, ignore_file) = match file {
+        Some(f) if f.as_os_str() == "-" => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(io("reading the Dockerfile from standard input".into()))?;
+            ("<stdin>".to_string(), s, context.join(".dockerignore"))
+        }
+        Some(f) => {
+            let s = std::fs::read_to_string(f)
+                .map_err(io(format!("cannot read Dockerfile {}", f.display())))?;
+            let own = PathBuf::from(format!("{}.dockerignore", f.display()));
+            (f.display().to_string(), s, ignore_beside(own))
+        }
+        None => {
+            let f = context.join("Dockerfile");
+            let s = std::fs::read_to_string(&f)
+                .map_err(io(format!("cannot read Dockerfile {}", f.display())))?;
+            let own = context.join("Dockerfile.dockerignore");
+            (f.display().to_string(), s, ignore_beside(own))
+        }
+    };
+    let df = parser::parse(&src).map_err(|e| BuildError::Located(e.render(&name, &src)))?;
+    let mut opts = opts.clone();
+    opts.context_dir = context.clone();
+    let lowered =
+        lower::lower(&name, &src, &df, &opts).map_err(|e| BuildError::Located(e.to_string()))?;
+    if !lowered.unused_build_args.is_empty() {
+        observer.note(&format!(
+            "warning: build args not consumed by any ARG: {}",
+            lowered.unused_build_args.join(", ")
+        ));
+    }
+    let patterns = match std::fs::read_to_string(&ignore_file) {
+        Ok(text) => crate::context::dockerignore::read_ignore_file(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io(format!("reading {}", ignore_file.display()))(e)),
+    };
+    let ctx = BuildContext::new(&context, &patterns)?;
+    Ok(Loaded {
+        plan: lowered.plan,
+        context: ctx,
+        source: SourceText { name, src },
+    })
+}
+
+fn load_spec(spec: &Path, platform: Option<&Platform>) -> Result<Loaded, BuildError> {
+    let src = std::fs::read_to_string(spec)
+        .map_err(io(format!("cannot read spec {}", spec.display())))?;
+    let dir = spec
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let dir = dir
+        .canonicalize()
+        .map_err(io(format!("spec directory {}", dir.display())))?;
+    let name = spec.display().to_string();
+    let plan = crate::frontend::lade_toml::lower(&name, &src, &dir, platform)
+        .map_err(|e| BuildError::Located(e.to_string()))?;
+    let context = BuildContext::new(&dir, &[])?;
+    Ok(Loaded {
+        plan,
+        context,
+        source: SourceText { name, src },
+    })
+}
+
+/// Whether building the plan reads images from a registry.
+fn uses_registry(plan: &Plan) -> bool {
+    use crate::plan::{CopyFrom, FileSet, Step};
+    plan.stages.iter().any(|s| {
+        matches!(s.base, Base::Registry { .. })
+            || s.steps.iter().any(|st| match st {
+                Step::Layer(l) => l.sources.iter().any(|f| {
+                    matches!(
+                        f,
+                        FileSet::Copy {
+                            from: CopyFrom::Image {
+                                base: Base::Registry { .. }
+                            },
+                            ..
+                        }
+                    )
+                }),
+                _ => false,
+            })
+    })
+}

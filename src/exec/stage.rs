@@ -1,0 +1,375 @@
+//! One stage, run in segments. The layer steps between two RUNs are resolved in order against
+//! the stage's tree and written in parallel; at a RUN the layers below are finished (the RUN
+//! needs their digests), the command runs over them through the [`StepRunner`], its output
+//! becomes a layer and feeds the tree for the steps after it.
+//!
+//! Cache keys chain: every step's key extends the key of everything below it (the base, then
+//! each step), so a RUN's key names the whole filesystem it ran on. A COPY layer's blob is
+//! still found by its content key (its inputs), so a changed chain below a COPY re-executes
+//! only the RUNs above the change, never re-writes an unchanged COPY layer.
+
+use super::run::{LowerLayer, RunInput, StepRunner};
+use super::{
+    config, files, load_base_with, sources, tree, write_or_reuse, BaseImage, ExecError,
+    ExecOptions, Observer, ResolvedLayer,
+};
+use crate::digest::Digest;
+use crate::image::{BuiltImage, Descriptor, ImageConfig, Platform};
+use crate::layer::{Entry, EntryKind, FileSource, LayerDigests, LayerOptions};
+use crate::plan::{cache_key, RunStep, Stage, Step};
+use crate::store::{FileDigestCache, Store};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// docker's PATH for a RUN when the image's Env has none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Version of the chained keys; bump when what enters them changes.
+const CHAIN_FORMAT: &str = "lade-chain-v1";
+
+/// What a stage's steps share while it builds.
+pub(super) struct StageCx<'a> {
+    pub context: &'a crate::context::BuildContext,
+    pub built: &'a [Option<BuiltImage>],
+    pub store: &'a Store,
+    pub file_cache: &'a FileDigestCache,
+    pub opts: &'a ExecOptions,
+    pub observer: &'a dyn Observer,
+}
+
+/// A RUN the exec cannot carry out is an error before any layer of its stage is written.
+fn check_runs(stage: &Stage, opts: &ExecOptions) -> Result<(), ExecError> {
+    let located = |run: &RunStep, message: String| ExecError::Input {
+        origin: run.origin.clone(),
+        message,
+    };
+    for step in &stage.steps {
+        let Step::Run(run) = step else { continue };
+        if opts.runner.is_none() {
+            return Err(located(run, "RUN is not supported yet".into()));
+        }
+        if let Some(m) = run.mounts.first() {
+            return Err(located(
+                run,
+                format!("RUN --mount=type={} is not supported yet", m.type_name()),
+            ));
+        }
+        if run.insecure {
+            return Err(located(
+                run,
+                "RUN --security=insecure is not supported yet".into(),
+            ));
+        }
+        let host = Platform::host();
+        if stage.platform.os != host.os || stage.platform.architecture != host.architecture {
+            return Err(located(
+                run,
+                format!(
+                    "RUN for {} on a {host} host is not supported yet",
+                    stage.platform
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Builds one stage: layers, RUNs and config edits in order; see the module doc.
+pub(super) fn build_stage(
+    stage: &Stage,
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+    cx: &StageCx<'_>,
+) -> Result<BuiltImage, ExecError> {
+    check_runs(stage, cx.opts)?;
+    let (store, opts) = (cx.store, cx.opts);
+    let base = match stage.base {
+        crate::plan::Base::Stage { index } => {
+            let b = cx.built[index]
+                .as_ref()
+                .expect("dependencies are built first");
+            BaseImage {
+                name: super::base::describe(&stage.base),
+                config: b.config.clone(),
+                layers: b.manifest.layers.clone(),
+                origin: b.base_origin.clone(),
+            }
+        }
+        ref other => load_base_with(
+            other,
+            &stage.platform,
+            store,
+            opts.registry.as_deref(),
+            opts.pull,
+        )?,
+    };
+    let sources = sources::Sources::prepare(
+        stage,
+        cx.context,
+        cx.built,
+        store,
+        opts.registry.as_deref(),
+        opts.pull,
+    )?;
+    let mut fs = tree::StageFs::new(&base, store, opts.registry.as_deref(), opts.pull);
+    let mut chain = base_chain(&base, &stage.platform);
+    // The config as the next RUN sees it (Env, User, WorkingDir).
+    let mut config = base.config.clone();
+    let mut segment: Vec<ResolvedLayer> = Vec::new();
+    let mut layers: Vec<(LayerDigests, bool)> = Vec::new();
+    for step in &stage.steps {
+        match step {
+            Step::Layer(l) => {
+                let r = files::resolve(l, &sources, cx.file_cache, opts, &mut fs)?;
+                chain = chain_key(&chain, &r.key);
+                segment.push(r);
+            }
+            Step::Config(edit) => config::apply(&mut config, edit),
+            Step::Run(run) => {
+                layers.extend(write_segment(std::mem::take(&mut segment), cx)?);
+                let runner = opts.runner.as_deref().expect("checked in check_runs");
+                let env = run_env(&config, run);
+                let user = config.config.user.clone().unwrap_or_default();
+                let workdir = config
+                    .config
+                    .working_dir
+                    .clone()
+                    .filter(|w| !w.is_empty())
+                    .unwrap_or_else(|| "/".into());
+                let key = run_key(&chain, run, &env, &user, &workdir, &stage.platform, opts);
+                chain = key.clone();
+                let input = RunParts {
+                    env,
+                    user,
+                    workdir,
+                    platform: stage.platform.to_string(),
+                };
+                let layer = run_or_reuse(run, input, &key, &base, &layers, &mut fs, runner, cx)?;
+                layers.push(layer);
+            }
+        }
+    }
+    layers.extend(write_segment(segment, cx)?);
+    drop(fs);
+    super::assemble(stage, base, &layers, annotations, store, opts)
+}
+
+/// Writes (or finds) a segment's layers in parallel, in step order.
+fn write_segment(
+    segment: Vec<ResolvedLayer>,
+    cx: &StageCx<'_>,
+) -> Result<Vec<(LayerDigests, bool)>, ExecError> {
+    segment
+        .into_par_iter()
+        .map(|r| write_or_reuse(r, cx.store, cx.opts, cx.observer))
+        .collect()
+}
+
+/// The start of a stage's chain: what its base is (config and layer digests) and the platform.
+pub(super) fn base_chain(base: &BaseImage, platform: &Platform) -> Digest {
+    let layers: Vec<Digest> = base.layers.iter().map(|l| l.digest.clone()).collect();
+    cache_key(
+        &(CHAIN_FORMAT, "base", platform.to_string(), &base.config),
+        None,
+        &layers,
+    )
+}
+
+/// The chain after a step whose own key is `step`.
+pub(super) fn chain_key(parent: &Digest, step: &Digest) -> Digest {
+    cache_key(
+        &(CHAIN_FORMAT, "step"),
+        Some(parent),
+        std::slice::from_ref(step),
+    )
+}
+
+/// A RUN's key: the chain below it and everything the command sees or the layer depends on.
+/// The Dockerfile location stays out (moving a RUN down a line does not re-run it).
+pub(super) fn run_key(
+    chain: &Digest,
+    run: &RunStep,
+    env: &[String],
+    user: &str,
+    workdir: &str,
+    platform: &Platform,
+    opts: &ExecOptions,
+) -> Digest {
+    let definition = (
+        CHAIN_FORMAT,
+        "run",
+        &run.command,
+        env,
+        user,
+        workdir,
+        run.network,
+        &run.mounts,
+        run.insecure,
+        &run.files,
+        platform.to_string(),
+        opts.compression,
+        opts.source_date_epoch,
+    );
+    cache_key(&definition, Some(chain), &[])
+}
+
+/// The environment of a RUN: the config's Env (with docker's PATH when it has none), then the
+/// build ARGs in scope that Env does not set.
+pub(super) fn run_env(config: &ImageConfig, run: &RunStep) -> Vec<String> {
+    let mut env: Vec<String> = config.config.env.clone().unwrap_or_default();
+    let name = |kv: &str| kv.split_once('=').map_or(kv, |(k, _)| k).to_string();
+    let mut names: std::collections::HashSet<String> = env.iter().map(|kv| name(kv)).collect();
+    if !names.contains("PATH") {
+        env.insert(0, format!("PATH={DEFAULT_PATH}"));
+        names.insert("PATH".into());
+    }
+    for (k, v) in &run.args {
+        if names.insert(k.clone()) {
+            env.push(format!("{k}={v}"));
+        }
+    }
+    env
+}
+
+/// What a RUN's input holds besides its layers.
+struct RunParts {
+    env: Vec<String>,
+    user: String,
+    workdir: String,
+    /// `os/arch[/variant]`.
+    platform: String,
+}
+
+/// The name a RUN has in progress output.
+fn run_name(run: &RunStep) -> String {
+    format!("RUN {}", run.command.join(" "))
+}
+
+/// Finds a RUN's layer by its chained key, or runs it and writes its layer; either way the
+/// layer's files enter the stage's tree for the steps after it.
+#[allow(clippy::too_many_arguments)]
+fn run_or_reuse(
+    run: &RunStep,
+    parts: RunParts,
+    key: &Digest,
+    base: &BaseImage,
+    below: &[(LayerDigests, bool)],
+    fs: &mut tree::StageFs<'_>,
+    runner: &dyn StepRunner,
+    cx: &StageCx<'_>,
+) -> Result<(LayerDigests, bool), ExecError> {
+    let (store, opts) = (cx.store, cx.opts);
+    let name = run_name(run);
+    if !opts.no_cache {
+        if let Some(hit) = store
+            .step_get::<LayerDigests>(key)
+            .filter(|d| store.has_blob(&d.digest))
+        {
+            fs.record_layer(&descriptor(&hit), &hit.diff_id)?;
+            cx.observer.step_finished(&name, &hit, true);
+            return Ok((hit, true));
+        }
+    }
+    cx.observer.step_started(&name);
+    // The runner reads every layer below from the store.
+    super::fetch_layers(
+        &base.layers,
+        base.origin.as_ref(),
+        store,
+        opts.registry.as_deref(),
+        opts.pull,
+    )?;
+    let lowers = lower_layers(base, below);
+    let output = |chunk: &[u8]| cx.observer.step_output(&name, chunk);
+    let input = RunInput {
+        step: run,
+        env: parts.env,
+        user: parts.user,
+        workdir: parts.workdir,
+        platform: parts.platform,
+        lowers,
+        source_date_epoch: (opts.source_date_epoch != 0).then_some(opts.source_date_epoch),
+        output: &output,
+    };
+    let out = runner.run(&input, store).map_err(|e| ExecError::Input {
+        origin: run.origin.clone(),
+        message: e.to_string(),
+    })?;
+    let mut entries = out.entries;
+    accounts_in_memory(&mut entries)?;
+    fs.record(&entries);
+    let digests = write_entries(entries, opts, store)?;
+    drop(out.keep);
+    store.step_put(key, &digests)?;
+    cx.observer.step_finished(&name, &digests, false);
+    Ok((digests, false))
+}
+
+/// Writes `entries` as one layer into the store (the writer COPY layers use).
+pub(super) fn write_entries(
+    entries: Vec<Entry>,
+    opts: &ExecOptions,
+    store: &Store,
+) -> Result<LayerDigests, ExecError> {
+    let writer = store.blob_writer()?;
+    let (writer, digests) = crate::layer::write_layer_with_threads(
+        entries,
+        LayerOptions {
+            compression: opts.compression,
+            mtime: opts.source_date_epoch,
+        },
+        opts.compress_threads
+            .unwrap_or_else(crate::layer::default_threads),
+        writer,
+    )?;
+    let (digest, _) = writer.commit()?;
+    debug_assert_eq!(digest, digests.digest);
+    Ok(digests)
+}
+
+/// `/etc/passwd` and `/etc/group` a RUN wrote are read now: the tree keeps them for
+/// `--chown` and USER lookups after the RUN's snapshot is released.
+fn accounts_in_memory(entries: &mut [Entry]) -> Result<(), ExecError> {
+    for e in entries.iter_mut() {
+        if !matches!(e.path.as_bytes(), b"etc/passwd" | b"etc/group") {
+            continue;
+        }
+        if let EntryKind::File { source, .. } = &mut e.kind {
+            if let FileSource::Host(p) = source {
+                let bytes = std::fs::read(&*p).map_err(|err| ExecError::Io {
+                    path: p.to_path_buf(),
+                    source: err,
+                })?;
+                *source = FileSource::Bytes(Arc::new(bytes));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every layer below a RUN, bottom first: the base's, then those this stage wrote so far.
+fn lower_layers(base: &BaseImage, below: &[(LayerDigests, bool)]) -> Vec<LowerLayer> {
+    let base_layers = base
+        .layers
+        .iter()
+        .zip(&base.config.rootfs.diff_ids)
+        .map(|(l, diff_id)| LowerLayer {
+            diff_id: diff_id.clone(),
+            blob: l.digest.clone(),
+            media_type: l.media_type.clone(),
+        });
+    let own = below.iter().map(|(d, _)| LowerLayer {
+        diff_id: d.diff_id.clone(),
+        blob: d.digest.clone(),
+        media_type: d.compression.oci_media_type().to_string(),
+    });
+    base_layers.chain(own).collect()
+}
+
+/// The manifest descriptor of a layer lade wrote.
+fn descriptor(d: &LayerDigests) -> Descriptor {
+    Descriptor::new(d.compression.oci_media_type(), d.digest.clone(), d.size)
+}
+
+#[cfg(test)]
+#[path = "stage_tests.rs"]
+mod tests;
