@@ -174,7 +174,7 @@ pub fn extract_all(
     store: &Store,
 ) -> Result<(), ExecError> {
     let opts = ExtractOptions {
-        allow_devices: false,
+        allow_devices: true,
         preserve_owner: false,
     };
     for l in layers {
@@ -184,7 +184,11 @@ pub fn extract_all(
             compression_of(&l.media_type),
             dir,
             &opts,
-        )?;
+        )
+        .map_err(|e| crate::layer::LayerError::InLayer {
+            layer: l.digest.to_string(),
+            inner: Box::new(e),
+        })?;
     }
     Ok(())
 }

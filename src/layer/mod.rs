@@ -145,6 +145,20 @@ pub enum LayerError {
     Malformed(String),
     #[error("unsupported in layers: {0}")]
     Unsupported(String),
+    #[error("whiteout {entry:?} hides {target}, which no layer can hold; refusing the layer")]
+    BadWhiteout { entry: String, target: &'static str },
+    #[error("member {entry} is {what}; the limit is {limit}")]
+    PathLimit {
+        entry: String,
+        what: String,
+        limit: String,
+    },
+    /// Any of the above, naming the layer blob it came from.
+    #[error("layer {layer}: {inner}")]
+    InLayer {
+        layer: String,
+        inner: Box<LayerError>,
+    },
     #[error("extracting {path}: {source}")]
     Extract {
         path: String,
