@@ -19,6 +19,7 @@ mod writer;
 pub use compress::decompress;
 pub use extract::ExtractOptions;
 pub use reader::{TarEntryInfo, TarKind};
+// `SpecialKind` is defined below, next to `EntryKind`.
 pub use writer::{default_threads, set_compression_limit};
 
 use crate::digest::Digest;
@@ -74,10 +75,25 @@ pub enum EntryKind {
     Hardlink {
         target: ImagePath,
     },
+    /// A FIFO or device node (ustar typeflag `6`, `3`, `4`); `major`/`minor` are written in
+    /// the `devmajor`/`devminor` fields (0 for FIFOs).
+    Special {
+        kind: SpecialKind,
+        major: u32,
+        minor: u32,
+    },
     /// Deletes `path` from lower layers (written as `.wh.<name>`).
     Whiteout,
     /// Hides everything lower layers have below the directory `path` (`.wh..wh..opq`).
     OpaqueWhiteout,
+}
+
+/// The kinds of special file a layer can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpecialKind {
+    Fifo,
+    CharDevice,
+    BlockDevice,
 }
 
 #[derive(Debug, Clone)]
