@@ -501,15 +501,21 @@ impl Extractor<'_> {
             TarKind::Dir => {
                 let dir = self.parent_fd(parent).map_err(err)?;
                 let dir = dir.as_raw_fd();
-                match lstat_at(dir, &cname).map_err(err)? {
-                    Some(st) if is_dir(&st) => {}
-                    existing => {
-                        if existing.is_some() {
+                // SAFETY: valid fd and string.
+                let mkdir = || cvt(unsafe { libc::mkdirat(dir, cname.c().as_ptr(), 0o700) });
+                match mkdir() {
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        // A directory stays (and keeps its contents); anything else goes.
+                        if !lstat_at(dir, &cname)
+                            .map_err(err)?
+                            .is_some_and(|st| is_dir(&st))
+                        {
                             unlink_at(dir, &cname, 0).map_err(err)?;
+                            mkdir().map_err(err)?;
                         }
-                        // SAFETY: valid fd and string.
-                        cvt(unsafe { libc::mkdirat(dir, cname.c().as_ptr(), 0o700) })
-                            .map_err(err)?;
+                    }
+                    r => {
+                        r.map_err(err)?;
                     }
                 }
                 self.dirs.insert(
@@ -525,13 +531,14 @@ impl Extractor<'_> {
             }
             TarKind::File => {
                 let dir = self.parent_fd(parent).map_err(err)?;
-                clear_slot(dir.as_raw_fd(), &cname).map_err(err)?;
-                let fd = openat(
-                    dir.as_raw_fd(),
-                    cname.c(),
-                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
-                    0o600,
-                )
+                let fd = create_replacing(dir.as_raw_fd(), &cname, || {
+                    openat(
+                        dir.as_raw_fd(),
+                        cname.c(),
+                        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+                        0o600,
+                    )
+                })
                 .map_err(err)?;
                 let mut f = File::from(fd);
                 let n = io::copy(data, &mut f).map_err(|e| {
@@ -560,11 +567,12 @@ impl Extractor<'_> {
             TarKind::Symlink => {
                 let dir = self.parent_fd(parent).map_err(err)?;
                 let dir = dir.as_raw_fd();
-                clear_slot(dir, &cname).map_err(err)?;
                 let target = cstring(info.link_target.as_deref().unwrap_or(b"")).map_err(err)?;
-                // SAFETY: valid strings and fd.
-                cvt(unsafe { libc::symlinkat(target.as_ptr(), dir, cname.c().as_ptr()) })
-                    .map_err(err)?;
+                create_replacing(dir, &cname, || {
+                    // SAFETY: valid strings and fd.
+                    cvt(unsafe { libc::symlinkat(target.as_ptr(), dir, cname.c().as_ptr()) })
+                })
+                .map_err(err)?;
                 self.apply_at(dir, &cname, info.uid, info.gid, info.mtime)
                     .map_err(err)?;
             }
@@ -596,17 +604,18 @@ impl Extractor<'_> {
                 }
                 let dir = self.parent_fd(parent).map_err(err)?;
                 let dir = dir.as_raw_fd();
-                clear_slot(dir, &cname).map_err(err)?;
                 // flags 0: a symlink target is linked itself, never followed.
-                // SAFETY: valid fds and strings.
-                cvt(unsafe {
-                    libc::linkat(
-                        tdir.as_raw_fd(),
-                        tname.c().as_ptr(),
-                        dir,
-                        cname.c().as_ptr(),
-                        0,
-                    )
+                create_replacing(dir, &cname, || {
+                    // SAFETY: valid fds and strings.
+                    cvt(unsafe {
+                        libc::linkat(
+                            tdir.as_raw_fd(),
+                            tname.c().as_ptr(),
+                            dir,
+                            cname.c().as_ptr(),
+                            0,
+                        )
+                    })
                 })
                 .map_err(err)?;
             }
@@ -627,11 +636,12 @@ impl Extractor<'_> {
                 }
                 let dir = self.parent_fd(parent).map_err(err)?;
                 let dir = dir.as_raw_fd();
-                clear_slot(dir, &cname).map_err(err)?;
                 let dev = libc::makedev(info.dev_major, info.dev_minor);
-                // SAFETY: valid fd and string.
-                cvt(unsafe { libc::mknodat(dir, cname.c().as_ptr(), fmt | 0o600, dev) })
-                    .map_err(err)?;
+                create_replacing(dir, &cname, || {
+                    // SAFETY: valid fd and string.
+                    cvt(unsafe { libc::mknodat(dir, cname.c().as_ptr(), fmt | 0o600, dev) })
+                })
+                .map_err(err)?;
                 self.apply_path_mode(dir, &cname, info).map_err(err)?;
             }
             TarKind::Other(_) => {}
@@ -669,9 +679,21 @@ impl Extractor<'_> {
     }
 }
 
-/// Makes room for a non-directory member at `name`: removes whatever is there.
-fn clear_slot(dir: RawFd, name: &Name) -> io::Result<()> {
-    remove_all_at(dir, name)
+/// Runs `create` (an exclusive create of `name` in `dir`); if something is already there,
+/// removes it, whatever it is, and runs `create` again: later members replace earlier
+/// ones. Most members are new, so this costs one system call for them.
+fn create_replacing<T>(
+    dir: RawFd,
+    name: &Name,
+    create: impl Fn() -> io::Result<T>,
+) -> io::Result<T> {
+    match create() {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+            remove_all_at(dir, name)?;
+            create()
+        }
+        r => r,
+    }
 }
 
 impl Extractor<'_> {
