@@ -908,7 +908,7 @@ mod tests {
             let mut b = [0u8; 512];
             b[..n.len()].copy_from_slice(n);
             b[100..108].copy_from_slice(b"0000644\0");
-            b[108..124].copy_from_slice(b"0000000\00000000\0");
+            b[108..124].copy_from_slice(b"0000000\x000000000\0");
             b[124..136].copy_from_slice(b"00000000000\0");
             b[136..148].copy_from_slice(b"00000000000\0");
             b[156] = b'0';
