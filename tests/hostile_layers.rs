@@ -356,9 +356,15 @@ fn fifos_and_devices_round_trip_through_add_and_copy_from() {
     .unwrap();
     fs::write(
         ctx.join("Dockerfile"),
-        "FROM scratch AS a\nADD special.tar /x/\nFROM a\nCOPY --from=a /x/ /y/\n",
+        "FROM scratch AS a\nADD special.tar /x/\nCOPY pipe /x/run/ctxfifo\nFROM a\nCOPY --from=a /x/ /y/\n",
     )
     .unwrap();
+    // A FIFO in the build context is copied as one too (fsutil sends FIFOs and devices).
+    assert!(Command::new("mkfifo")
+        .arg(ctx.join("pipe"))
+        .status()
+        .unwrap()
+        .success());
     let out = t.path().join("o.tar");
     let meta = common::build_context(
         &ctx,
@@ -367,8 +373,12 @@ fn fifos_and_devices_round_trip_through_add_and_copy_from() {
         &[],
     );
     let listings = layer_listings(&out, &meta);
-    assert_eq!(listings.len(), 2, "{listings:?}");
-    for (listing, dir) in listings.iter().zip(["x", "y"]) {
+    assert_eq!(listings.len(), 3, "{listings:?}");
+    let ctx_fifo = line_of(&listings[1], "x/run/ctxfifo").expect(&listings[1]);
+    assert!(ctx_fifo.starts_with("prw-"), "{ctx_fifo}");
+    let copied = line_of(&listings[2], "y/run/ctxfifo").expect(&listings[2]);
+    assert!(copied.starts_with("prw-"), "{copied}");
+    for (listing, dir) in [&listings[0], &listings[2]].into_iter().zip(["x", "y"]) {
         let fifo = line_of(listing, &format!("{dir}/run/fifo")).expect(listing);
         assert!(fifo.starts_with("prw-r----- 0/0 "), "{fifo}");
         let chr = line_of(listing, &format!("{dir}/dev/null")).expect(listing);

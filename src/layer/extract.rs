@@ -977,5 +977,33 @@ mod tests {
             "{err}"
         );
         assert!(!t.path().join("d").exists());
+
+        // 4,097 bytes in 3 components: too long, whatever the depth.
+        let long = format!(
+            "{}/{}/{}",
+            "a".repeat(255),
+            "b".repeat(255),
+            "c".repeat(3585)
+        );
+        assert_eq!(long.len(), MAX_PATH_LEN + 1);
+        let mut pax = Vec::new();
+        super::super::tar::pax_record(b"path", long.as_bytes(), &mut pax);
+        let mut member = tar_of(&[b"PaxHeaders/x"]);
+        member.truncate(512);
+        member[156] = b'x';
+        member[124..136].copy_from_slice(format!("{:011o}\0", pax.len()).as_bytes());
+        member[148..156].copy_from_slice(b"        ");
+        let sum: u32 = member.iter().map(|&x| u32::from(x)).sum();
+        member[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        member.extend_from_slice(&pax);
+        member.resize(member.len().div_ceil(512) * 512, 0);
+        member.extend_from_slice(&tar_of(&[b"placeholder"]));
+        let err = extract_tar(&member[..], t.path(), &ExtractOptions::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("4097 bytes long; the limit is 4096 bytes"),
+            "{err}"
+        );
+        assert!(!t.path().join("a".repeat(255)).exists());
     }
 }

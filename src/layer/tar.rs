@@ -294,6 +294,32 @@ mod tests {
     }
 
     #[test]
+    fn device_numbers_fill_devmajor_and_devminor() {
+        let x = BTreeMap::new();
+        let mut out = Vec::new();
+        encode_header(
+            &HeaderFields {
+                name: b"dev/loop7",
+                typeflag: TYPE_BLOCK,
+                mode: 0o660,
+                uid: 0,
+                gid: 6,
+                size: 0,
+                mtime: 0,
+                linkname: b"",
+                devmajor: 7,
+                devminor: 300,
+                xattrs: &x,
+            },
+            &mut out,
+        );
+        assert_eq!(out.len(), BLOCK);
+        assert_eq!(out[156], b'4');
+        assert_eq!(&out[329..345], b"0000007\x000000454\0");
+        assert!(checksum_ok(&out));
+    }
+
+    #[test]
     fn checksum_matches_the_spec_computation() {
         let b = header(b"a", TYPE_FILE, 0, 0, b"");
         let sum: u32 = b[..148]
