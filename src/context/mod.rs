@@ -5,14 +5,31 @@ pub mod dockerignore;
 
 use rayon::prelude::*;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
     Dir,
     File,
-    Symlink { target: Vec<u8> },
+    Symlink {
+        target: Vec<u8>,
+    },
+    /// A FIFO or device node, with its device numbers (0 for FIFOs).
+    Special {
+        kind: SpecialKind,
+        major: u32,
+        minor: u32,
+    },
+}
+
+/// The special files a context (or an extracted image filesystem) can hold; sockets are not
+/// among them (they cannot be put in a layer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecialKind {
+    Fifo,
+    CharDevice,
+    BlockDevice,
 }
 
 /// One file, directory or symlink of the context, with the metadata layers and caches need.
@@ -187,10 +204,23 @@ impl BuildContext {
                     .as_bytes()
                     .to_vec(),
             }
+        } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
+            let rdev = m.rdev();
+            EntryKind::Special {
+                kind: if ft.is_fifo() {
+                    SpecialKind::Fifo
+                } else if ft.is_char_device() {
+                    SpecialKind::CharDevice
+                } else {
+                    SpecialKind::BlockDevice
+                },
+                major: if ft.is_fifo() { 0 } else { libc::major(rdev) },
+                minor: if ft.is_fifo() { 0 } else { libc::minor(rdev) },
+            }
         } else {
             return Err(ContextError::Unsupported {
                 path: host,
-                what: "a device, socket or FIFO",
+                what: "a socket",
             });
         };
         Ok(ContextEntry {

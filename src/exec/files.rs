@@ -87,6 +87,7 @@ pub fn resolve(
             }
             EntryKind::Symlink { target } => format!("l{}", String::from_utf8_lossy(target)),
             EntryKind::Hardlink { target } => format!("h{}", target.display()),
+            EntryKind::Special { kind, major, minor } => format!("s{kind:?}:{major}:{minor}"),
             EntryKind::Whiteout => "w".into(),
             EntryKind::OpaqueWhiteout => "o".into(),
         };
@@ -480,7 +481,12 @@ fn resolve_set(
                             compression.decompress(open()?),
                             crate::layer::Compression::None,
                             dir.path(),
-                            &crate::layer::ExtractOptions::default(),
+                            // Device nodes need root; without it they are skipped with a
+                            // warning, as BuildKit rootless does.
+                            &crate::layer::ExtractOptions {
+                                allow_devices: true,
+                                preserve_owner: false,
+                            },
                         )
                         .map_err(|e| input(format!("unpacking {rel}: {e}")))?;
                         let mut tree = Tree::default();
@@ -1057,6 +1063,22 @@ fn entry_from_context(c: ContextEntry, path: ImagePath, attrs: &Attrs, mtime: u6
             }),
         ),
         CtxKind::Symlink { target } => (EntryKind::Symlink { target }, 0o777),
+        CtxKind::Special { kind, major, minor } => (
+            EntryKind::Special {
+                kind: match kind {
+                    crate::context::SpecialKind::Fifo => crate::layer::SpecialKind::Fifo,
+                    crate::context::SpecialKind::CharDevice => {
+                        crate::layer::SpecialKind::CharDevice
+                    }
+                    crate::context::SpecialKind::BlockDevice => {
+                        crate::layer::SpecialKind::BlockDevice
+                    }
+                },
+                major,
+                minor,
+            },
+            c.mode & 0o7777,
+        ),
         CtxKind::File => {
             let mode = attrs.file_mode.unwrap_or(if attrs.host_modes {
                 c.mode & 0o7777

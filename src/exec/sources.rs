@@ -183,17 +183,20 @@ pub fn extract_all(
     store: &Store,
 ) -> Result<(), ExecError> {
     let opts = ExtractOptions {
-        allow_devices: false,
+        allow_devices: true,
         preserve_owner: false,
     };
     for (l, diff_id) in super::verify::with_diff_ids(image, layers, config)? {
         super::verify::read_layer(store, image, l, diff_id, |r| {
-            Ok(crate::layer::extract_layer(
-                r,
-                crate::layer::Compression::None,
-                dir,
-                &opts,
-            )?)
+            crate::layer::extract_layer(r, crate::layer::Compression::None, dir, &opts).map_err(
+                |e| {
+                    crate::layer::LayerError::InLayer {
+                        layer: l.digest.to_string(),
+                        inner: Box::new(e),
+                    }
+                    .into()
+                },
+            )
         })?;
     }
     Ok(())

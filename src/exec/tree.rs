@@ -113,6 +113,7 @@ impl Tree {
                 EntryKind::Dir => NodeKind::Dir,
                 EntryKind::File { .. } | EntryKind::Hardlink { .. } => NodeKind::File,
                 EntryKind::Symlink { target } => NodeKind::Symlink(target.clone()),
+                EntryKind::Special { .. } => NodeKind::Other,
                 EntryKind::Whiteout => {
                     self.remove(e.path.as_bytes());
                     continue;

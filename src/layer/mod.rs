@@ -21,6 +21,7 @@ pub use compress::decompress;
 pub use diff_id::DiffIdReader;
 pub use extract::ExtractOptions;
 pub use reader::{TarEntryInfo, TarKind};
+// `SpecialKind` is defined below, next to `EntryKind`.
 pub use writer::{default_threads, set_compression_limit};
 
 use crate::digest::Digest;
@@ -76,10 +77,25 @@ pub enum EntryKind {
     Hardlink {
         target: ImagePath,
     },
+    /// A FIFO or device node (ustar typeflag `6`, `3`, `4`); `major`/`minor` are written in
+    /// the `devmajor`/`devminor` fields (0 for FIFOs).
+    Special {
+        kind: SpecialKind,
+        major: u32,
+        minor: u32,
+    },
     /// Deletes `path` from lower layers (written as `.wh.<name>`).
     Whiteout,
     /// Hides everything lower layers have below the directory `path` (`.wh..wh..opq`).
     OpaqueWhiteout,
+}
+
+/// The kinds of special file a layer can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpecialKind {
+    Fifo,
+    CharDevice,
+    BlockDevice,
 }
 
 #[derive(Debug, Clone)]
@@ -147,6 +163,20 @@ pub enum LayerError {
     Malformed(String),
     #[error("unsupported in layers: {0}")]
     Unsupported(String),
+    #[error("whiteout {entry:?} hides {target}, which no layer can hold; refusing the layer")]
+    BadWhiteout { entry: String, target: &'static str },
+    #[error("member {entry} is {what}; the limit is {limit}")]
+    PathLimit {
+        entry: String,
+        what: String,
+        limit: String,
+    },
+    /// Any of the above, naming the layer blob it came from.
+    #[error("layer {layer}: {inner}")]
+    InLayer {
+        layer: String,
+        inner: Box<LayerError>,
+    },
     #[error("extracting {path}: {source}")]
     Extract {
         path: String,

@@ -2,7 +2,7 @@
 //! de-duplication, whiteout names, missing parents and hard-link groups. Nothing here does
 //! I/O, so every error it reports is raised before a byte reaches the sink.
 
-use super::{Entry, EntryKind, FileSource, LayerError};
+use super::{Entry, EntryKind, FileSource, LayerError, SpecialKind};
 use std::collections::{BTreeMap, HashMap};
 
 pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -18,6 +18,8 @@ pub(crate) enum Member {
     Symlink(Vec<u8>),
     /// Hard link to an earlier member (its tar name, no leading or trailing `/`).
     Hardlink(Vec<u8>),
+    /// FIFO or device node: typeflag, devmajor, devminor.
+    Special(u8, u32, u32),
     /// Whiteout markers: empty regular files.
     Marker,
 }
@@ -101,6 +103,14 @@ pub(crate) fn plan(entries: Vec<Entry>, dir_mtime: u64) -> Result<Vec<Planned>, 
                 (path, Member::File { source, size })
             }
             EntryKind::Symlink { target } => (path, Member::Symlink(target)),
+            EntryKind::Special { kind, major, minor } => {
+                let typeflag = match kind {
+                    SpecialKind::Fifo => super::tar::TYPE_FIFO,
+                    SpecialKind::CharDevice => super::tar::TYPE_CHAR,
+                    SpecialKind::BlockDevice => super::tar::TYPE_BLOCK,
+                };
+                (path, Member::Special(typeflag, major, minor))
+            }
             EntryKind::Hardlink { target } => {
                 hardlinks.push((path.clone(), target.as_bytes().to_vec()));
                 (path, Member::Hardlink(target.as_bytes().to_vec()))

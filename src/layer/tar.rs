@@ -5,7 +5,8 @@
 //! - Every entry gets one 512-byte ustar header (magic `ustar\0`, version `00`). Numeric
 //!   fields are zero-padded octal followed by a NUL (`mode` holds permission bits only,
 //!   `& 0o7777`, no file-type bits). `uname`/`gname` are empty, `devmajor`/`devminor` are
-//!   `0000000\0`, there is no atime/ctime anywhere.
+//!   `0000000\0` except for device nodes (typeflags `3`/`4`), where they hold the numbers;
+//!   there is no atime/ctime anywhere.
 //! - Names longer than 100 bytes are split into `prefix` (≤ 155) + `name` (≤ 100) at the
 //!   *last* `/` that allows it (Go's archive/tar rule). Name bytes are written raw, whatever
 //!   their encoding.
@@ -33,7 +34,10 @@ pub(crate) const MAX_OCTAL_7: u64 = 0o7777777;
 pub(crate) const TYPE_FILE: u8 = b'0';
 pub(crate) const TYPE_HARDLINK: u8 = b'1';
 pub(crate) const TYPE_SYMLINK: u8 = b'2';
+pub(crate) const TYPE_CHAR: u8 = b'3';
+pub(crate) const TYPE_BLOCK: u8 = b'4';
 pub(crate) const TYPE_DIR: u8 = b'5';
+pub(crate) const TYPE_FIFO: u8 = b'6';
 pub(crate) const TYPE_PAX: u8 = b'x';
 
 /// What one entry's header says. `name` already carries the trailing `/` for directories.
@@ -46,6 +50,9 @@ pub(crate) struct HeaderFields<'a> {
     pub size: u64,
     pub mtime: u64,
     pub linkname: &'a [u8],
+    /// Device numbers (character and block devices; 0 otherwise).
+    pub devmajor: u32,
+    pub devminor: u32,
     pub xattrs: &'a BTreeMap<String, Vec<u8>>,
 }
 
@@ -115,13 +122,23 @@ pub(crate) fn encode_header(h: &HeaderFields<'_>, out: &mut Vec<u8>) {
             records.len() as u64,
             0,
             b"",
+            (0, 0),
         ));
         out.extend_from_slice(&records);
         pad_to_block(out, records.len() as u64);
     }
 
     out.extend_from_slice(&ustar_block(
-        prefix, name, h.typeflag, h.mode, uid, gid, size, mtime, linkname,
+        prefix,
+        name,
+        h.typeflag,
+        h.mode,
+        uid,
+        gid,
+        size,
+        mtime,
+        linkname,
+        (h.devmajor, h.devminor),
     ));
 }
 
@@ -177,6 +194,7 @@ fn ustar_block(
     size: u64,
     mtime: u64,
     linkname: &[u8],
+    (devmajor, devminor): (u32, u32),
 ) -> [u8; BLOCK] {
     let mut b = [0u8; BLOCK];
     b[..name.len()].copy_from_slice(name);
@@ -189,8 +207,9 @@ fn ustar_block(
     b[157..157 + linkname.len()].copy_from_slice(linkname);
     b[257..263].copy_from_slice(b"ustar\0");
     b[263..265].copy_from_slice(b"00");
-    octal(&mut b[329..337], 0);
-    octal(&mut b[337..345], 0);
+    // 7 octal digits: every major/minor Linux can make (12 and 20 bits) fits.
+    octal(&mut b[329..337], u64::from(devmajor) & MAX_OCTAL_7);
+    octal(&mut b[337..345], u64::from(devminor) & MAX_OCTAL_7);
     b[345..345 + prefix.len()].copy_from_slice(prefix);
     set_checksum(&mut b);
     b
@@ -233,6 +252,8 @@ mod tests {
                 size,
                 mtime: 1_700_000_000,
                 linkname: link,
+                devmajor: 0,
+                devminor: 0,
                 xattrs: &x,
             },
             &mut out,
@@ -270,6 +291,32 @@ mod tests {
         assert_eq!(field(&b, 297..329), b"");
         assert_eq!(&b[329..345], b"0000000\x000000000\0");
         assert!(checksum_ok(&b));
+    }
+
+    #[test]
+    fn device_numbers_fill_devmajor_and_devminor() {
+        let x = BTreeMap::new();
+        let mut out = Vec::new();
+        encode_header(
+            &HeaderFields {
+                name: b"dev/loop7",
+                typeflag: TYPE_BLOCK,
+                mode: 0o660,
+                uid: 0,
+                gid: 6,
+                size: 0,
+                mtime: 0,
+                linkname: b"",
+                devmajor: 7,
+                devminor: 300,
+                xattrs: &x,
+            },
+            &mut out,
+        );
+        assert_eq!(out.len(), BLOCK);
+        assert_eq!(out[156], b'4');
+        assert_eq!(&out[329..345], b"0000007\x000000454\0");
+        assert!(checksum_ok(&out));
     }
 
     #[test]
@@ -426,6 +473,8 @@ mod tests {
                 size: 0,
                 mtime: 0,
                 linkname: b"",
+                devmajor: 0,
+                devminor: 0,
                 xattrs: &x,
             },
             &mut out,

@@ -396,6 +396,7 @@ fn produce(
     for m in members {
         name.clear();
         name.extend_from_slice(&m.name);
+        let mut dev = (0, 0);
         let (typeflag, size, link): (u8, u64, &[u8]) = match &m.member {
             Member::Dir => {
                 name.push(b'/');
@@ -405,6 +406,10 @@ fn produce(
             Member::Marker => (TYPE_FILE, 0, b""),
             Member::Symlink(t) => (TYPE_SYMLINK, 0, t),
             Member::Hardlink(t) => (TYPE_HARDLINK, 0, t),
+            Member::Special(t, major, minor) => {
+                dev = (*major, *minor);
+                (*t, 0, b"")
+            }
         };
         // Open and check the file before its header goes out.
         let mut host = match &m.member {
@@ -435,6 +440,8 @@ fn produce(
                 size,
                 mtime: m.mtime,
                 linkname: link,
+                devmajor: dev.0,
+                devminor: dev.1,
                 xattrs: &m.xattrs,
             },
             &mut hdr,
