@@ -176,6 +176,7 @@ pub fn extract_all(
     let opts = ExtractOptions {
         allow_devices: false,
         preserve_owner: false,
+        overlay_whiteouts: false,
     };
     for l in layers {
         let blob = store.open_blob(&l.digest)?;

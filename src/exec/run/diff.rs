@@ -1,0 +1,314 @@
+//! What a RUN changed, as layer entries: the walk of an overlay upperdir
+//! ([`upper_to_entries`], BuildKit's `util/overlay` differ) and the metadata diff of a copied
+//! root against its lowers ([`tree_to_entries`], for the copying snapshotter).
+//!
+//! Rules shared by both:
+//! - A file whose type, mode, owner, size, mtime, xattrs (and symlink target) equal the lower
+//!   file's is left out; for an upperdir (where overlayfs copies a file up when it is merely
+//!   opened for writing) equal metadata is checked further by content.
+//! - A directory is written when it is new, its metadata changed, it is opaque, or anything
+//!   below it is written (then with its own metadata, not the writer's default).
+//! - Paths in `skip` (mount points lade created for the runtime) are left out, and so are
+//!   directories in `skip` with nothing written below them.
+//! - mtimes newer than `source_date_epoch` are clamped to it.
+//! - FIFOs and device nodes are refused for now (the layer has no entry kind for them yet);
+//!   sockets are skipped, as tar does.
+
+use super::lowers::{is_opaque, is_whiteout, xattrs, LowerView};
+use super::RunError;
+use crate::layer::{Entry, EntryKind, FileSource};
+use crate::path::ImagePath;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::Metadata;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+/// How to diff.
+#[derive(Debug, Clone, Default)]
+pub struct DiffOptions {
+    /// Relative paths (no leading `/`) of mount points lade created.
+    pub skip: HashSet<Vec<u8>>,
+    pub source_date_epoch: Option<u64>,
+}
+
+struct Differ<'a> {
+    lowers: &'a LowerView,
+    opts: &'a DiffOptions,
+    /// Copying snapshotter: inode of every directory as it was copied, to tell a directory
+    /// that was removed and made again (opaque) from one that was changed in place.
+    copied_dirs: Option<&'a HashMap<Vec<u8>, u64>>,
+    compare_content: bool,
+}
+
+fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut v = rel.to_vec();
+    if !v.is_empty() {
+        v.push(b'/');
+    }
+    v.extend_from_slice(name);
+    v
+}
+
+fn err(path: &Path, e: io::Error) -> RunError {
+    RunError::Sandbox(format!("diff {}: {e}", path.display()))
+}
+
+fn sorted_names(dir: &Path) -> Result<Vec<Vec<u8>>, RunError> {
+    let mut names: Vec<Vec<u8>> = std::fs::read_dir(dir)
+        .map_err(|e| err(dir, e))?
+        .map(|e| e.map(|e| e.file_name().as_bytes().to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(dir, e))?;
+    names.sort();
+    Ok(names)
+}
+
+/// Entries for an overlay upperdir over `lowers`.
+pub fn upper_to_entries(
+    upper: &Path,
+    lowers: &LowerView,
+    opts: &DiffOptions,
+) -> Result<Vec<Entry>, RunError> {
+    let d = Differ {
+        lowers,
+        opts,
+        copied_dirs: None,
+        compare_content: true,
+    };
+    let mut out = Vec::new();
+    d.walk(upper, b"", false, &mut out)?;
+    Ok(out)
+}
+
+/// Entries for a root filesystem that started as a copy of `lowers` (`copied_dirs`: the inode
+/// of each directory after the copy).
+pub fn tree_to_entries(
+    root: &Path,
+    lowers: &LowerView,
+    copied_dirs: &HashMap<Vec<u8>, u64>,
+    opts: &DiffOptions,
+) -> Result<Vec<Entry>, RunError> {
+    let d = Differ {
+        lowers,
+        opts,
+        copied_dirs: Some(copied_dirs),
+        compare_content: false,
+    };
+    let mut out = Vec::new();
+    d.walk(root, b"", false, &mut out)?;
+    Ok(out)
+}
+
+impl Differ<'_> {
+    /// Appends the entries below `dir` (whose image path is `rel`); returns whether any.
+    /// `fresh`: the lowers are hidden here (inside an opaque or new directory).
+    fn walk(
+        &self,
+        dir: &Path,
+        rel: &[u8],
+        fresh: bool,
+        out: &mut Vec<Entry>,
+    ) -> Result<bool, RunError> {
+        let names = sorted_names(dir)?;
+        let mut any = false;
+        if self.copied_dirs.is_some() && !fresh {
+            // Deletions: what the lowers show here and the tree no longer has.
+            let present: BTreeSet<&Vec<u8>> = names.iter().collect();
+            for gone in self.lowers.children(rel) {
+                if !present.contains(&gone) {
+                    let crel = join(rel, &gone);
+                    if !self.opts.skip.contains(&crel) {
+                        out.push(self.marker(&crel, EntryKind::Whiteout));
+                        any = true;
+                    }
+                }
+            }
+        }
+        for name in names {
+            let crel = join(rel, &name);
+            let host = dir.join(OsStr::from_bytes(&name));
+            let m = std::fs::symlink_metadata(&host).map_err(|e| err(&host, e))?;
+            let ft = m.file_type();
+            if self.copied_dirs.is_none() && is_whiteout(&m) {
+                if !fresh {
+                    out.push(self.marker(&crel, EntryKind::Whiteout));
+                    any = true;
+                }
+                continue;
+            }
+            let lower = if fresh {
+                None
+            } else {
+                self.lowers.lookup(&crel)
+            };
+            if ft.is_dir() {
+                let opaque = match self.copied_dirs {
+                    None => is_opaque(&host),
+                    Some(inodes) => matches!(
+                        (&lower, inodes.get(&crel)),
+                        (Some((_, lm)), Some(&ino)) if lm.is_dir() && ino != m.ino()
+                    ),
+                };
+                let lower_dir = lower.as_ref().filter(|(_, lm)| lm.is_dir());
+                let sub_fresh = fresh || opaque || lower_dir.is_none();
+                let mut sub = Vec::new();
+                let below = self.walk(&host, &crel, sub_fresh, &mut sub)?;
+                let changed = match lower_dir {
+                    None => true,
+                    Some((lp, lm)) => opaque || !self.same_meta(&host, &m, lp, lm)?,
+                };
+                let keep = below || opaque || (changed && !self.opts.skip.contains(&crel));
+                if keep {
+                    out.push(self.entry(&crel, &host, &m, EntryKind::Dir)?);
+                    if opaque {
+                        out.push(self.marker(&crel, EntryKind::OpaqueWhiteout));
+                    }
+                    out.append(&mut sub);
+                    any = true;
+                }
+                continue;
+            }
+            if self.opts.skip.contains(&crel) {
+                continue;
+            }
+            if ft.is_socket() {
+                continue;
+            }
+            if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
+                return Err(RunError::Sandbox(format!(
+                    "RUN created the {} /{}: FIFOs and device nodes in RUN layers are not supported yet",
+                    if ft.is_fifo() { "FIFO" } else { "device node" },
+                    String::from_utf8_lossy(&crel)
+                )));
+            }
+            if let Some((lp, lm)) = &lower {
+                if self.same_file(&host, &m, lp, lm)? {
+                    continue;
+                }
+            }
+            let kind = if ft.is_symlink() {
+                let target = std::fs::read_link(&host).map_err(|e| err(&host, e))?;
+                EntryKind::Symlink {
+                    target: target.as_os_str().as_bytes().to_vec(),
+                }
+            } else {
+                EntryKind::File {
+                    source: FileSource::Host(host.clone()),
+                    size: m.len(),
+                    link_key: (m.nlink() > 1).then(|| (m.dev(), m.ino())),
+                }
+            };
+            out.push(self.entry(&crel, &host, &m, kind)?);
+            any = true;
+        }
+        Ok(any)
+    }
+
+    fn clamp(&self, mtime: i64) -> u64 {
+        let t = mtime.max(0) as u64;
+        match self.opts.source_date_epoch {
+            Some(sde) => t.min(sde),
+            None => t,
+        }
+    }
+
+    fn marker(&self, rel: &[u8], kind: EntryKind) -> Entry {
+        Entry {
+            path: ImagePath::from_rel_bytes(rel).unwrap_or_default(),
+            kind,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime: self.opts.source_date_epoch.unwrap_or(0),
+            xattrs: Default::default(),
+        }
+    }
+
+    fn entry(
+        &self,
+        rel: &[u8],
+        host: &Path,
+        m: &Metadata,
+        kind: EntryKind,
+    ) -> Result<Entry, RunError> {
+        Ok(Entry {
+            path: ImagePath::from_rel_bytes(rel).unwrap_or_default(),
+            kind,
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            mtime: self.clamp(m.mtime()),
+            xattrs: xattrs(host).map_err(|e| err(host, e))?,
+        })
+    }
+
+    /// Type, permissions, owner, mtime and xattrs are equal.
+    fn same_meta(
+        &self,
+        a: &Path,
+        am: &Metadata,
+        b: &Path,
+        bm: &Metadata,
+    ) -> Result<bool, RunError> {
+        if am.mode() != bm.mode()
+            || am.uid() != bm.uid()
+            || am.gid() != bm.gid()
+            || am.mtime() != bm.mtime()
+            || am.mtime_nsec() != bm.mtime_nsec()
+        {
+            return Ok(false);
+        }
+        Ok(xattrs(a).map_err(|e| err(a, e))? == xattrs(b).map_err(|e| err(b, e))?)
+    }
+
+    fn same_file(
+        &self,
+        a: &Path,
+        am: &Metadata,
+        b: &Path,
+        bm: &Metadata,
+    ) -> Result<bool, RunError> {
+        if am.len() != bm.len() || !self.same_meta(a, am, b, bm)? {
+            return Ok(false);
+        }
+        let ft = am.file_type();
+        if ft.is_symlink() {
+            return Ok(std::fs::read_link(a).ok() == std::fs::read_link(b).ok());
+        }
+        if ft.is_file() && self.compare_content {
+            return same_content(a, b).map_err(|e| err(a, e));
+        }
+        Ok(true)
+    }
+}
+
+fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
+    let mut fa = std::fs::File::open(a)?;
+    let mut fb = std::fs::File::open(b)?;
+    let mut ba = vec![0u8; 64 * 1024];
+    let mut bb = vec![0u8; 64 * 1024];
+    loop {
+        let n = read_full(&mut fa, &mut ba)?;
+        let m = read_full(&mut fb, &mut bb)?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
