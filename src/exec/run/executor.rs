@@ -73,9 +73,7 @@ impl OciRuntime {
                     b.display()
                 )))
             }
-            None => find_on_path("crun")
-                .or_else(|| find_on_path("runc"))
-                .ok_or(RunError::NoRuntime)?,
+            None => default_runtime()?,
         };
         let run = store.root().join("run");
         let state = run.join("state");
@@ -97,6 +95,28 @@ impl OciRuntime {
 
 pub(crate) fn sandbox(path: &Path, e: std::io::Error) -> RunError {
     RunError::Sandbox(format!("{}: {e}", path.display()))
+}
+
+/// crun, else runc. crun 1.x refuses to run on a host with hybrid cgroups whose v2 hierarchy
+/// has controllers ("cgroups in hybrid mode not supported"); runc copes, so it is taken there.
+fn default_runtime() -> Result<PathBuf, RunError> {
+    let crun = find_on_path("crun");
+    let runc = find_on_path("runc");
+    let hybrid = std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers")
+        .map(|c| !c.trim().is_empty())
+        .unwrap_or(false);
+    match (crun, runc) {
+        (Some(_), Some(runc)) if hybrid => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::info!("runtime: runc (crun does not support this host's hybrid cgroups)")
+            });
+            Ok(runc)
+        }
+        (Some(crun), _) => Ok(crun),
+        (None, Some(runc)) => Ok(runc),
+        (None, None) => Err(RunError::NoRuntime),
+    }
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {

@@ -129,7 +129,6 @@ pub fn config(spec: &ProcessSpec, rootfs: &Path, bundle: &Path) -> Value {
                 "effective": caps,
                 "permitted": caps,
             },
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576}],
             "noNewPrivileges": false,
         },
         "root": {"path": rootfs, "readonly": false},
@@ -137,10 +136,40 @@ pub fn config(spec: &ProcessSpec, rootfs: &Path, bundle: &Path) -> Value {
         "mounts": mounts,
         "linux": {
             "namespaces": namespaces,
+            "resources": {"devices": device_rules()},
             "maskedPaths": MASKED,
             "readonlyPaths": READONLY,
         },
     })
+}
+
+/// Docker's device cgroup: nothing but the standard nodes of `/dev` (a device node that a
+/// layer carries cannot be opened), mknod of any.
+fn device_rules() -> Value {
+    let allow = |kind: &str, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut v = json!({"allow": true, "type": kind, "access": access});
+        if let Some(m) = major {
+            v["major"] = json!(m);
+        }
+        if let Some(m) = minor {
+            v["minor"] = json!(m);
+        }
+        v
+    };
+    json!([
+        {"allow": false, "access": "rwm"},
+        allow("c", None, None, "m"),
+        allow("b", None, None, "m"),
+        allow("c", Some(1), Some(3), "rwm"),
+        allow("c", Some(1), Some(8), "rwm"),
+        allow("c", Some(1), Some(7), "rwm"),
+        allow("c", Some(5), Some(0), "rwm"),
+        allow("c", Some(1), Some(5), "rwm"),
+        allow("c", Some(1), Some(9), "rwm"),
+        allow("c", Some(5), Some(1), "rwm"),
+        allow("c", Some(136), None, "rwm"),
+        allow("c", Some(5), Some(2), "rwm"),
+    ])
 }
 
 /// `/etc/hosts` of a RUN: loopback names and the hostname.
