@@ -312,3 +312,217 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn whiteout(p: &Path) {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            p,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0),
+            0,
+        )
+        .expect("mknod (tests run as root)");
+    }
+
+    fn set_times(p: &Path, secs: i64) {
+        let t = rustix::fs::Timespec {
+            tv_sec: secs,
+            tv_nsec: 0,
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            p,
+            &rustix::fs::Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+    }
+
+    /// `(path, kind, mode)` lines of entries, in order.
+    fn lines(entries: &[Entry]) -> Vec<String> {
+        entries
+            .iter()
+            .map(|e| {
+                let k = match &e.kind {
+                    EntryKind::Dir => "dir",
+                    EntryKind::File { .. } => "file",
+                    EntryKind::Symlink { .. } => "symlink",
+                    EntryKind::Hardlink { .. } => "hardlink",
+                    EntryKind::Whiteout => "whiteout",
+                    EntryKind::OpaqueWhiteout => "opaque",
+                };
+                format!("{} {k} {:o} {}", e.path, e.mode, e.mtime)
+            })
+            .collect()
+    }
+
+    /// A lower with /a/{x,y}, /b/z, /same, /meta, /gone; an upper as overlayfs leaves it.
+    fn fixture() -> (tempfile::TempDir, LowerView, std::path::PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let lower = t.path().join("lower");
+        let upper = t.path().join("upper");
+        for d in ["a", "b", "etc"] {
+            std::fs::create_dir_all(lower.join(d)).unwrap();
+        }
+        for (f, c) in [
+            ("a/x", "x"),
+            ("a/y", "y"),
+            ("b/z", "z"),
+            ("same", "s"),
+            ("meta", "m"),
+            ("gone", "g"),
+        ] {
+            std::fs::write(lower.join(f), c).unwrap();
+            set_times(&lower.join(f), 100);
+        }
+        // upper: /a made opaque (rm -rf a && mkdir a && touch a/new), /gone whiteout,
+        // /same copied up unchanged, /meta chmod'ed, /new created with a future mtime,
+        // /etc/hosts a mount point lade created, /proc likewise.
+        std::fs::create_dir_all(upper.join("a")).unwrap();
+        rustix::fs::setxattr(
+            upper.join("a").as_path(),
+            "trusted.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        std::fs::write(upper.join("a/new"), "n").unwrap();
+        whiteout(&upper.join("gone"));
+        std::fs::write(upper.join("same"), "s").unwrap();
+        set_times(&upper.join("same"), 100);
+        std::fs::write(upper.join("meta"), "m").unwrap();
+        set_times(&upper.join("meta"), 100);
+        std::fs::set_permissions(upper.join("meta"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        std::fs::write(upper.join("new"), "new").unwrap();
+        set_times(&upper.join("new"), 9_000_000_000);
+        std::fs::create_dir_all(upper.join("etc")).unwrap();
+        std::fs::write(upper.join("etc/hosts"), "").unwrap();
+        std::fs::create_dir(upper.join("proc")).unwrap();
+        // /etc in the upper keeps the lower's times (as lade restores them).
+        let lm = std::fs::metadata(lower.join("etc")).unwrap();
+        std::fs::set_permissions(upper.join("etc"), lm.permissions()).unwrap();
+        let t_ = rustix::fs::Timespec {
+            tv_sec: lm.mtime(),
+            tv_nsec: lm.mtime_nsec() as _,
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            upper.join("etc").as_path(),
+            &rustix::fs::Timestamps {
+                last_access: t_,
+                last_modification: t_,
+            },
+            rustix::fs::AtFlags::empty(),
+        )
+        .unwrap();
+        let view = LowerView::new(std::slice::from_ref(&lower));
+        (t, view, upper)
+    }
+
+    #[test]
+    fn upper_dir_becomes_exactly_the_changed_entries() {
+        let (_t, view, upper) = fixture();
+        let opts = DiffOptions {
+            skip: [b"etc/hosts".to_vec(), b"proc".to_vec()]
+                .into_iter()
+                .collect(),
+            source_date_epoch: Some(5000),
+        };
+        let entries = upper_to_entries(&upper, &view, &opts).unwrap();
+        let mut l = lines(&entries);
+        // Directory mtimes depend on the clock; SOURCE_DATE_EPOCH clamps them to 5000.
+        l.sort();
+        assert_eq!(
+            l,
+            [
+                "/a dir 755 5000",
+                "/a opaque 0 5000",
+                "/a/new file 644 5000",
+                "/gone whiteout 0 5000",
+                "/meta file 600 100",
+                "/new file 644 5000",
+            ]
+        );
+    }
+
+    #[test]
+    fn without_epoch_mtimes_are_kept_and_a_content_change_with_equal_metadata_counts() {
+        let (_t, view, upper) = fixture();
+        // Same size and mtime as the lower file, other bytes: only content tells.
+        std::fs::write(upper.join("same"), "S").unwrap();
+        set_times(&upper.join("same"), 100);
+        let opts = DiffOptions {
+            skip: [b"etc/hosts".to_vec(), b"proc".to_vec()]
+                .into_iter()
+                .collect(),
+            source_date_epoch: None,
+        };
+        let entries = upper_to_entries(&upper, &view, &opts).unwrap();
+        let l = lines(&entries);
+        assert!(l.contains(&"/new file 644 9000000000".to_string()), "{l:?}");
+        assert!(l.contains(&"/same file 644 100".to_string()), "{l:?}");
+    }
+
+    #[test]
+    fn fifo_in_the_upper_is_a_clear_error() {
+        let (_t, view, upper) = fixture();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            upper.join("pipe").as_path(),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let err = upper_to_entries(&upper, &view, &DiffOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("FIFO /pipe"), "{err}");
+    }
+
+    #[test]
+    fn lower_view_applies_whiteouts_and_opaque_dirs_across_layers() {
+        let t = tempfile::tempdir().unwrap();
+        let (l1, l2) = (t.path().join("l1"), t.path().join("l2"));
+        std::fs::create_dir_all(l1.join("d")).unwrap();
+        std::fs::write(l1.join("d/old"), "o").unwrap();
+        std::fs::write(l1.join("f"), "f").unwrap();
+        std::fs::write(l1.join("g"), "g").unwrap();
+        std::fs::create_dir_all(l2.join("d")).unwrap();
+        rustix::fs::setxattr(
+            l2.join("d").as_path(),
+            "trusted.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        std::fs::write(l2.join("d/new"), "n").unwrap();
+        whiteout(&l2.join("f"));
+        // A symlink in the top layer hides the lower directory and is never followed.
+        std::fs::create_dir_all(l1.join("s")).unwrap();
+        std::fs::write(l1.join("s/in"), "i").unwrap();
+        std::os::unix::fs::symlink("/etc", l2.join("s")).unwrap();
+        let v = LowerView::new(&[l1.clone(), l2.clone()]);
+        assert!(v.lookup(b"d/old").is_none());
+        assert_eq!(v.lookup(b"d/new").unwrap().0, l2.join("d/new"));
+        assert!(v.lookup(b"f").is_none());
+        assert_eq!(v.lookup(b"g").unwrap().0, l1.join("g"));
+        assert!(v.lookup(b"s/in").is_none());
+        assert!(v.lookup(b"s/passwd").is_none());
+        let names = |rel: &[u8]| {
+            v.children(rel)
+                .into_iter()
+                .map(|n| String::from_utf8(n).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(b"d"), ["new"]);
+        assert_eq!(names(b""), ["d", "g", "s"]);
+    }
+}

@@ -49,3 +49,77 @@ pub fn extracted(store: &Store, layer: &LowerLayer) -> Result<PathBuf, RunError>
         Err(e) => Err(super::executor::sandbox(&dest, e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::{write_layer, Compression, Entry, EntryKind, FileSource, LayerOptions};
+    use crate::path::ImagePath;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    use std::sync::Arc;
+
+    fn entry(path: &str, kind: EntryKind) -> Entry {
+        Entry {
+            path: ImagePath::parse_absolute(path).unwrap(),
+            kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            xattrs: [("trusted.overlay.redirect".to_string(), b"/x".to_vec())]
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn layers_extract_once_with_whiteouts_in_overlay_form() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path()).unwrap();
+        let entries = vec![
+            entry("/gone", EntryKind::Whiteout),
+            entry("/d", EntryKind::Dir),
+            entry("/d", EntryKind::OpaqueWhiteout),
+            entry(
+                "/d/f",
+                EntryKind::File {
+                    source: FileSource::Bytes(Arc::new(b"f".to_vec())),
+                    size: 1,
+                    link_key: None,
+                },
+            ),
+        ];
+        let w = store.blob_writer().unwrap();
+        let (w, d) = write_layer(entries, LayerOptions::new(Compression::Gzip, 0), w).unwrap();
+        w.commit().unwrap();
+        let layer = LowerLayer {
+            diff_id: d.diff_id.clone(),
+            blob: d.digest,
+            media_type: Compression::Gzip.oci_media_type().to_string(),
+        };
+        let dir = extracted(&store, &layer).unwrap();
+        assert_eq!(dir, t.path().join("run/layers").join(d.diff_id.hex()));
+        let wh = std::fs::symlink_metadata(dir.join("gone")).unwrap();
+        assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
+        assert!(crate::exec::run::lowers::is_opaque(&dir.join("d")));
+        assert_eq!(std::fs::read(dir.join("d/f")).unwrap(), b"f");
+        // The layer's own overlay xattrs are dropped.
+        assert!(crate::exec::run::lowers::xattrs(&dir.join("d/f"))
+            .unwrap()
+            .is_empty());
+        let redirect = rustix::fs::lgetxattr(
+            dir.join("d/f").as_path(),
+            "trusted.overlay.redirect",
+            &mut [0u8; 16][..],
+        );
+        assert!(redirect.is_err());
+        // Second call: the same directory, not extracted again.
+        let ino = std::fs::metadata(&dir).unwrap().ino();
+        assert_eq!(
+            std::fs::metadata(extracted(&store, &layer).unwrap())
+                .unwrap()
+                .ino(),
+            ino
+        );
+    }
+}
