@@ -468,3 +468,29 @@ fn hostile_base_layer_cannot_write_outside_its_directory() {
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(&victim).unwrap().nlink(), 1);
 }
+
+#[test]
+fn a_long_chain_of_lowers_mounts() {
+    // 80 layers: their paths together exceed the page-size limit of overlay's `lowerdir=`.
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let mut lowers = busybox_base(&store);
+    for i in 0..80 {
+        lowers.push(put_layer(
+            &store,
+            vec![file(&format!("/l/{i}"), format!("{i}\n").as_bytes(), 0o644)],
+        ));
+    }
+    let runner = SandboxRunner::new(None, SnapshotterChoice::Overlay);
+    let ran = run(
+        &runner,
+        &store,
+        &lowers,
+        "",
+        RunNetwork::None,
+        "ls /l | wc -l; cat /l/0 /l/79",
+    );
+    ran.result.unwrap_or_else(|e| panic!("{e}\n{}", ran.output));
+    let words: Vec<&str> = ran.output.split_whitespace().collect();
+    assert_eq!(words, ["80", "0", "79"]);
+}

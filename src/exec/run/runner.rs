@@ -230,7 +230,6 @@ fn mount_points(root: &OwnedFd) -> std::io::Result<HashSet<Vec<u8>>> {
         let comps: Vec<&str> = path.split('/').collect();
         let mut dir = root.try_clone()?;
         let mut rel = String::new();
-        let mut ok = true;
         for (i, c) in comps.iter().enumerate() {
             let last = i + 1 == comps.len();
             if !rel.is_empty() {
@@ -270,13 +269,9 @@ fn mount_points(root: &OwnedFd) -> std::io::Result<HashSet<Vec<u8>>> {
                 }
                 // The file exists (a file where we need one), or a symlink / non-directory on
                 // the way: nothing to create.
-                Err(_) => {
-                    ok = false;
-                    break;
-                }
+                Err(_) => break,
             }
         }
-        let _ = ok;
     }
     Ok(created)
 }
