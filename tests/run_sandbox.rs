@@ -494,3 +494,95 @@ fn a_long_chain_of_lowers_mounts() {
     let words: Vec<&str> = ran.output.split_whitespace().collect();
     assert_eq!(words, ["80", "0", "79"]);
 }
+
+/// Child mode of [`sigint_during_a_run_deletes_the_container_and_the_snapshot`]: this test
+/// binary, re-run with `LADE_TEST_SIGINT_STORE` set, starts a RUN that sleeps.
+fn sigint_child(store_dir: &str) {
+    lade::store::interrupt::install();
+    let store = Store::open(Path::new(store_dir)).unwrap();
+    let lowers = busybox_base(&store);
+    let runner = SandboxRunner::new(None, SnapshotterChoice::Overlay);
+    let ran = run(
+        &runner,
+        &store,
+        &lowers,
+        "",
+        RunNetwork::None,
+        "exec sleep 60",
+    );
+    panic!("the RUN was not interrupted: {:?}", ran.result.err());
+}
+
+#[test]
+fn sigint_during_a_run_deletes_the_container_and_the_snapshot() {
+    if let Ok(dir) = std::env::var("LADE_TEST_SIGINT_STORE") {
+        return sigint_child(&dir);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    // The child's test harness has threads before the test calls `interrupt::install`, as
+    // `lade` has none: start it with the signals blocked, as `install` leaves them, so that
+    // only its waiting thread takes them.
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe libc calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .args([
+            "--exact",
+            "sigint_during_a_run_deletes_the_container_and_the_snapshot",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env("LADE_TEST_SIGINT_STORE", tmp.path())
+        .spawn()
+        .unwrap();
+    // Wait until the container runs: its sleep is a process whose root is the snapshot.
+    let snapshots = tmp.path().join("run/snapshots");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let merged = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the RUN never started"
+        );
+        let m = std::fs::read_dir(&snapshots)
+            .ok()
+            .and_then(|mut d| d.next())
+            .map(|e| e.unwrap().path().join("merged"));
+        if let Some(m) = m {
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+            if mounts.contains(m.to_str().unwrap()) && sleeping_in(tmp.path()) {
+                // Let the runtime start the process (the test holds either way).
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                break m;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(merged.to_str().unwrap()), "still mounted");
+    let left: Vec<_> = std::fs::read_dir(&snapshots).unwrap().collect();
+    assert!(left.is_empty(), "snapshot left: {left:?}");
+    assert!(!sleeping_in(tmp.path()), "the container still runs");
+}
+
+/// The runtime has a container in the store's state directory (`<store>/run/state/<id>`).
+fn sleeping_in(store: &Path) -> bool {
+    std::fs::read_dir(store.join("run/state"))
+        .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path().is_dir())))
+}
