@@ -137,6 +137,11 @@ fn mount_overlay(
         fsconfig_set_string(&fs, "index", "off")?;
         fsconfig_set_string(&fs, "metacopy", "off")?;
         fsconfig_set_string(&fs, "redirect_dir", "off")?;
+        // The upper is thrown away or turned into a layer right after the RUN: no syncs
+        // (without this, unmounting syncs the whole upper filesystem).
+        if fsconfig_set_flag(&fs, "volatile").is_err() {
+            tracing::debug!("overlayfs without the volatile option");
+        }
         fsconfig_create(&fs)?;
         let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
         move_mount(
