@@ -305,7 +305,7 @@ fn failure_reports_exit_code_and_output_tail() {
     let store = Store::open(tmp.path()).unwrap();
     let lowers = busybox_base(&store);
     let runner = SandboxRunner::new(None, SnapshotterChoice::Auto);
-    let script = "for i in $(seq 1 30); do echo line$i; done; echo oops >&2; exit 3";
+    let script = "for i in $(seq 1 30); do echo line$i; done; exit 3";
     let ran = run(&runner, &store, &lowers, "", RunNetwork::None, script);
     match ran.result {
         Err(RunError::Failed {
@@ -315,12 +315,24 @@ fn failure_reports_exit_code_and_output_tail() {
         }) => {
             assert_eq!(code, 3);
             assert_eq!(command, format!("/bin/sh -c {script}"));
-            assert_eq!(tail.len(), 10);
-            assert_eq!(tail.first().unwrap(), "line22");
-            assert_eq!(tail.last().unwrap(), "oops");
+            let want: Vec<String> = (21..=30).map(|i| format!("line{i}")).collect();
+            assert_eq!(tail, want);
         }
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("exit 3 succeeded"),
+    }
+    // stderr is in the output too.
+    let ran = run(
+        &runner,
+        &store,
+        &lowers,
+        "",
+        RunNetwork::None,
+        "echo to-stderr >&2; exit 4",
+    );
+    match ran.result {
+        Err(RunError::Failed { code: 4, tail, .. }) => assert_eq!(tail, ["to-stderr"]),
+        other => panic!("{:?}", other.err()),
     }
     // Nothing of the snapshot is left in the store.
     let snaps: Vec<_> = std::fs::read_dir(tmp.path().join("run/snapshots"))

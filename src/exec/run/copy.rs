@@ -4,7 +4,7 @@
 //! tree with the lowers by metadata (a directory with a new inode was removed and made again:
 //! opaque).
 
-use super::diff::{tree_to_entries, DiffOptions};
+use super::diff::{tree_to_entries, CopiedDirs, DiffOptions, COPIED_MARK};
 use super::executor::sandbox;
 use super::lowers::{is_opaque, is_whiteout, xattrs, LowerView};
 use super::snapshot::{snapshot_dir, Snapshot, Snapshotter};
@@ -23,7 +23,7 @@ pub struct Copy;
 pub struct CopySnapshot {
     lowers: LowerView,
     root: PathBuf,
-    dir_inodes: HashMap<Vec<u8>, u64>,
+    dirs: CopiedDirs,
     _dir: tempfile::TempDir,
 }
 
@@ -43,12 +43,15 @@ impl Snapshotter for Copy {
             let mut links = HashMap::new();
             apply(l, &root, &mut links).map_err(|e| sandbox(l, e))?;
         }
-        let mut dir_inodes = HashMap::new();
-        record_dirs(&root, Vec::new(), &mut dir_inodes).map_err(|e| sandbox(&root, e))?;
+        let mut dirs = CopiedDirs {
+            marked: mark(&root),
+            inodes: HashMap::new(),
+        };
+        record_dirs(&root, Vec::new(), &mut dirs).map_err(|e| sandbox(&root, e))?;
         Ok(Box::new(CopySnapshot {
             lowers: LowerView::new(lowers),
             root,
-            dir_inodes,
+            dirs,
             _dir: dir,
         }))
     }
@@ -60,11 +63,15 @@ impl Snapshot for CopySnapshot {
     }
 
     fn diff(&self, opts: &DiffOptions) -> Result<Vec<Entry>, RunError> {
-        tree_to_entries(&self.root, &self.lowers, &self.dir_inodes, opts)
+        tree_to_entries(&self.root, &self.lowers, &self.dirs, opts)
     }
 }
 
-fn record_dirs(dir: &Path, rel: Vec<u8>, out: &mut HashMap<Vec<u8>, u64>) -> io::Result<()> {
+fn mark(dir: &Path) -> bool {
+    rustix::fs::lsetxattr(dir, COPIED_MARK, b"", rustix::fs::XattrFlags::empty()).is_ok()
+}
+
+fn record_dirs(dir: &Path, rel: Vec<u8>, out: &mut CopiedDirs) -> io::Result<()> {
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         if e.file_type()?.is_dir() {
@@ -73,7 +80,10 @@ fn record_dirs(dir: &Path, rel: Vec<u8>, out: &mut HashMap<Vec<u8>, u64>) -> io:
                 r.push(b'/');
             }
             r.extend_from_slice(e.file_name().as_bytes());
-            out.insert(r.clone(), e.metadata()?.ino());
+            out.inodes.insert(r.clone(), e.metadata()?.ino());
+            if out.marked {
+                out.marked = mark(&e.path());
+            }
             record_dirs(&e.path(), r, out)?;
         }
     }

@@ -37,9 +37,9 @@ pub struct DiffOptions {
 struct Differ<'a> {
     lowers: &'a LowerView,
     opts: &'a DiffOptions,
-    /// Copying snapshotter: inode of every directory as it was copied, to tell a directory
-    /// that was removed and made again (opaque) from one that was changed in place.
-    copied_dirs: Option<&'a HashMap<Vec<u8>, u64>>,
+    /// Copying snapshotter: how to tell a directory that was removed and made again
+    /// (opaque) from one that was changed in place.
+    copied_dirs: Option<&'a CopiedDirs>,
     compare_content: bool,
 }
 
@@ -83,12 +83,25 @@ pub fn upper_to_entries(
     Ok(out)
 }
 
-/// Entries for a root filesystem that started as a copy of `lowers` (`copied_dirs`: the inode
-/// of each directory after the copy).
+/// The directories of a copied root as they were before the RUN.
+#[derive(Debug, Default)]
+pub struct CopiedDirs {
+    /// Every copied directory carries [`COPIED_MARK`] (a `trusted.*` xattr, which the
+    /// container cannot set without CAP_SYS_ADMIN): a directory without it is new.
+    pub marked: bool,
+    /// Inode of each directory (used when the mark could not be set; inode numbers can be
+    /// reused, so this is second best).
+    pub inodes: HashMap<Vec<u8>, u64>,
+}
+
+/// The xattr the copying snapshotter puts on the directories it copied.
+pub const COPIED_MARK: &str = "trusted.lade.copied";
+
+/// Entries for a root filesystem that started as a copy of `lowers`.
 pub fn tree_to_entries(
     root: &Path,
     lowers: &LowerView,
-    copied_dirs: &HashMap<Vec<u8>, u64>,
+    copied_dirs: &CopiedDirs,
     opts: &DiffOptions,
 ) -> Result<Vec<Entry>, RunError> {
     let d = Differ {
@@ -147,8 +160,12 @@ impl Differ<'_> {
             if ft.is_dir() {
                 let opaque = match self.copied_dirs {
                     None => is_opaque(&host),
-                    Some(inodes) => matches!(
-                        (&lower, inodes.get(&crel)),
+                    Some(c) if c.marked => {
+                        lower.as_ref().is_some_and(|(_, lm)| lm.is_dir())
+                            && !super::lowers::has_xattr(&host, COPIED_MARK)
+                    }
+                    Some(c) => matches!(
+                        (&lower, c.inodes.get(&crel)),
                         (Some((_, lm)), Some(&ino)) if lm.is_dir() && ino != m.ino()
                     ),
                 };

@@ -23,6 +23,11 @@ pub fn is_opaque(path: &Path) -> bool {
         .any(|k| matches!(getxattr(path, k), Ok(Some(v)) if v == b"y"))
 }
 
+/// `path` (not followed) has the extended attribute `name`.
+pub fn has_xattr(path: &Path, name: &str) -> bool {
+    matches!(getxattr(path, name), Ok(Some(_)))
+}
+
 fn getxattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
     let mut buf = [0u8; 16];
     match rustix::fs::lgetxattr(path, name, &mut buf[..]) {
@@ -48,7 +53,10 @@ pub fn xattrs(path: &Path) -> io::Result<BTreeMap<String, Vec<u8>>> {
         let Ok(name) = std::str::from_utf8(name) else {
             continue;
         };
-        if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
+        if name.starts_with("trusted.overlay.")
+            || name.starts_with("user.overlay.")
+            || name.starts_with("trusted.lade.")
+        {
             continue;
         }
         let len = match rustix::fs::lgetxattr_query(path, name) {

@@ -15,7 +15,7 @@ mod snapshot;
 mod user;
 
 pub use copy::Copy;
-pub use diff::{tree_to_entries, upper_to_entries, DiffOptions};
+pub use diff::{tree_to_entries, upper_to_entries, CopiedDirs, DiffOptions};
 pub use executor::{BindMount, Executor, OciRuntime, ProcessSpec};
 pub use layers::extracted;
 pub use lowers::LowerView;
