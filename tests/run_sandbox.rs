@@ -128,6 +128,18 @@ fn run(
     network: RunNetwork,
     script: &str,
 ) -> Ran {
+    run_in("/", runner, store, lowers, user, network, script)
+}
+
+fn run_in(
+    workdir: &str,
+    runner: &SandboxRunner,
+    store: &Store,
+    lowers: &[LowerLayer],
+    user: &str,
+    network: RunNetwork,
+    script: &str,
+) -> Ran {
     let step = RunStep {
         command: vec!["/bin/sh".into(), "-c".into(), script.into()],
         network,
@@ -139,7 +151,7 @@ fn run(
         step: &step,
         env: vec!["PATH=/bin".into()],
         user: user.into(),
-        workdir: "/".into(),
+        workdir: workdir.into(),
         platform: "linux/amd64".into(),
         lowers: lowers.to_vec(),
         source_date_epoch: Some(5000),
@@ -597,4 +609,27 @@ fn sigint_during_a_run_deletes_the_container_and_the_snapshot() {
 fn sleeping_in(store: &Path) -> bool {
     std::fs::read_dir(store.join("run/state"))
         .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path().is_dir())))
+}
+
+#[test]
+fn missing_workdir_is_created_and_lands_in_the_layer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let lowers = busybox_base(&store);
+    let runner = SandboxRunner::new(None, SnapshotterChoice::Auto);
+    let ran = run_in(
+        "/app/src",
+        &runner,
+        &store,
+        &lowers,
+        "app",
+        RunNetwork::None,
+        "pwd",
+    );
+    let out = ran.result.unwrap_or_else(|e| panic!("{e}\n{}", ran.output));
+    assert_eq!(ran.output.trim(), "/app/src");
+    assert_eq!(
+        summary(&out.entries),
+        ["/app dir 755 0:0", "/app/src dir 755 0:0"]
+    );
 }
