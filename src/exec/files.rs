@@ -486,6 +486,7 @@ fn resolve_set(
                             &crate::layer::ExtractOptions {
                                 allow_devices: true,
                                 preserve_owner: false,
+                                overlay_whiteouts: false,
                             },
                         )
                         .map_err(|e| input(format!("unpacking {rel}: {e}")))?;

@@ -185,6 +185,7 @@ pub fn extract_all(
     let opts = ExtractOptions {
         allow_devices: true,
         preserve_owner: false,
+        overlay_whiteouts: false,
     };
     for (l, diff_id) in super::verify::with_diff_ids(image, layers, config)? {
         super::verify::read_layer(store, image, l, diff_id, |r| {

@@ -54,6 +54,12 @@ pub struct ExtractOptions {
     pub allow_devices: bool,
     /// chown members to the uid/gid in the layer (needs root or a user namespace).
     pub preserve_owner: bool,
+    /// Keep whiteouts in overlayfs form instead of applying them, for a layer extracted alone
+    /// into an empty directory that becomes an overlay lowerdir: `.wh.<name>` becomes a 0:0
+    /// character device `<name>`, `.wh..wh..opq` the xattr `trusted.overlay.opaque=y` on its
+    /// directory. Overlay xattrs carried by the layer itself are dropped (a layer must not
+    /// steer overlayfs). Needs root (mknod of the whiteout device).
+    pub overlay_whiteouts: bool,
 }
 
 const OPAQUE: &[u8] = b".wh..wh..opq";
@@ -460,6 +466,9 @@ impl Extractor<'_> {
         if name == OPAQUE {
             let dir = self.resolve_dir(parent, true).map_err(err)?;
             self.cache = None;
+            if self.opts.overlay_whiteouts {
+                return overlay_opaque(dir.as_raw_fd()).map_err(err);
+            }
             return self.opaque(dir, parent).map_err(err);
         }
         if let Some(hidden) = name.strip_prefix(WH) {
@@ -474,6 +483,16 @@ impl Extractor<'_> {
             victim.extend_from_slice(hidden.bytes());
             if self.ours.contains(&victim) {
                 return Ok(());
+            }
+            if self.opts.overlay_whiteouts {
+                let dir = self.parent_fd(parent).map_err(err)?;
+                let dir = dir.as_raw_fd();
+                return create_replacing(dir, &hidden, || {
+                    // SAFETY: valid fd and C string.
+                    cvt(unsafe { libc::mknodat(dir, hidden.c().as_ptr(), libc::S_IFCHR, 0) })
+                        .map(drop)
+                })
+                .map_err(err);
             }
             let dir = match self.resolve_dir(parent, false) {
                 Ok(d) => d,
@@ -714,6 +733,9 @@ impl Extractor<'_> {
             // After chown, which clears setuid/setgid.
             cvt(libc::fchmod(fd, (mode & 0o7777) as libc::mode_t))?;
             for (k, v) in xattrs {
+                if self.opts.overlay_whiteouts && is_overlay_xattr(k) {
+                    continue;
+                }
                 if let Ok(k) = CString::new(k.as_bytes()) {
                     libc::fsetxattr(fd, k.as_ptr(), v.as_ptr().cast(), v.len(), 0);
                 }
@@ -812,6 +834,27 @@ impl Extractor<'_> {
         }
         Ok(())
     }
+}
+
+/// `trusted.overlay.*` / `user.overlay.*`: overlayfs's own attributes.
+fn is_overlay_xattr(k: &str) -> bool {
+    k.starts_with("trusted.overlay.") || k.starts_with("user.overlay.")
+}
+
+/// Marks the directory behind the `O_PATH` descriptor `dir` opaque for overlayfs.
+fn overlay_opaque(dir: RawFd) -> io::Result<()> {
+    let fd = openat(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    // SAFETY: valid fd, name and value buffer.
+    cvt(unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            c"trusted.overlay.opaque".as_ptr(),
+            b"y".as_ptr().cast(),
+            1,
+            0,
+        )
+    })
+    .map(drop)
 }
 
 fn timespec(secs: i64) -> libc::timespec {

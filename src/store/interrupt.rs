@@ -60,6 +60,12 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 fn cleanup_and_exit(sig: i32) -> ! {
     INTERRUPTED.store(true, Ordering::SeqCst);
+    // Actions first (kill a container, unmount a snapshot), so that no path removed below is
+    // still in use or mounted. The lock is held until exit: none is added or dropped after.
+    let actions = ACTIONS.lock().unwrap_or_else(|e| e.into_inner());
+    for (_, action) in actions.iter().rev() {
+        action();
+    }
     // The lock is held until exit: no temp file can be created after this point.
     let guard = live();
     for p in guard.iter().flatten() {
@@ -67,6 +73,36 @@ fn cleanup_and_exit(sig: i32) -> ! {
     }
     // SAFETY: _exit ends the process at once; nothing after it runs.
     unsafe { libc::_exit(128 + sig) }
+}
+
+type Action = Box<dyn Fn() + Send>;
+
+/// Cleanup actions that are more than removing a path, newest last.
+static ACTIONS: Mutex<Vec<(u64, Action)>> = Mutex::new(Vec::new());
+static NEXT_ACTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Runs `action` if a signal ends the process while the returned guard lives (before the
+/// registered temp paths are removed, newest action first). Dropping the guard unregisters it.
+pub fn on_interrupt(action: impl Fn() + Send + 'static) -> ActionGuard {
+    let id = NEXT_ACTION.fetch_add(1, Ordering::Relaxed);
+    ACTIONS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((id, Box::new(action)));
+    ActionGuard(id)
+}
+
+/// Keeps a cleanup action of [`on_interrupt`] registered.
+#[derive(Debug)]
+pub struct ActionGuard(u64);
+
+impl Drop for ActionGuard {
+    fn drop(&mut self) {
+        ACTIONS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(id, _)| *id != self.0);
+    }
 }
 
 /// Called by `main` before it prints an error or returns: once a signal's cleanup has begun,

@@ -405,3 +405,33 @@ pub fn mode_bits(s: &str) -> u32 {
     }
     m
 }
+
+/// A hand-made ustar member (for names and links lade's writer would never produce: hostile
+/// layers). `typeflag` as in tar (`b'0'` file, `b'1'` hard link, `b'2'` symlink, `b'3'` char
+/// device, …); owner 0:0, mtime 0.
+pub fn raw_member(name: &[u8], typeflag: u8, link: &[u8], data: &[u8], mode: u32) -> Vec<u8> {
+    let mut b = [0u8; 512];
+    b[..name.len()].copy_from_slice(name);
+    b[100..108].copy_from_slice(format!("{mode:07o}\0").as_bytes());
+    b[108..116].copy_from_slice(b"0000000\0");
+    b[116..124].copy_from_slice(b"0000000\0");
+    b[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+    b[136..148].copy_from_slice(b"00000000000\0");
+    b[156] = typeflag;
+    b[157..157 + link.len()].copy_from_slice(link);
+    b[257..265].copy_from_slice(b"ustar\x0000");
+    b[148..156].copy_from_slice(b"        ");
+    let sum: u32 = b.iter().map(|&x| u32::from(x)).sum();
+    b[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut v = b.to_vec();
+    v.extend_from_slice(data);
+    v.resize(v.len().div_ceil(512) * 512, 0);
+    v
+}
+
+/// An uncompressed tar of [`raw_member`]s with its end-of-archive blocks.
+pub fn raw_tar(members: &[Vec<u8>]) -> Vec<u8> {
+    let mut v: Vec<u8> = members.concat();
+    v.extend_from_slice(&[0u8; 1024]);
+    v
+}

@@ -4,6 +4,25 @@
 //! implementation behind [`StepRunner`] never decides what is cached or how layers are written
 //! (BuildKit's solver / executor split).
 
+mod copy;
+mod diff;
+mod executor;
+mod layers;
+mod lowers;
+mod oci;
+mod runner;
+mod snapshot;
+mod user;
+
+pub use copy::Copy;
+pub use diff::{tree_to_entries, upper_to_entries, CopiedDirs, DiffOptions};
+pub use executor::{BindMount, Executor, OciRuntime, ProcessSpec};
+pub use layers::extracted;
+pub use lowers::LowerView;
+pub use runner::{SandboxRunner, SnapshotterChoice};
+pub use snapshot::{Overlay, Snapshot, Snapshotter};
+pub use user::{resolve_user, ResolvedUser, UserError};
+
 use crate::digest::Digest;
 use crate::layer::Entry;
 use crate::plan::RunStep;

@@ -1,0 +1,244 @@
+//! The OCI runtime bundle of one RUN: `config.json` (runtime-spec 1.0) and the files that are
+//! bind-mounted over `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname`, all in the bundle
+//! directory — never written into the root filesystem, so they cannot reach a layer.
+//!
+//! Defaults are docker's / runc's (`runc spec`, moby's `oci.DefaultSpec`): mount, pid, ipc,
+//! uts and cgroup namespaces, a network namespace only for `RunNetwork::None`, docker's
+//! default capability set, `noNewPrivileges` false, runc's masked and read-only paths.
+
+use super::executor::ProcessSpec;
+use crate::plan::RunNetwork;
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// Docker's default capabilities (moby `oci/caps/defaults.go`).
+pub const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+const MASKED: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+const READONLY: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// The hostname of every RUN, as BuildKit's.
+pub const HOSTNAME: &str = "buildkitsandbox";
+
+/// Paths the runtime mounts over; when one is missing from the lowers it is created before
+/// the run and left out of the diff.
+pub const MOUNT_DIRS: &[&str] = &["proc", "sys", "dev"];
+pub const MOUNT_FILES: &[&str] = &["etc/hosts", "etc/resolv.conf", "etc/hostname"];
+
+/// `config.json` for `spec` running in `rootfs`, with the `/etc` files at `bundle/<name>`.
+pub fn config(spec: &ProcessSpec, rootfs: &Path, bundle: &Path) -> Value {
+    let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+        json!({"type": "cgroup"}),
+    ];
+    if spec.network == RunNetwork::None {
+        namespaces.push(json!({"type": "network"}));
+    }
+    let bind = |dest: &str, file: &str| {
+        json!({
+            "destination": dest,
+            "type": "bind",
+            "source": bundle.join(file),
+            "options": ["rbind", "ro", "nosuid", "nodev", "noexec"],
+        })
+    };
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc",
+               "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+               "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+               "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+               "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+               "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+               "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+        bind("/etc/resolv.conf", "resolv.conf"),
+        bind("/etc/hosts", "hosts"),
+        bind("/etc/hostname", "hostname"),
+    ];
+    for m in &spec.mounts {
+        let mut options = vec!["rbind"];
+        if m.readonly {
+            options.push("ro");
+        }
+        mounts.push(json!({
+            "destination": m.destination,
+            "type": "bind",
+            "source": m.source,
+            "options": options,
+        }));
+    }
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {
+                "uid": spec.uid,
+                "gid": spec.gid,
+                "additionalGids": spec.additional_gids,
+            },
+            "args": spec.args,
+            "env": spec.env,
+            "cwd": spec.cwd,
+            "capabilities": {
+                "bounding": caps,
+                "effective": caps,
+                "permitted": caps,
+            },
+            "noNewPrivileges": false,
+        },
+        "root": {"path": rootfs, "readonly": false},
+        "hostname": spec.hostname,
+        "mounts": mounts,
+        "linux": {
+            "namespaces": namespaces,
+            "resources": {"devices": device_rules()},
+            "maskedPaths": MASKED,
+            "readonlyPaths": READONLY,
+        },
+    })
+}
+
+/// Docker's device cgroup: nothing but the standard nodes of `/dev` (a device node that a
+/// layer carries cannot be opened), mknod of any.
+fn device_rules() -> Value {
+    let allow = |kind: &str, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut v = json!({"allow": true, "type": kind, "access": access});
+        if let Some(m) = major {
+            v["major"] = json!(m);
+        }
+        if let Some(m) = minor {
+            v["minor"] = json!(m);
+        }
+        v
+    };
+    json!([
+        {"allow": false, "access": "rwm"},
+        allow("c", None, None, "m"),
+        allow("b", None, None, "m"),
+        allow("c", Some(1), Some(3), "rwm"),
+        allow("c", Some(1), Some(8), "rwm"),
+        allow("c", Some(1), Some(7), "rwm"),
+        allow("c", Some(5), Some(0), "rwm"),
+        allow("c", Some(1), Some(5), "rwm"),
+        allow("c", Some(1), Some(9), "rwm"),
+        allow("c", Some(5), Some(1), "rwm"),
+        allow("c", Some(136), None, "rwm"),
+        allow("c", Some(5), Some(2), "rwm"),
+    ])
+}
+
+/// `/etc/hosts` of a RUN: loopback names and the hostname.
+pub fn hosts_file(hostname: &str) -> String {
+    format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+}
+
+/// The host's resolver configuration, as BuildKit passes it: systemd-resolved's stub
+/// (`127.0.0.53`) cannot be reached from another network namespace, so its upstream file is
+/// used instead when it exists.
+pub fn resolv_conf() -> Vec<u8> {
+    let host = std::fs::read("/etc/resolv.conf").unwrap_or_default();
+    if String::from_utf8_lossy(&host).contains("127.0.0.53") {
+        if let Ok(up) = std::fs::read("/run/systemd/resolve/resolv.conf") {
+            return up;
+        }
+    }
+    host
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::run::executor::BindMount;
+
+    #[test]
+    fn config_json_for_a_network_none_step() {
+        let spec = ProcessSpec {
+            args: vec!["/bin/sh".into(), "-c".into(), "echo hi".into()],
+            env: vec![
+                "PATH=/usr/bin:/bin".into(),
+                "HOSTNAME=buildkitsandbox".into(),
+            ],
+            cwd: "/work".into(),
+            uid: 1000,
+            gid: 1000,
+            additional_gids: vec![10],
+            hostname: HOSTNAME.into(),
+            network: RunNetwork::None,
+            mounts: vec![BindMount {
+                source: "/host/src".into(),
+                destination: "/src".into(),
+                readonly: true,
+            }],
+        };
+        let v = config(&spec, Path::new("/store/run/snap/merged"), Path::new("/b"));
+        insta::assert_json_snapshot!(v);
+    }
+
+    #[test]
+    fn host_network_shares_the_namespace() {
+        let spec = ProcessSpec {
+            args: vec!["true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            hostname: HOSTNAME.into(),
+            network: RunNetwork::Default,
+            mounts: vec![],
+        };
+        let v = config(&spec, Path::new("/r"), Path::new("/b"));
+        let ns: Vec<&str> = v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(ns, ["pid", "ipc", "uts", "mount", "cgroup"]);
+    }
+}

@@ -1,0 +1,179 @@
+//! [`Snapshotter`]: a writable root over a chain of extracted layers, diffed to layer entries
+//! and released on drop (BuildKit's `snapshot.Snapshotter`). [`Overlay`] mounts overlayfs
+//! (lowerdirs = the extracted layers, a fresh upperdir); [`Copy`](super::copy::Copy) copies
+//! the layers into a fresh directory where overlayfs cannot be mounted.
+//!
+//! Snapshots live in `<store>/run/snapshots/<random>/` (upper, work, merged), registered with
+//! `store::interrupt`: SIGINT unmounts the overlay, then removes the directory.
+
+use super::diff::{upper_to_entries, DiffOptions};
+use super::executor::sandbox;
+use super::lowers::LowerView;
+use super::RunError;
+use crate::layer::Entry;
+use crate::store::{interrupt, Store};
+use std::path::{Path, PathBuf};
+
+/// Prepares writable roots.
+pub trait Snapshotter: Send + Sync {
+    /// `overlay` or `copy`, for progress and errors.
+    fn name(&self) -> &'static str;
+    /// A writable root showing `lowers` (extracted layer directories, bottom first).
+    fn prepare(&self, lowers: &[PathBuf], store: &Store) -> Result<Box<dyn Snapshot>, RunError>;
+}
+
+/// A prepared root. Dropping it releases it (unmount, remove).
+pub trait Snapshot: Send + Sync {
+    /// Where the process runs.
+    fn root(&self) -> &Path;
+    /// What changed since `prepare`, as layer entries (host files inside the snapshot: keep
+    /// it alive until the layer is written).
+    fn diff(&self, opts: &DiffOptions) -> Result<Vec<Entry>, RunError>;
+}
+
+pub(crate) fn snapshot_dir(store: &Store, prefix: &str) -> Result<tempfile::TempDir, RunError> {
+    let dir = store.root().join("run").join("snapshots");
+    std::fs::create_dir_all(&dir).map_err(|e| sandbox(&dir, e))?;
+    crate::store::scratch_dir_in(&dir, prefix).map_err(|e| sandbox(&dir, e))
+}
+
+/// overlayfs through the new mount API (`fsopen`, one `lowerdir+` per layer, so a long chain
+/// never meets the page-size limit of the `lowerdir=` option string; Linux ≥ 6.8), falling
+/// back to `mount(2)` with `lowerdir=a:b:…` on older kernels.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Overlay;
+
+pub struct OverlaySnapshot {
+    lowers: LowerView,
+    upper: PathBuf,
+    merged: PathBuf,
+    // Order matters on drop: unmount (and unregister) first, then remove the directory.
+    _unmount: Unmount,
+    _dir: tempfile::TempDir,
+}
+
+struct Unmount {
+    merged: PathBuf,
+    _guard: interrupt::ActionGuard,
+}
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        if let Err(e) = rustix::mount::unmount(&self.merged, rustix::mount::UnmountFlags::DETACH) {
+            tracing::warn!("unmount {}: {e}", self.merged.display());
+        }
+    }
+}
+
+impl Snapshotter for Overlay {
+    fn name(&self) -> &'static str {
+        "overlay"
+    }
+
+    fn prepare(&self, lowers: &[PathBuf], store: &Store) -> Result<Box<dyn Snapshot>, RunError> {
+        let dir = snapshot_dir(store, "ovl-")?;
+        let (upper, work, merged, empty) = (
+            dir.path().join("upper"),
+            dir.path().join("work"),
+            dir.path().join("merged"),
+            dir.path().join("empty"),
+        );
+        for d in [&upper, &work, &merged, &empty] {
+            std::fs::create_dir(d).map_err(|e| sandbox(d, e))?;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755));
+        // overlayfs wants at least one lowerdir; FROM scratch gets an empty one.
+        let mut top_first: Vec<PathBuf> = lowers.iter().rev().cloned().collect();
+        if top_first.is_empty() {
+            top_first.push(empty);
+        }
+        mount_overlay(&top_first, &upper, &work, &merged)
+            .map_err(|e| RunError::Sandbox(format!("overlayfs unavailable: {e}")))?;
+        let guard = {
+            let merged = merged.clone();
+            interrupt::on_interrupt(move || {
+                let _ = rustix::mount::unmount(&merged, rustix::mount::UnmountFlags::DETACH);
+            })
+        };
+        Ok(Box::new(OverlaySnapshot {
+            lowers: LowerView::new(lowers),
+            upper,
+            merged: merged.clone(),
+            _unmount: Unmount {
+                merged,
+                _guard: guard,
+            },
+            _dir: dir,
+        }))
+    }
+}
+
+impl Snapshot for OverlaySnapshot {
+    fn root(&self) -> &Path {
+        &self.merged
+    }
+
+    fn diff(&self, opts: &DiffOptions) -> Result<Vec<Entry>, RunError> {
+        upper_to_entries(&self.upper, &self.lowers, opts)
+    }
+}
+
+fn mount_overlay(
+    top_first: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    merged: &Path,
+) -> std::io::Result<()> {
+    use rustix::mount::*;
+    let new_api = || -> std::io::Result<()> {
+        let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+        for l in top_first {
+            fsconfig_set_string(&fs, "lowerdir+", l.as_path())?;
+        }
+        fsconfig_set_string(&fs, "upperdir", upper)?;
+        fsconfig_set_string(&fs, "workdir", work)?;
+        // No index/metacopy/redirect features: upper files are always whole copies.
+        fsconfig_set_string(&fs, "index", "off")?;
+        fsconfig_set_string(&fs, "metacopy", "off")?;
+        fsconfig_set_string(&fs, "redirect_dir", "off")?;
+        // The upper is thrown away or turned into a layer right after the RUN: no syncs
+        // (without this, unmounting syncs the whole upper filesystem).
+        if fsconfig_set_flag(&fs, "volatile").is_err() {
+            tracing::debug!("overlayfs without the volatile option");
+        }
+        fsconfig_create(&fs)?;
+        let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
+        move_mount(
+            &mnt,
+            "",
+            rustix::fs::CWD,
+            merged,
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )?;
+        Ok(())
+    };
+    match new_api() {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            tracing::debug!("overlay via fsconfig lowerdir+: {e}; trying mount(2)");
+            let lower: Vec<String> = top_first.iter().map(|p| p.display().to_string()).collect();
+            let data = format!(
+                "lowerdir={},upperdir={},workdir={},index=off,metacopy=off,redirect_dir=off",
+                lower.join(":"),
+                upper.display(),
+                work.display()
+            );
+            let data = std::ffi::CString::new(data)
+                .map_err(|_| std::io::Error::other("NUL in a layer path"))?;
+            mount(
+                "overlay",
+                merged,
+                "overlay",
+                MountFlags::empty(),
+                data.as_c_str(),
+            )
+            .map_err(std::io::Error::from)
+        }
+    }
+}
