@@ -362,6 +362,7 @@ fn assemble(
     image.variant = stage.platform.variant.clone();
     let mut manifest_layers = base.layers;
     let mut built = layers.iter();
+    let mut env_index = config::EnvIndex::default();
     for step in &stage.steps {
         match step {
             Step::Layer(l) => {
@@ -379,7 +380,7 @@ fn assemble(
                     ..Default::default()
                 });
             }
-            Step::Config(edit) => config::apply(&mut image, edit),
+            Step::Config(edit) => config::apply(&mut image, edit, &mut env_index),
             Step::Run(_) => unreachable!("rejected before any layer was written"),
         }
     }
