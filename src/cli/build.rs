@@ -399,6 +399,25 @@ fn load_spec(spec: &Path, platform: Option<&Platform>) -> anyhow::Result<Loaded>
     })
 }
 
+/// Removes what builds killed without a chance to clean up (SIGKILL, a crash) left in the
+/// store, in `$TMPDIR` and where this build writes; running builds' temps are locked and stay.
+fn sweep_stale_temps(store: &Store, req: &BuildRequest) {
+    let mut removed = store.sweep_stale_temps() + crate::store::sweep_stale_scratch();
+    for target in &req.outputs {
+        removed += output::sweep_stale_temps(target);
+    }
+    for file in [&req.iidfile, &req.metadata_file].into_iter().flatten() {
+        let dir = match file.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        removed += crate::store::sweep(dir, &[crate::store::ATOMIC_TEMP]);
+    }
+    if removed > 0 {
+        tracing::info!("removed {removed} temp files and directories left by killed builds");
+    }
+}
+
 pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
     let req = BuildRequest::from_args(a)?;
     let progress = Progress::new(a.progress);
@@ -407,6 +426,7 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting worker threads")?;
     let store = Store::open(&req.store_root)?;
+    sweep_stale_temps(&store, &req);
     let base_configs = BaseConfigReader::new(&store, &a.input.registry, req.exec.pull);
     let push = a.push || req.outputs.iter().any(|o| matches!(o, Target::Registry));
     let mut exec_opts = req.exec.clone();
