@@ -80,11 +80,11 @@ impl Glob {
         for c in path.chars() {
             next.fill(false);
             let mut any = false;
-            for i in 0..n {
-                if !states[i] {
+            for (i, (&on, node)) in states.iter().zip(&self.nodes).enumerate() {
+                if !on {
                     continue;
                 }
-                let to = match self.nodes[i] {
+                let to = match *node {
                     Node::Lit(l) if l == c => i + 1,
                     Node::One if c != '/' => i + 1,
                     Node::Star if c != '/' => i,
