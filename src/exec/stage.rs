@@ -114,6 +114,7 @@ pub(super) fn build_stage(
     let mut chain = base_chain(&base, &stage.platform);
     // The config as the next RUN sees it (Env, User, WorkingDir).
     let mut config = base.config.clone();
+    let mut env_index = config::EnvIndex::default();
     let mut segment: Vec<ResolvedLayer> = Vec::new();
     let mut layers: Vec<(LayerDigests, bool)> = Vec::new();
     for step in &stage.steps {
@@ -123,7 +124,7 @@ pub(super) fn build_stage(
                 chain = chain_key(&chain, &r.key);
                 segment.push(r);
             }
-            Step::Config(edit) => config::apply(&mut config, edit),
+            Step::Config(edit) => config::apply(&mut config, edit, &mut env_index),
             Step::Run(run) => {
                 layers.extend(write_segment(std::mem::take(&mut segment), cx)?);
                 let runner = opts.runner.as_deref().expect("checked in check_runs");
