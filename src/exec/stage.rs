@@ -241,8 +241,20 @@ struct RunParts {
 }
 
 /// The name a RUN has in progress output.
+/// `RUN` and the command as the user wrote it (the shell's script for the shell form), cut
+/// to one short line for progress output.
 fn run_name(run: &RunStep) -> String {
-    format!("RUN {}", run.command.join(" "))
+    let text = match run.command.as_slice() {
+        [.., flag, script] if flag == "-c" => script.clone(),
+        all => all.join(" "),
+    };
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let short: String = line.chars().take(60).collect();
+    if short.len() < line.len() {
+        format!("RUN {short}…")
+    } else {
+        format!("RUN {short}")
+    }
 }
 
 /// Finds a RUN's layer by its chained key, or runs it and writes its layer; either way the
