@@ -237,7 +237,10 @@ pub type PlanKeys = Vec<Vec<Option<Digest>>>;
 /// Removes what builds killed without a chance to clean up (SIGKILL, a crash) left in the
 /// store, in `$TMPDIR` and where this build writes; running builds' temps are locked and stay.
 fn sweep_stale_temps(store: &Store, req: &BuildRequest) {
-    let mut removed = store.sweep_stale_temps() + crate::store::sweep_stale_scratch();
+    let mut removed = store.sweep_stale_temps()
+        + crate::store::sweep_stale_scratch()
+        + crate::exec::run::sweep_stale_containers(store)
+        + crate::exec::run::sweep_stale_snapshots(store);
     for target in &req.outputs {
         removed += output::sweep_stale_temps(target);
     }

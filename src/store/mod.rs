@@ -11,7 +11,7 @@ mod steps;
 
 pub use blobs::BlobWriter;
 pub use filecache::{FileDigestCache, FileStamp};
-pub use owned::{sweep, OwnedTempDir, TempNames};
+pub use owned::{sweep, sweep_with, OwnedTempDir, TempNames};
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -110,6 +110,16 @@ impl TempNames {
 /// a directory that cannot be read, or an entry that cannot be opened or removed (another
 /// user's), is left as it is.
 pub fn sweep(dir: &Path, names: &[TempNames]) -> usize {
+    sweep_with(dir, names, &|_| Ok(()))
+}
+
+/// [`sweep`], running `before_removal` on each stale entry once its lock is held (e.g. to
+/// unmount what a killed process left mounted inside it).
+pub fn sweep_with(
+    dir: &Path,
+    names: &[TempNames],
+    before_removal: &dyn Fn(&Path) -> io::Result<()>,
+) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -121,7 +131,7 @@ pub fn sweep(dir: &Path, names: &[TempNames]) -> usize {
             continue;
         }
         let path = entry.path();
-        match sweep_one(&path, is_dir) {
+        match sweep_one(&path, is_dir, before_removal) {
             Ok(true) => {
                 tracing::debug!(path = %path.display(), "removed a stale temp");
                 removed += 1;
@@ -135,7 +145,11 @@ pub fn sweep(dir: &Path, names: &[TempNames]) -> usize {
 
 /// Removes `path` if it is an unlocked directory (`dir`) or regular file, never following a
 /// link nor opening a FIFO or device. `Ok(false)`: it is in use, or not what lade made.
-fn sweep_one(path: &Path, dir: bool) -> io::Result<bool> {
+fn sweep_one(
+    path: &Path,
+    dir: bool,
+    before_removal: &dyn Fn(&Path) -> io::Result<()>,
+) -> io::Result<bool> {
     let m = std::fs::symlink_metadata(path)?;
     let file = if dir && m.is_dir() {
         open_dir(path)?
@@ -158,6 +172,7 @@ fn sweep_one(path: &Path, dir: bool) -> io::Result<bool> {
     if (held.dev(), held.ino()) != (m.dev(), m.ino()) {
         return Ok(false);
     }
+    before_removal(path)?;
     if held.is_dir() {
         std::fs::remove_dir_all(path)?;
     } else {

@@ -127,6 +127,57 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Stops and deletes the containers of lade processes that died without cleaning up
+/// (SIGKILL): container ids are `lade-PID-N`, and a container whose PID is gone is stale.
+/// Their bundles go too (unlocked `b-*` directories). Returns how many were removed.
+pub fn sweep_stale(store: &Store) -> usize {
+    let run = store.root().join("run");
+    let state = run.join("state");
+    let mut removed = 0;
+    if let Ok(entries) = std::fs::read_dir(&state) {
+        let stale: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|id| {
+                let pid = id
+                    .strip_prefix("lade-")
+                    .and_then(|r| r.split('-').next())
+                    .and_then(|p| p.parse::<i32>().ok());
+                pid.is_some_and(|p| {
+                    p != std::process::id() as i32 && !Path::new(&format!("/proc/{p}")).exists()
+                })
+            })
+            .collect();
+        if !stale.is_empty() {
+            if let Ok(binary) = default_runtime() {
+                for id in stale {
+                    let ok = Command::new(&binary)
+                        .arg("--root")
+                        .arg(&state)
+                        .args(["delete", "--force"])
+                        .arg(&id)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success());
+                    if ok {
+                        removed += 1;
+                    }
+                }
+            }
+        }
+    }
+    removed
+        + crate::store::sweep(
+            &run.join("bundles"),
+            &[crate::store::TempNames {
+                prefix: "b-",
+                suffix: "",
+                dirs: true,
+            }],
+        )
+}
+
 impl Executor for OciRuntime {
     fn run(
         &self,

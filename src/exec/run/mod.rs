@@ -16,11 +16,13 @@ mod user;
 
 pub use copy::Copy;
 pub use diff::{tree_to_entries, upper_to_entries, CopiedDirs, DiffOptions};
-pub use executor::{BindMount, Executor, OciRuntime, ProcessSpec};
+pub use executor::{
+    sweep_stale as sweep_stale_containers, BindMount, Executor, OciRuntime, ProcessSpec,
+};
 pub use layers::extracted;
 pub use lowers::LowerView;
 pub use runner::{SandboxRunner, SnapshotterChoice};
-pub use snapshot::{Overlay, Snapshot, Snapshotter};
+pub use snapshot::{sweep_stale as sweep_stale_snapshots, Overlay, Snapshot, Snapshotter};
 pub use user::{resolve_user, ResolvedUser, UserError};
 
 use crate::digest::Digest;

@@ -31,6 +31,63 @@ pub trait Snapshot: Send + Sync {
     fn diff(&self, opts: &DiffOptions) -> Result<Vec<Entry>, RunError>;
 }
 
+/// Removes the snapshots of RUNs whose lade process died without releasing them (SIGKILL):
+/// each unlocked `ovl-*`/`copy-*` directory has what is mounted below it detached first, so
+/// the removal never walks into a live overlay. Returns how many were removed.
+pub fn sweep_stale(store: &Store) -> usize {
+    let dir = store.root().join("run").join("snapshots");
+    let names = [
+        crate::store::TempNames {
+            prefix: "ovl-",
+            suffix: "",
+            dirs: true,
+        },
+        crate::store::TempNames {
+            prefix: "copy-",
+            suffix: "",
+            dirs: true,
+        },
+    ];
+    crate::store::sweep_with(&dir, &names, &|path| {
+        for m in mounts_below(path)?.iter().rev() {
+            rustix::mount::unmount(m.as_path(), rustix::mount::UnmountFlags::DETACH)?;
+        }
+        Ok(())
+    })
+}
+
+/// Mount points at or below `path`, in mount order (from `/proc/self/mountinfo`).
+fn mounts_below(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let path = path.canonicalize()?;
+    Ok(info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|m| m.starts_with(&path))
+        .collect())
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> PathBuf {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() && s.is_char_boundary(i + 4) {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    use std::os::unix::ffi::OsStringExt;
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
 pub(crate) fn snapshot_dir(
     store: &Store,
     prefix: &str,
@@ -178,5 +235,19 @@ fn mount_overlay(
             )
             .map_err(std::io::Error::from)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(
+            unescape_mountinfo(r"/a\040b\011c\134d"),
+            PathBuf::from("/a b\tc\\d")
+        );
+        assert_eq!(unescape_mountinfo(r"/x\04"), PathBuf::from(r"/x\04"));
     }
 }
