@@ -429,10 +429,10 @@ fn bad_dockerfiles_give_precise_errors() {
             &["Dockerfile:2", "outside the build context"],
         ),
         (
-            "RUN not supported yet",
+            "RUN on scratch has no shell",
             "FROM scratch\nRUN echo hi\n",
             &[],
-            &["Dockerfile:2", "RUN is not supported yet"],
+            &["Dockerfile:2", "/bin/sh -c echo hi", "exited with code", "/bin/sh"],
         ),
     ];
     for (what, df, extra, wanted) in cases {
