@@ -96,7 +96,8 @@ pub fn load_base_with(
     })
 }
 
-fn describe(base: &Base) -> String {
+/// How messages name a base image.
+pub(super) fn describe(base: &Base) -> String {
     match base {
         Base::Scratch => "scratch".into(),
         Base::OciLayout { dir, tag } => format!(

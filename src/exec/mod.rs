@@ -31,8 +31,18 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("{origin}: {message}")]
-    Input { origin: String, message: String },
+    /// A plan item that cannot be carried out as written.
+    #[error("{location}: {message}")]
+    Input {
+        location: crate::plan::Location,
+        message: String,
+    },
+    /// Any other error while executing the plan item written at `location`.
+    #[error("{location}: {error}")]
+    At {
+        location: crate::plan::Location,
+        error: Box<ExecError>,
+    },
     #[error(transparent)]
     Context(#[from] crate::context::ContextError),
     #[error(transparent)]
@@ -41,13 +51,37 @@ pub enum ExecError {
     Store(#[from] crate::store::StoreError),
     #[error("base image {base}: {message}")]
     Base { base: String, message: String },
-    #[error("cannot read {path}: {source}")]
+    /// The I/O error is part of the message, not a `source()`: a cause chain printed whole
+    /// shows each OS error once.
+    #[error("cannot read {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{what} is not supported yet")]
     Unsupported { what: String },
+}
+
+impl ExecError {
+    /// This error as one of the plan item written at `location`, unless it already names one.
+    pub fn at(self, location: &crate::plan::Location) -> ExecError {
+        match self {
+            located @ (ExecError::Input { .. } | ExecError::At { .. }) => located,
+            error => ExecError::At {
+                location: location.clone(),
+                error: Box::new(error),
+            },
+        }
+    }
+
+    /// Where the failing plan item was written, and the message without it.
+    pub fn location(&self) -> Option<(&crate::plan::Location, String)> {
+        match self {
+            ExecError::Input { location, message } => Some((location, message.clone())),
+            ExecError::At { location, error } => Some((location, error.to_string())),
+            _ => None,
+        }
+    }
 }
 
 /// How layers are written; all of it enters the cache keys.
@@ -183,7 +217,7 @@ fn build_stage(
             .find_map(|s| if let Step::Run(r) = s { Some(r) } else { None })
     {
         return Err(ExecError::Input {
-            origin: run.origin.clone(),
+            location: run.location.clone(),
             message: "RUN is not supported yet".into(),
         });
     }
@@ -229,12 +263,16 @@ fn build_stage(
     let mut fs = tree::StageFs::new(&base, store, opts.registry.as_deref(), opts.pull);
     let resolved: Vec<ResolvedLayer> = layer_steps
         .iter()
-        .map(|step| files::resolve(step, &sources, file_cache, opts, &mut fs))
+        .map(|step| {
+            files::resolve(step, &sources, file_cache, opts, &mut fs)
+                .map_err(|e| e.at(&step.location))
+        })
         .collect::<Result<_, _>>()?;
     drop(fs);
     let layers: Vec<(LayerDigests, bool)> = resolved
         .into_par_iter()
-        .map(|r| write_or_reuse(r, store, opts, observer))
+        .zip(layer_steps.par_iter())
+        .map(|(r, step)| write_or_reuse(r, store, opts, observer).map_err(|e| e.at(&step.location)))
         .collect::<Result<_, _>>()?;
     assemble(stage, base, &layers, annotations, store, opts)
 }
@@ -276,7 +314,9 @@ pub fn cache_keys(
                 .iter()
                 .map(|s| match s {
                     Step::Layer(l) if !needs_build(stage, s) => {
-                        files::resolve(l, &sources, &file_cache, opts, &mut fs).map(|r| Some(r.key))
+                        files::resolve(l, &sources, &file_cache, opts, &mut fs)
+                            .map(|r| Some(r.key))
+                            .map_err(|e| e.at(&l.location))
                     }
                     _ => Ok(None),
                 })

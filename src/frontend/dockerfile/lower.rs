@@ -115,17 +115,18 @@ impl Cx<'_> {
         }
     }
 
+    /// Where the instruction on `line` starts.
+    fn location(&self, line: usize) -> Location {
+        Location::line_start(self.file, self.src, line)
+    }
+
     fn error(
         &self,
         line: usize,
         message: impl Into<String>,
         hint: Option<&str>,
     ) -> DockerfileError {
-        let location = Location {
-            file: self.file.to_string(),
-            line,
-            col: 1,
-        };
+        let location = self.location(line);
         let message = message.into();
         let rendered = diag::render(&location, self.src, &message, hint);
         DockerfileError {
@@ -744,6 +745,7 @@ fn lower_instruction(
                         path: st.workdir.clone(),
                         user: st.user.clone(),
                     }],
+                    location: cx.location(line),
                 }));
             }
             config(st, ConfigEdit::WorkingDir(st.workdir.display()));
@@ -825,7 +827,7 @@ fn lower_instruction(
             let current = earlier.len();
             for set in &step.sources {
                 if let FileSet::Copy {
-                    from: CopyFrom::Stage { index },
+                    from: CopyFrom::Stage { index, .. },
                     ..
                 } = set
                 {
@@ -839,7 +841,7 @@ fn lower_instruction(
             st.steps.push(Step::Run(RunStep {
                 command,
                 network: Default::default(),
-                origin: format!("{}:{}", cx.file, line),
+                location: cx.location(line),
             }));
         }
     }
@@ -995,7 +997,10 @@ fn copy_source(cx: &Cx, line: usize, from: Option<&str>) -> Result<CopyFrom, Doc
         .iter()
         .position(|(n, _)| n.as_deref() == Some(&lower))
     {
-        return Ok(CopyFrom::Stage { index });
+        return Ok(CopyFrom::Stage {
+            index,
+            name: cx.stage_display(index),
+        });
     }
     if let Ok(index) = f.parse::<usize>() {
         if index >= cx.all_stages.len() {
@@ -1008,7 +1013,10 @@ fn copy_source(cx: &Cx, line: usize, from: Option<&str>) -> Result<CopyFrom, Doc
                 )),
             ));
         }
-        return Ok(CopyFrom::Stage { index });
+        return Ok(CopyFrom::Stage {
+            index,
+            name: cx.stage_display(index),
+        });
     }
     let base = Base::from_image_name(f, &cx.opts.context_dir)
         .ok_or_else(|| cx.error(line, format!("COPY --from={f}: not a stage or image"), None))?;
@@ -1135,7 +1143,7 @@ fn copy_step(
             unpack_archives: add,
             // BuildKit links only without --chmod.
             link: c.link && c.chmod.is_none(),
-            origin: format!("{}:{}", cx.file, line),
+            origin: cx.location(line),
         });
     }
     for url in urls {
@@ -1152,7 +1160,7 @@ fn copy_step(
             chown: chown.clone(),
             chmod: chmod.clone(),
             file_name,
-            origin: format!("{}:{}:1", cx.file, line),
+            origin: cx.location(line),
         });
     }
     for (name, content) in &c.heredocs {
@@ -1180,6 +1188,7 @@ fn copy_step(
         ),
         created_by: text.to_string(),
         sources: sets,
+        location: cx.location(line),
     })
 }
 
@@ -1780,7 +1789,10 @@ mod tests {
                         reference: "busybox".into()
                     }
                 },
-                CopyFrom::Stage { index: 0 }
+                CopyFrom::Stage {
+                    index: 0,
+                    name: "build".into()
+                }
             ],
             "{froms:?}"
         );

@@ -191,13 +191,10 @@ impl Cx<'_> {
                 include: l.include.iter().map(|p| p.get_ref().clone()).collect(),
                 exclude: l.exclude.clone(),
                 attrs,
-                origin: self.location(l.from.span()).to_string(),
-                include_origins: l
-                    .include
-                    .iter()
-                    .map(|p| self.location(p.span()).to_string())
-                    .collect(),
+                origin: self.location(l.from.span()),
+                include_origins: l.include.iter().map(|p| self.location(p.span())).collect(),
             }],
+            location: self.location(l.from.span()),
         })
     }
 
@@ -212,7 +209,7 @@ impl Cx<'_> {
         }
         let into = self.image_path(&Spanned::new(c.span(), c.get_ref().into.clone()), "into")?;
         let target = into.join_bytes(name.as_bytes());
-        let origin = self.location(c.get_ref().bin.span()).to_string();
+        let origin = self.location(c.get_ref().bin.span());
         let step = LayerStep {
             name: format!("cargo {name}"),
             created_by: format!("lade cargo {name}"),
@@ -229,8 +226,9 @@ impl Cx<'_> {
                     preserve_exec_bit: true,
                 },
                 origin: origin.clone(),
-                include_origins: vec![origin],
+                include_origins: vec![origin.clone()],
             }],
+            location: origin,
         };
         Ok((step, vec![target.display()]))
     }

@@ -206,7 +206,7 @@ fn spring_boot_fat_jar_is_exploded_into_jib_layers() {
                 preserve_exec_bit: false
             }
         );
-        assert_eq!(origin, "lade.toml:5:7");
+        assert_eq!(origin.to_string(), "lade.toml:5:7");
     }
 }
 
