@@ -57,7 +57,7 @@ pub const SNIPPET_WIDTH: usize = 120;
 /// line longer than [`SNIPPET_WIDTH`] characters is cut around the column, so a 10 MB line
 /// does not become a 10 MB message.
 pub fn render(loc: &Location, src: &str, message: &str, hint: Option<&str>) -> String {
-    let mut out = format!("{loc}: {message}");
+    let mut out = format!("{loc}: {}", clip_words(message));
     if let Some(text) = src.lines().nth(loc.line.saturating_sub(1)) {
         let num = loc.line.to_string();
         let pad = " ".repeat(num.len());
@@ -70,14 +70,14 @@ pub fn render(loc: &Location, src: &str, message: &str, hint: Option<&str>) -> S
         out.push_str(&format!("\n {num} | {shown}\n {pad} | {caret_pad}^"));
     }
     if let Some(h) = hint {
-        out.push_str(&format!("\nhint: {h}"));
+        out.push_str(&format!("\nhint: {}", clip_words(h)));
     }
     out
 }
 
 /// At most [`SNIPPET_WIDTH`] characters of `text` around character index `col` (0-based),
 /// with `…` where it was cut, and the caret's character index in the result.
-fn window(text: &str, col: usize) -> (String, usize) {
+pub fn window(text: &str, col: usize) -> (String, usize) {
     let len = text.chars().count();
     if len <= SNIPPET_WIDTH {
         return (text.to_string(), col);
@@ -98,13 +98,36 @@ fn window(text: &str, col: usize) -> (String, usize) {
     (shown, col - start + usize::from(start > 0))
 }
 
-/// `text` itself when short, else its first `max` characters and `…` (for user input quoted in
-/// a message, which may be megabytes long).
-pub fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
-    match text.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &text[..i]).into(),
-        None => text.into(),
+/// `message` with every word (run of non-blank characters) longer than [`SNIPPET_WIDTH`]
+/// cut to its start, `…` and its last characters: messages quote user input (a word, a
+/// reference, a whole instruction), which may be megabytes long.
+pub fn clip_words(message: &str) -> std::borrow::Cow<'_, str> {
+    const TAIL: usize = 10;
+    let long = |w: &str| w.chars().nth(SNIPPET_WIDTH).is_some();
+    if !message.split_whitespace().any(long) {
+        return message.into();
     }
+    let mut out = String::with_capacity(4 * SNIPPET_WIDTH);
+    let mut rest = message;
+    while !rest.is_empty() {
+        let blank = rest
+            .find(|c: char| !c.is_whitespace())
+            .unwrap_or(rest.len());
+        out.push_str(&rest[..blank]);
+        rest = &rest[blank..];
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let word = &rest[..end];
+        if long(word) {
+            let n = word.chars().count();
+            out.extend(word.chars().take(SNIPPET_WIDTH - TAIL));
+            out.push('…');
+            out.extend(word.chars().skip(n - TAIL));
+        } else {
+            out.push_str(word);
+        }
+        rest = &rest[end..];
+    }
+    out.into()
 }
 
 #[cfg(test)]
@@ -150,9 +173,19 @@ mod tests {
     }
 
     #[test]
-    fn clip_keeps_short_text() {
-        assert_eq!(clip("abc", 3), "abc");
-        assert_eq!(clip("abcd", 3), "abc…");
-        assert_eq!(clip("ééé", 2), "éé…");
+    fn long_words_of_messages_are_clipped() {
+        assert_eq!(
+            clip_words("short words\tstay  as is"),
+            "short words\tstay  as is"
+        );
+        let long = format!("\"{}\"", "é".repeat(10_000));
+        let message = format!("unknown instruction: {long} (line 2)");
+        let clipped = clip_words(&message);
+        let want = format!(
+            "unknown instruction: \"{}…{}\" (line 2)",
+            "é".repeat(SNIPPET_WIDTH - 11),
+            "é".repeat(9)
+        );
+        assert_eq!(clipped, want);
     }
 }

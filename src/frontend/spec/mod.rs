@@ -269,7 +269,10 @@ impl Cx<'_> {
                 normalize_port(&text).ok_or_else(|| {
                     self.error(
                         p.span(),
-                        &format!("invalid port {text:?}"),
+                        &format!(
+                            "invalid port {text:?}: a port is a number 1-65535, optionally \
+                             with /tcp, /udp or /sctp"
+                        ),
                         Some("e.g. 8080, \"8080/tcp\" or \"53/udp\""),
                     )
                 })?,
