@@ -205,3 +205,14 @@ fn errors_reading_a_base_layer_name_the_instruction() {
         "{base}"
     );
 }
+
+#[test]
+fn a_base_that_cannot_be_loaded_names_the_from_line() {
+    let tmp = context(&[(
+        "lade.toml",
+        b"[image]\nplatform = \"linux/amd64\"\nfrom = \"oci:nope\"\n",
+    )]);
+    let spec = tmp.path().join("ctx/lade.toml").display().to_string();
+    let err = failing_build(tmp.path(), &["--spec", &spec]);
+    insta::assert_snapshot!(err);
+}

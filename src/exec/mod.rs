@@ -185,6 +185,7 @@ pub fn build(
                     observer,
                 )
                 .map(|b| (i, b))
+                .map_err(|e| e.at(&plan.stages[i].location))
             })
             .collect::<Result<_, _>>()?;
         for (i, b) in results {

@@ -34,6 +34,10 @@ pub struct Stage {
     pub base: Base,
     pub platform: Platform,
     pub steps: Vec<Step>,
+    /// Where the stage's base is named (the FROM instruction, lade.toml's `from`), for errors
+    /// of the stage that no step owns (loading the base). Not serialised.
+    #[serde(skip)]
+    pub location: Location,
 }
 
 impl Base {

@@ -433,6 +433,7 @@ pub fn lower(
     let stages = stages
         .into_iter()
         .map(|s| Stage {
+            location: cx.location(s.line),
             name: s.name,
             base: s.base,
             platform: s.platform,
@@ -845,7 +846,6 @@ fn lower_instruction(
             }));
         }
     }
-    let _ = st.line;
     Ok(())
 }
 

@@ -86,6 +86,7 @@ pub fn lower(
             base,
             platform,
             steps,
+            location: cx.location(spec.image.from.span()),
         }],
         target: 0,
         annotations: spec.image.annotations.clone(),
