@@ -389,6 +389,15 @@ pub fn lower(
         }
     }
 
+    if stages.is_empty() {
+        // Only ARGs (the parser rejects a file without instructions): BuildKit's message.
+        let last = df.instructions.last().map_or(1, |i| i.start_line);
+        return Err(cx.error(
+            last,
+            "dockerfile contains no stages to build",
+            Some("add a FROM instruction"),
+        ));
+    }
     let target = match &opts.target {
         Some(t) => {
             let t = t.to_ascii_lowercase();
@@ -1769,6 +1778,16 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn only_args_is_an_error_not_a_panic() {
+        // Found by `cargo xtask fuzz dockerfile` (fuzz/regressions/dockerfile/args-without-from).
+        let err = lower_with("ARG a\nARG b=1\n", &[], &[]).unwrap_err();
+        assert!(
+            err.starts_with("Dockerfile:2:1: dockerfile contains no stages to build\n"),
+            "{err}"
+        );
     }
 
     #[test]
