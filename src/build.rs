@@ -357,31 +357,15 @@ struct SourceText {
 }
 
 impl SourceText {
-    /// An error of a plan item written in this description (`NAME:LINE[:COL]: message`)
-    /// rendered like lowering errors: location, source line and caret.
+    /// An error of a plan item written in this description, rendered like lowering errors:
+    /// location, source line (cut around the column when long) and caret.
     fn locate(&self, e: exec::ExecError) -> BuildError {
-        if let exec::ExecError::Input { origin, message } = &e {
-            let at = origin
-                .strip_prefix(self.name.as_str())
-                .and_then(|r| r.strip_prefix(':'))
-                .and_then(|r| {
-                    let mut parts = r.split(':');
-                    let line = parts.next()?.parse().ok()?;
-                    let col = parts.next().map_or(Some(1), |c| c.parse().ok())?;
-                    parts.next().is_none().then_some((line, col))
-                });
-            if let Some((line, col)) = at {
-                let loc = crate::frontend::diag::Location {
-                    file: self.name.clone(),
-                    line,
-                    col,
-                };
-                return BuildError::Located(crate::frontend::diag::render(
-                    &loc, &self.src, message, None,
-                ));
-            }
+        match e.location() {
+            Some((loc, message)) if loc.file == self.name => BuildError::Located(
+                crate::frontend::diag::render(loc, &self.src, &message, None),
+            ),
+            _ => e.into(),
         }
-        e.into()
     }
 }
 

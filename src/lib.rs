@@ -10,6 +10,7 @@ pub mod context;
 pub mod digest;
 pub mod exec;
 pub mod frontend;
+pub mod fuzz;
 pub mod image;
 pub mod layer;
 pub mod output;

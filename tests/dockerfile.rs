@@ -432,7 +432,12 @@ fn bad_dockerfiles_give_precise_errors() {
             "RUN on scratch has no shell",
             "FROM scratch\nRUN echo hi\n",
             &[],
-            &["Dockerfile:2", "/bin/sh -c echo hi", "exited with code", "/bin/sh"],
+            &[
+                "Dockerfile:2",
+                "/bin/sh -c echo hi",
+                "exited with code",
+                "/bin/sh",
+            ],
         ),
     ];
     for (what, df, extra, wanted) in cases {

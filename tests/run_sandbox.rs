@@ -148,7 +148,7 @@ fn run_in(
         insecure: false,
         files: Vec::new(),
         created_by: script.into(),
-        origin: "Dockerfile:2".into(),
+        location: lade::plan::Location::new("Dockerfile", 2, 1),
     };
     let out = Mutex::new(Vec::new());
     let sink = |b: &[u8]| out.lock().unwrap().extend_from_slice(b);

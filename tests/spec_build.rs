@@ -580,7 +580,20 @@ fn a_file_the_user_cannot_read_fails_the_build_cleanly() {
             && stderr.contains("ermission denied"),
         "{stderr}"
     );
-    assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
+    // One clear line naming the layer's `from` and the file, then the located snippet.
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!(
+            "error: {}:4:8: cannot read ",
+            ctx.join("lade.toml").display()
+        )) && first.contains("ermission denied"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().nth(1),
+        Some(" 4 | from = \"files\""),
+        "{stderr}"
+    );
     assert_eq!(fs::read_dir(&out_dir).unwrap().count(), 0, "output left");
     let tmp_left = fs::read_dir(cache.join("tmp")).unwrap().count();
     assert_eq!(tmp_left, 0, "temp files left in the store");

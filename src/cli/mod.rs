@@ -60,9 +60,13 @@ fn init_logging() {
 pub struct UsageError(pub String);
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    // Module errors keep their I/O error in the message rather than as a `source()` (so
+    // each OS error is printed once): a wrapped EPIPE shows as its text.
+    let epipe = std::io::Error::from_raw_os_error(libc::EPIPE).to_string();
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.to_string().ends_with(&epipe)
     })
 }
 

@@ -58,10 +58,12 @@ pub enum ContextError {
     NotFound { pattern: String },
     #[error("include pattern {pattern:?} matched no file")]
     GlobMatchedNothing { pattern: String },
-    #[error("{path}: {source}")]
+    /// The I/O error is in the message, not a `source()`: a cause chain shows each OS error
+    /// once.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("invalid pattern {pattern:?}: {message}")]
     Pattern { pattern: String, message: String },
@@ -70,9 +72,9 @@ pub enum ContextError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContextError + '_ {
-    move |source| ContextError::Io {
+    move |error| ContextError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -153,7 +155,7 @@ impl BuildContext {
                     if links > 40 {
                         return Err(ContextError::Io {
                             path: host,
-                            source: std::io::Error::other("too many levels of symbolic links"),
+                            error: std::io::Error::other("too many levels of symbolic links"),
                         });
                     }
                     let target = std::fs::read_link(&host).map_err(io_err(&host))?;
@@ -360,13 +362,13 @@ impl BuildContext {
             Ok(_) => {
                 return Err(ContextError::Io {
                     path: base,
-                    source: std::io::Error::other("`from` is not a directory"),
+                    error: std::io::Error::other("`from` is not a directory"),
                 })
             }
             Err(e) => {
                 return Err(ContextError::Io {
                     path: base,
-                    source: e,
+                    error: e,
                 })
             }
         }

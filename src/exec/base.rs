@@ -101,6 +101,7 @@ pub fn load_base_with(
     })
 }
 
+/// How messages name a base image.
 pub(super) fn describe(base: &Base) -> String {
     match base {
         Base::Scratch => "scratch".into(),

@@ -36,7 +36,7 @@ pub(super) struct Deferred {
     index: usize,
     archive: std::path::PathBuf,
     name: String,
-    origin: String,
+    origin: crate::plan::Location,
 }
 
 /// What resolving keeps besides entries and digests.
@@ -67,7 +67,7 @@ pub fn resolve(
             content: &mut content,
             held: &mut held,
         };
-        resolve_set(set, sources, cache, opts, fs, &mut out)?;
+        resolve_set(set, &step.location, sources, cache, opts, fs, &mut out)?;
     }
     fs.record(&entries);
     // The inputs, as the layer will see them: path, type, attributes and content digest of
@@ -121,7 +121,7 @@ pub(super) fn materialize(r: &mut ResolvedLayer) -> Result<(), ExecError> {
     )> = None;
     for d in std::mem::take(&mut r.deferred) {
         let bad = |m: String| ExecError::Input {
-            origin: d.origin.clone(),
+            location: d.origin.clone(),
             message: format!("{}: {m}", d.archive.display()),
         };
         if open.as_ref().is_none_or(|(p, _)| *p != d.archive) {
@@ -154,6 +154,7 @@ struct Out<'a> {
 
 fn resolve_set(
     set: &FileSet,
+    location: &crate::plan::Location,
     sources: &Sources,
     cache: &FileDigestCache,
     opts: &ExecOptions,
@@ -228,11 +229,11 @@ fn resolve_set(
                 .context
                 .resolve(archive)
                 .map_err(|e| ExecError::Input {
-                    origin: origin.clone(),
+                    location: origin.clone(),
                     message: e.to_string(),
                 })?;
             let bad = |m: String| ExecError::Input {
-                origin: origin.clone(),
+                location: origin.clone(),
                 message: format!("{archive}: {m}"),
             };
             let md = std::fs::metadata(&host).map_err(|e| bad(e.to_string()))?;
@@ -307,8 +308,8 @@ fn resolve_set(
         } => {
             let (uid, gid) = match chown {
                 Some(c) => fs.owner(c, true).map_err(|message| ExecError::Input {
-                    origin: path.display(),
-                    message,
+                    location: location.clone(),
+                    message: format!("{path}: {message}"),
                 })?,
                 None => (*uid, *gid),
             };
@@ -355,7 +356,7 @@ fn resolve_set(
             origin,
         } => {
             let input = |message: String| ExecError::Input {
-                origin: origin.clone(),
+                location: origin.clone(),
                 message,
             };
             let (uid, gid) = match chown {
@@ -393,9 +394,8 @@ fn resolve_set(
             // (entry, image path, metadata to keep: from the source image or archive)
             let mut found: Vec<(ContextEntry, ImagePath, Option<Node>)> = Vec::new();
             for written in patterns.iter().filter(|_| *parents) {
-                let from_context = matches!(from, crate::plan::CopyFrom::Context);
                 found.extend(
-                    parents_sources(root, meta, written, &dest, exclude, from_context)
+                    parents_sources(root, meta, written, &dest, exclude, from)
                         .map_err(|m| input(format!("{keyword} --parents {written}: {m}")))?,
                 );
             }
@@ -405,9 +405,10 @@ fn resolve_set(
                     None => written.clone(),
                 };
                 let matches = root.glob_sources(pattern).map_err(|e| match e {
-                    crate::context::ContextError::NotFound { .. } if matches!(from, crate::plan::CopyFrom::Context) => {
-                        input(format!("{keyword} failed: {pattern:?} not found in the build context (or excluded by .dockerignore)"))
-                    }
+                    crate::context::ContextError::NotFound { .. } => input(format!(
+                        "{keyword} failed: {written:?} not found {}",
+                        where_from(from)
+                    )),
                     other => input(other.to_string()),
                 })?;
                 for m in matches {
@@ -625,7 +626,7 @@ fn resolve_set(
             origin,
         } => {
             let input = |message: String| ExecError::Input {
-                origin: origin.clone(),
+                location: origin.clone(),
                 message,
             };
             let (uid, gid) = match chown {
@@ -666,11 +667,10 @@ fn resolve_set(
             add_parents(entries, content, start, Some(fs), fresh)?;
         }
         FileSet::Workdir { path, user } => {
-            let origin = path.display();
             let (uid, gid) = match user {
                 Some(u) => fs.owner(u, false).map_err(|message| ExecError::Input {
-                    origin: origin.clone(),
-                    message,
+                    location: location.clone(),
+                    message: format!("{path}: {message}"),
                 })?,
                 None => (0, 0),
             };
@@ -739,6 +739,19 @@ fn through_image_links(t: &Tree, pattern: &str) -> String {
     }
 }
 
+/// Where a COPY source was looked for, for "not found" messages.
+fn where_from(from: &crate::plan::CopyFrom) -> String {
+    match from {
+        crate::plan::CopyFrom::Context => {
+            "in the build context (or excluded by .dockerignore)".into()
+        }
+        crate::plan::CopyFrom::Stage { name, .. } => format!("in stage {name}"),
+        crate::plan::CopyFrom::Image { base } => {
+            format!("in image {}", super::base::describe(base))
+        }
+    }
+}
+
 /// `COPY --parents` sources as BuildKit's dockerfile2llb lowers them: `pivot/./pattern` (no
 /// `/./`: the pivot is the root) copies from each directory the pivot names (wildcards
 /// allowed) the entries matching `pattern` as an include pattern (`**` crosses directories,
@@ -751,7 +764,7 @@ fn parents_sources(
     written: &str,
     dest: &ImagePath,
     exclude: &[String],
-    from_context: bool,
+    from: &crate::plan::CopyFrom,
 ) -> Result<Vec<(ContextEntry, ImagePath, Option<Node>)>, String> {
     use crate::context::dockerignore::PatternMatcher;
     let magic = |p: &str| p.contains(['*', '?', '[']);
@@ -764,13 +777,7 @@ fn parents_sources(
         Some(t) => through_image_links(t, pivot),
         None => pivot.to_string(),
     };
-    let not_found = |what: &str| {
-        if from_context {
-            format!("{what:?} not found in the build context (or excluded by .dockerignore)")
-        } else {
-            format!("{what:?} not found")
-        }
-    };
+    let not_found = |what: &str| format!("{what:?} not found {}", where_from(from));
     if !magic(&pivot) && !magic(pattern) {
         let whole = format!("{}/{pattern}", pivot.trim_end_matches('/'));
         let whole = match meta {
@@ -1034,9 +1041,9 @@ fn follow(
 /// other problem at the layer's `from`.
 fn locate(
     e: crate::context::ContextError,
-    origin: &str,
+    origin: &crate::plan::Location,
     include: &[String],
-    include_origins: &[String],
+    include_origins: &[crate::plan::Location],
 ) -> ExecError {
     use crate::context::ContextError;
     let origin = match &e {
@@ -1044,11 +1051,11 @@ fn locate(
             .iter()
             .position(|p| p == pattern)
             .and_then(|i| include_origins.get(i))
-            .map_or(origin, String::as_str),
+            .unwrap_or(origin),
         _ => origin,
     };
     ExecError::Input {
-        origin: origin.to_string(),
+        location: origin.clone(),
         message: e.to_string(),
     }
 }
@@ -1134,9 +1141,9 @@ fn file_digest(
 }
 
 fn hash_file(path: &Path, size: u64) -> Result<ContentHash, ExecError> {
-    let io = |source| ExecError::Io {
+    let io = |error| ExecError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let mut f = std::fs::File::open(path).map_err(io)?;
     ContentHash::of_reader(&mut f, size).map_err(io)

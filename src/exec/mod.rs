@@ -33,8 +33,18 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("{origin}: {message}")]
-    Input { origin: String, message: String },
+    /// A plan item that cannot be carried out as written.
+    #[error("{location}: {message}")]
+    Input {
+        location: crate::plan::Location,
+        message: String,
+    },
+    /// Any other error while executing the plan item written at `location`.
+    #[error("{location}: {error}")]
+    At {
+        location: crate::plan::Location,
+        error: Box<ExecError>,
+    },
     #[error(transparent)]
     Context(#[from] crate::context::ContextError),
     #[error(transparent)]
@@ -43,13 +53,37 @@ pub enum ExecError {
     Store(#[from] crate::store::StoreError),
     #[error("base image {base}: {message}")]
     Base { base: String, message: String },
-    #[error("cannot read {path}: {source}")]
+    /// The I/O error is part of the message, not a `source()`: a cause chain printed whole
+    /// shows each OS error once.
+    #[error("cannot read {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{what} is not supported yet")]
     Unsupported { what: String },
+}
+
+impl ExecError {
+    /// This error as one of the plan item written at `location`, unless it already names one.
+    pub fn at(self, location: &crate::plan::Location) -> ExecError {
+        match self {
+            located @ (ExecError::Input { .. } | ExecError::At { .. }) => located,
+            error => ExecError::At {
+                location: location.clone(),
+                error: Box::new(error),
+            },
+        }
+    }
+
+    /// Where the failing plan item was written, and the message without it.
+    pub fn location(&self) -> Option<(&crate::plan::Location, String)> {
+        match self {
+            ExecError::Input { location, message } => Some((location, message.clone())),
+            ExecError::At { location, error } => Some((location, error.to_string())),
+            _ => None,
+        }
+    }
 }
 
 /// How layers are written; all of it enters the cache keys.
@@ -142,7 +176,9 @@ pub fn build(
                     opts,
                     observer,
                 };
-                stage::build_stage(&plan.stages[i], annotations, &cx).map(|b| (i, b))
+                stage::build_stage(&plan.stages[i], annotations, &cx)
+                    .map(|b| (i, b))
+                    .map_err(|e| e.at(&plan.stages[i].location))
             })
             .collect::<Result<_, _>>()?;
         for (i, b) in results {
@@ -195,7 +231,9 @@ pub fn cache_keys(
                 .iter()
                 .map(|s| match s {
                     Step::Layer(l) if !needs_build(stage, s) => {
-                        files::resolve(l, &sources, &file_cache, opts, &mut fs).map(|r| Some(r.key))
+                        files::resolve(l, &sources, &file_cache, opts, &mut fs)
+                            .map(|r| Some(r.key))
+                            .map_err(|e| e.at(&l.location))
                     }
                     _ => Ok(None),
                 })

@@ -18,8 +18,11 @@ pub struct Sources<'a> {
     /// Where downloads (`ADD <URL>`) go.
     pub store: &'a Store,
     /// Extracted filesystems, keyed by what COPY --from named, with their layers' metadata.
-    roots: Vec<(CopyFrom, BuildContext, Tree, crate::store::OwnedTempDir)>,
+    roots: Vec<Root>,
 }
+
+/// An extracted filesystem: what COPY --from named, the files, their metadata, the directory.
+type Root = (CopyFrom, BuildContext, Tree, crate::store::OwnedTempDir);
 
 impl<'a> Sources<'a> {
     /// Prepares what `stage` needs: other stages' and images' files, account databases.
@@ -39,43 +42,16 @@ impl<'a> Sources<'a> {
         for step in &stage.steps {
             let Step::Layer(l) = step else { continue };
             for set in &l.sources {
-                let FileSet::Copy { from, .. } = set else {
+                let FileSet::Copy { from, origin, .. } = set else {
                     continue;
                 };
                 if matches!(from, CopyFrom::Context) || s.roots.iter().any(|(f, ..)| f == from) {
                     continue;
                 }
-                let (image, layers, config, origin): (String, Vec<Descriptor>, _, _) = match from {
-                    CopyFrom::Stage { index } => {
-                        let b = built[*index]
-                            .as_ref()
-                            .expect("dependencies are built first");
-                        (
-                            format!("stage {index}"),
-                            b.manifest.layers.clone(),
-                            b.config.clone(),
-                            b.base_origin.clone(),
-                        )
-                    }
-                    CopyFrom::Image { base } => {
-                        let b =
-                            super::load_base_with(base, &stage.platform, store, registry, pull)?;
-                        (b.name, b.layers, b.config, b.origin)
-                    }
-                    CopyFrom::Context => unreachable!(),
-                };
-                super::fetch_layers(&layers, origin.as_ref(), store, registry, pull)?;
-                // Registered, so a signal mid-build removes the extracted stage too.
-                let tmp = store.root().join("tmp");
-                let dir = crate::store::scratch_dir_in(&tmp, crate::store::STAGE_DIR_PREFIX)
-                    .map_err(|e| ExecError::Io {
-                        path: tmp,
-                        source: e,
-                    })?;
-                extract_all(&image, &layers, &config, dir.path(), store)?;
-                let ctx = BuildContext::new(dir.path(), &[])?;
-                let tree = Tree::from_layers(&image, &layers, &config, store)?;
-                s.roots.push((from.clone(), ctx, tree, dir));
+                // Errors (a missing layer, extraction) belong to the first COPY that reads it.
+                let root = prepare_root(from, stage, built, store, registry, pull)
+                    .map_err(|e| e.at(origin))?;
+                s.roots.push(root);
             }
         }
         Ok(s)
@@ -99,6 +75,44 @@ impl<'a> Sources<'a> {
     pub fn meta(&self, from: &CopyFrom) -> Option<&Tree> {
         self.roots.iter().find(|(f, ..)| f == from).map(|r| &r.2)
     }
+}
+
+/// Extracts the filesystem `from` names (another stage or an image) with its metadata tree.
+fn prepare_root(
+    from: &CopyFrom,
+    stage: &Stage,
+    built: &[Option<BuiltImage>],
+    store: &Store,
+    registry: Option<&crate::registry::Client>,
+    pull: super::PullPolicy,
+) -> Result<Root, ExecError> {
+    let (image, layers, config, origin): (String, Vec<Descriptor>, _, _) = match from {
+        CopyFrom::Stage { index, name } => {
+            let b = built[*index]
+                .as_ref()
+                .expect("dependencies are built first");
+            (
+                format!("stage {name}"),
+                b.manifest.layers.clone(),
+                b.config.clone(),
+                b.base_origin.clone(),
+            )
+        }
+        CopyFrom::Image { base } => {
+            let b = super::load_base_with(base, &stage.platform, store, registry, pull)?;
+            (b.name, b.layers, b.config, b.origin)
+        }
+        CopyFrom::Context => unreachable!(),
+    };
+    super::fetch_layers(&layers, origin.as_ref(), store, registry, pull)?;
+    // Registered, so a signal mid-build removes the extracted stage too.
+    let tmp = store.root().join("tmp");
+    let dir = crate::store::scratch_dir_in(&tmp, crate::store::STAGE_DIR_PREFIX)
+        .map_err(|error| ExecError::Io { path: tmp, error })?;
+    extract_all(&image, &layers, &config, dir.path(), store)?;
+    let ctx = BuildContext::new(dir.path(), &[])?;
+    let tree = Tree::from_layers(&image, &layers, &config, store)?;
+    Ok((from.clone(), ctx, tree, dir))
 }
 
 /// `user[:group]` (from `--chown` or USER) to numbers, names through the stage's passwd and

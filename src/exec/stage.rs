@@ -40,7 +40,7 @@ pub(super) struct StageCx<'a> {
 /// A RUN the exec cannot carry out is an error before any layer of its stage is written.
 fn check_runs(stage: &Stage, opts: &ExecOptions) -> Result<(), ExecError> {
     let located = |run: &RunStep, message: String| ExecError::Input {
-        origin: run.origin.clone(),
+        location: run.location.clone(),
         message,
     };
     for step in &stage.steps {
@@ -115,14 +115,15 @@ pub(super) fn build_stage(
     // The config as the next RUN sees it (Env, User, WorkingDir).
     let mut config = base.config.clone();
     let mut env_index = config::EnvIndex::default();
-    let mut segment: Vec<ResolvedLayer> = Vec::new();
+    let mut segment: Vec<(ResolvedLayer, &crate::plan::Location)> = Vec::new();
     let mut layers: Vec<(LayerDigests, bool)> = Vec::new();
     for step in &stage.steps {
         match step {
             Step::Layer(l) => {
-                let r = files::resolve(l, &sources, cx.file_cache, opts, &mut fs)?;
+                let r = files::resolve(l, &sources, cx.file_cache, opts, &mut fs)
+                    .map_err(|e| e.at(&l.location))?;
                 chain = chain_key(&chain, &r.key);
-                segment.push(r);
+                segment.push((r, &l.location));
             }
             Step::Config(edit) => config::apply(&mut config, edit, &mut env_index),
             Step::Run(run) => {
@@ -156,12 +157,12 @@ pub(super) fn build_stage(
 
 /// Writes (or finds) a segment's layers in parallel, in step order.
 fn write_segment(
-    segment: Vec<ResolvedLayer>,
+    segment: Vec<(ResolvedLayer, &crate::plan::Location)>,
     cx: &StageCx<'_>,
 ) -> Result<Vec<(LayerDigests, bool)>, ExecError> {
     segment
         .into_par_iter()
-        .map(|r| write_or_reuse(r, cx.store, cx.opts, cx.observer))
+        .map(|(r, at)| write_or_reuse(r, cx.store, cx.opts, cx.observer).map_err(|e| e.at(at)))
         .collect()
 }
 
@@ -304,7 +305,7 @@ fn run_or_reuse(
         output: &output,
     };
     let out = runner.run(&input, store).map_err(|e| ExecError::Input {
-        origin: run.origin.clone(),
+        location: run.location.clone(),
         message: e.to_string(),
     })?;
     let mut entries = out.entries;
@@ -350,7 +351,7 @@ fn accounts_in_memory(entries: &mut [Entry]) -> Result<(), ExecError> {
             if let FileSource::Host(p) = source {
                 let bytes = std::fs::read(&*p).map_err(|err| ExecError::Io {
                     path: p.to_path_buf(),
-                    source: err,
+                    error: err,
                 })?;
                 *source = FileSource::Bytes(Arc::new(bytes));
             }

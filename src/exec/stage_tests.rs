@@ -6,7 +6,7 @@ use crate::context::BuildContext;
 use crate::image::{BuiltImage, Platform};
 use crate::layer::{Compression, Entry, EntryKind, FileSource};
 use crate::path::ImagePath;
-use crate::plan::{Base, CopyFrom, FileSet, LayerStep, Plan, RunStep, Stage, Step};
+use crate::plan::{Base, CopyFrom, FileSet, LayerStep, Location, Plan, RunStep, Stage, Step};
 use crate::store::Store;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -100,7 +100,7 @@ fn run(cmd: &str) -> Step {
         insecure: false,
         files: Vec::new(),
         created_by: format!("RUN fake {cmd}"),
-        origin: "Dockerfile:3".into(),
+        location: Location::new("Dockerfile", 3, 1),
     })
 }
 
@@ -120,8 +120,9 @@ fn copy(src: &str, dest: &str) -> Step {
             chmod: None,
             unpack_archives: false,
             link: false,
-            origin: "Dockerfile:2".into(),
+            origin: Location::new("Dockerfile", 2, 1),
         }],
+        location: Location::new("Dockerfile", 2, 1),
     })
 }
 
@@ -168,6 +169,7 @@ impl Fixture {
                 base: Base::Scratch,
                 platform: Platform::host(),
                 steps,
+                location: Location::new("Dockerfile", 1, 1),
             }],
             target: 0,
             annotations: BTreeMap::new(),
@@ -301,6 +303,7 @@ fn without_a_runner_run_is_a_located_error_before_anything_is_written() {
             base: Base::Scratch,
             platform: Platform::host(),
             steps: plan_steps,
+            location: Location::new("Dockerfile", 1, 1),
         }],
         target: 0,
         annotations: BTreeMap::new(),
@@ -308,7 +311,7 @@ fn without_a_runner_run_is_a_located_error_before_anything_is_written() {
     };
     let context = BuildContext::new(fx.context_dir.path(), &[]).unwrap();
     let err = build(&plan, &context, &fx.store, &opts, &Quiet).unwrap_err();
-    assert_eq!(err.to_string(), "Dockerfile:3: RUN is not supported yet");
+    assert_eq!(err.to_string(), "Dockerfile:3:1: RUN is not supported yet");
 }
 
 #[test]
@@ -317,7 +320,7 @@ fn a_failing_run_names_its_line_and_stores_nothing_for_its_key() {
     let err = fx.build(vec![run("fail")]).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "Dockerfile:3: fake fail exited with code 2; last output:\n  boom"
+        "Dockerfile:3:1: fake fail exited with code 2; last output:\n  boom"
     );
 }
 
@@ -334,7 +337,7 @@ fn a_mount_not_built_yet_and_a_foreign_platform_are_located_errors() {
     let err = fx.build(vec![Step::Run(r)]).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "Dockerfile:3: RUN --mount=type=tmpfs is not supported yet"
+        "Dockerfile:3:1: RUN --mount=type=tmpfs is not supported yet"
     );
     let host = Platform::host();
     let foreign: Platform = if host.architecture == "arm64" {
@@ -350,6 +353,7 @@ fn a_mount_not_built_yet_and_a_foreign_platform_are_located_errors() {
             base: Base::Scratch,
             platform: foreign.clone(),
             steps: vec![run("touch /x")],
+            location: Location::new("Dockerfile", 1, 1),
         }],
         target: 0,
         annotations: BTreeMap::new(),
@@ -359,7 +363,7 @@ fn a_mount_not_built_yet_and_a_foreign_platform_are_located_errors() {
     let err = build(&plan, &context, &fx.store, &fx.opts(), &Quiet).unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("Dockerfile:3: RUN for {foreign} on a {host} host is not supported yet")
+        format!("Dockerfile:3:1: RUN for {foreign} on a {host} host is not supported yet")
     );
     assert!(fx.runner.commands().is_empty());
 }
@@ -390,6 +394,6 @@ fn run_keys_chain_on_what_is_below() {
     assert_ne!(a, k(&chain, &["PATH=/usr/bin".to_string()], ""));
     assert_ne!(a, k(&chain, &env, "nobody"));
     let mut moved = r.clone();
-    moved.origin = "Dockerfile:9".into();
+    moved.location = Location::new("Dockerfile", 9, 1);
     assert_eq!(a, super::run_key(&chain, &moved, &env, "", "/", &p, &opts));
 }

@@ -6,7 +6,13 @@ use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot serialise image document: {0}")]
-pub struct CanonicalJsonError(#[from] serde_json::Error);
+pub struct CanonicalJsonError(serde_json::Error);
+
+impl From<serde_json::Error> for CanonicalJsonError {
+    fn from(e: serde_json::Error) -> Self {
+        CanonicalJsonError(e)
+    }
+}
 
 pub fn canonical_json<T: Serialize>(doc: &T) -> Result<Vec<u8>, CanonicalJsonError> {
     let value = serde_json::to_value(doc)?;

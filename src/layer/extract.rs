@@ -458,9 +458,9 @@ impl Extractor<'_> {
             });
         }
         let (parent, name) = split_last(path);
-        let err = |source: io::Error| LayerError::Extract {
+        let err = |error: io::Error| LayerError::Extract {
             path: info.path.display(),
-            source,
+            error,
         };
 
         if name == OPAQUE {
@@ -800,9 +800,9 @@ impl Extractor<'_> {
         self.cache = None;
         let dirs = std::mem::take(&mut self.dirs);
         for (path, meta) in dirs.iter().rev() {
-            let err = |source| LayerError::Extract {
+            let err = |error| LayerError::Extract {
                 path: format!("/{}", String::from_utf8_lossy(path)),
-                source,
+                error,
             };
             let (parent, name) = split_last(path);
             let pfd = match self.resolve_dir(parent, false) {
@@ -870,9 +870,9 @@ pub(crate) fn extract_tar<R: Read>(
     root: &Path,
     opts: &ExtractOptions,
 ) -> Result<(), LayerError> {
-    let root_err = |source| LayerError::Extract {
+    let root_err = |error| LayerError::Extract {
         path: root.display().to_string(),
-        source,
+        error,
     };
     std::fs::create_dir_all(root).map_err(root_err)?;
     let croot = cstring(root.as_os_str().as_encoded_bytes()).map_err(root_err)?;

@@ -140,10 +140,11 @@ pub struct LayerDigests {
 pub enum LayerError {
     #[error("{path}: file name {name:?} is reserved for whiteouts (.wh. prefix) and cannot be put in a layer")]
     WhiteoutName { path: String, name: String },
-    #[error("cannot read {path}: {source}")]
+    // I/O errors are in the messages, not `source()`s: a cause chain shows each OS error once.
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path} changed size while it was being read ({expected} → {actual} bytes)")]
     Changed {
@@ -152,13 +153,13 @@ pub enum LayerError {
         actual: u64,
     },
     #[error("writing layer: {0}")]
-    Write(#[source] std::io::Error),
+    Write(std::io::Error),
     #[error("hard link {path} points to {target}, which is not in the layer")]
     DanglingHardlink { path: String, target: String },
     #[error("hard link {path} points to {target}, which is not a regular file")]
     HardlinkToNonFile { path: String, target: String },
     #[error("reading layer blob: {0}")]
-    BlobRead(#[source] std::io::Error),
+    BlobRead(std::io::Error),
     #[error("malformed layer tar: {0}")]
     Malformed(String),
     #[error("unsupported in layers: {0}")]
@@ -177,11 +178,8 @@ pub enum LayerError {
         layer: String,
         inner: Box<LayerError>,
     },
-    #[error("extracting {path}: {source}")]
-    Extract {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("extracting {path}: {error}")]
+    Extract { path: String, error: std::io::Error },
 }
 
 /// Writes one layer from `entries` (any order; later duplicates of a path replace earlier

@@ -463,7 +463,7 @@ fn produce(
                 Ok(Err(e)) => {
                     return Err(LayerError::Read {
                         path: p.to_path_buf(),
-                        source: e,
+                        error: e,
                     })
                 }
             },
@@ -488,9 +488,9 @@ fn m_display(name: &[u8]) -> String {
 }
 
 fn open_checked(p: &Path, size: u64) -> Result<File, LayerError> {
-    let read_err = |source| LayerError::Read {
+    let read_err = |error| LayerError::Read {
         path: p.to_path_buf(),
-        source,
+        error,
     };
     // O_NONBLOCK: opening a FIFO must not hang; it is rejected below. No effect on files.
     let f = std::fs::OpenOptions::new()

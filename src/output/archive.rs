@@ -122,6 +122,18 @@ pub fn docker_entries(
     Ok(entries)
 }
 
+/// A layer writer's error while writing the archive `dest`: a failed write names `dest` (a
+/// full disk is the output's), a failed read keeps the file it read.
+fn writing(dest: &std::path::Path, e: crate::layer::LayerError) -> OutputError {
+    match e {
+        crate::layer::LayerError::Write(error) => OutputError::Io {
+            path: dest.to_path_buf(),
+            error,
+        },
+        other => other.into(),
+    }
+}
+
 /// Writes the entries as an uncompressed tar to `dest`, atomically for files.
 pub fn write(dest: &Dest, entries: &[Entry]) -> Result<(), OutputError> {
     let opts = LayerOptions {
@@ -138,16 +150,17 @@ pub fn write(dest: &Dest, entries: &[Entry]) -> Result<(), OutputError> {
                 entries.to_vec(),
                 opts,
                 std::io::BufWriter::new(stdout.lock()),
-            )?;
-            w.flush().map_err(|source| OutputError::Io {
+            )
+            .map_err(|e| writing("<stdout>".as_ref(), e))?;
+            w.flush().map_err(|error| OutputError::Io {
                 path: "<stdout>".into(),
-                source,
+                error,
             })
         }
         Dest::File(path) => {
-            let io = |source| OutputError::Io {
+            let io = |error| OutputError::Io {
                 path: path.clone(),
-                source,
+                error,
             };
             let dir = match path.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p,
@@ -155,7 +168,8 @@ pub fn write(dest: &Dest, entries: &[Entry]) -> Result<(), OutputError> {
             };
             let tmp = crate::store::temp_file_in(dir).map_err(io)?;
             let (w, _) =
-                crate::layer::write_layer(entries.to_vec(), opts, std::io::BufWriter::new(tmp))?;
+                crate::layer::write_layer(entries.to_vec(), opts, std::io::BufWriter::new(tmp))
+                    .map_err(|e| writing(path, e))?;
             let tmp = w.into_inner().map_err(|e| io(e.into_error()))?;
             tmp.persist(path).map_err(|e| io(e.error))?;
             Ok(())

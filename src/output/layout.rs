@@ -17,7 +17,7 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 fn io(p: &Path) -> impl FnOnce(std::io::Error) -> OutputError {
     let p = p.to_path_buf();
-    move |source| OutputError::Io { path: p, source }
+    move |error| OutputError::Io { path: p, error }
 }
 
 pub fn add(
@@ -45,6 +45,29 @@ pub fn add(
     Ok(())
 }
 
+/// Copies the store blob `src` into `out` (the temp file that becomes `dest`). A failure names
+/// the file the failing call used: the store blob for a read, `dest` for a write (a full disk
+/// is the layout's problem, not the store's).
+fn copy_blob(src: &Path, out: &mut std::fs::File, dest: &Path) -> Result<(), OutputError> {
+    use std::io::{Read, Write};
+    let read_err = |error| OutputError::Read {
+        path: src.to_path_buf(),
+        error,
+    };
+    let mut input = std::fs::File::open(src).map_err(read_err)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_err(e)),
+        };
+        out.write_all(&buf[..n]).map_err(io(dest))?;
+    }
+    out.flush().map_err(io(dest))
+}
+
 /// Adds the image to the layout `dir`, creating what is missing in it.
 fn add_into(
     dir: &Path,
@@ -59,8 +82,8 @@ fn add_into(
         if dest.exists() {
             continue;
         }
-        let tmp = crate::store::temp_file_in(&blobs).map_err(io(&blobs))?;
-        std::fs::copy(store.blob_path(d), tmp.path()).map_err(io(&store.blob_path(d)))?;
+        let mut tmp = crate::store::temp_file_in(&blobs).map_err(io(&blobs))?;
+        copy_blob(&store.blob_path(d), tmp.as_file_mut(), &dest)?;
         tmp.persist(&dest).map_err(|e| io(&dest)(e.error))?;
     }
     let layout_file = dir.join("oci-layout");
@@ -109,4 +132,47 @@ fn add_into(
         &canonical_json(&index).expect("index serialises"),
     )
     .map_err(io(&index_path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_names_the_file_being_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("blob");
+        std::fs::write(&src, b"layer bytes").unwrap();
+        // /dev/full answers every write with ENOSPC.
+        let mut full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let dest = dir.path().join("out/blobs/sha256/abc");
+        let err = copy_blob(&src, &mut full, &dest).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "writing {}: No space left on device (os error 28)",
+                dest.display()
+            )
+        );
+    }
+
+    #[test]
+    fn an_unreadable_blob_names_the_store_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("missing-blob");
+        let mut out = tempfile::tempfile().unwrap();
+        let err = copy_blob(&src, &mut out, &dir.path().join("dest"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "reading {}: No such file or directory (os error 2)",
+                src.display()
+            )
+        );
+    }
 }

@@ -18,10 +18,17 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
-    #[error("writing {path}: {source}")]
+    /// The I/O error is in the message, not a `source()`: a cause chain shows each OS error
+    /// once.
+    #[error("writing {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
+    },
+    #[error("reading {path}: {error}")]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
     },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),

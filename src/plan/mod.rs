@@ -34,6 +34,10 @@ pub struct Stage {
     pub base: Base,
     pub platform: Platform,
     pub steps: Vec<Step>,
+    /// Where the stage's base is named (the FROM instruction, lade.toml's `from`), for errors
+    /// of the stage that no step owns (loading the base). Not serialised.
+    #[serde(skip)]
+    pub location: Location,
 }
 
 impl Base {
@@ -97,7 +101,7 @@ impl Stage {
             if let Step::Layer(l) = step {
                 for set in &l.sources {
                     if let FileSet::Copy {
-                        from: CopyFrom::Stage { index },
+                        from: CopyFrom::Stage { index, .. },
                         ..
                     } = set
                     {
@@ -161,10 +165,15 @@ pub struct LayerStep {
     /// The history entry's `created_by`.
     pub created_by: String,
     pub sources: Vec<FileSet>,
+    /// The instruction or section that made the step; every error executing it names it.
+    /// Not serialised: locations must not change cache keys.
+    #[serde(skip)]
+    pub location: Location,
 }
 
-/// Where a plan item was written (`file:line:col`), for errors found while executing it.
-pub type Origin = String;
+/// Where a plan item was written (file, line, column), for errors found while executing it;
+/// both frontends make one, and errors render it the same way (`FILE:LINE:COL`).
+pub use crate::frontend::diag::Location;
 
 /// Owner and permission rules applied to the files of a set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -199,10 +208,10 @@ pub enum FileSet {
         attrs: Attrs,
         /// Where `from` was written. Not serialised: locations must not change cache keys.
         #[serde(skip)]
-        origin: Origin,
+        origin: Location,
         /// Where each `include` pattern was written.
         #[serde(skip)]
-        include_origins: Vec<Origin>,
+        include_origins: Vec<Location>,
     },
     /// Entries of a zip archive in the context (a jar), each to an image path.
     Zip {
@@ -210,7 +219,7 @@ pub enum FileSet {
         entries: Vec<ZipEntry>,
         attrs: Attrs,
         #[serde(skip)]
-        origin: Origin,
+        origin: Location,
     },
     /// A file lade generates (e.g. Jib's classpath file).
     Inline {
@@ -254,7 +263,7 @@ pub enum FileSet {
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         link: bool,
         #[serde(skip)]
-        origin: Origin,
+        origin: Location,
     },
     /// Dockerfile `ADD <http(s) URL>`: one downloaded file, never unpacked.
     Url {
@@ -273,7 +282,7 @@ pub enum FileSet {
         #[serde(skip)]
         file_name: String,
         #[serde(skip)]
-        origin: Origin,
+        origin: Location,
     },
     /// Dockerfile WORKDIR: the directory and its missing parents, 0755 and owned by `user`
     /// (the stage's USER, names resolved in its passwd), created only when missing; an
@@ -300,8 +309,15 @@ fn as_lossy_str<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error>
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum CopyFrom {
     Context,
-    Stage { index: usize },
-    Image { base: Base },
+    Stage {
+        index: usize,
+        /// How messages name the stage (its `AS` name, else `stage-N`, as BuildKit's).
+        #[serde(skip)]
+        name: String,
+    },
+    Image {
+        base: Base,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -353,8 +369,9 @@ pub struct RunStep {
     /// The history entry's `created_by` (BuildKit's: `RUN |N K=V… argv`). Not part of cache
     /// keys.
     pub created_by: String,
-    /// Dockerfile location for errors (`file:line`). Not part of cache keys.
-    pub origin: String,
+    /// The RUN instruction, for errors.
+    #[serde(skip)]
+    pub location: Location,
 }
 
 /// A file a RUN reads that is not on the stage's filesystem.

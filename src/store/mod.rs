@@ -18,8 +18,10 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cache directory {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    /// The I/O error is in the message, not a `source()`: a cause chain shows each OS error
+    /// once.
+    #[error("cache directory {path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     #[error("blob {expected} is missing from the store")]
     MissingBlob { expected: crate::digest::Digest },
     #[error("blob content does not match its digest: expected {expected}, got {actual}")]
@@ -32,9 +34,9 @@ pub enum StoreError {
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
+    move |error| StoreError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 

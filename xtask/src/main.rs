@@ -1,9 +1,11 @@
 //! Project tasks: `cargo xtask test` (lint, start the services the integration tests use, run the
 //! whole test suite, stop the services) and `cargo xtask bench` (time lade against the physical
-//! floor and the reference tools on the standard workloads).
+//! floor and the reference tools on the standard workloads), `cargo xtask fuzz` (the cargo-fuzz
+//! targets of `fuzz/`, each for a bounded time).
 mod bench;
 mod deps;
 mod docker;
+mod fuzz;
 mod proc;
 mod registry;
 mod signal;
@@ -25,6 +27,11 @@ tasks:
       make the W1-W3 workloads (../shared/bench/make-workloads.sh), build lade in release (unless
       --lade) and time it against tar|gzip and tar|pigz, its Dockerfile builds against buildah and
       BuildKit, and (W3) its registry push against skopeo; best of N interleaved runs (default 3).
+  fuzz [--seconds N] [TARGET...]
+      run the cargo-fuzz targets of fuzz/ (dockerfile, extract, oci_json, dockerignore; default
+      all), each for N seconds (default 300), one after the other, with RUSTC_BOOTSTRAP=1 (the
+      sanitizer flags need it on a stable toolchain); installs cargo-fuzz when missing. Exits 1
+      if libFuzzer saved a crash (under fuzz/artifacts/). Not part of `test`.
 ";
 
 fn main() -> ExitCode {
@@ -46,6 +53,7 @@ fn run(args: &[String]) -> anyhow::Result<ExitCode> {
     match task.as_str() {
         "test" => test::run(rest),
         "bench" => bench::run(rest),
+        "fuzz" => fuzz::run(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)

@@ -120,17 +120,18 @@ impl Cx<'_> {
         }
     }
 
+    /// Where the instruction on `line` starts.
+    fn location(&self, line: usize) -> Location {
+        Location::line_start(self.file, self.src, line)
+    }
+
     fn error(
         &self,
         line: usize,
         message: impl Into<String>,
         hint: Option<&str>,
     ) -> DockerfileError {
-        let location = Location {
-            file: self.file.to_string(),
-            line,
-            col: 1,
-        };
+        let location = self.location(line);
         let message = message.into();
         let rendered = diag::render(&location, self.src, &message, hint);
         DockerfileError {
@@ -398,6 +399,15 @@ pub fn lower(
         }
     }
 
+    if stages.is_empty() {
+        // Only ARGs (the parser rejects a file without instructions): BuildKit's message.
+        let last = df.instructions.last().map_or(1, |i| i.start_line);
+        return Err(cx.error(
+            last,
+            "dockerfile contains no stages to build",
+            Some("add a FROM instruction"),
+        ));
+    }
     let target = match &opts.target {
         Some(t) => {
             let t = t.to_ascii_lowercase();
@@ -442,6 +452,7 @@ pub fn lower(
     let stages = stages
         .into_iter()
         .map(|s| Stage {
+            location: cx.location(s.line),
             name: s.name,
             base: s.base,
             platform: s.platform,
@@ -757,6 +768,7 @@ fn lower_instruction(
                         path: st.workdir.clone(),
                         user: st.user.clone(),
                     }],
+                    location: cx.location(line),
                 }));
             }
             config(st, ConfigEdit::WorkingDir(st.workdir.display()));
@@ -838,7 +850,7 @@ fn lower_instruction(
             let current = earlier.len();
             for set in &step.sources {
                 if let FileSet::Copy {
-                    from: CopyFrom::Stage { index },
+                    from: CopyFrom::Stage { index, .. },
                     ..
                 } = set
                 {
@@ -856,7 +868,6 @@ fn lower_instruction(
             st.steps.push(Step::Run(step));
         }
     }
-    let _ = st.line;
     Ok(())
 }
 
@@ -1008,7 +1019,10 @@ fn copy_source(cx: &Cx, line: usize, from: Option<&str>) -> Result<CopyFrom, Doc
         .iter()
         .position(|(n, _)| n.as_deref() == Some(&lower))
     {
-        return Ok(CopyFrom::Stage { index });
+        return Ok(CopyFrom::Stage {
+            index,
+            name: cx.stage_display(index),
+        });
     }
     if let Ok(index) = f.parse::<usize>() {
         if index >= cx.all_stages.len() {
@@ -1021,7 +1035,10 @@ fn copy_source(cx: &Cx, line: usize, from: Option<&str>) -> Result<CopyFrom, Doc
                 )),
             ));
         }
-        return Ok(CopyFrom::Stage { index });
+        return Ok(CopyFrom::Stage {
+            index,
+            name: cx.stage_display(index),
+        });
     }
     let base = Base::from_image_name(f, &cx.opts.context_dir)
         .ok_or_else(|| cx.error(line, format!("COPY --from={f}: not a stage or image"), None))?;
@@ -1148,7 +1165,7 @@ fn copy_step(
             unpack_archives: add,
             // BuildKit links only without --chmod.
             link: c.link && c.chmod.is_none(),
-            origin: format!("{}:{}", cx.file, line),
+            origin: cx.location(line),
         });
     }
     for url in urls {
@@ -1165,7 +1182,7 @@ fn copy_step(
             chown: chown.clone(),
             chmod: chmod.clone(),
             file_name,
-            origin: format!("{}:{}:1", cx.file, line),
+            origin: cx.location(line),
         });
     }
     for (name, content) in &c.heredocs {
@@ -1193,6 +1210,7 @@ fn copy_step(
         ),
         created_by: text.to_string(),
         sources: sets,
+        location: cx.location(line),
     })
 }
 
@@ -1326,7 +1344,7 @@ fn run_step(
         mounts,
         insecure,
         files,
-        origin: format!("{}:{}", cx.file, line),
+        location: cx.location(line),
     })
 }
 
@@ -1932,6 +1950,16 @@ mod tests {
     }
 
     #[test]
+    fn only_args_is_an_error_not_a_panic() {
+        // Found by `cargo xtask fuzz dockerfile` (fuzz/regressions/dockerfile/args-without-from).
+        let err = lower_with("ARG a\nARG b=1\n", &[], &[]).unwrap_err();
+        assert!(
+            err.starts_with("Dockerfile:2:1: dockerfile contains no stages to build\n"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn copy_from_a_bare_name_is_an_image_unless_it_is_near_a_stage() {
         let plan = lower_with(
             "FROM scratch AS build\nFROM scratch\nCOPY --from=busybox /bin/busybox /bin/\n\
@@ -1949,7 +1977,10 @@ mod tests {
                         reference: "busybox".into()
                     }
                 },
-                CopyFrom::Stage { index: 0 }
+                CopyFrom::Stage {
+                    index: 0,
+                    name: "build".into()
+                }
             ],
             "{froms:?}"
         );

@@ -42,7 +42,7 @@ fn shell_form_goes_through_the_stage_shell_and_exec_form_is_kept() {
         argv(&r[2]),
         ["/bin/bash", "-eo", "pipefail", "-c", "false | true"]
     );
-    assert_eq!(r[0].origin, "Dockerfile:2");
+    assert_eq!(r[0].location.to_string(), "Dockerfile:2:1");
     assert_eq!(r[0].created_by, "RUN /bin/sh -c echo $HOME  &&  ls");
 }
 

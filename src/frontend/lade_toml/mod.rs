@@ -86,6 +86,7 @@ pub fn lower(
             base,
             platform,
             steps,
+            location: cx.location(spec.image.from.span()),
         }],
         target: 0,
         annotations: spec.image.annotations.clone(),
@@ -192,13 +193,10 @@ impl Cx<'_> {
                 include: l.include.iter().map(|p| p.get_ref().clone()).collect(),
                 exclude: l.exclude.clone(),
                 attrs,
-                origin: self.location(l.from.span()).to_string(),
-                include_origins: l
-                    .include
-                    .iter()
-                    .map(|p| self.location(p.span()).to_string())
-                    .collect(),
+                origin: self.location(l.from.span()),
+                include_origins: l.include.iter().map(|p| self.location(p.span())).collect(),
             }],
+            location: self.location(l.from.span()),
         })
     }
 
@@ -213,7 +211,7 @@ impl Cx<'_> {
         }
         let into = self.image_path(&Spanned::new(c.span(), c.get_ref().into.clone()), "into")?;
         let target = into.join_bytes(name.as_bytes());
-        let origin = self.location(c.get_ref().bin.span()).to_string();
+        let origin = self.location(c.get_ref().bin.span());
         let step = LayerStep {
             name: format!("cargo {name}"),
             created_by: format!("lade cargo {name}"),
@@ -231,8 +229,9 @@ impl Cx<'_> {
                     host_modes: false,
                 },
                 origin: origin.clone(),
-                include_origins: vec![origin],
+                include_origins: vec![origin.clone()],
             }],
+            location: origin,
         };
         Ok((step, vec![target.display()]))
     }
@@ -273,7 +272,10 @@ impl Cx<'_> {
                 normalize_port(&text).ok_or_else(|| {
                     self.error(
                         p.span(),
-                        &format!("invalid port {text:?}"),
+                        &format!(
+                            "invalid port {text:?}: a port is a number 1-65535, optionally \
+                             with /tcp, /udp or /sctp"
+                        ),
                         Some("e.g. 8080, \"8080/tcp\" or \"53/udp\""),
                     )
                 })?,

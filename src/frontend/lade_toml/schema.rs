@@ -44,12 +44,35 @@ fn scratch() -> Spanned<String> {
     Spanned::new(0..0, "scratch".to_string())
 }
 
-/// A port as a number (`8080`) or a string (`"8080/tcp"`, `"53/udp"`).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// A port as a number (`8080`) or a string (`"8080/tcp"`, `"53/udp"`). Any integer is read
+/// (the range is checked when lowering, so the error names the value and the valid range
+/// rather than serde's "did not match any variant of untagged enum").
+#[derive(Debug)]
 pub enum Port {
-    Number(u16),
+    Number(i64),
     Text(String),
+}
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Port, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Port;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a port: a number 1-65535 or a string like \"8080/tcp\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Port, E> {
+                Ok(Port::Number(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Port, E> {
+                Ok(Port::Number(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Port, E> {
+                Ok(Port::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A file mode as an integer (`0o644`, `420`) or an octal string (`"0644"`).

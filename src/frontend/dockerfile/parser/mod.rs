@@ -129,24 +129,29 @@ impl ParseError {
     /// hint: ...
     /// ```
     pub fn render(&self, file_name: &str, src: &str) -> String {
-        let mut out = format!("{file_name}:{self}\n");
+        let mut out = format!(
+            "{file_name}:{}\n",
+            crate::frontend::diag::clip_words(&self.to_string())
+        );
         let src = src.strip_prefix('\u{feff}').unwrap_or(src);
         let text = src.split('\n').nth(self.line.wrapping_sub(1));
         if let Some(text) = text.filter(|_| !src.is_empty()) {
             let text = text.trim_end_matches(['\r', '\n']);
             let num = self.line.to_string();
             let pad = " ".repeat(num.len());
+            // A long line is cut around the column (a 10 MB line is not echoed whole).
+            let (text, caret_at) = crate::frontend::diag::window(text, self.col.saturating_sub(1));
             // Keep tabs in the caret line so the caret lines up with the source.
             let indent: String = text
                 .chars()
-                .take(self.col.saturating_sub(1))
+                .take(caret_at)
                 .map(|c| if c == '\t' { '\t' } else { ' ' })
                 .collect();
             let _ = writeln!(out, "  {num} | {text}");
             let _ = writeln!(out, "  {pad} | {indent}^");
         }
         if let Some(hint) = &self.hint {
-            let _ = writeln!(out, "hint: {hint}");
+            let _ = writeln!(out, "hint: {}", crate::frontend::diag::clip_words(hint));
         }
         out
     }

@@ -19,7 +19,7 @@ mod tests;
 use super::schema::{JavaMode, JavaSection};
 use super::{Cx, SpecError};
 use crate::path::ImagePath;
-use crate::plan::{Attrs, FileSet, LayerStep, ZipEntry};
+use crate::plan::{Attrs, FileSet, LayerStep, Location, ZipEntry};
 use manifest::Manifest;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -70,7 +70,7 @@ pub(super) fn lower(
         cx,
         span: j.jar.span(),
         jar: j.jar.get_ref().as_str(),
-        origin: cx.location(j.jar.span()).to_string(),
+        origin: cx.location(j.jar.span()),
     };
     if !is_inside(jl.jar) {
         return Err(jl.error(
@@ -160,7 +160,7 @@ struct Lowerer<'a> {
     span: Range<usize>,
     /// The jar as written, relative to the spec directory.
     jar: &'a str,
-    origin: String,
+    origin: Location,
 }
 
 impl Lowerer<'_> {
@@ -289,6 +289,7 @@ impl Lowerer<'_> {
             name: name.to_string(),
             created_by: format!("lade java {name}"),
             sources,
+            location: self.origin.clone(),
         }
     }
 

@@ -207,7 +207,7 @@ fn spring_boot_fat_jar_is_exploded_into_jib_layers() {
                 host_modes: false,
             }
         );
-        assert_eq!(origin, "lade.toml:5:7");
+        assert_eq!(origin.to_string(), "lade.toml:5:7");
     }
 }
 
