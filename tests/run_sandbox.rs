@@ -641,3 +641,108 @@ fn missing_workdir_is_created_and_lands_in_the_layer() {
         ["/app dir 755 0:0", "/app/src dir 755 0:0"]
     );
 }
+
+/// A `lade build` killed with SIGKILL mid-RUN leaves its container running, its overlay
+/// mounted and its bundle behind; the next build on the same store removes all of it.
+#[test]
+fn a_sigkilled_run_is_cleaned_up_by_the_next_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    // A busybox base as an OCI layout, made by lade itself.
+    let base_ctx = tmp.path().join("base");
+    common::busybox_rootfs(&base_ctx.join("root"));
+    let tar = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(base_ctx.join("root"))
+        .arg("-cf")
+        .arg(base_ctx.join("rootfs.tar"))
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    std::fs::remove_dir_all(base_ctx.join("root")).unwrap();
+    std::fs::write(
+        base_ctx.join("Dockerfile"),
+        "FROM scratch\nADD rootfs.tar /\n",
+    )
+    .unwrap();
+    let layout = tmp.path().join("layout");
+    common::lade(&cache)
+        .args(["build", "--progress", "quiet", "-o"])
+        .arg(format!("type=oci-layout,dest={}", layout.display()))
+        .arg(&base_ctx)
+        .assert()
+        .success();
+
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM oci:{}\nRUN exec sleep 120\n", layout.display()),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lade"))
+        .env("LADE_CACHE_DIR", &cache)
+        .args(["build", "--progress", "quiet", "-o"])
+        .arg(format!(
+            "type=oci,dest={}",
+            tmp.path().join("o.tar").display()
+        ))
+        .arg(&ctx)
+        .spawn()
+        .unwrap();
+    let state = cache.join("run/state");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let pid = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the RUN never started"
+        );
+        let pid = std::fs::read_dir(&state)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read(e.unwrap().path().join("state.json")).ok())
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["init_process_pid"].as_i64())
+            .filter(|&p| p > 0);
+        if let Some(p) = pid {
+            break p;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(cache.to_str().unwrap())
+    };
+    let alive = || Path::new(&format!("/proc/{pid}")).exists();
+    assert!(mounted() && alive(), "SIGKILL left nothing to clean up");
+
+    // Any build on the store sweeps what dead builds left.
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("f"), "x").unwrap();
+    std::fs::write(other.join("Dockerfile"), "FROM scratch\nCOPY f /f\n").unwrap();
+    common::lade(&cache)
+        .args(["build", "--progress", "quiet", "-o"])
+        .arg(format!(
+            "type=oci,dest={}",
+            tmp.path().join("p.tar").display()
+        ))
+        .arg(&other)
+        .assert()
+        .success();
+    // The runtime kills the container's process; it may take a moment to be reaped.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!alive(), "the killed build's container still runs");
+    assert!(!mounted(), "the killed build's snapshot is still mounted");
+    for d in ["run/state", "run/snapshots", "run/bundles"] {
+        let left: Vec<_> = std::fs::read_dir(cache.join(d)).unwrap().collect();
+        assert!(left.is_empty(), "{d} still holds {left:?}");
+    }
+}
