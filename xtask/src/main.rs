@@ -2,6 +2,7 @@
 //! whole test suite, stop the services) and `cargo xtask bench` (time lade against the physical
 //! floor and the reference tools on the standard workloads).
 mod bench;
+mod debian;
 mod deps;
 mod docker;
 mod proc;
