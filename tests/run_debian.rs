@@ -75,7 +75,11 @@ fn cron_seed_builds_and_runs_uses_the_debian_mirror() {
     let crontab = "* * * * * echo hello >> /var/log/cron.log 2>&1\n";
     let ctx = context(tmp.path(), &dockerfile, &[("hello-cron", crontab)]);
     let tag = "lade-test/debian-cron:1";
-    build_and_load(&ctx, tmp.path(), tag);
+    let first = build_and_load(&ctx, tmp.path(), tag);
+    assert!(
+        first.contains("RUN apt-get update && apt-get install -y cron: "),
+        "no output of the apt-get RUN in the step log:\n{first}"
+    );
     let out = docker_run(
         tag,
         &[
@@ -103,6 +107,16 @@ fn cron_seed_builds_and_runs_uses_the_debian_mirror() {
         &["sh", "-c", "ls /var/lib/dpkg/info/cron.list; echo ok"],
     );
     assert!(out.ends_with("ok\n"), "{out}");
+    // A second build with nothing changed runs no RUN: every layer is cached and no step
+    // output is streamed.
+    let again = build_and_load(&ctx, tmp.path(), tag);
+    let ran: Vec<&str> = again.lines().filter(|l| l.starts_with("RUN ")).collect();
+    assert!(ran.is_empty(), "the rebuild ran steps:\n{again}");
+    let cached = again
+        .lines()
+        .filter(|l| l.starts_with("layer RUN ") && l.contains(": cached "))
+        .count();
+    assert_eq!(cached, 2, "{again}");
     common::docker(&["rmi", "-f", tag]);
 }
 
