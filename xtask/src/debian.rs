@@ -258,10 +258,12 @@ fn make_layout(tmp: &Path, dest: &Path, mirror: &str, include: Option<&str>) -> 
         .context("running debootstrap (package debootstrap)")?;
     crate::signal::check()?;
     if !status.success() {
+        // debootstrap prints its `E:` lines on stdout (the log).
         let err = fs::read_to_string(tmp.join("debootstrap.err")).unwrap_or_default();
-        let hint = if err.contains("Failed getting release file")
-            || err.contains("Couldn't download")
-            || err.contains("Failure trying to run")
+        let tail = log_tail(&log, 15);
+        let hint = if [&err, &tail]
+            .iter()
+            .any(|t| t.contains("Failed getting release file") || t.contains("Couldn't download"))
         {
             format!("\nis the mirror {mirror} reachable from here? (it comes from the apt sources)")
         } else {
@@ -270,7 +272,7 @@ fn make_layout(tmp: &Path, dest: &Path, mirror: &str, include: Option<&str>) -> 
         bail!(
             "debootstrap --variant=minbase {SUITE} from {mirror} failed ({status}):\n{}\n{}{hint}",
             err.trim_end(),
-            log_tail(&log, 15)
+            tail
         );
     }
     let booted = started.elapsed();
