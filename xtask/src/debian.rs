@@ -510,6 +510,28 @@ mod tests {
     }
 
     #[test]
+    fn a_layout_with_a_missing_or_truncated_blob_is_not_ok() {
+        let dir = std::env::temp_dir().join(format!("xtask-layout-ok-{}", std::process::id()));
+        let blobs = dir.join("blobs/sha256");
+        fs::create_dir_all(&blobs).unwrap();
+        fs::write(dir.join("index.json"), "{}").unwrap();
+        for (name, data) in [("aa", "1"), ("bb", "22"), ("cc", "333")] {
+            fs::write(blobs.join(name), data).unwrap();
+        }
+        assert!(
+            !layout_ok(&dir),
+            "no xtask-blobs: not made by xtask to the end"
+        );
+        fs::write(dir.join("xtask-blobs"), "aa 1\nbb 2\ncc 3\n").unwrap();
+        assert!(layout_ok(&dir));
+        fs::write(blobs.join("bb"), "2").unwrap();
+        assert!(!layout_ok(&dir), "truncated blob");
+        fs::remove_file(blobs.join("bb")).unwrap();
+        assert!(!layout_ok(&dir), "missing blob");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn one_line_with_options_and_comments() {
         let text = "# deb http://commented/ bookworm main\n\
                     deb http://security.debian.org/debian-security bookworm-security main\n\
