@@ -70,6 +70,35 @@ pub fn require_services() -> Services {
     }
 }
 
+/// The Debian bookworm bases `cargo xtask test` makes once with debootstrap (xtask/src/debian.rs).
+pub struct DebianBases {
+    /// `oci:DIR:TAG` of the minbase (`LADE_TEST_DEBIAN_LAYOUT`).
+    pub minbase: String,
+    /// `oci:DIR:TAG` of the minbase + python3, pip, gcc, libc6-dev
+    /// (`LADE_TEST_DEBIAN_PYTHON_LAYOUT`).
+    pub python_gcc: String,
+    /// The wheels of Flask and its dependencies (`LADE_TEST_WHEELS`).
+    pub wheels: PathBuf,
+}
+
+/// The Debian bases, or a test failure saying why they are missing.
+#[track_caller]
+pub fn require_debian() -> DebianBases {
+    if let Ok(e) = std::env::var("LADE_TEST_DEBIAN_ERROR") {
+        panic!("xtask could not make the Debian bases: {e}");
+    }
+    let var = |k: &str| {
+        std::env::var(k).unwrap_or_else(|_| {
+            panic!("{k} is not set: run this test through `cargo xtask test`, which makes the Debian bases")
+        })
+    };
+    DebianBases {
+        minbase: var("LADE_TEST_DEBIAN_LAYOUT"),
+        python_gcc: var("LADE_TEST_DEBIAN_PYTHON_LAYOUT"),
+        wheels: PathBuf::from(var("LADE_TEST_WHEELS")),
+    }
+}
+
 /// A `docker -H <private dockerd>` command.
 pub fn docker_cmd() -> Command {
     let s = require_services();

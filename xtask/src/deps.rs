@@ -56,6 +56,10 @@ pub const TEST: &[Need] = &[
     exec("xz-utils", &["xz"]),
     // Counting what a build reads (the `[java]` no-op rebuild test).
     exec("strace", &["strace"]),
+    // The Debian bookworm bases of the RUN tests (xtask/src/debian.rs), and `pip download` of
+    // the wheels their Flask test installs.
+    exec("debootstrap", &["debootstrap"]),
+    exec("python3-pip", &["pip3"]),
 ];
 
 /// What `cargo xtask bench` needs. Its reference tools (buildah, docker.io, skopeo,

@@ -3,6 +3,7 @@
 //! floor and the reference tools on the standard workloads), `cargo xtask fuzz` (the cargo-fuzz
 //! targets of `fuzz/`, each for a bounded time).
 mod bench;
+mod debian;
 mod deps;
 mod docker;
 mod fuzz;

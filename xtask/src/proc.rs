@@ -195,7 +195,7 @@ pub fn kill_processes_under(dir: &Path) {
     }
 }
 
-fn unmount_under(dir: &Path) {
+pub fn unmount_under(dir: &Path) {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return;
     };

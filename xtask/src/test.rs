@@ -14,6 +14,10 @@
 //! | `LADE_TEST_TLS_CA` | PEM of the CA that signed its certificate (SAN IP:127.0.0.1) |
 //! | `LADE_TEST_TLS_CERT_DIR` | a directory holding that CA as `ca.crt` (`skopeo --cert-dir`) |
 //! | `LADE_TEST_TLS_USER`, `LADE_TEST_TLS_PASSWORD` | its credentials |
+//! | `LADE_TEST_DEBIAN_LAYOUT` | `oci:DIR:TAG` of a Debian bookworm minbase (`debootstrap`) |
+//! | `LADE_TEST_DEBIAN_PYTHON_LAYOUT` | `oci:DIR:TAG` of that minbase + python3, pip, gcc, libc6-dev |
+//! | `LADE_TEST_WHEELS` | a directory of the wheels of Flask and its dependencies (cp311) |
+//! | `LADE_TEST_DEBIAN_ERROR` | instead of the three above: why they could not be made |
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
@@ -23,7 +27,7 @@ use anyhow::{bail, Context, Result};
 use crate::docker::{self, Dockerd};
 use crate::proc::Scratch;
 use crate::registry::{self, Registry, TlsAuth};
-use crate::{cargo, deps, repo_root, signal};
+use crate::{cargo, debian, deps, repo_root, signal};
 
 struct Options {
     services: bool,
@@ -63,14 +67,36 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         return cargo_test(&opts.cargo_args, &[]);
     }
     deps::ensure(deps::TEST)?;
+    // Made (or found in the cache) before the daemons start: the first run takes minutes.
+    let debian = debian_env();
+    signal::check()?;
     let mut services = Services::start()?;
     if opts.keep {
         services.scratch.keep();
     }
     println!("xtask: {}", services.summary());
-    let code = cargo_test(&opts.cargo_args, &services.env());
+    let mut env = services.env();
+    env.extend(debian);
+    let code = cargo_test(&opts.cargo_args, &env);
     drop(services);
     code
+}
+
+/// The Debian bases' part of the contract. Failing to make them (an unreachable mirror) fails
+/// only the tests that use them, with the reason: the other tests still run.
+fn debian_env() -> Vec<(&'static str, String)> {
+    match debian::ensure() {
+        Ok(b) => vec![
+            ("LADE_TEST_DEBIAN_LAYOUT", b.minbase),
+            ("LADE_TEST_DEBIAN_PYTHON_LAYOUT", b.python_gcc),
+            ("LADE_TEST_WHEELS", b.wheels.display().to_string()),
+        ],
+        Err(e) => {
+            let e = format!("{e:#}");
+            eprintln!("xtask: warning: the Debian bases are missing; their tests will fail:\n{e}");
+            vec![("LADE_TEST_DEBIAN_ERROR", e)]
+        }
+    }
 }
 
 fn lint() -> Result<()> {

@@ -159,7 +159,10 @@ impl Differ<'_> {
             };
             if ft.is_dir() {
                 let opaque = match self.copied_dirs {
-                    None => is_opaque(&host),
+                    // overlayfs marks some directories opaque that hide nothing (dpkg's new
+                    // directories, made over a whiteout of its own temp names): the marker is
+                    // kept only where a lower directory exists, as BuildKit's diff does.
+                    None => is_opaque(&host) && lower.as_ref().is_some_and(|(_, lm)| lm.is_dir()),
                     Some(c) if c.marked => {
                         lower.as_ref().is_some_and(|(_, lm)| lm.is_dir())
                             && !super::lowers::has_xattr(&host, COPIED_MARK)
@@ -440,6 +443,16 @@ mod tests {
         )
         .unwrap();
         std::fs::write(upper.join("a/new"), "n").unwrap();
+        // /fresh: a new directory overlayfs marked opaque although nothing is below it.
+        std::fs::create_dir(upper.join("fresh")).unwrap();
+        rustix::fs::setxattr(
+            upper.join("fresh").as_path(),
+            "trusted.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        std::fs::write(upper.join("fresh/f"), "f").unwrap();
         whiteout(&upper.join("gone"));
         std::fs::write(upper.join("same"), "s").unwrap();
         set_times(&upper.join("same"), 100);
@@ -492,6 +505,8 @@ mod tests {
                 "/a dir 755 5000",
                 "/a opaque 0 5000",
                 "/a/new file 644 5000",
+                "/fresh dir 755 5000",
+                "/fresh/f file 644 5000",
                 "/gone whiteout 0 5000",
                 "/meta file 600 100",
                 "/new file 644 5000",
