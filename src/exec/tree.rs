@@ -325,6 +325,13 @@ impl<'a> StageFs<'a> {
             (b"etc/group".as_slice(), &mut self.group),
         ] {
             if members.iter().any(|m| m.path == path) {
+                let key = accounts_key(layer, diff_id, path);
+                if let Some(text) = self.store.step_get::<String>(&key) {
+                    *slot = Some(crate::layer::FileSource::Bytes(std::sync::Arc::new(
+                        text.into_bytes(),
+                    )));
+                    continue;
+                }
                 let name = format!("/{}", String::from_utf8_lossy(path));
                 let mut config = crate::image::ImageConfig::default();
                 config.rootfs.diff_ids = vec![diff_id.clone()];
@@ -335,6 +342,7 @@ impl<'a> StageFs<'a> {
                     &name,
                     self.store,
                 )?;
+                self.store.step_put(&key, &text)?;
                 *slot = Some(crate::layer::FileSource::Bytes(std::sync::Arc::new(
                     text.into_bytes(),
                 )));
@@ -415,6 +423,41 @@ impl From<TarEntryInfo> for Member {
             target: i.link_target.unwrap_or_default(),
         }
     }
+}
+
+/// Caches what a later no-op build of a RUN needs from the layer the RUN just wrote: its
+/// listing (read once now, from the fresh blob) and its account files (`files`: the bytes of
+/// `etc/passwd` / `etc/group` when the RUN wrote them), so the rebuild reads no layer.
+pub(super) fn remember_layer(
+    layer: &Descriptor,
+    diff_id: &crate::digest::Digest,
+    files: &[(&[u8], &[u8])],
+    store: &Store,
+) -> Result<(), ExecError> {
+    layer_members("a RUN layer of this build", layer, diff_id, store)?;
+    for (path, bytes) in files {
+        let text = String::from_utf8_lossy(bytes).into_owned();
+        store.step_put(&accounts_key(layer, diff_id, path), &text)?;
+    }
+    Ok(())
+}
+
+/// The step-cache key of an account file (`etc/passwd`, `etc/group`) a layer holds.
+fn accounts_key(
+    l: &Descriptor,
+    diff_id: &crate::digest::Digest,
+    path: &[u8],
+) -> crate::digest::Digest {
+    crate::plan::cache_key(
+        &(
+            "lade-layer-accounts-v1",
+            l.digest.to_string(),
+            diff_id.to_string(),
+            String::from_utf8_lossy(path).into_owned(),
+        ),
+        None,
+        &[],
+    )
 }
 
 /// The step-cache key of a layer's listing: the blob and the diff_id it was verified
