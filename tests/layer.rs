@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::{raw_member, raw_tar};
+
 use lade::digest::Digest;
 use lade::layer::*;
 use lade::path::ImagePath;
@@ -739,36 +741,9 @@ fn huge_sparse_file_streams_with_bounded_memory() {
 // ---------------------------------------------------------------------------------------
 // Extraction.
 
-/// A hand-made ustar member (for names our writer would never produce).
-fn raw_member(name: &[u8], typeflag: u8, link: &[u8], data: &[u8], mode: u32) -> Vec<u8> {
-    let mut b = [0u8; 512];
-    b[..name.len()].copy_from_slice(name);
-    b[100..108].copy_from_slice(format!("{mode:07o}\0").as_bytes());
-    b[108..116].copy_from_slice(b"0000000\0");
-    b[116..124].copy_from_slice(b"0000000\0");
-    b[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
-    b[136..148].copy_from_slice(b"00000000000\0");
-    b[156] = typeflag;
-    b[157..157 + link.len()].copy_from_slice(link);
-    b[257..265].copy_from_slice(b"ustar\x0000");
-    b[148..156].copy_from_slice(b"        ");
-    let sum: u32 = b.iter().map(|&x| u32::from(x)).sum();
-    b[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    let mut v = b.to_vec();
-    v.extend_from_slice(data);
-    v.resize(v.len().div_ceil(512) * 512, 0);
-    v
-}
-
 /// Extracts an uncompressed layer `tar` into `root` with the default options.
 fn extract_tar_into(tar: &[u8], root: &Path) -> Result<(), LayerError> {
     extract_layer(tar, Compression::None, root, &ExtractOptions::default())
-}
-
-fn raw_tar(members: &[Vec<u8>]) -> Vec<u8> {
-    let mut v: Vec<u8> = members.concat();
-    v.extend_from_slice(&[0u8; 1024]);
-    v
 }
 
 #[test]

@@ -151,16 +151,7 @@ pub fn sweep_stale(store: &Store) -> usize {
         if !stale.is_empty() {
             if let Ok(binary) = default_runtime() {
                 for id in stale {
-                    let ok = Command::new(&binary)
-                        .arg("--root")
-                        .arg(&state)
-                        .args(["delete", "--force"])
-                        .arg(&id)
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status()
-                        .is_ok_and(|s| s.success());
-                    if ok {
+                    if force_delete(&binary, &state, &id) {
                         removed += 1;
                     }
                 }
@@ -176,6 +167,19 @@ pub fn sweep_stale(store: &Store) -> usize {
                 dirs: true,
             }],
         )
+}
+
+/// `RUNTIME --root STATE delete --force ID`: kills the container's processes and removes it.
+fn force_delete(binary: &Path, state: &Path, id: &str) -> bool {
+    Command::new(binary)
+        .arg("--root")
+        .arg(state)
+        .args(["delete", "--force"])
+        .arg(id)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 impl Executor for OciRuntime {
@@ -224,14 +228,7 @@ impl Executor for OciRuntime {
             let state = self.state.clone();
             let id = id.clone();
             interrupt::on_interrupt(move || {
-                let _ = Command::new(&binary)
-                    .arg("--root")
-                    .arg(&state)
-                    .args(["delete", "--force"])
-                    .arg(&id)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
+                force_delete(&binary, &state, &id);
             })
         };
         let mut child = cmd.spawn().map_err(|e| {
