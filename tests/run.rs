@@ -200,12 +200,7 @@ fn run_changes_show_in_docker_run_and_the_layer_holds_exactly_them() {
     let base = busybox_base(tmp.path());
     let ctx = context(&tmp.path().join("ctx"), &base, CHANGES, &[]);
     let archive = tmp.path().join("img.tar");
-    build_ok(
-        &tmp.path().join("cache"),
-        &ctx,
-        &archive,
-        &["-t", "lade-run-changes:1"],
-    );
+    build_ok(&tmp.path().join("cache"), &ctx, &archive, &[]);
     let (_, _, layers) = image(&archive);
     assert_eq!(layers.len(), 2, "base layer + the RUN's");
     // No /etc/hosts, resolv.conf, hostname; no /proc, /sys, /dev (the base has none); /keep
@@ -227,7 +222,26 @@ fn run_changes_show_in_docker_run_and_the_layer_holds_exactly_them() {
         ]
     );
 
-    ok(docker(&["load", "-i", archive.to_str().unwrap()]));
+    // The same build (cached) as a docker archive, which any dockerd loads.
+    let docker_archive = tmp.path().join("img-docker.tar");
+    let log = lade(&tmp.path().join("cache"))
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "lade-run-changes:1",
+            "--output",
+        ])
+        .arg(format!("type=docker,dest={}", docker_archive.display()))
+        .arg(&ctx)
+        .assert()
+        .success()
+        .get_output()
+        .stderr
+        .clone();
+    assert!(run_output(&String::from_utf8_lossy(&log)).is_empty());
+    ok(docker(&["load", "-i", docker_archive.to_str().unwrap()]));
     let shown = ok(docker(&[
         "run",
         "--rm",
@@ -627,4 +641,136 @@ fn sigint_during_a_run_stops_the_container_and_leaves_nothing() {
         assert!(left.is_empty(), "{d}: {left:?}");
     }
     assert!(!archive.exists());
+}
+
+/// `docker save` of `tag`: per history entry, the names in its layer (`None`: no layer, or
+/// an empty one).
+fn saved(tmp: &Path, tag: &str) -> (Vec<Option<Vec<String>>>, Value) {
+    let dir = tmp.join(tag.replace([':', '/'], "-"));
+    fs::create_dir_all(&dir).unwrap();
+    let tar = dir.with_extension("tar");
+    ok(docker(&["save", "-o", tar.to_str().unwrap(), tag]));
+    // Unpacked, so that a layer saved as a symlink to an equal one reads as a file.
+    ok(output(
+        Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(&dir),
+    ));
+    let json =
+        |p: &str| -> Value { serde_json::from_slice(&fs::read(dir.join(p)).unwrap()).unwrap() };
+    let manifest = json("manifest.json");
+    let config = json(manifest[0]["Config"].as_str().unwrap());
+    let mut layers = manifest[0]["Layers"].as_array().unwrap().iter().map(|l| {
+        let listing = ok(output(
+            Command::new("tar")
+                .arg("-tf")
+                .arg(dir.join(l.as_str().unwrap())),
+        ));
+        let mut v: Vec<String> = listing
+            .lines()
+            .map(|l| l.trim_start_matches("./").trim_end_matches('/').to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        v.sort();
+        v
+    });
+    let entries = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            if h["empty_layer"].as_bool().unwrap_or(false) {
+                None
+            } else {
+                Some(layers.next().expect("a layer per history entry")).filter(|l| !l.is_empty())
+            }
+        })
+        .collect();
+    (entries, config)
+}
+
+#[test]
+fn layers_and_history_match_buildkit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = busybox_base(tmp.path());
+    // The base in dockerd, for `docker build`.
+    let base_archive = tmp.path().join("base-docker.tar");
+    lade(&tmp.path().join("base-cache"))
+        .args([
+            "build",
+            "--progress",
+            "quiet",
+            "-t",
+            "lade-test/run-base:1",
+            "--output",
+        ])
+        .arg(format!("type=docker,dest={}", base_archive.display()))
+        .arg(tmp.path().join("base-ctx"))
+        .assert()
+        .success();
+    ok(docker(&["load", "-i", base_archive.to_str().unwrap()]));
+    let dockerfile = format!(
+        "{CHANGES}RUN true\nENV X=1\nRUN ls / > /dev/null\nRUN echo z > /z\nWORKDIR /srv\nRUN touch /srv/a\n"
+    );
+    let bk_ctx = context(
+        &tmp.path().join("bk-ctx"),
+        "lade-test/run-base:1",
+        &dockerfile,
+        &[],
+    );
+    // The test dockerd has no bridge network.
+    ok(docker(&[
+        "build",
+        "--network",
+        "none",
+        "-t",
+        "lade-test/run-buildkit:1",
+        bk_ctx.to_str().unwrap(),
+    ]));
+    let ctx = context(&tmp.path().join("ctx"), &base, &dockerfile, &[]);
+    let archive = tmp.path().join("lade-docker.tar");
+    lade(&tmp.path().join("cache"))
+        .args([
+            "build",
+            "--progress",
+            "quiet",
+            "-t",
+            "lade-test/run-lade:1",
+            "--output",
+        ])
+        .arg(format!("type=docker,dest={}", archive.display()))
+        .arg(&ctx)
+        .assert()
+        .success();
+    ok(docker(&["load", "-i", archive.to_str().unwrap()]));
+    let (buildkit, _) = saved(tmp.path(), "lade-test/run-buildkit:1");
+    let (ours, config) = saved(tmp.path(), "lade-test/run-lade:1");
+    let _ = docker(&[
+        "rmi",
+        "lade-test/run-buildkit:1",
+        "lade-test/run-lade:1",
+        "lade-test/run-base:1",
+    ]);
+    // The layers with content, in order. Two known differences in the first RUN's: dockerd's
+    // differ writes `rm -rf d && mkdir d` as a whiteout per old entry where lade's overlay diff
+    // writes the equivalent opaque marker; and runc's mount points for /dev, /proc and /sys,
+    // which this base lacks, stay in BuildKit's layer, not in lade's (README, RUN sandbox).
+    let mut buildkit: Vec<Vec<String>> = buildkit.into_iter().flatten().collect();
+    buildkit[1].retain(|n| !["dev", "proc", "sys", "d/.wh.a", "d/.wh.b"].contains(&n.as_str()));
+    buildkit[1].push("d/.wh..wh..opq".into());
+    buildkit[1].sort();
+    let ours_layers: Vec<Vec<String>> = ours.iter().flatten().cloned().collect();
+    assert_eq!(ours_layers, buildkit);
+    // `RUN true` and `RUN ls`: empty in dockerd's store (its classic layer store keeps them);
+    // BuildKit's image exporter drops such layers and marks their history `empty_layer`, as
+    // lade does.
+    let empty: Vec<&str> = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["empty_layer"] == true)
+        .map(|h| h["created_by"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        empty,
+        ["RUN /bin/sh -c true", "RUN /bin/sh -c ls / > /dev/null"]
+    );
 }
