@@ -191,7 +191,7 @@ fn assert_ran(log: &str, step: &str) {
 
 const CHANGES: &str = "FROM {BASE}
 RUN set -e; echo new > /new; echo more >> /f; rm /old; rm -rf /d && mkdir /d && echo c > /d/c; \\
-    chmod 600 /same; chown 1000:50 /keep/k; mkdir -p /w/x; cat /same > /dev/null; ls /etc > /dev/null
+    chmod 600 /same; chown 1000:50 /keep/k; mkdir -p /w/x; cat /same /etc/hosts /etc/resolv.conf > /dev/null
 ";
 
 #[test]
@@ -276,7 +276,12 @@ USER root
 SHELL ["/bin/sh", "-ec"]
 RUN echo "flags: $-" >> /out/log
 RUN ["/bin/sh", "-c", "echo exec: $E $0 >> /out/log"]
-RUN <<EOF
+WORKDIR /srv/made
+RUN stat -c "workdirs: %n %a %u:%g" /home/app/work /srv/made >> /out/log
+"#;
+
+/// Heredocs after [`SCOPES`] (the test dockerd's BuildKit predates them).
+const HEREDOCS: &str = r#"RUN <<EOF
 echo plain heredoc >> /out/log
 EOF
 RUN <<EOF
@@ -297,7 +302,8 @@ TWO
 fn user_workdir_env_arg_shell_exec_form_and_heredocs() {
     let tmp = tempfile::tempdir().unwrap();
     let base = busybox_base(tmp.path());
-    let ctx = context(&tmp.path().join("ctx"), &base, SCOPES, &[]);
+    let dockerfile = format!("{SCOPES}{HEREDOCS}");
+    let ctx = context(&tmp.path().join("ctx"), &base, &dockerfile, &[]);
     let archive = tmp.path().join("img.tar");
     build_ok(&tmp.path().join("cache"), &ctx, &archive, &[]);
     let (_, config, layers) = image(&archive);
@@ -310,6 +316,8 @@ fn user_workdir_env_arg_shell_exec_form_and_heredocs() {
          uidgid: uid=1000(app) gid=50(staff) HOME=/home/app\n\
          flags: ce\n\
          exec: env2 /bin/sh\n\
+         workdirs: /home/app/work 755 1000:1000\n\
+         workdirs: /srv/made 755 0:0\n\
          plain heredoc\n\
          shebang: /dev/pipes/EOF\n\
          via sh: env2\n\
@@ -320,7 +328,7 @@ fn user_workdir_env_arg_shell_exec_form_and_heredocs() {
     let c = &config["config"];
     assert_eq!(c["Env"], serde_json::json!(["PATH=/bin", "E=env2"]));
     assert_eq!(c["User"], "root");
-    assert_eq!(c["WorkingDir"], "/home/app/work");
+    assert_eq!(c["WorkingDir"], "/srv/made");
     assert_eq!(c["Shell"], serde_json::json!(["/bin/sh", "-ec"]));
 }
 
@@ -772,5 +780,58 @@ fn layers_and_history_match_buildkit() {
     assert_eq!(
         empty,
         ["RUN /bin/sh -c true", "RUN /bin/sh -c ls / > /dev/null"]
+    );
+}
+
+#[test]
+fn user_env_arg_shell_and_exec_form_match_buildkit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = busybox_base(tmp.path());
+    let base_archive = tmp.path().join("base-docker.tar");
+    lade(&tmp.path().join("base-cache"))
+        .args([
+            "build",
+            "--progress",
+            "quiet",
+            "-t",
+            "lade-test/run-base2:1",
+            "--output",
+        ])
+        .arg(format!("type=docker,dest={}", base_archive.display()))
+        .arg(tmp.path().join("base-ctx"))
+        .assert()
+        .success();
+    ok(docker(&["load", "-i", base_archive.to_str().unwrap()]));
+    let bk_ctx = context(
+        &tmp.path().join("bk-ctx"),
+        "lade-test/run-base2:1",
+        SCOPES,
+        &[],
+    );
+    ok(docker(&[
+        "build",
+        "--network",
+        "none",
+        "-t",
+        "lade-test/run-scopes:1",
+        bk_ctx.to_str().unwrap(),
+    ]));
+    let bk_log = ok(docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "lade-test/run-scopes:1",
+        "cat",
+        "/out/log",
+    ]));
+    let _ = docker(&["rmi", "lade-test/run-scopes:1", "lade-test/run-base2:1"]);
+    let ctx = context(&tmp.path().join("ctx"), &base, SCOPES, &[]);
+    let archive = tmp.path().join("img.tar");
+    build_ok(&tmp.path().join("cache"), &ctx, &archive, &[]);
+    let (_, _, layers) = image(&archive);
+    assert_eq!(
+        layer_file(&archive, layers.last().unwrap(), "out/log"),
+        bk_log
     );
 }
