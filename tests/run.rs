@@ -590,6 +590,16 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 
 #[test]
 fn sigint_during_a_run_stops_the_container_and_leaves_nothing() {
+    sigint_during_a_run("overlay");
+}
+
+#[test]
+fn sigint_during_a_run_on_a_copied_root_leaves_nothing() {
+    sigint_during_a_run("copy");
+}
+
+/// Interrupts `lade build --snapshotter <snapshotter>` while its RUN sleeps.
+fn sigint_during_a_run(snapshotter: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let base = busybox_base(tmp.path());
     let ctx = context(
@@ -603,7 +613,8 @@ fn sigint_during_a_run_stops_the_container_and_leaves_nothing() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_lade"))
         .env("LADE_CACHE_DIR", &cache)
         .env_remove("SOURCE_DATE_EPOCH")
-        .args(["build", "--progress", "plain", "--output"])
+        .args(["build", "--progress", "plain", "--snapshotter", snapshotter])
+        .arg("--output")
         .arg(format!("type=oci,dest={}", archive.display()))
         .arg(&ctx)
         .stderr(std::process::Stdio::piped())
@@ -624,7 +635,14 @@ fn sigint_during_a_run_stops_the_container_and_leaves_nothing() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
-    assert!(!mounts_under(&cache).is_empty(), "the RUN has no mount");
+    assert_eq!(
+        fs::read_dir(cache.join("run/snapshots")).unwrap().count(),
+        1,
+        "the RUN's snapshot"
+    );
+    if snapshotter == "overlay" {
+        assert!(!mounts_under(&cache).is_empty(), "the RUN has no mount");
+    }
     rustix::process::kill_process(
         rustix::process::Pid::from_child(&child),
         rustix::process::Signal::INT,
