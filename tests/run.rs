@@ -16,7 +16,7 @@ use std::process::Command;
 /// Busybox applets the tests' commands use, as symlinks in `/bin`.
 const APPLETS: &[&str] = &[
     "sh", "id", "ls", "cat", "chmod", "chown", "rm", "mkdir", "echo", "touch", "sleep", "ip",
-    "stat", "pwd", "test", "false", "true", "wc",
+    "stat", "pwd", "test", "false", "true", "wc", "env", "sort", "hostname",
 ];
 
 /// Builds the busybox base as an OCI layout under `tmp` and returns its `FROM` reference.
@@ -278,6 +278,7 @@ RUN echo "flags: $-" >> /out/log
 RUN ["/bin/sh", "-c", "echo exec: $E $0 >> /out/log"]
 WORKDIR /srv/made
 RUN stat -c "workdirs: %n %a %u:%g" /home/app/work /srv/made >> /out/log
+RUN env | sort >> /out/log; hostname >> /out/log
 "#;
 
 /// Heredocs after [`SCOPES`] (the test dockerd's BuildKit predates them).
@@ -318,6 +319,13 @@ fn user_workdir_env_arg_shell_exec_form_and_heredocs() {
          exec: env2 /bin/sh\n\
          workdirs: /home/app/work 755 1000:1000\n\
          workdirs: /srv/made 755 0:0\n\
+         A=arg2\n\
+         E=env2\n\
+         HOME=/root\n\
+         PATH=/bin\n\
+         PWD=/srv/made\n\
+         SHLVL=1\n\
+         buildkitsandbox\n\
          plain heredoc\n\
          shebang: /dev/pipes/EOF\n\
          via sh: env2\n\
