@@ -429,10 +429,14 @@ fn bad_dockerfiles_give_precise_errors() {
             &["Dockerfile:2", "outside the build context"],
         ),
         (
-            "RUN not supported yet",
+            "RUN without a shell",
             "FROM scratch\nRUN echo hi\n",
             &[],
-            &["Dockerfile:2", "RUN is not supported yet"],
+            &[
+                "Dockerfile:2",
+                "echo hi",
+                "stat /bin/sh: no such file or directory",
+            ],
         ),
     ];
     for (what, df, extra, wanted) in cases {
