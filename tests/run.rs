@@ -677,6 +677,19 @@ fn sigint_during_a_run(snapshotter: &str) {
     assert!(!archive.exists());
 }
 
+/// Loads the base that [`busybox_base`] made under `tmp` into dockerd as `tag`, for
+/// `docker build`.
+fn load_base_into_dockerd(tmp: &Path, tag: &str) {
+    let archive = tmp.join("base-docker.tar");
+    lade(&tmp.join("base-cache"))
+        .args(["build", "--progress", "quiet", "-t", tag, "--output"])
+        .arg(format!("type=docker,dest={}", archive.display()))
+        .arg(tmp.join("base-ctx"))
+        .assert()
+        .success();
+    ok(docker(&["load", "-i", archive.to_str().unwrap()]));
+}
+
 /// `docker save` of `tag`: per history entry, the names in its layer (`None`: no layer, or
 /// an empty one).
 fn saved(tmp: &Path, tag: &str) -> (Vec<Option<Vec<String>>>, Value) {
@@ -725,22 +738,7 @@ fn saved(tmp: &Path, tag: &str) -> (Vec<Option<Vec<String>>>, Value) {
 fn layers_and_history_match_buildkit() {
     let tmp = tempfile::tempdir().unwrap();
     let base = busybox_base(tmp.path());
-    // The base in dockerd, for `docker build`.
-    let base_archive = tmp.path().join("base-docker.tar");
-    lade(&tmp.path().join("base-cache"))
-        .args([
-            "build",
-            "--progress",
-            "quiet",
-            "-t",
-            "lade-test/run-base:1",
-            "--output",
-        ])
-        .arg(format!("type=docker,dest={}", base_archive.display()))
-        .arg(tmp.path().join("base-ctx"))
-        .assert()
-        .success();
-    ok(docker(&["load", "-i", base_archive.to_str().unwrap()]));
+    load_base_into_dockerd(tmp.path(), "lade-test/run-base:1");
     let dockerfile = format!(
         "{CHANGES}RUN true\nENV X=1\nRUN ls / > /dev/null\nRUN echo z > /z\nWORKDIR /srv\nRUN touch /srv/a\n"
     );
@@ -813,21 +811,7 @@ fn layers_and_history_match_buildkit() {
 fn user_env_arg_shell_and_exec_form_match_buildkit() {
     let tmp = tempfile::tempdir().unwrap();
     let base = busybox_base(tmp.path());
-    let base_archive = tmp.path().join("base-docker.tar");
-    lade(&tmp.path().join("base-cache"))
-        .args([
-            "build",
-            "--progress",
-            "quiet",
-            "-t",
-            "lade-test/run-base2:1",
-            "--output",
-        ])
-        .arg(format!("type=docker,dest={}", base_archive.display()))
-        .arg(tmp.path().join("base-ctx"))
-        .assert()
-        .success();
-    ok(docker(&["load", "-i", base_archive.to_str().unwrap()]));
+    load_base_into_dockerd(tmp.path(), "lade-test/run-base2:1");
     let bk_ctx = context(
         &tmp.path().join("bk-ctx"),
         "lade-test/run-base2:1",
