@@ -436,7 +436,7 @@ fn bad_dockerfiles_give_precise_errors() {
                 "Dockerfile:2",
                 "/bin/sh -c echo hi",
                 "exited with code",
-                "/bin/sh",
+                "stat /bin/sh: no such file or directory",
             ],
         ),
     ];

@@ -318,16 +318,23 @@ fn assemble(
                     Step::Layer(l) => &l.created_by,
                     Step::Config(_) => unreachable!("matched above"),
                 };
-                image.rootfs.diff_ids.push(d.diff_id.clone());
-                manifest_layers.push(Descriptor::new(
-                    d.compression.oci_media_type(),
-                    d.digest.clone(),
-                    d.size,
-                ));
+                // A RUN that changed nothing adds no layer, only its history entry, as
+                // BuildKit's image exporter drops empty layers.
+                let empty_layer =
+                    matches!(step, Step::Run(_)) && d.diff_id == Digest::of(&[0; 1024]);
+                if !empty_layer {
+                    image.rootfs.diff_ids.push(d.diff_id.clone());
+                    manifest_layers.push(Descriptor::new(
+                        d.compression.oci_media_type(),
+                        d.digest.clone(),
+                        d.size,
+                    ));
+                }
                 image.history.push(History {
                     created: Some(created.clone()),
                     created_by: Some(created_by.clone()),
                     comment: Some("lade".into()),
+                    empty_layer,
                     ..Default::default()
                 });
             }

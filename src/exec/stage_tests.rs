@@ -74,6 +74,7 @@ impl StepRunner for FakeRunner {
                 }
                 ["mkdir", p] => entries.push(entry(p, EntryKind::Dir)),
                 ["rm", p] => entries.push(entry(p, EntryKind::Whiteout)),
+                [] => {}
                 ["fail"] => {
                     return Err(RunError::Failed {
                         command,
@@ -235,6 +236,20 @@ fn a_whiteout_from_a_run_removes_the_path_from_the_tree() {
     // /d is gone: `COPY b /d` writes a file named d, not d/b.
     assert_eq!(fx.layer(&image, 1), ["/.wh.d"]);
     assert_eq!(fx.layer(&image, 2), ["/d"]);
+}
+
+#[test]
+fn a_run_that_changes_nothing_adds_history_but_no_layer() {
+    let fx = Fixture::new(&[("a", "A")]);
+    let image = fx
+        .build(vec![copy("a", "/a"), run(""), run("touch /x")])
+        .unwrap();
+    assert_eq!(fx.runner.commands().len(), 2);
+    assert_eq!(image.manifest.layers.len(), 2);
+    assert_eq!(image.config.rootfs.diff_ids.len(), 2);
+    assert_eq!(fx.layer(&image, 1), ["/x"]);
+    let empty: Vec<bool> = image.config.history.iter().map(|h| h.empty_layer).collect();
+    assert_eq!(empty, [false, true, false]);
 }
 
 #[test]

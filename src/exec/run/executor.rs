@@ -69,7 +69,8 @@ impl OciRuntime {
             Some(b) if b.is_file() => b.to_path_buf(),
             Some(b) => {
                 return Err(RunError::Sandbox(format!(
-                    "OCI runtime {} does not exist",
+                    "OCI runtime {} does not exist: install crun (Debian package `crun`) or \
+                     runc (`runc`), or pass --runtime with the path of one",
                     b.display()
                 )))
             }

@@ -199,7 +199,8 @@ pub fn tail(bytes: &[u8], n: usize) -> Vec<String> {
         .collect()
 }
 
-/// The step's environment: `env` plus `PATH`, `HOSTNAME` and `HOME` where it lacks them.
+/// The step's environment: `env` plus `PATH` and `HOME` where it lacks them. No `HOSTNAME`:
+/// BuildKit sets the hostname (`buildkitsandbox`) but not that variable (docker run does).
 pub fn step_env(env: &[String], home: &str) -> Vec<String> {
     let has = |k: &str| {
         env.iter()
@@ -208,9 +209,6 @@ pub fn step_env(env: &[String], home: &str) -> Vec<String> {
     let mut out = env.to_vec();
     if !has("PATH") {
         out.push(format!("PATH={DEFAULT_PATH}"));
-    }
-    if !has("HOSTNAME") {
-        out.push(format!("HOSTNAME={HOSTNAME}"));
     }
     if !has("HOME") {
         out.push(format!("HOME={home}"));
@@ -351,15 +349,7 @@ mod tests {
     #[test]
     fn env_gets_defaults_only_where_missing() {
         let env = step_env(&["PATH=/x".into(), "A=1".into()], "/home/app");
-        assert_eq!(
-            env,
-            [
-                "PATH=/x",
-                "A=1",
-                "HOSTNAME=buildkitsandbox",
-                "HOME=/home/app"
-            ]
-        );
+        assert_eq!(env, ["PATH=/x", "A=1", "HOME=/home/app"]);
         let env = step_env(&["HOME=/h".into()], "/root");
         assert!(env.contains(&"HOME=/h".to_string()));
         assert!(env.iter().any(|e| e.starts_with("PATH=/usr/local/sbin")));
