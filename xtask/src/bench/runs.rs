@@ -9,7 +9,8 @@
 //! | D3 | Debian | (c) the cron seed: `RUN apt-get update && apt-get install -y cron`, `COPY`, `RUN chmod`, `CMD` |
 //!
 //! The Debian minbase is optional: `LADE_BENCH_DEBIAN_LAYOUT=oci:DIR:TAG` (or the test suite's
-//! `LADE_TEST_DEBIAN_LAYOUT`). Without it the D rows are skipped with a line saying so, and the
+//! `LADE_TEST_DEBIAN_LAYOUT`), else the one `cargo xtask test` caches
+//! (`debian-bookworm-minbase.oci` in its cache directory). Without one the D rows are skipped with a line saying so, and the
 //! no-op rebuild target of (c) is checked on R1's no-op rebuild instead (a stand-in: the cron seed
 //! needs the Debian mirror and a Debian base).
 use std::path::{Path, PathBuf};
@@ -37,7 +38,25 @@ pub fn debian_layout() -> Result<String, String> {
             return parse_layout(&v).map_err(|e| format!("{var}={v}: {e}"));
         }
     }
-    Err("no Debian minbase: set LADE_BENCH_DEBIAN_LAYOUT=oci:DIR:TAG to run them".into())
+    // Where `cargo xtask test` caches the minbase it makes (wt-debian's xtask/src/debian.rs):
+    // a layout is renamed into place only when complete.
+    let mut caches = Vec::new();
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        caches.push(PathBuf::from(x).join("lade-xtask"));
+    }
+    caches.push(PathBuf::from("/var/cache/lade-xtask"));
+    if let Some(h) = std::env::var_os("HOME") {
+        caches.push(PathBuf::from(h).join(".cache/lade-xtask"));
+    }
+    for cache in caches {
+        let layout = cache.join("debian-bookworm-minbase.oci");
+        if layout.join("index.json").is_file() {
+            return Ok(format!("oci:{}:bookworm", layout.display()));
+        }
+    }
+    Err("no Debian minbase: `cargo xtask test` caches one, or set \
+         LADE_BENCH_DEBIAN_LAYOUT=oci:DIR:TAG"
+        .into())
 }
 
 /// `oci:DIR:TAG` or `DIR:TAG` with DIR an OCI layout (it has `index.json`) → `oci:DIR:TAG`.
