@@ -101,6 +101,7 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
             source: std::io::Error::other(e),
         })?;
     let store = Store::open(&req.store_root)?;
+    sweep_stale_temps(&store, req);
     let registry = Registry::new(&req.registry);
     let base_configs = BaseConfigReader::new(&store, registry.clone(), req.exec.pull);
     let push = req.outputs.iter().any(|o| matches!(o, Target::Registry));
@@ -233,6 +234,25 @@ pub type PlanKeys = Vec<Vec<Option<Digest>>>;
 
 /// The plan of the request's one platform and its steps' cache keys where they can be known
 /// without building (`lade plan`).
+/// Removes what builds killed without a chance to clean up (SIGKILL, a crash) left in the
+/// store, in `$TMPDIR` and where this build writes; running builds' temps are locked and stay.
+fn sweep_stale_temps(store: &Store, req: &BuildRequest) {
+    let mut removed = store.sweep_stale_temps() + crate::store::sweep_stale_scratch();
+    for target in &req.outputs {
+        removed += output::sweep_stale_temps(target);
+    }
+    for file in [&req.iidfile, &req.metadata_file].into_iter().flatten() {
+        let dir = match file.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        removed += crate::store::sweep(dir, &[crate::store::ATOMIC_TEMP]);
+    }
+    if removed > 0 {
+        tracing::info!("removed {removed} temp files and directories left by killed builds");
+    }
+}
+
 pub fn plan(req: &BuildRequest, observer: &dyn Observer) -> Result<(Plan, PlanKeys), BuildError> {
     if req.platforms.len() > 1 {
         return Err(BuildError::Usage(

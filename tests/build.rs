@@ -895,3 +895,106 @@ fn progress_auto_draws_on_a_terminal_and_writes_plain_lines_otherwise() {
     assert!(quiet.status.success());
     assert!(quiet.stderr.is_empty(), "{:?}", quiet.stderr);
 }
+
+/// `lade build` of the Dockerfile context `ctx` to `out` (an OCI archive): the exit code and
+/// stderr (`-1`: killed by a signal, e.g. SIGABRT on a stack overflow).
+fn dockerfile_build(ctx: &Path, out: &Path) -> (i32, String) {
+    let o = lade_cmd()
+        .args(["build", "--progress", "quiet", "--cache-dir"])
+        .arg(out.with_extension("cache"))
+        .arg("--output")
+        .arg(format!("type=oci,dest={}", out.display()))
+        .arg(ctx)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// A chain of `depth` directories `a/a/…` under `root`; returns
+/// the chain's relative path. Made with relative `mkdir`s, as the whole path may pass PATH_MAX.
+fn directory_chain(root: &Path, depth: usize) -> String {
+    let rel = vec!["a"; depth].join("/");
+    let mut dir = fs::File::open(root).unwrap();
+    for _ in 0..depth {
+        use std::os::fd::AsRawFd;
+        let a = std::ffi::CString::new("a").unwrap();
+        // SAFETY: a valid directory fd and NUL-terminated name.
+        unsafe {
+            assert_eq!(libc::mkdirat(dir.as_raw_fd(), a.as_ptr(), 0o755), 0);
+            let fd = libc::openat(
+                dir.as_raw_fd(),
+                a.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY,
+            );
+            assert!(fd >= 0);
+            dir = std::os::fd::FromRawFd::from_raw_fd(fd);
+        }
+    }
+    rel
+}
+
+#[test]
+fn deep_inputs_fail_with_a_message_not_a_stack_overflow() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    let out = tmp.path().join("out.tar");
+
+    // `${A:-${A:-…}}` 10,000 deep.
+    let n = 10_000;
+    let label = format!("{}x{}", "${A:-".repeat(n), "}".repeat(n));
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM scratch\nLABEL x={label}\n"),
+    )
+    .unwrap();
+    let (code, stderr) = dockerfile_build(&ctx, &out);
+    assert_eq!(code, 1, "{}", &stderr[..stderr.len().min(2000)]);
+    assert!(
+        stderr.contains("Dockerfile:2:") && stderr.contains("nested more than 100 levels"),
+        "{}",
+        &stderr[..stderr.len().min(2000)]
+    );
+    assert!(!out.exists());
+
+    // A 1,000-level directory chain is copied whole (the walk overflowed before).
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY . /app/\n").unwrap();
+    let chain = directory_chain(&ctx, 1000);
+    let (code, stderr) = dockerfile_build(&ctx, &out);
+    assert_eq!(code, 0, "{stderr}");
+    let index: serde_json::Value =
+        serde_json::from_slice(&common::tar_member(&out, "index.json")).unwrap();
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&common::tar_member(
+        &out,
+        &format!(
+            "blobs/sha256/{}",
+            manifest_digest.trim_start_matches("sha256:")
+        ),
+    ))
+    .unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let listing = common::layer_listing(&out, layer, &[]);
+    assert!(
+        listing.contains(&format!("app/{chain}/\n")),
+        "deepest directory missing"
+    );
+    fs::remove_file(&out).unwrap();
+
+    // A 3,000-level chain: its paths pass PATH_MAX, an error naming the path, not an abort.
+    let ctx3 = tmp.path().join("ctx3");
+    fs::create_dir_all(&ctx3).unwrap();
+    fs::write(ctx3.join("Dockerfile"), "FROM scratch\nCOPY . /app/\n").unwrap();
+    directory_chain(&ctx3, 3000);
+    let (code, stderr) = dockerfile_build(&ctx3, &out);
+    assert_eq!(code, 1, "{}", &stderr[..stderr.len().min(2000)]);
+    assert!(
+        stderr.contains("a/a/a/a") && stderr.contains("File name too long"),
+        "{}",
+        &stderr[..stderr.len().min(2000)]
+    );
+    assert!(!out.exists());
+}

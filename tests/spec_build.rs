@@ -759,9 +759,13 @@ fn version_prints_the_package_version() {
 }
 
 /// Starts a build of a 3 GiB sparse file (uncompressed, so writing takes a while) to
-/// `--output output`, waits until a name that was not there before (a temp file, or the
-/// output's directory) appears in `watch`, sends `signal`, and returns the exit code.
-fn interrupt_build(tmp: &Path, signal: i32, watch: &Path, output: &str) -> Option<i32> {
+/// `--output output`, and waits until names that were not there before (a temp file, or the
+/// output's directory) appear in `watch`; returns the running build and those names.
+fn start_big_build(
+    tmp: &Path,
+    watch: &Path,
+    output: &str,
+) -> (std::process::Child, Vec<std::ffi::OsString>) {
     let ctx = tmp.join("ctx");
     if !ctx.exists() {
         fs::create_dir_all(ctx.join("data")).unwrap();
@@ -791,9 +795,12 @@ fn interrupt_build(tmp: &Path, signal: i32, watch: &Path, output: &str) -> Optio
         .unwrap();
     let started = std::time::Instant::now();
     loop {
-        let busy = names().iter().any(|n| !before.contains(n));
-        if busy {
-            break;
+        let new: Vec<_> = names()
+            .into_iter()
+            .filter(|n| !before.contains(n))
+            .collect();
+        if !new.is_empty() {
+            return (child, new);
         }
         if let Some(s) = child.try_wait().unwrap() {
             panic!("the build ended ({s}) before a temp file was seen in {watch:?}");
@@ -801,9 +808,173 @@ fn interrupt_build(tmp: &Path, signal: i32, watch: &Path, output: &str) -> Optio
         assert!(started.elapsed().as_secs() < 120, "no temp file appeared");
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
+}
+
+/// [`start_big_build`], then sends `signal`; returns the exit code (`None`: killed).
+fn interrupt_build(tmp: &Path, signal: i32, watch: &Path, output: &str) -> Option<i32> {
+    let (mut child, _) = start_big_build(tmp, watch, output);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, signal) };
     child.wait().unwrap().code()
+}
+
+/// The names in `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn the_next_build_sweeps_what_a_sigkilled_build_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let store_tmp = cache.join("tmp");
+    fs::create_dir_all(&store_tmp).unwrap();
+    let out_dir = tmp.path().join("out");
+    fs::create_dir_all(&out_dir).unwrap();
+    let archive = format!("type=oci,dest={}", out_dir.join("image.tar").display());
+    let rebuild = |output: &str| {
+        common::lade(&cache)
+            .args(["build", "--progress", "quiet", "--compression", "none"])
+            .arg("--spec")
+            .arg(tmp.path().join("ctx/lade.toml"))
+            .args(["--output", output])
+            .assert()
+            .success();
+    };
+
+    // Killed while the layer blob is written into the store: its temp stays, until the next
+    // build (which also writes the layer, through a temp of its own).
+    assert_eq!(
+        interrupt_build(tmp.path(), libc::SIGKILL, &store_tmp, &archive),
+        None
+    );
+    let left = listing(&store_tmp);
+    assert!(!left.is_empty(), "a SIGKILL leaves the store temp");
+    rebuild(&archive);
+    assert_eq!(listing(&store_tmp), Vec::<String>::new());
+    assert_eq!(listing(&out_dir), ["image.tar"]);
+
+    // Killed while the archive is written beside its destination (the layer is cached).
+    fs::remove_file(out_dir.join("image.tar")).unwrap();
+    assert_eq!(
+        interrupt_build(tmp.path(), libc::SIGKILL, &out_dir, &archive),
+        None
+    );
+    let left = listing(&out_dir);
+    assert!(
+        left.len() == 1 && left[0].starts_with(".lade-") && left[0].ends_with(".tmp"),
+        "{left:?}"
+    );
+    rebuild(&archive);
+    assert_eq!(listing(&out_dir), ["image.tar"]);
+
+    // Killed while a new layout is staged beside its destination.
+    let layouts = tmp.path().join("layouts");
+    fs::create_dir_all(&layouts).unwrap();
+    let layout = format!("type=oci-layout,dest={}", layouts.join("l").display());
+    assert_eq!(
+        interrupt_build(tmp.path(), libc::SIGKILL, &layouts, &layout),
+        None
+    );
+    let left = listing(&layouts);
+    assert!(
+        left.len() == 1 && left[0].starts_with(".lade-layout-"),
+        "{left:?}"
+    );
+    rebuild(&layout);
+    assert_eq!(listing(&layouts), ["l"]);
+    assert_eq!(listing(&store_tmp), Vec::<String>::new());
+}
+
+#[test]
+fn a_sweep_leaves_the_temps_of_a_running_build_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let store_tmp = cache.join("tmp");
+    fs::create_dir_all(&store_tmp).unwrap();
+    let out_dir = tmp.path().join("out");
+    fs::create_dir_all(&out_dir).unwrap();
+    let (mut running, temps) = start_big_build(
+        tmp.path(),
+        &store_tmp,
+        &format!("type=oci,dest={}", out_dir.join("big.tar").display()),
+    );
+    // A second build on the same store, writing beside the first one's output, sweeps.
+    let small = tmp.path().join("small");
+    write(
+        &small.join("lade.toml"),
+        "[image]\n[[layer]]\nname = \"f\"\nfrom = \"f\"\ninto = \"/f\"\n",
+    );
+    write(&small.join("f/hello.txt"), "hello\n");
+    common::lade(&cache)
+        .args(["build", "--progress", "quiet", "--spec"])
+        .arg(small.join("lade.toml"))
+        .arg("--output")
+        .arg(format!(
+            "type=oci,dest={}",
+            out_dir.join("small.tar").display()
+        ))
+        .assert()
+        .success();
+    assert_eq!(
+        running.try_wait().unwrap(),
+        None,
+        "the big build still runs"
+    );
+    for t in &temps {
+        let path = store_tmp.join(t);
+        assert!(path.exists(), "the running build's {path:?} was swept");
+    }
+    // And it is still being written: the running build goes on with it.
+    let size = |p: &Path| fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let temp = store_tmp.join(&temps[0]);
+    let seen = size(&temp);
+    let started = std::time::Instant::now();
+    while size(&temp) <= seen && running.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "the temp stopped growing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(size(&temp) > seen, "the running build's temp grows");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(running.id() as i32, libc::SIGTERM) };
+    assert_eq!(running.wait().unwrap().code(), Some(143));
+    assert_eq!(listing(&out_dir), ["small.tar"]);
+}
+
+#[test]
+fn stale_scratch_directories_in_tmpdir_are_swept_and_live_ones_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tmpdir = tmp.path().join("tmpdir");
+    // What a killed ADD left (with content), one a live process holds locked, and a
+    // directory of another name.
+    fs::create_dir_all(tmpdir.join("lade-add-stale1/a/b")).unwrap();
+    fs::write(tmpdir.join("lade-add-stale1/a/b/f"), "x").unwrap();
+    fs::create_dir_all(tmpdir.join("lade-add-live01")).unwrap();
+    fs::create_dir_all(tmpdir.join("other-dir")).unwrap();
+    let live = fs::File::open(tmpdir.join("lade-add-live01")).unwrap();
+    live.lock().unwrap();
+    let small = tmp.path().join("small");
+    write(
+        &small.join("lade.toml"),
+        "[image]\n[[layer]]\nname = \"f\"\nfrom = \"f\"\ninto = \"/f\"\n",
+    );
+    write(&small.join("f/hello.txt"), "hello\n");
+    common::lade(&tmp.path().join("cache"))
+        .env("TMPDIR", &tmpdir)
+        .args(["build", "--progress", "quiet", "--spec"])
+        .arg(small.join("lade.toml"))
+        .assert()
+        .success();
+    assert_eq!(listing(&tmpdir), ["lade-add-live01", "other-dir"]);
+    drop(live);
 }
 
 #[test]

@@ -202,11 +202,25 @@ pub struct InputArgs {
     /// The network of RUN steps without their own `RUN --network` (docker's flag).
     #[arg(long, value_enum, default_value = "default")]
     pub network: NetworkArg,
+    /// The OCI runtime that runs RUN steps (default: crun, else runc, found on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub runtime: Option<PathBuf>,
+    /// How RUN steps get a writable root: overlayfs, a copy, or overlayfs with the copy as
+    /// fallback where it cannot be mounted.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub snapshotter: SnapshotterArg,
     /// Store directory (default: $LADE_CACHE_DIR, $XDG_CACHE_HOME/lade or ~/.cache/lade).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SnapshotterArg {
+    Auto,
+    Overlay,
+    Copy,
 }
 
 #[derive(Debug, Args)]

@@ -3,10 +3,12 @@
 
 use super::args::{
     BuildArgs, CompressionArg, InputArgs, NetworkArg, PlanArgs, PullArg, RegistryArgs,
+    SnapshotterArg,
 };
 use super::progress::Progress;
 use super::UsageError;
 use crate::build::{BuildError, BuildRequest, Description};
+use crate::exec::run::{SandboxRunner, SnapshotterChoice};
 use crate::exec::{self, ExecOptions};
 use crate::image::Platform;
 use crate::layer::Compression;
@@ -14,6 +16,7 @@ use crate::output::{self, Target};
 use crate::registry::ClientOptions;
 use crate::store::Store;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 fn source_date_epoch() -> Result<u64, UsageError> {
     match std::env::var("SOURCE_DATE_EPOCH") {
@@ -104,7 +107,14 @@ fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
             pull: exec::PullPolicy::default(),
             compress_threads: None,
             normalize_modes: false,
-            runner: None,
+            runner: Some(Arc::new(SandboxRunner::new(
+                a.runtime.clone(),
+                match a.snapshotter {
+                    SnapshotterArg::Auto => SnapshotterChoice::Auto,
+                    SnapshotterArg::Overlay => SnapshotterChoice::Overlay,
+                    SnapshotterArg::Copy => SnapshotterChoice::Copy,
+                },
+            ))),
         },
         registry: client_options(&a.registry),
         push_jobs: a.registry.push_jobs.max(1),

@@ -5,7 +5,7 @@ use crate::exec::Observer;
 use crate::layer::LayerDigests;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -66,6 +66,26 @@ impl Observer for Progress {
                 bars.lock()
                     .expect("progress lock")
                     .insert(name.to_string(), bar);
+            }
+            Progress::Quiet => {}
+        }
+    }
+
+    fn step_output(&self, name: &str, chunk: &[u8]) {
+        let text = String::from_utf8_lossy(chunk);
+        match self {
+            Progress::Plain => {
+                let mut err = std::io::stderr().lock();
+                for line in text.lines() {
+                    let _ = writeln!(err, "{name}: {line}");
+                }
+            }
+            Progress::Bars { bars, .. } => {
+                if let Some(last) = text.lines().rev().find(|l| !l.trim().is_empty()) {
+                    if let Some(bar) = bars.lock().expect("progress lock").get(name) {
+                        bar.set_message(format!("{name}: {}", last.trim_end()));
+                    }
+                }
             }
             Progress::Quiet => {}
         }

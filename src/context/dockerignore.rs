@@ -11,7 +11,96 @@ enum Kind {
     Prefix,
     /// `**/x` or `**`: anything ending with the part after `**`.
     Suffix,
+    /// The expression moby would build, matched by [`Glob`] without a regex engine.
+    Glob(Glob),
+    /// Patterns with `[`, `]` or `^`, which moby copies into its expression as they are.
     Regex(regex::Regex),
+}
+
+/// One element of a compiled pattern, matched like the regular expression moby writes for
+/// it. Compiling is a pass over the pattern, so 100,000 patterns cost what reading them does
+/// (a regex each took 10 s and 1.5 GB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    /// One given character.
+    Lit(char),
+    /// `[^/]`.
+    One,
+    /// `[^/]*`.
+    Star,
+    /// `.*` (Go's `.`: anything but a newline).
+    Any,
+    /// Either go on with the next node or skip the next `n` (the `(.*/)?` of `**/` is
+    /// `Skip(2), Any, Lit('/')`).
+    Skip(usize),
+}
+
+/// A pattern as [`Node`]s, anchored at both ends.
+#[derive(Debug, Clone, Default)]
+struct Glob {
+    nodes: Vec<Node>,
+}
+
+impl Glob {
+    fn push_re(&mut self, re: &str) {
+        match re {
+            ".*" => self.nodes.push(Node::Any),
+            "(.*/)?" => {
+                self.nodes
+                    .extend([Node::Skip(2), Node::Any, Node::Lit('/')]);
+            }
+            "[^/]*" => self.nodes.push(Node::Star),
+            "[^/]" => self.nodes.push(Node::One),
+            _ => unreachable!("not an expression compile writes: {re}"),
+        }
+    }
+
+    /// Adds state `i` and what it reaches without consuming a character.
+    fn enter(&self, states: &mut [bool], i: usize) {
+        let mut todo = vec![i];
+        while let Some(i) = todo.pop() {
+            if std::mem::replace(&mut states[i], true) {
+                continue;
+            }
+            match self.nodes.get(i) {
+                Some(Node::Star | Node::Any) => todo.push(i + 1),
+                Some(Node::Skip(n)) => todo.extend([i + 1, i + 1 + n]),
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether the whole `path` matches: the set of states is followed character by
+    /// character, so time is path length × pattern length and nothing recurses.
+    fn is_match(&self, path: &str) -> bool {
+        let n = self.nodes.len();
+        let mut states = vec![false; n + 1];
+        let mut next = vec![false; n + 1];
+        self.enter(&mut states, 0);
+        for c in path.chars() {
+            next.fill(false);
+            let mut any = false;
+            for (i, (&on, node)) in states.iter().zip(&self.nodes).enumerate() {
+                if !on {
+                    continue;
+                }
+                let to = match *node {
+                    Node::Lit(l) if l == c => i + 1,
+                    Node::One if c != '/' => i + 1,
+                    Node::Star if c != '/' => i,
+                    Node::Any if c != '\n' => i,
+                    _ => continue,
+                };
+                self.enter(&mut next, to);
+                any = true;
+            }
+            if !any {
+                return false;
+            }
+            std::mem::swap(&mut states, &mut next);
+        }
+        states[n]
+    }
 }
 
 /// One compiled pattern.
@@ -130,8 +219,16 @@ fn validate(p: &str) -> Result<(), String> {
 /// Compiles a cleaned pattern as moby does: a regular expression unless a plain exact,
 /// prefix or suffix comparison does the job.
 fn compile(p: &str) -> Result<Kind, String> {
+    compile_with(p, true)
+}
+
+/// [`compile`]; `glob_ok: false` builds moby's regular expression even where a [`Glob`] does.
+fn compile_with(p: &str, glob_ok: bool) -> Result<Kind, String> {
     let chars: Vec<char> = p.chars().collect();
     let mut re = String::from("^");
+    // The same expression as nodes; unusable when moby's expression holds raw `[`, `]`, `^`.
+    let mut glob = Glob::default();
+    let mut raw_regex = false;
     // moby's match type while scanning; only `Regex` needs the expression.
     let mut kind = Kind::Exact;
     let mut use_regex = false;
@@ -151,10 +248,12 @@ fn compile(p: &str) -> Result<Kind, String> {
                         kind = Kind::Prefix;
                     } else {
                         re.push_str(".*");
+                        glob.push_re(".*");
                         use_regex = true;
                     }
                 } else {
                     re.push_str("(.*/)?");
+                    glob.push_re("(.*/)?");
                     use_regex = true;
                 }
                 if token == 0 {
@@ -164,34 +263,49 @@ fn compile(p: &str) -> Result<Kind, String> {
             }
             '*' => {
                 re.push_str("[^/]*");
+                glob.push_re("[^/]*");
                 use_regex = true;
             }
             '?' => {
                 re.push_str("[^/]");
+                glob.push_re("[^/]");
                 use_regex = true;
             }
             '.' | '+' | '(' | ')' | '|' | '{' | '}' | '$' => {
                 re.push('\\');
                 re.push(ch);
+                glob.nodes.push(Node::Lit(ch));
             }
             '\\' => match chars.get(i) {
                 Some(&next) => {
                     i += 1;
                     re.push_str(&regex::escape(&next.to_string()));
+                    glob.nodes.push(Node::Lit(next));
                     use_regex = true;
                 }
-                None => re.push_str("\\\\"),
+                None => {
+                    re.push_str("\\\\");
+                    glob.nodes.push(Node::Lit('\\'));
+                }
             },
             '[' | ']' => {
                 re.push(ch);
+                raw_regex = true;
                 use_regex = true;
             }
-            _ => re.push(ch),
+            _ => {
+                re.push(ch);
+                raw_regex |= ch == '^';
+                glob.nodes.push(Node::Lit(ch));
+            }
         }
         token += 1;
     }
     if !use_regex {
         return Ok(kind);
+    }
+    if !raw_regex && glob_ok {
+        return Ok(Kind::Glob(glob));
     }
     re.push('$');
     regex::Regex::new(&re)
@@ -208,6 +322,7 @@ impl Pattern {
                 let suffix = &self.cleaned[2..];
                 path.ends_with(suffix) || (suffix.starts_with('/') && path == &suffix[1..])
             }
+            Kind::Glob(g) => g.is_match(path),
             Kind::Regex(r) => r.is_match(path),
         }
     }
@@ -269,73 +384,132 @@ impl PatternMatcher {
     /// moby's `Matches`: the path, or its parent cut to the pattern's depth, matches; the
     /// last deciding pattern wins.
     pub fn matches(&self, path: &str) -> bool {
-        self.decide(path, |p, parent, dirs| {
-            parent != "." && p.dirs <= dirs.len() && p.matches(&dirs[..p.dirs].join("/"))
+        self.decide(path, |p, parents| {
+            p.dirs <= parents.len() && p.matches(&parents[p.dirs - 1])
         })
     }
 
     /// moby's `MatchesOrParentMatches`: the path or any of its parent directories matches.
     pub fn matches_or_parent(&self, path: &str) -> bool {
-        self.decide(path, |p, parent, dirs| {
-            parent != "." && (1..=dirs.len()).any(|n| p.matches(&dirs[..n].join("/")))
-        })
+        self.decide(path, |p, parents| parents.iter().any(|d| p.matches(d)))
     }
 
-    fn decide(&self, path: &str, parent_hit: impl Fn(&Pattern, &str, &[String]) -> bool) -> bool {
+    /// Whether `path` is excluded. moby goes through all patterns, each one that matches
+    /// setting "excluded" to whether it is an inclusion (skipping those that could not change
+    /// it): that is the kind of the last matching pattern, found here from the end. `parent_hit`
+    /// is given the path's parent directories cut to 1, 2, ... segments (none at the top).
+    fn decide(&self, path: &str, parent_hit: impl Fn(&Pattern, &[String]) -> bool) -> bool {
         if self.patterns.is_empty() {
             return false;
         }
         let (parent, dirs) = parent_dirs(path);
-        let mut matched = false;
-        for p in &self.patterns {
-            // An inclusion cannot change a match, nor an exclusion a non-match.
-            if p.exclusion != matched {
-                continue;
-            }
-            if p.matches(path) || parent_hit(p, &parent, &dirs) {
-                matched = !p.exclusion;
-            }
-        }
-        matched
+        let parents: Vec<String> = if parent == "." {
+            Vec::new()
+        } else {
+            (1..=dirs.len()).map(|n| dirs[..n].join("/")).collect()
+        };
+        self.patterns
+            .iter()
+            .rev()
+            .find(|p| p.matches(path) || parent_hit(p, &parents))
+            .is_some_and(|p| !p.exclusion)
     }
 }
 
-pub fn match_component(pat: &[u8], name: &[u8]) -> bool {
-    match pat.split_first() {
-        None => name.is_empty(),
-        Some((b'*', rest)) => (0..=name.len()).any(|i| match_component(rest, &name[i..])),
-        Some((b'?', rest)) => !name.is_empty() && match_component(rest, &name[1..]),
-        Some((b'[', rest)) => {
-            let Some(close) = rest.iter().skip(1).position(|&b| b == b']').map(|p| p + 1) else {
-                return false;
-            };
-            let (class, after) = (&rest[..close], &rest[close + 1..]);
-            let Some((&c, name_rest)) = name.split_first() else {
-                return false;
-            };
-            let (negate, class) = match class.split_first() {
-                Some((b'^', r)) | Some((b'!', r)) => (true, r),
-                _ => (false, class),
-            };
-            let mut hit = false;
-            let mut i = 0;
-            while i < class.len() {
-                let lo = class[i];
-                if i + 2 < class.len() && class[i + 1] == b'-' {
-                    hit |= lo <= c && c <= class[i + 2];
-                    i += 3;
-                } else {
-                    hit |= lo == c;
-                    i += 1;
+/// One element of a COPY source wildcard segment.
+enum SegTok<'a> {
+    Star,
+    One,
+    Class { negate: bool, set: &'a [u8] },
+    Lit(u8),
+}
+
+impl SegTok<'_> {
+    /// Whether this one-byte element (not a star) takes `c`.
+    fn takes(&self, c: u8) -> bool {
+        match self {
+            SegTok::Star => true,
+            SegTok::One => true,
+            SegTok::Lit(l) => *l == c,
+            SegTok::Class { negate, set } => {
+                let mut hit = false;
+                let mut i = 0;
+                while i < set.len() {
+                    let lo = set[i];
+                    if i + 2 < set.len() && set[i + 1] == b'-' {
+                        hit |= lo <= c && c <= set[i + 2];
+                        i += 3;
+                    } else {
+                        hit |= lo == c;
+                        i += 1;
+                    }
                 }
+                hit != *negate
             }
-            hit != negate && match_component(after, name_rest)
         }
-        Some((b'\\', rest)) if !rest.is_empty() => {
-            name.first() == Some(&rest[0]) && match_component(&rest[1..], &name[1..])
-        }
-        Some((&p, rest)) => name.first() == Some(&p) && match_component(rest, &name[1..]),
     }
+}
+
+/// The elements of `pat`, or `None` when a `[` has no `]` (nothing matches then).
+fn segment_tokens(pat: &[u8]) -> Option<Vec<SegTok<'_>>> {
+    let mut toks = Vec::new();
+    let mut i = 0;
+    while i < pat.len() {
+        match pat[i] {
+            b'*' => toks.push(SegTok::Star),
+            b'?' => toks.push(SegTok::One),
+            b'[' => {
+                let rest = &pat[i + 1..];
+                let close = rest.iter().skip(1).position(|&b| b == b']')? + 1;
+                let (negate, set) = match rest[..close].split_first() {
+                    Some((b'^' | b'!', r)) => (true, r),
+                    _ => (false, &rest[..close]),
+                };
+                toks.push(SegTok::Class { negate, set });
+                i += close + 1;
+            }
+            b'\\' if i + 1 < pat.len() => {
+                toks.push(SegTok::Lit(pat[i + 1]));
+                i += 1;
+            }
+            b => toks.push(SegTok::Lit(b)),
+        }
+        i += 1;
+    }
+    Some(toks)
+}
+
+/// Whether a file name matches one wildcard segment of a COPY source (`*`, `?`, `[...]`,
+/// `\x`). Every element but `*` takes one byte, so a match needs to remember only the last
+/// star: linear space, no recursion, and no exponential backtracking however many stars.
+pub fn match_component(pat: &[u8], name: &[u8]) -> bool {
+    let Some(toks) = segment_tokens(pat) else {
+        return false;
+    };
+    let (mut t, mut n) = (0, 0);
+    // The last star seen and where its match currently ends.
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match toks.get(t) {
+            Some(SegTok::Star) => {
+                star = Some((t, n));
+                t += 1;
+            }
+            Some(tok) if tok.takes(name[n]) => {
+                t += 1;
+                n += 1;
+            }
+            _ => match star {
+                Some((st, sn)) => {
+                    star = Some((st, sn + 1));
+                    t = st + 1;
+                    n = sn + 1;
+                }
+                None => return false,
+            },
+        }
+    }
+    toks[t..].iter().all(|tok| matches!(tok, SegTok::Star))
 }
 
 /// A matcher for one COPY source segment with wildcards.
@@ -371,4 +545,114 @@ pub fn read_ignore_file(content: &str) -> Vec<String> {
         out.push(if invert { format!("!{p}") } else { p });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn regex_of(p: &str) -> regex::Regex {
+        match compile_with(p, false).unwrap() {
+            Kind::Regex(r) => r,
+            other => panic!("{p}: {other:?}"),
+        }
+    }
+
+    /// The recursive definition `match_component` replaced, as the reference.
+    fn match_component_reference(pat: &[u8], name: &[u8]) -> bool {
+        let Some(toks) = segment_tokens(pat) else {
+            return false;
+        };
+        fn go(toks: &[SegTok], name: &[u8]) -> bool {
+            match toks.split_first() {
+                None => name.is_empty(),
+                Some((SegTok::Star, rest)) => (0..=name.len()).any(|i| go(rest, &name[i..])),
+                Some((tok, rest)) => {
+                    name.first().is_some_and(|&c| tok.takes(c)) && go(rest, &name[1..])
+                }
+            }
+        }
+        go(&toks, name)
+    }
+
+    #[test]
+    fn segment_wildcards_match_without_recursion() {
+        assert!(match_component(b"*.txt", b"a.txt"));
+        assert!(match_component(b"a[b-d]?", b"acx"));
+        assert!(!match_component(b"a[^b-d]?", b"acx"));
+        assert!(match_component(b"a\\*", b"a*"));
+        assert!(!match_component(b"a\\*", b"ab"));
+        assert!(!match_component(b"a[bc", b"ab"));
+        let long = vec![b'?'; 1 << 20];
+        assert!(match_component(&long, &vec![b'x'; 1 << 20]));
+        let stars = b"*a".repeat(50);
+        assert!(!match_component(&stars, &[b'a'; 49]));
+        assert!(match_component(&stars, &[b'a'; 50]));
+    }
+
+    #[test]
+    fn globs_match_like_mobys_expressions() {
+        for (p, yes, no) in [
+            ("a/*.x", &["a/b.x", "a/.x"][..], &["a/b/c.x", "b.x"][..]),
+            ("a/**/b", &["a/b", "a/x/y/b"], &["a/xb", "ab"]),
+            ("a/*/**", &["a/b/", "a/b/c/d"], &["a/b"]),
+            ("x?y", &["x-y"], &["x/y", "xy"]),
+            ("a\\*b", &["a*b"], &["axb"]),
+            ("*.go", &["a.go"], &["a/b.go"]),
+        ] {
+            let Kind::Glob(g) = compile(p).unwrap() else {
+                panic!("{p} is not a glob")
+            };
+            for y in yes {
+                assert!(g.is_match(y), "{p} should match {y}");
+            }
+            for n in no {
+                assert!(!g.is_match(n), "{p} should not match {n}");
+            }
+        }
+        // Raw class brackets and `^` stay with the regex engine, as moby writes them.
+        assert!(matches!(compile("a[bc]").unwrap(), Kind::Regex(_)));
+        assert!(matches!(compile("a*^b").unwrap(), Kind::Regex(_)));
+    }
+
+    #[test]
+    fn many_patterns_compile_without_a_regex_each_and_the_last_decides() {
+        let mut pats: Vec<String> = (0..100_000).map(|i| format!("pat{i}/*.x")).collect();
+        pats.push("keep/**".into());
+        pats.push("!keep/me".into());
+        let m = PatternMatcher::new(&pats).unwrap();
+        assert!(m.patterns.iter().all(|p| !matches!(p.kind, Kind::Regex(_))));
+        assert!(m.matches("pat99999/a.x"));
+        assert!(!m.matches("pat99999/a/b.x"));
+        assert!(m.matches_or_parent("pat5/a.x/inner"));
+        assert!(m.matches("keep/you"));
+        assert!(!m.matches("keep/me"));
+        assert!(!m.matches("Dockerfile"));
+    }
+
+    proptest! {
+        #[test]
+        fn segment_matching_agrees_with_the_recursive_definition(
+            pat in "[ab*?\\[\\]^!\\\\-]{0,8}",
+            name in "[ab\\]\\\\-]{0,8}",
+        ) {
+            prop_assert_eq!(
+                match_component(pat.as_bytes(), name.as_bytes()),
+                match_component_reference(pat.as_bytes(), name.as_bytes())
+            );
+        }
+
+        #[test]
+        fn glob_and_regex_agree(
+            pat in "[ab/*?.\\\\]{1,8}",
+            path in "[ab/.\n]{0,8}",
+        ) {
+            let cleaned = clean(&pat);
+            prop_assume!(validate(&cleaned).is_ok());
+            if let Kind::Glob(g) = compile(&cleaned).unwrap() {
+                prop_assert_eq!(g.is_match(&path), regex_of(&cleaned).is_match(&path));
+            }
+        }
+    }
 }

@@ -256,7 +256,7 @@ impl BuildContext {
             base_rel: &base_rel,
             descend_ignored: self.ignore.exclusions() || excl.exclusions(),
         };
-        let mut out = walker.dir(&base, &[])?;
+        let mut out = walker.walk(&base)?;
         out.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
         Ok(out)
     }
@@ -440,7 +440,9 @@ fn ancestors(rel: &str) -> impl Iterator<Item = &str> {
 }
 
 /// One `walk`: directories are read with `read_dir` and their entries stat'ed relative to
-/// the open directory (no path lookup per file); subdirectories are walked in parallel.
+/// the open directory (no path lookup per file). The walk goes level by level, each level's
+/// directories read in parallel, so a deep directory chain costs heap, not stack (a recursive
+/// walk overflowed at ~1,000 levels); a path past `PATH_MAX` fails with the OS's error.
 struct Walker<'a> {
     ctx: &'a BuildContext,
     exclude: &'a dockerignore::PatternMatcher,
@@ -451,9 +453,35 @@ struct Walker<'a> {
     descend_ignored: bool,
 }
 
+/// A directory still to read: its host path and its path below the walk's base.
+type PendingDir = (PathBuf, Vec<u8>);
+
 impl Walker<'_> {
-    /// The entries below `host` (whose path below the base is `below`), in no given order.
-    fn dir(&self, host: &Path, below: &[u8]) -> Result<Vec<ContextEntry>, ContextError> {
+    /// Every entry below `base`, in no given order.
+    fn walk(&self, base: &Path) -> Result<Vec<ContextEntry>, ContextError> {
+        let mut out = Vec::new();
+        let mut level: Vec<PendingDir> = vec![(base.to_path_buf(), Vec::new())];
+        while !level.is_empty() {
+            let read = level
+                .par_iter()
+                .map(|(host, below)| self.dir(host, below))
+                .collect::<Result<Vec<_>, _>>()?;
+            level = Vec::new();
+            for (entries, subdirs) in read {
+                out.extend(entries);
+                level.extend(subdirs);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The entries directly in `host` (whose path below the base is `below`), and the
+    /// subdirectories the walk must read next.
+    fn dir(
+        &self,
+        host: &Path,
+        below: &[u8],
+    ) -> Result<(Vec<ContextEntry>, Vec<PendingDir>), ContextError> {
         let mut here = Vec::new();
         let mut subdirs = Vec::new();
         for item in std::fs::read_dir(host).map_err(io_err(host))? {
@@ -486,12 +514,7 @@ impl Walker<'_> {
             }
             here.push(BuildContext::entry_from(rel, path, &m)?);
         }
-        let nested = subdirs
-            .par_iter()
-            .map(|(path, rel)| self.dir(path, rel))
-            .collect::<Result<Vec<_>, _>>()?;
-        here.extend(nested.into_iter().flatten());
-        Ok(here)
+        Ok((here, subdirs))
     }
 }
 

@@ -26,7 +26,7 @@ pub struct ResolvedLayer {
     pub key: Digest,
     pub entries: Vec<Entry>,
     /// Directories that entries read from (unpacked ADD archives); removed when dropped.
-    pub scratch: Vec<tempfile::TempDir>,
+    pub scratch: Vec<crate::store::OwnedTempDir>,
     /// Archive members keyed from the file-digest cache, read only if the layer is written.
     pub(super) deferred: Vec<Deferred>,
 }
@@ -42,7 +42,7 @@ pub(super) struct Deferred {
 /// What resolving keeps besides entries and digests.
 #[derive(Default)]
 struct Held {
-    scratch: Vec<tempfile::TempDir>,
+    scratch: Vec<crate::store::OwnedTempDir>,
     deferred: Vec<Deferred>,
 }
 

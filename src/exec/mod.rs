@@ -270,6 +270,7 @@ fn assemble(
     let mut manifest_layers = base.layers;
     // One layer per layer step and per RUN, in step order.
     let mut built = layers.iter();
+    let mut env_index = config::EnvIndex::default();
     for step in &stage.steps {
         match step {
             Step::Layer(_) | Step::Run(_) => {
@@ -292,7 +293,7 @@ fn assemble(
                     ..Default::default()
                 });
             }
-            Step::Config(edit) => config::apply(&mut image, edit),
+            Step::Config(edit) => config::apply(&mut image, edit, &mut env_index),
         }
     }
     let config_bytes = canonical_json(&image).expect("config serialises");

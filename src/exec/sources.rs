@@ -18,7 +18,7 @@ pub struct Sources<'a> {
     /// Where downloads (`ADD <URL>`) go.
     pub store: &'a Store,
     /// Extracted filesystems, keyed by what COPY --from named, with their layers' metadata.
-    roots: Vec<(CopyFrom, BuildContext, Tree, tempfile::TempDir)>,
+    roots: Vec<(CopyFrom, BuildContext, Tree, crate::store::OwnedTempDir)>,
 }
 
 impl<'a> Sources<'a> {
@@ -67,8 +67,8 @@ impl<'a> Sources<'a> {
                 super::fetch_layers(&layers, origin.as_ref(), store, registry, pull)?;
                 // Registered, so a signal mid-build removes the extracted stage too.
                 let tmp = store.root().join("tmp");
-                let dir =
-                    crate::store::scratch_dir_in(&tmp, "stage-").map_err(|e| ExecError::Io {
+                let dir = crate::store::scratch_dir_in(&tmp, crate::store::STAGE_DIR_PREFIX)
+                    .map_err(|e| ExecError::Io {
                         path: tmp,
                         source: e,
                     })?;

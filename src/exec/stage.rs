@@ -114,6 +114,7 @@ pub(super) fn build_stage(
     let mut chain = base_chain(&base, &stage.platform);
     // The config as the next RUN sees it (Env, User, WorkingDir).
     let mut config = base.config.clone();
+    let mut env_index = config::EnvIndex::default();
     let mut segment: Vec<ResolvedLayer> = Vec::new();
     let mut layers: Vec<(LayerDigests, bool)> = Vec::new();
     for step in &stage.steps {
@@ -123,7 +124,7 @@ pub(super) fn build_stage(
                 chain = chain_key(&chain, &r.key);
                 segment.push(r);
             }
-            Step::Config(edit) => config::apply(&mut config, edit),
+            Step::Config(edit) => config::apply(&mut config, edit, &mut env_index),
             Step::Run(run) => {
                 layers.extend(write_segment(std::mem::take(&mut segment), cx)?);
                 let runner = opts.runner.as_deref().expect("checked in check_runs");
@@ -240,8 +241,20 @@ struct RunParts {
 }
 
 /// The name a RUN has in progress output.
+/// `RUN` and the command as the user wrote it (the shell's script for the shell form), cut
+/// to one short line for progress output.
 fn run_name(run: &RunStep) -> String {
-    format!("RUN {}", run.command.join(" "))
+    let text = match run.command.as_slice() {
+        [.., flag, script] if flag == "-c" => script.clone(),
+        all => all.join(" "),
+    };
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let short: String = line.chars().take(60).collect();
+    if short.len() < line.len() {
+        format!("RUN {short}…")
+    } else {
+        format!("RUN {short}")
+    }
 }
 
 /// Finds a RUN's layer by its chained key, or runs it and writes its layer; either way the

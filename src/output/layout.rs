@@ -10,6 +10,9 @@ use crate::store::Store;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// Name prefix of the directory a new layout is built in, beside its destination.
+pub(super) const STAGING_PREFIX: &str = ".lade-layout-";
+
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 fn io(p: &Path) -> impl FnOnce(std::io::Error) -> OutputError {
@@ -32,7 +35,7 @@ pub fn add(
         _ => Path::new("."),
     };
     std::fs::create_dir_all(parent).map_err(io(parent))?;
-    let staging = crate::store::temp_dir_in(parent, ".lade-layout-").map_err(io(parent))?;
+    let staging = crate::store::temp_dir_in(parent, STAGING_PREFIX).map_err(io(parent))?;
     add_into(staging.path(), artifact, tags, store)?;
     // rename(2) also replaces a directory that appeared empty meanwhile; a non-empty one
     // makes it fail, and the staging directory goes with `staging`'s drop.

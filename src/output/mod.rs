@@ -75,6 +75,39 @@ pub fn write(
     Ok(Vec::new())
 }
 
+/// Removes the temps that lade processes no longer running left where `target` writes: a
+/// SIGKILL'd build's `.lade-XXXXXX.tmp` beside an archive, or its staging directory beside a
+/// new layout and temp blobs inside an existing one. Temps of running builds stay (they are
+/// locked); returns how many were removed.
+pub fn sweep_stale_temps(target: &Target) -> usize {
+    use crate::store::{sweep, TempNames, ATOMIC_TEMP};
+    let parent = |p: &std::path::Path| match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    match target {
+        Target::Oci {
+            dest: Dest::File(path),
+        }
+        | Target::Docker {
+            dest: Dest::File(path),
+        } => sweep(&parent(path), &[ATOMIC_TEMP]),
+        Target::OciLayout { dir } => {
+            let staging = TempNames {
+                prefix: layout::STAGING_PREFIX,
+                suffix: "",
+                dirs: true,
+            };
+            sweep(&parent(dir), &[ATOMIC_TEMP, staging])
+                + sweep(dir, &[ATOMIC_TEMP])
+                + sweep(&dir.join("blobs").join("sha256"), &[ATOMIC_TEMP])
+        }
+        Target::Oci { dest: Dest::Stdout }
+        | Target::Docker { dest: Dest::Stdout }
+        | Target::Registry => 0,
+    }
+}
+
 /// Splits `name[:tag]` into the repository and the tag (default `latest`); a `:` followed by
 /// a `/` belongs to a registry port, not a tag.
 pub fn split_tag(name: &str) -> Result<(&str, &str), OutputError> {

@@ -52,7 +52,8 @@ impl Store {
     /// A writer for a new blob; nothing is visible in the store until `commit`.
     pub fn blob_writer(&self) -> Result<BlobWriter, StoreError> {
         let dir = self.tmp_dir();
-        let tmp = super::interrupt::temp_file(&dir, ".tmp", "", 0o600).map_err(io_err(&dir))?;
+        let tmp = super::interrupt::temp_file(&dir, super::BLOB_TEMP_PREFIX, "", 0o600)
+            .map_err(io_err(&dir))?;
         let file = tmp.reopen().map_err(io_err(tmp.path()))?;
         Ok(BlobWriter {
             store: self.clone(),

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use super::owned::OwnedTempDir;
+
 /// Paths of temp files that may exist. A path stays after its file was renamed or removed:
 /// removing it again only fails with ENOENT, and the names are random, so no other file
 /// has them.
@@ -136,17 +138,19 @@ fn remove(path: &Path) {
 
 /// A new temp directory in `dir` named `<prefix>XXXXXX`, with `mode` (less the umask). It
 /// is created and registered with the registry locked, so a signal comes either before it
-/// exists or while it is registered.
-pub(crate) fn temp_dir(dir: &Path, prefix: &str, mode: u32) -> io::Result<tempfile::TempDir> {
+/// exists or while it is registered; it is flock'ed as [`super::owned`] describes.
+pub(crate) fn temp_dir(dir: &Path, prefix: &str, mode: u32) -> io::Result<OwnedTempDir> {
     use std::os::unix::fs::PermissionsExt;
-    let mut reg = live();
-    let d = tempfile::Builder::new()
-        .prefix(prefix)
-        .permissions(std::fs::Permissions::from_mode(mode))
-        .tempdir_in(dir)?;
-    reg.get_or_insert_with(HashSet::new)
-        .insert(d.path().to_path_buf());
-    Ok(d)
+    OwnedTempDir::create(|| {
+        let mut reg = live();
+        let d = tempfile::Builder::new()
+            .prefix(prefix)
+            .permissions(std::fs::Permissions::from_mode(mode))
+            .tempdir_in(dir)?;
+        reg.get_or_insert_with(HashSet::new)
+            .insert(d.path().to_path_buf());
+        Ok(d)
+    })
 }
 
 /// Renames a registered temp file or directory to `to` with the registry locked: a signal's
@@ -158,7 +162,8 @@ pub(crate) fn rename_into_place(from: &Path, to: &Path) -> io::Result<()> {
 }
 
 /// A new temp file in `dir` named `<prefix>XXXXXX<suffix>`, with `mode` (less the umask),
-/// registered before it exists so a signal can never leave it behind.
+/// registered before it exists so a signal can never leave it behind, and flock'ed through
+/// the returned file's descriptor as [`super::owned`] describes.
 pub(crate) fn temp_file(
     dir: &Path,
     prefix: &str,
@@ -173,12 +178,14 @@ pub(crate) fn temp_file(
             let mut reg = live();
             reg.get_or_insert_with(HashSet::new)
                 .insert(path.to_path_buf());
-            File::options()
+            let file = File::options()
                 .read(true)
                 .write(true)
                 .create_new(true)
                 .mode(mode)
-                .open(path)
+                .open(path)?;
+            super::owned::lock_new(&file, path)?;
+            Ok(file)
         })
 }
 

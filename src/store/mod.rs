@@ -6,10 +6,12 @@
 mod blobs;
 mod filecache;
 pub mod interrupt;
+mod owned;
 mod steps;
 
 pub use blobs::BlobWriter;
 pub use filecache::{FileDigestCache, FileStamp};
+pub use owned::{sweep, OwnedTempDir, TempNames};
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -75,24 +77,71 @@ impl Store {
     fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }
+
+    /// Removes the temps that lade processes no longer running left in the store (a SIGKILL
+    /// gives no chance to clean up): blob temps and extracted stages in `tmp/`, atomic-write
+    /// temps beside the index files. Locked temps of running builds are left alone.
+    pub fn sweep_stale_temps(&self) -> usize {
+        let tmp = [
+            TempNames {
+                prefix: BLOB_TEMP_PREFIX,
+                suffix: "",
+                dirs: false,
+            },
+            TempNames {
+                prefix: STAGE_DIR_PREFIX,
+                suffix: "",
+                dirs: true,
+            },
+        ];
+        sweep(&self.tmp_dir(), &tmp)
+            + sweep(&self.root.join("steps"), &[ATOMIC_TEMP])
+            + sweep(&self.root.join("files"), &[ATOMIC_TEMP])
+    }
+}
+
+/// Name prefix of a blob being written in `<store>/tmp`.
+pub(crate) const BLOB_TEMP_PREFIX: &str = ".tmp";
+/// Name prefix of a stage's extracted root in `<store>/tmp` (`COPY --from`).
+pub const STAGE_DIR_PREFIX: &str = "stage-";
+/// Name prefix of the scratch directory an ADDed archive is unpacked into, in `$TMPDIR`
+/// (`exec::files` spells it out).
+pub const ADD_DIR_PREFIX: &str = "lade-add-";
+/// The names of [`temp_file_in`]'s files: `.lade-XXXXXX.tmp`, beside their destination.
+pub const ATOMIC_TEMP: TempNames = TempNames {
+    prefix: ".lade-",
+    suffix: ".tmp",
+    dirs: false,
+};
+
+/// Removes the stale scratch directories of lade processes no longer running from `$TMPDIR`.
+pub fn sweep_stale_scratch() -> usize {
+    sweep(
+        &std::env::temp_dir(),
+        &[TempNames {
+            prefix: ADD_DIR_PREFIX,
+            suffix: "",
+            dirs: true,
+        }],
+    )
 }
 
 /// A temporary file to be renamed over a file users see: created with mode 0666 less the
 /// umask, like any file a shell or docker writes (tempfile's default is 0600).
 /// Registered with [`interrupt`], so SIGINT/SIGTERM removes it too.
 pub fn temp_file_in(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
-    interrupt::temp_file(dir, ".lade-", ".tmp", 0o666)
+    interrupt::temp_file(dir, ATOMIC_TEMP.prefix, ATOMIC_TEMP.suffix, 0o666)
 }
 
 /// A new temp directory in `dir` (mode 0777 less the umask, like `mkdir`), which SIGINT and
 /// SIGTERM remove with everything in it until [`rename_into_place`] moves it.
-pub fn temp_dir_in(dir: &Path, prefix: &str) -> io::Result<tempfile::TempDir> {
+pub fn temp_dir_in(dir: &Path, prefix: &str) -> io::Result<OwnedTempDir> {
     interrupt::temp_dir(dir, prefix, 0o777)
 }
 
 /// A scratch directory for lade alone (mode 0700: unpacked archives and stages may hold
 /// files other users must not read), removed like [`temp_dir_in`]'s on a signal.
-pub fn scratch_dir_in(dir: &Path, prefix: &str) -> io::Result<tempfile::TempDir> {
+pub fn scratch_dir_in(dir: &Path, prefix: &str) -> io::Result<OwnedTempDir> {
     interrupt::temp_dir(dir, prefix, 0o700)
 }
 

@@ -19,6 +19,7 @@
 //! | `lade re-push` (W3) | the same push again: every blob is there already | |
 //! | `skopeo copy` (W3) | `skopeo copy oci-archive:... docker://...` of the same archive | |
 //! | `lade (warm no-op)` etc. (W2) | incremental builds on a warm cache, see [`rebuilds`] | the floors |
+//! | `lade (100k ENV)`, `lade (100k ignores)` (`in`) | Dockerfile builds of 100,000 `ENV` lines, and of a 2-file context with 100,000 `.dockerignore` patterns, see [`inputs`] | |
 //! | `lade (no-op rebuild)` (R, D) | the Dockerfile again on a warm cache: no RUN runs | buildah's and BuildKit's no-op rebuilds |
 //! | `buildah (no-op rebuild)` (R1, D3) | `buildah bud --layers` again on its warm storage, then `buildah push` | |
 //! | `BuildKit (no-op rebuild)` (R1, D3) | `docker build` again on its warm cache, then `docker save` | |
@@ -767,6 +768,21 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
             }
         }
     }
+    if opts
+        .only
+        .as_ref()
+        .is_none_or(|o| o.iter().any(|n| n == "IN"))
+    {
+        for (tool, row) in inputs(&ctx, opts.runs)? {
+            table.push(Line {
+                workload: "in",
+                tool,
+                refs: &[],
+                in_dockerd: false,
+                row,
+            });
+        }
+    }
     drop(ctx.refs);
     drop(services);
     let _ = std::fs::remove_dir_all(&ctx.scratch);
@@ -830,6 +846,51 @@ fn rebuilds(ctx: &Ctx, w: &Workload, runs: usize) -> Result<Vec<(&'static str, R
     })();
     std::fs::write(&file, &original)?;
     result?;
+    Ok(rows)
+}
+
+/// Builds whose time must grow linearly with the size of their input (#11): a Dockerfile of
+/// 100,000 `ENV` lines (was quadratic: 75 s), and a 2-file context with 100,000
+/// `.dockerignore` patterns (was a regex each: 10 s, 1.5 GB). `--only in` runs them alone.
+fn inputs(ctx: &Ctx, runs: usize) -> Result<Vec<(&'static str, Row)>> {
+    let env = ctx.scratch.join("in-env");
+    fresh_dir(&env)?;
+    let mut dockerfile = String::from("FROM scratch\n");
+    for i in 0..100_000 {
+        dockerfile.push_str(&format!("ENV V{i}=value{i}\n"));
+    }
+    std::fs::write(env.join("Dockerfile"), dockerfile)?;
+    let ignores = ctx.scratch.join("in-ignore");
+    fresh_dir(&ignores)?;
+    std::fs::write(ignores.join("Dockerfile"), "FROM scratch\nCOPY . /app/\n")?;
+    std::fs::write(ignores.join("a.txt"), "a\n")?;
+    let mut patterns = String::new();
+    for i in 0..100_000 {
+        patterns.push_str(&format!("dir{i}/*.tmp\n"));
+    }
+    std::fs::write(ignores.join(".dockerignore"), patterns)?;
+    let cache = ctx.cache("inputs");
+    let out = ctx.out("inputs");
+    let log = ctx.scratch.join("run.log");
+    let mut rows = vec![
+        ("lade (100k ENV)", Row::default()),
+        ("lade (100k ignores)", Row::default()),
+    ];
+    for round in 0..runs {
+        for ((name, row), dir) in rows.iter_mut().zip([&env, &ignores]) {
+            signal::check()?;
+            eprintln!("bench: {name} run {}/{runs}", round + 1);
+            fresh_dir(&cache)?;
+            let mut cmd = Command::new(&ctx.lade);
+            cmd.args(["build", "--progress", "quiet", "--cache-dir"])
+                .arg(&cache)
+                .arg("--output")
+                .arg(format!("type=oci,dest={}", out.display()))
+                .arg(dir);
+            row.add(measure(&mut cmd, &log)?, &log);
+            remove_file(&out)?;
+        }
+    }
     Ok(rows)
 }
 

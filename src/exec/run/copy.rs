@@ -24,7 +24,7 @@ pub struct CopySnapshot {
     lowers: LowerView,
     root: PathBuf,
     dirs: CopiedDirs,
-    _dir: tempfile::TempDir,
+    _dir: crate::store::OwnedTempDir,
 }
 
 impl Snapshotter for Copy {

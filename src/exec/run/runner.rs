@@ -4,7 +4,7 @@
 
 use super::copy::Copy;
 use super::diff::DiffOptions;
-use super::executor::{Executor, OciRuntime, ProcessSpec};
+use super::executor::{BindMount, Executor, OciRuntime, ProcessSpec};
 use super::layers::extracted;
 use super::oci::{HOSTNAME, MOUNT_DIRS, MOUNT_FILES};
 use super::snapshot::{Overlay, Snapshot, Snapshotter};
@@ -36,6 +36,8 @@ pub struct SandboxRunner {
     snapshotter: SnapshotterChoice,
     /// `Auto` after the first overlay failure: the copying snapshotter from then on.
     overlay_failed: OnceLock<String>,
+    /// The fallback was named in a step's output (once per build).
+    fallback_named: std::sync::atomic::AtomicBool,
 }
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -48,6 +50,7 @@ impl SandboxRunner {
             runtime,
             snapshotter,
             overlay_failed: OnceLock::new(),
+            fallback_named: Default::default(),
         }
     }
 
@@ -81,6 +84,14 @@ impl StepRunner for SandboxRunner {
             .map(|l| extracted(store, l))
             .collect::<Result<Vec<_>, _>>()?;
         let snapshot = self.prepare(&lowers, store)?;
+        if let Some(reason) = self.overlay_failed.get() {
+            if !self
+                .fallback_named
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                (input.output)(format!("lade: snapshotter: copy ({reason})\n").as_bytes());
+            }
+        }
         let root = snapshot.root().to_path_buf();
         let root_fd = rustix::fs::open(&root, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
             .map_err(|e| sandbox(&root, e))?;
@@ -98,6 +109,9 @@ impl StepRunner for SandboxRunner {
         mkdir_in_root(&root_fd, workdir).map_err(|e| sandbox(Path::new(workdir), e))?;
         let skip = mount_points(&root_fd).map_err(|e| sandbox(&root, e))?;
 
+        // Heredoc scripts (`RUN <<EOF` with a shebang) are files the step reads, bind-mounted
+        // read-only from a scratch directory: never part of the root, so never of the layer.
+        let files = step_files(input, store)?;
         let spec = ProcessSpec {
             args: input.step.command.clone(),
             env: step_env(&input.env, &user.home),
@@ -107,7 +121,7 @@ impl StepRunner for SandboxRunner {
             additional_gids: user.additional_gids.clone(),
             hostname: HOSTNAME.to_string(),
             network: input.step.network,
-            mounts: Vec::new(),
+            mounts: files.1,
         };
         let recent = Mutex::new(Vec::<u8>::new());
         let sink = |chunk: &[u8]| {
@@ -123,7 +137,7 @@ impl StepRunner for SandboxRunner {
         if code != 0 {
             let r = recent.into_inner().unwrap_or_else(|e| e.into_inner());
             return Err(RunError::Failed {
-                command: input.step.command.join(" "),
+                command: input.step.command.join(" ").trim_end().to_string(),
                 code,
                 tail: tail(&r, TAIL_LINES),
             });
@@ -138,6 +152,37 @@ impl StepRunner for SandboxRunner {
             keep: Box::new(snapshot),
         })
     }
+}
+
+/// Writes the step's [`crate::plan::RunFile`]s into a scratch directory of the store (kept
+/// alive by the returned guard) and returns their read-only bind mounts.
+fn step_files(
+    input: &RunInput<'_>,
+    store: &Store,
+) -> Result<(Option<crate::store::OwnedTempDir>, Vec<BindMount>), RunError> {
+    if input.step.files.is_empty() {
+        return Ok((None, Vec::new()));
+    }
+    let tmp = store.root().join("tmp");
+    std::fs::create_dir_all(&tmp).map_err(|e| sandbox(&tmp, e))?;
+    let dir = crate::store::scratch_dir_in(&tmp, "run-files-").map_err(|e| sandbox(&tmp, e))?;
+    // The runtime reads the files as the step's user: the directory must be traversable.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| sandbox(dir.path(), e))?;
+    let mut mounts = Vec::new();
+    for (i, f) in input.step.files.iter().enumerate() {
+        let host = dir.path().join(format!("f{i}"));
+        std::fs::write(&host, f.content.as_bytes()).map_err(|e| sandbox(&host, e))?;
+        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(f.mode & 0o7777))
+            .map_err(|e| sandbox(&host, e))?;
+        mounts.push(BindMount {
+            source: host,
+            destination: f.path.clone(),
+            readonly: true,
+        });
+    }
+    Ok((Some(dir), mounts))
 }
 
 fn sandbox(p: &Path, e: impl Into<std::io::Error>) -> RunError {

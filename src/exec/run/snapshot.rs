@@ -31,7 +31,10 @@ pub trait Snapshot: Send + Sync {
     fn diff(&self, opts: &DiffOptions) -> Result<Vec<Entry>, RunError>;
 }
 
-pub(crate) fn snapshot_dir(store: &Store, prefix: &str) -> Result<tempfile::TempDir, RunError> {
+pub(crate) fn snapshot_dir(
+    store: &Store,
+    prefix: &str,
+) -> Result<crate::store::OwnedTempDir, RunError> {
     let dir = store.root().join("run").join("snapshots");
     std::fs::create_dir_all(&dir).map_err(|e| sandbox(&dir, e))?;
     crate::store::scratch_dir_in(&dir, prefix).map_err(|e| sandbox(&dir, e))
@@ -49,7 +52,7 @@ pub struct OverlaySnapshot {
     merged: PathBuf,
     // Order matters on drop: unmount (and unregister) first, then remove the directory.
     _unmount: Unmount,
-    _dir: tempfile::TempDir,
+    _dir: crate::store::OwnedTempDir,
 }
 
 struct Unmount {

@@ -172,9 +172,16 @@ struct ShellWord<'a> {
     chars: Vec<char>,
     pos: usize,
     raw_escapes: bool,
+    /// How many words (the top one and each nested `${...}` word) are being processed.
+    depth: usize,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
 }
+
+/// The deepest nesting of `${A:-${B:-...}}` words accepted. Each level is a few recursive
+/// calls, so unbounded input would overflow the stack (BuildKit's Go stack grows instead);
+/// no real Dockerfile nests more than a handful.
+pub const MAX_NESTING: usize = 100;
 
 /// An error before it is wrapped with the word it came from.
 type Res<T> = Result<T, String>;
@@ -187,6 +194,7 @@ impl<'a> ShellWord<'a> {
             chars: word.chars().collect(),
             pos: 0,
             raw_escapes: lex.raw_escapes,
+            depth: 0,
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
         }
@@ -220,9 +228,16 @@ impl<'a> ShellWord<'a> {
         stop: Option<char>,
         raw_escapes: bool,
     ) -> Res<(String, Vec<String>)> {
+        if self.depth >= MAX_NESTING {
+            return Err(format!(
+                "substitutions nested more than {MAX_NESTING} levels deep"
+            ));
+        }
+        self.depth += 1;
         let saved = std::mem::replace(&mut self.raw_escapes, raw_escapes);
         let r = self.process_stop_on_inner(stop);
         self.raw_escapes = saved;
+        self.depth -= 1;
         r
     }
 
@@ -518,6 +533,19 @@ mod tests {
 
     fn word(s: &str) -> Result<String, ShellError> {
         Lexer::new('\\').process_word(s, &env)
+    }
+
+    #[test]
+    fn nesting_is_limited_not_a_stack_overflow() {
+        let nest = |n: usize| format!("{}x{}", "${A:-".repeat(n), "}".repeat(n));
+        assert_eq!(word(&nest(MAX_NESTING - 1)).unwrap(), "x");
+        let err = word(&nest(10_000)).unwrap_err();
+        assert_eq!(
+            err.message,
+            "substitutions nested more than 100 levels deep"
+        );
+        let quoted = format!("{}x{}", "\"${A:-".repeat(10_000), "}\"".repeat(10_000));
+        assert!(word(&quoted).is_err());
     }
 
     #[test]

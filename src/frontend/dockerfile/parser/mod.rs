@@ -535,8 +535,21 @@ fn instruction_error(text: &str, line: usize, message: String) -> ParseError {
     }
 }
 
+/// The deepest `ONBUILD ONBUILD ...` chain parsed (the instruction rejects any chain; the
+/// parser only must not recurse without bound, as Go's growing stack lets BuildKit's).
+const MAX_ONBUILD_NESTING: usize = 100;
+
 /// One instruction from its joined line: keyword, flags, then the keyword's argument parser.
 fn new_node_from_line(line: &str, escape: char) -> Result<Node, String> {
+    node_from_line(line, escape, 0)
+}
+
+fn node_from_line(line: &str, escape: char, depth: usize) -> Result<Node, String> {
+    if depth > MAX_ONBUILD_NESTING {
+        return Err(format!(
+            "ONBUILD nested more than {MAX_ONBUILD_NESTING} levels deep"
+        ));
+    }
     let (cmd, flags, rest) = split_command(line);
     let cmd = cmd.to_lowercase();
     let mut node = Node {
@@ -546,7 +559,7 @@ fn new_node_from_line(line: &str, escape: char) -> Result<Node, String> {
     };
     if cmd == "onbuild" {
         if !rest.is_empty() {
-            node.next = Some(Box::new(new_node_from_line(&rest, escape)?));
+            node.next = Some(Box::new(node_from_line(&rest, escape, depth + 1)?));
         }
     } else {
         let args = parse_args(&cmd, &rest, escape)?;
@@ -661,6 +674,22 @@ impl Dockerfile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn onbuild_chains_are_limited_not_a_stack_overflow() {
+        let src = format!("FROM scratch\n{}RUN x\n", "ONBUILD ".repeat(8000));
+        let e = parse(&src).unwrap_err();
+        assert_eq!(
+            (e.line, e.message.as_str()),
+            (2, "ONBUILD nested more than 100 levels deep")
+        );
+        let ok = format!("FROM scratch\n{}RUN x\n", "ONBUILD ".repeat(3));
+        let df = parse(&ok).unwrap();
+        assert_eq!(
+            df.instructions[1].dump(),
+            "onbuild (onbuild (onbuild (run \"x\")))"
+        );
+    }
 
     #[test]
     fn directives() {

@@ -6,6 +6,10 @@
 
 use std::collections::HashMap;
 
+/// The most `*` a pattern may have: the matcher recurses once per star. (Go's regexp, which
+/// BuildKit uses, has a size limit of its own; no real pattern comes near either.)
+const MAX_STARS: usize = 1000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tok {
     Star,
@@ -18,6 +22,9 @@ fn compile(pattern: &str) -> Result<Vec<Tok>, String> {
     let mut it = pattern.chars().peekable();
     while let Some(c) = it.next() {
         match c {
+            // `**` matches what `*` does (with either preference); one star keeps the
+            // matcher's recursion, one level per star, shallower.
+            '*' if toks.last() == Some(&Tok::Star) => {}
             '*' => toks.push(Tok::Star),
             '?' => toks.push(Tok::Any),
             '\\' => {
@@ -39,6 +46,10 @@ fn compile(pattern: &str) -> Result<Vec<Tok>, String> {
             _ => toks.push(Tok::Lit(c)),
         }
     }
+    let stars = toks.iter().filter(|t| **t == Tok::Star).count();
+    if stars > MAX_STARS {
+        return Err(format!("more than {MAX_STARS} '*' wildcards"));
+    }
     Ok(toks)
 }
 
@@ -54,31 +65,36 @@ struct Matcher<'a> {
 impl Matcher<'_> {
     /// The end of the preferred match of `toks[i..]` starting at `pos`, trying alternatives in
     /// the order a backtracking regex engine would (which is what Go's leftmost-first RE2 returns).
-    fn at(&mut self, i: usize, pos: usize) -> Option<usize> {
+    fn at(&mut self, mut i: usize, mut pos: usize) -> Option<usize> {
+        // A run of literals and `?` has one way to match: walk it without recursing, so the
+        // recursion depth is the number of stars (bounded by `MAX_STARS`), not the length.
+        loop {
+            match self.toks.get(i) {
+                None => return Some(pos),
+                Some(Tok::Lit(c)) => match self.text.get(pos) {
+                    Some(t) if t == c => {}
+                    _ => return None,
+                },
+                Some(Tok::Any) => match self.text.get(pos) {
+                    Some(t) if *t != '\n' => {}
+                    _ => return None,
+                },
+                Some(Tok::Star) => break,
+            }
+            i += 1;
+            pos += 1;
+        }
         if let Some(r) = self.memo.get(&(i, pos)) {
             return *r;
         }
-        let r = match self.toks.get(i) {
-            None => Some(pos),
-            Some(Tok::Lit(c)) => match self.text.get(pos) {
-                Some(t) if t == c => self.at(i + 1, pos + 1),
-                _ => None,
-            },
-            Some(Tok::Any) => match self.text.get(pos) {
-                Some(t) if *t != '\n' => self.at(i + 1, pos + 1),
-                _ => None,
-            },
-            Some(Tok::Star) => {
-                let max = self.text[pos..]
-                    .iter()
-                    .position(|c| *c == '\n')
-                    .unwrap_or(self.text.len() - pos);
-                if self.greedy {
-                    (0..=max).rev().find_map(|k| self.at(i + 1, pos + k))
-                } else {
-                    (0..=max).find_map(|k| self.at(i + 1, pos + k))
-                }
-            }
+        let max = self.text[pos..]
+            .iter()
+            .position(|c| *c == '\n')
+            .unwrap_or(self.text.len() - pos);
+        let r = if self.greedy {
+            (0..=max).rev().find_map(|k| self.at(i + 1, pos + k))
+        } else {
+            (0..=max).find_map(|k| self.at(i + 1, pos + k))
         };
         self.memo.insert((i, pos), r);
         r
@@ -205,6 +221,21 @@ fn expand_template(template: &str, whole: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_patterns_do_not_recurse_per_character() {
+        let long = "ab".repeat(200_000);
+        assert_eq!(trim_prefix(&long, &format!("{long}c"), false).unwrap(), "c");
+        assert_eq!(trim_suffix(&long, &format!("c{long}"), true).unwrap(), "c");
+        let stars = "*a".repeat(MAX_STARS);
+        let text = format!("{}b", "a".repeat(MAX_STARS));
+        assert_eq!(trim_prefix(&stars, &text, false).unwrap(), "b");
+        let err = trim_prefix(&format!("{stars}*?"), "x", true).unwrap_err();
+        assert_eq!(err, "more than 1000 '*' wildcards");
+        // A run of stars is one star.
+        assert_eq!(trim_prefix(&"*".repeat(5000), "abc", false).unwrap(), "abc");
+        assert_eq!(trim_prefix("a**c", "abbcc", true).unwrap(), "");
+    }
 
     #[test]
     fn reverse_keeps_escapes_in_front() {
