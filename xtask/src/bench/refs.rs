@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use super::runs;
 use crate::docker::{self, Dockerd, DOCKER_CLI};
 use crate::proc::{run_ok, which};
 use crate::registry::{self, Registry};
@@ -27,6 +28,12 @@ pub struct Refs {
     /// A private dockerd that has [`DOCKER_BASE`].
     pub dockerd: Result<Dockerd, String>,
     pub skopeo: Result<PathBuf, String>,
+    /// The Debian minbase (`oci:DIR:TAG`), loaded into dockerd as [`runs::DOCKER_DEBIAN`].
+    pub debian: Result<String, String>,
+    /// Why BuildKit cannot build on the Debian base when dockerd runs (its `docker load` failed).
+    pub debian_in_dockerd: Option<String>,
+    /// buildah's storage driver: overlay when a RUN works on it here, else vfs.
+    pub buildah_driver: &'static str,
     /// `docker-registry` on PATH; the registry itself is started fresh for every push run.
     registry_bin: Result<(), String>,
     registry: RefCell<Option<Registry>>,
@@ -39,7 +46,8 @@ fn installed(bin: &str, package: &str) -> Result<PathBuf, String> {
 impl Refs {
     /// Builds the base image with `lade`, then starts dockerd (when BuildKit rows are wanted) and
     /// loads the base into it. Failures are remembered per tool, never returned.
-    pub fn start(dir: &Path, lade: &Path, want_dockerd: bool) -> Result<Self> {
+    /// `want_debian`: look for the Debian minbase (the D workloads are selected).
+    pub fn start(dir: &Path, lade: &Path, want_dockerd: bool, want_debian: bool) -> Result<Self> {
         let base = base_image(&dir.join("base"), lade).map_err(|e| format!("base image: {e:#}"));
         let docker_tar = dir.join("base/docker.tar");
         let dockerd = match (&base, want_dockerd) {
@@ -47,10 +55,30 @@ impl Refs {
             (Err(e), true) => Err(e.clone()),
             (Ok(_), true) => start_dockerd(dir, &docker_tar),
         };
+        let debian = if want_debian {
+            runs::debian_layout()
+        } else {
+            Err("not wanted".into())
+        };
+        let debian_in_dockerd = match (&debian, &dockerd) {
+            (Ok(layout), Ok(d)) => runs::debian_docker_archive(dir, lade, layout)
+                .and_then(|tar| run_ok(d.cli().arg("load").arg("-i").arg(&tar)).map(|_| ()))
+                .err()
+                .map(|e| format!("loading the Debian base into dockerd: {e:#}")),
+            _ => None,
+        };
+        let buildah = installed("buildah", "buildah");
+        let buildah_driver = match (&buildah, &base) {
+            (Ok(bin), Ok(layout)) => buildah_storage(bin, dir, layout),
+            _ => "vfs",
+        };
         Ok(Self {
             dir: dir.to_path_buf(),
             base,
-            buildah: installed("buildah", "buildah"),
+            buildah,
+            buildah_driver,
+            debian,
+            debian_in_dockerd,
             dockerd,
             skopeo: installed("skopeo", "skopeo"),
             registry_bin: installed("docker-registry", "docker-registry").map(|_| ()),
@@ -83,6 +111,50 @@ impl Refs {
 
     pub fn buildah_root(&self) -> PathBuf {
         self.dir.join("buildah")
+    }
+
+    /// Storage kept across runs for the no-op rebuild rows.
+    pub fn buildah_warm_root(&self) -> PathBuf {
+        self.dir.join("buildah-warm")
+    }
+}
+
+/// overlay when `buildah bud` of a RUN on the busybox base works with it here, else vfs.
+fn buildah_storage(bin: &Path, dir: &Path, layout: &Path) -> &'static str {
+    let probe = dir.join("buildah-probe");
+    let ctx = probe.join("ctx");
+    let ok = std::fs::create_dir_all(&ctx)
+        .and_then(|_| {
+            std::fs::write(
+                ctx.join("Dockerfile"),
+                "ARG BASE\nFROM ${BASE}\nRUN echo hi > /x\n",
+            )
+        })
+        .is_ok()
+        && run_ok(&mut buildah(
+            bin,
+            "overlay",
+            &probe,
+            &format!("oci:{}:1", layout.display()),
+            &ctx,
+            None,
+            false,
+        ))
+        .is_ok();
+    let _ = run_ok(
+        Command::new(bin)
+            .args(["--storage-driver", "overlay", "--root"])
+            .arg(probe.join("root"))
+            .arg("--runroot")
+            .arg(probe.join("run"))
+            .args(["rmi", "-af"]),
+    );
+    let _ = std::fs::remove_dir_all(&probe);
+    if ok {
+        "overlay"
+    } else {
+        eprintln!("bench: buildah cannot use overlay storage here, using vfs");
+        "vfs"
     }
 }
 
@@ -154,35 +226,55 @@ fn script(lines: &[String]) -> Command {
     cmd
 }
 
-/// `buildah bud` of the workload's Dockerfile into vfs storage under `root`, then `buildah push`
-/// to an OCI archive (gzip layers, like lade's output).
-pub fn buildah(buildah: &Path, root: &Path, base: &Path, context: &Path, out: &Path) -> Command {
+/// `buildah bud` of the workload's Dockerfile (`base`: `oci:DIR:TAG`) into `driver` storage under
+/// `root`, then `buildah push` to an OCI archive `out` (gzip layers, like lade's output) unless
+/// None. `layers`: keep a cached image per step (`--layers`, for the no-op rebuild rows).
+pub fn buildah(
+    buildah: &Path,
+    driver: &str,
+    root: &Path,
+    base: &str,
+    context: &Path,
+    out: Option<&Path>,
+    layers: bool,
+) -> Command {
     let storage = format!(
-        "--storage-driver vfs --root {} --runroot {}",
+        "--storage-driver {driver} --root {} --runroot {}",
         quote(root.join("root")),
         quote(root.join("run"))
     );
     let b = quote(buildah);
-    script(&[
-        format!(
-            "{b} {storage} bud --isolation chroot --build-arg BASE={} -t x {}",
-            quote(format!("oci:{}:1", base.display())),
-            quote(context)
-        ),
-        format!(
+    let layers = if layers { " --layers" } else { "" };
+    let mut lines = vec![format!(
+        "{b} {storage} bud --isolation chroot{layers} --build-arg BASE={} -t x {}",
+        quote(base),
+        quote(context)
+    )];
+    if let Some(out) = out {
+        lines.push(format!(
             "{b} {storage} push x {}",
             quote(format!("oci-archive:{}", out.display()))
-        ),
-    ])
+        ));
+    }
+    script(&lines)
 }
 
-/// A cold BuildKit build in the private dockerd (`docker build --no-cache`), then `docker save`
-/// (uncompressed layers).
-pub fn buildkit(d: &Dockerd, context: &Path, out: &Path) -> Command {
+/// A BuildKit build in the private dockerd from the image `base` (cold with `no_cache`: `docker
+/// build --no-cache`), then `docker save` (uncompressed layers). `network`: `none`, or `host` for
+/// a Dockerfile that needs the network (dockerd has no bridge).
+pub fn buildkit(
+    d: &Dockerd,
+    base: &str,
+    network: &str,
+    no_cache: bool,
+    context: &Path,
+    out: &Path,
+) -> Command {
     let docker = format!("{} -H {}", quote(DOCKER_CLI), quote(&d.host));
+    let no_cache = if no_cache { " --no-cache" } else { "" };
     let mut cmd = script(&[
         format!(
-            "{docker} build --no-cache --network none --build-arg BASE={DOCKER_BASE} -t x {}",
+            "{docker} build{no_cache} --network {network} --build-arg BASE={base} -t x {}",
             quote(context)
         ),
         format!("{docker} save -o {} x", quote(out)),
