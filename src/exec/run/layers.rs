@@ -4,7 +4,7 @@
 //! two processes may race, one rename wins and the other's copy is dropped.
 
 use super::{LowerLayer, RunError};
-use crate::layer::{extract_layer, ExtractOptions};
+use crate::layer::{decompress, extract_layer, Compression, DiffIdReader, ExtractOptions};
 use crate::store::Store;
 use std::path::PathBuf;
 
@@ -27,14 +27,24 @@ pub fn extracted(store: &Store, layer: &LowerLayer) -> Result<PathBuf, RunError>
         preserve_owner: root,
         overlay_whiteouts: true,
     };
-    let compression = crate::exec::sources::compression_of(&layer.media_type);
-    extract_layer(
+    // The directory is filed under the diff_id: hash what is extracted, in the same pass, so a
+    // layer whose content is not its diff_id never enters the cache.
+    let mut r = DiffIdReader::new(decompress(
         std::io::BufReader::new(blob),
-        compression,
-        tmp.path(),
-        &opts,
-    )
-    .map_err(|e| RunError::Sandbox(format!("extracting layer {}: {e}", layer.diff_id)))?;
+        crate::exec::sources::compression_of(&layer.media_type),
+    ));
+    extract_layer(&mut r, Compression::None, tmp.path(), &opts)
+        .map_err(|e| RunError::Sandbox(format!("extracting layer {}: {e}", layer.diff_id)))?;
+    let actual = r
+        .finish()
+        .map_err(|e| RunError::Sandbox(format!("reading layer {}: {e}", layer.blob)))?;
+    if actual != layer.diff_id {
+        return Err(RunError::Sandbox(format!(
+            "layer {} does not match its diff_id: its uncompressed content is {actual}, \
+             the image says {}",
+            layer.blob, layer.diff_id
+        )));
+    }
     // The temp directory is 0700; a lowerdir's root is the image's `/`.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
@@ -121,5 +131,29 @@ mod tests {
                 .ino(),
             ino
         );
+    }
+
+    #[test]
+    fn a_layer_whose_content_is_not_its_diff_id_is_refused_and_not_cached() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path()).unwrap();
+        let w = store.blob_writer().unwrap();
+        let (w, d) = write_layer(
+            vec![entry("/d", EntryKind::Dir)],
+            LayerOptions::new(Compression::Gzip, 0),
+            w,
+        )
+        .unwrap();
+        w.commit().unwrap();
+        let claimed = crate::digest::Digest::of(b"something else");
+        let layer = LowerLayer {
+            diff_id: claimed.clone(),
+            blob: d.digest,
+            media_type: Compression::Gzip.oci_media_type().to_string(),
+        };
+        let err = extracted(&store, &layer).unwrap_err().to_string();
+        assert!(err.contains("does not match its diff_id"), "{err}");
+        assert!(err.contains(&d.diff_id.to_string()), "{err}");
+        assert!(!t.path().join("run/layers").join(claimed.hex()).exists());
     }
 }
