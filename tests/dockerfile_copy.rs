@@ -73,24 +73,14 @@ fn base(dir: &Path) -> PathBuf {
          tar --numeric-owner -C {r} -cf {dir}/rootfs.tar .",
         dir = dir.display()
     ));
-    let ctx = dir.join("base-ctx");
-    fs::create_dir_all(&ctx).unwrap();
-    fs::rename(dir.join("rootfs.tar"), ctx.join("rootfs.tar")).unwrap();
-    fs::write(
-        ctx.join("Dockerfile"),
-        "FROM scratch\nADD rootfs.tar /\nENV PATH=/bin\nCMD [\"/bin/sh\"]\n",
-    )
-    .unwrap();
     let layout = dir.join("base");
-    lade_cmd()
-        .args(["build", "--progress", "quiet", "--cache-dir"])
-        .arg(dir.join("cache"))
-        .arg("--output")
-        .arg(format!("type=oci-layout,dest={}", layout.display()))
-        .args(["-t", "base:1"])
-        .arg(&ctx)
-        .assert()
-        .success();
+    common::layout_from_rootfs_tar(
+        &dir.join("rootfs.tar"),
+        "ENV PATH=/bin\nCMD [\"/bin/sh\"]\n",
+        &layout,
+        "1",
+        &dir.join("cache"),
+    );
     layout
 }
 

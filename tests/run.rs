@@ -50,36 +50,22 @@ fn busybox_base(tmp: &Path) -> String {
     for (path, text) in files {
         fs::write(root.join(path), text).unwrap();
     }
-    let ctx = tmp.join("base-ctx");
-    fs::create_dir_all(&ctx).unwrap();
+    let tar = tmp.join("base-rootfs.tar");
     ok(output(
         Command::new("tar")
             .args(["--owner=0", "--group=0", "--mode=go-w", "-C"])
             .arg(&root)
             .arg("-cf")
-            .arg(ctx.join("rootfs.tar"))
+            .arg(&tar)
             .arg("."),
     ));
-    fs::write(
-        ctx.join("Dockerfile"),
-        "FROM scratch\nADD rootfs.tar /\nENV PATH=/bin\n",
+    common::layout_from_rootfs_tar(
+        &tar,
+        "ENV PATH=/bin\n",
+        &tmp.join("base"),
+        "1",
+        &tmp.join("base-cache"),
     )
-    .unwrap();
-    let layout = tmp.join("base");
-    lade(&tmp.join("base-cache"))
-        .args([
-            "build",
-            "--progress",
-            "quiet",
-            "-t",
-            "busybox:1",
-            "--output",
-        ])
-        .arg(format!("type=oci-layout,dest={}", layout.display()))
-        .arg(&ctx)
-        .assert()
-        .success();
-    format!("oci:{}:1", layout.display())
 }
 
 /// A build context `dir` with a Dockerfile (`{BASE}` replaced by `base`) and files.
@@ -684,7 +670,7 @@ fn load_base_into_dockerd(tmp: &Path, tag: &str) {
     lade(&tmp.join("base-cache"))
         .args(["build", "--progress", "quiet", "-t", tag, "--output"])
         .arg(format!("type=docker,dest={}", archive.display()))
-        .arg(tmp.join("base-ctx"))
+        .arg(tmp.join("base.ctx"))
         .assert()
         .success();
     ok(docker(&["load", "-i", archive.to_str().unwrap()]));

@@ -649,36 +649,25 @@ fn a_sigkilled_run_is_cleaned_up_by_the_next_build() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
     // A busybox base as an OCI layout, made by lade itself.
-    let base_ctx = tmp.path().join("base");
-    common::busybox_rootfs(&base_ctx.join("root"));
-    let tar = std::process::Command::new("tar")
+    let root = tmp.path().join("root");
+    common::busybox_rootfs(&root);
+    let tar = tmp.path().join("rootfs.tar");
+    let status = std::process::Command::new("tar")
         .arg("-C")
-        .arg(base_ctx.join("root"))
+        .arg(&root)
         .arg("-cf")
-        .arg(base_ctx.join("rootfs.tar"))
+        .arg(&tar)
         .arg(".")
         .status()
         .unwrap();
-    assert!(tar.success());
-    std::fs::remove_dir_all(base_ctx.join("root")).unwrap();
-    std::fs::write(
-        base_ctx.join("Dockerfile"),
-        "FROM scratch\nADD rootfs.tar /\n",
-    )
-    .unwrap();
-    let layout = tmp.path().join("layout");
-    common::lade(&cache)
-        .args(["build", "--progress", "quiet", "-o"])
-        .arg(format!("type=oci-layout,dest={}", layout.display()))
-        .arg(&base_ctx)
-        .assert()
-        .success();
+    assert!(status.success());
+    let base = common::layout_from_rootfs_tar(&tar, "", &tmp.path().join("layout"), "1", &cache);
 
     let ctx = tmp.path().join("ctx");
     std::fs::create_dir(&ctx).unwrap();
     std::fs::write(
         ctx.join("Dockerfile"),
-        format!("FROM oci:{}\nRUN exec sleep 120\n", layout.display()),
+        format!("FROM {base}\nRUN exec sleep 120\n"),
     )
     .unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lade"))

@@ -177,6 +177,36 @@ pub fn busybox_rootfs(dir: &Path) {
     std::os::unix::fs::symlink("busybox", &sh).unwrap();
 }
 
+/// Builds the root filesystem tarball `rootfs_tar` into an OCI layout at `layout` with lade
+/// (`FROM scratch`, `ADD rootfs.tar /`, then `instructions`), tagged `tag`, its store in
+/// `cache`; returns the `FROM` reference `oci:LAYOUT:TAG`. ADD keeps the tar's modes, owners
+/// and mtimes, so a test's base can hold what a context copy never produces. The build
+/// context stays at `LAYOUT.ctx` (to build the same base into another output).
+pub fn layout_from_rootfs_tar(
+    rootfs_tar: &Path,
+    instructions: &str,
+    layout: &Path,
+    tag: &str,
+    cache: &Path,
+) -> String {
+    let ctx = layout.with_extension("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::rename(rootfs_tar, ctx.join("rootfs.tar")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM scratch\nADD rootfs.tar /\n{instructions}"),
+    )
+    .unwrap();
+    lade(cache)
+        .args(["build", "--progress", "quiet", "-t", &format!("base:{tag}")])
+        .arg("--output")
+        .arg(format!("type=oci-layout,dest={}", layout.display()))
+        .arg(&ctx)
+        .assert()
+        .success();
+    format!("oci:{}:{tag}", layout.display())
+}
+
 /// Imports a busybox image into the private dockerd as `tag` (`docker import` of a tar of
 /// [`busybox_rootfs`]).
 pub fn docker_import_busybox(tag: &str) {
