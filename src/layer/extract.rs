@@ -994,13 +994,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn over_long_and_over_deep_names_are_refused() {
-        let t = tempfile::tempdir().unwrap();
-        let deep = vec!["d"; MAX_DEPTH + 1].join("/");
-        // A ustar name holds 100 bytes: the deep name goes in a PAX record.
+    /// A tar of one member whose name (too long for ustar's 100 bytes) is in a PAX record.
+    fn pax_named(name: &[u8]) -> Vec<u8> {
         let mut pax = Vec::new();
-        super::super::tar::pax_record(b"path", deep.as_bytes(), &mut pax);
+        super::super::tar::pax_record(b"path", name, &mut pax);
         let mut member = tar_of(&[b"PaxHeaders/x"]);
         member.truncate(512);
         member[156] = b'x';
@@ -1011,6 +1008,15 @@ mod tests {
         member.extend_from_slice(&pax);
         member.resize(member.len().div_ceil(512) * 512, 0);
         member.extend_from_slice(&tar_of(&[b"placeholder"]));
+        member
+    }
+
+    #[test]
+    fn over_long_and_over_deep_names_are_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let deep = vec!["d"; MAX_DEPTH + 1].join("/");
+        // A ustar name holds 100 bytes: the deep name goes in a PAX record.
+        let member = pax_named(deep.as_bytes());
         let err = extract_tar(&member[..], t.path(), &ExtractOptions::default()).unwrap_err();
         assert!(
             err.to_string().contains(&format!(
@@ -1029,18 +1035,7 @@ mod tests {
             "c".repeat(3585)
         );
         assert_eq!(long.len(), MAX_PATH_LEN + 1);
-        let mut pax = Vec::new();
-        super::super::tar::pax_record(b"path", long.as_bytes(), &mut pax);
-        let mut member = tar_of(&[b"PaxHeaders/x"]);
-        member.truncate(512);
-        member[156] = b'x';
-        member[124..136].copy_from_slice(format!("{:011o}\0", pax.len()).as_bytes());
-        member[148..156].copy_from_slice(b"        ");
-        let sum: u32 = member.iter().map(|&x| u32::from(x)).sum();
-        member[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-        member.extend_from_slice(&pax);
-        member.resize(member.len().div_ceil(512) * 512, 0);
-        member.extend_from_slice(&tar_of(&[b"placeholder"]));
+        let member = pax_named(long.as_bytes());
         let err = extract_tar(&member[..], t.path(), &ExtractOptions::default()).unwrap_err();
         assert!(
             err.to_string()

@@ -376,6 +376,17 @@ mod tests {
         .expect("mknod (tests run as root)");
     }
 
+    /// What overlayfs sets on a directory that hides the lower ones' contents.
+    fn mark_opaque(p: &Path) {
+        rustix::fs::setxattr(
+            p,
+            "trusted.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+    }
+
     fn set_times(p: &Path, secs: i64) {
         let t = rustix::fs::Timespec {
             tv_sec: secs,
@@ -435,23 +446,11 @@ mod tests {
         // /same copied up unchanged, /meta chmod'ed, /new created with a future mtime,
         // /etc/hosts a mount point lade created, /proc likewise.
         std::fs::create_dir_all(upper.join("a")).unwrap();
-        rustix::fs::setxattr(
-            upper.join("a").as_path(),
-            "trusted.overlay.opaque",
-            b"y",
-            rustix::fs::XattrFlags::empty(),
-        )
-        .unwrap();
+        mark_opaque(&upper.join("a"));
         std::fs::write(upper.join("a/new"), "n").unwrap();
         // /fresh: a new directory overlayfs marked opaque although nothing is below it.
         std::fs::create_dir(upper.join("fresh")).unwrap();
-        rustix::fs::setxattr(
-            upper.join("fresh").as_path(),
-            "trusted.overlay.opaque",
-            b"y",
-            rustix::fs::XattrFlags::empty(),
-        )
-        .unwrap();
+        mark_opaque(&upper.join("fresh"));
         std::fs::write(upper.join("fresh/f"), "f").unwrap();
         whiteout(&upper.join("gone"));
         std::fs::write(upper.join("same"), "s").unwrap();
@@ -571,13 +570,7 @@ mod tests {
         std::fs::write(l1.join("f"), "f").unwrap();
         std::fs::write(l1.join("g"), "g").unwrap();
         std::fs::create_dir_all(l2.join("d")).unwrap();
-        rustix::fs::setxattr(
-            l2.join("d").as_path(),
-            "trusted.overlay.opaque",
-            b"y",
-            rustix::fs::XattrFlags::empty(),
-        )
-        .unwrap();
+        mark_opaque(&l2.join("d"));
         std::fs::write(l2.join("d/new"), "n").unwrap();
         whiteout(&l2.join("f"));
         // A symlink in the top layer hides the lower directory and is never followed.
