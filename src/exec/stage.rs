@@ -241,7 +241,6 @@ struct RunParts {
     platform: String,
 }
 
-/// The name a RUN has in progress output.
 /// `RUN` and the command as the user wrote it (the shell's script for the shell form), cut
 /// to one short line for progress output.
 fn run_name(run: &RunStep) -> String {
@@ -309,28 +308,11 @@ fn run_or_reuse(
         message: e.to_string(),
     })?;
     let mut entries = out.entries;
-    accounts_in_memory(&mut entries)?;
+    let accounts = accounts_in_memory(&mut entries)?;
     fs.record(&entries);
-    let accounts: Vec<(&'static [u8], Vec<u8>)> = [b"etc/passwd".as_slice(), b"etc/group"]
-        .into_iter()
-        .filter_map(|p| {
-            entries
-                .iter()
-                .rev()
-                .find(|e| e.path.as_bytes() == p)
-                .and_then(|e| match &e.kind {
-                    EntryKind::File {
-                        source: FileSource::Bytes(b),
-                        ..
-                    } => Some((p, b.to_vec())),
-                    _ => None,
-                })
-        })
-        .collect();
     let digests = write_entries(entries, opts, store)?;
     drop(out.keep);
-    let files: Vec<(&[u8], &[u8])> = accounts.iter().map(|(p, b)| (*p, b.as_slice())).collect();
-    tree::remember_layer(&descriptor(&digests), &digests.diff_id, &files, store)?;
+    tree::remember_accounts(&descriptor(&digests), &digests.diff_id, &accounts, store)?;
     store.step_put(key, &digests)?;
     cx.observer.step_finished(&name, &digests, false);
     Ok((digests, false))
@@ -359,12 +341,15 @@ pub(super) fn write_entries(
 }
 
 /// `/etc/passwd` and `/etc/group` a RUN wrote are read now: the tree keeps them for
-/// `--chown` and USER lookups after the RUN's snapshot is released.
-fn accounts_in_memory(entries: &mut [Entry]) -> Result<(), ExecError> {
+/// `--chown` and USER lookups after the RUN's snapshot is released. Returns them by path.
+fn accounts_in_memory(entries: &mut [Entry]) -> Result<Vec<tree::AccountFile>, ExecError> {
+    let mut found = Vec::new();
     for e in entries.iter_mut() {
-        if !matches!(e.path.as_bytes(), b"etc/passwd" | b"etc/group") {
-            continue;
-        }
+        let path: &'static [u8] = match e.path.as_bytes() {
+            b"etc/passwd" => b"etc/passwd",
+            b"etc/group" => b"etc/group",
+            _ => continue,
+        };
         if let EntryKind::File { source, .. } = &mut e.kind {
             if let FileSource::Host(p) = source {
                 let bytes = std::fs::read(&*p).map_err(|err| ExecError::Io {
@@ -373,9 +358,12 @@ fn accounts_in_memory(entries: &mut [Entry]) -> Result<(), ExecError> {
                 })?;
                 *source = FileSource::Bytes(Arc::new(bytes));
             }
+            if let FileSource::Bytes(b) = source {
+                found.push((path, Arc::clone(b)));
+            }
         }
     }
-    Ok(())
+    Ok(found)
 }
 
 /// Every layer below a RUN, bottom first: the base's, then those this stage wrote so far.

@@ -425,16 +425,17 @@ impl From<TarEntryInfo> for Member {
     }
 }
 
-/// Caches what a later no-op build of a RUN needs from the layer the RUN just wrote: its
-/// listing (read once now, from the fresh blob) and its account files (`files`: the bytes of
-/// `etc/passwd` / `etc/group` when the RUN wrote them), so the rebuild reads no layer.
-pub(super) fn remember_layer(
+/// An account file a layer holds: its path in the image (`etc/passwd`) and its bytes.
+pub(super) type AccountFile = (&'static [u8], std::sync::Arc<Vec<u8>>);
+
+/// Caches the account files (`etc/passwd`, `etc/group`) a RUN's new layer holds, so a rebuild
+/// that finds the RUN cached takes them from here instead of searching the layer for them.
+pub(super) fn remember_accounts(
     layer: &Descriptor,
     diff_id: &crate::digest::Digest,
-    files: &[(&[u8], &[u8])],
+    files: &[AccountFile],
     store: &Store,
 ) -> Result<(), ExecError> {
-    layer_members("a RUN layer of this build", layer, diff_id, store)?;
     for (path, bytes) in files {
         let text = String::from_utf8_lossy(bytes).into_owned();
         store.step_put(&accounts_key(layer, diff_id, path), &text)?;
