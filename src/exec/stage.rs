@@ -14,15 +14,12 @@ use super::{
     ExecOptions, Observer, ResolvedLayer,
 };
 use crate::digest::Digest;
-use crate::image::{BuiltImage, Descriptor, ImageConfig, Platform};
+use crate::image::{BuiltImage, Descriptor, ImageConfig, Platform, DEFAULT_PATH};
 use crate::layer::{Entry, EntryKind, FileSource, LayerDigests, LayerOptions};
 use crate::plan::{cache_key, RunStep, Stage, Step};
 use crate::store::{FileDigestCache, Store};
 use rayon::prelude::*;
 use std::sync::Arc;
-
-/// docker's PATH for a RUN when the image's Env has none.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Version of the chained keys; bump when what enters them changes.
 const CHAIN_FORMAT: &str = "lade-chain-v1";

@@ -220,7 +220,7 @@ fn a_stage_runs_in_segments_and_run_output_feeds_the_tree() {
     assert_eq!(
         seen[0].env,
         [
-            format!("PATH={}", super::DEFAULT_PATH),
+            format!("PATH={}", crate::image::DEFAULT_PATH),
             "VERSION=1".to_string()
         ]
     );

@@ -9,7 +9,7 @@ mod manifest;
 mod platform;
 
 pub use built::BuiltImage;
-pub use config::{ContainerConfig, Empty, Healthcheck, History, ImageConfig, RootFs};
+pub use config::{ContainerConfig, Empty, Healthcheck, History, ImageConfig, RootFs, DEFAULT_PATH};
 
 /// The `{}` value of `ExposedPorts` and `Volumes` entries.
 pub fn config_empty() -> Empty {

@@ -40,7 +40,6 @@ pub struct SandboxRunner {
     fallback_named: std::sync::atomic::AtomicBool,
 }
 
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const TAIL_LINES: usize = 10;
 
 impl SandboxRunner {
@@ -208,7 +207,7 @@ pub fn step_env(env: &[String], home: &str) -> Vec<String> {
     };
     let mut out = env.to_vec();
     if !has("PATH") {
-        out.push(format!("PATH={DEFAULT_PATH}"));
+        out.push(format!("PATH={}", crate::image::DEFAULT_PATH));
     }
     if !has("HOME") {
         out.push(format!("HOME={home}"));

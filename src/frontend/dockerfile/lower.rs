@@ -92,9 +92,7 @@ fn platform_args(target: &Platform, build: &Platform) -> BTreeMap<String, String
     m
 }
 
-/// The PATH BuildKit puts in the config of a non-Windows stage whose base has none
-/// (`system.DefaultPathEnv`).
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub use crate::image::DEFAULT_PATH;
 
 struct Cx<'a> {
     file: &'a str,
