@@ -159,6 +159,7 @@ fn run_in(
         workdir: workdir.into(),
         platform: "linux/amd64".into(),
         lowers: lowers.to_vec(),
+        mount_sources: Vec::new(),
         source_date_epoch: Some(5000),
         output: &sink,
     };

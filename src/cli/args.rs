@@ -29,6 +29,15 @@ pub enum Command {
     Pull(PullArgs),
     /// Store registry credentials in the docker config file (~/.docker/config.json).
     Login(LoginArgs),
+    /// Remove the `RUN --mount=type=cache` directories of the store that no build is using.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Store directory (default: $LADE_CACHE_DIR, $XDG_CACHE_HOME/lade or ~/.cache/lade).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// How to reach registries.
@@ -209,6 +218,13 @@ pub struct InputArgs {
     /// fallback where it cannot be mounted.
     #[arg(long, value_enum, default_value = "auto")]
     pub snapshotter: SnapshotterArg,
+    /// A secret for `RUN --mount=type=secret` (docker's syntax): `id=ID,src=FILE` or
+    /// `id=ID,env=VAR` (`type=file|env` too). Only its id enters the cache key.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
+    pub secrets: Vec<String>,
+    /// An SSH agent for `RUN --mount=type=ssh`: `default` ($SSH_AUTH_SOCK) or `ID=SOCKET`.
+    #[arg(long = "ssh", value_name = "default|ID=SOCKET")]
+    pub ssh: Vec<String>,
     /// Store directory (default: $LADE_CACHE_DIR, $XDG_CACHE_HOME/lade or ~/.cache/lade).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,

@@ -52,6 +52,21 @@ fn key_values(
     Ok(m)
 }
 
+/// `--secret` and `--ssh`, checked (a missing file is found when a step mounts it).
+fn secrets_and_agents(
+    a: &InputArgs,
+) -> Result<(exec::run::Secrets, exec::run::SshAgents), UsageError> {
+    let mut secrets = exec::run::Secrets::default();
+    for s in &a.secrets {
+        secrets.add(s).map_err(UsageError)?;
+    }
+    let mut agents = exec::run::SshAgents::default();
+    for s in &a.ssh {
+        agents.add(s).map_err(UsageError)?;
+    }
+    Ok((secrets, agents))
+}
+
 /// The request `lade plan` and `lade build` share: what to build, for which platforms, with
 /// which store and registry settings; no outputs.
 fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
@@ -95,6 +110,7 @@ fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
         CompressionArg::None => Compression::None,
     };
     let store_root = a.cache_dir.clone().unwrap_or_else(Store::default_root);
+    let (secrets, agents) = secrets_and_agents(a)?;
     Ok(BuildRequest {
         description,
         platforms,
@@ -107,14 +123,17 @@ fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
             pull: exec::PullPolicy::default(),
             compress_threads: None,
             normalize_modes: false,
-            runner: Some(Arc::new(SandboxRunner::new(
-                a.runtime.clone(),
-                match a.snapshotter {
-                    SnapshotterArg::Auto => SnapshotterChoice::Auto,
-                    SnapshotterArg::Overlay => SnapshotterChoice::Overlay,
-                    SnapshotterArg::Copy => SnapshotterChoice::Copy,
-                },
-            ))),
+            runner: Some(Arc::new(
+                SandboxRunner::new(
+                    a.runtime.clone(),
+                    match a.snapshotter {
+                        SnapshotterArg::Auto => SnapshotterChoice::Auto,
+                        SnapshotterArg::Overlay => SnapshotterChoice::Overlay,
+                        SnapshotterArg::Copy => SnapshotterChoice::Copy,
+                    },
+                )
+                .with_mounts(secrets, agents),
+            )),
         },
         registry: client_options(&a.registry),
         push_jobs: a.registry.push_jobs.max(1),

@@ -5,6 +5,7 @@ pub mod args;
 mod build;
 mod parse_cmd;
 mod progress;
+mod prune_cmd;
 mod registry_cmd;
 
 use args::{Cli, Command};
@@ -78,5 +79,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Push(a) => registry_cmd::run_push(&a),
         Command::Pull(a) => registry_cmd::run_pull(&a),
         Command::Login(a) => registry_cmd::run_login(&a),
+        Command::Prune(a) => prune_cmd::run(&a),
     }
 }

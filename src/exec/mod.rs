@@ -9,6 +9,7 @@ mod download;
 mod files;
 mod pull;
 pub mod run;
+mod run_mounts;
 mod sources;
 mod stage;
 mod time;

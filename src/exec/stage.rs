@@ -45,12 +45,6 @@ fn check_runs(stage: &Stage, opts: &ExecOptions) -> Result<(), ExecError> {
         if opts.runner.is_none() {
             return Err(located(run, "RUN is not supported yet".into()));
         }
-        if let Some(m) = run.mounts.first() {
-            return Err(located(
-                run,
-                format!("RUN --mount=type={} is not supported yet", m.type_name()),
-            ));
-        }
         if run.insecure {
             return Err(located(
                 run,
@@ -134,13 +128,19 @@ pub(super) fn build_stage(
                     .clone()
                     .filter(|w| !w.is_empty())
                     .unwrap_or_else(|| "/".into());
+                let mounted = super::run_mounts::mount_sources(run, &sources, cx, &stage.platform)?;
                 let key = run_key(&chain, run, &env, &user, &workdir, &stage.platform, opts);
+                let key = mounts_key(&key, &mounted);
                 chain = key.clone();
                 let input = RunParts {
                     env,
                     user,
                     workdir,
                     platform: stage.platform.to_string(),
+                    mount_sources: mounted
+                        .iter()
+                        .map(|m| m.as_ref().map(super::run_mounts::lower))
+                        .collect(),
                 };
                 let layer = run_or_reuse(run, input, &key, &base, &layers, &mut fs, runner, cx)?;
                 layers.push(layer);
@@ -211,6 +211,20 @@ pub(super) fn run_key(
     cache_key(&definition, Some(chain), &[])
 }
 
+/// A RUN's key with the content digests of its mounts' sources (binds, caches' `from`);
+/// the key itself when it has none, so RUNs without such mounts keep their keys.
+fn mounts_key(key: &Digest, sources: &[Option<LayerDigests>]) -> Digest {
+    let ids: Vec<Digest> = sources
+        .iter()
+        .flatten()
+        .map(|d| d.diff_id.clone())
+        .collect();
+    if ids.is_empty() {
+        return key.clone();
+    }
+    cache_key(&(CHAIN_FORMAT, "run-mounts"), Some(key), &ids)
+}
+
 /// The environment of a RUN: the config's Env (with docker's PATH when it has none), then the
 /// build ARGs in scope that Env does not set.
 pub(super) fn run_env(config: &ImageConfig, run: &RunStep) -> Vec<String> {
@@ -236,6 +250,8 @@ struct RunParts {
     workdir: String,
     /// `os/arch[/variant]`.
     platform: String,
+    /// See [`RunInput::mount_sources`].
+    mount_sources: Vec<Option<LowerLayer>>,
 }
 
 /// `RUN` and the command as the user wrote it (the shell's script for the shell form), cut
@@ -297,6 +313,7 @@ fn run_or_reuse(
         workdir: parts.workdir,
         platform: parts.platform,
         lowers,
+        mount_sources: parts.mount_sources,
         source_date_epoch: (opts.source_date_epoch != 0).then_some(opts.source_date_epoch),
         output: &output,
     };

@@ -38,6 +38,8 @@ pub struct ProcessSpec {
     pub hostname: String,
     pub network: RunNetwork,
     pub mounts: Vec<BindMount>,
+    /// `RUN --mount=type=tmpfs`: (target, size in bytes).
+    pub tmpfs: Vec<(String, Option<u64>)>,
 }
 
 /// Runs a process in a root filesystem and returns its exit code (128 + signal when killed).

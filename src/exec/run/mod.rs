@@ -9,6 +9,7 @@ mod diff;
 mod executor;
 mod layers;
 mod lowers;
+mod mounts;
 mod oci;
 mod runner;
 mod snapshot;
@@ -21,6 +22,7 @@ pub use executor::{
 };
 pub use layers::extracted;
 pub use lowers::LowerView;
+pub use mounts::{prune_caches, SecretSource, Secrets, SshAgents, BIND_ENTRY};
 pub use runner::{SandboxRunner, SnapshotterChoice};
 pub use snapshot::{sweep_stale as sweep_stale_snapshots, Overlay, Snapshot, Snapshotter};
 pub use user::{resolve_user, ResolvedUser, UserError};
@@ -55,6 +57,9 @@ pub struct RunInput<'a> {
     /// `os/arch[/variant]` of the stage.
     pub platform: String,
     pub lowers: Vec<LowerLayer>,
+    /// One per `step.mounts`: for a bind, and a cache with `from`, the layer holding its
+    /// source at [`BIND_ENTRY`] (exec copies it there); None for the others.
+    pub mount_sources: Vec<Option<LowerLayer>>,
     /// `SOURCE_DATE_EPOCH` when the user set it: newer mtimes in the diff are clamped to it.
     pub source_date_epoch: Option<u64>,
     /// Receives the step's output (stdout and stderr, merged), a chunk at a time.

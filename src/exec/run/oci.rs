@@ -100,6 +100,19 @@ pub fn config(spec: &ProcessSpec, rootfs: &Path, bundle: &Path) -> Value {
         bind("/etc/hosts", "hosts"),
         bind("/etc/hostname", "hostname"),
     ];
+    for (target, size) in &spec.tmpfs {
+        // BuildKit's tmpfs mount options; the size only when given.
+        let mut options = vec!["nosuid".to_string(), "nodev".into()];
+        if let Some(s) = size {
+            options.push(format!("size={s}"));
+        }
+        mounts.push(json!({
+            "destination": target,
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": options,
+        }));
+    }
     for m in &spec.mounts {
         let mut options = vec!["rbind"];
         if m.readonly {
@@ -214,6 +227,7 @@ mod tests {
                 destination: "/src".into(),
                 readonly: true,
             }],
+            tmpfs: vec![("/tmp/t".into(), Some(1 << 20))],
         };
         let v = config(&spec, Path::new("/store/run/snap/merged"), Path::new("/b"));
         insta::assert_json_snapshot!(v);
@@ -231,6 +245,7 @@ mod tests {
             hostname: HOSTNAME.into(),
             network: RunNetwork::Default,
             mounts: vec![],
+            tmpfs: vec![],
         };
         let v = config(&spec, Path::new("/r"), Path::new("/b"));
         let ns: Vec<&str> = v["linux"]["namespaces"]

@@ -863,6 +863,12 @@ fn lower_instruction(
             heredocs,
         } => {
             let step = run_step(cx, line, st, c, heredocs, flags)?;
+            let current = earlier.len();
+            for m in &step.mounts {
+                if let Some(CopyFrom::Stage { index, .. }) = m.from() {
+                    cx.stage_refs.push((current, *index, line));
+                }
+            }
             st.steps.push(Step::Run(step));
         }
     }
@@ -1292,10 +1298,14 @@ fn run_step(
                     ))
                 }
             },
-            "mount" => mounts.push(
-                super::run_mount::parse(&value)
-                    .map_err(|m| cx.error(line, format!("RUN --mount={value}: {m}"), None))?,
-            ),
+            "mount" => {
+                let (mut mount, from) = super::run_mount::parse(&value)
+                    .map_err(|m| cx.error(line, format!("RUN --mount={value}: {m}"), None))?;
+                if let Some(f) = from {
+                    mount.set_from(copy_source(cx, line, Some(&f))?);
+                }
+                mounts.push(mount);
+            }
             _ => unreachable!("instructions accepts only these flags"),
         }
     }
