@@ -163,13 +163,15 @@ pub struct Mounted {
     keep: Vec<Box<dyn Any + Send + Sync>>,
 }
 
+/// Prepares a writable snapshot over extracted directories (the runner's snapshotter).
+pub type PrepareSnapshot<'a> = dyn Fn(&[PathBuf]) -> Result<Box<dyn Snapshot>, RunError> + 'a;
+
 /// What [`mount_all`] needs besides the step.
 pub struct MountCx<'a> {
     pub store: &'a Store,
     pub secrets: &'a Secrets,
     pub ssh: &'a SshAgents,
-    /// A writable snapshot over extracted directories (the runner's snapshotter).
-    pub snapshot: &'a dyn Fn(&[PathBuf]) -> Result<Box<dyn Snapshot>, RunError>,
+    pub snapshot: &'a PrepareSnapshot<'a>,
 }
 
 /// Sets up `mounts` (with `sources[i]` the layer of a bind's or cache's `from`) over the root.
