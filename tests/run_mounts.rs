@@ -409,3 +409,83 @@ RUN --mount=type=ssh,id=other,target=/agent.sock SSH_AUTH_SOCK=/agent.sock /usr/
     assert_eq!(fx.names(3), ["keys2"]);
     assert_eq!(fx.file(3, "keys2"), listed);
 }
+
+/// The cron seed with its apt downloads in a cache mount (as users write it: apt's
+/// docker-clean hook removed, so the .debs stay): built twice, the second build (with
+/// `--no-cache`, so the RUN runs again) downloads no .deb. Uses the Debian mirror of the
+/// machine's apt sources for `apt-get update`.
+#[test]
+fn apt_cache_mount_makes_the_second_cron_build_download_no_deb_uses_the_debian_mirror() {
+    let debian = common::require_debian();
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {}\n\
+             RUN rm -f /etc/apt/apt.conf.d/docker-clean\n\
+             RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \\\n    \
+             apt-get update && apt-get install -y --no-install-recommends cron\n",
+            debian.minbase
+        ),
+    )
+    .unwrap();
+    let build = |extra: &[&str]| -> String {
+        let o = lade(&tmp.path().join("cache"))
+            .args(["build", "--progress", "plain", "--output"])
+            .arg(format!(
+                "type=oci,dest={}",
+                tmp.path().join("img.tar").display()
+            ))
+            .args(extra)
+            .arg(&ctx)
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "lade build failed:\n{log}");
+        log
+    };
+    let first = build(&[]);
+    assert!(first.contains("Unpacking cron"), "{first}");
+    assert!(
+        !first.contains("Need to get 0 B/"),
+        "the first build downloads:\n{first}"
+    );
+    let debs = ok(output(
+        Command::new("find")
+            .arg(tmp.path().join("cache/run/cache"))
+            .args(["-name", "cron_*.deb"]),
+    ));
+    assert_eq!(
+        debs.lines().count(),
+        1,
+        "the .deb is in the cache mount: {debs}"
+    );
+
+    let second = build(&["--no-cache"]);
+    assert!(second.contains("Unpacking cron"), "{second}");
+    // apt's own words when every archive is already in /var/cache/apt/archives.
+    assert!(second.contains("Need to get 0 B/"), "{second}");
+    let fetched: Vec<&str> = second
+        .lines()
+        .filter(|l| l.contains("Get:") && l.contains(" amd64 ") && !l.contains("Packages"))
+        .collect();
+    assert!(fetched.is_empty(), "downloaded again: {fetched:?}");
+
+    // The RUN's layer holds cron, not the cache.
+    let archive = tmp.path().join("img.tar");
+    let index: Value = serde_json::from_slice(&tar_member(&archive, "index.json")).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: Value = serde_json::from_slice(&tar_member(
+        &archive,
+        &format!("blobs/sha256/{}", digest.trim_start_matches("sha256:")),
+    ))
+    .unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    let last = layers.last().unwrap()["digest"].as_str().unwrap();
+    let listing = common::layer_listing(&archive, last, &[]);
+    assert!(listing.lines().any(|l| l == "usr/sbin/cron"), "{listing}");
+    assert!(!listing.lines().any(|l| l.ends_with(".deb")), "{listing}");
+    assert!(!listing.contains("var/cache/apt/archives/"), "{listing}");
+}
