@@ -251,6 +251,28 @@ fn a_cache_mount_is_found_filled_by_the_next_build_and_never_in_a_layer() {
     assert_eq!(fx.file(1, "seen"), "c 1\n", "prune emptied the cache");
 }
 
+#[test]
+fn one_cache_twice_in_a_step_is_one_directory_unless_private() {
+    let fx = Fx::new();
+    fx.context(
+        "FROM {BASE}
+RUN --mount=type=cache,target=/a,id=c,sharing=locked --mount=type=cache,target=/b,id=c \\
+    echo 1 > /a/x && (test -e /b/x && echo same || echo separate) > /locked
+RUN --mount=type=cache,target=/a,id=p,sharing=private \\
+    --mount=type=cache,target=/b,id=p,sharing=private,uid=1000,mode=0700 \\
+    echo 1 > /a/x && (test -e /b/x && echo same || echo separate) > /private && \\
+    stat -c '%a %u' /b > /private-owner
+",
+        &[],
+    );
+    fx.build_ok(&[]);
+    assert_eq!(fx.file(1, "locked"), "same\n");
+    assert_eq!(fx.file(2, "private"), "separate\n");
+    // The second private instance was made for this step, with its mode and owner.
+    assert_eq!(fx.file(2, "private-owner"), "700 1000\n");
+    assert_eq!(fx.names(1), ["locked"]);
+}
+
 const SECRET_VALUE: &str = "s3cr3t-Value-7f9e2d";
 
 /// Every file under `dir` (walked by `find`) whose bytes contain `needle`.

@@ -184,6 +184,7 @@ pub fn mount_all(
 ) -> Result<Mounted, RunError> {
     let mut out = Mounted::default();
     let mut ssh_count = 0;
+    let mut caches: BTreeMap<String, PathBuf> = BTreeMap::new();
     for (i, m) in mounts.iter().enumerate() {
         let source = sources.get(i).and_then(Option::as_ref);
         match m {
@@ -227,21 +228,35 @@ pub fn mount_all(
                 gid,
                 ..
             } => {
-                let target = absolute(target, workdir);
+                // BuildKit: the id defaults to the target as written.
                 let id = id.clone().unwrap_or_else(|| target.clone());
+                let target = absolute(target, workdir);
                 let seed = match source {
                     Some(l) => Some(extracted(cx.store, l)?.join(BIND_ENTRY)),
                     None => None,
                 };
                 let owner = (mode.unwrap_or(0o755), uid.unwrap_or(0), gid.unwrap_or(0));
-                let (dir, lock) = cache_dir(cx.store, &id, *sharing, owner, seed.as_deref())?;
+                // The same id twice in one step: one directory (a second lock on it would
+                // wait for this step itself), except for private, which gets its own.
+                let held = (*sharing != CacheSharing::Private)
+                    .then(|| caches.get(&id).cloned())
+                    .flatten();
+                let dir = match held {
+                    Some(dir) => dir,
+                    None => {
+                        let (dir, lock) =
+                            cache_dir(cx.store, &id, *sharing, owner, seed.as_deref())?;
+                        out.keep.push(Box::new(lock));
+                        caches.insert(id, dir.clone());
+                        dir
+                    }
+                };
                 out.point(root, &target, true)?;
                 out.binds.push(BindMount {
                     source: dir,
                     destination: target,
                     readonly: *readonly,
                 });
-                out.keep.push(Box::new(lock));
             }
             RunMount::Secret {
                 id,
@@ -319,6 +334,11 @@ pub const BIND_ENTRY: &str = "m";
 
 impl Mounted {
     fn point(&mut self, root: &OwnedFd, target: &str, is_dir: bool) -> Result<(), RunError> {
+        if target == "/" {
+            return Err(RunError::Sandbox(
+                "invalid mount target \"/\": a mount cannot replace the root".into(),
+            ));
+        }
         let created = mount_point(root, target.trim_start_matches('/'), is_dir)
             .map_err(|e| sandbox(Path::new(target), e))?;
         self.skip.extend(created);

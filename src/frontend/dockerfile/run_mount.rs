@@ -87,8 +87,13 @@ fn parse_fields(value: &str) -> Result<(RunMount, Option<String>), String> {
             other => return Err(format!("unexpected key {other:?} in {field:?}")),
         }
     }
-    let needs_target =
-        |t: Option<String>| t.ok_or_else(|| format!("type={kind} needs a target (target=/path)"));
+    let needs_target = |t: Option<String>| match t {
+        None => Err(format!("type={kind} needs a target (target=/path)")),
+        Some(t) if !t.is_empty() && t.split('/').all(|c| c.is_empty() || c == ".") => Err(format!(
+            "invalid mount target {t:?}: a mount cannot replace the root"
+        )),
+        Some(t) => Ok(t),
+    };
     let only = |allowed: &[&str], given: &[(&str, bool)]| -> Result<(), String> {
         match given
             .iter()
@@ -299,6 +304,10 @@ mod tests {
         assert_eq!(
             parse("type=volume,target=/v").unwrap_err(),
             "unsupported mount type \"volume\" (bind, cache, tmpfs, secret or ssh)"
+        );
+        assert_eq!(
+            parse("target=/").unwrap_err(),
+            "invalid mount target \"/\": a mount cannot replace the root"
         );
         assert_eq!(
             parse("type=cache").unwrap_err(),
