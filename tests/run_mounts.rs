@@ -273,6 +273,27 @@ RUN --mount=type=cache,target=/a,id=p,sharing=private \\
     assert_eq!(fx.names(1), ["locked"]);
 }
 
+#[test]
+fn a_cache_from_a_stage_starts_with_its_files_and_keeps_what_steps_add() {
+    let fx = Fx::new();
+    fx.context(
+        "FROM {BASE} AS seed
+RUN mkdir /s && echo 41 > /s/n
+FROM {BASE}
+ARG ROUND
+RUN --mount=type=cache,target=/c,from=seed,source=/s \\
+    n=$(cat /c/n); echo $((n+1)) > /c/n; cat /c/n > /seen
+",
+        &[],
+    );
+    fx.build_ok(&["--build-arg", "ROUND=1"]);
+    assert_eq!(fx.file(1, "seen"), "42\n");
+    // The RUN runs again (another ARG) over the same seed: the cache it left.
+    fx.build_ok(&["--build-arg", "ROUND=2"]);
+    assert_eq!(fx.file(1, "seen"), "43\n");
+    assert_eq!(fx.names(1), ["seen"]);
+}
+
 const SECRET_VALUE: &str = "s3cr3t-Value-7f9e2d";
 
 /// Every file under `dir` (walked by `find`) whose bytes contain `needle`.

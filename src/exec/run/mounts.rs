@@ -6,7 +6,8 @@
 //! - `bind`: exec hands over the source as a layer of its own (the context's or a stage's
 //!   files at `source`, copied like `COPY --link`), extracted once into the store; read-only,
 //!   or with `rw` a snapshot over it whose writes are dropped after the step.
-//! - `cache`: `<store>/run/cache/<sha256 of id>[-N]`, never part of a layer or a key.
+//! - `cache`: `<store>/run/cache/<sha256 of id (and of its from's digest)>[-N]`, never part
+//!   of a layer or a key.
 //!   `shared` holds a shared lock, `locked` an exclusive one (waiting for it), `private`
 //!   takes the first instance no other step holds (a new, empty one when all are busy).
 //!   `lade prune` removes the caches no build holds.
@@ -234,6 +235,12 @@ pub fn mount_all(
                 let seed = match source {
                     Some(l) => Some(extracted(cx.store, l)?.join(BIND_ENTRY)),
                     None => None,
+                };
+                // As BuildKit's: a cache filled from a source is another cache than the
+                // same id from another source (or none).
+                let id = match source {
+                    Some(l) => format!("{id}:{}", l.diff_id),
+                    None => id,
                 };
                 let owner = (mode.unwrap_or(0o755), uid.unwrap_or(0), gid.unwrap_or(0));
                 // The same id twice in one step: one directory (a second lock on it would
