@@ -78,7 +78,13 @@ impl Fx {
 
     /// `lade build` of `ctx` into `img.tar` (store `cache`): (success, stderr).
     fn build(&self, extra: &[&str]) -> (bool, String) {
+        self.build_logged(extra, "warn")
+    }
+
+    /// [`Fx::build`] with `LADE_LOG=level`.
+    fn build_logged(&self, extra: &[&str], level: &str) -> (bool, String) {
         let o = lade(&self.path("cache"))
+            .env("LADE_LOG", level)
             .args(["build", "--progress", "plain", "--output"])
             .arg(format!("type=oci,dest={}", self.path("img.tar").display()))
             .args(extra)
@@ -325,12 +331,16 @@ RUN --mount=type=secret,id=absent echo optional > /opt
     let secret_file = fx.path("token.txt");
     fs::write(&secret_file, SECRET_VALUE).unwrap();
     let meta = fx.path("meta.json");
-    let log = fx.build_ok(&[
-        "--secret",
-        &format!("id=tok,src={}", secret_file.display()),
-        "--metadata-file",
-        meta.to_str().unwrap(),
-    ]);
+    let (success, log) = fx.build_logged(
+        &[
+            "--secret",
+            &format!("id=tok,src={}", secret_file.display()),
+            "--metadata-file",
+            meta.to_str().unwrap(),
+        ],
+        "trace",
+    );
+    assert!(success, "{log}");
     let dashed: String = SECRET_VALUE.chars().map(|c| format!("{c}-")).collect();
     assert_eq!(fx.names(1), ["seen", "st"]);
     assert_eq!(fx.file(1, "seen"), dashed);
