@@ -192,7 +192,9 @@ pub fn mount_all(
             RunMount::Bind {
                 target, readwrite, ..
             } => {
-                let layer = source.expect("exec gives every bind its layer");
+                let layer = source.ok_or_else(|| {
+                    RunError::Sandbox(format!("bind mount at {target}: no source layer given"))
+                })?;
                 let dir = extracted(cx.store, layer)?;
                 let (host, keep): (PathBuf, Option<Box<dyn Snapshot>>) = if *readwrite {
                     let s = (cx.snapshot)(std::slice::from_ref(&dir))?;

@@ -100,6 +100,9 @@ pub fn config(spec: &ProcessSpec, rootfs: &Path, bundle: &Path) -> Value {
         bind("/etc/hosts", "hosts"),
         bind("/etc/hostname", "hostname"),
     ];
+    // RUN mounts (and the step's files) after the standard ones, a parent before what is
+    // mounted inside it whatever the order they were written in (BuildKit sorts them too).
+    let first_user_mount = mounts.len();
     for (target, size) in &spec.tmpfs {
         // BuildKit's tmpfs mount options; the size only when given.
         let mut options = vec!["nosuid".to_string(), "nodev".into()];
@@ -125,6 +128,11 @@ pub fn config(spec: &ProcessSpec, rootfs: &Path, bundle: &Path) -> Value {
             "options": options,
         }));
     }
+    mounts[first_user_mount..].sort_by_key(|m| {
+        m["destination"]
+            .as_str()
+            .map_or(0, |d| d.split('/').filter(|c| !c.is_empty()).count())
+    });
     json!({
         "ociVersion": "1.0.2",
         "process": {
