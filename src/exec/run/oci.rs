@@ -143,6 +143,22 @@ pub fn config(spec: &ProcessSpec, rootfs: &Path, bundle: &Path) -> Value {
     })
 }
 
+/// Adapts `config` to a runtime started inside a user namespace (rootless builds), as
+/// `runc spec --rootless` does: sysfs cannot be mounted there unless the step has a network
+/// namespace of its own, so the host's `/sys` is bind-mounted read-only instead; the device
+/// cgroup cannot be written (the runtime's rootless cgroup handling skips it), and device
+/// nodes cannot be created or opened beyond what the runtime binds anyway.
+pub fn for_user_namespace(config: &mut Value) {
+    if let Some(mounts) = config["mounts"].as_array_mut() {
+        for m in mounts.iter_mut() {
+            if m["type"] == "sysfs" {
+                *m = json!({"destination": "/sys", "type": "bind", "source": "/sys",
+                            "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
+            }
+        }
+    }
+}
+
 /// Docker's device cgroup: nothing but the standard nodes of `/dev` (a device node that a
 /// layer carries cannot be opened), mknod of any.
 fn device_rules() -> Value {
