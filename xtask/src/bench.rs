@@ -260,9 +260,7 @@ fn missing_on(c: &Ctx, tool: &Tool, w: &Workload) -> Option<String> {
     }
     match tool.name {
         BUILDKIT | BUILDKIT_NOOP => c.docker_base(w).err(),
-        LADE_DOCKERFILE | LADE_NOOP | LADE_ROOTLESS | BUILDAH | BUILDAH_NOOP => {
-            c.base_ref(w).err()
-        }
+        LADE_DOCKERFILE | LADE_NOOP | LADE_ROOTLESS | BUILDAH | BUILDAH_NOOP => c.base_ref(w).err(),
         _ => None,
     }
 }

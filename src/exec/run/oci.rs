@@ -236,6 +236,38 @@ mod tests {
     }
 
     #[test]
+    fn in_a_user_namespace_sys_is_a_read_only_bind_of_the_hosts() {
+        let spec = ProcessSpec {
+            args: vec!["true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            hostname: HOSTNAME.into(),
+            network: RunNetwork::Default,
+            mounts: vec![],
+        };
+        let mut v = config(&spec, Path::new("/r"), Path::new("/b"));
+        let before = v["mounts"].as_array().unwrap().len();
+        for_user_namespace(&mut v);
+        let mounts = v["mounts"].as_array().unwrap();
+        assert_eq!(mounts.len(), before);
+        assert!(mounts.iter().all(|m| m["type"] != "sysfs"));
+        let sys: Vec<&Value> = mounts
+            .iter()
+            .filter(|m| m["destination"] == "/sys")
+            .collect();
+        assert_eq!(
+            sys,
+            [
+                &json!({"destination": "/sys", "type": "bind", "source": "/sys",
+                     "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
+            ]
+        );
+    }
+
+    #[test]
     fn host_network_shares_the_namespace() {
         let spec = ProcessSpec {
             args: vec!["true".into()],
