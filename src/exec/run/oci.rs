@@ -145,10 +145,19 @@ pub fn config(spec: &ProcessSpec, rootfs: &Path, bundle: &Path) -> Value {
 
 /// Adapts `config` to a runtime started inside a user namespace (rootless builds), as
 /// `runc spec --rootless` does: sysfs cannot be mounted there unless the step has a network
-/// namespace of its own, so the host's `/sys` is bind-mounted read-only instead; the device
+/// namespace of its own (`--network none`), so otherwise the host's `/sys` is bind-mounted
+/// read-only instead (the step shares the host's network anyway); the device
 /// cgroup cannot be written (the runtime's rootless cgroup handling skips it), and device
 /// nodes cannot be created or opened beyond what the runtime binds anyway.
 pub fn for_user_namespace(config: &mut Value) {
+    let own_network = config["linux"]["namespaces"]
+        .as_array()
+        .is_some_and(|ns| ns.iter().any(|n| n["type"] == "network"));
+    if own_network {
+        // The step's network namespace belongs to the user namespace: sysfs can be mounted,
+        // and shows its own interfaces, not the host's.
+        return;
+    }
     if let Some(mounts) = config["mounts"].as_array_mut() {
         for m in mounts.iter_mut() {
             if m["type"] == "sysfs" {
@@ -265,6 +274,15 @@ mod tests {
                      "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
             ]
         );
+        // With a network namespace of its own the step mounts sysfs as root does.
+        let none = ProcessSpec {
+            network: RunNetwork::None,
+            ..spec
+        };
+        let mut v = config(&none, Path::new("/r"), Path::new("/b"));
+        let before = v.clone();
+        for_user_namespace(&mut v);
+        assert_eq!(v, before);
     }
 
     #[test]
