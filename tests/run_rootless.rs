@@ -239,6 +239,29 @@ fn rootless_runs_write_the_layers_a_root_build_writes_with_the_image_owners() {
 }
 
 #[test]
+fn rootless_network_none_has_only_loopback_and_heredocs_run() {
+    let user = common::require_rootless_user();
+    let tmp = tempfile::tempdir().unwrap();
+    let base = busybox_base(tmp.path(), |_| {});
+    let ctx = context(
+        tmp.path(),
+        "ctx",
+        &base,
+        "FROM {BASE}\nRUN --network=none ls /sys/class/net\nRUN <<EOT\n#!/bin/sh\necho heredoc as $(id -u)\nEOT\n",
+    );
+    let home = tmp.path().join("home");
+    fs::create_dir_all(&home).unwrap();
+    give(tmp.path(), &format!("{user}:"));
+    let log = build_rootless(&user, &home, &ctx, &tmp.path().join("img.tar"), &[]);
+    let out: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("RUN "))
+        .map(|l| l.rsplit(": ").next().unwrap())
+        .collect();
+    assert_eq!(out, ["lo", "heredoc as 0"], "{log}");
+}
+
+#[test]
 fn rootless_skips_device_nodes_of_a_base_with_a_warning() {
     let user = common::require_rootless_user();
     let tmp = tempfile::tempdir().unwrap();
