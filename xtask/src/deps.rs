@@ -60,6 +60,8 @@ pub const TEST: &[Need] = &[
     // the wheels their Flask test installs.
     exec("debootstrap", &["debootstrap"]),
     exec("python3-pip", &["pip3"]),
+    // newuidmap/newgidmap: the rootless RUN tests run lade as a user with subordinate ids.
+    exec("uidmap", &["newuidmap", "newgidmap"]),
 ];
 
 /// What `cargo xtask bench` needs. Its reference tools (buildah, docker.io, skopeo,

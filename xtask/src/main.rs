@@ -9,6 +9,7 @@ mod docker;
 mod fuzz;
 mod proc;
 mod registry;
+mod rootless;
 mod signal;
 mod test;
 

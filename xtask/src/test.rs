@@ -18,6 +18,8 @@
 //! | `LADE_TEST_DEBIAN_PYTHON_LAYOUT` | `oci:DIR:TAG` of that minbase + python3, pip, gcc, libc6-dev |
 //! | `LADE_TEST_WHEELS` | a directory of the wheels of Flask and its dependencies (cp311) |
 //! | `LADE_TEST_DEBIAN_ERROR` | instead of the three above: why they could not be made |
+//! | `LADE_TEST_ROOTLESS_USER` | a non-root user with /etc/subuid and /etc/subgid ranges (`xtask/src/rootless.rs`) |
+//! | `LADE_TEST_ROOTLESS_ERROR` | instead: why there is none |
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
@@ -27,7 +29,7 @@ use anyhow::{bail, Context, Result};
 use crate::docker::{self, Dockerd};
 use crate::proc::Scratch;
 use crate::registry::{self, Registry, TlsAuth};
-use crate::{cargo, debian, deps, repo_root, signal};
+use crate::{cargo, debian, deps, repo_root, rootless, signal};
 
 struct Options {
     services: bool,
@@ -69,6 +71,7 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     deps::ensure(deps::TEST)?;
     // Made (or found in the cache) before the daemons start: the first run takes minutes.
     let debian = debian_env();
+    let rootless = rootless_env();
     signal::check()?;
     let mut services = Services::start()?;
     if opts.keep {
@@ -77,6 +80,7 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     println!("xtask: {}", services.summary());
     let mut env = services.env();
     env.extend(debian);
+    env.extend(rootless);
     let code = cargo_test(&opts.cargo_args, &env);
     drop(services);
     code
@@ -96,6 +100,15 @@ fn debian_env() -> Vec<(&'static str, String)> {
             eprintln!("xtask: warning: the Debian bases are missing; their tests will fail:\n{e}");
             vec![("LADE_TEST_DEBIAN_ERROR", e)]
         }
+    }
+}
+
+/// The rootless RUN tests' user (`LADE_TEST_ROOTLESS_USER`), or why there is none
+/// (`LADE_TEST_ROOTLESS_ERROR`: those tests fail with it).
+fn rootless_env() -> Vec<(&'static str, String)> {
+    match rootless::ensure() {
+        Ok(user) => vec![("LADE_TEST_ROOTLESS_USER", user.to_string())],
+        Err(e) => vec![("LADE_TEST_ROOTLESS_ERROR", format!("{e:#}"))],
     }
 }
 

@@ -201,7 +201,10 @@ impl Executor for OciRuntime {
         write("hosts", oci::hosts_file(&spec.hostname).as_bytes())?;
         write("hostname", format!("{}\n", spec.hostname).as_bytes())?;
         write("resolv.conf", &oci::resolv_conf())?;
-        let config = oci::config(spec, root, b);
+        let mut config = oci::config(spec, root, b);
+        if crate::layer::in_user_namespace() {
+            oci::for_user_namespace(&mut config);
+        }
         write(
             "config.json",
             &serde_json::to_vec(&config).map_err(|e| RunError::Sandbox(e.to_string()))?,

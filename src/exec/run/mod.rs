@@ -14,6 +14,7 @@ mod oci;
 mod runner;
 mod snapshot;
 mod user;
+pub mod userns;
 
 pub use copy::Copy;
 pub use diff::{tree_to_entries, upper_to_entries, CopiedDirs, DiffOptions};

@@ -164,6 +164,31 @@ pub fn config(spec: &ProcessSpec, rootfs: &Path, bundle: &Path) -> Value {
     })
 }
 
+/// Adapts `config` to a runtime started inside a user namespace (rootless builds), as
+/// `runc spec --rootless` does: sysfs cannot be mounted there unless the step has a network
+/// namespace of its own (`--network none`), so otherwise the host's `/sys` is bind-mounted
+/// read-only instead (the step shares the host's network anyway); the device
+/// cgroup cannot be written (the runtime's rootless cgroup handling skips it), and device
+/// nodes cannot be created or opened beyond what the runtime binds anyway.
+pub fn for_user_namespace(config: &mut Value) {
+    let own_network = config["linux"]["namespaces"]
+        .as_array()
+        .is_some_and(|ns| ns.iter().any(|n| n["type"] == "network"));
+    if own_network {
+        // The step's network namespace belongs to the user namespace: sysfs can be mounted,
+        // and shows its own interfaces, not the host's.
+        return;
+    }
+    if let Some(mounts) = config["mounts"].as_array_mut() {
+        for m in mounts.iter_mut() {
+            if m["type"] == "sysfs" {
+                *m = json!({"destination": "/sys", "type": "bind", "source": "/sys",
+                            "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
+            }
+        }
+    }
+}
+
 /// Docker's device cgroup: nothing but the standard nodes of `/dev` (a device node that a
 /// layer carries cannot be opened), mknod of any.
 fn device_rules() -> Value {
@@ -239,6 +264,47 @@ mod tests {
         };
         let v = config(&spec, Path::new("/store/run/snap/merged"), Path::new("/b"));
         insta::assert_json_snapshot!(v);
+    }
+
+    #[test]
+    fn in_a_user_namespace_sys_is_a_read_only_bind_of_the_hosts() {
+        let spec = ProcessSpec {
+            args: vec!["true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            hostname: HOSTNAME.into(),
+            network: RunNetwork::Default,
+            mounts: vec![],
+        };
+        let mut v = config(&spec, Path::new("/r"), Path::new("/b"));
+        let before = v["mounts"].as_array().unwrap().len();
+        for_user_namespace(&mut v);
+        let mounts = v["mounts"].as_array().unwrap();
+        assert_eq!(mounts.len(), before);
+        assert!(mounts.iter().all(|m| m["type"] != "sysfs"));
+        let sys: Vec<&Value> = mounts
+            .iter()
+            .filter(|m| m["destination"] == "/sys")
+            .collect();
+        assert_eq!(
+            sys,
+            [
+                &json!({"destination": "/sys", "type": "bind", "source": "/sys",
+                     "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
+            ]
+        );
+        // With a network namespace of its own the step mounts sysfs as root does.
+        let none = ProcessSpec {
+            network: RunNetwork::None,
+            ..spec
+        };
+        let mut v = config(&none, Path::new("/r"), Path::new("/b"));
+        let before = v.clone();
+        for_user_namespace(&mut v);
+        assert_eq!(v, before);
     }
 
     #[test]

@@ -89,6 +89,10 @@ impl SandboxRunner {
 
 impl StepRunner for SandboxRunner {
     fn run(&self, input: &RunInput<'_>, store: &Store) -> Result<RunOutput, RunError> {
+        // Root, or root of the user namespace a rootless build runs in (`userns`).
+        if !rustix::process::geteuid().is_root() {
+            return Err(RunError::Sandbox(super::userns::why_not()));
+        }
         let runtime = OciRuntime::new(self.runtime.as_deref(), store)?;
         let lowers = input
             .lowers
