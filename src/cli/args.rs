@@ -202,6 +202,10 @@ pub struct InputArgs {
     /// The network of RUN steps without their own `RUN --network` (docker's flag).
     #[arg(long, value_enum, default_value = "default")]
     pub network: NetworkArg,
+    /// Add a line `IP NAME` to the /etc/hosts of RUN steps (docker's flag; `NAME:IP` or
+    /// `NAME=IP`, repeatable).
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_hosts: Vec<String>,
     /// The OCI runtime that runs RUN steps (default: crun, else runc, found on PATH).
     #[arg(long, value_name = "PATH")]
     pub runtime: Option<PathBuf>,
@@ -276,6 +280,11 @@ pub struct BuildArgs {
     /// Progress output.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
+    /// Grant an entitlement (BuildKit's): `security.insecure` lets `RUN --security=insecure`
+    /// run with every capability and no masked paths; `network.host` is accepted (RUN
+    /// steps may use the host network without it). Repeatable or comma-separated.
+    #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
+    pub allow: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -112,7 +112,7 @@ pub fn config(spec: &ProcessSpec, rootfs: &Path, bundle: &Path) -> Value {
             "options": options,
         }));
     }
-    json!({
+    let mut config = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -140,7 +140,11 @@ pub fn config(spec: &ProcessSpec, rootfs: &Path, bundle: &Path) -> Value {
             "maskedPaths": MASKED,
             "readonlyPaths": READONLY,
         },
-    })
+    });
+    if spec.insecure {
+        super::security::make_insecure(&mut config);
+    }
+    config
 }
 
 /// Docker's device cgroup: nothing but the standard nodes of `/dev` (a device node that a
@@ -170,11 +174,6 @@ fn device_rules() -> Value {
         allow("c", Some(136), None, "rwm"),
         allow("c", Some(5), Some(2), "rwm"),
     ])
-}
-
-/// `/etc/hosts` of a RUN: loopback names and the hostname.
-pub fn hosts_file(hostname: &str) -> String {
-    format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
 }
 
 /// The host's resolver configuration, as BuildKit passes it: systemd-resolved's stub
@@ -214,6 +213,8 @@ mod tests {
                 destination: "/src".into(),
                 readonly: true,
             }],
+            extra_hosts: vec![],
+            insecure: false,
         };
         let v = config(&spec, Path::new("/store/run/snap/merged"), Path::new("/b"));
         insta::assert_json_snapshot!(v);
@@ -231,6 +232,8 @@ mod tests {
             hostname: HOSTNAME.into(),
             network: RunNetwork::Default,
             mounts: vec![],
+            extra_hosts: vec![],
+            insecure: false,
         };
         let v = config(&spec, Path::new("/r"), Path::new("/b"));
         let ns: Vec<&str> = v["linux"]["namespaces"]

@@ -38,6 +38,8 @@ pub struct SandboxRunner {
     overlay_failed: OnceLock<String>,
     /// The fallback was named in a step's output (once per build).
     fallback_named: std::sync::atomic::AtomicBool,
+    /// Foreign platforms whose emulator was named (once per build).
+    platforms_named: Mutex<HashSet<String>>,
 }
 
 const TAIL_LINES: usize = 10;
@@ -50,6 +52,7 @@ impl SandboxRunner {
             snapshotter,
             overlay_failed: OnceLock::new(),
             fallback_named: Default::default(),
+            platforms_named: Default::default(),
         }
     }
 
@@ -75,6 +78,25 @@ impl SandboxRunner {
 }
 
 impl StepRunner for SandboxRunner {
+    fn check_platform(&self, platform: &crate::image::Platform) -> Result<Option<String>, String> {
+        let dir = super::binfmt::default_dir();
+        match super::binfmt::support(platform, &crate::image::Platform::host(), &dir)? {
+            super::binfmt::Support::Native => Ok(None),
+            super::binfmt::Support::Emulated(h) => {
+                let mut said = self
+                    .platforms_named
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                Ok(said.insert(platform.to_string()).then(|| {
+                    format!(
+                        "RUN for {platform}: emulated through binfmt_misc handler {} ({})",
+                        h.name, h.interpreter
+                    )
+                }))
+            }
+        }
+    }
+
     fn run(&self, input: &RunInput<'_>, store: &Store) -> Result<RunOutput, RunError> {
         let runtime = OciRuntime::new(self.runtime.as_deref(), store)?;
         let lowers = input
@@ -121,6 +143,8 @@ impl StepRunner for SandboxRunner {
             hostname: HOSTNAME.to_string(),
             network: input.step.network,
             mounts: files.1,
+            extra_hosts: input.extra_hosts.clone(),
+            insecure: input.step.insecure,
         };
         let recent = Mutex::new(Vec::<u8>::new());
         let sink = |chunk: &[u8]| {
