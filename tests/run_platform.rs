@@ -392,13 +392,14 @@ fn add_host_lines_reach_etc_hosts_but_not_the_layer_and_key_the_run() {
         log.contains("layer RUN cat /etc/hosts > /seen: cached"),
         "{log}"
     );
-    let log = build_ok(&cache, &ctx, &layout, &["--add-host", "db:10.9.9.9"]);
+    let other = tmp.path().join("other");
+    let log = build_ok(&cache, &ctx, &other, &["--add-host", "db:10.9.9.9"]);
     assert!(
         log.contains("layer RUN cat /etc/hosts > /seen: writing"),
         "{log}"
     );
-    let [img] = images(&layout).try_into().ok().unwrap();
-    assert!(layer_file(&layout, &img.layers[1], "seen").ends_with("\n10.9.9.9\tdb\n"));
+    let [img] = images(&other).try_into().ok().unwrap();
+    assert!(layer_file(&other, &img.layers[1], "seen").ends_with("\n10.9.9.9\tdb\n"));
 
     for (bad, part) in [
         ("db", "expected NAME:IP"),
