@@ -7,8 +7,9 @@
 //! capability the kernel or lade's parent withholds cannot be granted) in all five sets, no
 //! masked or read-only paths (so `/proc/sys` is writable), `/sys` and `/sys/fs/cgroup` mounted
 //! read-write, every device allowed by the device cgroup, and the nodes BuildKit adds (`kmsg`,
-//! `fuse`, `cuse`, `kvm`, `net/tun`, `loop-control`, `loop0`…`loop7`). lade applies no seccomp
-//! profile or AppArmor/SELinux label in either mode, so there is nothing of those to drop.
+//! `fuse`, `cuse`, `kvm`, `net/tun`, `loop-control`, `loop0`…`loop7`; none in a user
+//! namespace). lade applies no seccomp profile or AppArmor/SELinux label in either mode, so
+//! there is nothing of those to drop.
 
 use serde_json::{json, Value};
 
@@ -107,7 +108,14 @@ fn make_insecure_with(config: &mut Value, caps: &[&str]) {
         device("/dev/loop-control".into(), "c", 10, 237),
     ];
     devices.extend((0..8).map(|i| device(format!("/dev/loop{i}"), "b", 7, i)));
-    linux["devices"] = Value::Array(devices);
+    // In a user namespace no node can be made (runtimes bind-mount the host's instead, which
+    // may not exist): BuildKit adds none there either.
+    let in_userns = linux["namespaces"]
+        .as_array()
+        .is_some_and(|ns| ns.iter().any(|n| n["type"] == "user"));
+    if !in_userns {
+        linux["devices"] = Value::Array(devices);
+    }
     if let Some(mounts) = config["mounts"].as_array_mut() {
         for m in mounts {
             if matches!(m["type"].as_str(), Some("sysfs" | "cgroup")) {
@@ -189,5 +197,10 @@ mod tests {
             .map(|d| d["path"].as_str().unwrap())
             .collect();
         assert!(paths.contains(&"/dev/fuse") && paths.contains(&"/dev/loop7"));
+
+        let mut v = json!({"linux": {"namespaces": [{"type": "mount"}, {"type": "user"}]}});
+        make_insecure_with(&mut v, &["CAP_SYS_ADMIN"]);
+        assert_eq!(v["linux"]["devices"], Value::Null);
+        assert_eq!(v["linux"]["maskedPaths"], json!([]));
     }
 }
