@@ -167,7 +167,8 @@ pub fn support(platform: &Platform, host: &Platform, dir: &Path) -> Result<Suppo
         return Err(format!("{want}: only linux steps can run here"));
     }
     // An x86-64 kernel runs i386 binaries itself (IA32 emulation, on in every distribution
-    // kernel); other 32-bit modes (arm on arm64) are not on every CPU, so they go by binfmt.
+    // kernel); 32-bit arm on arm64 is not on every CPU: a handler for it is taken when there
+    // is one, else the kernel is left to try (Debian registers none there).
     if platform.architecture == host.architecture
         || (host.architecture == "amd64" && platform.architecture == "386")
     {
@@ -208,6 +209,9 @@ pub fn support(platform: &Platform, host: &Platform, dir: &Path) -> Result<Suppo
     // does not show; a usable one is what matters.
     if let Some(h) = matching.iter().find(|h| h.enabled && h.fixed()) {
         return Ok(Support::Emulated(h.clone()));
+    }
+    if matching.is_empty() && host.architecture == "arm64" && arch == "arm" {
+        return Ok(Support::Native);
     }
     let qemu = qemu_name(arch);
     match matching.first() {
@@ -295,6 +299,19 @@ mod tests {
             support(&p("linux/arm64"), &arm_host, empty.path()),
             Ok(Support::Native)
         );
+        assert_eq!(
+            support(&p("linux/arm/v7"), &arm_host, empty.path()),
+            Ok(Support::Native)
+        );
+        // ... unless a handler for arm is registered: then it is used.
+        let arm = "enabled\ninterpreter /usr/bin/qemu-arm-static\nflags: F\noffset 0\n\
+            magic 7f454c4601010100000000000000000002002800\n\
+            mask ffffffffffffff00fffffffffffffffffeffffff\n";
+        let d = binfmt(&[("qemu-arm", arm)]);
+        assert!(matches!(
+            support(&p("linux/arm/v7"), &arm_host, d.path()),
+            Ok(Support::Emulated(_))
+        ));
     }
 
     #[test]
