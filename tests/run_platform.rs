@@ -477,3 +477,57 @@ fn insecure_needs_the_entitlement_and_then_may_mount() {
     let own = own.lines().find(|l| l.starts_with("CapEff:")).unwrap();
     assert_eq!(layer_file(&layout, &img.layers[1], "caps").trim_end(), own);
 }
+
+#[test]
+fn add_host_gives_the_hosts_file_buildkit_gives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hosts = ["--add-host", "db:10.1.2.3", "--add-host", "v6:2001:db8::1"];
+    common::docker_import_busybox("lade-test/platform-bb:1");
+    let bk_ctx = tmp.path().join("bk");
+    fs::create_dir_all(&bk_ctx).unwrap();
+    fs::write(
+        bk_ctx.join("Dockerfile"),
+        "FROM lade-test/platform-bb:1\nRUN busybox cat /etc/hosts > /seen\n",
+    )
+    .unwrap();
+    // The test dockerd has no bridge network.
+    let mut args = vec![
+        "build",
+        "--network",
+        "none",
+        "-t",
+        "lade-test/platform-hosts:1",
+    ];
+    args.extend(hosts);
+    args.push(bk_ctx.to_str().unwrap());
+    ok(common::docker(&args));
+    let buildkit = ok(common::docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "lade-test/platform-hosts:1",
+        "busybox",
+        "cat",
+        "/seen",
+    ]));
+    let _ = common::docker(&[
+        "rmi",
+        "lade-test/platform-hosts:1",
+        "lade-test/platform-bb:1",
+    ]);
+
+    let host = rootfs_tar(tmp.path(), Path::new("/bin/busybox"), "host");
+    let arch = if std::env::consts::ARCH == "aarch64" {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let ctx = context(tmp.path(), &[(arch, &host)], "RUN cat /etc/hosts > /seen\n");
+    let layout = tmp.path().join("out");
+    let mut extra = vec!["--network", "none"];
+    extra.extend(hosts);
+    build_ok(&tmp.path().join("cache"), &ctx, &layout, &extra);
+    let [img] = images(&layout).try_into().ok().unwrap();
+    assert_eq!(layer_file(&layout, &img.layers[1], "seen"), buildkit);
+}
