@@ -197,11 +197,19 @@ fn an_arm64_run_goes_through_qemu_or_names_what_to_install() {
         "RUN uname -m > /arch && cat /etc/hosts > /hosts\n",
     );
     let layout = tmp.path().join("out");
+    let docker_archive = tmp.path().join("docker.tar");
     let o = build(
         &tmp.path().join("cache"),
         &ctx,
         &layout,
-        &["--platform", "linux/arm64"],
+        &[
+            "--platform",
+            "linux/arm64",
+            "-t",
+            "lade-test/arm64-run:1",
+            "--output",
+            &format!("type=docker,dest={}", docker_archive.display()),
+        ],
     );
     let log = String::from_utf8_lossy(&o.stderr);
     if runs_arm64() {
@@ -220,6 +228,34 @@ fn an_arm64_run_goes_through_qemu_or_names_what_to_install() {
         assert_eq!(img.layers.len(), 2);
         assert_eq!(layer_file(&layout, &img.layers[1], "arch"), "aarch64\n");
         assert_eq!(names(&layout, &img.layers[1]), ["arch", "hosts"]);
+        // dockerd takes it as an arm64 image and runs it (through the same handler).
+        ok(common::docker(&[
+            "load",
+            "-i",
+            docker_archive.to_str().unwrap(),
+        ]));
+        let inspect = ok(common::docker(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{.Os}}/{{.Architecture}}",
+            "lade-test/arm64-run:1",
+        ]));
+        let ran = common::docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--platform",
+            "linux/arm64",
+            "lade-test/arm64-run:1",
+            "sh",
+            "-c",
+            "cat /arch; uname -m",
+        ]);
+        let _ = common::docker(&["rmi", "lade-test/arm64-run:1"]);
+        assert_eq!(inspect.trim(), "linux/arm64");
+        assert_eq!(ok(ran), "aarch64\naarch64\n");
     } else {
         println!("path: no arm64 handler on this machine: checking the error");
         let line = error_line(&o, 1);
@@ -229,7 +265,7 @@ fn an_arm64_run_goes_through_qemu_or_names_what_to_install() {
                 && line.contains("qemu-user-static and binfmt-support"),
             "{line}"
         );
-        assert!(!layout.exists());
+        assert!(!layout.exists() && !docker_archive.exists());
     }
 }
 
