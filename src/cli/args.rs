@@ -193,7 +193,8 @@ pub struct InputArgs {
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
     /// Target platform (os/arch[/variant]); default: the spec's, else the host's. Several,
-    /// comma-separated, build one image each under a multi-platform index.
+    /// comma-separated, build one image each under a multi-platform index. RUN steps of
+    /// another architecture run through binfmt_misc (Debian qemu-user-static, binfmt-support).
     #[arg(long, value_name = "PLATFORM[,PLATFORM...]")]
     pub platform: Option<String>,
     /// Layer compression.
