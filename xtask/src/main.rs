@@ -6,6 +6,7 @@ mod bench;
 mod debian;
 mod deps;
 mod docker;
+mod foreign;
 mod fuzz;
 mod proc;
 mod registry;

@@ -7,6 +7,7 @@
 //! see each other's containers. While the container lives, SIGINT/SIGTERM runs
 //! `<runtime> delete --force` on it before lade exits.
 
+use super::hosts::ExtraHost;
 use super::oci;
 use super::RunError;
 use crate::plan::RunNetwork;
@@ -40,6 +41,11 @@ pub struct ProcessSpec {
     pub mounts: Vec<BindMount>,
     /// `RUN --mount=type=tmpfs`: (target, size in bytes).
     pub tmpfs: Vec<(String, Option<u64>)>,
+    /// `--add-host` lines of `/etc/hosts`.
+    pub extra_hosts: Vec<ExtraHost>,
+    /// `RUN --security=insecure` (allowed by `--allow security.insecure`): BuildKit's insecure
+    /// mode, see [`oci::config`].
+    pub insecure: bool,
 }
 
 /// Runs a process in a root filesystem and returns its exit code (128 + signal when killed).
@@ -198,7 +204,10 @@ impl Executor for OciRuntime {
             let p = b.join(name);
             std::fs::write(&p, bytes).map_err(|e| sandbox(&p, e))
         };
-        write("hosts", oci::hosts_file(&spec.hostname).as_bytes())?;
+        write(
+            "hosts",
+            super::hosts::hosts_file(&spec.hostname, &spec.extra_hosts).as_bytes(),
+        )?;
         write("hostname", format!("{}\n", spec.hostname).as_bytes())?;
         write("resolv.conf", &oci::resolv_conf())?;
         let mut config = oci::config(spec, root, b);

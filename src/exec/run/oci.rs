@@ -133,7 +133,7 @@ pub fn config(spec: &ProcessSpec, rootfs: &Path, bundle: &Path) -> Value {
             .as_str()
             .map_or(0, |d| d.split('/').filter(|c| !c.is_empty()).count())
     });
-    json!({
+    let mut config = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -161,7 +161,11 @@ pub fn config(spec: &ProcessSpec, rootfs: &Path, bundle: &Path) -> Value {
             "maskedPaths": MASKED,
             "readonlyPaths": READONLY,
         },
-    })
+    });
+    if spec.insecure {
+        super::security::make_insecure(&mut config);
+    }
+    config
 }
 
 /// Adapts `config` to a runtime started inside a user namespace (rootless builds), as
@@ -218,11 +222,6 @@ fn device_rules() -> Value {
     ])
 }
 
-/// `/etc/hosts` of a RUN: loopback names and the hostname.
-pub fn hosts_file(hostname: &str) -> String {
-    format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
-}
-
 /// The host's resolver configuration, as BuildKit passes it: systemd-resolved's stub
 /// (`127.0.0.53`) cannot be reached from another network namespace, so its upstream file is
 /// used instead when it exists.
@@ -261,6 +260,8 @@ mod tests {
                 readonly: true,
             }],
             tmpfs: vec![("/tmp/t".into(), Some(1 << 20))],
+            extra_hosts: vec![],
+            insecure: false,
         };
         let v = config(&spec, Path::new("/store/run/snap/merged"), Path::new("/b"));
         insta::assert_json_snapshot!(v);
@@ -278,6 +279,9 @@ mod tests {
             hostname: HOSTNAME.into(),
             network: RunNetwork::Default,
             mounts: vec![],
+            tmpfs: vec![],
+            extra_hosts: vec![],
+            insecure: false,
         };
         let mut v = config(&spec, Path::new("/r"), Path::new("/b"));
         let before = v["mounts"].as_array().unwrap().len();
@@ -320,6 +324,8 @@ mod tests {
             network: RunNetwork::Default,
             mounts: vec![],
             tmpfs: vec![],
+            extra_hosts: vec![],
+            insecure: false,
         };
         let v = config(&spec, Path::new("/r"), Path::new("/b"));
         let ns: Vec<&str> = v["linux"]["namespaces"]

@@ -42,6 +42,8 @@ pub struct SandboxRunner {
     /// `--secret` and `--ssh`: what `RUN --mount=type=secret|ssh` can mount.
     secrets: Secrets,
     ssh: SshAgents,
+    /// Foreign platforms whose emulator was named (once per build).
+    platforms_named: Mutex<HashSet<String>>,
 }
 
 const TAIL_LINES: usize = 10;
@@ -56,6 +58,7 @@ impl SandboxRunner {
             fallback_named: Default::default(),
             secrets: Secrets::default(),
             ssh: SshAgents::default(),
+            platforms_named: Default::default(),
         }
     }
 
@@ -88,6 +91,25 @@ impl SandboxRunner {
 }
 
 impl StepRunner for SandboxRunner {
+    fn check_platform(&self, platform: &crate::image::Platform) -> Result<Option<String>, String> {
+        let dir = super::binfmt::default_dir();
+        match super::binfmt::support(platform, &crate::image::Platform::host(), &dir)? {
+            super::binfmt::Support::Native => Ok(None),
+            super::binfmt::Support::Emulated(h) => {
+                let mut said = self
+                    .platforms_named
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                Ok(said.insert(platform.to_string()).then(|| {
+                    format!(
+                        "RUN for {platform}: emulated through binfmt_misc handler {} ({})",
+                        h.name, h.interpreter
+                    )
+                }))
+            }
+        }
+    }
+
     fn run(&self, input: &RunInput<'_>, store: &Store) -> Result<RunOutput, RunError> {
         // Root, or root of the user namespace a rootless build runs in (`userns`).
         if !rustix::process::geteuid().is_root() {
@@ -157,6 +179,8 @@ impl StepRunner for SandboxRunner {
             network: input.step.network,
             mounts,
             tmpfs: mounted.tmpfs.clone(),
+            extra_hosts: input.extra_hosts.clone(),
+            insecure: input.step.insecure,
         };
         let recent = Mutex::new(Vec::<u8>::new());
         let sink = |chunk: &[u8]| {
