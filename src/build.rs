@@ -2,6 +2,8 @@
 //! arguments) → read and lower the description per platform → exec → every output (files,
 //! registry push, iid/digest/metadata files) → a [`BuildResult`] the caller prints.
 
+mod export;
+
 use crate::context::BuildContext;
 use crate::digest::Digest;
 use crate::exec::{self, ExecOptions, Observer};
@@ -49,6 +51,8 @@ pub struct BuildRequest {
     pub digest_file: Option<PathBuf>,
     /// Worker threads (layers, stages, gzip); `None`: one per core.
     pub jobs: Option<usize>,
+    /// `--load`: hand the image to this local engine after the other outputs.
+    pub load: Option<output::Engine>,
 }
 
 /// What a build produced and where it went.
@@ -58,6 +62,8 @@ pub struct BuildResult {
     pub tags: Vec<String>,
     /// One report per repository pushed to.
     pub pushed: Vec<PushReport>,
+    /// With `--load`: what the engine said (`Loaded image: …`).
+    pub loaded: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +194,17 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
                 None
             }
         };
+        match target {
+            Target::Local { dir } => {
+                export::local(dir, &artifact, &store)?;
+                continue;
+            }
+            Target::Tar { dest } => {
+                export::tar(dest, &artifact, &store)?;
+                continue;
+            }
+            _ => {}
+        }
         pushed.extend(output::write(
             target,
             &artifact,
@@ -196,11 +213,26 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
             to.as_ref(),
         )?);
     }
+    let loaded = match req.load {
+        Some(engine) => {
+            for image in &artifact.images {
+                exec::fetch_image_layers(
+                    image,
+                    &store,
+                    exec_opts.registry.as_deref(),
+                    exec_opts.pull,
+                )?;
+            }
+            Some(output::load(engine, &artifact, &tags, &store)?)
+        }
+        None => None,
+    };
     if let Some(f) = &req.iidfile {
-        let docker = req
-            .outputs
-            .iter()
-            .any(|o| matches!(o, Target::Docker { .. }));
+        let docker = req.load.is_some()
+            || req
+                .outputs
+                .iter()
+                .any(|o| matches!(o, Target::Docker { .. }));
         let top = artifact.top().digest;
         let id = match artifact.image() {
             Some(image) if docker => &image.config_digest,
@@ -226,6 +258,7 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
         artifact,
         tags,
         pushed,
+        loaded,
     })
 }
 

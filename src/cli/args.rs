@@ -163,6 +163,13 @@ pub enum CompressionArg {
     None,
 }
 
+/// `--load`: the engine the image is loaded into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoadArg {
+    Docker,
+    Podman,
+}
+
 /// `--network`: docker's modes for RUN steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum NetworkArg {
@@ -227,7 +234,9 @@ pub enum SnapshotterArg {
 pub struct BuildArgs {
     #[command(flatten)]
     pub input: InputArgs,
-    /// Where to write the image: type=oci|docker,dest=FILE|- or type=oci-layout,dest=DIR.
+    /// Where to write the image: type=oci|docker,dest=FILE|- or type=oci-layout,dest=DIR; or
+    /// its filesystem: DIR or type=local,dest=DIR, type=tar,dest=FILE|- (`-` alone: a tar on
+    /// standard output).
     #[arg(short, long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
     /// Name the image (`name[:tag]`); repeatable. Adds to the spec's `tags`.
@@ -236,6 +245,26 @@ pub struct BuildArgs {
     /// Push the image to the registry of each tag (like `-o type=registry`).
     #[arg(long)]
     pub push: bool,
+    /// Load the image into the local docker (`docker load`, which follows DOCKER_HOST and the
+    /// current docker context), or into podman with `--load=podman`.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "ENGINE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "docker"
+    )]
+    pub load: Option<LoadArg>,
+    /// Print only the image ID (the config digest; the index digest for several platforms)
+    /// on standard output, nothing else unless there is an error.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Add an annotation to the image manifest (`KEY=VALUE`), or to the manifest, the index or
+    /// both with `manifest:KEY=VALUE`, `index:KEY=VALUE`, `manifest,index:KEY=VALUE`
+    /// (buildx's forms; repeatable).
+    #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
+    pub annotations: Vec<String>,
     /// Write the image ID (config digest for docker output, else manifest digest) here.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,

@@ -1,8 +1,9 @@
 //! `lade build` and `lade plan`: arguments → one validated `BuildRequest` → frontend → plan
 //! → exec → outputs.
 
+use super::args::ProgressMode;
 use super::args::{
-    BuildArgs, CompressionArg, InputArgs, NetworkArg, PlanArgs, PullArg, RegistryArgs,
+    BuildArgs, CompressionArg, InputArgs, LoadArg, NetworkArg, PlanArgs, PullArg, RegistryArgs,
     SnapshotterArg,
 };
 use super::progress::Progress;
@@ -124,6 +125,7 @@ fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
         metadata_file: None,
         digest_file: None,
         jobs: None,
+        load: None,
     })
 }
 
@@ -157,7 +159,7 @@ fn build_request(a: &BuildArgs) -> Result<BuildRequest, UsageError> {
     if push {
         outputs.push(Target::Registry);
     }
-    if outputs
+    let to_stdout = outputs
         .iter()
         .filter(|o| {
             matches!(
@@ -166,14 +168,20 @@ fn build_request(a: &BuildArgs) -> Result<BuildRequest, UsageError> {
                     dest: output::Dest::Stdout
                 } | Target::Docker {
                     dest: output::Dest::Stdout
+                } | Target::Tar {
+                    dest: output::Dest::Stdout
                 }
             )
         })
-        .count()
-        > 1
-    {
+        .count();
+    if to_stdout > 1 {
         return Err(UsageError(
             "only one --output can go to standard output".into(),
+        ));
+    }
+    if a.quiet && to_stdout > 0 {
+        return Err(UsageError(
+            "-q prints the image ID on standard output: an --output cannot go there too".into(),
         ));
     }
     for t in &a.tags {
@@ -189,6 +197,10 @@ fn build_request(a: &BuildArgs) -> Result<BuildRequest, UsageError> {
         metadata_file: a.metadata_file.clone(),
         digest_file: a.digest_file.clone(),
         jobs: a.jobs,
+        load: a.load.map(|l| match l {
+            LoadArg::Docker => output::Engine::Docker,
+            LoadArg::Podman => output::Engine::Podman,
+        }),
         ..req
     })
 }
@@ -203,8 +215,25 @@ fn cli_error(e: BuildError) -> anyhow::Error {
 
 pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
     let req = build_request(a)?;
-    let progress = Progress::new(a.progress);
+    let progress = Progress::new(if a.quiet {
+        ProgressMode::Quiet
+    } else {
+        a.progress
+    });
     let result = crate::build::build(&req, &progress).map_err(cli_error)?;
+    if a.quiet {
+        let id = match result.artifact.image() {
+            Some(image) => image.config_digest.clone(),
+            None => result.artifact.top().digest,
+        };
+        std::io::Write::write_all(&mut std::io::stdout().lock(), format!("{id}\n").as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(said) = &result.loaded {
+        for line in said.lines() {
+            progress.note(line);
+        }
+    }
     for r in &result.pushed {
         progress.note(&format!(
             "pushed {} ({} bytes uploaded, {} blobs uploaded, {} mounted, {} already there)",
@@ -216,7 +245,21 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     progress.note(&format!("image {}", result.artifact.top().digest));
+    if req.outputs.is_empty() && req.load.is_none() {
+        progress.note(&no_output_note(&req.store_root));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a build without an output says (buildx warns likewise): where the image is and how to
+/// get it out.
+fn no_output_note(store: &std::path::Path) -> String {
+    format!(
+        "note: no output given, the image stays in the store ({}) only; \
+         --load loads it into docker, --push pushes it (with -t), \
+         -o type=oci,dest=image.tar writes it to a file",
+        store.display()
+    )
 }
 
 pub fn run_plan(a: &PlanArgs) -> anyhow::Result<ExitCode> {

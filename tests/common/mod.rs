@@ -494,3 +494,70 @@ pub fn raw_tar(members: &[Vec<u8>]) -> Vec<u8> {
     v.extend_from_slice(&[0u8; 1024]);
     v
 }
+
+/// `sha256:<hex>` of `b`.
+pub fn sha(b: &[u8]) -> String {
+    format!("sha256:{:x}", <sha2::Sha256 as sha2::Digest>::digest(b))
+}
+
+/// Writes `b` as a blob of the layout `layout`; returns its digest.
+pub fn put_blob(layout: &Path, b: &[u8]) -> String {
+    let d = sha(b);
+    std::fs::write(
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:")),
+        b,
+    )
+    .unwrap();
+    d
+}
+
+/// An OCI layout at `layout` holding one image tagged `1` made of `layers` (uncompressed),
+/// with a consistent config (diff_ids) and manifest.
+pub fn oci_layout(layout: &Path, layers: &[Vec<u8>]) -> PathBuf {
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let digests: Vec<String> = layers.iter().map(|l| put_blob(layout, l)).collect();
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": digests},
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": put_blob(layout, &config),
+            "size": config.len(),
+        },
+        "layers": layers.iter().zip(&digests).map(|(l, d)| serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": d,
+            "size": l.len(),
+        })).collect::<Vec<_>>(),
+    });
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": put_blob(layout, &manifest),
+            "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "1"},
+        }],
+    });
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    layout.to_path_buf()
+}
