@@ -53,6 +53,11 @@ pub struct BuildRequest {
     pub jobs: Option<usize>,
     /// `--load`: hand the image to this local engine after the other outputs.
     pub load: Option<output::Engine>,
+    /// Added to each image manifest (to one platform's only, when given), over the
+    /// description's own.
+    pub manifest_annotations: Vec<(Option<Platform>, String, String)>,
+    /// On the index of a multi-platform build.
+    pub index_annotations: output::IndexAnnotations,
 }
 
 /// What a build produced and where it went.
@@ -127,10 +132,20 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
     let mut plan_tags = Vec::new();
     for platform in platforms {
         let Loaded {
-            plan,
+            mut plan,
             context,
             source,
         } = load(&req.description, platform, observer, &base_configs)?;
+        for (only, k, v) in &req.manifest_annotations {
+            let applies = match (only, platform) {
+                (None, _) => true,
+                (Some(p), Some(built)) => p.matches(built),
+                (Some(p), None) => p.matches(&plan.stages[plan.target].platform),
+            };
+            if applies {
+                plan.annotations.insert(k.clone(), v.clone());
+            }
+        }
         if exec_opts.registry.is_none() && (push || uses_registry(&plan)) {
             exec_opts.registry = Some(registry.client()?);
         }
@@ -140,7 +155,7 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
         images.push(image);
         plan_tags = plan.tags;
     }
-    let artifact = Artifact::multi_platform(images, &store)?;
+    let artifact = Artifact::annotated(images, &req.index_annotations, &store)?;
 
     let mut tags = plan_tags;
     tags.extend(req.tags.iter().cloned());

@@ -126,6 +126,8 @@ fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
         digest_file: None,
         jobs: None,
         load: None,
+        manifest_annotations: Vec::new(),
+        index_annotations: Default::default(),
     })
 }
 
@@ -187,6 +189,7 @@ fn build_request(a: &BuildArgs) -> Result<BuildRequest, UsageError> {
     for t in &a.tags {
         output::split_tag(t).map_err(|e| UsageError(e.to_string()))?;
     }
+    let (manifest_annotations, index_annotations) = annotations(&a.annotations)?;
     if a.jobs == Some(0) {
         return Err(UsageError("--jobs must be at least 1".into()));
     }
@@ -197,12 +200,83 @@ fn build_request(a: &BuildArgs) -> Result<BuildRequest, UsageError> {
         metadata_file: a.metadata_file.clone(),
         digest_file: a.digest_file.clone(),
         jobs: a.jobs,
+        manifest_annotations,
+        index_annotations,
         load: a.load.map(|l| match l {
             LoadArg::Docker => output::Engine::Docker,
             LoadArg::Podman => output::Engine::Podman,
         }),
         ..req
     })
+}
+
+/// Manifest annotations (per platform when one is named) and the index's.
+type Annotations = (
+    Vec<(Option<Platform>, String, String)>,
+    output::IndexAnnotations,
+);
+
+/// `--annotation [TYPE[,TYPE...][PLATFORM]:]KEY=VALUE`, buildx's forms: TYPE is `manifest`
+/// (the default), `index` or `manifest-descriptor`; `[os/arch]` limits a manifest or
+/// descriptor annotation to one platform.
+fn annotations(items: &[String]) -> Result<Annotations, UsageError> {
+    let mut manifest = Vec::new();
+    let mut index = output::IndexAnnotations::default();
+    for item in items {
+        let bad = |m: &str| UsageError(format!("--annotation {item:?}: {m}"));
+        let (left, value) = item
+            .split_once('=')
+            .ok_or_else(|| bad("expected [TYPE:]KEY=VALUE"))?;
+        let (types, key) = match left.split_once(':') {
+            Some((t, k)) => (t, k),
+            None => ("manifest", left),
+        };
+        if key.is_empty() {
+            return Err(bad("the key is empty"));
+        }
+        let (types, platform) = match types.split_once('[') {
+            Some((t, rest)) => {
+                let p = rest
+                    .strip_suffix(']')
+                    .ok_or_else(|| bad("a platform is written [os/arch] right after the type"))?;
+                let p: Platform = p
+                    .parse()
+                    .map_err(|e: crate::image::PlatformParseError| bad(&e.to_string()))?;
+                (t, Some(p))
+            }
+            None => (types, None),
+        };
+        for t in types.split(',') {
+            match t.trim() {
+                "manifest" => manifest.push((platform.clone(), key.to_string(), value.to_string())),
+                "manifest-descriptor" => {
+                    index
+                        .descriptor
+                        .push((platform.clone(), key.to_string(), value.to_string()))
+                }
+                "index" if platform.is_some() => {
+                    return Err(bad(
+                        "an index spans every platform; index annotations take none",
+                    ))
+                }
+                "index" => {
+                    index.index.insert(key.to_string(), value.to_string());
+                }
+                "index-descriptor" => {
+                    return Err(bad(
+                        "index-descriptor annotations are not supported by lade (the layout's \
+                         index.json names the image by tag only)",
+                    ))
+                }
+                other => {
+                    return Err(bad(&format!(
+                        "unknown type {other:?} (known: manifest, index, manifest-descriptor)"
+                    )))
+                }
+            }
+        }
+    }
+    Ok((manifest, index))
 }
 
 /// A build error for `main`: usage errors keep their exit code 2.
@@ -287,4 +361,60 @@ pub fn run_plan(a: &PlanArgs) -> anyhow::Result<ExitCode> {
     out.push('\n');
     std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(items: &[&str]) -> Result<Annotations, UsageError> {
+        annotations(&items.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn annotations_take_buildx_type_prefixes() {
+        let (manifest, index) = parse(&[
+            "org.opencontainers.image.source=https://git.example/a.git",
+            "index:org.opencontainers.image.vendor=foo",
+            "index,manifest:both=1",
+            "manifest[linux/arm64]:only=arm",
+            "manifest-descriptor:d=x",
+        ])
+        .unwrap();
+        let arm: Platform = "linux/arm64".parse().unwrap();
+        assert_eq!(
+            manifest,
+            vec![
+                (
+                    None,
+                    "org.opencontainers.image.source".to_string(),
+                    "https://git.example/a.git".to_string()
+                ),
+                (None, "both".into(), "1".into()),
+                (Some(arm), "only".into(), "arm".into()),
+            ]
+        );
+        assert_eq!(
+            index.index.into_iter().collect::<Vec<_>>(),
+            vec![
+                ("both".to_string(), "1".to_string()),
+                ("org.opencontainers.image.vendor".into(), "foo".into())
+            ]
+        );
+        assert_eq!(index.descriptor, vec![(None, "d".into(), "x".into())]);
+    }
+
+    #[test]
+    fn bad_annotations_are_usage_errors() {
+        for bad in [
+            "novalue",
+            "=v",
+            "bogus:k=v",
+            "index[linux/amd64]:k=v",
+            "manifest[linux/amd64:k=v",
+            "index-descriptor:k=v",
+        ] {
+            assert!(parse(&[bad]).is_err(), "{bad}");
+        }
+    }
 }

@@ -10,7 +10,7 @@ mod metadata;
 mod registry;
 mod target;
 
-pub use artifact::Artifact;
+pub use artifact::{Artifact, IndexAnnotations};
 pub use load::{load, Engine};
 pub use metadata::{metadata_json, write_small_file};
 pub use target::{Dest, Target, TargetParseError};
@@ -44,6 +44,8 @@ pub enum OutputError {
     Registry(crate::registry::RegistryError),
     #[error("invalid tag {tag:?}: {message}")]
     Tag { tag: String, message: String },
+    #[error("--annotation: {0}")]
+    Annotation(String),
     #[error("a registry output needs a registry client")]
     NoRegistryClient,
     #[error("a docker archive holds one image, not {0} platforms (docker load cannot read an index); use type=oci or type=oci-layout, or build one --platform")]
