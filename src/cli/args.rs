@@ -196,6 +196,10 @@ pub struct InputArgs {
     /// Set a build-time variable (`NAME=VALUE`, or `NAME` to take it from the environment).
     #[arg(long = "build-arg", value_name = "NAME[=VALUE]")]
     pub build_args: Vec<String>,
+    /// A named context for `FROM NAME` and `COPY --from=NAME`: a directory, an image
+    /// (`docker-image://REF`) or an OCI layout (`oci-layout://DIR[:TAG]`); repeatable.
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
     /// Add a label to the image (`KEY=VALUE`).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,

@@ -11,11 +11,14 @@ use super::UsageError;
 use crate::build::{BuildError, BuildRequest, Description};
 use crate::exec::run::{SandboxRunner, SnapshotterChoice};
 use crate::exec::{self, ExecOptions};
+use crate::frontend::dockerfile::lower::NamedContext;
 use crate::image::Platform;
 use crate::layer::Compression;
 use crate::output::{self, Target};
+use crate::plan::Base;
 use crate::registry::ClientOptions;
 use crate::store::Store;
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -81,6 +84,7 @@ fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
                 labels: key_values("--label", &a.labels, false)?,
                 context_dir: context.clone(),
                 base_configs: None,
+                named_contexts: named_contexts(&a.build_contexts)?,
                 network: match a.network {
                     NetworkArg::Default => crate::plan::RunNetwork::Default,
                     NetworkArg::Host => crate::plan::RunNetwork::Host,
@@ -129,6 +133,58 @@ fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
         manifest_annotations: Vec::new(),
         index_annotations: Default::default(),
     })
+}
+
+/// `--build-context NAME=DIR|docker-image://REF|oci-layout://DIR[:TAG]`.
+fn named_contexts(items: &[String]) -> Result<BTreeMap<String, NamedContext>, UsageError> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        let bad = |m: &str| UsageError(format!("--build-context {item:?}: {m}"));
+        let (name, value) = item
+            .split_once('=')
+            .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+            .ok_or_else(|| {
+                bad("expected NAME=DIR, NAME=docker-image://REF or NAME=oci-layout://DIR[:TAG]")
+            })?;
+        let context = if let Some(reference) = value.strip_prefix("docker-image://") {
+            crate::registry::Reference::parse(reference).map_err(|e| bad(&e.to_string()))?;
+            NamedContext::Image(Base::Registry {
+                reference: reference.to_string(),
+            })
+        } else if let Some(layout) = value.strip_prefix("oci-layout://") {
+            // A `:TAG` after the last `/`; BuildKit's `@sha256:` digests are not taken.
+            let (dir, tag) = match layout.rsplit_once(':') {
+                Some((d, t)) if !t.contains('/') && !t.is_empty() => (d, Some(t.to_string())),
+                _ => (layout, None),
+            };
+            if layout.contains('@') {
+                return Err(bad(
+                    "oci-layout:// takes DIR[:TAG]; a @digest is not supported",
+                ));
+            }
+            NamedContext::Image(Base::OciLayout {
+                dir: std::path::absolute(dir).map_err(|e| bad(&e.to_string()))?,
+                tag,
+            })
+        } else if value.contains("://") || value.starts_with("git@") {
+            return Err(bad(
+                "only directories, docker-image:// and oci-layout:// are supported (no URLs or \
+                 Git repositories)",
+            ));
+        } else {
+            let dir = std::path::Path::new(value);
+            let dir = dir
+                .canonicalize()
+                .ok()
+                .filter(|d| d.is_dir())
+                .ok_or_else(|| bad("not a directory"))?;
+            NamedContext::Local(dir)
+        };
+        if out.insert(name.to_ascii_lowercase(), context).is_some() {
+            return Err(bad(&format!("{name:?} is given twice")));
+        }
+    }
+    Ok(out)
 }
 
 fn client_options(a: &RegistryArgs) -> ClientOptions {
