@@ -29,6 +29,30 @@ pub enum Command {
     Pull(PullArgs),
     /// Store registry credentials in the docker config file (~/.docker/config.json).
     Login(LoginArgs),
+    /// Print the man page or a shell completion script (for packagers: `cargo xtask dist`).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GenerateKind {
+    /// The man pages, lade(1) and lade-SUBCOMMAND(1), written into DIR.
+    Man,
+    Bash,
+    Zsh,
+    Fish,
+    Elvish,
+    Powershell,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// What to print.
+    #[arg(value_enum)]
+    pub kind: GenerateKind,
+    /// Where the man pages go (`man` only; completions go to standard output).
+    #[arg(value_name = "DIR", required_if_eq("kind", "man"))]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// How to reach registries.

@@ -60,6 +60,9 @@ pub const TEST: &[Need] = &[
     // the wheels their Flask test installs.
     exec("debootstrap", &["debootstrap"]),
     exec("python3-pip", &["pip3"]),
+    // `cargo xtask dist` checks the man pages with groff; its test reads one with `man -l`.
+    exec("groff-base", &["groff"]),
+    exec("man-db", &["man"]),
 ];
 
 /// What `cargo xtask bench` needs. Its reference tools (buildah, docker.io, skopeo,
