@@ -2,6 +2,8 @@
 //! arguments) → read and lower the description per platform → exec → every output (files,
 //! registry push, iid/digest/metadata files) → a [`BuildResult`] the caller prints.
 
+mod export;
+
 use crate::context::BuildContext;
 use crate::digest::Digest;
 use crate::exec::{self, ExecOptions, Observer};
@@ -49,6 +51,13 @@ pub struct BuildRequest {
     pub digest_file: Option<PathBuf>,
     /// Worker threads (layers, stages, gzip); `None`: one per core.
     pub jobs: Option<usize>,
+    /// `--load`: hand the image to this local engine after the other outputs.
+    pub load: Option<output::Engine>,
+    /// Added to each image manifest (to one platform's only, when given), over the
+    /// description's own.
+    pub manifest_annotations: Vec<(Option<Platform>, String, String)>,
+    /// On the index of a multi-platform build.
+    pub index_annotations: output::IndexAnnotations,
 }
 
 /// What a build produced and where it went.
@@ -58,6 +67,8 @@ pub struct BuildResult {
     pub tags: Vec<String>,
     /// One report per repository pushed to.
     pub pushed: Vec<PushReport>,
+    /// With `--load`: what the engine said (`Loaded image: …`).
+    pub loaded: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,10 +132,20 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
     let mut plan_tags = Vec::new();
     for platform in platforms {
         let Loaded {
-            plan,
+            mut plan,
             context,
             source,
         } = load(&req.description, platform, observer, &base_configs)?;
+        for (only, k, v) in &req.manifest_annotations {
+            let applies = match (only, platform) {
+                (None, _) => true,
+                (Some(p), Some(built)) => p.matches(built),
+                (Some(p), None) => p.matches(&plan.stages[plan.target].platform),
+            };
+            if applies {
+                plan.annotations.insert(k.clone(), v.clone());
+            }
+        }
         if exec_opts.registry.is_none() && (push || uses_registry(&plan)) {
             exec_opts.registry = Some(registry.client()?);
         }
@@ -134,7 +155,7 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
         images.push(image);
         plan_tags = plan.tags;
     }
-    let artifact = Artifact::multi_platform(images, &store)?;
+    let artifact = Artifact::annotated(images, &req.index_annotations, &store)?;
 
     let mut tags = plan_tags;
     tags.extend(req.tags.iter().cloned());
@@ -188,6 +209,17 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
                 None
             }
         };
+        match target {
+            Target::Local { dir } => {
+                export::local(dir, &artifact, &store)?;
+                continue;
+            }
+            Target::Tar { dest } => {
+                export::tar(dest, &artifact, &store)?;
+                continue;
+            }
+            _ => {}
+        }
         pushed.extend(output::write(
             target,
             &artifact,
@@ -196,11 +228,26 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
             to.as_ref(),
         )?);
     }
+    let loaded = match req.load {
+        Some(engine) => {
+            for image in &artifact.images {
+                exec::fetch_image_layers(
+                    image,
+                    &store,
+                    exec_opts.registry.as_deref(),
+                    exec_opts.pull,
+                )?;
+            }
+            Some(output::load(engine, &artifact, &tags, &store)?)
+        }
+        None => None,
+    };
     if let Some(f) = &req.iidfile {
-        let docker = req
-            .outputs
-            .iter()
-            .any(|o| matches!(o, Target::Docker { .. }));
+        let docker = req.load.is_some()
+            || req
+                .outputs
+                .iter()
+                .any(|o| matches!(o, Target::Docker { .. }));
         let top = artifact.top().digest;
         let id = match artifact.image() {
             Some(image) if docker => &image.config_digest,
@@ -226,6 +273,7 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
         artifact,
         tags,
         pushed,
+        loaded,
     })
 }
 

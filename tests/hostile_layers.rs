@@ -5,7 +5,8 @@
 
 mod common;
 
-use sha2::{Digest as _, Sha256};
+use common::{oci_layout, sha};
+
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -39,71 +40,6 @@ fn raw_tar(members: &[RawMember<'_>]) -> Vec<u8> {
     }
     v.extend_from_slice(&[0; 1024]);
     v
-}
-
-fn sha(b: &[u8]) -> String {
-    format!("sha256:{:x}", Sha256::digest(b))
-}
-
-fn put_blob(layout: &Path, b: &[u8]) -> String {
-    let d = sha(b);
-    fs::write(
-        layout
-            .join("blobs/sha256")
-            .join(d.trim_start_matches("sha256:")),
-        b,
-    )
-    .unwrap();
-    d
-}
-
-/// An OCI layout at `layout` holding one image tagged `1` made of `layers` (uncompressed),
-/// with a consistent config (diff_ids) and manifest.
-fn oci_layout(layout: &Path, layers: &[Vec<u8>]) -> PathBuf {
-    fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
-    fs::write(
-        layout.join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
-    let digests: Vec<String> = layers.iter().map(|l| put_blob(layout, l)).collect();
-    let config = serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {},
-        "rootfs": {"type": "layers", "diff_ids": digests},
-    });
-    let config = serde_json::to_vec(&config).unwrap();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": put_blob(layout, &config),
-            "size": config.len(),
-        },
-        "layers": layers.iter().zip(&digests).map(|(l, d)| serde_json::json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar",
-            "digest": d,
-            "size": l.len(),
-        })).collect::<Vec<_>>(),
-    });
-    let manifest = serde_json::to_vec(&manifest).unwrap();
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": put_blob(layout, &manifest),
-            "size": manifest.len(),
-            "annotations": {"org.opencontainers.image.ref.name": "1"},
-        }],
-    });
-    fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
-    layout.to_path_buf()
 }
 
 fn mode_of(p: &Path) -> u32 {

@@ -50,22 +50,7 @@ fn busybox_base(tmp: &Path) -> String {
     for (path, text) in files {
         fs::write(root.join(path), text).unwrap();
     }
-    let tar = tmp.join("base-rootfs.tar");
-    ok(output(
-        Command::new("tar")
-            .args(["--owner=0", "--group=0", "--mode=go-w", "-C"])
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg("."),
-    ));
-    common::layout_from_rootfs_tar(
-        &tar,
-        "ENV PATH=/bin\n",
-        &tmp.join("base"),
-        "1",
-        &tmp.join("base-cache"),
-    )
+    common::layout_from_rootfs_dir(&root, tmp, &["--mode=go-w"])
 }
 
 /// A build context `dir` with a Dockerfile (`{BASE}` replaced by `base`) and files.

@@ -8,7 +8,6 @@
 mod common;
 
 use common::{lade, ok, output, tar_member};
-use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,22 +24,7 @@ fn busybox_base(tmp: &Path) -> String {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
     }
     fs::create_dir_all(root.join("tmp")).unwrap();
-    let tar = tmp.join("base-rootfs.tar");
-    ok(output(
-        Command::new("tar")
-            .args(["--owner=0", "--group=0", "-C"])
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg("."),
-    ));
-    common::layout_from_rootfs_tar(
-        &tar,
-        "ENV PATH=/bin\n",
-        &tmp.join("base"),
-        "1",
-        &tmp.join("base-cache"),
-    )
+    common::layout_from_rootfs_dir(&root, tmp, &[])
 }
 
 struct Fx {
@@ -107,19 +91,7 @@ impl Fx {
     /// The layer digests of `img.tar`, bottom first.
     fn layers(&self) -> Vec<String> {
         let archive = self.path("img.tar");
-        let index: Value = serde_json::from_slice(&tar_member(&archive, "index.json")).unwrap();
-        let digest = index["manifests"][0]["digest"].as_str().unwrap();
-        let manifest: Value = serde_json::from_slice(&tar_member(
-            &archive,
-            &format!("blobs/sha256/{}", digest.trim_start_matches("sha256:")),
-        ))
-        .unwrap();
-        manifest["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["digest"].as_str().unwrap().to_string())
-            .collect()
+        common::archive_layers(&archive)
     }
 
     /// The member names of layer `i` (0 = the base), sorted, without trailing `/`.
@@ -528,16 +500,8 @@ fn apt_cache_mount_makes_the_second_cron_build_download_no_deb_uses_the_debian_m
 
     // The RUN's layer holds cron, not the cache.
     let archive = tmp.path().join("img.tar");
-    let index: Value = serde_json::from_slice(&tar_member(&archive, "index.json")).unwrap();
-    let digest = index["manifests"][0]["digest"].as_str().unwrap();
-    let manifest: Value = serde_json::from_slice(&tar_member(
-        &archive,
-        &format!("blobs/sha256/{}", digest.trim_start_matches("sha256:")),
-    ))
-    .unwrap();
-    let layers = manifest["layers"].as_array().unwrap();
-    let last = layers.last().unwrap()["digest"].as_str().unwrap();
-    let listing = common::layer_listing(&archive, last, &[]);
+    let layers = common::archive_layers(&archive);
+    let listing = common::layer_listing(&archive, layers.last().unwrap(), &[]);
     assert!(listing.lines().any(|l| l == "usr/sbin/cron"), "{listing}");
     assert!(!listing.lines().any(|l| l.ends_with(".deb")), "{listing}");
     assert!(!listing.contains("var/cache/apt/archives/"), "{listing}");

@@ -58,14 +58,7 @@ fn rootfs_tar(dir: &Path, busybox: &Path, name: &str) -> PathBuf {
         symlink("busybox", bin.join(a)).unwrap();
     }
     let tar = dir.join(format!("{name}.tar"));
-    ok(output(
-        Command::new("tar")
-            .args(["--owner=0", "--group=0", "-C"])
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg("."),
-    ));
+    common::tar_rootfs(&root, &tar, &[]);
     tar
 }
 
@@ -317,17 +310,22 @@ fn two_platforms_with_run_make_one_index_with_each_platforms_output() {
     );
 }
 
+/// The host's architecture as an OCI platform names it.
+fn host_arch() -> &'static str {
+    if std::env::consts::ARCH == "aarch64" {
+        "arm64"
+    } else {
+        "amd64"
+    }
+}
+
 #[test]
 fn without_a_usable_handler_the_error_names_the_platform_and_the_packages() {
     let tmp = tempfile::tempdir().unwrap();
     // Only the host's root filesystem: for the foreign platform the check comes before the
     // ADD is read.
     let host_tar = rootfs_tar(tmp.path(), Path::new("/bin/busybox"), "host");
-    let host_arch = if std::env::consts::ARCH == "aarch64" {
-        "arm64"
-    } else {
-        "amd64"
-    };
+    let host_arch = host_arch();
     let ctx = context(tmp.path(), &[(host_arch, &host_tar)], "RUN true\n");
     // binfmt_misc as lade reads it, with no handler, then with one lacking the F flag.
     let binfmt = tmp.path().join("binfmt");
@@ -396,11 +394,7 @@ fn without_a_usable_handler_the_error_names_the_platform_and_the_packages() {
 fn add_host_lines_reach_etc_hosts_but_not_the_layer_and_key_the_run() {
     let tmp = tempfile::tempdir().unwrap();
     let host = rootfs_tar(tmp.path(), Path::new("/bin/busybox"), "amd64");
-    let arch = if std::env::consts::ARCH == "aarch64" {
-        "arm64"
-    } else {
-        "amd64"
-    };
+    let arch = host_arch();
     let ctx = context(tmp.path(), &[(arch, &host)], "RUN cat /etc/hosts > /seen\n");
     let cache = tmp.path().join("cache");
     let layout = tmp.path().join("out");
@@ -454,11 +448,7 @@ fn add_host_lines_reach_etc_hosts_but_not_the_layer_and_key_the_run() {
 fn insecure_needs_the_entitlement_and_then_may_mount() {
     let tmp = tempfile::tempdir().unwrap();
     let host = rootfs_tar(tmp.path(), Path::new("/bin/busybox"), "amd64");
-    let arch = if std::env::consts::ARCH == "aarch64" {
-        "arm64"
-    } else {
-        "amd64"
-    };
+    let arch = host_arch();
     let cache = tmp.path().join("cache");
     let layout = tmp.path().join("out");
     // Mounting needs CAP_SYS_ADMIN: the sandbox lacks it.
@@ -554,11 +544,7 @@ fn add_host_gives_the_hosts_file_buildkit_gives() {
     ]);
 
     let host = rootfs_tar(tmp.path(), Path::new("/bin/busybox"), "host");
-    let arch = if std::env::consts::ARCH == "aarch64" {
-        "arm64"
-    } else {
-        "amd64"
-    };
+    let arch = host_arch();
     let ctx = context(tmp.path(), &[(arch, &host)], "RUN cat /etc/hosts > /seen\n");
     let layout = tmp.path().join("out");
     let mut extra = vec!["--network", "none"];

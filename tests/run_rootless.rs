@@ -44,22 +44,7 @@ fn busybox_base(tmp: &Path, extra: impl FnOnce(&Path)) -> String {
         Command::new("chmod").arg("1777").arg(root.join("tmp")),
     ));
     extra(&root);
-    let tar = tmp.join("base-rootfs.tar");
-    ok(output(
-        Command::new("tar")
-            .args(["--owner=0", "--group=0", "-C"])
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg("."),
-    ));
-    common::layout_from_rootfs_tar(
-        &tar,
-        "ENV PATH=/bin\n",
-        &tmp.join("base"),
-        "1",
-        &tmp.join("base-cache"),
-    )
+    common::layout_from_rootfs_dir(&root, tmp, &[])
 }
 
 /// A context `tmp/NAME` holding `dockerfile` (`{BASE}` replaced).

@@ -31,6 +31,30 @@ pub enum Command {
     Login(LoginArgs),
     /// Remove the `RUN --mount=type=cache` directories of the store that no build is using.
     Prune(PruneArgs),
+    /// Print the man page or a shell completion script (for packagers: `cargo xtask dist`).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GenerateKind {
+    /// The man pages, lade(1) and lade-SUBCOMMAND(1), written into DIR.
+    Man,
+    Bash,
+    Zsh,
+    Fish,
+    Elvish,
+    Powershell,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// What to print.
+    #[arg(value_enum)]
+    pub kind: GenerateKind,
+    /// Where the man pages go (`man` only; completions go to standard output).
+    #[arg(value_name = "DIR", required_if_eq("kind", "man"))]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +196,13 @@ pub enum CompressionArg {
     None,
 }
 
+/// `--load`: the engine the image is loaded into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoadArg {
+    Docker,
+    Podman,
+}
+
 /// `--network`: docker's modes for RUN steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum NetworkArg {
@@ -198,6 +229,10 @@ pub struct InputArgs {
     /// Set a build-time variable (`NAME=VALUE`, or `NAME` to take it from the environment).
     #[arg(long = "build-arg", value_name = "NAME[=VALUE]")]
     pub build_args: Vec<String>,
+    /// A named context for `FROM NAME` and `COPY --from=NAME`: a directory, an image
+    /// (`docker-image://REF`) or an OCI layout (`oci-layout://DIR[:TAG]`); repeatable.
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
     /// Add a label to the image (`KEY=VALUE`).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
@@ -248,7 +283,9 @@ pub enum SnapshotterArg {
 pub struct BuildArgs {
     #[command(flatten)]
     pub input: InputArgs,
-    /// Where to write the image: type=oci|docker,dest=FILE|- or type=oci-layout,dest=DIR.
+    /// Where to write the image: type=oci|docker,dest=FILE|- or type=oci-layout,dest=DIR; or
+    /// its filesystem: DIR or type=local,dest=DIR, type=tar,dest=FILE|- (`-` alone: a tar on
+    /// standard output).
     #[arg(short, long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
     /// Name the image (`name[:tag]`); repeatable. Adds to the spec's `tags`.
@@ -257,6 +294,26 @@ pub struct BuildArgs {
     /// Push the image to the registry of each tag (like `-o type=registry`).
     #[arg(long)]
     pub push: bool,
+    /// Load the image into the local docker (`docker load`, which follows DOCKER_HOST and the
+    /// current docker context), or into podman with `--load=podman`.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "ENGINE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "docker"
+    )]
+    pub load: Option<LoadArg>,
+    /// Print only the image ID (the config digest; the index digest for several platforms)
+    /// on standard output, nothing else unless there is an error.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Add an annotation to the image manifest (`KEY=VALUE`), or to the manifest, the index or
+    /// both with `manifest:KEY=VALUE`, `index:KEY=VALUE`, `manifest,index:KEY=VALUE`
+    /// (buildx's forms; repeatable).
+    #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
+    pub annotations: Vec<String>,
     /// Write the image ID (config digest for docker output, else manifest digest) here.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,

@@ -1,8 +1,9 @@
 //! `lade build` and `lade plan`: arguments → one validated `BuildRequest` → frontend → plan
 //! → exec → outputs.
 
+use super::args::ProgressMode;
 use super::args::{
-    BuildArgs, CompressionArg, InputArgs, NetworkArg, PlanArgs, PullArg, RegistryArgs,
+    BuildArgs, CompressionArg, InputArgs, LoadArg, NetworkArg, PlanArgs, PullArg, RegistryArgs,
     SnapshotterArg,
 };
 use super::progress::Progress;
@@ -10,11 +11,14 @@ use super::UsageError;
 use crate::build::{BuildError, BuildRequest, Description};
 use crate::exec::run::{ExtraHost, RunSettings, SandboxRunner, SnapshotterChoice};
 use crate::exec::{self, ExecOptions};
+use crate::frontend::dockerfile::lower::NamedContext;
 use crate::image::Platform;
 use crate::layer::Compression;
 use crate::output::{self, Target};
+use crate::plan::Base;
 use crate::registry::ClientOptions;
 use crate::store::Store;
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -95,6 +99,7 @@ fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
                 labels: key_values("--label", &a.labels, false)?,
                 context_dir: context.clone(),
                 base_configs: None,
+                named_contexts: named_contexts(&a.build_contexts)?,
                 network: match a.network {
                     NetworkArg::Default => crate::plan::RunNetwork::Default,
                     NetworkArg::Host => crate::plan::RunNetwork::Host,
@@ -151,7 +156,62 @@ fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
         metadata_file: None,
         digest_file: None,
         jobs: None,
+        load: None,
+        manifest_annotations: Vec::new(),
+        index_annotations: Default::default(),
     })
+}
+
+/// `--build-context NAME=DIR|docker-image://REF|oci-layout://DIR[:TAG]`.
+fn named_contexts(items: &[String]) -> Result<BTreeMap<String, NamedContext>, UsageError> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        let bad = |m: &str| UsageError(format!("--build-context {item:?}: {m}"));
+        let (name, value) = item
+            .split_once('=')
+            .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+            .ok_or_else(|| {
+                bad("expected NAME=DIR, NAME=docker-image://REF or NAME=oci-layout://DIR[:TAG]")
+            })?;
+        let context = if let Some(reference) = value.strip_prefix("docker-image://") {
+            crate::registry::Reference::parse(reference).map_err(|e| bad(&e.to_string()))?;
+            NamedContext::Image(Base::Registry {
+                reference: reference.to_string(),
+            })
+        } else if let Some(layout) = value.strip_prefix("oci-layout://") {
+            // A `:TAG` after the last `/`; BuildKit's `@sha256:` digests are not taken.
+            let (dir, tag) = match layout.rsplit_once(':') {
+                Some((d, t)) if !t.contains('/') && !t.is_empty() => (d, Some(t.to_string())),
+                _ => (layout, None),
+            };
+            if layout.contains('@') {
+                return Err(bad(
+                    "oci-layout:// takes DIR[:TAG]; a @digest is not supported",
+                ));
+            }
+            NamedContext::Image(Base::OciLayout {
+                dir: std::path::absolute(dir).map_err(|e| bad(&e.to_string()))?,
+                tag,
+            })
+        } else if value.contains("://") || value.starts_with("git@") {
+            return Err(bad(
+                "only directories, docker-image:// and oci-layout:// are supported (no URLs or \
+                 Git repositories)",
+            ));
+        } else {
+            let dir = std::path::Path::new(value);
+            let dir = dir
+                .canonicalize()
+                .ok()
+                .filter(|d| d.is_dir())
+                .ok_or_else(|| bad("not a directory"))?;
+            NamedContext::Local(dir)
+        };
+        if out.insert(name.to_ascii_lowercase(), context).is_some() {
+            return Err(bad(&format!("{name:?} is given twice")));
+        }
+    }
+    Ok(out)
 }
 
 fn client_options(a: &RegistryArgs) -> ClientOptions {
@@ -185,7 +245,7 @@ fn build_request(a: &BuildArgs) -> Result<BuildRequest, UsageError> {
     if push {
         outputs.push(Target::Registry);
     }
-    if outputs
+    let to_stdout = outputs
         .iter()
         .filter(|o| {
             matches!(
@@ -194,19 +254,26 @@ fn build_request(a: &BuildArgs) -> Result<BuildRequest, UsageError> {
                     dest: output::Dest::Stdout
                 } | Target::Docker {
                     dest: output::Dest::Stdout
+                } | Target::Tar {
+                    dest: output::Dest::Stdout
                 }
             )
         })
-        .count()
-        > 1
-    {
+        .count();
+    if to_stdout > 1 {
         return Err(UsageError(
             "only one --output can go to standard output".into(),
+        ));
+    }
+    if a.quiet && to_stdout > 0 {
+        return Err(UsageError(
+            "-q prints the image ID on standard output: an --output cannot go there too".into(),
         ));
     }
     for t in &a.tags {
         output::split_tag(t).map_err(|e| UsageError(e.to_string()))?;
     }
+    let (manifest_annotations, index_annotations) = annotations(&a.annotations)?;
     if a.jobs == Some(0) {
         return Err(UsageError("--jobs must be at least 1".into()));
     }
@@ -217,6 +284,12 @@ fn build_request(a: &BuildArgs) -> Result<BuildRequest, UsageError> {
         metadata_file: a.metadata_file.clone(),
         digest_file: a.digest_file.clone(),
         jobs: a.jobs,
+        manifest_annotations,
+        index_annotations,
+        load: a.load.map(|l| match l {
+            LoadArg::Docker => output::Engine::Docker,
+            LoadArg::Podman => output::Engine::Podman,
+        }),
         ..req
     })
 }
@@ -241,6 +314,75 @@ fn allows_insecure(allow: &[String]) -> Result<bool, UsageError> {
     Ok(insecure)
 }
 
+/// Manifest annotations (per platform when one is named) and the index's.
+type Annotations = (
+    Vec<(Option<Platform>, String, String)>,
+    output::IndexAnnotations,
+);
+
+/// `--annotation [TYPE[,TYPE...][PLATFORM]:]KEY=VALUE`, buildx's forms: TYPE is `manifest`
+/// (the default), `index` or `manifest-descriptor`; `[os/arch]` limits a manifest or
+/// descriptor annotation to one platform.
+fn annotations(items: &[String]) -> Result<Annotations, UsageError> {
+    let mut manifest = Vec::new();
+    let mut index = output::IndexAnnotations::default();
+    for item in items {
+        let bad = |m: &str| UsageError(format!("--annotation {item:?}: {m}"));
+        let (left, value) = item
+            .split_once('=')
+            .ok_or_else(|| bad("expected [TYPE:]KEY=VALUE"))?;
+        let (types, key) = match left.split_once(':') {
+            Some((t, k)) => (t, k),
+            None => ("manifest", left),
+        };
+        if key.is_empty() {
+            return Err(bad("the key is empty"));
+        }
+        let (types, platform) = match types.split_once('[') {
+            Some((t, rest)) => {
+                let p = rest
+                    .strip_suffix(']')
+                    .ok_or_else(|| bad("a platform is written [os/arch] right after the type"))?;
+                let p: Platform = p
+                    .parse()
+                    .map_err(|e: crate::image::PlatformParseError| bad(&e.to_string()))?;
+                (t, Some(p))
+            }
+            None => (types, None),
+        };
+        for t in types.split(',') {
+            match t.trim() {
+                "manifest" => manifest.push((platform.clone(), key.to_string(), value.to_string())),
+                "manifest-descriptor" => {
+                    index
+                        .descriptor
+                        .push((platform.clone(), key.to_string(), value.to_string()))
+                }
+                "index" if platform.is_some() => {
+                    return Err(bad(
+                        "an index spans every platform; index annotations take none",
+                    ))
+                }
+                "index" => {
+                    index.index.insert(key.to_string(), value.to_string());
+                }
+                "index-descriptor" => {
+                    return Err(bad(
+                        "index-descriptor annotations are not supported by lade (the layout's \
+                         index.json names the image by tag only)",
+                    ))
+                }
+                other => {
+                    return Err(bad(&format!(
+                        "unknown type {other:?} (known: manifest, index, manifest-descriptor)"
+                    )))
+                }
+            }
+        }
+    }
+    Ok((manifest, index))
+}
+
 /// A build error for `main`: usage errors keep their exit code 2.
 fn cli_error(e: BuildError) -> anyhow::Error {
     match e {
@@ -251,8 +393,25 @@ fn cli_error(e: BuildError) -> anyhow::Error {
 
 pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
     let req = build_request(a)?;
-    let progress = Progress::new(a.progress);
+    let progress = Progress::new(if a.quiet {
+        ProgressMode::Quiet
+    } else {
+        a.progress
+    });
     let result = crate::build::build(&req, &progress).map_err(cli_error)?;
+    if a.quiet {
+        let id = match result.artifact.image() {
+            Some(image) => image.config_digest.clone(),
+            None => result.artifact.top().digest,
+        };
+        std::io::Write::write_all(&mut std::io::stdout().lock(), format!("{id}\n").as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(said) = &result.loaded {
+        for line in said.lines() {
+            progress.note(line);
+        }
+    }
     for r in &result.pushed {
         progress.note(&format!(
             "pushed {} ({} bytes uploaded, {} blobs uploaded, {} mounted, {} already there)",
@@ -264,7 +423,21 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     progress.note(&format!("image {}", result.artifact.top().digest));
+    if req.outputs.is_empty() && req.load.is_none() {
+        progress.note(&no_output_note(&req.store_root));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a build without an output says (buildx warns likewise): where the image is and how to
+/// get it out.
+fn no_output_note(store: &std::path::Path) -> String {
+    format!(
+        "note: no output given, the image stays in the store ({}) only; \
+         --load loads it into docker, --push pushes it (with -t), \
+         -o type=oci,dest=image.tar writes it to a file",
+        store.display()
+    )
 }
 
 pub fn run_plan(a: &PlanArgs) -> anyhow::Result<ExitCode> {
@@ -292,4 +465,60 @@ pub fn run_plan(a: &PlanArgs) -> anyhow::Result<ExitCode> {
     out.push('\n');
     std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(items: &[&str]) -> Result<Annotations, UsageError> {
+        annotations(&items.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn annotations_take_buildx_type_prefixes() {
+        let (manifest, index) = parse(&[
+            "org.opencontainers.image.source=https://git.example/a.git",
+            "index:org.opencontainers.image.vendor=foo",
+            "index,manifest:both=1",
+            "manifest[linux/arm64]:only=arm",
+            "manifest-descriptor:d=x",
+        ])
+        .unwrap();
+        let arm: Platform = "linux/arm64".parse().unwrap();
+        assert_eq!(
+            manifest,
+            vec![
+                (
+                    None,
+                    "org.opencontainers.image.source".to_string(),
+                    "https://git.example/a.git".to_string()
+                ),
+                (None, "both".into(), "1".into()),
+                (Some(arm), "only".into(), "arm".into()),
+            ]
+        );
+        assert_eq!(
+            index.index.into_iter().collect::<Vec<_>>(),
+            vec![
+                ("both".to_string(), "1".to_string()),
+                ("org.opencontainers.image.vendor".into(), "foo".into())
+            ]
+        );
+        assert_eq!(index.descriptor, vec![(None, "d".into(), "x".into())]);
+    }
+
+    #[test]
+    fn bad_annotations_are_usage_errors() {
+        for bad in [
+            "novalue",
+            "=v",
+            "bogus:k=v",
+            "index[linux/amd64]:k=v",
+            "manifest[linux/amd64:k=v",
+            "index-descriptor:k=v",
+        ] {
+            assert!(parse(&[bad]).is_err(), "{bad}");
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod args;
 mod build;
+mod generate;
 mod parse_cmd;
 mod progress;
 mod prune_cmd;
@@ -94,5 +95,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pull(a) => registry_cmd::run_pull(&a),
         Command::Login(a) => registry_cmd::run_login(&a),
         Command::Prune(a) => prune_cmd::run(&a),
+        Command::Generate(a) => generate::run(&a),
     }
 }

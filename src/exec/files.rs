@@ -524,7 +524,10 @@ fn resolve_set(
                 }
             }
             if !*link {
-                let from_context = matches!(from, crate::plan::CopyFrom::Context);
+                let from_context = matches!(
+                    from,
+                    crate::plan::CopyFrom::Context | crate::plan::CopyFrom::Local { .. }
+                );
                 conflicts(fs.tree()?, &found, from_context)
                     .map_err(|m| input(format!("{keyword} failed: {m}")))?;
             }
@@ -746,6 +749,9 @@ fn where_from(from: &crate::plan::CopyFrom) -> String {
             "in the build context (or excluded by .dockerignore)".into()
         }
         crate::plan::CopyFrom::Stage { name, .. } => format!("in stage {name}"),
+        crate::plan::CopyFrom::Local { name, dir } => {
+            format!("in build context {name} ({})", dir.display())
+        }
         crate::plan::CopyFrom::Image { base } => {
             format!("in image {}", super::base::describe(base))
         }

@@ -19,6 +19,7 @@ mod verify;
 pub use base::{base_config, import_image, load_base, load_base_with, BaseImage, ImportedImage};
 pub use files::ResolvedLayer;
 pub use pull::{fetch_layers, PullPolicy};
+pub use sources::extract_all;
 pub use time::rfc3339;
 
 use crate::context::BuildContext;

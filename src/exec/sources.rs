@@ -19,6 +19,8 @@ pub struct Sources<'a> {
     pub store: &'a Store,
     /// Extracted filesystems, keyed by what COPY --from named, with their layers' metadata.
     roots: Vec<Root>,
+    /// Named contexts that are directories (`--build-context NAME=DIR`).
+    locals: Vec<(CopyFrom, BuildContext)>,
 }
 
 /// An extracted filesystem: what COPY --from named, the files, their metadata, the directory.
@@ -38,6 +40,7 @@ impl<'a> Sources<'a> {
             context,
             store,
             roots: Vec::new(),
+            locals: Vec::new(),
         };
         // Each stage or image a COPY --from or a RUN --mount reads, with where it is named.
         let froms = stage.steps.iter().flat_map(|step| -> Vec<_> {
@@ -59,7 +62,15 @@ impl<'a> Sources<'a> {
             }
         });
         for (from, origin) in froms {
-            if matches!(from, CopyFrom::Context) || s.roots.iter().any(|(f, ..)| f == from) {
+            if matches!(from, CopyFrom::Context)
+                || s.roots.iter().any(|(f, ..)| f == from)
+                || s.locals.iter().any(|(f, _)| f == from)
+            {
+                continue;
+            }
+            if let CopyFrom::Local { dir, .. } = from {
+                let ctx = local_context(dir).map_err(|e| e.at(origin))?;
+                s.locals.push((from.clone(), ctx));
                 continue;
             }
             // Errors (a missing layer, extraction) belong to the first step that reads it.
@@ -73,6 +84,14 @@ impl<'a> Sources<'a> {
     pub fn root(&self, from: &CopyFrom) -> &BuildContext {
         match from {
             CopyFrom::Context => self.context,
+            CopyFrom::Local { .. } => {
+                &self
+                    .locals
+                    .iter()
+                    .find(|(f, _)| f == from)
+                    .expect("prepared")
+                    .1
+            }
             other => {
                 &self
                     .roots
@@ -88,6 +107,23 @@ impl<'a> Sources<'a> {
     pub fn meta(&self, from: &CopyFrom) -> Option<&Tree> {
         self.roots.iter().find(|(f, ..)| f == from).map(|r| &r.2)
     }
+}
+
+/// A named context directory as a build context: its own `.dockerignore` applies, as the
+/// main context's does.
+fn local_context(dir: &std::path::Path) -> Result<BuildContext, ExecError> {
+    let ignore = dir.join(".dockerignore");
+    let patterns = match std::fs::read_to_string(&ignore) {
+        Ok(text) => crate::context::dockerignore::read_ignore_file(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(error) => {
+            return Err(ExecError::Io {
+                path: ignore,
+                error,
+            })
+        }
+    };
+    Ok(BuildContext::new(dir, &patterns)?)
 }
 
 /// Extracts the filesystem `from` names (another stage or an image) with its metadata tree.
@@ -115,7 +151,7 @@ fn prepare_root(
             let b = super::load_base_with(base, &stage.platform, store, registry, pull)?;
             (b.name, b.layers, b.config, b.origin)
         }
-        CopyFrom::Context => unreachable!(),
+        CopyFrom::Context | CopyFrom::Local { .. } => unreachable!("not extracted"),
     };
     super::fetch_layers(&layers, origin.as_ref(), store, registry, pull)?;
     // Registered, so a signal mid-build removes the extracted stage too.

@@ -372,8 +372,8 @@ fn a_foreign_platform_is_a_located_error() {
     assert!(fx.runner.commands().is_empty());
 }
 
-#[test]
-fn run_keys_chain_on_what_is_below() {
+/// The host platform, the chain key of an empty base, and `RUN touch /x`.
+fn touch_on_scratch() -> (Platform, crate::digest::Digest, RunStep) {
     let base = super::BaseImage {
         name: "scratch".into(),
         config: Default::default(),
@@ -385,6 +385,12 @@ fn run_keys_chain_on_what_is_below() {
     let Step::Run(r) = run("touch /x") else {
         unreachable!()
     };
+    (p, chain, r)
+}
+
+#[test]
+fn run_keys_chain_on_what_is_below() {
+    let (p, chain, r) = touch_on_scratch();
     let fx = Fixture::new(&[]);
     let opts = fx.opts();
     let k = |chain: &crate::digest::Digest, env: &[String], user: &str| {
@@ -437,17 +443,7 @@ fn insecure_runs_only_with_the_entitlement() {
 
 #[test]
 fn extra_hosts_enter_run_keys_and_their_absence_changes_nothing() {
-    let base = super::BaseImage {
-        name: "scratch".into(),
-        config: Default::default(),
-        layers: Vec::new(),
-        origin: None,
-    };
-    let p = Platform::host();
-    let chain = super::base_chain(&base, &p);
-    let Step::Run(r) = run("touch /x") else {
-        unreachable!()
-    };
+    let (p, chain, r) = touch_on_scratch();
     let fx = Fixture::new(&[]);
     let env = vec!["PATH=/bin".to_string()];
     let key = |hosts: &[&str]| {

@@ -134,6 +134,25 @@ fn writing(dest: &std::path::Path, e: crate::layer::LayerError) -> OutputError {
     }
 }
 
+/// Writes the entries as an uncompressed tar to `sink` (a pipe), named `name` in errors.
+pub fn write_to<W: Write>(name: &str, entries: &[Entry], sink: W) -> Result<W, OutputError> {
+    let opts = LayerOptions {
+        compression: Compression::None,
+        mtime: 0,
+    };
+    let (mut w, _) =
+        crate::layer::write_layer(entries.to_vec(), opts, std::io::BufWriter::new(sink))
+            .map_err(|e| writing(name.as_ref(), e))?;
+    w.flush().map_err(|error| OutputError::Io {
+        path: name.into(),
+        error,
+    })?;
+    w.into_inner().map_err(|e| OutputError::Io {
+        path: name.into(),
+        error: e.into_error(),
+    })
+}
+
 /// Writes the entries as an uncompressed tar to `dest`, atomically for files.
 pub fn write(dest: &Dest, entries: &[Entry]) -> Result<(), OutputError> {
     let opts = LayerOptions {

@@ -4,8 +4,25 @@
 use super::OutputError;
 use crate::digest::Digest;
 use crate::image::BuiltImage;
+use crate::image::Platform;
 use crate::image::{canonical_json, media_types, Descriptor, Index};
 use crate::store::Store;
+use std::collections::BTreeMap;
+
+/// Annotations of the index over several platforms' manifests.
+#[derive(Debug, Clone, Default)]
+pub struct IndexAnnotations {
+    /// On the index itself.
+    pub index: BTreeMap<String, String>,
+    /// On the index's descriptor of each manifest (of one platform's only, when given).
+    pub descriptor: Vec<(Option<Platform>, String, String)>,
+}
+
+impl IndexAnnotations {
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty() && self.descriptor.is_empty()
+    }
+}
 
 pub struct Artifact {
     pub images: Vec<BuiltImage>,
@@ -23,7 +40,25 @@ impl Artifact {
 
     /// One image per platform, in the given order, under a new index written to the store.
     pub fn multi_platform(images: Vec<BuiltImage>, store: &Store) -> Result<Artifact, OutputError> {
+        Artifact::annotated(images, &IndexAnnotations::default(), store)
+    }
+
+    /// [`Artifact::multi_platform`] with annotations on the index and on its descriptors of
+    /// the manifests (`--annotation index:…`, `manifest-descriptor:…`). A single image has no
+    /// index to carry them: that is an error, as in BuildKit.
+    pub fn annotated(
+        images: Vec<BuiltImage>,
+        annotations: &IndexAnnotations,
+        store: &Store,
+    ) -> Result<Artifact, OutputError> {
         if images.len() == 1 {
+            if !annotations.is_empty() {
+                return Err(OutputError::Annotation(
+                    "index and manifest-descriptor annotations need an index: build several \
+                     --platform values (a single platform's image is a manifest)"
+                        .into(),
+                ));
+            }
             return Ok(Artifact::single(images.into_iter().next().expect("one")));
         }
         let index = Index {
@@ -34,10 +69,17 @@ impl Artifact {
                 .map(|i| {
                     let mut d = manifest_descriptor(i);
                     d.platform = Some(i.platform.clone());
+                    let own: BTreeMap<String, String> = annotations
+                        .descriptor
+                        .iter()
+                        .filter(|(p, _, _)| p.as_ref().is_none_or(|p| p.matches(&i.platform)))
+                        .map(|(_, k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    d.annotations = (!own.is_empty()).then_some(own);
                     d
                 })
                 .collect(),
-            annotations: None,
+            annotations: (!annotations.index.is_empty()).then(|| annotations.index.clone()),
         };
         let bytes = canonical_json(&index).expect("index serialises");
         let digest = store.put_bytes(&bytes)?;

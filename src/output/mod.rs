@@ -5,11 +5,13 @@
 mod archive;
 mod artifact;
 mod layout;
+mod load;
 mod metadata;
 mod registry;
 mod target;
 
-pub use artifact::Artifact;
+pub use artifact::{Artifact, IndexAnnotations};
+pub use load::{load, Engine};
 pub use metadata::{metadata_json, write_small_file};
 pub use target::{Dest, Target, TargetParseError};
 
@@ -42,10 +44,25 @@ pub enum OutputError {
     Registry(crate::registry::RegistryError),
     #[error("invalid tag {tag:?}: {message}")]
     Tag { tag: String, message: String },
+    #[error("--annotation: {0}")]
+    Annotation(String),
     #[error("a registry output needs a registry client")]
     NoRegistryClient,
     #[error("a docker archive holds one image, not {0} platforms (docker load cannot read an index); use type=oci or type=oci-layout, or build one --platform")]
     DockerMultiPlatform(usize),
+    #[error("{0} is the image's filesystem, which the build writes, not an image output")]
+    NotAnImage(String),
+    #[error("cannot run `{command}` to load the image: {error}")]
+    LoadStart {
+        command: String,
+        error: std::io::Error,
+    },
+    #[error("`{command}` failed ({status}): {stderr}")]
+    LoadFailed {
+        command: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
 }
 
 /// Where and how a [`Target::Registry`] output pushes.
@@ -78,8 +95,16 @@ pub fn write(
             let push = push.ok_or(OutputError::NoRegistryClient)?;
             return registry::push(artifact, tags, store, push.client, &push.options);
         }
+        Target::Local { .. } => return Err(OutputError::NotAnImage("type=local".into())),
+        Target::Tar { .. } => return Err(OutputError::NotAnImage("type=tar".into())),
     }
     Ok(Vec::new())
+}
+
+/// Writes layer entries (a filesystem export) as an uncompressed tar to `dest`, atomically
+/// for a file.
+pub fn write_tar(dest: &Dest, entries: &[crate::layer::Entry]) -> Result<(), OutputError> {
+    archive::write(dest, entries)
 }
 
 /// Removes the temps that lade processes no longer running left where `target` writes: a
@@ -98,7 +123,18 @@ pub fn sweep_stale_temps(target: &Target) -> usize {
         }
         | Target::Docker {
             dest: Dest::File(path),
+        }
+        | Target::Tar {
+            dest: Dest::File(path),
         } => sweep(&parent(path), &[ATOMIC_TEMP]),
+        Target::Local { dir } => {
+            let staging = TempNames {
+                prefix: LOCAL_STAGING_PREFIX,
+                suffix: "",
+                dirs: true,
+            };
+            sweep(&parent(dir), &[staging])
+        }
         Target::OciLayout { dir } => {
             let staging = TempNames {
                 prefix: layout::STAGING_PREFIX,
@@ -111,9 +147,13 @@ pub fn sweep_stale_temps(target: &Target) -> usize {
         }
         Target::Oci { dest: Dest::Stdout }
         | Target::Docker { dest: Dest::Stdout }
+        | Target::Tar { dest: Dest::Stdout }
         | Target::Registry => 0,
     }
 }
+
+/// The prefix of the directory a `type=local` export is staged in, beside its destination.
+pub const LOCAL_STAGING_PREFIX: &str = ".lade-local-";
 
 /// Splits `name[:tag]` into the repository and the tag (default `latest`); a `:` followed by
 /// a `/` belongs to a registry port, not a tag.

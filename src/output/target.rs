@@ -1,5 +1,7 @@
 //! BuildKit-style `--output` values: `type=oci,dest=FILE`, `type=oci-layout,dest=DIR`,
-//! `type=docker,dest=FILE`; `dest=-` is standard output.
+//! `type=docker,dest=FILE`, and the filesystem exports `type=local,dest=DIR` and
+//! `type=tar,dest=FILE`; `dest=-` is standard output. As in buildx, a value without `=` is
+//! a local directory, and `-` alone a tar on standard output.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -23,6 +25,22 @@ pub enum Target {
     },
     /// Push to the registry named by each tag.
     Registry,
+    /// The target stage's filesystem (the merged layers) in a directory; one subdirectory
+    /// per platform (`linux_amd64`) for several.
+    Local {
+        dir: PathBuf,
+    },
+    /// The same filesystem as a tar archive.
+    Tar {
+        dest: Dest,
+    },
+}
+
+impl Target {
+    /// Whether this output is the image's filesystem rather than the image.
+    pub fn is_filesystem(&self) -> bool {
+        matches!(self, Target::Local { .. } | Target::Tar { .. })
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -39,6 +57,14 @@ impl FromStr for Target {
             spec: spec.to_string(),
             message: m.to_string(),
         };
+        if !spec.contains('=') && !spec.is_empty() {
+            return Ok(match spec {
+                "-" => Target::Tar { dest: Dest::Stdout },
+                dir => Target::Local {
+                    dir: PathBuf::from(dir),
+                },
+            });
+        }
         let (mut kind, mut dest) = (None, None);
         for part in spec.split(',') {
             let (k, v) = part.split_once('=').ok_or_else(|| {
@@ -50,8 +76,9 @@ impl FromStr for Target {
                 other => return Err(err(&format!("unknown key {other:?} (known: type, dest)"))),
             }
         }
-        let kind =
-            kind.ok_or_else(|| err("missing type= (oci, oci-layout, docker or registry)"))?;
+        let kind = kind.ok_or_else(|| {
+            err("missing type= (oci, oci-layout, docker, registry, local or tar)")
+        })?;
         if kind == "registry" {
             return match dest {
                 None => Ok(Target::Registry),
@@ -72,6 +99,13 @@ impl FromStr for Target {
         };
         match kind.as_str() {
             "oci" => Ok(Target::Oci { dest: file() }),
+            "tar" => Ok(Target::Tar { dest: file() }),
+            "local" if dest == "-" => Err(err(
+                "type=local writes a directory; use type=tar,dest=- for standard output",
+            )),
+            "local" => Ok(Target::Local {
+                dir: PathBuf::from(dest),
+            }),
             "docker" => Ok(Target::Docker { dest: file() }),
             "oci-layout" if dest == "-" => Err(err(
                 "an oci-layout is a directory; it cannot go to standard output",
@@ -80,7 +114,7 @@ impl FromStr for Target {
                 dir: PathBuf::from(dest),
             }),
             other => Err(err(&format!(
-                "unknown type {other:?} (known: oci, oci-layout, docker)"
+                "unknown type {other:?} (known: oci, oci-layout, docker, registry, local, tar)"
             ))),
         }
     }
@@ -106,10 +140,27 @@ mod tests {
             "dest=d,type=oci-layout".parse(),
             Ok(Target::OciLayout { dir: "d".into() })
         );
-        assert!("type=tar,dest=x".parse::<Target>().is_err());
+        assert!("type=zip,dest=x".parse::<Target>().is_err());
         assert_eq!("type=registry".parse(), Ok(Target::Registry));
         assert!("type=oci".parse::<Target>().is_err());
         assert!("type=oci-layout,dest=-".parse::<Target>().is_err());
-        assert!("oci".parse::<Target>().is_err());
+    }
+
+    #[test]
+    fn filesystem_exports_parse_like_buildx() {
+        assert_eq!("out".parse(), Ok(Target::Local { dir: "out".into() }));
+        assert_eq!(
+            "type=local,dest=a/b".parse(),
+            Ok(Target::Local { dir: "a/b".into() })
+        );
+        assert_eq!("-".parse(), Ok(Target::Tar { dest: Dest::Stdout }));
+        assert_eq!(
+            "type=tar,dest=fs.tar".parse(),
+            Ok(Target::Tar {
+                dest: Dest::File("fs.tar".into())
+            })
+        );
+        assert!("type=local,dest=-".parse::<Target>().is_err());
+        assert!("type=local".parse::<Target>().is_err());
     }
 }

@@ -326,6 +326,12 @@ pub enum CopyFrom {
     Image {
         base: Base,
     },
+    /// A named build context that is a directory (`--build-context NAME=DIR`), read like the
+    /// main context (its own `.dockerignore` applies).
+    Local {
+        name: String,
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -177,6 +177,35 @@ pub fn busybox_rootfs(dir: &Path) {
     std::os::unix::fs::symlink("busybox", &sh).unwrap();
 }
 
+/// A tar of the directory `root` (entries owned by root, plus tar options `opts`) at `tar`.
+pub fn tar_rootfs(root: &Path, tar: &Path, opts: &[&str]) {
+    ok(output(
+        Command::new("tar")
+            .args(["--owner=0", "--group=0"])
+            .args(opts)
+            .arg("-C")
+            .arg(root)
+            .arg("-cf")
+            .arg(tar)
+            .arg("."),
+    ));
+}
+
+/// The root filesystem directory `root` as the OCI layout `tmp/base` (tag `1`, `ENV
+/// PATH=/bin`, store `tmp/base-cache`), through a tar with options `tar_opts`; returns its
+/// `FROM` reference.
+pub fn layout_from_rootfs_dir(root: &Path, tmp: &Path, tar_opts: &[&str]) -> String {
+    let tar = tmp.join("base-rootfs.tar");
+    tar_rootfs(root, &tar, tar_opts);
+    layout_from_rootfs_tar(
+        &tar,
+        "ENV PATH=/bin\n",
+        &tmp.join("base"),
+        "1",
+        &tmp.join("base-cache"),
+    )
+}
+
 /// Builds the root filesystem tarball `rootfs_tar` into an OCI layout at `layout` with lade
 /// (`FROM scratch`, `ADD rootfs.tar /`, then `instructions`), tagged `tag`, its store in
 /// `cache`; returns the `FROM` reference `oci:LAYOUT:TAG`. ADD keeps the tar's modes, owners
@@ -273,6 +302,28 @@ pub fn tar_member(archive: &Path, member: &str) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+/// The manifest of the first image in the OCI archive `archive`.
+pub fn archive_manifest(archive: &Path) -> serde_json::Value {
+    let index: serde_json::Value =
+        serde_json::from_slice(&tar_member(archive, "index.json")).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    serde_json::from_slice(&tar_member(
+        archive,
+        &format!("blobs/sha256/{}", digest.trim_start_matches("sha256:")),
+    ))
+    .unwrap()
+}
+
+/// The layer digests of the first image in the OCI archive `archive`, base first.
+pub fn archive_layers(archive: &Path) -> Vec<String> {
+    archive_manifest(archive)["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// GNU tar's listing (`tar -t` with `flags`, e.g. `["-v", "--numeric-owner"]`) of the layer
@@ -509,4 +560,71 @@ pub fn require_rootless_user() -> String {
              which makes a user with subordinate ids"
         )
     })
+}
+
+/// `sha256:<hex>` of `b`.
+pub fn sha(b: &[u8]) -> String {
+    format!("sha256:{:x}", <sha2::Sha256 as sha2::Digest>::digest(b))
+}
+
+/// Writes `b` as a blob of the layout `layout`; returns its digest.
+pub fn put_blob(layout: &Path, b: &[u8]) -> String {
+    let d = sha(b);
+    std::fs::write(
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:")),
+        b,
+    )
+    .unwrap();
+    d
+}
+
+/// An OCI layout at `layout` holding one image tagged `1` made of `layers` (uncompressed),
+/// with a consistent config (diff_ids) and manifest.
+pub fn oci_layout(layout: &Path, layers: &[Vec<u8>]) -> PathBuf {
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let digests: Vec<String> = layers.iter().map(|l| put_blob(layout, l)).collect();
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": digests},
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": put_blob(layout, &config),
+            "size": config.len(),
+        },
+        "layers": layers.iter().zip(&digests).map(|(l, d)| serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": d,
+            "size": l.len(),
+        })).collect::<Vec<_>>(),
+    });
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": put_blob(layout, &manifest),
+            "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "1"},
+        }],
+    });
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    layout.to_path_buf()
 }

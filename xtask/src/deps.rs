@@ -68,6 +68,9 @@ pub const TEST: &[Need] = &[
     exec("qemu-user-static", &["qemu-aarch64-static"]),
     exec("binfmt-support", &["update-binfmts"]),
     exec("dpkg", &["dpkg-deb"]),
+    // `cargo xtask dist` checks the man pages with groff; its test reads one with `man -l`.
+    exec("groff-base", &["groff"]),
+    exec("man-db", &["man"]),
 ];
 
 /// What `cargo xtask bench` needs. Its reference tools (buildah, docker.io, skopeo,

@@ -267,9 +267,9 @@ mod tests {
         insta::assert_json_snapshot!(v);
     }
 
-    #[test]
-    fn in_a_user_namespace_sys_is_a_read_only_bind_of_the_hosts() {
-        let spec = ProcessSpec {
+    /// `true` as root in /, on the default network, with no mounts.
+    fn true_as_root() -> ProcessSpec {
+        ProcessSpec {
             args: vec!["true".into()],
             env: vec![],
             cwd: "/".into(),
@@ -282,7 +282,12 @@ mod tests {
             tmpfs: vec![],
             extra_hosts: vec![],
             insecure: false,
-        };
+        }
+    }
+
+    #[test]
+    fn in_a_user_namespace_sys_is_a_read_only_bind_of_the_hosts() {
+        let spec = true_as_root();
         let mut v = config(&spec, Path::new("/r"), Path::new("/b"));
         let before = v["mounts"].as_array().unwrap().len();
         for_user_namespace(&mut v);
@@ -313,20 +318,7 @@ mod tests {
 
     #[test]
     fn host_network_shares_the_namespace() {
-        let spec = ProcessSpec {
-            args: vec!["true".into()],
-            env: vec![],
-            cwd: "/".into(),
-            uid: 0,
-            gid: 0,
-            additional_gids: vec![],
-            hostname: HOSTNAME.into(),
-            network: RunNetwork::Default,
-            mounts: vec![],
-            tmpfs: vec![],
-            extra_hosts: vec![],
-            insecure: false,
-        };
+        let spec = true_as_root();
         let v = config(&spec, Path::new("/r"), Path::new("/b"));
         let ns: Vec<&str> = v["linux"]["namespaces"]
             .as_array()

@@ -331,51 +331,7 @@ fn mount_points(root: &OwnedFd) -> std::io::Result<HashSet<Vec<u8>>> {
         .map(|p| (*p, true))
         .chain(MOUNT_FILES.iter().map(|p| (*p, false)))
     {
-        let comps: Vec<&str> = path.split('/').collect();
-        let mut dir = root.try_clone()?;
-        let mut rel = String::new();
-        for (i, c) in comps.iter().enumerate() {
-            let last = i + 1 == comps.len();
-            if !rel.is_empty() {
-                rel.push('/');
-            }
-            rel.push_str(c);
-            let next = rustix::fs::openat(
-                &dir,
-                *c,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            );
-            match next {
-                Ok(fd) => dir = fd,
-                Err(rustix::io::Errno::NOENT) => {
-                    let times = rustix::fs::fstat(&dir)?;
-                    if is_dir || !last {
-                        rustix::fs::mkdirat(&dir, *c, Mode::from_raw_mode(0o755))?;
-                    } else {
-                        rustix::fs::openat(
-                            &dir,
-                            *c,
-                            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW,
-                            Mode::from_raw_mode(0o644),
-                        )?;
-                    }
-                    restore_mtime(&dir, &times)?;
-                    created.insert(rel.as_bytes().to_vec());
-                    if !last {
-                        dir = rustix::fs::openat(
-                            &dir,
-                            *c,
-                            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
-                            Mode::empty(),
-                        )?;
-                    }
-                }
-                // The file exists (a file where we need one), or a symlink / non-directory on
-                // the way: nothing to create.
-                Err(_) => break,
-            }
-        }
+        created.extend(super::mounts::mount_point(root, path, is_dir)?);
     }
     Ok(created)
 }

@@ -41,6 +41,19 @@ pub struct LowerOptions {
     pub base_configs: Option<Arc<dyn BaseConfigs>>,
     /// The network of RUN steps without their own `RUN --network` (`--network`).
     pub network: RunNetwork,
+    /// `--build-context NAME=…`, by lowercase name: what `FROM NAME` and `COPY --from=NAME`
+    /// read instead of a stage or image of that name (BuildKit's named contexts win over
+    /// both).
+    pub named_contexts: BTreeMap<String, NamedContext>,
+}
+
+/// What a named build context is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// `docker-image://REF` or `oci-layout://DIR[:TAG]`.
+    Image(Base),
+    /// A local directory.
+    Local(PathBuf),
 }
 
 /// Reads the configuration of a FROM image while lowering, as BuildKit's image meta resolver
@@ -535,6 +548,21 @@ fn base_for(
     stages: &[StageState],
 ) -> Result<Base, DockerfileError> {
     let lower = image.to_ascii_lowercase();
+    match cx.opts.named_contexts.get(&lower) {
+        Some(NamedContext::Image(base)) => return Ok(base.clone()),
+        Some(NamedContext::Local(dir)) => return Err(cx.error(
+            line,
+            format!(
+                "FROM {image}: the build context {lower:?} is a directory ({}); FROM needs \
+                     an image",
+                dir.display()
+            ),
+            Some(
+                "name an image: --build-context NAME=docker-image://REF or oci-layout://DIR[:TAG]",
+            ),
+        )),
+        None => {}
+    }
     if let Some(index) = stages
         .iter()
         .position(|s| s.name.as_deref() == Some(&lower))
@@ -1029,6 +1057,16 @@ fn from_source(
         ));
     }
     let lower = f.to_ascii_lowercase();
+    match cx.opts.named_contexts.get(&lower) {
+        Some(NamedContext::Image(base)) => return Ok(CopyFrom::Image { base: base.clone() }),
+        Some(NamedContext::Local(dir)) => {
+            return Ok(CopyFrom::Local {
+                name: lower,
+                dir: dir.clone(),
+            })
+        }
+        None => {}
+    }
     if let Some(index) = cx
         .all_stages
         .iter()
