@@ -76,6 +76,7 @@ impl SandboxRunner {
 
 impl StepRunner for SandboxRunner {
     fn run(&self, input: &RunInput<'_>, store: &Store) -> Result<RunOutput, RunError> {
+        let started = std::time::Instant::now();
         let runtime = OciRuntime::new(self.runtime.as_deref(), store)?;
         let lowers = input
             .lowers
@@ -132,7 +133,9 @@ impl StepRunner for SandboxRunner {
                 r.drain(..cut);
             }
         };
+        let prepared = started.elapsed();
         let code = runtime.run(&root, &spec, &sink)?;
+        let ran = started.elapsed();
         if code != 0 {
             let r = recent.into_inner().unwrap_or_else(|e| e.into_inner());
             return Err(RunError::Failed {
@@ -146,6 +149,13 @@ impl StepRunner for SandboxRunner {
             skip,
             source_date_epoch: input.source_date_epoch,
         })?;
+        tracing::debug!(
+            prepare_ms = prepared.as_secs_f64() * 1e3,
+            run_ms = (ran - prepared).as_secs_f64() * 1e3,
+            diff_ms = (started.elapsed() - ran).as_secs_f64() * 1e3,
+            runtime = %runtime.binary().display(),
+            "RUN sandbox"
+        );
         Ok(RunOutput {
             entries,
             keep: Box::new(snapshot),
