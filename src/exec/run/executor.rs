@@ -219,11 +219,27 @@ pub(crate) fn sandbox(path: &Path, e: std::io::Error) -> RunError {
 }
 
 /// crun, else runc: crun (C, not a Go binary that re-executes itself) with its cgroups in two
-/// hierarchies ([`crun_detach`]) starts a container in about half of runc's time.
+/// hierarchies ([`crun_detach`]) starts a container in about half of runc's time. In a user
+/// namespace (rootless) the host's mounts are locked and cannot be detached: there crun 1.x
+/// refuses a hybrid cgroup host ("cgroups in hybrid mode not supported"), so runc is taken.
 fn default_runtime() -> Result<PathBuf, RunError> {
-    find_on_path("crun")
-        .or_else(|| find_on_path("runc"))
-        .ok_or(RunError::NoRuntime)
+    let crun = find_on_path("crun");
+    let runc = find_on_path("runc");
+    let hybrid = std::fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers")
+        .map(|c| !c.trim().is_empty())
+        .unwrap_or(false);
+    match (crun, runc) {
+        (Some(_), Some(runc)) if hybrid && crate::layer::in_user_namespace() => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::info!("runtime: runc (crun does not support this host's hybrid cgroups)")
+            });
+            Ok(runc)
+        }
+        (Some(crun), _) => Ok(crun),
+        (None, Some(runc)) => Ok(runc),
+        (None, None) => Err(RunError::NoRuntime),
+    }
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
@@ -378,7 +394,7 @@ mod tests {
 34 29 0:31 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid shared:14 - cgroup cgroup rw,cpu,cpuacct
 35 29 0:32 / /sys/fs/cgroup/devices rw,nosuid shared:15 - cgroup cgroup rw,devices
 36 29 0:33 / /sys/fs/cgroup/cpuset rw,nosuid shared:16 - cgroup cgroup rw,cpuset
-37 29 0:34 / /sys/fs/cgroup/my\040mem rw,nosuid shared:17 - cgroup cgroup rw,memory
+37 29 0:34 / /sys/fs/cgroup/my\\040mem rw,nosuid shared:17 - cgroup cgroup rw,memory
 38 23 0:35 / /work rw - ext4 /dev/vda rw
 ";
         let names = |v: Vec<CString>| -> Vec<String> {
