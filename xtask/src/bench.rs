@@ -45,8 +45,8 @@
 //! installed"; the bench installs none of them. A row whose command fails (say a lade without
 //! Dockerfile support or without `push`) is reported as failed with the end of its stderr, and
 //! the bench goes on. `--only push` runs W3's push rows (and the cold build they push) alone;
-//! `--rows A,B` keeps the rows whose names contain one of the words (case-insensitive), say
-//! `--only R1 --rows "dockerfile,buildkit"`.
+//! `--rows A,B` keeps the rows whose names contain one of the words, or are `=NAME`
+//! (case-insensitive), say `--only R0,R1 --rows "cold,=buildkit,=buildah bud"`.
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -697,6 +697,8 @@ fn measure(cmd: &mut Command, log: &Path) -> Result<Sample> {
 #[derive(Default)]
 struct Row {
     best: Option<Sample>,
+    /// Wall times of the successful runs, for the median.
+    walls: Vec<Duration>,
     failure: Option<String>,
     skipped: Option<String>,
 }
@@ -713,9 +715,17 @@ impl Row {
             }
             return;
         }
+        self.walls.push(s.wall);
         if self.best.is_none_or(|b| s.wall < b.wall) {
             self.best = Some(s);
         }
+    }
+
+    /// The median wall time of the successful runs (the upper one of two middles).
+    fn median(&self) -> Option<Duration> {
+        let mut w = self.walls.clone();
+        w.sort();
+        w.get(w.len() / 2).copied()
     }
 
     fn fail(&mut self, why: String) {
@@ -826,7 +836,10 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     if let Some(rows) = &opts.rows {
         tools.retain(|t| {
             let name = t.name.to_lowercase();
-            rows.iter().any(|r| name.contains(r.as_str()))
+            rows.iter().any(|r| match r.strip_prefix('=') {
+                Some(exact) => name == exact,
+                None => name.contains(r.as_str()),
+            })
         });
     }
     for w in &workloads {
@@ -1112,8 +1125,8 @@ fn per_run_overhead(table: &[Line]) -> Vec<String> {
 
 fn print_table(table: &[Line]) {
     println!(
-        "{:<4} {:<24} {:>9} {:>9} {:>10}  ratios",
-        "", "tool", "best s", "cpu s", "peak MiB"
+        "{:<4} {:<27} {:>9} {:>9} {:>9} {:>10}  ratios (of best times)",
+        "", "tool", "best s", "median s", "cpu s", "peak MiB"
     );
     let mut footnote = false;
     for line in table {
@@ -1131,7 +1144,7 @@ fn print_table(table: &[Line]) {
             let why = (row.skipped.as_deref())
                 .or(row.failure.as_deref())
                 .unwrap_or("no run");
-            println!("{w:<4} {tool:<24} {why}");
+            println!("{w:<4} {tool:<27} {why}");
             continue;
         };
         let secs = s.wall.as_secs_f64();
@@ -1165,7 +1178,8 @@ fn print_table(table: &[Line]) {
         let mark = if line.in_dockerd { "*" } else { " " };
         footnote |= line.in_dockerd;
         println!(
-            "{w:<4} {tool:<24} {secs:>9.3} {:>9.2} {:>9.1}{mark}  {}",
+            "{w:<4} {tool:<27} {secs:>9.3} {:>9.3} {:>9.2} {:>9.1}{mark}  {}",
+            row.median().unwrap_or(s.wall).as_secs_f64(),
             s.cpu.as_secs_f64(),
             s.max_rss_kib as f64 / 1024.0,
             notes.join(", ")
