@@ -685,25 +685,14 @@ fn a_sigkilled_run_is_cleaned_up_by_the_next_build() {
         .unwrap();
     let state = cache.join("run/state");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    // The container's init process: runc keeps it in `state.json`, crun in `status`.
-    let init_pid = |dir: &Path| {
-        [("state.json", "init_process_pid"), ("status", "pid")]
-            .iter()
-            .find_map(|(file, key)| {
-                let b = std::fs::read(dir.join(file)).ok()?;
-                serde_json::from_slice::<serde_json::Value>(&b).ok()?[key].as_i64()
-            })
-            .filter(|&p| p > 0)
-    };
     let pid = loop {
         assert!(
             std::time::Instant::now() < deadline,
             "the RUN never started"
         );
-        let pid = std::fs::read_dir(&state)
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| init_pid(&e.unwrap().path()));
+        let pid = common::container_init_pids(&state)
+            .first()
+            .map(|&p| p as i32);
         if let Some(p) = pid {
             break p;
         }
