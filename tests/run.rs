@@ -544,13 +544,10 @@ fn a_run_without_a_runtime_names_the_package_to_install() {
 }
 
 /// The pid of the process running `sleep` in a container of the runtime state under `cache`
-/// (`run/state/<id>/state.json`, runc's `init_process_pid`).
+/// (`common::container_init_pids` of `run/state`).
 fn container_sleep(cache: &Path) -> Option<u32> {
-    fs::read_dir(cache.join("run/state"))
-        .ok()?
-        .filter_map(|e| fs::read(e.ok()?.path().join("state.json")).ok())
-        .filter_map(|j| serde_json::from_slice::<Value>(&j).ok()?["init_process_pid"].as_u64())
-        .map(|pid| pid as u32)
+    common::container_init_pids(&cache.join("run/state"))
+        .into_iter()
         .find(|pid| is_sleep(*pid))
 }
 

@@ -117,6 +117,8 @@ pub(super) fn build_stage(
         opts.registry.as_deref(),
         opts.pull,
     )?;
+    // Declared before `fs`: dropped (joined) after it, when the stage is done.
+    let mut releases = Releases::default();
     let mut fs = tree::StageFs::new(&base, store, opts.registry.as_deref(), opts.pull);
     let mut chain = base_chain(&base, &stage.platform);
     // The config as the next RUN sees it (Env, User, WorkingDir).
@@ -158,7 +160,17 @@ pub(super) fn build_stage(
                         .map(|m| m.as_ref().map(super::run_mounts::lower))
                         .collect(),
                 };
-                let layer = run_or_reuse(run, input, &key, &base, &layers, &mut fs, runner, cx)?;
+                let layer = run_or_reuse(
+                    run,
+                    input,
+                    &key,
+                    &base,
+                    &layers,
+                    &mut fs,
+                    runner,
+                    &mut releases,
+                    cx,
+                )?;
                 layers.push(layer);
             }
         }
@@ -307,6 +319,7 @@ fn run_or_reuse(
     below: &[(LayerDigests, bool)],
     fs: &mut tree::StageFs<'_>,
     runner: &dyn StepRunner,
+    releases: &mut Releases,
     cx: &StageCx<'_>,
 ) -> Result<(LayerDigests, bool), ExecError> {
     let (store, opts) = (cx.store, cx.opts);
@@ -348,15 +361,44 @@ fn run_or_reuse(
         location: run.location.clone(),
         message: e.to_string(),
     })?;
+    let ran = std::time::Instant::now();
     let mut entries = out.entries;
     let accounts = accounts_in_memory(&mut entries)?;
     fs.record(&entries);
     let digests = write_entries(entries, opts, store)?;
-    drop(out.keep);
+    tracing::debug!(layer_ms = ran.elapsed().as_secs_f64() * 1e3, "RUN layer");
+    releases.release(out.keep);
     tree::remember_accounts(&descriptor(&digests), &digests.diff_id, &accounts, store)?;
     store.step_put(key, &digests)?;
     cx.observer.step_finished(&name, &digests, false);
     Ok((digests, false))
+}
+
+/// Snapshots of RUNs whose layers are written, being released (unmounted and removed: tens of
+/// milliseconds each) on threads of their own while the stage goes on. Dropping this waits for
+/// them, so no snapshot outlives its stage.
+#[derive(Default)]
+struct Releases(Vec<std::thread::JoinHandle<()>>);
+
+impl Releases {
+    fn release(&mut self, keep: Box<dyn std::any::Any + Send + Sync>) {
+        match std::thread::Builder::new()
+            .name("lade-release".into())
+            .spawn(move || drop(keep))
+        {
+            Ok(handle) => self.0.push(handle),
+            // No thread to be had: release it here (the closure, and `keep`, came back).
+            Err(e) => tracing::debug!("release thread: {e}"),
+        }
+    }
+}
+
+impl Drop for Releases {
+    fn drop(&mut self) {
+        for handle in self.0.drain(..) {
+            let _ = handle.join();
+        }
+    }
 }
 
 /// Writes `entries` as one layer into the store (the writer COPY layers use).

@@ -628,3 +628,24 @@ pub fn oci_layout(layout: &Path, layers: &[Vec<u8>]) -> PathBuf {
     .unwrap();
     layout.to_path_buf()
 }
+
+/// The init process of each container an OCI runtime keeps state for under `state` (its
+/// `--root`): runc writes it to `ID/state.json` (`init_process_pid`), crun to `ID/status`
+/// (`pid`).
+pub fn container_init_pids(state: &Path) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir(state) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let dir = e.ok()?.path();
+        [("state.json", "init_process_pid"), ("status", "pid")]
+            .iter()
+            .find_map(|(file, key)| {
+                let b = std::fs::read(dir.join(file)).ok()?;
+                serde_json::from_slice::<serde_json::Value>(&b).ok()?[key].as_u64()
+            })
+    })
+    .filter(|&p| p > 0)
+    .map(|p| p as u32)
+    .collect()
+}

@@ -23,6 +23,8 @@
 //! | `lade (no-op rebuild)` (R, D) | the Dockerfile again on a warm cache: no RUN runs | buildah's and BuildKit's no-op rebuilds |
 //! | `buildah (no-op rebuild)` (R1, D3) | `buildah bud --layers` again on its warm storage, then `buildah push` | |
 //! | `BuildKit (no-op rebuild)` (R1, D3) | `docker build` again on its warm cache, then `docker save` | |
+//! | `lade (warm cache mount)` (D4) | the cron seed with apt's cache mounts, warm, its RUN re-run (a new `BUST` build arg) | BuildKit's |
+//! | `BuildKit (warm cache mount)` (D4) | the same with `docker build` on BuildKit's warm cache mounts, then `docker save` | |
 //! | `lade (rootless, cold)` (R0, R1) | the cold Dockerfile build as the non-root user `lade-rootless` (subordinate ids, `xtask/src/rootless.rs`), through `setpriv` | lade's cold build as root |
 //!
 //! The RUN workloads of issue #13 (R0-R2 on busybox, D0-D3 on a Debian minbase when one is
@@ -42,7 +44,9 @@
 //! that is not installed (buildah, docker.io, skopeo, docker-registry) makes its rows "not
 //! installed"; the bench installs none of them. A row whose command fails (say a lade without
 //! Dockerfile support or without `push`) is reported as failed with the end of its stderr, and
-//! the bench goes on. `--only push` runs W3's push rows (and the cold build they push) alone.
+//! the bench goes on. `--only push` runs W3's push rows (and the cold build they push) alone;
+//! `--rows A,B` keeps the rows whose names contain one of the words, or are `=NAME`
+//! (case-insensitive), say `--only R0,R1 --rows "cold,=buildkit,=buildah bud"`.
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -63,6 +67,8 @@ struct Options {
     workloads: PathBuf,
     lade: Option<PathBuf>,
     only: Option<Vec<String>>,
+    /// `--rows`: lower-case parts of the row names to keep.
+    rows: Option<Vec<String>>,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -71,6 +77,7 @@ fn parse(args: &[String]) -> Result<Options> {
         workloads: PathBuf::from("/tmp/lade-bench"),
         lade: None,
         only: None,
+        rows: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -88,6 +95,15 @@ fn parse(args: &[String]) -> Result<Options> {
                     value()?
                         .split(',')
                         .map(|s| s.trim().to_uppercase())
+                        .collect(),
+                )
+            }
+            "--rows" => {
+                o.rows = Some(
+                    value()?
+                        .split(',')
+                        .map(|s| s.trim().to_lowercase())
+                        .filter(|s| !s.is_empty())
                         .collect(),
                 )
             }
@@ -147,18 +163,26 @@ const WORKLOADS: &[Workload] = &[
         network: "host",
         ..run_workload("D3", "d3", Base::Debian)
     },
+    Workload {
+        network: "host",
+        ..run_workload("D4", "d4", Base::Debian)
+    },
 ];
 
 /// The workloads of one layer (the `lade.toml` and floor rows run on these only).
 const LAYER_WORKLOADS: &[&str] = &["W1", "W2", "W3"];
 /// The cold Dockerfile builds of the reference tools (D3, the cron seed, is only rebuilt).
 const COLD_WORKLOADS: &[&str] = &["W1", "W2", "W3", "R0", "R1", "R2", "D0", "D1", "D2"];
+/// lade's cold Dockerfile builds (D4 is only built on its warm cache mounts).
+const DOCKERFILE_WORKLOADS: &[&str] = &["W1", "W2", "W3", "R0", "R1", "R2", "D0", "D1", "D2", "D3"];
+/// The cron seed with warm apt cache mounts (#14).
+const WARM_MOUNT_WORKLOADS: &[&str] = &["D4"];
 /// lade's no-op rebuilds.
 const NOOP_WORKLOADS: &[&str] = &["R0", "R1", "R2", "D0", "D1", "D2", "D3"];
 /// The reference tools' no-op rebuilds: (c), the cron seed, and its busybox stand-in R1.
 const REF_NOOP_WORKLOADS: &[&str] = &["R1", "D3"];
 /// `--only run`: the RUN workloads.
-const RUN_WORKLOADS: &[&str] = &["R0", "R1", "R2", "D0", "D1", "D2", "D3"];
+const RUN_WORKLOADS: &[&str] = &["R0", "R1", "R2", "D0", "D1", "D2", "D3", "D4"];
 
 /// What every tool gets to prepare and run one build.
 struct Ctx {
@@ -209,9 +233,20 @@ impl Ctx {
         }
     }
     fn buildkit(&self, w: &Workload, no_cache: bool, out: &Path) -> Command {
+        self.buildkit_with(w, no_cache, out, None)
+    }
+    /// [`Ctx::buildkit`] with `--build-arg BUST=bust` when given.
+    fn buildkit_with(
+        &self,
+        w: &Workload,
+        no_cache: bool,
+        out: &Path,
+        bust: Option<&str>,
+    ) -> Command {
         match (&self.refs.dockerd, self.docker_base(w)) {
             (Ok(d), Ok(base)) => {
-                refs::buildkit(d, base, w.network, no_cache, &self.context(w), out)
+                let context = self.context(w);
+                refs::buildkit(d, base, w.network, no_cache, &context, out, bust)
             }
             _ => Command::new("false"),
         }
@@ -259,8 +294,10 @@ fn missing_on(c: &Ctx, tool: &Tool, w: &Workload) -> Option<String> {
         return Some(m);
     }
     match tool.name {
-        BUILDKIT | BUILDKIT_NOOP => c.docker_base(w).err(),
-        LADE_DOCKERFILE | LADE_NOOP | LADE_ROOTLESS | BUILDAH | BUILDAH_NOOP => c.base_ref(w).err(),
+        BUILDKIT | BUILDKIT_NOOP | BUILDKIT_WARM => c.docker_base(w).err(),
+        LADE_DOCKERFILE | LADE_NOOP | LADE_WARM | LADE_ROOTLESS | BUILDAH | BUILDAH_NOOP => {
+            c.base_ref(w).err()
+        }
         _ => None,
     }
 }
@@ -278,6 +315,11 @@ const LADE_ROOTLESS: &str = "lade (rootless, cold)";
 const ROOTLESS_WORKLOADS: &[&str] = &["R0", "R1"];
 const BUILDAH_NOOP: &str = "buildah (no-op rebuild)";
 const BUILDKIT_NOOP: &str = "BuildKit (no-op rebuild)";
+/// D4 (#14): the cron seed's RUN again (a new `BUST`) on warm apt cache mounts.
+const LADE_WARM: &str = "lade (warm cache mount)";
+const BUILDKIT_WARM: &str = "BuildKit (warm cache mount)";
+/// The `BUST` build arg of the untimed build that fills the cache mounts.
+const WARMING: &str = "warming";
 
 /// The rows `--only push` runs.
 const PUSH_ROWS: &[&str] = &["lade (cold)", "lade push", "lade re-push", SKOPEO];
@@ -319,6 +361,8 @@ const TARGETS: &[(&str, &str, &str, f64)] = &[
     ("D1", LADE_DOCKERFILE, PEAK_MIB, RUN_PEAK_MIB),
     ("D2", LADE_DOCKERFILE, PEAK_MIB, RUN_PEAK_MIB),
     ("D3", LADE_DOCKERFILE, PEAK_MIB, RUN_PEAK_MIB),
+    // #14: the cron seed on warm apt cache mounts.
+    ("D4", LADE_WARM, BUILDKIT_WARM, 0.5),
 ];
 
 fn available(_: &Ctx) -> Option<String> {
@@ -362,6 +406,7 @@ fn tools() -> Vec<Tool> {
             prepare: |c, w, _| fresh_dir(&c.cache(w.name)),
             refs: &[BUILDAH, BUILDKIT],
             out: "lade-dockerfile",
+            workloads: Some(DOCKERFILE_WORKLOADS),
             ..row(LADE_DOCKERFILE, |c, w, r| {
                 lade_dockerfile(c, w, &c.cache(w.name), &r.out)
             })
@@ -385,6 +430,22 @@ fn tools() -> Vec<Tool> {
             ..row(LADE_NOOP, |c, w, r| {
                 let cache = c.cache(&format!("warm-{}", w.name));
                 lade_dockerfile(c, w, &cache, &r.out)
+            })
+        },
+        Tool {
+            // The untimed build fills the cache mounts (a no-op once they are warm).
+            prepare: |c, w, r| {
+                let cache = c.cache(&format!("warm-{}", w.name));
+                untimed(lade_dockerfile(c, w, &cache, &r.out).args(bust(WARMING)))
+            },
+            refs: &[BUILDKIT_WARM],
+            out: "lade-warm",
+            workloads: Some(WARM_MOUNT_WORKLOADS),
+            ..row(LADE_WARM, |c, w, r| {
+                let cache = c.cache(&format!("warm-{}", w.name));
+                let mut cmd = lade_dockerfile(c, w, &cache, &r.out);
+                cmd.args(bust(&format!("run-{}", r.round)));
+                cmd
             })
         },
         Tool {
@@ -427,6 +488,16 @@ fn tools() -> Vec<Tool> {
             ..row(BUILDKIT_NOOP, |c, w, r| c.buildkit(w, false, &r.out))
         },
         Tool {
+            missing: |c| c.refs.dockerd.as_ref().err().cloned(),
+            prepare: |c, w, r| untimed(&mut c.buildkit_with(w, false, &r.out, Some(WARMING))),
+            out: "buildkit-warm",
+            in_dockerd: true,
+            workloads: Some(WARM_MOUNT_WORKLOADS),
+            ..row(BUILDKIT_WARM, |c, w, r| {
+                c.buildkit_with(w, false, &r.out, Some(&format!("run-{}", r.round)))
+            })
+        },
+        Tool {
             missing: |c| c.refs.registry_missing(),
             prepare: |c, _, _| c.refs.fresh_registry(),
             workloads: Some(&["W3"]),
@@ -451,6 +522,11 @@ fn tools() -> Vec<Tool> {
             })
         },
     ]
+}
+
+/// `--build-arg BUST=value`: a value the RUN sees, so a new one runs it again.
+fn bust(value: &str) -> [String; 2] {
+    ["--build-arg".into(), format!("BUST={value}")]
 }
 
 /// `lade push` of the cold W3 build to this run's registry; run twice on the same registry, the
@@ -621,6 +697,8 @@ fn measure(cmd: &mut Command, log: &Path) -> Result<Sample> {
 #[derive(Default)]
 struct Row {
     best: Option<Sample>,
+    /// Wall times of the successful runs, for the median.
+    walls: Vec<Duration>,
     failure: Option<String>,
     skipped: Option<String>,
 }
@@ -637,9 +715,17 @@ impl Row {
             }
             return;
         }
+        self.walls.push(s.wall);
         if self.best.is_none_or(|b| s.wall < b.wall) {
             self.best = Some(s);
         }
+    }
+
+    /// The median wall time of the successful runs (the upper one of two middles).
+    fn median(&self) -> Option<Duration> {
+        let mut w = self.walls.clone();
+        w.sort();
+        w.get(w.len() / 2).copied()
     }
 
     fn fail(&mut self, why: String) {
@@ -722,7 +808,7 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     )];
     if let (true, Err(e)) = (want_debian, &refs.debian) {
         notes.push(format!(
-            "D0-D3 (Debian minbase) skipped: {e}; R1's no-op rebuild stands in for (c), the cron seed's"
+            "D0-D4 (Debian minbase) skipped: {e}; R1's no-op rebuild stands in for (c), the cron seed's"
         ));
         workloads.retain(|w| w.base != Base::Debian);
     }
@@ -746,6 +832,15 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     let mut tools = tools();
     if push_only {
         tools.retain(|t| PUSH_ROWS.contains(&t.name));
+    }
+    if let Some(rows) = &opts.rows {
+        tools.retain(|t| {
+            let name = t.name.to_lowercase();
+            rows.iter().any(|r| match r.strip_prefix('=') {
+                Some(exact) => name == exact,
+                None => name.contains(r.as_str()),
+            })
+        });
     }
     for w in &workloads {
         let tools: Vec<&Tool> = tools
@@ -1030,8 +1125,8 @@ fn per_run_overhead(table: &[Line]) -> Vec<String> {
 
 fn print_table(table: &[Line]) {
     println!(
-        "{:<4} {:<24} {:>9} {:>9} {:>10}  ratios",
-        "", "tool", "best s", "cpu s", "peak MiB"
+        "{:<4} {:<27} {:>9} {:>9} {:>9} {:>10}  ratios (of best times)",
+        "", "tool", "best s", "median s", "cpu s", "peak MiB"
     );
     let mut footnote = false;
     for line in table {
@@ -1049,7 +1144,7 @@ fn print_table(table: &[Line]) {
             let why = (row.skipped.as_deref())
                 .or(row.failure.as_deref())
                 .unwrap_or("no run");
-            println!("{w:<4} {tool:<24} {why}");
+            println!("{w:<4} {tool:<27} {why}");
             continue;
         };
         let secs = s.wall.as_secs_f64();
@@ -1083,7 +1178,8 @@ fn print_table(table: &[Line]) {
         let mark = if line.in_dockerd { "*" } else { " " };
         footnote |= line.in_dockerd;
         println!(
-            "{w:<4} {tool:<24} {secs:>9.3} {:>9.2} {:>9.1}{mark}  {}",
+            "{w:<4} {tool:<27} {secs:>9.3} {:>9.3} {:>9.2} {:>9.1}{mark}  {}",
+            row.median().unwrap_or(s.wall).as_secs_f64(),
             s.cpu.as_secs_f64(),
             s.max_rss_kib as f64 / 1024.0,
             notes.join(", ")

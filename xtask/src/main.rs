@@ -28,12 +28,14 @@ tasks:
       registries (plain, and TLS + basic auth) on 127.0.0.1, run `cargo test --workspace`
       with LADE_TEST_* set, stop everything and exit with cargo's exit code.
       --no-services runs only cargo test (tests that need the services then fail).
-  bench [--runs N] [--workloads DIR] [--lade PATH] [--only W1,W2,W3,R0..R2,D0..D3|run|push]
+  bench [--runs N] [--workloads DIR] [--lade PATH] [--only W1,W2,W3,R0..R2,D0..D4|run|push]
+        [--rows WORD,=NAME,...]
       make the W1-W3 workloads (../shared/bench/make-workloads.sh) and the RUN workloads R0-R2
-      (busybox) and D0-D3 (Debian minbase from LADE_BENCH_DEBIAN_LAYOUT=oci:DIR:TAG, skipped
+      (busybox) and D0-D4 (Debian minbase from LADE_BENCH_DEBIAN_LAYOUT=oci:DIR:TAG, skipped
       without), build lade in release (unless --lade) and time it against tar|gzip and tar|pigz,
       its Dockerfile builds and no-op rebuilds against buildah and BuildKit, and (W3) its registry
-      push against skopeo; best of N interleaved runs (default 3).
+      push against skopeo; best of N interleaved runs (default 3). --rows keeps the rows whose
+      names contain a WORD or are NAME (case-insensitive).
   dist [--out DIR] [--lade PATH]
       build lade in release (unless --lade) and write it with its man pages (man/man1/) and
       shell completions (completions/: bash, zsh, fish, elvish, PowerShell) under DIR (default

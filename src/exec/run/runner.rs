@@ -111,6 +111,7 @@ impl StepRunner for SandboxRunner {
     }
 
     fn run(&self, input: &RunInput<'_>, store: &Store) -> Result<RunOutput, RunError> {
+        let started = std::time::Instant::now();
         // Root, or root of the user namespace a rootless build runs in (`userns`).
         if !rustix::process::geteuid().is_root() {
             return Err(RunError::Sandbox(super::userns::why_not()));
@@ -192,7 +193,9 @@ impl StepRunner for SandboxRunner {
                 r.drain(..cut);
             }
         };
+        let prepared = started.elapsed();
         let code = runtime.run(&root, &spec, &sink)?;
+        let ran = started.elapsed();
         if code != 0 {
             let r = recent.into_inner().unwrap_or_else(|e| e.into_inner());
             return Err(RunError::Failed {
@@ -206,6 +209,13 @@ impl StepRunner for SandboxRunner {
             skip,
             source_date_epoch: input.source_date_epoch,
         })?;
+        tracing::debug!(
+            prepare_ms = prepared.as_secs_f64() * 1e3,
+            run_ms = (ran - prepared).as_secs_f64() * 1e3,
+            diff_ms = (started.elapsed() - ran).as_secs_f64() * 1e3,
+            runtime = %runtime.binary().display(),
+            "RUN sandbox"
+        );
         // The mounts (rw snapshots, cache locks, secret files) go before the root's snapshot.
         drop(mounted);
         Ok(RunOutput {

@@ -69,7 +69,7 @@ fn mounts_below(path: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(s: &str) -> PathBuf {
+pub(super) fn unescape_mountinfo(s: &str) -> PathBuf {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -269,12 +269,16 @@ pub fn buildkit(
     no_cache: bool,
     context: &Path,
     out: &Path,
+    bust: Option<&str>,
 ) -> Command {
     let docker = format!("{} -H {}", quote(DOCKER_CLI), quote(&d.host));
     let no_cache = if no_cache { " --no-cache" } else { "" };
+    let bust = bust
+        .map(|b| format!(" --build-arg {}", quote(format!("BUST={b}"))))
+        .unwrap_or_default();
     let mut cmd = script(&[
         format!(
-            "{docker} build{no_cache} --network {network} --build-arg BASE={base} -t x {}",
+            "{docker} build{no_cache} --network {network} --build-arg BASE={base}{bust} -t x {}",
             quote(context)
         ),
         format!("{docker} save -o {} x", quote(out)),

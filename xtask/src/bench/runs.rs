@@ -7,6 +7,7 @@
 //! | R1 / D1 | busybox / Debian | (a) ten trivial RUNs, `RUN echo $i > /f$i` |
 //! | R2 / D2 | busybox / Debian | (b) `COPY w2.tar /` (W2's 20 000 files as one tar), `RUN tar -xf /w2.tar` in `/srv` |
 //! | D3 | Debian | (c) the cron seed: `RUN apt-get update && apt-get install -y cron`, `COPY`, `RUN chmod`, `CMD` |
+//! | D4 | Debian | the cron seed with `--mount=type=cache` on `/var/cache/apt` and `/var/lib/apt` (#14), and `ARG BUST` above its RUN: a new value re-runs it on the warm mounts |
 //!
 //! The Debian minbase is optional: `LADE_BENCH_DEBIAN_LAYOUT=oci:DIR:TAG` (or the test suite's
 //! `LADE_TEST_DEBIAN_LAYOUT`), else the one `cargo xtask test` caches
@@ -71,7 +72,7 @@ fn parse_layout(v: &str) -> Result<String, String> {
     Ok(format!("oci:{dir}:{tag}"))
 }
 
-/// Writes the RUN workloads' contexts under `root` (`r0`..`r2`, `d0`..`d3`); W2's tree must be
+/// Writes the RUN workloads' contexts under `root` (`r0`..`r2`, `d0`..`d4`); W2's tree must be
 /// there already (make-workloads.sh). The tar of W2 is made once and kept.
 pub fn make(root: &Path) -> Result<()> {
     let tar = root.join("w2.tar");
@@ -97,7 +98,7 @@ pub fn make(root: &Path) -> Result<()> {
             if i == 2 {
                 link_or_copy(&tar, &dir.join("w2.tar"))?;
             }
-            if i == 3 {
+            if i >= 3 {
                 std::fs::write(
                     dir.join("hello-cron"),
                     "* * * * * root echo hello >> /var/log/cron.log 2>&1\n",
@@ -139,11 +140,19 @@ pub fn dockerfiles(base: Base) -> Vec<String> {
     ];
     if base == Base::Debian {
         // The cron seed's shape (issue #13): apt-get from the mirror, COPY, RUN chmod, CMD.
-        files.push(format!(
-            "{HEAD}RUN apt-get update && apt-get install -y cron\n\
-             COPY hello-cron /etc/cron.d/hello-cron\n\
+        const TAIL: &str = "COPY hello-cron /etc/cron.d/hello-cron\n\
              RUN chmod 0644 /etc/cron.d/hello-cron\n\
-             CMD [\"cron\", \"-f\"]\n"
+             CMD [\"cron\", \"-f\"]\n";
+        files.push(format!(
+            "{HEAD}RUN apt-get update && apt-get install -y cron\n{TAIL}"
+        ));
+        // The same with apt's directories as cache mounts, as BuildKit users write it (#14).
+        // The minbase has no docker-clean hook, and apt-get keeps the .debs it downloads.
+        files.push(format!(
+            "{HEAD}ARG BUST\n\
+             RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \\\n    \
+             --mount=type=cache,target=/var/lib/apt,sharing=locked \\\n    \
+             apt-get update && apt-get install -y cron\n{TAIL}"
         ));
     }
     files
@@ -189,6 +198,12 @@ mod tests {
         assert!(dockerfiles(Base::Debian)[2].contains("RUN tar -xf /w2.tar"));
         assert_eq!(dockerfiles(Base::Busybox).len(), 3);
         assert!(dockerfiles(Base::Debian)[3].contains("apt-get install -y cron"));
+        let warm = &dockerfiles(Base::Debian)[4];
+        assert!(
+            warm.contains("--mount=type=cache,target=/var/cache/apt"),
+            "{warm}"
+        );
+        assert!(warm.contains("ARG BUST\nRUN "), "{warm}");
     }
 
     #[test]
