@@ -26,6 +26,13 @@ pub enum Description {
         /// `base_configs` and `platform` are filled per platform by [`build`].
         opts: Box<LowerOptions>,
     },
+    /// A plan made by a caller (a build hook such as `cargo lade`); `name` is how errors name
+    /// its source (a `Cargo.toml`).
+    Plan {
+        plan: Box<Plan>,
+        context: PathBuf,
+        name: String,
+    },
 }
 
 /// Everything a build needs, validated by the caller.
@@ -388,6 +395,18 @@ fn load(
             opts.platform = platform.cloned();
             load_dockerfile(file.as_deref(), context, &opts, observer)
         }
+        Description::Plan {
+            plan,
+            context,
+            name,
+        } => Ok(Loaded {
+            plan: (**plan).clone(),
+            context: BuildContext::new(context, &[])?,
+            source: SourceText {
+                name: name.clone(),
+                src: String::new(),
+            },
+        }),
     }
 }
 

@@ -18,7 +18,7 @@ use crate::store::Store;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-fn source_date_epoch() -> Result<u64, UsageError> {
+pub(super) fn source_date_epoch() -> Result<u64, UsageError> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|_| {
             UsageError(format!(
@@ -127,7 +127,7 @@ fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
     })
 }
 
-fn client_options(a: &RegistryArgs) -> ClientOptions {
+pub(super) fn client_options(a: &RegistryArgs) -> ClientOptions {
     ClientOptions {
         insecure_registries: a.insecure_registries.clone(),
         ca_files: a.registry_ca.clone(),
@@ -194,7 +194,7 @@ fn build_request(a: &BuildArgs) -> Result<BuildRequest, UsageError> {
 }
 
 /// A build error for `main`: usage errors keep their exit code 2.
-fn cli_error(e: BuildError) -> anyhow::Error {
+pub(super) fn cli_error(e: BuildError) -> anyhow::Error {
     match e {
         BuildError::Usage(m) => UsageError(m).into(),
         other => other.into(),
