@@ -96,6 +96,8 @@ pub struct Package {
     pub version: String,
     pub manifest_path: PathBuf,
     pub bins: Vec<String>,
+    /// `default-run`.
+    pub default_run: Option<String>,
     pub lade: LadeMetadata,
 }
 
@@ -110,6 +112,8 @@ struct MetaPackage {
     version: String,
     manifest_path: PathBuf,
     targets: Vec<MetaTarget>,
+    #[serde(default)]
+    default_run: Option<String>,
     #[serde(default)]
     metadata: Option<serde_json::Value>,
 }
@@ -216,6 +220,7 @@ pub fn package(opts: &CargoOptions) -> Result<Package, CargoError> {
         version: p.version.clone(),
         manifest_path: p.manifest_path.clone(),
         bins: bins(p),
+        default_run: p.default_run.clone(),
         lade,
     })
 }
@@ -234,8 +239,8 @@ fn locate_manifest() -> Option<PathBuf> {
     p.canonicalize().ok()
 }
 
-/// The binary target to build: `--bin`, else the package's only binary (or the one named
-/// like the package, as `cargo run` picks).
+/// The binary target to build: `--bin`, else the package's `default-run`, else its only
+/// binary (as `cargo run` picks).
 pub fn bin_name(pkg: &Package, opts: &CargoOptions) -> Result<String, CargoError> {
     if let Some(b) = &opts.bin {
         return if pkg.bins.contains(b) {
@@ -248,15 +253,17 @@ pub fn bin_name(pkg: &Package, opts: &CargoOptions) -> Result<String, CargoError
             )))
         };
     }
+    if let Some(d) = &pkg.default_run {
+        return Ok(d.clone());
+    }
     match pkg.bins.as_slice() {
         [one] => Ok(one.clone()),
         [] => Err(CargoError::Choice(format!(
             "package {} has no binary target",
             pkg.name
         ))),
-        many if many.contains(&pkg.name) => Ok(pkg.name.clone()),
         many => Err(CargoError::Choice(format!(
-            "package {} has several binaries ({}): choose one with --bin",
+            "package {} has several binaries ({}): choose one with --bin (or set default-run)",
             pkg.name,
             many.join(", ")
         ))),
@@ -571,6 +578,7 @@ mod tests {
             version: "1.2.3".into(),
             manifest_path: "/src/app/Cargo.toml".into(),
             bins: bins.iter().map(|b| b.to_string()).collect(),
+            default_run: None,
             lade: LadeMetadata::default(),
         }
     }
@@ -579,9 +587,11 @@ mod tests {
     fn bin_choice_follows_cargo_run() {
         let o = CargoOptions::default();
         assert_eq!(bin_name(&pkg(&["one"]), &o).unwrap(), "one");
-        assert_eq!(bin_name(&pkg(&["x", "app"]), &o).unwrap(), "app");
-        let e = bin_name(&pkg(&["x", "y"]), &o).unwrap_err().to_string();
-        assert!(e.contains("--bin") && e.contains("x, y"), "{e}");
+        let e = bin_name(&pkg(&["x", "app"]), &o).unwrap_err().to_string();
+        assert!(e.contains("--bin") && e.contains("x, app"), "{e}");
+        let mut p = pkg(&["x", "app"]);
+        p.default_run = Some("x".into());
+        assert_eq!(bin_name(&p, &o).unwrap(), "x");
         let o = CargoOptions {
             bin: Some("z".into()),
             ..o
