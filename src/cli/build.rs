@@ -124,6 +124,7 @@ fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
         metadata_file: None,
         digest_file: None,
         jobs: None,
+        local_images: Default::default(),
     })
 }
 

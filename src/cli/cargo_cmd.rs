@@ -136,6 +136,7 @@ pub fn run(a: &CargoLadeArgs) -> anyhow::Result<ExitCode> {
         metadata_file: a.metadata_file.clone(),
         digest_file: a.digest_file.clone(),
         jobs: None,
+        local_images: Default::default(),
     };
     let result = crate::build::build(&req, &progress).map_err(cli_error)?;
     for r in &result.pushed {

@@ -4,3 +4,4 @@
 
 pub mod cargo;
 pub mod elf;
+pub mod compose;
