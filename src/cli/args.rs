@@ -29,6 +29,8 @@ pub enum Command {
     Pull(PullArgs),
     /// Store registry credentials in the docker config file (~/.docker/config.json).
     Login(LoginArgs),
+    /// Build the services of a compose file (`lade compose build`).
+    Compose(super::compose_cmd::ComposeArgs),
 }
 
 /// How to reach registries.

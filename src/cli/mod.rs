@@ -4,6 +4,7 @@
 pub mod args;
 mod build;
 mod cargo_cmd;
+mod compose_cmd;
 mod parse_cmd;
 mod progress;
 mod registry_cmd;
@@ -102,5 +103,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Push(a) => registry_cmd::run_push(&a),
         Command::Pull(a) => registry_cmd::run_pull(&a),
         Command::Login(a) => registry_cmd::run_login(&a),
+        Command::Compose(a) => compose_cmd::run(&a),
     }
 }

@@ -6,6 +6,7 @@
 pub mod interpolate;
 pub mod model;
 pub mod order;
+pub mod run;
 
 pub use model::{load, BuildSpec, DockerfileSource, Project, Service};
 

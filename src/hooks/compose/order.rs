@@ -23,9 +23,13 @@ pub fn images_read(dockerfile: &str, args: &BTreeMap<String, String>) -> Vec<Str
     for node in &df.instructions {
         match node.cmd.as_str() {
             "arg" if !seen_from => {
+                // Only declared ARGs are visible, defaults expanded with the ones above.
                 for v in &node.values {
                     let (k, d) = v.split_once('=').unwrap_or((v, ""));
-                    let val = args.get(k).cloned().unwrap_or_else(|| d.to_string());
+                    let val = match args.get(k) {
+                        Some(a) => a.clone(),
+                        None => expand(d, &vars),
+                    };
                     vars.insert(k.to_string(), val);
                 }
             }
@@ -92,7 +96,7 @@ mod tests {
 
     #[test]
     fn from_images_skip_stages_and_expand_args() {
-        let df = "ARG BASE=lade/base:1\nARG V\nFROM ${BASE} AS build\nFROM build\nCOPY --from=build /a /a\nCOPY --from=lade/assets:$V /b /b\nRUN --mount=type=bind,from=tools,target=/t true\nFROM scratch\nCOPY --from=0 /a /\n";
+        let df = "ARG BASE=lade/base:1\nARG V\nARG UNDECLARED_SEEN=$NOT_AN_ARG\nFROM ${BASE} AS build\nFROM build\nCOPY --from=build /a /a\nCOPY --from=lade/assets:$V /b /b\nRUN --mount=type=bind,from=tools,target=/t true\nFROM scratch\nCOPY --from=0 /a /\n";
         let args: BTreeMap<String, String> = [("V".to_string(), "9".to_string())].into();
         assert_eq!(
             images_read(df, &args),
@@ -101,6 +105,11 @@ mod tests {
         let args: BTreeMap<String, String> =
             [("BASE".to_string(), "other".to_string())].into();
         assert_eq!(images_read(df, &args)[0], "other");
+        // Build args that no ARG declares are not visible; defaults see earlier ARGs.
+        let df = "ARG TAG=1\nARG B=base:${TAG}\nFROM $B\nFROM img:$UNDECLARED\n";
+        let args: BTreeMap<String, String> =
+            [("UNDECLARED".to_string(), "x".to_string())].into();
+        assert_eq!(images_read(df, &args), vec!["base:1", "img:"]);
     }
 
     #[test]
