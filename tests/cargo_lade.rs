@@ -125,7 +125,10 @@ fn image_from_scratch_holds_exactly_the_runtime_closure_and_is_reproducible() {
     let m = manifest(&a);
     let config = json_member(&a, &blob(m["config"]["digest"].as_str().unwrap()));
     let c = &config["config"];
-    assert_eq!(c["Entrypoint"], serde_json::json!(["/usr/local/bin/cargo-app"]));
+    assert_eq!(
+        c["Entrypoint"],
+        serde_json::json!(["/usr/local/bin/cargo-app"])
+    );
     assert_eq!(c["User"], "65532:65532");
     assert_eq!(c["ExposedPorts"], serde_json::json!({"8080/tcp": {}}));
     let env: Vec<&str> = c["Env"]
@@ -208,7 +211,11 @@ fn image_runs_without_network_as_nonroot_and_is_smaller_than_on_debian() {
             &format!("type=docker,dest={}", docker_tar.display()),
         ],
     );
-    common::ok(common::docker(&["load", "-i", docker_tar.to_str().unwrap()]));
+    common::ok(common::docker(&[
+        "load",
+        "-i",
+        docker_tar.to_str().unwrap(),
+    ]));
     let out = common::ok(common::docker(&[
         "run",
         "--rm",

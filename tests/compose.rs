@@ -82,7 +82,10 @@ fn flask_web_and_redis_build_the_one_image_tagged_as_image_says() {
 
 /// base ← app, and other: `base` and `other` are independent, `app` FROMs base's image.
 fn three_services(dir: &Path, registry: &str) {
-    write(&dir.join("base/Dockerfile"), "FROM scratch\nCOPY base.txt /etc/base.txt\n");
+    write(
+        &dir.join("base/Dockerfile"),
+        "FROM scratch\nCOPY base.txt /etc/base.txt\n",
+    );
     write(&dir.join("base/base.txt"), "base\n");
     write(
         &dir.join("app/Dockerfile"),
@@ -146,8 +149,14 @@ fn dependent_service_waits_for_the_image_it_builds_on_and_all_are_pushed() {
     assert!(other_start < base_done && other_start < other_done, "{log}");
     assert!(app_start > base_done && app_start > other_done, "{log}");
     // Each service's progress carries its name.
-    assert!(line_of(&log, "layer app: COPY app.txt") > app_start, "{log}");
-    assert!(line_of(&log, "layer other: COPY other.txt") > other_start, "{log}");
+    assert!(
+        line_of(&log, "layer app: COPY app.txt") > app_start,
+        "{log}"
+    );
+    assert!(
+        line_of(&log, "layer other: COPY other.txt") > other_start,
+        "{log}"
+    );
 
     let doc: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
     let inspect = |name: &str| -> Value {
@@ -205,12 +214,18 @@ fn errors_name_the_compose_file_service_and_key() {
          set TAG to the release\n"
     );
 
-    let o = compose_build(&dir, &["db"]).env("TAG", "1").output().unwrap();
+    let o = compose_build(&dir, &["db"])
+        .env("TAG", "1")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(stderr(&o), "error: compose.yaml: no such service: db\n");
 
     // A build error: the file, service, then the Dockerfile's own location.
-    write(&dir.join("Dockerfile"), "FROM scratch\nCOPY missing.txt /\n");
+    write(
+        &dir.join("Dockerfile"),
+        "FROM scratch\nCOPY missing.txt /\n",
+    );
     let o = compose_build(&dir, &[]).env("TAG", "1").output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);

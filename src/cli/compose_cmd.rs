@@ -145,7 +145,9 @@ fn run_build(a: &ComposeArgs, b: &ComposeBuildArgs) -> anyhow::Result<ExitCode> 
             service,
             source,
         }) => {
-            return Err(cli_error(source).context(format!("{file}: services.{service}: build failed")))
+            return Err(
+                cli_error(source).context(format!("{file}: services.{service}: build failed"))
+            )
         }
         Err(e) => return Err(e.into()),
     };
@@ -155,7 +157,11 @@ fn run_build(a: &ComposeArgs, b: &ComposeBuildArgs) -> anyhow::Result<ExitCode> 
     let mut doc = serde_json::Map::new();
     for s in &built {
         for r in &s.pushed {
-            progress.note(&format!("service {}: pushed {}", s.service, r.references.join(", ")));
+            progress.note(&format!(
+                "service {}: pushed {}",
+                s.service,
+                r.references.join(", ")
+            ));
         }
         doc.insert(
             s.service.clone(),

@@ -207,12 +207,10 @@ pub fn package(opts: &CargoOptions) -> Result<Package, CargoError> {
         }
     };
     let lade = match p.metadata.as_ref().and_then(|m| m.get("lade")) {
-        Some(v) => {
-            LadeMetadata::deserialize(v).map_err(|e| CargoError::LadeMetadata {
-                manifest: p.manifest_path.clone(),
-                message: e.to_string(),
-            })?
-        }
+        Some(v) => LadeMetadata::deserialize(v).map_err(|e| CargoError::LadeMetadata {
+            manifest: p.manifest_path.clone(),
+            message: e.to_string(),
+        })?,
         None => LadeMetadata::default(),
     };
     Ok(Package {
@@ -304,8 +302,9 @@ pub fn build_binary(pkg: &Package, bin: &str, opts: &CargoOptions) -> Result<Pat
             status: out.status.to_string(),
         });
     }
-    executable_from_messages(&out.stdout, bin)
-        .ok_or_else(|| CargoError::Metadata(format!("cargo build reported no executable for {bin}")))
+    executable_from_messages(&out.stdout, bin).ok_or_else(|| {
+        CargoError::Metadata(format!("cargo build reported no executable for {bin}"))
+    })
 }
 
 /// The `executable` of the `compiler-artifact` message of binary `bin`.
@@ -444,7 +443,11 @@ pub fn plan(
 
     let mut edits = vec![ConfigEdit::Entrypoint(Some(vec![image_bin]))];
     edits.extend(env.into_iter().map(|(k, v)| ConfigEdit::Env(k, v)));
-    edits.extend(meta.env.iter().map(|(k, v)| ConfigEdit::Env(k.clone(), v.clone())));
+    edits.extend(
+        meta.env
+            .iter()
+            .map(|(k, v)| ConfigEdit::Env(k.clone(), v.clone())),
+    );
     match (&meta.user, &meta.base) {
         (Some(u), _) => edits.push(ConfigEdit::User(u.clone())),
         (None, None) => edits.push(ConfigEdit::User(format!("{NONROOT_UID}:{NONROOT_UID}"))),

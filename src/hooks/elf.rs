@@ -148,12 +148,7 @@ impl LibrarySearch {
     }
 
     /// The first candidate for `name` whose class and machine match `like`.
-    fn find(
-        &self,
-        name: &str,
-        like: &ElfInfo,
-        run_dirs: &[PathBuf],
-    ) -> Option<(PathBuf, ElfInfo)> {
+    fn find(&self, name: &str, like: &ElfInfo, run_dirs: &[PathBuf]) -> Option<(PathBuf, ElfInfo)> {
         let cached = self.cache.get(name).into_iter().flatten().cloned();
         let in_dirs = run_dirs
             .iter()
@@ -315,7 +310,9 @@ mod tests {
         let b = std::fs::read("/etc/ld.so.cache").unwrap();
         let cache = parse_ld_so_cache(&b);
         let libc = cache.get("libc.so.6").expect("libc.so.6 in ld.so.cache");
-        assert!(libc.iter().all(|p| p.is_absolute() && p.ends_with("libc.so.6")));
+        assert!(libc
+            .iter()
+            .all(|p| p.is_absolute() && p.ends_with("libc.so.6")));
         assert!(libc.iter().any(|p| p.exists()));
     }
 

@@ -3,5 +3,5 @@
 //! `lade compose build` (the Compose Specification's `build:` sections).
 
 pub mod cargo;
-pub mod elf;
 pub mod compose;
+pub mod elf;

@@ -83,7 +83,9 @@ fn expand(
                 rest = &body_start[end + 1..];
             }
             Some(c) if is_name_start(c) => {
-                let len = after.find(|c: char| !is_name_char(c)).unwrap_or(after.len());
+                let len = after
+                    .find(|c: char| !is_name_char(c))
+                    .unwrap_or(after.len());
                 let name = &after[..len];
                 match vars.get(name) {
                     Some(v) => out.push_str(&v),
@@ -132,9 +134,7 @@ fn braced(
         text: format!("${{{body}}}"),
         reason,
     };
-    let name_len = body
-        .find(|c: char| !is_name_char(c))
-        .unwrap_or(body.len());
+    let name_len = body.find(|c: char| !is_name_char(c)).unwrap_or(body.len());
     let name = &body[..name_len];
     if name.is_empty() || !name.starts_with(is_name_start) {
         return Err(invalid(format!("${{{body}}} is not a variable name")));

@@ -101,12 +101,11 @@ pub fn load(file: &Path, env: &BTreeMap<String, String>) -> Result<Project, Comp
     let dotenv = dir.join(".env");
     match std::fs::read_to_string(&dotenv) {
         Ok(t) => {
-            let parsed = interpolate::parse_dotenv(&t, env).map_err(|(line, m)| {
-                ComposeError::File {
+            let parsed =
+                interpolate::parse_dotenv(&t, env).map_err(|(line, m)| ComposeError::File {
                     file: format!("{}:{line}", dotenv.display()),
                     message: m,
-                }
-            })?;
+                })?;
             for (k, v) in parsed {
                 vars.entry(k).or_insert(v);
             }
@@ -134,11 +133,7 @@ pub fn parse(
         message,
     };
     let docs = YamlLoader::load_from_str(text).map_err(|e| ComposeError::File {
-        file: format!(
-            "{file_name}:{}:{}",
-            e.marker().line(),
-            e.marker().col() + 1
-        ),
+        file: format!("{file_name}:{}:{}", e.marker().line(), e.marker().col() + 1),
         message: format!("invalid YAML: {}", e.info()),
     })?;
     let mut root = match docs.into_iter().next() {
@@ -150,9 +145,8 @@ pub fn parse(
     let mut warnings = Vec::new();
     let mut unset: Vec<String> = Vec::new();
     let mut path = Vec::new();
-    interpolate_tree(&mut root, &mut path, vars, &mut unset).map_err(|(path, e)| {
-        located(file_name, &path, e.to_string())
-    })?;
+    interpolate_tree(&mut root, &mut path, vars, &mut unset)
+        .map_err(|(path, e)| located(file_name, &path, e.to_string()))?;
     unset.dedup();
     for name in unset {
         warnings.push(format!(
@@ -404,7 +398,11 @@ fn build_spec(
                     .to_string(),
                 );
             }
-            "secrets" | "ssh" | "additional_contexts" | "extra_hosts" | "privileged"
+            "secrets"
+            | "ssh"
+            | "additional_contexts"
+            | "extra_hosts"
+            | "privileged"
             | "entitlements" => {
                 return Err(err(
                     &format!("build.{k}"),
@@ -484,14 +482,12 @@ fn key_values(
         Yaml::BadValue | Yaml::Null => {}
         Yaml::Hash(h) => {
             for (k, v) in h {
-                let k = scalar_text(k)
-                    .ok_or_else(|| err(key, "keys must be strings".into()))?;
+                let k = scalar_text(k).ok_or_else(|| err(key, "keys must be strings".into()))?;
                 match v {
                     Yaml::Null => valueless(&mut out, k),
                     v => {
-                        let v = scalar_text(v).ok_or_else(|| {
-                            err(&format!("{key}.{k}"), "must be a string".into())
-                        })?;
+                        let v = scalar_text(v)
+                            .ok_or_else(|| err(&format!("{key}.{k}"), "must be a string".into()))?;
                         out.insert(k, v);
                     }
                 }
@@ -626,7 +622,10 @@ services:
             "compose.yaml: services.api.image: required variable TAG is missing a value: set TAG"
         );
         let e = parse_err("services:\n  api:\n    build:\n      secrets: [npm]\n");
-        assert!(e.starts_with("compose.yaml: services.api.build.secrets: not supported"), "{e}");
+        assert!(
+            e.starts_with("compose.yaml: services.api.build.secrets: not supported"),
+            "{e}"
+        );
         let e = parse_err("services:\n  api:\n    build:\n      args: 3\n");
         assert_eq!(
             e,
@@ -660,8 +659,15 @@ services:
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(".env"), "TAG=from-dotenv\nREG=dotenv-reg\n").unwrap();
         let f = dir.path().join("compose.yaml");
-        std::fs::write(&f, "services:\n  a:\n    image: ${REG}/a:${TAG}\n    build: .\n").unwrap();
+        std::fs::write(
+            &f,
+            "services:\n  a:\n    image: ${REG}/a:${TAG}\n    build: .\n",
+        )
+        .unwrap();
         let p = load(&f, &vars(&[("TAG", "from-env")])).unwrap();
-        assert_eq!(p.services[0].image.as_deref(), Some("dotenv-reg/a:from-env"));
+        assert_eq!(
+            p.services[0].image.as_deref(),
+            Some("dotenv-reg/a:from-env")
+        );
     }
 }

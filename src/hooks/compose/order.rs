@@ -102,13 +102,11 @@ mod tests {
             images_read(df, &args),
             vec!["lade/base:1", "lade/assets:9", "tools"]
         );
-        let args: BTreeMap<String, String> =
-            [("BASE".to_string(), "other".to_string())].into();
+        let args: BTreeMap<String, String> = [("BASE".to_string(), "other".to_string())].into();
         assert_eq!(images_read(df, &args)[0], "other");
         // Build args that no ARG declares are not visible; defaults see earlier ARGs.
         let df = "ARG TAG=1\nARG B=base:${TAG}\nFROM $B\nFROM img:$UNDECLARED\n";
-        let args: BTreeMap<String, String> =
-            [("UNDECLARED".to_string(), "x".to_string())].into();
+        let args: BTreeMap<String, String> = [("UNDECLARED".to_string(), "x".to_string())].into();
         assert_eq!(images_read(df, &args), vec!["base:1", "img:"]);
     }
 

@@ -81,7 +81,10 @@ pub fn selection(
     }
     let deps_of = |i: usize| -> BTreeSet<usize> {
         let s = &project.services[i];
-        let b = s.build.as_ref().expect("built services have a build section");
+        let b = s
+            .build
+            .as_ref()
+            .expect("built services have a build section");
         let text = match &b.dockerfile {
             DockerfileSource::Inline(t) => t.clone(),
             DockerfileSource::File(f) => std::fs::read_to_string(f).unwrap_or_default(),
@@ -254,7 +257,10 @@ fn build_one(
     observer: &dyn Observer,
 ) -> Result<Built, RunError> {
     let file = project.file.display().to_string();
-    let b = svc.build.as_ref().expect("built services have a build section");
+    let b = svc
+        .build
+        .as_ref()
+        .expect("built services have a build section");
     let setting = |key: &str, message: String| RunError::Setting {
         file: file.clone(),
         service: svc.name.clone(),
