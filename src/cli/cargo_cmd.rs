@@ -127,6 +127,7 @@ pub fn run(a: &CargoLadeArgs) -> anyhow::Result<ExitCode> {
             compress_threads: None,
             normalize_modes: false,
             runner: None,
+            run_settings: exec::run::RunSettings::default(),
         },
         registry: client_options(&a.registry),
         push_jobs: a.registry.push_jobs.max(1),

@@ -125,6 +125,7 @@ fn run_build(a: &ComposeArgs, b: &ComposeBuildArgs) -> anyhow::Result<ExitCode> 
                 compress_threads: None,
                 normalize_modes: false,
                 runner: Some(runner.clone()),
+                run_settings: exec::run::RunSettings::default(),
             },
             registry: registry.clone(),
             push_jobs,
@@ -146,7 +147,7 @@ fn run_build(a: &ComposeArgs, b: &ComposeBuildArgs) -> anyhow::Result<ExitCode> 
             source,
         }) => {
             return Err(
-                cli_error(source).context(format!("{file}: services.{service}: build failed"))
+                cli_error(*source).context(format!("{file}: services.{service}: build failed"))
             )
         }
         Err(e) => return Err(e.into()),

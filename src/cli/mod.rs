@@ -7,6 +7,7 @@ mod cargo_cmd;
 mod compose_cmd;
 mod parse_cmd;
 mod progress;
+mod prune_cmd;
 mod registry_cmd;
 
 use args::{Cli, Command};
@@ -19,10 +20,24 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 pub fn main() -> ExitCode {
-    // First: the signal mask must be in place before any thread starts.
+    // A rootless build's re-executed child enters its user namespace while it has one thread.
+    crate::exec::run::userns::join_if_child();
+    let cli = Cli::try_parse();
+    if matches!(
+        &cli,
+        Ok(Cli {
+            command: Command::Build(_),
+            ..
+        })
+    ) {
+        if let Some(code) = crate::exec::run::userns::enter() {
+            return code;
+        }
+    }
+    // The signal mask must be in place before any thread starts.
     crate::store::interrupt::install();
     init_logging();
-    let cli = match Cli::try_parse() {
+    let cli = match cli {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
@@ -104,5 +119,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pull(a) => registry_cmd::run_pull(&a),
         Command::Login(a) => registry_cmd::run_login(&a),
         Command::Compose(a) => compose_cmd::run(&a),
+        Command::Prune(a) => prune_cmd::run(&a),
     }
 }

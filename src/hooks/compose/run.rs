@@ -35,7 +35,7 @@ pub enum RunError {
         file: String,
         service: String,
         #[source]
-        source: BuildError,
+        source: Box<BuildError>,
     },
     #[error("{what}: {source}")]
     Io {
@@ -324,7 +324,7 @@ fn build_one(
     let result = crate::build::build(&req, &prefixed).map_err(|source| RunError::Build {
         file: file.clone(),
         service: svc.name.clone(),
-        source,
+        source: Box::new(source),
     })?;
     Ok(Built {
         service: svc.name.clone(),
