@@ -69,7 +69,10 @@ fn secrets_and_agents(
 
 /// The request `lade plan` and `lade build` share: what to build, for which platforms, with
 /// which store and registry settings; no outputs.
-fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
+fn input_request(
+    a: &InputArgs,
+    maven: Option<&crate::hooks::maven::MavenImage>,
+) -> Result<BuildRequest, UsageError> {
     // `--platform a,b`: one image per platform, under an index.
     let mut platforms: Vec<Platform> = Vec::new();
     for p in a.platform.iter().flat_map(|p| p.split(',')) {
@@ -84,6 +87,14 @@ fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
     }
     let platform = platforms.first().cloned();
     let description = match (&a.spec, &a.context) {
+        _ if maven.is_some() => {
+            let m = maven.expect("checked");
+            Description::Plan {
+                plan: Box::new(m.plan.clone()),
+                context: m.context.clone(),
+                name: m.module_dir.join("pom.xml").display().to_string(),
+            }
+        }
         (Some(spec), _) => Description::Spec(spec.clone()),
         (None, Some(context)) => Description::Dockerfile {
             file: a.file.clone(),
@@ -163,8 +174,11 @@ pub(super) fn client_options(a: &RegistryArgs) -> ClientOptions {
     }
 }
 
-fn build_request(a: &BuildArgs) -> Result<BuildRequest, UsageError> {
-    let mut req = input_request(&a.input)?;
+fn build_request(
+    a: &BuildArgs,
+    maven: Option<&crate::hooks::maven::MavenImage>,
+) -> Result<BuildRequest, UsageError> {
+    let mut req = input_request(&a.input, maven)?;
     let exec = &mut req.exec;
     exec.no_cache = a.no_cache;
     exec.run_settings.allow_insecure = allows_insecure(&a.allow)?;
@@ -211,9 +225,14 @@ fn build_request(a: &BuildArgs) -> Result<BuildRequest, UsageError> {
     if a.jobs == Some(0) {
         return Err(UsageError("--jobs must be at least 1".into()));
     }
+    let mut tags = a.tags.clone();
+    // Jib's default name; a push goes only where the user said.
+    if let (Some(m), true, false) = (maven, tags.is_empty(), push) {
+        tags.push(m.name.clone());
+    }
     Ok(BuildRequest {
         outputs,
-        tags: a.tags.clone(),
+        tags,
         iidfile: a.iidfile.clone(),
         metadata_file: a.metadata_file.clone(),
         digest_file: a.digest_file.clone(),
@@ -251,9 +270,33 @@ pub(super) fn cli_error(e: BuildError) -> anyhow::Error {
 }
 
 pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
-    let req = build_request(a)?;
     let progress = Progress::new(a.progress);
+    let maven = match &a.maven.maven {
+        Some(dir) => Some(maven_image(dir, &a.maven, &progress)?),
+        None => None,
+    };
+    let req = build_request(a, maven.as_ref())?;
     let result = crate::build::build(&req, &progress).map_err(cli_error)?;
+    if let Some(m) = &maven {
+        use crate::hooks::maven::{write_image_files, Built};
+        let image = result.artifact.image();
+        let files = write_image_files(
+            &m.module_dir,
+            &Built {
+                tags: &result.tags,
+                image_id: image
+                    .map(|i| i.config_digest.to_string())
+                    .unwrap_or_default(),
+                image_digest: result.artifact.top().digest.to_string(),
+                pushed: req.outputs.contains(&Target::Registry),
+            },
+        )?;
+        progress.note(&format!(
+            "wrote {} and {}",
+            files[0].display(),
+            files[1].display()
+        ));
+    }
     for r in &result.pushed {
         progress.note(&format!(
             "pushed {} ({} bytes uploaded, {} blobs uploaded, {} mounted, {} already there)",
@@ -268,8 +311,37 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--maven DIR`: the project read, its class path had from Maven, the image planned.
+fn maven_image(
+    dir: &std::path::Path,
+    a: &super::args::MavenArgs,
+    progress: &Progress,
+) -> anyhow::Result<crate::hooks::maven::MavenImage> {
+    use crate::hooks::maven;
+    let opts = maven::MavenOptions {
+        project: dir.to_path_buf(),
+        module: a.module.clone(),
+        main_class: a.main_class.clone(),
+        jvm_flags: a.jvm_flags.clone(),
+        base: a.base.clone(),
+        user: a.user.clone(),
+        ports: a.ports.clone(),
+        mvn: None,
+    };
+    let project = maven::project(&opts)?;
+    progress.note(&format!(
+        "maven: {}:{}:{} ({} class path entries: {})",
+        project.module.group_id,
+        project.module.artifact_id,
+        project.module.version,
+        project.classpath.len(),
+        project.classpath_from
+    ));
+    Ok(maven::plan(&project, &opts)?)
+}
+
 pub fn run_plan(a: &PlanArgs) -> anyhow::Result<ExitCode> {
-    let req = input_request(&a.input)?;
+    let req = input_request(&a.input, None)?;
     let (plan, keys) = crate::build::plan(&req, &exec::Quiet).map_err(cli_error)?;
     let mut doc = serde_json::to_value(&plan).expect("plan serialises");
     for (stage, stage_keys) in doc["stages"]

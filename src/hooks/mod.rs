@@ -5,3 +5,4 @@
 pub mod cargo;
 pub mod compose;
 pub mod elf;
+pub mod maven;
