@@ -5,7 +5,6 @@
 
 mod common;
 
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// A copy of the test crate under `tmp` (cargo writes `Cargo.lock` beside the manifest).
@@ -53,27 +52,13 @@ fn build(dir: &Path, tmp: &Path, cache: &str, out: &Path, extra: &[&str]) -> Str
     std::fs::read_to_string(&digest_file).unwrap()
 }
 
-fn json_member(archive: &Path, member: &str) -> Value {
-    serde_json::from_slice(&common::tar_member(archive, member)).unwrap()
-}
-
-fn blob(digest: &str) -> String {
-    format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
-}
-
-/// The manifest of the archive's one image.
-fn manifest(archive: &Path) -> Value {
-    let index = json_member(archive, "index.json");
-    json_member(
-        archive,
-        &blob(index["manifests"][0]["digest"].as_str().unwrap()),
-    )
-}
-
 /// Every non-directory path of every layer, sorted, with a leading `/`.
 fn files(archive: &Path) -> Vec<String> {
     let mut all = Vec::new();
-    for l in manifest(archive)["layers"].as_array().unwrap() {
+    for l in common::archive_manifest(archive)["layers"]
+        .as_array()
+        .unwrap()
+    {
         let listing = common::layer_listing(archive, l["digest"].as_str().unwrap(), &[]);
         all.extend(
             listing
@@ -88,7 +73,7 @@ fn files(archive: &Path) -> Vec<String> {
 
 /// Sum of the compressed layer sizes: what a pull downloads.
 fn layers_size(archive: &Path) -> u64 {
-    manifest(archive)["layers"]
+    common::archive_manifest(archive)["layers"]
         .as_array()
         .unwrap()
         .iter()
@@ -122,8 +107,11 @@ fn image_from_scratch_holds_exactly_the_runtime_closure_and_is_reproducible() {
     let first = build(&dir, tmp.path(), "cache-a", &a, &[]);
     assert_eq!(files(&a), expected_runtime());
 
-    let m = manifest(&a);
-    let config = json_member(&a, &blob(m["config"]["digest"].as_str().unwrap()));
+    let m = common::archive_manifest(&a);
+    let config = common::archive_json(
+        &a,
+        &common::blob_path(m["config"]["digest"].as_str().unwrap()),
+    );
     let c = &config["config"];
     assert_eq!(
         c["Entrypoint"],

@@ -116,6 +116,9 @@ pub fn project(opts: &MavenOptions) -> Result<Project, MavenError> {
     let mut reactor = Vec::new();
     collect_reactor(&root, &mut reactor, 0)?;
     let module = choose_module(&root, &reactor, opts.module.as_deref())?.clone();
+    if opts.main_class.is_none() && module.main_class.is_none() {
+        return Err(no_main_class(&module));
+    }
     let (classpath, classpath_from) = classpath(&root, &module, &reactor, opts)?;
     Ok(Project {
         module,
@@ -123,6 +126,14 @@ pub fn project(opts: &MavenOptions) -> Result<Project, MavenError> {
         classpath,
         classpath_from,
     })
+}
+
+fn no_main_class(module: &Pom) -> MavenError {
+    MavenError::Missing(format!(
+        "{}: no main class: give --main-class, or set maven-jar-plugin's \
+         <archive><manifest><mainClass>",
+        module.file.display()
+    ))
 }
 
 fn collect_reactor(pom: &Pom, out: &mut Vec<Pom>, depth: usize) -> Result<(), MavenError> {
@@ -303,13 +314,7 @@ pub fn plan(project: &Project, opts: &MavenOptions) -> Result<MavenImage, MavenE
         .main_class
         .clone()
         .or_else(|| module.main_class.clone())
-        .ok_or_else(|| {
-            MavenError::Missing(format!(
-                "{}: no main class: give --main-class (or `main-class` in [java]), or set \
-                 maven-jar-plugin's <archive><manifest><mainClass>",
-                module.file.display()
-            ))
-        })?;
+        .ok_or_else(|| no_main_class(module))?;
     let classes_dir = module.dir().join("target/classes");
     if !classes_dir.is_dir() {
         return Err(MavenError::Missing(format!(
