@@ -544,9 +544,16 @@ fn load_spec(spec: &Path, platform: Option<&Platform>) -> Result<Loaded, BuildEr
         .canonicalize()
         .map_err(io(format!("spec directory {}", dir.display())))?;
     let name = spec.display().to_string();
-    let plan = crate::frontend::lade_toml::lower(&name, &src, &dir, platform)
-        .map_err(|e| BuildError::Located(e.to_string()))?;
-    let context = BuildContext::new(&dir, &[])?;
+    let lowered = crate::frontend::lade_toml::lower_with(
+        &name,
+        &src,
+        &dir,
+        platform,
+        Some(&crate::hooks::maven::SpecProjects),
+    )
+    .map_err(|e| BuildError::Located(e.to_string()))?;
+    let plan = lowered.plan;
+    let context = BuildContext::new(&lowered.context, &[])?;
     Ok(Loaded {
         plan,
         context,

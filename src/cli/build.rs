@@ -326,6 +326,7 @@ fn maven_image(
         base: a.base.clone(),
         user: a.user.clone(),
         ports: a.ports.clone(),
+        java: None,
         mvn: None,
     };
     let project = maven::project(&opts)?;

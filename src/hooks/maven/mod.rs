@@ -75,6 +75,8 @@ pub struct MavenOptions {
     pub user: Option<String>,
     /// `8080`, `53/udp`.
     pub ports: Vec<String>,
+    /// The `java` of the entrypoint (default: `java`).
+    pub java: Option<String>,
     /// The Maven executable (default: the project's `mvnw`, else `mvn` on PATH).
     pub mvn: Option<PathBuf>,
 }
@@ -303,11 +305,17 @@ enum Kind {
     Project,
 }
 
-/// Plans the image of the project.
-pub fn plan(project: &Project, opts: &MavenOptions) -> Result<MavenImage, MavenError> {
+/// The Jib layers of the project, the entrypoint and, per layer, its files.
+pub struct JibLayers {
+    pub steps: Vec<Step>,
+    pub entrypoint: Vec<String>,
+    pub layer_files: Vec<(String, Vec<String>)>,
+}
+
+/// The layers of the project, as [`plan`] lays them out.
+pub fn layers(project: &Project, opts: &MavenOptions) -> Result<JibLayers, MavenError> {
     let module = &project.module;
-    let name = module.file.display().to_string();
-    let location = Location::at_offset(&name, "", 0);
+    let location = Location::at_offset(&module.file.display().to_string(), "", 0);
     let app = ImagePath::parse_absolute(APP_ROOT).expect("absolute");
     let libs = app.join_bytes(b"libs");
     let main = opts
@@ -492,9 +500,25 @@ pub fn plan(project: &Project, opts: &MavenOptions) -> Result<MavenImage, MavenE
         vec![cp_file.display(), main_file.display()],
     ));
 
-    let mut entrypoint = vec!["java".to_string()];
+    let mut entrypoint = vec![opts.java.clone().unwrap_or_else(|| "java".into())];
     entrypoint.extend(opts.jvm_flags.iter().cloned());
     entrypoint.extend(["-cp".into(), format!("@{cp_file}"), main]);
+    Ok(JibLayers {
+        steps,
+        entrypoint,
+        layer_files,
+    })
+}
+
+/// Plans the image of the project.
+pub fn plan(project: &Project, opts: &MavenOptions) -> Result<MavenImage, MavenError> {
+    let module = &project.module;
+    let location = Location::at_offset(&module.file.display().to_string(), "", 0);
+    let JibLayers {
+        mut steps,
+        entrypoint,
+        layer_files,
+    } = layers(project, opts)?;
     let mut edits = vec![
         ConfigEdit::Entrypoint(Some(entrypoint)),
         ConfigEdit::Cmd(None),
@@ -639,4 +663,34 @@ pub fn write_image_files(module_dir: &Path, built: &Built) -> Result<[PathBuf; 2
             })?;
     }
     Ok([json_path, digest_path])
+}
+
+/// `[java] maven` of lade.toml, for the frontend.
+pub struct SpecProjects;
+
+impl crate::frontend::lade_toml::MavenProjects for SpecProjects {
+    fn maven(
+        &self,
+        r: &crate::frontend::lade_toml::MavenRequest,
+    ) -> Result<(Vec<LayerStep>, Vec<String>), String> {
+        let opts = MavenOptions {
+            project: r.pom.clone(),
+            module: r.module.clone(),
+            main_class: r.main_class.clone(),
+            jvm_flags: r.jvm_flags.clone(),
+            java: Some(r.java.clone()),
+            ..MavenOptions::default()
+        };
+        let project = project(&opts).map_err(|e| e.to_string())?;
+        let jib = layers(&project, &opts).map_err(|e| e.to_string())?;
+        let layers = jib
+            .steps
+            .into_iter()
+            .filter_map(|s| match s {
+                Step::Layer(l) => Some(l),
+                _ => None,
+            })
+            .collect();
+        Ok((layers, jib.entrypoint))
+    }
 }
