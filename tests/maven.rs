@@ -223,9 +223,10 @@ fn jib_layers_run_on_the_jre_and_one_changed_class_changes_one_layer() {
 }
 
 #[test]
-fn a_second_checkout_gives_the_same_digest() {
+fn a_second_checkout_gives_the_same_digest_and_lade_toml_the_same_layers() {
     let tmp = tempfile::tempdir().unwrap();
     let mut digests = Vec::new();
+    let mut dirs = Vec::new();
     for name in ["one", "elsewhere/two"] {
         let dir = checkout(&tmp.path().join(name));
         // Each checkout its own store and its own Maven run (lade runs
@@ -234,8 +235,54 @@ fn a_second_checkout_gives_the_same_digest() {
         mvn_package(&dir, &cache, &[]);
         let out = tmp.path().join(format!("{}.tar", digests.len()));
         digests.push(lade_maven(&dir, &cache, &out, &[]));
+        dirs.push(dir);
     }
     assert_eq!(digests[0], digests[1]);
+
+    // `[java] maven` in a lade.toml: the same Jib layers, after the spec's own.
+    let dir = &dirs[0];
+    std::fs::create_dir_all(dir.join("extra")).unwrap();
+    std::fs::write(dir.join("extra/notice.txt"), "extra\n").unwrap();
+    std::fs::write(
+        dir.join("lade.toml"),
+        format!(
+            "[image]\nfrom = {:?}\n\n[[layer]]\nname = \"extra\"\nfrom = \"extra\"\n\
+             into = \"/opt/extra\"\n\n[java]\nmaven = \"pom.xml\"\nmodule = \"app\"\n",
+            common::require_jre()
+        ),
+    )
+    .unwrap();
+    let spec_out = tmp.path().join("spec.tar");
+    let o = common::lade(&tmp.path().join("cache-0"))
+        .args(["build", "--progress", "plain", "--spec"])
+        .arg(dir.join("lade.toml"))
+        .arg("-o")
+        .arg(format!("type=oci,dest={}", spec_out.display()))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "lade build --spec failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let from_spec = app_layers(&spec_out);
+    assert_eq!(from_spec[0].1, ["/opt/extra/notice.txt"]);
+    let digests_of = |l: &[(String, Vec<String>, String)]| -> Vec<String> {
+        l.iter().map(|x| x.2.clone()).collect()
+    };
+    assert_eq!(
+        digests_of(&from_spec[1..]),
+        digests_of(&app_layers(&tmp.path().join("0.tar")))
+    );
+    assert_eq!(
+        config_of(&spec_out)["Entrypoint"],
+        serde_json::json!([
+            "java",
+            "-cp",
+            "@/app/jib-classpath-file",
+            "com.example.app.Main"
+        ])
+    );
 }
 
 /// The `<!-- maven-hook -->` block of README.md.

@@ -28,6 +28,7 @@ pub struct MavenRequest {
 }
 
 /// A lowered spec and the directory its sources are relative to.
+#[derive(Debug)]
 pub struct Lowered {
     pub plan: Plan,
     /// The spec's directory, or `/` with `[java] maven`.
