@@ -203,7 +203,7 @@ fn choose_module<'a>(
     }
 }
 
-/// The module's `target/lade-classpath.txt` when it is there and not older than its pom (the
+/// The module's `target/lade-classpath.txt` when it is there and not older than the poms (the
 /// hook's `dependency:build-classpath` execution wrote it in this build), else Maven's answer
 /// to `dependency:build-classpath` run in the reactor's directory.
 fn classpath(
@@ -214,7 +214,10 @@ fn classpath(
 ) -> Result<(Vec<PathBuf>, String), MavenError> {
     let file = module.dir().join("target").join(CLASSPATH_FILE);
     let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let fresh = matches!((mtime(&file), mtime(&module.file)), (Some(f), Some(p)) if f >= p);
+    // Not older than any pom it depends on (the module's, the reactor's).
+    let poms = reactor.iter().map(|p| &p.file).chain([&module.file]);
+    let newest_pom = poms.filter_map(|p| mtime(p)).max();
+    let fresh = matches!((mtime(&file), newest_pom), (Some(f), Some(p)) if f >= p);
     let from = if fresh {
         format!("read {}", file.display())
     } else {
