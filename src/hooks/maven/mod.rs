@@ -309,6 +309,7 @@ enum Kind {
 }
 
 /// The Jib layers of the project, the entrypoint and, per layer, its files.
+#[derive(Debug)]
 pub struct JibLayers {
     pub steps: Vec<Step>,
     pub entrypoint: Vec<String>,
@@ -695,5 +696,138 @@ impl crate::frontend::lade_toml::MavenProjects for SpecProjects {
             })
             .collect();
         Ok((layers, jib.entrypoint))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, content: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    const POM: &str = "<project><groupId>g</groupId><artifactId>ARTIFACT</artifactId>\
+                       <version>1.0</version></project>";
+
+    /// Release, snapshot and project-module jars each go to their own Jib layer, in class
+    /// path order in the class path file; a sibling's output directory is its jar.
+    #[test]
+    fn class_path_entries_are_split_as_jib_does() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        write(&t.join("app/pom.xml"), &POM.replace("ARTIFACT", "app"));
+        write(&t.join("app/target/classes/a/Main.class"), "c");
+        write(&t.join("app/target/classes/a.properties"), "r");
+        write(&t.join("lib/pom.xml"), &POM.replace("ARTIFACT", "lib"));
+        write(&t.join("lib/target/lib-1.0.jar"), "j");
+        std::fs::create_dir_all(t.join("lib/target/classes")).unwrap();
+        write(&t.join("repo/x/x-2.jar"), "x");
+        write(&t.join("repo/s/s-1.0-SNAPSHOT.jar"), "s");
+        let module = pom::read(&t.join("app/pom.xml")).unwrap();
+        let project = Project {
+            reactor: vec![module.clone()],
+            module,
+            classpath: vec![
+                t.join("repo/s/s-1.0-SNAPSHOT.jar"),
+                t.join("lib/target/classes"),
+                t.join("repo/x/x-2.jar"),
+            ],
+            classpath_from: String::new(),
+        };
+        let opts = MavenOptions {
+            main_class: Some("a.Main".into()),
+            ..MavenOptions::default()
+        };
+        let jib = layers(&project, &opts).unwrap();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            jib.layer_files,
+            vec![
+                (LAYERS[0].into(), s(&["/app/libs/x-2.jar"])),
+                (LAYERS[1].into(), s(&["/app/libs/s-1.0-SNAPSHOT.jar"])),
+                (LAYERS[2].into(), s(&["/app/libs/lib-1.0.jar"])),
+                (LAYERS[3].into(), s(&["/app/resources/a.properties"])),
+                (LAYERS[4].into(), s(&["/app/classes/a/Main.class"])),
+                (
+                    LAYERS[5].into(),
+                    s(&["/app/jib-classpath-file", "/app/jib-main-class-file"])
+                ),
+            ]
+        );
+        let cp = jib.steps.iter().find_map(|st| match st {
+            Step::Layer(l) if l.name == LAYERS[5] => match &l.sources[0] {
+                FileSet::Inline { content, .. } => {
+                    Some(String::from_utf8(content.clone()).unwrap())
+                }
+                _ => None,
+            },
+            _ => None,
+        });
+        assert_eq!(
+            cp.as_deref(),
+            Some(
+                "/app/resources:/app/classes:/app/libs/s-1.0-SNAPSHOT.jar:/app/libs/lib-1.0.jar:\
+                 /app/libs/x-2.jar"
+            )
+        );
+        assert_eq!(
+            jib.entrypoint,
+            ["java", "-cp", "@/app/jib-classpath-file", "a.Main"]
+        );
+
+        // A sibling not packaged yet is named.
+        std::fs::remove_file(t.join("lib/target/lib-1.0.jar")).unwrap();
+        let e = layers(&project, &opts).unwrap_err().to_string();
+        assert!(e.contains("module lib is not packaged"), "{e}");
+    }
+
+    #[test]
+    fn parent_gives_group_and_version_and_properties() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        write(
+            &t.join("pom.xml"),
+            "<project><groupId>org.p</groupId><artifactId>parent</artifactId>\
+             <version>2.0-SNAPSHOT</version><packaging>pom</packaging>\
+             <properties><main>org.p.Main</main></properties>\
+             <modules><module>m</module></modules></project>",
+        );
+        write(
+            &t.join("m/pom.xml"),
+            "<project><parent><groupId>org.p</groupId><artifactId>parent</artifactId>\
+             <version>2.0-SNAPSHOT</version></parent><artifactId>m</artifactId>\
+             <build><finalName>${project.artifactId}-final</finalName><plugins><plugin>\
+             <artifactId>maven-jar-plugin</artifactId><configuration><archive><manifest>\
+             <mainClass>${main}</mainClass></manifest></archive></configuration></plugin>\
+             </plugins></build></project>",
+        );
+        let m = pom::read(&t.join("m/pom.xml")).unwrap();
+        assert_eq!(
+            (
+                m.group_id.as_str(),
+                m.version.as_str(),
+                m.packaging.as_str()
+            ),
+            ("org.p", "2.0-SNAPSHOT", "jar")
+        );
+        assert_eq!(m.main_class.as_deref(), Some("org.p.Main"));
+        assert_eq!(m.jar(), t.join("m/target/m-final.jar"));
+        let root = pom::read(&t.join("pom.xml")).unwrap();
+        let mut reactor = Vec::new();
+        collect_reactor(&root, &mut reactor, 0).unwrap();
+        // The one module with a main class is chosen without --module.
+        assert_eq!(
+            choose_module(&root, &reactor, None).unwrap().artifact_id,
+            "m"
+        );
+        let e = choose_module(&root, &reactor, Some("x"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--module \"x\": no such module") && e.contains("(modules: m)"),
+            "{e}"
+        );
     }
 }
