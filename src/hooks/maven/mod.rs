@@ -260,7 +260,8 @@ fn classpath(
         );
         let status = cmd
             .stdin(Stdio::null())
-            .stdout(Stdio::inherit())
+            // Maven's output to stderr: stdout may be the image (`-o type=oci,dest=-`).
+            .stdout(std::io::stderr())
             .stderr(Stdio::inherit())
             .status()
             .map_err(|source| MavenError::Spawn {
