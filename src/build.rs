@@ -28,6 +28,13 @@ pub enum Description {
         /// `base_configs` and `platform` are filled per platform by [`build`].
         opts: Box<LowerOptions>,
     },
+    /// A plan made by a caller (a build hook such as `cargo lade`); `name` is how errors name
+    /// its source (a `Cargo.toml`).
+    Plan {
+        plan: Box<Plan>,
+        context: PathBuf,
+        name: String,
+    },
 }
 
 /// Everything a build needs, validated by the caller.
@@ -58,6 +65,54 @@ pub struct BuildRequest {
     pub manifest_annotations: Vec<(Option<Platform>, String, String)>,
     /// On the index of a multi-platform build.
     pub index_annotations: output::IndexAnnotations,
+    /// Registry references (normalised, [`local_image_key`]) that this build reads from
+    /// elsewhere: `FROM`/`COPY --from` of such a name use the base given here (`lade compose
+    /// build`: an image another service just built, not yet in any registry).
+    pub local_images: std::collections::BTreeMap<String, Base>,
+}
+
+/// How [`BuildRequest::local_images`] keys a reference: `docker.io/library/name:latest` for
+/// `name`; None for what is not a registry reference.
+pub fn local_image_key(reference: &str) -> Option<String> {
+    crate::registry::Reference::parse(reference)
+        .ok()
+        .map(|r| r.to_string())
+}
+
+/// The local stand-in of `base`, if it is a registry image the request has one for.
+fn local_base(local: &std::collections::BTreeMap<String, Base>, base: &Base) -> Option<Base> {
+    match base {
+        Base::Registry { reference } => local.get(&local_image_key(reference)?).cloned(),
+        _ => None,
+    }
+}
+
+/// Replaces the plan's registry bases and `COPY --from` images that the request has local
+/// stand-ins for.
+fn use_local_images(plan: &mut Plan, local: &std::collections::BTreeMap<String, Base>) {
+    use crate::plan::{CopyFrom, FileSet, Step};
+    if local.is_empty() {
+        return;
+    }
+    for stage in &mut plan.stages {
+        if let Some(b) = local_base(local, &stage.base) {
+            stage.base = b;
+        }
+        for step in &mut stage.steps {
+            let Step::Layer(l) = step else { continue };
+            for set in &mut l.sources {
+                if let FileSet::Copy {
+                    from: CopyFrom::Image { base },
+                    ..
+                } = set
+                {
+                    if let Some(b) = local_base(local, base) {
+                        *base = b;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// What a build produced and where it went.
@@ -114,7 +169,7 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
     let store = Store::open(&req.store_root)?;
     sweep_stale_temps(&store, req);
     let registry = Registry::new(&req.registry);
-    let base_configs = BaseConfigReader::new(&store, registry.clone(), req.exec.pull);
+    let base_configs = BaseConfigReader::new(&store, registry.clone(), req);
     let push = req.outputs.iter().any(|o| matches!(o, Target::Registry));
     let mut exec_opts = req.exec.clone();
     // --jobs N bounds compression too: N gzip workers per layer, and at most N blocks
@@ -146,6 +201,7 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
                 plan.annotations.insert(k.clone(), v.clone());
             }
         }
+        use_local_images(&mut plan, &req.local_images);
         if exec_opts.registry.is_none() && (push || uses_registry(&plan)) {
             exec_opts.registry = Some(registry.client()?);
         }
@@ -311,9 +367,9 @@ pub fn plan(req: &BuildRequest, observer: &dyn Observer) -> Result<(Plan, PlanKe
         ));
     }
     let store = Store::open(&req.store_root)?;
-    let base_configs = BaseConfigReader::new(&store, Registry::new(&req.registry), req.exec.pull);
+    let base_configs = BaseConfigReader::new(&store, Registry::new(&req.registry), req);
     let Loaded {
-        plan,
+        mut plan,
         context,
         source,
     } = load(
@@ -322,6 +378,7 @@ pub fn plan(req: &BuildRequest, observer: &dyn Observer) -> Result<(Plan, PlanKe
         observer,
         &base_configs,
     )?;
+    use_local_images(&mut plan, &req.local_images);
     let keys =
         exec::cache_keys(&plan, &context, &store, &req.exec).map_err(|e| source.locate(e))?;
     Ok((plan, keys))
@@ -367,20 +424,24 @@ struct BaseConfigReader {
     store: Store,
     registry: Registry,
     pull: exec::PullPolicy,
+    local: std::collections::BTreeMap<String, Base>,
 }
 
 impl BaseConfigReader {
-    fn new(store: &Store, registry: Registry, pull: exec::PullPolicy) -> Arc<BaseConfigReader> {
+    fn new(store: &Store, registry: Registry, req: &BuildRequest) -> Arc<BaseConfigReader> {
         Arc::new(BaseConfigReader {
             store: store.clone(),
             registry,
-            pull,
+            pull: req.exec.pull,
+            local: req.local_images.clone(),
         })
     }
 }
 
 impl BaseConfigs for BaseConfigReader {
     fn config(&self, base: &Base, platform: &Platform) -> Result<ImageConfig, String> {
+        let local = local_base(&self.local, base);
+        let base = local.as_ref().unwrap_or(base);
         let client = match base {
             Base::Registry { .. } => Some(self.registry.get()?),
             _ => None,
@@ -436,6 +497,18 @@ fn load(
             opts.platform = platform.cloned();
             load_dockerfile(file.as_deref(), context, &opts, observer)
         }
+        Description::Plan {
+            plan,
+            context,
+            name,
+        } => Ok(Loaded {
+            plan: (**plan).clone(),
+            context: BuildContext::new(context, &[])?,
+            source: SourceText {
+                name: name.clone(),
+                src: String::new(),
+            },
+        }),
     }
 }
 
@@ -519,9 +592,16 @@ fn load_spec(spec: &Path, platform: Option<&Platform>) -> Result<Loaded, BuildEr
         .canonicalize()
         .map_err(io(format!("spec directory {}", dir.display())))?;
     let name = spec.display().to_string();
-    let plan = crate::frontend::lade_toml::lower(&name, &src, &dir, platform)
-        .map_err(|e| BuildError::Located(e.to_string()))?;
-    let context = BuildContext::new(&dir, &[])?;
+    let lowered = crate::frontend::lade_toml::lower_with(
+        &name,
+        &src,
+        &dir,
+        platform,
+        Some(&crate::hooks::maven::SpecProjects),
+    )
+    .map_err(|e| BuildError::Located(e.to_string()))?;
+    let plan = lowered.plan;
+    let context = BuildContext::new(&lowered.context, &[])?;
     Ok(Loaded {
         plan,
         context,

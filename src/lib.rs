@@ -11,6 +11,7 @@ pub mod digest;
 pub mod exec;
 pub mod frontend;
 pub mod fuzz;
+pub mod hooks;
 pub mod image;
 pub mod layer;
 pub mod output;

@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile (`[-f FILE] CONTEXT`) or a lade.toml (`--spec`).
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Print the build plan, with each layer step's cache key, as JSON.
     Plan(PlanArgs),
     /// Print the syntax tree of a Dockerfile.
@@ -29,6 +29,8 @@ pub enum Command {
     Pull(PullArgs),
     /// Store registry credentials in the docker config file (~/.docker/config.json).
     Login(LoginArgs),
+    /// Build the services of a compose file (`lade compose build`).
+    Compose(super::compose_cmd::ComposeArgs),
     /// Remove the `RUN --mount=type=cache` directories of the store that no build is using.
     Prune(PruneArgs),
     /// Print the man page or a shell completion script (for packagers: `cargo xtask dist`).
@@ -283,6 +285,8 @@ pub enum SnapshotterArg {
 pub struct BuildArgs {
     #[command(flatten)]
     pub input: InputArgs,
+    #[command(flatten)]
+    pub maven: MavenArgs,
     /// Where to write the image: type=oci|docker,dest=FILE|- or type=oci-layout,dest=DIR; or
     /// its filesystem: DIR or type=local,dest=DIR, type=tar,dest=FILE|- (`-` alone: a tar on
     /// standard output).
@@ -359,6 +363,46 @@ pub struct BuildArgs {
     /// steps may use the host network without it). Repeatable or comma-separated.
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
     pub allow: Vec<String>,
+}
+
+/// `lade build --maven`: a Maven project laid out as Jib's Maven plugin does.
+#[derive(Debug, Args, Default)]
+pub struct MavenArgs {
+    /// Build the Maven project in DIR (default: .) as Jib would: dependencies, snapshot
+    /// dependencies, project modules, resources and classes, each a layer under /app; writes
+    /// target/lade-image.json and target/lade-image.digest. Default name: artifactId:version.
+    #[arg(
+        long,
+        value_name = "DIR",
+        num_args = 0..=1,
+        default_missing_value = ".",
+        conflicts_with_all = ["spec", "file", "context"]
+    )]
+    pub maven: Option<PathBuf>,
+    /// The module of a multi-module reactor (artifactId or directory).
+    #[arg(long, value_name = "NAME", requires = "maven")]
+    pub module: Option<String>,
+    /// The main class (default: maven-jar-plugin's manifest mainClass, else exec-maven-plugin's).
+    #[arg(long, value_name = "CLASS", requires = "maven")]
+    pub main_class: Option<String>,
+    /// A JVM flag of the entrypoint (repeatable).
+    #[arg(
+        long = "jvm-flag",
+        value_name = "FLAG",
+        requires = "maven",
+        allow_hyphen_values = true
+    )]
+    pub jvm_flags: Vec<String>,
+    /// The base image (default: eclipse-temurin:17-jre, Jib's for Java 17; `oci:DIR[:TAG]`
+    /// for a local layout).
+    #[arg(long, value_name = "IMAGE", requires = "maven")]
+    pub base: Option<String>,
+    /// The image's user.
+    #[arg(long, value_name = "USER", requires = "maven")]
+    pub user: Option<String>,
+    /// A port the image exposes (`8080`, `53/udp`; repeatable).
+    #[arg(long = "port", value_name = "PORT", requires = "maven")]
+    pub ports: Vec<String>,
 }
 
 #[derive(Debug, Args)]

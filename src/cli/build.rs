@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-fn source_date_epoch() -> Result<u64, UsageError> {
+pub(super) fn source_date_epoch() -> Result<u64, UsageError> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|_| {
             UsageError(format!(
@@ -73,7 +73,10 @@ fn secrets_and_agents(
 
 /// The request `lade plan` and `lade build` share: what to build, for which platforms, with
 /// which store and registry settings; no outputs.
-fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
+fn input_request(
+    a: &InputArgs,
+    maven: Option<&crate::hooks::maven::MavenImage>,
+) -> Result<BuildRequest, UsageError> {
     // `--platform a,b`: one image per platform, under an index.
     let mut platforms: Vec<Platform> = Vec::new();
     for p in a.platform.iter().flat_map(|p| p.split(',')) {
@@ -88,6 +91,14 @@ fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
     }
     let platform = platforms.first().cloned();
     let description = match (&a.spec, &a.context) {
+        _ if maven.is_some() => {
+            let m = maven.expect("checked");
+            Description::Plan {
+                plan: Box::new(m.plan.clone()),
+                context: m.context.clone(),
+                name: m.module_dir.join("pom.xml").display().to_string(),
+            }
+        }
         (Some(spec), _) => Description::Spec(spec.clone()),
         (None, Some(context)) => Description::Dockerfile {
             file: a.file.clone(),
@@ -159,6 +170,7 @@ fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
         load: None,
         manifest_annotations: Vec::new(),
         index_annotations: Default::default(),
+        local_images: Default::default(),
     })
 }
 
@@ -214,7 +226,7 @@ fn named_contexts(items: &[String]) -> Result<BTreeMap<String, NamedContext>, Us
     Ok(out)
 }
 
-fn client_options(a: &RegistryArgs) -> ClientOptions {
+pub(super) fn client_options(a: &RegistryArgs) -> ClientOptions {
     ClientOptions {
         insecure_registries: a.insecure_registries.clone(),
         ca_files: a.registry_ca.clone(),
@@ -222,8 +234,11 @@ fn client_options(a: &RegistryArgs) -> ClientOptions {
     }
 }
 
-fn build_request(a: &BuildArgs) -> Result<BuildRequest, UsageError> {
-    let mut req = input_request(&a.input)?;
+fn build_request(
+    a: &BuildArgs,
+    maven: Option<&crate::hooks::maven::MavenImage>,
+) -> Result<BuildRequest, UsageError> {
+    let mut req = input_request(&a.input, maven)?;
     let exec = &mut req.exec;
     exec.no_cache = a.no_cache;
     exec.run_settings.allow_insecure = allows_insecure(&a.allow)?;
@@ -277,9 +292,14 @@ fn build_request(a: &BuildArgs) -> Result<BuildRequest, UsageError> {
     if a.jobs == Some(0) {
         return Err(UsageError("--jobs must be at least 1".into()));
     }
+    let mut tags = a.tags.clone();
+    // Jib's default name; a push goes only where the user said.
+    if let (Some(m), true, false) = (maven, tags.is_empty(), push) {
+        tags.push(m.name.clone());
+    }
     Ok(BuildRequest {
         outputs,
-        tags: a.tags.clone(),
+        tags,
         iidfile: a.iidfile.clone(),
         metadata_file: a.metadata_file.clone(),
         digest_file: a.digest_file.clone(),
@@ -384,7 +404,7 @@ fn annotations(items: &[String]) -> Result<Annotations, UsageError> {
 }
 
 /// A build error for `main`: usage errors keep their exit code 2.
-fn cli_error(e: BuildError) -> anyhow::Error {
+pub(super) fn cli_error(e: BuildError) -> anyhow::Error {
     match e {
         BuildError::Usage(m) => UsageError(m).into(),
         other => other.into(),
@@ -392,13 +412,37 @@ fn cli_error(e: BuildError) -> anyhow::Error {
 }
 
 pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
-    let req = build_request(a)?;
     let progress = Progress::new(if a.quiet {
         ProgressMode::Quiet
     } else {
         a.progress
     });
+    let maven = match &a.maven.maven {
+        Some(dir) => Some(maven_image(dir, &a.maven, &progress)?),
+        None => None,
+    };
+    let req = build_request(a, maven.as_ref())?;
     let result = crate::build::build(&req, &progress).map_err(cli_error)?;
+    if let Some(m) = &maven {
+        use crate::hooks::maven::{write_image_files, Built};
+        let image = result.artifact.image();
+        let files = write_image_files(
+            &m.module_dir,
+            &Built {
+                tags: &result.tags,
+                image_id: image
+                    .map(|i| i.config_digest.to_string())
+                    .unwrap_or_default(),
+                image_digest: result.artifact.top().digest.to_string(),
+                pushed: req.outputs.contains(&Target::Registry),
+            },
+        )?;
+        progress.note(&format!(
+            "wrote {} and {}",
+            files[0].display(),
+            files[1].display()
+        ));
+    }
     if a.quiet {
         let id = match result.artifact.image() {
             Some(image) => image.config_digest.clone(),
@@ -440,8 +484,38 @@ fn no_output_note(store: &std::path::Path) -> String {
     )
 }
 
+/// `--maven DIR`: the project read, its class path had from Maven, the image planned.
+fn maven_image(
+    dir: &std::path::Path,
+    a: &super::args::MavenArgs,
+    progress: &Progress,
+) -> anyhow::Result<crate::hooks::maven::MavenImage> {
+    use crate::hooks::maven;
+    let opts = maven::MavenOptions {
+        project: dir.to_path_buf(),
+        module: a.module.clone(),
+        main_class: a.main_class.clone(),
+        jvm_flags: a.jvm_flags.clone(),
+        base: a.base.clone(),
+        user: a.user.clone(),
+        ports: a.ports.clone(),
+        java: None,
+        mvn: None,
+    };
+    let project = maven::project(&opts)?;
+    progress.note(&format!(
+        "maven: {}:{}:{} ({} class path entries: {})",
+        project.module.group_id,
+        project.module.artifact_id,
+        project.module.version,
+        project.classpath.len(),
+        project.classpath_from
+    ));
+    Ok(maven::plan(&project, &opts)?)
+}
+
 pub fn run_plan(a: &PlanArgs) -> anyhow::Result<ExitCode> {
-    let req = input_request(&a.input)?;
+    let req = input_request(&a.input, None)?;
     let (plan, keys) = crate::build::plan(&req, &exec::Quiet).map_err(cli_error)?;
     let mut doc = serde_json::to_value(&plan).expect("plan serialises");
     for (stage, stage_keys) in doc["stages"]

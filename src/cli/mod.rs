@@ -3,6 +3,8 @@
 
 pub mod args;
 mod build;
+mod cargo_cmd;
+mod compose_cmd;
 mod generate;
 mod parse_cmd;
 mod progress;
@@ -44,7 +46,30 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let result = run(cli);
+    finish(run(cli))
+}
+
+/// `cargo lade …` (the `cargo-lade` binary): cargo passes `lade` as the first argument.
+pub fn cargo_lade_main() -> ExitCode {
+    crate::store::interrupt::install();
+    init_logging();
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "lade") {
+        argv.remove(1);
+    }
+    let args = match cargo_cmd::CargoLadeArgs::try_parse_from(argv) {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    finish(cargo_cmd::run(&args))
+}
+
+/// Waits for an interrupt's cleanup, prints the error once and maps it to the exit code.
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     crate::store::interrupt::wait_if_interrupted();
     match result {
         Ok(code) => code,
@@ -94,6 +119,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Push(a) => registry_cmd::run_push(&a),
         Command::Pull(a) => registry_cmd::run_pull(&a),
         Command::Login(a) => registry_cmd::run_login(&a),
+        Command::Compose(a) => compose_cmd::run(&a),
         Command::Prune(a) => prune_cmd::run(&a),
         Command::Generate(a) => generate::run(&a),
     }

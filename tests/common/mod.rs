@@ -99,6 +99,18 @@ pub fn require_debian() -> DebianBases {
     }
 }
 
+/// `oci:DIR:TAG` of the JRE base `cargo xtask test` makes once (Debian minbase +
+/// openjdk-17-jre-headless, `LADE_TEST_JRE_LAYOUT`), or a test failure saying why it is missing.
+#[track_caller]
+pub fn require_jre() -> String {
+    if let Ok(e) = std::env::var("LADE_TEST_JRE_ERROR") {
+        panic!("xtask could not make the JRE base: {e}");
+    }
+    std::env::var("LADE_TEST_JRE_LAYOUT").unwrap_or_else(|_| {
+        panic!("LADE_TEST_JRE_LAYOUT is not set: run this test through `cargo xtask test`")
+    })
+}
+
 /// A `docker -H <private dockerd>` command.
 pub fn docker_cmd() -> Command {
     let s = require_services();
@@ -304,16 +316,23 @@ pub fn tar_member(archive: &Path, member: &str) -> Vec<u8> {
     out.stdout
 }
 
-/// The manifest of the first image in the OCI archive `archive`.
+/// A JSON member of an OCI archive.
+pub fn archive_json(archive: &Path, member: &str) -> serde_json::Value {
+    serde_json::from_slice(&tar_member(archive, member)).unwrap()
+}
+
+/// `blobs/sha256/HEX` of a digest.
+pub fn blob_path(digest: &str) -> String {
+    format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
+}
+
+/// The manifest of an OCI archive's one image.
 pub fn archive_manifest(archive: &Path) -> serde_json::Value {
-    let index: serde_json::Value =
-        serde_json::from_slice(&tar_member(archive, "index.json")).unwrap();
-    let digest = index["manifests"][0]["digest"].as_str().unwrap();
-    serde_json::from_slice(&tar_member(
+    let index = archive_json(archive, "index.json");
+    archive_json(
         archive,
-        &format!("blobs/sha256/{}", digest.trim_start_matches("sha256:")),
-    ))
-    .unwrap()
+        &blob_path(index["manifests"][0]["digest"].as_str().unwrap()),
+    )
 }
 
 /// The layer digests of the first image in the OCI archive `archive`, base first.

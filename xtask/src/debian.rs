@@ -28,6 +28,8 @@ const TAG: &str = "bookworm";
 const CLAMP_MTIME: u64 = 1_747_699_200;
 /// Packages of the second base: Python with pip for the Flask test, gcc for the multi-stage one.
 const PYTHON_GCC: &str = "python3,python3-pip,gcc,libc6-dev";
+/// Packages of the JRE base of the Maven tests (`lade build --maven`).
+const JRE: &str = "openjdk-17-jre-headless";
 /// What the wheel directory holds.
 const WHEELS_FOR: &str = "flask";
 
@@ -60,6 +62,19 @@ pub fn ensure() -> Result<Bases> {
         python_gcc: oci(&python_gcc),
         wheels,
     })
+}
+
+/// `oci:DIR:TAG` of a minbase with Debian's headless Java 17 runtime, made once like the
+/// others (its own product: failing to make it fails only the Maven tests).
+pub fn ensure_jre() -> Result<String> {
+    let cache = cache_dir();
+    fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    let _lock = Lock::exclusive(&cache.join("lock"))?;
+    sweep_tmp(&cache);
+    let mirror = mirror()?;
+    let jre = cache.join("debian-bookworm-jre17.oci");
+    ensure_layout(&cache, &jre, &mirror, Some(JRE))?;
+    Ok(format!("oci:{}:{TAG}", jre.display()))
 }
 
 pub(crate) fn cache_dir() -> PathBuf {
@@ -277,7 +292,7 @@ fn make_layout(tmp: &Path, dest: &Path, mirror: &str, include: Option<&str>) -> 
     }
     let booted = started.elapsed();
     let layout = tmp.join("layout");
-    write_layout(&root, &layout, tmp)?;
+    write_layout(&root, &layout, tmp, &what)?;
     fs::rename(&layout, dest)
         .with_context(|| format!("renaming {} to {}", layout.display(), dest.display()))?;
     eprintln!(
@@ -304,7 +319,7 @@ fn dir_size(dir: &Path) -> u64 {
 /// One uncompressed layer of `root` (a reproducible tar: sorted names, numeric owners, mtimes
 /// clamped, no /dev, /proc, /sys contents, apt lists or the host's hostname and resolv.conf
 /// debootstrap copied), its config, manifest and index.
-fn write_layout(root: &Path, layout: &Path, tmp: &Path) -> Result<()> {
+fn write_layout(root: &Path, layout: &Path, tmp: &Path, what: &str) -> Result<()> {
     let blobs = layout.join("blobs/sha256");
     fs::create_dir_all(&blobs)?;
     let tar = tmp.join("layer.tar");
@@ -343,11 +358,12 @@ fn write_layout(root: &Path, layout: &Path, tmp: &Path) -> Result<()> {
             r#"{{"architecture":"{arch}","os":"linux","config":{{"Env":["#,
             r#""PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"#,
             r#""Cmd":["bash"]}},"rootfs":{{"type":"layers","diff_ids":["sha256:{diff}"]}},"#,
-            r#""history":[{{"created_by":"debootstrap --variant=minbase {suite} (lade xtask)"}}]}}"#
+            r#""history":[{{"created_by":"debootstrap {suite} ({what}) (lade xtask)"}}]}}"#
         ),
         arch = arch,
         diff = layer.0,
-        suite = SUITE
+        suite = SUITE,
+        what = what
     );
     let config = put_bytes(&blobs, tmp, config.as_bytes())?;
     let manifest = format!(

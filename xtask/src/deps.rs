@@ -12,6 +12,8 @@ use crate::proc::which;
 enum Probe {
     /// Executables (names on PATH, or absolute paths).
     Exec(&'static [&'static str]),
+    /// Files (a Debian Maven repository's plugin directories).
+    Files(&'static [&'static str]),
     /// `/bin/busybox` exists and is statically linked (Debian's `busybox` package ships a dynamic
     /// one at the same path, useless inside a scratch image).
     StaticBusybox,
@@ -71,7 +73,50 @@ pub const TEST: &[Need] = &[
     // `cargo xtask dist` checks the man pages with groff; its test reads one with `man -l`.
     exec("groff-base", &["groff"]),
     exec("man-db", &["man"]),
+    // The Maven tests (tests/maven.rs): `mvn -o package` of testdata/maven-app against Debian's
+    // Maven repository /usr/share/maven-repo, with the plugins and the library it uses.
+    exec("maven", &["mvn"]),
+    files(
+        "libmaven-compiler-plugin-java",
+        &["/usr/share/maven-repo/org/apache/maven/plugins/maven-compiler-plugin"],
+    ),
+    files(
+        "libmaven-jar-plugin-java",
+        &["/usr/share/maven-repo/org/apache/maven/plugins/maven-jar-plugin"],
+    ),
+    files(
+        "libmaven-resources-plugin-java",
+        &["/usr/share/maven-repo/org/apache/maven/plugins/maven-resources-plugin"],
+    ),
+    files(
+        "libsurefire-java",
+        &["/usr/share/maven-repo/org/apache/maven/plugins/maven-surefire-plugin"],
+    ),
+    files(
+        "libmaven-dependency-plugin-java",
+        &["/usr/share/maven-repo/org/apache/maven/plugins/maven-dependency-plugin"],
+    ),
+    files(
+        "libmaven-install-plugin-java",
+        &["/usr/share/maven-repo/org/apache/maven/plugins/maven-install-plugin"],
+    ),
+    files(
+        "libexec-maven-plugin-java",
+        &["/usr/share/maven-repo/org/codehaus/mojo/exec-maven-plugin"],
+    ),
+    files(
+        "libcommons-lang3-java",
+        &["/usr/share/maven-repo/org/apache/commons/commons-lang3"],
+    ),
 ];
+
+/// A package known by the files it installs.
+const fn files(package: &'static str, paths: &'static [&'static str]) -> Need {
+    Need {
+        package,
+        probe: Probe::Files(paths),
+    }
+}
 
 /// What `cargo xtask bench` needs. Its reference tools (buildah, docker.io, skopeo,
 /// docker-registry) are not installed for it: their rows say "not installed" instead.
@@ -86,6 +131,7 @@ pub const BENCH: &[Need] = &[
 fn present(need: &Need) -> bool {
     match need.probe {
         Probe::Exec(bins) => bins.iter().all(|b| which(b).is_some()),
+        Probe::Files(paths) => paths.iter().all(|p| Path::new(p).exists()),
         Probe::StaticBusybox => is_static_elf(Path::new("/bin/busybox")),
     }
 }

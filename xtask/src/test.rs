@@ -18,6 +18,8 @@
 //! | `LADE_TEST_DEBIAN_PYTHON_LAYOUT` | `oci:DIR:TAG` of that minbase + python3, pip, gcc, libc6-dev |
 //! | `LADE_TEST_WHEELS` | a directory of the wheels of Flask and its dependencies (cp311) |
 //! | `LADE_TEST_DEBIAN_ERROR` | instead of the three above: why they could not be made |
+//! | `LADE_TEST_JRE_LAYOUT` | `oci:DIR:TAG` of a Debian bookworm minbase + openjdk-17-jre-headless |
+//! | `LADE_TEST_JRE_ERROR` | instead: why it could not be made |
 //! | `LADE_TEST_ROOTLESS_USER` | a non-root user with /etc/subuid and /etc/subgid ranges (`xtask/src/rootless.rs`) |
 //! | `LADE_TEST_ROOTLESS_ERROR` | instead: why there is none |
 //! | `LADE_TEST_BUSYBOX_ARM64` | a static aarch64 busybox (Debian `busybox-static:arm64`) |
@@ -73,6 +75,7 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     deps::ensure(deps::TEST)?;
     // Made (or found in the cache) before the daemons start: the first run takes minutes.
     let debian = debian_env();
+    let jre = jre_env();
     let rootless = rootless_env();
     let foreign = foreign_env();
     signal::check()?;
@@ -83,6 +86,7 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     println!("xtask: {}", services.summary());
     let mut env = services.env();
     env.extend(debian);
+    env.extend(jre);
     env.extend(rootless);
     env.extend(foreign);
     let code = cargo_test(&opts.cargo_args, &env);
@@ -117,6 +121,18 @@ fn debian_env() -> Vec<(&'static str, String)> {
             let e = format!("{e:#}");
             eprintln!("xtask: warning: the Debian bases are missing; their tests will fail:\n{e}");
             vec![("LADE_TEST_DEBIAN_ERROR", e)]
+        }
+    }
+}
+
+/// The Maven tests' JRE base (`LADE_TEST_JRE_LAYOUT`), or why there is none.
+fn jre_env() -> Vec<(&'static str, String)> {
+    match debian::ensure_jre() {
+        Ok(layout) => vec![("LADE_TEST_JRE_LAYOUT", layout)],
+        Err(e) => {
+            let e = format!("{e:#}");
+            eprintln!("xtask: warning: no JRE base; the Maven tests will fail:\n{e}");
+            vec![("LADE_TEST_JRE_ERROR", e)]
         }
     }
 }

@@ -9,6 +9,32 @@ mod schema;
 
 pub use schema::SpecFile;
 
+/// `[java] maven`: what the frontend asks its caller for (it runs no build tool itself),
+/// implemented over `hooks::maven` in `build.rs`.
+pub trait MavenProjects {
+    /// The Jib layers (sources are host paths: the plan's context becomes `/`) and the
+    /// entrypoint of the Maven project; the error is one line.
+    fn maven(&self, request: &MavenRequest) -> Result<(Vec<LayerStep>, Vec<String>), String>;
+}
+
+/// One `[java] maven` section.
+#[derive(Debug, Clone)]
+pub struct MavenRequest {
+    pub pom: std::path::PathBuf,
+    pub module: Option<String>,
+    pub main_class: Option<String>,
+    pub jvm_flags: Vec<String>,
+    pub java: String,
+}
+
+/// A lowered spec and the directory its sources are relative to.
+#[derive(Debug)]
+pub struct Lowered {
+    pub plan: Plan,
+    /// The spec's directory, or `/` with `[java] maven`.
+    pub context: std::path::PathBuf,
+}
+
 use crate::frontend::diag::{self, Location};
 use crate::image::Platform;
 use crate::path::ImagePath;
@@ -35,14 +61,31 @@ pub fn lower(
     spec_dir: &Path,
     platform_override: Option<&Platform>,
 ) -> Result<Plan, SpecError> {
-    let cx = Cx {
+    lower_with(file_name, src, spec_dir, platform_override, None).map(|l| l.plan)
+}
+
+/// [`lower`], with what `[java] maven` needs.
+pub fn lower_with(
+    file_name: &str,
+    src: &str,
+    spec_dir: &Path,
+    platform_override: Option<&Platform>,
+    maven: Option<&dyn MavenProjects>,
+) -> Result<Lowered, SpecError> {
+    let mut cx = Cx {
         file: file_name,
         src,
+        prefix: None,
     };
     let spec: SpecFile = toml::from_str(src).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         cx.error(span, e.message().trim_end(), hint_for(e.message()))
     })?;
+    let maven_pom = spec.java.as_ref().and_then(|j| j.get_ref().maven.clone());
+    if maven_pom.is_some() {
+        // Sources are host paths from `/`: the spec's own are its directory's.
+        cx.prefix = Some(spec_dir.display().to_string());
+    }
 
     let platform = match (platform_override, &spec.image.platform) {
         (Some(p), _) => p.clone(),
@@ -62,9 +105,41 @@ pub fn lower(
     }
     let mut entrypoint = None;
     if let Some(java) = &spec.java {
-        let lowered = java::lower(&cx, java, spec_dir)?;
-        steps.extend(lowered.layers.into_iter().map(Step::Layer));
-        entrypoint = Some(lowered.entrypoint);
+        let j = java.get_ref();
+        match (&j.jar, &maven_pom) {
+            (Some(jar), None) => {
+                let lowered = java::lower(&cx, java, jar, spec_dir)?;
+                steps.extend(lowered.layers.into_iter().map(Step::Layer));
+                entrypoint = Some(lowered.entrypoint);
+            }
+            (None, Some(pom)) => {
+                let projects = maven.ok_or_else(|| {
+                    cx.error(pom.span(), "`maven` is read only by `lade build`", None)
+                })?;
+                let request = MavenRequest {
+                    pom: spec_dir.join(pom.get_ref()),
+                    module: j.module.clone(),
+                    main_class: j.main_class.clone(),
+                    jvm_flags: j.jvm_flags.clone(),
+                    java: j.java.clone(),
+                };
+                let (layers, ep) = projects
+                    .maven(&request)
+                    .map_err(|e| cx.error(pom.span(), &e, None))?;
+                steps.extend(layers.into_iter().map(Step::Layer));
+                entrypoint = Some(ep);
+            }
+            (Some(jar), Some(_)) => {
+                return Err(cx.error(jar.span(), "[java] takes `jar` or `maven`, not both", None))
+            }
+            (None, None) => {
+                return Err(cx.error(
+                    java.span(),
+                    "[java] needs `jar` (an application jar) or `maven` (a pom.xml)",
+                    None,
+                ))
+            }
+        }
     }
     if let Some(cargo) = &spec.cargo {
         let (step, ep) = cx.cargo(cargo)?;
@@ -80,17 +155,24 @@ pub fn lower(
             .map(Step::Config),
     );
 
-    Ok(Plan {
-        stages: vec![Stage {
-            name: None,
-            base,
-            platform,
-            steps,
-            location: cx.location(spec.image.from.span()),
-        }],
-        target: 0,
-        annotations: spec.image.annotations.clone(),
-        tags: spec.image.tags.clone(),
+    Ok(Lowered {
+        plan: Plan {
+            stages: vec![Stage {
+                name: None,
+                base,
+                platform,
+                steps,
+                location: cx.location(spec.image.from.span()),
+            }],
+            target: 0,
+            annotations: spec.image.annotations.clone(),
+            tags: spec.image.tags.clone(),
+        },
+        context: if maven_pom.is_some() {
+            "/".into()
+        } else {
+            spec_dir.to_path_buf()
+        },
     })
 }
 
@@ -118,9 +200,20 @@ fn base_of(cx: &Cx, from: &Spanned<String>, spec_dir: &Path) -> Result<Base, Spe
 pub(crate) struct Cx<'a> {
     file: &'a str,
     src: &'a str,
+    /// With `[java] maven` the context is `/`: the spec's directory, put before its own
+    /// relative sources.
+    prefix: Option<String>,
 }
 
 impl Cx<'_> {
+    /// A source directory relative to the spec, as the context sees it.
+    fn source(&self, rel: &str) -> String {
+        match &self.prefix {
+            Some(p) => format!("{}/{rel}", p.trim_end_matches('/')),
+            None => rel.to_string(),
+        }
+    }
+
     pub(crate) fn location(&self, span: Range<usize>) -> Location {
         Location::at_offset(self.file, self.src, span.start)
     }
@@ -188,7 +281,7 @@ impl Cx<'_> {
             name: l.name.clone(),
             created_by: format!("lade layer {}", l.name),
             sources: vec![FileSet::Select {
-                from: l.from.get_ref().clone(),
+                from: self.source(l.from.get_ref()),
                 into,
                 include: l.include.iter().map(|p| p.get_ref().clone()).collect(),
                 exclude: l.exclude.clone(),
@@ -216,7 +309,7 @@ impl Cx<'_> {
             name: format!("cargo {name}"),
             created_by: format!("lade cargo {name}"),
             sources: vec![FileSet::Select {
-                from: dir,
+                from: self.source(&dir),
                 into,
                 include: vec![globset::escape(&name)],
                 exclude: vec![],

@@ -135,7 +135,12 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct JavaSection {
     /// The application jar, relative to the spec.
-    pub jar: Spanned<String>,
+    pub jar: Option<Spanned<String>>,
+    /// A Maven project's `pom.xml`, relative to the spec: laid out as `lade build --maven`
+    /// does (instead of `jar`).
+    pub maven: Option<Spanned<String>>,
+    /// The module of a Maven reactor (with `maven`).
+    pub module: Option<String>,
     pub main_class: Option<String>,
     /// `exploded` (Jib's layer split, default) or `jar` (`java -jar`).
     #[serde(default)]

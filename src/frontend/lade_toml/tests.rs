@@ -147,3 +147,62 @@ fn cargo_preset_sets_entrypoint() {
         ("target/release", &["hello".to_string()][..])
     );
 }
+
+/// A `[java] maven` answer without Maven: one layer, and the request it was given.
+struct FakeMaven(std::sync::Mutex<Option<MavenRequest>>);
+
+impl MavenProjects for FakeMaven {
+    fn maven(&self, r: &MavenRequest) -> Result<(Vec<LayerStep>, Vec<String>), String> {
+        *self.0.lock().unwrap() = Some(r.clone());
+        if r.module.as_deref() == Some("bad") {
+            return Err("--module \"bad\": no such module".into());
+        }
+        let layer = LayerStep {
+            name: "classes".into(),
+            created_by: "lade maven classes".into(),
+            sources: vec![],
+            location: Location::at_offset("x", "", 0),
+        };
+        Ok((vec![layer], vec!["java".into(), "Main".into()]))
+    }
+}
+
+#[test]
+fn java_maven_asks_the_build_and_moves_the_context_to_root() {
+    let src = "[image]\nfrom = \"scratch\"\n[[layer]]\nname = \"extra\"\nfrom = \"extra\"\ninto = \"/x\"\n\
+               [java]\nmaven = \"pom.xml\"\nmodule = \"app\"\njvm-flags = [\"-Xss1m\"]\n";
+    let fake = FakeMaven(Default::default());
+    let l = lower_with("lade.toml", src, Path::new("/ctx"), None, Some(&fake)).unwrap();
+    assert_eq!(l.context, Path::new("/"));
+    let r = fake.0.lock().unwrap().clone().unwrap();
+    assert_eq!(r.pom, Path::new("/ctx/pom.xml"));
+    assert_eq!(r.module.as_deref(), Some("app"));
+    assert_eq!(r.jvm_flags, ["-Xss1m"]);
+    let steps = &l.plan.stages[0].steps;
+    assert!(matches!(&steps[0], Step::Layer(LayerStep { sources, .. })
+        if matches!(&sources[0], FileSet::Select { from, .. } if from == "/ctx/extra")));
+    assert!(steps.iter().any(
+        |s| matches!(s, Step::Config(ConfigEdit::Entrypoint(Some(e))) if e == &["java", "Main"])
+    ));
+
+    let bad = src.replace("module = \"app\"", "module = \"bad\"");
+    let e = lower_with("lade.toml", &bad, Path::new("/ctx"), None, Some(&fake))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("lade.toml:8:9:") && e.contains("no such module"),
+        "{e}"
+    );
+    let e = lower_str("[image]\n[java]\nmain-class = \"M\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("needs `jar`") && e.contains("or `maven`"), "{e}");
+    let e = lower_str("[image]\n[java]\njar = \"a.jar\"\nmaven = \"pom.xml\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not both"), "{e}");
+    let e = lower_str("[image]\n[java]\nmaven = \"pom.xml\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("only by `lade build`"), "{e}");
+}

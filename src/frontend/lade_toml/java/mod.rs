@@ -63,14 +63,15 @@ const MANIFEST_LIMIT: u64 = 1 << 20;
 pub(super) fn lower(
     cx: &Cx,
     java: &Spanned<JavaSection>,
+    jar: &Spanned<String>,
     spec_dir: &Path,
 ) -> Result<JavaLowering, SpecError> {
     let j = java.get_ref();
     let jl = Lowerer {
         cx,
-        span: j.jar.span(),
-        jar: j.jar.get_ref().as_str(),
-        origin: cx.location(j.jar.span()),
+        span: jar.span(),
+        jar: jar.get_ref().as_str(),
+        origin: cx.location(jar.span()),
     };
     if !is_inside(jl.jar) {
         return Err(jl.error(
