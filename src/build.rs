@@ -93,6 +93,8 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> BuildError {
 /// Builds the request's image (one per platform, under an index for several) and writes it to
 /// every output. Nothing is written to an output unless every platform built.
 pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult, BuildError> {
+    let steps = StepLog::new(observer);
+    let observer: &dyn Observer = &steps;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(req.jobs.unwrap_or(0))
         .build()
@@ -219,6 +221,7 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
             let refs: Vec<&String> = pushed.iter().flat_map(|r| &r.references).collect();
             doc["lade.pushed"] = serde_json::json!(refs);
         }
+        doc["lade.steps"] = steps.json();
         let json = serde_json::to_vec_pretty(&doc).expect("metadata serialises");
         output::write_small_file(f, &json).map_err(io(format!("writing {}", f.display())))?;
     }
@@ -227,6 +230,57 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
         tags,
         pushed,
     })
+}
+
+/// Passes every report on and keeps what each step did, for `--metadata-file`'s
+/// `lade.steps`: `{"step", "cached", "reason"}` in the order steps finished.
+struct StepLog<'a> {
+    inner: &'a dyn Observer,
+    /// Steps that missed the cache and why, until they finish.
+    reasons: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    done: std::sync::Mutex<Vec<serde_json::Value>>,
+}
+
+impl<'a> StepLog<'a> {
+    fn new(inner: &'a dyn Observer) -> StepLog<'a> {
+        StepLog {
+            inner,
+            reasons: Default::default(),
+            done: Default::default(),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::Value::Array(self.done.lock().expect("step log lock").clone())
+    }
+}
+
+impl Observer for StepLog<'_> {
+    fn step_started(&self, name: &str) {
+        self.inner.step_started(name)
+    }
+    fn step_rebuilt(&self, name: &str, reason: &str) {
+        self.reasons
+            .lock()
+            .expect("step log lock")
+            .insert(name.to_string(), reason.to_string());
+        self.inner.step_rebuilt(name, reason)
+    }
+    fn step_finished(&self, name: &str, layer: &crate::layer::LayerDigests, cached: bool) {
+        let reason = self.reasons.lock().expect("step log lock").remove(name);
+        let mut step = serde_json::json!({"step": name, "cached": cached, "digest": layer.digest});
+        if let Some(r) = reason.filter(|_| !cached) {
+            step["reason"] = serde_json::json!(r);
+        }
+        self.done.lock().expect("step log lock").push(step);
+        self.inner.step_finished(name, layer, cached)
+    }
+    fn note(&self, line: &str) {
+        self.inner.note(line)
+    }
+    fn step_output(&self, name: &str, chunk: &[u8]) {
+        self.inner.step_output(name, chunk)
+    }
 }
 
 /// Per stage, per step: the step's cache key, where it can be known without building.

@@ -14,6 +14,7 @@ mod stage;
 mod time;
 mod tree;
 mod verify;
+mod why;
 
 pub use base::{base_config, import_image, load_base, load_base_with, BaseImage, ImportedImage};
 pub use files::ResolvedLayer;
@@ -130,6 +131,9 @@ pub fn fetch_image_layers(
 pub trait Observer: Sync {
     fn step_started(&self, _name: &str) {}
     fn step_finished(&self, _name: &str, _layer: &LayerDigests, _cached: bool) {}
+    /// A step misses the cache and runs, for `reason` (the first of its inputs that differs
+    /// from the previous build of the same step); comes before its `step_started`.
+    fn step_rebuilt(&self, _name: &str, _reason: &str) {}
     /// A line of its own (a warning, what was written where).
     fn note(&self, _line: &str) {}
     /// Output of a running step (a RUN's stdout and stderr), a chunk at a time.
@@ -175,6 +179,7 @@ pub fn build(
                     file_cache: &file_cache,
                     opts,
                     observer,
+                    stage_index: i,
                 };
                 stage::build_stage(&plan.stages[i], annotations, &cx)
                     .map(|b| (i, b))
@@ -278,6 +283,7 @@ fn write_or_reuse(
             return Ok((hit, true));
         }
     }
+    observer.step_rebuilt(&r.name, &r.reason);
     observer.step_started(&r.name);
     files::materialize(&mut r)?;
     let name = r.name.clone();

@@ -32,6 +32,8 @@ pub(super) struct StageCx<'a> {
     pub file_cache: &'a FileDigestCache,
     pub opts: &'a ExecOptions,
     pub observer: &'a dyn Observer,
+    /// The stage's index in the plan (where its steps' records of earlier builds live).
+    pub stage_index: usize,
 }
 
 /// A RUN the exec cannot carry out is an error before any layer of its stage is written.
@@ -109,16 +111,23 @@ pub(super) fn build_stage(
     )?;
     let mut fs = tree::StageFs::new(&base, store, opts.registry.as_deref(), opts.pull);
     let mut chain = base_chain(&base, &stage.platform);
+    let mut why = Why::new(cx, stage);
+    why.base(super::why::base_inputs(
+        &chain,
+        &base.name,
+        base.layers.last().map(|l| &l.digest),
+    ));
     // The config as the next RUN sees it (Env, User, WorkingDir).
     let mut config = base.config.clone();
     let mut env_index = config::EnvIndex::default();
     let mut segment: Vec<(ResolvedLayer, &crate::plan::Location)> = Vec::new();
     let mut layers: Vec<(LayerDigests, bool)> = Vec::new();
-    for step in &stage.steps {
+    for (position, step) in stage.steps.iter().enumerate() {
         match step {
             Step::Layer(l) => {
-                let r = files::resolve(l, &sources, cx.file_cache, opts, &mut fs)
+                let mut r = files::resolve(l, &sources, cx.file_cache, opts, &mut fs)
                     .map_err(|e| e.at(&l.location))?;
+                r.reason = why.step(position, &r.why, &r.name);
                 chain = chain_key(&chain, &r.key);
                 segment.push((r, &l.location));
             }
@@ -135,12 +144,27 @@ pub(super) fn build_stage(
                     .filter(|w| !w.is_empty())
                     .unwrap_or_else(|| "/".into());
                 let key = run_key(&chain, run, &env, &user, &workdir, &stage.platform, opts);
+                let options = key_options(opts);
+                let inputs = super::why::run_inputs(
+                    &key,
+                    &super::why::RunParts {
+                        below: &chain,
+                        run,
+                        env: &env,
+                        user: &user,
+                        workdir: &workdir,
+                        platform: stage.platform.to_string(),
+                        options: &options,
+                    },
+                );
+                let reason = why.step(position, &inputs, &run_name(run));
                 chain = key.clone();
                 let input = RunParts {
                     env,
                     user,
                     workdir,
                     platform: stage.platform.to_string(),
+                    reason,
                 };
                 let layer = run_or_reuse(run, input, &key, &base, &layers, &mut fs, runner, cx)?;
                 layers.push(layer);
@@ -236,6 +260,77 @@ struct RunParts {
     workdir: String,
     /// `os/arch[/variant]`.
     platform: String,
+    /// Why the RUN runs, if it misses the cache.
+    reason: String,
+}
+
+/// The build options that enter every step's key, by name.
+pub(super) fn key_options(opts: &ExecOptions) -> [(&'static str, String); 2] {
+    [
+        ("compression", format!("{:?}", opts.compression)),
+        ("SOURCE_DATE_EPOCH", opts.source_date_epoch.to_string()),
+    ]
+}
+
+/// A stage's view of the records of earlier builds: each step's inputs are compared with
+/// those of the same step last time, and the first change under a step is remembered (a RUN
+/// whose chain changed is reported with it).
+struct Why<'a> {
+    records: super::why::Records<'a>,
+    file: String,
+    stage: usize,
+    platform: String,
+    no_cache: bool,
+    first_change: Option<String>,
+}
+
+impl<'a> Why<'a> {
+    fn new(cx: &StageCx<'a>, stage: &Stage) -> Why<'a> {
+        Why {
+            records: super::why::Records { store: cx.store },
+            file: stage.location.file.clone(),
+            stage: cx.stage_index,
+            platform: stage.platform.to_string(),
+            no_cache: cx.opts.no_cache,
+            first_change: None,
+        }
+    }
+
+    fn position(&self, step: Option<usize>) -> Digest {
+        super::why::position(&self.file, self.stage, step, &self.platform)
+    }
+
+    fn base(&mut self, now: super::why::StepInputs) {
+        let at = self.position(None);
+        let before = self.records.get(&at);
+        if let Some(b) = &before {
+            if b.key != now.key {
+                self.first_change = Some(super::why::first_difference(b, &now, None));
+            }
+        }
+        if before.as_ref() != Some(&now) {
+            self.records.put(&at, &now);
+        }
+    }
+
+    /// Why the step at `position` would run (used only if it misses the cache); records
+    /// `now` as its latest build.
+    fn step(&mut self, position: usize, now: &super::why::StepInputs, name: &str) -> String {
+        let at = self.position(Some(position));
+        let before = self.records.get(&at);
+        let reason = match &before {
+            None => "no earlier build of this step".to_string(),
+            Some(_) if self.no_cache => "--no-cache".into(),
+            Some(b) => super::why::first_difference(b, now, self.first_change.as_deref()),
+        };
+        if before.as_ref().map(|b| &b.key) != Some(&now.key) {
+            if self.first_change.is_none() && before.is_some() {
+                self.first_change = Some(format!("{name}: {reason}"));
+            }
+            self.records.put(&at, now);
+        }
+        reason
+    }
 }
 
 /// `RUN` and the command as the user wrote it (the shell's script for the shell form), cut
@@ -279,6 +374,7 @@ fn run_or_reuse(
             return Ok((hit, true));
         }
     }
+    cx.observer.step_rebuilt(&name, &parts.reason);
     cx.observer.step_started(&name);
     // The runner reads every layer below from the store.
     super::fetch_layers(
