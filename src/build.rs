@@ -49,6 +49,10 @@ pub struct BuildRequest {
     pub digest_file: Option<PathBuf>,
     /// Worker threads (layers, stages, gzip); `None`: one per core.
     pub jobs: Option<usize>,
+    /// `--cache-from`, in order (the first holding a step wins).
+    pub cache_from: Vec<crate::cache::CacheSpec>,
+    /// `--cache-to`.
+    pub cache_to: Vec<crate::cache::CacheSpec>,
 }
 
 /// What a build produced and where it went.
@@ -78,6 +82,8 @@ pub enum BuildError {
     Context(#[from] crate::context::ContextError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
     #[error(transparent)]
     Exec(#[from] exec::ExecError),
     #[error(transparent)]
@@ -119,6 +125,19 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
     } else {
         req.platforms.iter().map(Some).collect()
     };
+    let cache_registry = req
+        .cache_from
+        .iter()
+        .chain(&req.cache_to)
+        .any(|c| matches!(c.place, crate::cache::Place::Registry(_)));
+    if cache_registry {
+        exec_opts.registry = Some(registry.client()?);
+    }
+    if !req.cache_from.is_empty() || !req.cache_to.is_empty() {
+        let session =
+            crate::cache::Session::import(&req.cache_from, &store, exec_opts.registry.clone());
+        exec_opts.cache = Some(Arc::new(session));
+    }
     let mut images: Vec<BuiltImage> = Vec::new();
     let mut plan_tags = Vec::new();
     for platform in platforms {
@@ -132,7 +151,13 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
         }
         let image = pool
             .install(|| exec::build(&plan, &context, &store, &exec_opts, observer))
-            .map_err(|e| source.locate(e))?;
+            .map_err(|e| source.locate(e));
+        if let Some(c) = &exec_opts.cache {
+            for w in c.take_warnings() {
+                observer.note(&w);
+            }
+        }
+        let image = image?;
         images.push(image);
         plan_tags = plan.tags;
     }
@@ -197,6 +222,13 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
             &store,
             to.as_ref(),
         )?);
+    }
+    if let Some(c) = &exec_opts.cache {
+        for spec in &req.cache_to {
+            if let Some(w) = c.export(spec, &store, exec_opts.registry.as_deref())? {
+                observer.note(&w);
+            }
+        }
     }
     if let Some(f) = &req.iidfile {
         let docker = req

@@ -37,11 +37,12 @@ fn context(dir: &Path, dockerfile: &str) -> PathBuf {
 }
 
 /// `lade build --progress plain` into an OCI layout; returns the step log and the metadata
-/// file's `lade.steps`.
+/// file's `lade.steps`. `SOURCE_DATE_EPOCH` is set, so a RUN run again writes the same layer.
 #[track_caller]
 fn build(cache: &Path, ctx: &Path, out: &Path, extra: &[&str]) -> (String, Vec<Value>) {
     let meta = out.with_extension("meta.json");
     let o = lade(cache)
+        .env("SOURCE_DATE_EPOCH", "1")
         .args(["build", "--progress", "plain", "--output"])
         .arg(format!("type=oci-layout,dest={}", out.display()))
         .arg("--metadata-file")
@@ -163,4 +164,185 @@ fn a_rebuilt_step_names_the_input_that_changed() {
         ],
         "{log}"
     );
+}
+
+/// The Dockerfile of the two-runner tests: a COPY and a RUN over it.
+const TWO_STEPS: &str = "FROM {BASE}\nCOPY src /src\nRUN cat /src/main.rs > /copied\n";
+
+/// The `containerimage.digest` of a build's metadata file.
+fn image_digest(out: &Path) -> String {
+    let meta: Value =
+        serde_json::from_slice(&fs::read(out.with_extension("meta.json")).unwrap()).unwrap();
+    meta["containerimage.digest"].as_str().unwrap().to_string()
+}
+
+/// The blob names of an OCI layout.
+fn blobs(dir: &Path) -> std::collections::BTreeSet<String> {
+    fs::read_dir(dir.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Rewrites the cache manifest of the layout `dir` through `edit(manifest, config)`: new
+/// blobs for both, `index.json` pointing at the new manifest.
+fn tamper(dir: &Path, edit: impl FnOnce(&mut Value, &mut Value)) {
+    let read = |d: &str| -> Value {
+        let hex = d.trim_start_matches("sha256:");
+        serde_json::from_slice(&fs::read(dir.join("blobs/sha256").join(hex)).unwrap()).unwrap()
+    };
+    let write = |v: &Value| -> (String, usize) {
+        let bytes = serde_json::to_vec(v).unwrap();
+        let d = lade::digest::Digest::of(&bytes);
+        fs::write(dir.join("blobs/sha256").join(d.hex()), &bytes).unwrap();
+        (d.to_string(), bytes.len())
+    };
+    let mut index: Value =
+        serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let mut manifest = read(index["manifests"][0]["digest"].as_str().unwrap());
+    let mut config = read(manifest["config"]["digest"].as_str().unwrap());
+    edit(&mut manifest, &mut config);
+    let (d, size) = write(&config);
+    manifest["config"]["digest"] = Value::from(d);
+    manifest["config"]["size"] = Value::from(size);
+    let (d, size) = write(&manifest);
+    index["manifests"][0]["digest"] = Value::from(d);
+    index["manifests"][0]["size"] = Value::from(size);
+    fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+#[test]
+fn a_second_runner_builds_nothing_from_a_local_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = base(t, "base", "one");
+    let ctx = context(&t.join("ctx"), &TWO_STEPS.replace("{BASE}", &base));
+    let shared = t.join("shared");
+    let to = format!("type=local,dest={}", shared.display());
+    let from = format!("type=local,src={}", shared.display());
+
+    // Runner A: cold, exports. The first import of a cache that does not exist is a warning.
+    let (log, _) = build(
+        &t.join("a"),
+        &ctx,
+        &t.join("out-a"),
+        &["--cache-to", &to, "--cache-from", &from],
+    );
+    assert!(
+        log.contains(&format!(
+            "warning: cache {}: no cache there yet; not used",
+            shared.display()
+        )),
+        "{log}"
+    );
+    assert_eq!(misses(&log).len(), 2, "{log}");
+    let exported = blobs(&shared);
+    // Two layers, the config, the manifest.
+    assert_eq!(exported.len(), 4, "{exported:?}");
+    let a = image_digest(&t.join("out-a"));
+
+    // Runner B, empty store: every step is a hit, the image is A's.
+    let (log, steps) = build(
+        &t.join("b"),
+        &ctx,
+        &t.join("out-b"),
+        &["--cache-from", &from],
+    );
+    assert_eq!(misses(&log), Vec::<String>::new(), "{log}");
+    assert!(!log.contains("warning"), "{log}");
+    assert!(steps.iter().all(|s| s["cached"] == true), "{steps:?}");
+    assert_eq!(image_digest(&t.join("out-b")), a);
+
+    // One file changes: B re-runs the steps from it up, and its export adds only their
+    // layers (and a new config and manifest).
+    fs::write(ctx.join("src/main.rs"), "fn main() { loop {} }\n").unwrap();
+    let (log, _) = build(
+        &t.join("b"),
+        &ctx,
+        &t.join("out-b"),
+        &["--cache-from", &from, "--cache-to", &to],
+    );
+    assert_eq!(misses(&log).len(), 2, "{log}");
+    let now = blobs(&shared);
+    assert_eq!(now.difference(&exported).count(), 4, "{now:?}");
+    assert!(exported.is_subset(&now));
+    let b2 = image_digest(&t.join("out-b"));
+    assert_ne!(b2, a);
+
+    // Tampered caches are ignored with one warning each, and the image stays right: a
+    // runner C with an empty store each time.
+    let c = |name: &str| {
+        let cache = t.join(name);
+        let (log, _) = build(&cache, &ctx, &t.join("out-c"), &["--cache-from", &from]);
+        assert_eq!(image_digest(&t.join("out-c")), b2, "{log}");
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|l| l.starts_with("warning: cache"))
+            .collect();
+        (
+            log.clone(),
+            warnings.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+    };
+    let pristine = fs::read(shared.join("index.json")).unwrap();
+
+    // A diff_id that does not match the blob.
+    tamper(&shared, |_, config| {
+        for (_, step) in config["steps"].as_object_mut().unwrap() {
+            step["diffID"] = Value::from(format!("sha256:{}", "0".repeat(64)));
+        }
+    });
+    let (log, w) = c("c1");
+    assert_eq!(misses(&log).len(), 2, "{log}");
+    assert!(
+        !w.is_empty() && w.iter().all(|l| l.contains("has diff_id")),
+        "{log}"
+    );
+
+    // Another format version: ignored whole, one line.
+    fs::write(shared.join("index.json"), &pristine).unwrap();
+    tamper(&shared, |_, config| {
+        config["format"] = Value::from("lade-cache-v0")
+    });
+    let (log, w) = c("c2");
+    assert_eq!(misses(&log).len(), 2, "{log}");
+    assert_eq!(w.len(), 1, "{log}");
+    assert!(w[0].contains("cache format \"lade-cache-v0\""), "{log}");
+
+    // A foreign artifact.
+    fs::write(shared.join("index.json"), &pristine).unwrap();
+    tamper(&shared, |manifest, _| {
+        manifest["artifactType"] = Value::from("application/vnd.example")
+    });
+    let (log, w) = c("c3");
+    assert_eq!(misses(&log).len(), 2, "{log}");
+    assert_eq!(w.len(), 1, "{log}");
+    assert!(w[0].contains("not a lade cache"), "{log}");
+
+    // A missing blob: that step rebuilds, the other is still a hit.
+    fs::write(shared.join("index.json"), &pristine).unwrap();
+    let layers = {
+        let meta: Value =
+            serde_json::from_slice(&fs::read(t.join("out-b.meta.json")).unwrap()).unwrap();
+        meta["lade.layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let run_layer = layers
+        .last()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    fs::remove_file(shared.join("blobs/sha256").join(&run_layer)).unwrap();
+    let (log, w) = c("c4");
+    assert_eq!(
+        misses(&log),
+        ["RUN cat /src/main.rs > /copied: no earlier build of this step"],
+        "{log}"
+    );
+    assert_eq!(w.len(), 1, "{log}");
+    assert!(w[0].contains(&run_layer), "{log}");
 }

@@ -115,6 +115,7 @@ fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
                     SnapshotterArg::Copy => SnapshotterChoice::Copy,
                 },
             ))),
+            cache: None,
         },
         registry: client_options(&a.registry),
         push_jobs: a.registry.push_jobs.max(1),
@@ -124,6 +125,8 @@ fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
         metadata_file: None,
         digest_file: None,
         jobs: None,
+        cache_from: Vec::new(),
+        cache_to: Vec::new(),
     })
 }
 
@@ -182,7 +185,20 @@ fn build_request(a: &BuildArgs) -> Result<BuildRequest, UsageError> {
     if a.jobs == Some(0) {
         return Err(UsageError("--jobs must be at least 1".into()));
     }
+    let cache_spec = |v: &String, export: bool| {
+        crate::cache::CacheSpec::parse(v, export).map_err(|e| UsageError(e.to_string()))
+    };
     Ok(BuildRequest {
+        cache_from: a
+            .cache_from
+            .iter()
+            .map(|v| cache_spec(v, false))
+            .collect::<Result<_, _>>()?,
+        cache_to: a
+            .cache_to
+            .iter()
+            .map(|v| cache_spec(v, true))
+            .collect::<Result<_, _>>()?,
         outputs,
         tags: a.tags.clone(),
         iidfile: a.iidfile.clone(),

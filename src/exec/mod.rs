@@ -109,6 +109,9 @@ pub struct ExecOptions {
     pub normalize_modes: bool,
     /// Runs RUN steps; without one a RUN is a located "not supported yet" error.
     pub runner: Option<std::sync::Arc<dyn run::StepRunner>>,
+    /// `--cache-from` / `--cache-to`: imported step records behind the store's, and the
+    /// steps this build resolved, for export.
+    pub cache: Option<std::sync::Arc<crate::cache::Session>>,
 }
 
 /// Downloads the base layers of `image` the store lacks (for outputs that need every byte).
@@ -180,6 +183,7 @@ pub fn build(
                     opts,
                     observer,
                     stage_index: i,
+                    final_stage: i == plan.target,
                 };
                 stage::build_stage(&plan.stages[i], annotations, &cx)
                     .map(|b| (i, b))
@@ -270,18 +274,12 @@ fn needs_build(stage: &crate::plan::Stage, step: &Step) -> bool {
 
 fn write_or_reuse(
     mut r: ResolvedLayer,
-    store: &Store,
-    opts: &ExecOptions,
-    observer: &dyn Observer,
+    cx: &stage::StageCx<'_>,
 ) -> Result<(LayerDigests, bool), ExecError> {
-    if !opts.no_cache {
-        if let Some(hit) = store
-            .step_get::<LayerDigests>(&r.key)
-            .filter(|d| store.has_blob(&d.digest))
-        {
-            observer.step_finished(&r.name, &hit, true);
-            return Ok((hit, true));
-        }
+    let (store, opts, observer) = (cx.store, cx.opts, cx.observer);
+    if let Some(hit) = stage::cached(&r.key, cx) {
+        observer.step_finished(&r.name, &hit, true);
+        return Ok((hit, true));
     }
     observer.step_rebuilt(&r.name, &r.reason);
     observer.step_started(&r.name);
@@ -290,6 +288,7 @@ fn write_or_reuse(
     let key = r.key.clone();
     let digests = stage::write_entries(r.entries, opts, store)?;
     store.step_put(&key, &digests)?;
+    stage::note_used(&key, &digests, cx);
     observer.step_finished(&name, &digests, false);
     Ok((digests, false))
 }

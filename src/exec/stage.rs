@@ -34,6 +34,30 @@ pub(super) struct StageCx<'a> {
     pub observer: &'a dyn Observer,
     /// The stage's index in the plan (where its steps' records of earlier builds live).
     pub stage_index: usize,
+    /// Whether this stage is the plan's target (its steps are those of `--cache-to mode=min`).
+    pub final_stage: bool,
+}
+
+/// The layer of step `key` from the store's step index, else from an imported cache (its
+/// blob then brought into the store, verified); noted for `--cache-to` either way.
+pub(super) fn cached(key: &Digest, cx: &StageCx<'_>) -> Option<LayerDigests> {
+    if cx.opts.no_cache {
+        return None;
+    }
+    let store = cx.store;
+    let hit = store
+        .step_get::<LayerDigests>(key)
+        .filter(|d| store.has_blob(&d.digest))
+        .or_else(|| cx.opts.cache.as_ref()?.lookup(key, store))?;
+    note_used(key, &hit, cx);
+    Some(hit)
+}
+
+/// Notes a step's layer for `--cache-to`.
+pub(super) fn note_used(key: &Digest, layer: &LayerDigests, cx: &StageCx<'_>) {
+    if let Some(c) = &cx.opts.cache {
+        c.used(cx.final_stage, key, layer);
+    }
 }
 
 /// A RUN the exec cannot carry out is an error before any layer of its stage is written.
@@ -183,7 +207,7 @@ fn write_segment(
 ) -> Result<Vec<(LayerDigests, bool)>, ExecError> {
     segment
         .into_par_iter()
-        .map(|(r, at)| write_or_reuse(r, cx.store, cx.opts, cx.observer).map_err(|e| e.at(at)))
+        .map(|(r, at)| write_or_reuse(r, cx).map_err(|e| e.at(at)))
         .collect()
 }
 
@@ -364,15 +388,10 @@ fn run_or_reuse(
 ) -> Result<(LayerDigests, bool), ExecError> {
     let (store, opts) = (cx.store, cx.opts);
     let name = run_name(run);
-    if !opts.no_cache {
-        if let Some(hit) = store
-            .step_get::<LayerDigests>(key)
-            .filter(|d| store.has_blob(&d.digest))
-        {
-            fs.record_layer(&descriptor(&hit), &hit.diff_id)?;
-            cx.observer.step_finished(&name, &hit, true);
-            return Ok((hit, true));
-        }
+    if let Some(hit) = cached(key, cx) {
+        fs.record_layer(&descriptor(&hit), &hit.diff_id)?;
+        cx.observer.step_finished(&name, &hit, true);
+        return Ok((hit, true));
     }
     cx.observer.step_rebuilt(&name, &parts.reason);
     cx.observer.step_started(&name);
@@ -407,6 +426,7 @@ fn run_or_reuse(
     drop(out.keep);
     tree::remember_accounts(&descriptor(&digests), &digests.diff_id, &accounts, store)?;
     store.step_put(key, &digests)?;
+    note_used(key, &digests, cx);
     cx.observer.step_finished(&name, &digests, false);
     Ok((digests, false))
 }

@@ -160,6 +160,7 @@ impl Fixture {
             compress_threads: Some(1),
             normalize_modes: false,
             runner: Some(self.runner.clone()),
+            cache: None,
         }
     }
 

@@ -224,6 +224,14 @@ impl Client {
         Ok((image, config_fetched > 0))
     }
 
+    /// The bytes and media type of the manifest `reference` names (verified against its
+    /// digest), whatever it describes: for artifacts such as lade's exported cache.
+    pub fn raw_manifest(&self, reference: &Reference) -> Result<(Vec<u8>, String), RegistryError> {
+        let host = self.host(&reference.registry)?;
+        let raw = self.get_manifest(&host, reference)?;
+        Ok((raw.bytes, raw.media_type))
+    }
+
     /// Fetches the raw manifest (or index) a reference points to, verified against the
     /// reference's digest or the registry's `Docker-Content-Digest`.
     pub(crate) fn get_manifest(
