@@ -346,3 +346,102 @@ fn a_second_runner_builds_nothing_from_a_local_cache() {
     assert_eq!(w.len(), 1, "{log}");
     assert!(w[0].contains(&run_layer), "{log}");
 }
+
+#[test]
+fn a_second_runner_builds_nothing_from_a_registry_cache() {
+    let services = common::require_services();
+    let reg = &services.registry;
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = base(t, "base", "one");
+    let ctx = context(&t.join("ctx"), &TWO_STEPS.replace("{BASE}", &base));
+    let cache_ref = format!("{reg}/cache-test/app:buildcache");
+    let image = format!("{reg}/cache-test/app:1");
+    let to = format!("type=registry,ref={cache_ref}");
+    let from = to.clone();
+
+    // A cache ref that does not exist yet: a warning, the build goes on.
+    let (log, _) = build(
+        &t.join("a"),
+        &ctx,
+        &t.join("out-a"),
+        &[
+            "--cache-from",
+            &from,
+            "--cache-to",
+            &to,
+            "--push",
+            "-t",
+            &image,
+        ],
+    );
+    assert!(log.contains("no cache there yet; not used"), "{log}");
+    assert_eq!(misses(&log).len(), 2, "{log}");
+    let a = image_digest(&t.join("out-a"));
+
+    // The registry and skopeo take the artifact as an OCI manifest with lade's type.
+    let raw = ok(common::skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{cache_ref}"),
+    ]));
+    let manifest: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(manifest["artifactType"], "application/vnd.lade.cache.v1");
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.lade.cache.config.v1+json"
+    );
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 2, "{raw}");
+
+    // Runner B, empty store: no step runs, the image is A's, its push uploads nothing.
+    let (log, steps) = build(
+        &t.join("b"),
+        &ctx,
+        &t.join("out-b"),
+        &["--cache-from", &from, "--push", "-t", &image],
+    );
+    assert_eq!(misses(&log), Vec::<String>::new(), "{log}");
+    assert!(!log.contains("warning"), "{log}");
+    assert!(steps.iter().all(|s| s["cached"] == true), "{steps:?}");
+    assert_eq!(image_digest(&t.join("out-b")), a);
+    assert!(log.contains("(0 bytes uploaded, 0 blobs uploaded"), "{log}");
+
+    // A changed file: B re-runs both steps; its export replaces the tag.
+    fs::write(ctx.join("src/main.rs"), "fn main() { loop {} }\n").unwrap();
+    let (log, _) = build(
+        &t.join("b"),
+        &ctx,
+        &t.join("out-b"),
+        &["--cache-from", &from, "--cache-to", &to],
+    );
+    assert_eq!(misses(&log).len(), 2, "{log}");
+    let raw2 = ok(common::skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{cache_ref}"),
+    ]));
+    assert_ne!(raw, raw2);
+
+    // An export that cannot be pushed is a warning by default, an error with
+    // ignore-error=false.
+    let nowhere = "type=registry,ref=127.0.0.1:1/cache:x";
+    let (log, _) = build(
+        &t.join("b"),
+        &ctx,
+        &t.join("out-b"),
+        &["--cache-to", nowhere],
+    );
+    assert!(
+        log.contains("warning: cache export to 127.0.0.1:1/cache:x"),
+        "{log}"
+    );
+    let o = lade(&t.join("b"))
+        .args(["build", "--progress", "plain", "--cache-to"])
+        .arg(format!("{nowhere},ignore-error=false"))
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+}
