@@ -5,6 +5,7 @@ pub mod args;
 mod build;
 mod parse_cmd;
 mod progress;
+mod prune_cmd;
 mod registry_cmd;
 
 use args::{Cli, Command};
@@ -17,10 +18,24 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 pub fn main() -> ExitCode {
-    // First: the signal mask must be in place before any thread starts.
+    // A rootless build's re-executed child enters its user namespace while it has one thread.
+    crate::exec::run::userns::join_if_child();
+    let cli = Cli::try_parse();
+    if matches!(
+        &cli,
+        Ok(Cli {
+            command: Command::Build(_),
+            ..
+        })
+    ) {
+        if let Some(code) = crate::exec::run::userns::enter() {
+            return code;
+        }
+    }
+    // The signal mask must be in place before any thread starts.
     crate::store::interrupt::install();
     init_logging();
-    let cli = match Cli::try_parse() {
+    let cli = match cli {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
@@ -78,5 +93,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Push(a) => registry_cmd::run_push(&a),
         Command::Pull(a) => registry_cmd::run_pull(&a),
         Command::Login(a) => registry_cmd::run_login(&a),
+        Command::Prune(a) => prune_cmd::run(&a),
     }
 }

@@ -9,6 +9,7 @@ mod download;
 mod files;
 mod pull;
 pub mod run;
+mod run_mounts;
 mod sources;
 mod stage;
 mod time;
@@ -112,6 +113,8 @@ pub struct ExecOptions {
     /// `--cache-from` / `--cache-to`: imported step records behind the store's, and the
     /// steps this build resolved, for export.
     pub cache: Option<std::sync::Arc<crate::cache::Session>>,
+    /// `--add-host` and the `security.insecure` entitlement.
+    pub run_settings: run::RunSettings,
 }
 
 /// Downloads the base layers of `image` the store lacks (for outputs that need every byte).

@@ -110,6 +110,10 @@ pub struct RunParts<'a> {
     pub workdir: &'a str,
     pub platform: String,
     pub options: &'a [(&'a str, String)],
+    /// `--add-host` entries (in the key only when given).
+    pub extra_hosts: &'a [super::run::ExtraHost],
+    /// The content digests of the mounts' sources (binds, caches' `from`).
+    pub mount_sources: &'a [Option<crate::layer::LayerDigests>],
 }
 
 /// The inputs of a RUN: the chain below, the command, each environment variable (build args
@@ -133,6 +137,17 @@ pub fn run_inputs(key: &Digest, p: &RunParts<'_>) -> StepInputs {
     r.push("run:platform".into(), p.platform.as_bytes());
     for (name, v) in p.options {
         r.push(format!("opt:{name}"), v.as_bytes());
+    }
+    if !p.extra_hosts.is_empty() {
+        r.push("run:add-host".into(), json(p.extra_hosts).as_bytes());
+    }
+    for (i, m) in p.mount_sources.iter().enumerate() {
+        if let Some(d) = m {
+            r.push(
+                format!("run:mount {i} source"),
+                d.diff_id.to_string().as_bytes(),
+            );
+        }
     }
     r
 }
@@ -339,6 +354,8 @@ mod tests {
                     workdir: "/",
                     platform: "linux/amd64".into(),
                     options: &[],
+                    extra_hosts: &[],
+                    mount_sources: &[],
                 },
             )
         };
