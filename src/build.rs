@@ -134,8 +134,18 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
         exec_opts.registry = Some(registry.client()?);
     }
     if !req.cache_from.is_empty() || !req.cache_to.is_empty() {
-        let session =
-            crate::cache::Session::import(&req.cache_from, &store, exec_opts.registry.clone());
+        // Hits may stay in the registry when no output needs their bytes.
+        let lazy = req.outputs.iter().all(|o| matches!(o, Target::Registry))
+            && req
+                .cache_to
+                .iter()
+                .all(|c| matches!(c.place, crate::cache::Place::Registry(_)));
+        let session = crate::cache::Session::import(
+            &req.cache_from,
+            &store,
+            exec_opts.registry.clone(),
+            lazy,
+        );
         exec_opts.cache = Some(Arc::new(session));
     }
     let mut images: Vec<BuiltImage> = Vec::new();
@@ -187,10 +197,16 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
                 // Pushing to another registry than the base's needs the base layers' bytes:
                 // fetch them now, as --pull allows (the push would fetch them otherwise,
                 // ignoring it).
-                if let Some(origin) = &mount_from {
+                // Shared-cache hits never downloaded are mounted from the cache's
+                // repository likewise.
+                let blob_origins = crate::cache::lazy_origins();
+                let origins = mount_from.iter().chain(blob_origins.values());
+                let registries: std::collections::BTreeSet<&str> =
+                    origins.map(|o| o.registry.as_str()).collect();
+                {
                     let elsewhere = tags.iter().any(|t| {
                         crate::registry::Reference::parse(t)
-                            .is_ok_and(|r| r.registry != origin.registry)
+                            .is_ok_and(|r| registries.iter().any(|o| r.registry != *o))
                     });
                     if elsewhere {
                         for image in &artifact.images {
@@ -203,6 +219,7 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
                     options: crate::registry::PushOptions {
                         jobs: req.push_jobs.max(1),
                         mount_from,
+                        blob_origins,
                         ..Default::default()
                     },
                 })

@@ -2,8 +2,10 @@
 //! `--metadata-file`). RUN steps need root and crun or runc, as in tests/run.rs.
 
 mod common;
+mod registry_support;
 
 use common::{lade, ok, output};
+use registry_support::{FaultProxy, TestRegistry};
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -40,20 +42,27 @@ fn context(dir: &Path, dockerfile: &str) -> PathBuf {
 /// file's `lade.steps`. `SOURCE_DATE_EPOCH` is set, so a RUN run again writes the same layer.
 #[track_caller]
 fn build(cache: &Path, ctx: &Path, out: &Path, extra: &[&str]) -> (String, Vec<Value>) {
-    let meta = out.with_extension("meta.json");
+    let output = format!("type=oci-layout,dest={}", out.display());
+    let mut args = vec!["--output", &output];
+    args.extend(extra);
+    build_to(cache, ctx, &out.with_extension("meta.json"), &args)
+}
+
+/// `lade build --progress plain` with `extra` (its outputs among them) and the metadata file
+/// `meta`; returns the step log and `lade.steps`.
+#[track_caller]
+fn build_to(cache: &Path, ctx: &Path, meta: &Path, extra: &[&str]) -> (String, Vec<Value>) {
     let o = lade(cache)
         .env("SOURCE_DATE_EPOCH", "1")
-        .args(["build", "--progress", "plain", "--output"])
-        .arg(format!("type=oci-layout,dest={}", out.display()))
-        .arg("--metadata-file")
-        .arg(&meta)
+        .args(["build", "--progress", "plain", "--metadata-file"])
+        .arg(meta)
         .args(extra)
         .arg(ctx)
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "lade build failed:\n{log}");
-    let doc: Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    let doc: Value = serde_json::from_slice(&fs::read(meta).unwrap()).unwrap();
     (log, doc["lade.steps"].as_array().unwrap().clone())
 }
 
@@ -166,13 +175,21 @@ fn a_rebuilt_step_names_the_input_that_changed() {
     );
 }
 
-/// The Dockerfile of the two-runner tests: a COPY and a RUN over it.
-const TWO_STEPS: &str = "FROM {BASE}\nCOPY src /src\nRUN cat /src/main.rs > /copied\n";
+/// The Dockerfile of the two-runner tests: a RUN, a COPY and a RUN over it.
+const STEPS: &str =
+    "FROM {BASE}\nRUN echo one > /one\nCOPY src /src\nRUN cat /one /src/main.rs > /copied\n";
+
+/// The last RUN of [`STEPS`], as the step log names it.
+const LAST_RUN: &str = "RUN cat /one /src/main.rs > /copied";
 
 /// The `containerimage.digest` of a build's metadata file.
 fn image_digest(out: &Path) -> String {
-    let meta: Value =
-        serde_json::from_slice(&fs::read(out.with_extension("meta.json")).unwrap()).unwrap();
+    meta_digest(&out.with_extension("meta.json"))
+}
+
+/// The `containerimage.digest` of the metadata file `meta`.
+fn meta_digest(meta: &Path) -> String {
+    let meta: Value = serde_json::from_slice(&fs::read(meta).unwrap()).unwrap();
     meta["containerimage.digest"].as_str().unwrap().to_string()
 }
 
@@ -216,7 +233,7 @@ fn a_second_runner_builds_nothing_from_a_local_cache() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let base = base(t, "base", "one");
-    let ctx = context(&t.join("ctx"), &TWO_STEPS.replace("{BASE}", &base));
+    let ctx = context(&t.join("ctx"), &STEPS.replace("{BASE}", &base));
     let shared = t.join("shared");
     let to = format!("type=local,dest={}", shared.display());
     let from = format!("type=local,src={}", shared.display());
@@ -235,10 +252,10 @@ fn a_second_runner_builds_nothing_from_a_local_cache() {
         )),
         "{log}"
     );
-    assert_eq!(misses(&log).len(), 2, "{log}");
+    assert_eq!(misses(&log).len(), 3, "{log}");
     let exported = blobs(&shared);
-    // Two layers, the config, the manifest.
-    assert_eq!(exported.len(), 4, "{exported:?}");
+    // Three layers, the config, the manifest.
+    assert_eq!(exported.len(), 5, "{exported:?}");
     let a = image_digest(&t.join("out-a"));
 
     // Runner B, empty store: every step is a hit, the image is A's.
@@ -262,7 +279,14 @@ fn a_second_runner_builds_nothing_from_a_local_cache() {
         &t.join("out-b"),
         &["--cache-from", &from, "--cache-to", &to],
     );
-    assert_eq!(misses(&log).len(), 2, "{log}");
+    assert_eq!(
+        misses(&log),
+        [
+            "COPY src /src: src/main.rs changed (content)".to_string(),
+            format!("{LAST_RUN}: COPY src /src: src/main.rs changed (content)"),
+        ],
+        "{log}"
+    );
     let now = blobs(&shared);
     assert_eq!(now.difference(&exported).count(), 4, "{now:?}");
     assert!(exported.is_subset(&now));
@@ -293,11 +317,9 @@ fn a_second_runner_builds_nothing_from_a_local_cache() {
         }
     });
     let (log, w) = c("c1");
-    assert_eq!(misses(&log).len(), 2, "{log}");
-    assert!(
-        !w.is_empty() && w.iter().all(|l| l.contains("has diff_id")),
-        "{log}"
-    );
+    assert_eq!(misses(&log).len(), 3, "{log}");
+    assert_eq!(w.len(), 1, "{log}");
+    assert!(w[0].contains("has diff_id"), "{log}");
 
     // Another format version: ignored whole, one line.
     fs::write(shared.join("index.json"), &pristine).unwrap();
@@ -305,7 +327,7 @@ fn a_second_runner_builds_nothing_from_a_local_cache() {
         config["format"] = Value::from("lade-cache-v0")
     });
     let (log, w) = c("c2");
-    assert_eq!(misses(&log).len(), 2, "{log}");
+    assert_eq!(misses(&log).len(), 3, "{log}");
     assert_eq!(w.len(), 1, "{log}");
     assert!(w[0].contains("cache format \"lade-cache-v0\""), "{log}");
 
@@ -315,7 +337,7 @@ fn a_second_runner_builds_nothing_from_a_local_cache() {
         manifest["artifactType"] = Value::from("application/vnd.example")
     });
     let (log, w) = c("c3");
-    assert_eq!(misses(&log).len(), 2, "{log}");
+    assert_eq!(misses(&log).len(), 3, "{log}");
     assert_eq!(w.len(), 1, "{log}");
     assert!(w[0].contains("not a lade cache"), "{log}");
 
@@ -340,46 +362,15 @@ fn a_second_runner_builds_nothing_from_a_local_cache() {
     let (log, w) = c("c4");
     assert_eq!(
         misses(&log),
-        ["RUN cat /src/main.rs > /copied: no earlier build of this step"],
+        [format!("{LAST_RUN}: no earlier build of this step")],
         "{log}"
     );
     assert_eq!(w.len(), 1, "{log}");
     assert!(w[0].contains(&run_layer), "{log}");
 }
 
-#[test]
-fn a_second_runner_builds_nothing_from_a_registry_cache() {
-    let services = common::require_services();
-    let reg = &services.registry;
-    let tmp = tempfile::tempdir().unwrap();
-    let t = tmp.path();
-    let base = base(t, "base", "one");
-    let ctx = context(&t.join("ctx"), &TWO_STEPS.replace("{BASE}", &base));
-    let cache_ref = format!("{reg}/cache-test/app:buildcache");
-    let image = format!("{reg}/cache-test/app:1");
-    let to = format!("type=registry,ref={cache_ref}");
-    let from = to.clone();
-
-    // A cache ref that does not exist yet: a warning, the build goes on.
-    let (log, _) = build(
-        &t.join("a"),
-        &ctx,
-        &t.join("out-a"),
-        &[
-            "--cache-from",
-            &from,
-            "--cache-to",
-            &to,
-            "--push",
-            "-t",
-            &image,
-        ],
-    );
-    assert!(log.contains("no cache there yet; not used"), "{log}");
-    assert_eq!(misses(&log).len(), 2, "{log}");
-    let a = image_digest(&t.join("out-a"));
-
-    // The registry and skopeo take the artifact as an OCI manifest with lade's type.
+/// The layer digests of the cache manifest at `cache_ref` (read with skopeo) and the manifest.
+fn cache_layers(cache_ref: &str) -> (Vec<String>, Value) {
     let raw = ok(common::skopeo(&[
         "inspect",
         "--raw",
@@ -387,42 +378,183 @@ fn a_second_runner_builds_nothing_from_a_registry_cache() {
         &format!("docker://{cache_ref}"),
     ]));
     let manifest: Value = serde_json::from_str(&raw).unwrap();
+    let layers = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    (layers, manifest)
+}
+
+/// The registry requests a proxy saw from the `from`th on: `METHOD path`.
+fn requests(proxy: &FaultProxy, from: usize) -> Vec<String> {
+    proxy.seen()[from..]
+        .iter()
+        .map(|s| format!("{} {}", s.method, s.path))
+        .collect()
+}
+
+/// The blob digests `requests` downloaded (`GET …/blobs/DIGEST`).
+fn downloaded(requests: &[String]) -> Vec<String> {
+    requests
+        .iter()
+        .filter_map(|r| r.strip_prefix("GET "))
+        .filter_map(|p| p.split_once("/blobs/sha256:"))
+        .map(|(_, d)| format!("sha256:{}", &d[..64]))
+        .collect()
+}
+
+/// The blob digests `requests` uploaded (the `PUT …?digest=DIGEST` closing an upload), and
+/// whether any chunk was sent (`PATCH`).
+fn uploaded(requests: &[String]) -> (Vec<String>, bool) {
+    let puts = requests
+        .iter()
+        .filter(|r| r.starts_with("PUT ") && r.contains("/blobs/uploads/"))
+        .filter_map(|r| {
+            r.split_once("digest=sha256%3A")
+                .or(r.split_once("digest=sha256:"))
+        })
+        .map(|(_, d)| format!("sha256:{}", &d[..64]))
+        .collect();
+    (puts, requests.iter().any(|r| r.starts_with("PATCH ")))
+}
+
+#[test]
+fn a_second_runner_builds_nothing_from_a_registry_cache() {
+    // Every request to the registry goes through the proxy, which logs it.
+    let reg = TestRegistry::open();
+    let proxy = FaultProxy::start(reg.socket_addr());
+    let host = &proxy.addr;
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = base(t, "base", "one");
+    let ctx = context(&t.join("ctx"), &STEPS.replace("{BASE}", &base));
+    let cache_ref = format!("{host}/cache-test/app:buildcache");
+    let image = format!("{host}/cache-test/app:1");
+    let to = format!("type=registry,ref={cache_ref}");
+    let from = to.clone();
+    let push = |store: &str, meta: &str, image: &str, extra: &[&str]| {
+        let mut args = vec!["--push", "-t", image];
+        args.extend(extra);
+        let meta = t.join(meta);
+        let (log, steps) = build_to(&t.join(store), &ctx, &meta, &args);
+        (log, steps, meta_digest(&meta))
+    };
+
+    // Runner A: a cache ref that does not exist yet is a warning, the build goes on.
+    let (log, _, a) = push(
+        "a",
+        "a.json",
+        &image,
+        &["--cache-from", &from, "--cache-to", &to],
+    );
+    assert!(
+        log.contains(&format!(
+            "warning: cache {cache_ref}: no cache there yet; not used"
+        )),
+        "{log}"
+    );
+    assert_eq!(misses(&log).len(), 3, "{log}");
+
+    // The registry and skopeo take the artifact as an OCI manifest with lade's type.
+    let (layers, manifest) = cache_layers(&cache_ref);
     assert_eq!(manifest["artifactType"], "application/vnd.lade.cache.v1");
     assert_eq!(
         manifest["config"]["mediaType"],
         "application/vnd.lade.cache.config.v1+json"
     );
-    assert_eq!(manifest["layers"].as_array().unwrap().len(), 2, "{raw}");
+    assert_eq!(layers.len(), 3, "{manifest}");
 
-    // Runner B, empty store: no step runs, the image is A's, its push uploads nothing.
-    let (log, steps) = build(
-        &t.join("b"),
-        &ctx,
-        &t.join("out-b"),
-        &["--cache-from", &from, "--push", "-t", &image],
-    );
+    // Runner B, empty store: no step runs, no layer is downloaded, the push uploads nothing,
+    // the image is A's.
+    let mark = proxy.seen().len();
+    let (log, steps, b) = push("b", "b.json", &image, &["--cache-from", &from]);
+    let seen = requests(&proxy, mark);
     assert_eq!(misses(&log), Vec::<String>::new(), "{log}");
     assert!(!log.contains("warning"), "{log}");
     assert!(steps.iter().all(|s| s["cached"] == true), "{steps:?}");
-    assert_eq!(image_digest(&t.join("out-b")), a);
+    assert_eq!(b, a);
+    let got = downloaded(&seen);
+    assert!(!layers.iter().any(|l| got.contains(l)), "{seen:#?}");
+    assert_eq!(uploaded(&seen), (vec![], false), "{seen:#?}");
     assert!(log.contains("(0 bytes uploaded, 0 blobs uploaded"), "{log}");
 
-    // A changed file: B re-runs both steps; its export replaces the tag.
+    // Runner C pushes to another repository: the layers are mounted from the cache's, still
+    // never downloaded; only the image config is uploaded.
+    let other = format!("{host}/cache-test/other:1");
+    let mark = proxy.seen().len();
+    let (log, _, c) = push("c", "c.json", &other, &["--cache-from", &from]);
+    let seen = requests(&proxy, mark);
+    assert_eq!(misses(&log), Vec::<String>::new(), "{log}");
+    assert_eq!(c, a);
+    let got = downloaded(&seen);
+    assert!(!layers.iter().any(|l| got.contains(l)), "{seen:#?}");
+    for l in &layers {
+        assert!(
+            seen.iter().any(|r| r.starts_with("POST ")
+                && r.contains(&format!("mount={}", l.replace(':', "%3A")))),
+            "{l} not mounted: {seen:#?}"
+        );
+    }
+    let (up, chunks) = uploaded(&seen);
+    assert!(
+        !chunks && up.len() == 1 && !layers.contains(&up[0]),
+        "{seen:#?}"
+    );
+
+    // A changed file: B re-runs the steps from it up; the export adds only their layers.
     fs::write(ctx.join("src/main.rs"), "fn main() { loop {} }\n").unwrap();
-    let (log, _) = build(
-        &t.join("b"),
-        &ctx,
-        &t.join("out-b"),
+    let mark = proxy.seen().len();
+    let (log, _, b2) = push(
+        "b",
+        "b.json",
+        &image,
         &["--cache-from", &from, "--cache-to", &to],
     );
-    assert_eq!(misses(&log).len(), 2, "{log}");
-    let raw2 = ok(common::skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        &format!("docker://{cache_ref}"),
-    ]));
-    assert_ne!(raw, raw2);
+    let seen = requests(&proxy, mark);
+    assert_eq!(
+        misses(&log),
+        [
+            "COPY src /src: src/main.rs changed (content)".to_string(),
+            format!("{LAST_RUN}: COPY src /src: src/main.rs changed (content)"),
+        ],
+        "{log}"
+    );
+    assert_ne!(b2, a);
+    let (layers2, _) = cache_layers(&cache_ref);
+    assert_eq!(layers2[0], layers[0]);
+    let new: Vec<&String> = layers2.iter().filter(|l| !layers.contains(l)).collect();
+    assert_eq!(new.len(), 2, "{layers2:?}");
+    let (up, _) = uploaded(&seen);
+    assert!(!layers.iter().any(|l| up.contains(l)), "{seen:#?}");
+    assert!(new.iter().all(|l| up.contains(l)), "{seen:#?}");
+
+    // A blob gone from the cache's repository: one warning, that step runs again, the
+    // image is the same.
+    let gone = layers2.last().unwrap();
+    let resp = reqwest::blocking::Client::new()
+        .delete(format!(
+            "http://{}/v2/cache-test/app/blobs/{gone}",
+            reg.addr
+        ))
+        .send()
+        .unwrap();
+    assert!(resp.status().is_success(), "{resp:?}");
+    let third = format!("{host}/cache-test/third:1");
+    let (log, _, d) = push("d", "d.json", &third, &["--cache-from", &from]);
+    assert_eq!(
+        misses(&log),
+        [format!("{LAST_RUN}: no earlier build of this step")],
+        "{log}"
+    );
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains(&format!("blob {gone} is missing")),
+        "{log}"
+    );
+    assert_eq!(d, b2);
 
     // An export that cannot be pushed is a warning by default, an error with
     // ignore-error=false.

@@ -7,6 +7,12 @@
 //! (digest, size, and diff_id after decompression) before its record enters the store, and
 //! a blob that fails is one warning and a miss. Export failures are warnings unless
 //! `ignore-error=false`.
+//!
+//! A hit from a registry cache is lazy when the build's outputs need no bytes (pushes, a
+//! registry export): the registry confirms the blob's size (`HEAD`), the blob stays there,
+//! and a push to the same registry mounts it. Its bytes are fetched (and its diff_id checked)
+//! only when a step or an output reads them, through [`fetch_lazy`]. Until then its diff_id
+//! is the cache's word, as in BuildKit's lazy cache import.
 
 mod format;
 mod transport;
@@ -19,7 +25,46 @@ use crate::registry::{Client, Reference};
 use crate::store::Store;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+/// A cache hit's blob left in its registry: where it is, what the cache says it holds.
+struct LazyBlob {
+    from: Reference,
+    layer: LayerDigests,
+    client: Arc<Client>,
+}
+
+/// The lazy hits of the builds running in this process, by blob digest. Process-wide, as
+/// every layer read in `exec` goes through [`crate::exec::fetch_layers`], which asks here;
+/// a digest names the same bytes whichever build noted it.
+static LAZY: Mutex<BTreeMap<Digest, LazyBlob>> = Mutex::new(BTreeMap::new());
+
+fn lazy_blobs() -> std::sync::MutexGuard<'static, BTreeMap<Digest, LazyBlob>> {
+    LAZY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Brings a lazy cache hit's blob into the store, verified (digest, size, diff_id). `Ok(false)`
+/// when `digest` is not a lazy hit; the error is one line naming the cache.
+pub fn fetch_lazy(store: &Store, digest: &Digest) -> Result<bool, String> {
+    let Some((from, layer, client)) = lazy_blobs()
+        .get(digest)
+        .map(|l| (l.from.clone(), l.layer.clone(), l.client.clone()))
+    else {
+        return Ok(false);
+    };
+    transport::fetch_verified(&Place::Registry(from.clone()), &layer, store, Some(&client))
+        .map_err(|m| format!("cache {from}: {m}"))?;
+    lazy_blobs().remove(digest);
+    Ok(true)
+}
+
+/// The repository each lazy hit's blob is in (for a push to mount it from).
+pub fn lazy_origins() -> HashMap<Digest, Reference> {
+    lazy_blobs()
+        .iter()
+        .map(|(d, l)| (d.clone(), l.from.clone()))
+        .collect()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -127,7 +172,11 @@ impl CacheSpec {
 pub struct Session {
     imported: Mutex<HashMap<Digest, (CachedLayer, usize)>>,
     sources: Vec<Place>,
-    registry: Option<std::sync::Arc<Client>>,
+    registry: Option<Arc<Client>>,
+    /// Whether registry hits stay in the registry (see the module doc).
+    lazy: bool,
+    /// The blobs this session left lazy, forgotten with it.
+    lazy_noted: Mutex<Vec<Digest>>,
     /// (in the final image's stage, key, layer), in the order steps finished.
     used: Mutex<Vec<(bool, Digest, LayerDigests)>>,
     warnings: Mutex<Vec<String>>,
@@ -135,11 +184,12 @@ pub struct Session {
 
 impl Session {
     /// Reads every `--cache-from`; one that cannot be read or verified is a warning and
-    /// contributes nothing.
+    /// contributes nothing. `lazy`: registry hits are not downloaded (the outputs are pushes).
     pub fn import(
         from: &[CacheSpec],
         store: &Store,
-        registry: Option<std::sync::Arc<Client>>,
+        registry: Option<Arc<Client>>,
+        lazy: bool,
     ) -> Session {
         let mut imported = HashMap::new();
         let mut warnings = Vec::new();
@@ -157,6 +207,8 @@ impl Session {
             imported: Mutex::new(imported),
             sources: from.iter().map(|s| s.place.clone()).collect(),
             registry,
+            lazy,
+            lazy_noted: Mutex::new(Vec::new()),
             used: Mutex::new(Vec::new()),
             warnings: Mutex::new(warnings),
         }
@@ -177,32 +229,103 @@ impl Session {
             .get(key)
             .cloned()?;
         let place = &self.sources[source];
-        let checked = layer
-            .digests()
-            .ok_or_else(|| format!("layer {} has media type {}", layer.digest, layer.media_type));
-        let result = checked.and_then(|d| {
-            transport::fetch_verified(place, &d, store, self.registry.as_deref()).map(|()| d)
-        });
+        let lazy = match (place, &self.registry) {
+            (Place::Registry(r), Some(client)) if self.lazy => Some((r, client)),
+            _ => None,
+        };
+        // Err((message, whole)): `whole` when the cache lied (a record that does not match
+        // its blob): nothing else of it is trusted either. A missing blob is that step's miss.
+        let result = match layer.digests() {
+            None => Err((
+                format!("layer {} has media type {}", layer.digest, layer.media_type),
+                true,
+            )),
+            Some(d) => self.check(place, lazy, d, store),
+        };
         match result {
+            Ok(d) if !store.has_blob(&d.digest) => {
+                let (r, client) = lazy.expect("only lazy hits leave the blob out");
+                lazy_blobs().insert(
+                    d.digest.clone(),
+                    LazyBlob {
+                        from: r.clone(),
+                        layer: d.clone(),
+                        client: client.clone(),
+                    },
+                );
+                self.lazy_noted
+                    .lock()
+                    .expect("cache lock")
+                    .push(d.digest.clone());
+                Some(d)
+            }
             Ok(d) => {
                 if let Err(e) = store.step_put(key, &d) {
                     tracing::debug!("cannot record an imported step: {e}");
                 }
                 Some(d)
             }
-            Err(m) => {
-                // Every step of this blob is a miss from now on.
-                self.imported
-                    .lock()
-                    .expect("cache lock")
-                    .retain(|_, (l, _)| l.digest != layer.digest);
-                self.warnings
-                    .lock()
-                    .expect("cache lock")
-                    .push(format!("warning: cache {place}: {m}; the step is rebuilt"));
+            Err((m, whole)) => {
+                let line = if whole {
+                    self.imported
+                        .lock()
+                        .expect("cache lock")
+                        .retain(|_, (_, s)| *s != source);
+                    format!("warning: cache {place}: {m}; not used")
+                } else {
+                    // Every step of this blob is a miss from now on.
+                    self.imported
+                        .lock()
+                        .expect("cache lock")
+                        .retain(|_, (l, _)| l.digest != layer.digest);
+                    format!("warning: cache {place}: {m}; the step is rebuilt")
+                };
+                self.warnings.lock().expect("cache lock").push(line);
                 None
             }
         }
+    }
+
+    /// Checks a hit's blob: present with its size, and unless `lazy`, fetched into the store
+    /// with its diff_id verified.
+    fn check(
+        &self,
+        place: &Place,
+        lazy: Option<(&Reference, &Arc<Client>)>,
+        d: LayerDigests,
+        store: &Store,
+    ) -> Result<LayerDigests, (String, bool)> {
+        let size = match place {
+            _ if store.has_blob(&d.digest) => Some(d.size),
+            Place::Local(dir) => std::fs::metadata(dir.join("blobs/sha256").join(d.digest.hex()))
+                .ok()
+                .map(|m| m.len()),
+            Place::Registry(r) => {
+                let client = self
+                    .registry
+                    .as_ref()
+                    .ok_or(("no registry client".into(), true))?;
+                client
+                    .blob_size(r, &d.digest)
+                    .map_err(|e| (e.to_string(), false))?
+            }
+        };
+        match size {
+            None => return Err((format!("blob {} is missing", d.digest), false)),
+            Some(n) if n != d.size => {
+                return Err((
+                    format!("blob {} is {n} bytes, the cache says {}", d.digest, d.size),
+                    true,
+                ))
+            }
+            Some(_) => {}
+        }
+        if lazy.is_some() && !store.has_blob(&d.digest) {
+            return Ok(d);
+        }
+        transport::fetch_verified(place, &d, store, self.registry.as_deref())
+            .map(|()| d)
+            .map_err(|m| (m, true))
     }
 
     /// Notes a step the build resolved (hit or built), for export.
@@ -229,7 +352,14 @@ impl Session {
             .filter(|(final_stage, _, _)| *final_stage || spec.mode == Mode::Max)
             .map(|(_, k, l)| (k.clone(), CachedLayer::from_digests(l)))
             .collect();
-        match transport::write(&spec.place, &steps, store, registry) {
+        let fetched = match &spec.place {
+            // A layout holds bytes: lazy hits are fetched first.
+            Place::Local(_) => steps
+                .values()
+                .try_for_each(|l| fetch_lazy(store, &l.digest).map(|_| ())),
+            Place::Registry(_) => Ok(()),
+        };
+        match fetched.and_then(|()| transport::write(&spec.place, &steps, store, registry)) {
             Ok(()) => Ok(None),
             Err(message) if spec.ignore_error => Ok(Some(format!(
                 "warning: cache export to {}: {message}",
@@ -239,6 +369,16 @@ impl Session {
                 place: spec.place.to_string(),
                 message,
             }),
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let mine = std::mem::take(&mut *self.lazy_noted.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut all = lazy_blobs();
+        for d in mine {
+            all.remove(&d);
         }
     }
 }

@@ -184,7 +184,10 @@ pub fn write(
                     &manifest,
                     media_types::OCI_MANIFEST,
                     &[tag],
-                    &PushOptions::default(),
+                    &PushOptions {
+                        blob_origins: super::lazy_origins(),
+                        ..PushOptions::default()
+                    },
                 )
                 .map(|_| ())
                 .map_err(|e| e.to_string())

@@ -55,6 +55,9 @@ pub enum ExecError {
     Store(#[from] crate::store::StoreError),
     #[error("base image {base}: {message}")]
     Base { base: String, message: String },
+    /// A shared-cache layer that fails its checks when its bytes are needed.
+    #[error("{message}")]
+    Cache { message: String },
     /// The I/O error is part of the message, not a `source()`: a cause chain printed whole
     /// shows each OS error once.
     #[error("cannot read {path}: {error}")]

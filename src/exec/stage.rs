@@ -439,7 +439,7 @@ fn run_or_reuse(
     }
     cx.observer.step_rebuilt(&name, &parts.reason);
     cx.observer.step_started(&name);
-    // The runner reads every layer below from the store.
+    // The runner reads every layer below from the store (shared-cache hits included).
     super::fetch_layers(
         &base.layers,
         base.origin.as_ref(),
@@ -447,6 +447,8 @@ fn run_or_reuse(
         opts.registry.as_deref(),
         opts.pull,
     )?;
+    let own: Vec<Descriptor> = below.iter().map(|(d, _)| descriptor(d)).collect();
+    super::fetch_layers(&own, None, store, opts.registry.as_deref(), opts.pull)?;
     let lowers = lower_layers(base, below);
     let output = |chunk: &[u8]| cx.observer.step_output(&name, chunk);
     let input = RunInput {
