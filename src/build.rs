@@ -125,37 +125,31 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
     } else {
         req.platforms.iter().map(Some).collect()
     };
-    let cache_registry = req
-        .cache_from
-        .iter()
-        .chain(&req.cache_to)
-        .any(|c| matches!(c.place, crate::cache::Place::Registry(_)));
-    if cache_registry {
-        exec_opts.registry = Some(registry.client()?);
-    }
-    if !req.cache_from.is_empty() || !req.cache_to.is_empty() {
-        // Hits may stay in the registry when no output needs their bytes.
-        let lazy = req.outputs.iter().all(|o| matches!(o, Target::Registry))
-            && req
-                .cache_to
-                .iter()
-                .all(|c| matches!(c.place, crate::cache::Place::Registry(_)));
-        let session = crate::cache::Session::import(
-            &req.cache_from,
-            &store,
-            exec_opts.registry.clone(),
-            lazy,
-        );
-        exec_opts.cache = Some(Arc::new(session));
-    }
     let mut images: Vec<BuiltImage> = Vec::new();
     let mut plan_tags = Vec::new();
+    let mut cache_to = Vec::new();
     for platform in platforms {
         let Loaded {
             plan,
             context,
             source,
         } = load(&req.description, platform, observer, &base_configs)?;
+        if images.is_empty() {
+            // The request's caches, else the description's (lade.toml's [cache]).
+            let pick = |own: &[crate::cache::CacheSpec], plan: &[crate::cache::CacheSpec]| {
+                if own.is_empty() { plan } else { own }.to_vec()
+            };
+            cache_to = pick(&req.cache_to, &plan.cache_to);
+            let cache_from = pick(&req.cache_from, &plan.cache_from);
+            open_caches(
+                &cache_from,
+                &cache_to,
+                req,
+                &registry,
+                &store,
+                &mut exec_opts,
+            )?;
+        }
         if exec_opts.registry.is_none() && (push || uses_registry(&plan)) {
             exec_opts.registry = Some(registry.client()?);
         }
@@ -241,7 +235,7 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
         )?);
     }
     if let Some(c) = &exec_opts.cache {
-        for spec in &req.cache_to {
+        for spec in &cache_to {
             if let Some(w) = c.export(spec, &store, exec_opts.registry.as_deref())? {
                 observer.note(&w);
             }
@@ -279,6 +273,32 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
         tags,
         pushed,
     })
+}
+
+/// Imports `from` and prepares the export to `to` (`exec_opts.cache`), with a registry client
+/// if one of them is in a registry.
+fn open_caches(
+    from: &[crate::cache::CacheSpec],
+    to: &[crate::cache::CacheSpec],
+    req: &BuildRequest,
+    registry: &Registry,
+    store: &Store,
+    exec_opts: &mut ExecOptions,
+) -> Result<(), BuildError> {
+    if from.is_empty() && to.is_empty() {
+        return Ok(());
+    }
+    let in_registry =
+        |c: &crate::cache::CacheSpec| matches!(c.place, crate::cache::Place::Registry(_));
+    if from.iter().chain(to).any(in_registry) && exec_opts.registry.is_none() {
+        exec_opts.registry = Some(registry.client()?);
+    }
+    // Hits may stay in the registry when no output needs their bytes.
+    let lazy =
+        req.outputs.iter().all(|o| matches!(o, Target::Registry)) && to.iter().all(in_registry);
+    let session = crate::cache::Session::import(from, store, exec_opts.registry.clone(), lazy);
+    exec_opts.cache = Some(Arc::new(session));
+    Ok(())
 }
 
 /// Passes every report on and keeps what each step did, for `--metadata-file`'s

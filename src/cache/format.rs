@@ -31,6 +31,9 @@ pub struct CachedLayer {
     pub size: u64,
     #[serde(rename = "mediaType")]
     pub media_type: String,
+    /// What the layer holds (listing, account files), for runners that never fetch it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<crate::exec::LayerNotes>,
 }
 
 impl CachedLayer {
@@ -40,6 +43,7 @@ impl CachedLayer {
             diff_id: d.diff_id.clone(),
             size: d.size,
             media_type: d.compression.oci_media_type().to_string(),
+            notes: None,
         }
     }
 
@@ -156,6 +160,7 @@ mod tests {
             diff_id: Digest::of(b"tar"),
             size: 4,
             media_type: Compression::Gzip.oci_media_type().into(),
+            notes: None,
         };
         BTreeMap::from([(Digest::of(b"k1"), l.clone()), (Digest::of(b"k2"), l)])
     }

@@ -245,6 +245,11 @@ impl Session {
         match result {
             Ok(d) if !store.has_blob(&d.digest) => {
                 let (r, client) = lazy.expect("only lazy hits leave the blob out");
+                if let Some(n) = &layer.notes {
+                    if let Err(e) = crate::exec::seed_layer_notes(store, &d, n) {
+                        tracing::debug!("cannot record an imported layer's notes: {e}");
+                    }
+                }
                 lazy_blobs().insert(
                     d.digest.clone(),
                     LazyBlob {
@@ -350,7 +355,11 @@ impl Session {
             .expect("cache lock")
             .iter()
             .filter(|(final_stage, _, _)| *final_stage || spec.mode == Mode::Max)
-            .map(|(_, k, l)| (k.clone(), CachedLayer::from_digests(l)))
+            .map(|(_, k, l)| {
+                let mut c = CachedLayer::from_digests(l);
+                c.notes = crate::exec::layer_notes(store, l);
+                (k.clone(), c)
+            })
             .collect();
         let fetched = match &spec.place {
             // A layout holds bytes: lazy hits are fetched first.

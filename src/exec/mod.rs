@@ -21,6 +21,7 @@ pub use base::{base_config, import_image, load_base, load_base_with, BaseImage, 
 pub use files::ResolvedLayer;
 pub use pull::{fetch_layers, PullPolicy};
 pub use time::rfc3339;
+pub use tree::{layer_notes, seed_layer_notes, LayerNotes};
 
 use crate::context::BuildContext;
 use crate::digest::Digest;

@@ -177,6 +177,8 @@ impl Fixture {
             target: 0,
             annotations: BTreeMap::new(),
             tags: Vec::new(),
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
         };
         let context = BuildContext::new(self.context_dir.path(), &[]).unwrap();
         build(&plan, &context, &self.store, &self.opts(), &Quiet)
@@ -325,6 +327,8 @@ fn without_a_runner_run_is_a_located_error_before_anything_is_written() {
         target: 0,
         annotations: BTreeMap::new(),
         tags: Vec::new(),
+        cache_from: Vec::new(),
+        cache_to: Vec::new(),
     };
     let context = BuildContext::new(fx.context_dir.path(), &[]).unwrap();
     let err = build(&plan, &context, &fx.store, &opts, &Quiet).unwrap_err();
@@ -363,6 +367,8 @@ fn a_foreign_platform_is_a_located_error() {
         target: 0,
         annotations: BTreeMap::new(),
         tags: Vec::new(),
+        cache_from: Vec::new(),
+        cache_to: Vec::new(),
     };
     let context = BuildContext::new(fx.context_dir.path(), &[]).unwrap();
     let err = build(&plan, &context, &fx.store, &fx.opts(), &Quiet).unwrap_err();
@@ -430,6 +436,8 @@ fn insecure_runs_only_with_the_entitlement() {
         target: 0,
         annotations: BTreeMap::new(),
         tags: Vec::new(),
+        cache_from: Vec::new(),
+        cache_to: Vec::new(),
     };
     let context = BuildContext::new(fx.context_dir.path(), &[]).unwrap();
     build(&plan, &context, &fx.store, &opts, &Quiet).unwrap();

@@ -512,6 +512,73 @@ pub(super) fn remember_accounts(
     Ok(())
 }
 
+/// What a shared cache carries about a layer besides its blob, so a runner that never
+/// downloads the blob still knows what the layer holds for the steps after it: its listing
+/// and its account files (`etc/passwd`, `etc/group`), as this store caches them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LayerNotes {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing: Option<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub accounts: std::collections::BTreeMap<String, String>,
+}
+
+/// The notes of a layer whose blob (or listing) the store has; `None` otherwise.
+pub fn layer_notes(store: &Store, d: &crate::layer::LayerDigests) -> Option<LayerNotes> {
+    let desc = Descriptor::new(d.compression.oci_media_type(), d.digest.clone(), d.size);
+    if !store.has_blob(&d.digest) && !listing_cached(&desc, &d.diff_id, store) {
+        return None;
+    }
+    let members = layer_members("a cached layer", &desc, &d.diff_id, store).ok()?;
+    let mut notes = LayerNotes {
+        listing: store.step_get::<String>(&listing_key(&desc, &d.diff_id)),
+        accounts: Default::default(),
+    };
+    for path in [b"etc/passwd".as_slice(), b"etc/group".as_slice()] {
+        if !members.iter().any(|m| m.path == path) {
+            continue;
+        }
+        let text = match store.step_get::<String>(&accounts_key(&desc, &d.diff_id, path)) {
+            Some(t) => t,
+            None => {
+                let mut config = crate::image::ImageConfig::default();
+                config.rootfs.diff_ids = vec![d.diff_id.clone()];
+                let name = format!("/{}", String::from_utf8_lossy(path));
+                super::sources::read_from_layers(
+                    "a cached layer",
+                    std::slice::from_ref(&desc),
+                    &config,
+                    &name,
+                    store,
+                )
+                .ok()?
+            }
+        };
+        notes
+            .accounts
+            .insert(String::from_utf8_lossy(path).into_owned(), text);
+    }
+    Some(notes)
+}
+
+/// Caches a shared cache's notes of a layer, as if this store had read the layer.
+pub fn seed_layer_notes(
+    store: &Store,
+    d: &crate::layer::LayerDigests,
+    notes: &LayerNotes,
+) -> Result<(), crate::store::StoreError> {
+    let desc = Descriptor::new(d.compression.oci_media_type(), d.digest.clone(), d.size);
+    if let Some(l) = &notes.listing {
+        store.step_put(&listing_key(&desc, &d.diff_id), l)?;
+    }
+    for (path, text) in &notes.accounts {
+        if path == "etc/passwd" || path == "etc/group" {
+            store.step_put(&accounts_key(&desc, &d.diff_id, path.as_bytes()), text)?;
+        }
+    }
+    Ok(())
+}
+
 /// The step-cache key of an account file (`etc/passwd`, `etc/group`) a layer holds.
 fn accounts_key(
     l: &Descriptor,
