@@ -45,19 +45,19 @@ fn build(cache: &Path, ctx: &Path, out: &Path, extra: &[&str]) -> (String, Vec<V
     let output = format!("type=oci-layout,dest={}", out.display());
     let mut args = vec!["--output", &output];
     args.extend(extra);
-    build_to(cache, ctx, &out.with_extension("meta.json"), &args)
+    args.push(ctx.to_str().unwrap());
+    build_to(cache, &out.with_extension("meta.json"), &args)
 }
 
-/// `lade build --progress plain` with `extra` (its outputs among them) and the metadata file
-/// `meta`; returns the step log and `lade.steps`.
+/// `lade build --progress plain` with `extra` (its outputs and input among them) and the
+/// metadata file `meta`; returns the step log and `lade.steps`.
 #[track_caller]
-fn build_to(cache: &Path, ctx: &Path, meta: &Path, extra: &[&str]) -> (String, Vec<Value>) {
+fn build_to(cache: &Path, meta: &Path, extra: &[&str]) -> (String, Vec<Value>) {
     let o = lade(cache)
         .env("SOURCE_DATE_EPOCH", "1")
         .args(["build", "--progress", "plain", "--metadata-file"])
         .arg(meta)
         .args(extra)
-        .arg(ctx)
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&o.stderr).into_owned();
@@ -438,7 +438,8 @@ fn a_second_runner_builds_nothing_from_a_registry_cache() {
         let mut args = vec!["--push", "-t", image];
         args.extend(extra);
         let meta = t.join(meta);
-        let (log, steps) = build_to(&t.join(store), &ctx, &meta, &args);
+        args.push(ctx.to_str().unwrap());
+        let (log, steps) = build_to(&t.join(store), &meta, &args);
         (log, steps, meta_digest(&meta))
     };
 
@@ -576,4 +577,34 @@ fn a_second_runner_builds_nothing_from_a_registry_cache() {
         .output()
         .unwrap();
     assert!(!o.status.success());
+}
+
+#[test]
+fn lade_toml_cache_table_shares_steps_through_a_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ctx = context(&t.join("ctx"), "");
+    let spec = ctx.join("lade.toml");
+    fs::write(
+        &spec,
+        "[image]\n[[layer]]\nname = \"src\"\nfrom = \"src\"\ninto = \"/src\"\n\
+         [cache]\nfrom = [\"type=local,src=shared\"]\nto = [\"type=local,dest=shared\"]\n",
+    )
+    .unwrap();
+    let runner = |store: &str| {
+        let out = t.join(format!("out-{store}"));
+        let output = format!("type=oci-layout,dest={}", out.display());
+        let args = ["--output", &output, "--spec", spec.to_str().unwrap()];
+        let (log, steps) = build_to(&t.join(store), &out.with_extension("meta.json"), &args);
+        (log, steps, image_digest(&out))
+    };
+    // The table's relative directory is the spec's.
+    let (log, _, a) = runner("a");
+    assert!(log.contains("no cache there yet; not used"), "{log}");
+    assert_eq!(misses(&log).len(), 1, "{log}");
+    assert!(ctx.join("shared/index.json").exists());
+    let (log, steps, b) = runner("b");
+    assert_eq!(misses(&log), Vec::<String>::new(), "{log}");
+    assert!(steps.iter().all(|s| s["cached"] == true), "{steps:?}");
+    assert_eq!(b, a);
 }
