@@ -69,6 +69,10 @@ pub struct BuildRequest {
     /// elsewhere: `FROM`/`COPY --from` of such a name use the base given here (`lade compose
     /// build`: an image another service just built, not yet in any registry).
     pub local_images: std::collections::BTreeMap<String, Base>,
+    /// `--cache-from`, in order (the first holding a step wins).
+    pub cache_from: Vec<crate::cache::CacheSpec>,
+    /// `--cache-to`.
+    pub cache_to: Vec<crate::cache::CacheSpec>,
 }
 
 /// How [`BuildRequest::local_images`] keys a reference: `docker.io/library/name:latest` for
@@ -145,6 +149,8 @@ pub enum BuildError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
+    #[error(transparent)]
     Exec(#[from] exec::ExecError),
     #[error(transparent)]
     Output(#[from] OutputError),
@@ -159,6 +165,8 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> BuildError {
 /// Builds the request's image (one per platform, under an index for several) and writes it to
 /// every output. Nothing is written to an output unless every platform built.
 pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult, BuildError> {
+    let steps = StepLog::new(observer);
+    let observer: &dyn Observer = &steps;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(req.jobs.unwrap_or(0))
         .build()
@@ -185,6 +193,7 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
     };
     let mut images: Vec<BuiltImage> = Vec::new();
     let mut plan_tags = Vec::new();
+    let mut cache_to = Vec::new();
     for platform in platforms {
         let Loaded {
             mut plan,
@@ -202,12 +211,34 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
             }
         }
         use_local_images(&mut plan, &req.local_images);
+        if images.is_empty() {
+            // The request's caches, else the description's (lade.toml's [cache]).
+            let pick = |own: &[crate::cache::CacheSpec], plan: &[crate::cache::CacheSpec]| {
+                if own.is_empty() { plan } else { own }.to_vec()
+            };
+            cache_to = pick(&req.cache_to, &plan.cache_to);
+            let cache_from = pick(&req.cache_from, &plan.cache_from);
+            open_caches(
+                &cache_from,
+                &cache_to,
+                req,
+                &registry,
+                &store,
+                &mut exec_opts,
+            )?;
+        }
         if exec_opts.registry.is_none() && (push || uses_registry(&plan)) {
             exec_opts.registry = Some(registry.client()?);
         }
         let image = pool
             .install(|| exec::build(&plan, &context, &store, &exec_opts, observer))
-            .map_err(|e| source.locate(e))?;
+            .map_err(|e| source.locate(e));
+        if let Some(c) = &exec_opts.cache {
+            for w in c.take_warnings() {
+                observer.note(&w);
+            }
+        }
+        let image = image?;
         images.push(image);
         plan_tags = plan.tags;
     }
@@ -237,10 +268,16 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
                 // Pushing to another registry than the base's needs the base layers' bytes:
                 // fetch them now, as --pull allows (the push would fetch them otherwise,
                 // ignoring it).
-                if let Some(origin) = &mount_from {
+                // Shared-cache hits never downloaded are mounted from the cache's
+                // repository likewise.
+                let blob_origins = crate::cache::lazy_origins();
+                let origins = mount_from.iter().chain(blob_origins.values());
+                let registries: std::collections::BTreeSet<&str> =
+                    origins.map(|o| o.registry.as_str()).collect();
+                {
                     let elsewhere = tags.iter().any(|t| {
                         crate::registry::Reference::parse(t)
-                            .is_ok_and(|r| r.registry != origin.registry)
+                            .is_ok_and(|r| registries.iter().any(|o| r.registry != *o))
                     });
                     if elsewhere {
                         for image in &artifact.images {
@@ -253,6 +290,7 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
                     options: crate::registry::PushOptions {
                         jobs: req.push_jobs.max(1),
                         mount_from,
+                        blob_origins,
                         ..Default::default()
                     },
                 })
@@ -298,6 +336,13 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
         }
         None => None,
     };
+    if let Some(c) = &exec_opts.cache {
+        for spec in &cache_to {
+            if let Some(w) = c.export(spec, &store, exec_opts.registry.as_deref())? {
+                observer.note(&w);
+            }
+        }
+    }
     if let Some(f) = &req.iidfile {
         let docker = req.load.is_some()
             || req
@@ -322,6 +367,7 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
             let refs: Vec<&String> = pushed.iter().flat_map(|r| &r.references).collect();
             doc["lade.pushed"] = serde_json::json!(refs);
         }
+        doc["lade.steps"] = steps.json();
         let json = serde_json::to_vec_pretty(&doc).expect("metadata serialises");
         output::write_small_file(f, &json).map_err(io(format!("writing {}", f.display())))?;
     }
@@ -331,6 +377,83 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
         pushed,
         loaded,
     })
+}
+
+/// Imports `from` and prepares the export to `to` (`exec_opts.cache`), with a registry client
+/// if one of them is in a registry.
+fn open_caches(
+    from: &[crate::cache::CacheSpec],
+    to: &[crate::cache::CacheSpec],
+    req: &BuildRequest,
+    registry: &Registry,
+    store: &Store,
+    exec_opts: &mut ExecOptions,
+) -> Result<(), BuildError> {
+    if from.is_empty() && to.is_empty() {
+        return Ok(());
+    }
+    let in_registry =
+        |c: &crate::cache::CacheSpec| matches!(c.place, crate::cache::Place::Registry(_));
+    if from.iter().chain(to).any(in_registry) && exec_opts.registry.is_none() {
+        exec_opts.registry = Some(registry.client()?);
+    }
+    // Hits may stay in the registry when no output needs their bytes.
+    let lazy =
+        req.outputs.iter().all(|o| matches!(o, Target::Registry)) && to.iter().all(in_registry);
+    let session = crate::cache::Session::import(from, store, exec_opts.registry.clone(), lazy);
+    exec_opts.cache = Some(Arc::new(session));
+    Ok(())
+}
+
+/// Passes every report on and keeps what each step did, for `--metadata-file`'s
+/// `lade.steps`: `{"step", "cached", "reason"}` in the order steps finished.
+struct StepLog<'a> {
+    inner: &'a dyn Observer,
+    /// Steps that missed the cache and why, until they finish.
+    reasons: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    done: std::sync::Mutex<Vec<serde_json::Value>>,
+}
+
+impl<'a> StepLog<'a> {
+    fn new(inner: &'a dyn Observer) -> StepLog<'a> {
+        StepLog {
+            inner,
+            reasons: Default::default(),
+            done: Default::default(),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::Value::Array(self.done.lock().expect("step log lock").clone())
+    }
+}
+
+impl Observer for StepLog<'_> {
+    fn step_started(&self, name: &str) {
+        self.inner.step_started(name)
+    }
+    fn step_rebuilt(&self, name: &str, reason: &str) {
+        self.reasons
+            .lock()
+            .expect("step log lock")
+            .insert(name.to_string(), reason.to_string());
+        self.inner.step_rebuilt(name, reason)
+    }
+    fn step_finished(&self, name: &str, layer: &crate::layer::LayerDigests, cached: bool) {
+        let reason = self.reasons.lock().expect("step log lock").remove(name);
+        let mut step = serde_json::json!({"step": name, "cached": cached, "digest": layer.digest});
+        if let Some(r) = reason.filter(|_| !cached) {
+            step["reason"] = serde_json::json!(r);
+        }
+        self.done.lock().expect("step log lock").push(step);
+        self.inner.step_finished(name, layer, cached)
+    }
+    fn note(&self, line: &str) {
+        self.inner.note(line)
+    }
+    fn step_output(&self, name: &str, chunk: &[u8]) {
+        self.inner.step_output(name, chunk)
+    }
 }
 
 /// Per stage, per step: the step's cache key, where it can be known without building.

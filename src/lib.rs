@@ -5,6 +5,7 @@
 //! vocabulary every stage speaks.
 
 pub mod build;
+pub mod cache;
 pub mod cli;
 pub mod context;
 pub mod digest;

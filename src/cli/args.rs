@@ -335,6 +335,15 @@ pub struct BuildArgs {
     /// Rebuild every layer instead of reusing cached ones.
     #[arg(long)]
     pub no_cache: bool,
+    /// Export the step cache: type=local,dest=DIR (an OCI layout) or
+    /// type=registry,ref=REF, with mode=min (the final stage's steps, default) or max (every
+    /// stage's) and ignore-error=false to fail the build when the export fails. Repeatable.
+    #[arg(long, value_name = "SPEC")]
+    pub cache_to: Vec<String>,
+    /// Import a step cache: type=local,src=DIR or type=registry,ref=REF. Repeatable; a
+    /// missing or unusable cache is a warning.
+    #[arg(long, value_name = "SPEC")]
+    pub cache_from: Vec<String>,
     /// Give files from the context 0644 (0755 when executable) and directories 0755 instead
     /// of their permission bits on disk, so the image does not depend on the checkout's umask.
     #[arg(long)]

@@ -158,6 +158,7 @@ fn input_request(
                     .collect::<Result<_, _>>()?,
                 allow_insecure: false,
             },
+            cache: None,
         },
         registry: client_options(&a.registry),
         push_jobs: a.registry.push_jobs.max(1),
@@ -171,6 +172,8 @@ fn input_request(
         manifest_annotations: Vec::new(),
         index_annotations: Default::default(),
         local_images: Default::default(),
+        cache_from: Vec::new(),
+        cache_to: Vec::new(),
     })
 }
 
@@ -297,7 +300,20 @@ fn build_request(
     if let (Some(m), true, false) = (maven, tags.is_empty(), push) {
         tags.push(m.name.clone());
     }
+    let cache_spec = |v: &String, export: bool| {
+        crate::cache::CacheSpec::parse(v, export).map_err(|e| UsageError(e.to_string()))
+    };
     Ok(BuildRequest {
+        cache_from: a
+            .cache_from
+            .iter()
+            .map(|v| cache_spec(v, false))
+            .collect::<Result<_, _>>()?,
+        cache_to: a
+            .cache_to
+            .iter()
+            .map(|v| cache_spec(v, true))
+            .collect::<Result<_, _>>()?,
         outputs,
         tags,
         iidfile: a.iidfile.clone(),

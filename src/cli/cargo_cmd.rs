@@ -128,6 +128,7 @@ pub fn run(a: &CargoLadeArgs) -> anyhow::Result<ExitCode> {
             normalize_modes: false,
             runner: None,
             run_settings: exec::run::RunSettings::default(),
+            cache: None,
         },
         registry: client_options(&a.registry),
         push_jobs: a.registry.push_jobs.max(1),
@@ -141,6 +142,8 @@ pub fn run(a: &CargoLadeArgs) -> anyhow::Result<ExitCode> {
         load: None,
         manifest_annotations: Vec::new(),
         index_annotations: Default::default(),
+        cache_from: Vec::new(),
+        cache_to: Vec::new(),
     };
     let result = crate::build::build(&req, &progress).map_err(cli_error)?;
     for r in &result.pushed {

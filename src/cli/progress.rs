@@ -71,6 +71,17 @@ impl Observer for Progress {
         }
     }
 
+    fn step_rebuilt(&self, name: &str, reason: &str) {
+        let line = format!("layer {name}: not cached: {reason}");
+        match self {
+            Progress::Plain => eprintln!("{line}"),
+            Progress::Bars { multi, .. } => {
+                let _ = multi.println(line);
+            }
+            Progress::Quiet => {}
+        }
+    }
+
     fn step_output(&self, name: &str, chunk: &[u8]) {
         let text = String::from_utf8_lossy(chunk);
         match self {

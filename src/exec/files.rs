@@ -24,6 +24,10 @@ use std::sync::Arc;
 pub struct ResolvedLayer {
     pub name: String,
     pub key: Digest,
+    /// The key's inputs by name, to say why the step rebuilt.
+    pub(super) why: super::why::StepInputs,
+    /// Why the step runs if it misses the cache (set by the stage).
+    pub(super) reason: String,
     pub entries: Vec<Entry>,
     /// Directories that entries read from (unpacked ADD archives); removed when dropped.
     pub scratch: Vec<crate::store::OwnedTempDir>,
@@ -76,6 +80,7 @@ pub fn resolve(
     let mut first_of_group: std::collections::HashMap<(u64, u64), &ImagePath> =
         std::collections::HashMap::new();
     let mut h = Hasher::new();
+    let mut named = Vec::with_capacity(entries.len());
     for (e, d) in entries.iter().zip(&content) {
         h.update(e.path.as_bytes());
         h.update(&[0]);
@@ -96,6 +101,20 @@ pub fn resolve(
             h.update(d.to_string().as_bytes());
         }
         h.update(b"\n");
+        let digest = d
+            .as_ref()
+            .map(|d| d.to_string().chars().take(24).collect::<String>());
+        named.push((
+            e.path.display().to_string(),
+            super::why::entry_value(
+                &kind,
+                e.mode,
+                e.uid,
+                e.gid,
+                e.mtime,
+                digest.as_deref().unwrap_or(""),
+            ),
+        ));
     }
     let inputs = h.finish();
     let definition = (
@@ -104,9 +123,13 @@ pub fn resolve(
         opts.source_date_epoch,
         &step.sources,
     );
+    let key = cache_key(&definition, None, &[inputs]);
+    let options = super::stage::key_options(opts);
     Ok(ResolvedLayer {
         name: step.name.clone(),
-        key: cache_key(&definition, None, &[inputs]),
+        why: super::why::layer_inputs(&key, &step.sources, &options, named),
+        key,
+        reason: String::new(),
         entries,
         scratch: held.scratch,
         deferred: held.deferred,

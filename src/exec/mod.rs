@@ -15,12 +15,14 @@ mod stage;
 mod time;
 mod tree;
 mod verify;
+mod why;
 
 pub use base::{base_config, import_image, load_base, load_base_with, BaseImage, ImportedImage};
 pub use files::ResolvedLayer;
 pub use pull::{fetch_layers, PullPolicy};
 pub use sources::extract_all;
 pub use time::rfc3339;
+pub use tree::{layer_notes, seed_layer_notes, LayerNotes};
 
 use crate::context::BuildContext;
 use crate::digest::Digest;
@@ -55,6 +57,9 @@ pub enum ExecError {
     Store(#[from] crate::store::StoreError),
     #[error("base image {base}: {message}")]
     Base { base: String, message: String },
+    /// A shared-cache layer that fails its checks when its bytes are needed.
+    #[error("{message}")]
+    Cache { message: String },
     /// The I/O error is part of the message, not a `source()`: a cause chain printed whole
     /// shows each OS error once.
     #[error("cannot read {path}: {error}")]
@@ -110,6 +115,9 @@ pub struct ExecOptions {
     pub normalize_modes: bool,
     /// Runs RUN steps; without one a RUN is a located "not supported yet" error.
     pub runner: Option<std::sync::Arc<dyn run::StepRunner>>,
+    /// `--cache-from` / `--cache-to`: imported step records behind the store's, and the
+    /// steps this build resolved, for export.
+    pub cache: Option<std::sync::Arc<crate::cache::Session>>,
     /// `--add-host` and the `security.insecure` entitlement.
     pub run_settings: run::RunSettings,
 }
@@ -134,6 +142,9 @@ pub fn fetch_image_layers(
 pub trait Observer: Sync {
     fn step_started(&self, _name: &str) {}
     fn step_finished(&self, _name: &str, _layer: &LayerDigests, _cached: bool) {}
+    /// A step misses the cache and runs, for `reason` (the first of its inputs that differs
+    /// from the previous build of the same step); comes before its `step_started`.
+    fn step_rebuilt(&self, _name: &str, _reason: &str) {}
     /// A line of its own (a warning, what was written where).
     fn note(&self, _line: &str) {}
     /// Output of a running step (a RUN's stdout and stderr), a chunk at a time.
@@ -179,6 +190,8 @@ pub fn build(
                     file_cache: &file_cache,
                     opts,
                     observer,
+                    stage_index: i,
+                    final_stage: i == plan.target,
                 };
                 stage::build_stage(&plan.stages[i], annotations, &cx)
                     .map(|b| (i, b))
@@ -269,25 +282,21 @@ fn needs_build(stage: &crate::plan::Stage, step: &Step) -> bool {
 
 fn write_or_reuse(
     mut r: ResolvedLayer,
-    store: &Store,
-    opts: &ExecOptions,
-    observer: &dyn Observer,
+    cx: &stage::StageCx<'_>,
 ) -> Result<(LayerDigests, bool), ExecError> {
-    if !opts.no_cache {
-        if let Some(hit) = store
-            .step_get::<LayerDigests>(&r.key)
-            .filter(|d| store.has_blob(&d.digest))
-        {
-            observer.step_finished(&r.name, &hit, true);
-            return Ok((hit, true));
-        }
+    let (store, opts, observer) = (cx.store, cx.opts, cx.observer);
+    if let Some(hit) = stage::cached(&r.key, cx) {
+        observer.step_finished(&r.name, &hit, true);
+        return Ok((hit, true));
     }
+    observer.step_rebuilt(&r.name, &r.reason);
     observer.step_started(&r.name);
     files::materialize(&mut r)?;
     let name = r.name.clone();
     let key = r.key.clone();
     let digests = stage::write_entries(r.entries, opts, store)?;
     store.step_put(&key, &digests)?;
+    stage::note_used(&key, &digests, cx);
     observer.step_finished(&name, &digests, false);
     Ok((digests, false))
 }

@@ -151,11 +151,15 @@ pub fn fetch_layers(
     registry: Option<&Client>,
     pull: PullPolicy,
 ) -> Result<(), ExecError> {
-    let missing: Vec<Descriptor> = layers
-        .iter()
-        .filter(|l| !store.has_blob(&l.digest))
-        .cloned()
-        .collect();
+    let mut missing: Vec<Descriptor> = Vec::new();
+    for l in layers.iter().filter(|l| !store.has_blob(&l.digest)) {
+        // A shared-cache hit left in its registry comes from there, verified.
+        match crate::cache::fetch_lazy(store, &l.digest) {
+            Ok(true) => {}
+            Ok(false) => missing.push(l.clone()),
+            Err(message) => return Err(ExecError::Cache { message }),
+        }
+    }
     let (Some(origin), false) = (origin, missing.is_empty()) else {
         return Ok(());
     };

@@ -92,8 +92,17 @@ fn source_layer(
     let resolved = files::resolve(&step, sources, cx.file_cache, &opts, &mut fs)
         .map_err(|e| e.at(&run.location))?;
     drop(fs);
-    let (digests, _) =
-        write_or_reuse(resolved, cx.store, &opts, &Quiet).map_err(|e| e.at(&run.location))?;
+    // Not a step of the image: quiet, and not exported to a shared cache.
+    let opts = ExecOptions {
+        cache: None,
+        ..opts
+    };
+    let quiet = StageCx {
+        opts: &opts,
+        observer: &Quiet,
+        ..*cx
+    };
+    let (digests, _) = write_or_reuse(resolved, &quiet).map_err(|e| e.at(&run.location))?;
     Ok(digests)
 }
 

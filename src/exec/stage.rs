@@ -32,6 +32,32 @@ pub(super) struct StageCx<'a> {
     pub file_cache: &'a FileDigestCache,
     pub opts: &'a ExecOptions,
     pub observer: &'a dyn Observer,
+    /// The stage's index in the plan (where its steps' records of earlier builds live).
+    pub stage_index: usize,
+    /// Whether this stage is the plan's target (its steps are those of `--cache-to mode=min`).
+    pub final_stage: bool,
+}
+
+/// The layer of step `key` from the store's step index, else from an imported cache (its
+/// blob then brought into the store, verified); noted for `--cache-to` either way.
+pub(super) fn cached(key: &Digest, cx: &StageCx<'_>) -> Option<LayerDigests> {
+    if cx.opts.no_cache {
+        return None;
+    }
+    let store = cx.store;
+    let hit = store
+        .step_get::<LayerDigests>(key)
+        .filter(|d| store.has_blob(&d.digest))
+        .or_else(|| cx.opts.cache.as_ref()?.lookup(key, store))?;
+    note_used(key, &hit, cx);
+    Some(hit)
+}
+
+/// Notes a step's layer for `--cache-to`.
+pub(super) fn note_used(key: &Digest, layer: &LayerDigests, cx: &StageCx<'_>) {
+    if let Some(c) = &cx.opts.cache {
+        c.used(cx.final_stage, key, layer);
+    }
 }
 
 /// A RUN the exec cannot carry out is an error before any layer of its stage is written.
@@ -121,16 +147,23 @@ pub(super) fn build_stage(
     let mut releases = Releases::default();
     let mut fs = tree::StageFs::new(&base, store, opts.registry.as_deref(), opts.pull);
     let mut chain = base_chain(&base, &stage.platform);
+    let mut why = Why::new(cx, stage);
+    why.base(super::why::base_inputs(
+        &chain,
+        &base.name,
+        base.layers.last().map(|l| &l.digest),
+    ));
     // The config as the next RUN sees it (Env, User, WorkingDir).
     let mut config = base.config.clone();
     let mut env_index = config::EnvIndex::default();
     let mut segment: Vec<(ResolvedLayer, &crate::plan::Location)> = Vec::new();
     let mut layers: Vec<(LayerDigests, bool)> = Vec::new();
-    for step in &stage.steps {
+    for (position, step) in stage.steps.iter().enumerate() {
         match step {
             Step::Layer(l) => {
-                let r = files::resolve(l, &sources, cx.file_cache, opts, &mut fs)
+                let mut r = files::resolve(l, &sources, cx.file_cache, opts, &mut fs)
                     .map_err(|e| e.at(&l.location))?;
+                r.reason = why.step(position, &r.why, &r.name);
                 chain = chain_key(&chain, &r.key);
                 segment.push((r, &l.location));
             }
@@ -149,12 +182,29 @@ pub(super) fn build_stage(
                 let mounted = super::run_mounts::mount_sources(run, &sources, cx, &stage.platform)?;
                 let key = run_key(&chain, run, &env, &user, &workdir, &stage.platform, opts);
                 let key = mounts_key(&key, &mounted);
+                let options = key_options(opts);
+                let inputs = super::why::run_inputs(
+                    &key,
+                    &super::why::RunParts {
+                        below: &chain,
+                        run,
+                        env: &env,
+                        user: &user,
+                        workdir: &workdir,
+                        platform: stage.platform.to_string(),
+                        options: &options,
+                        extra_hosts: &opts.run_settings.extra_hosts,
+                        mount_sources: &mounted,
+                    },
+                );
+                let reason = why.step(position, &inputs, &run_name(run));
                 chain = key.clone();
                 let input = RunParts {
                     env,
                     user,
                     workdir,
                     platform: stage.platform.to_string(),
+                    reason,
                     mount_sources: mounted
                         .iter()
                         .map(|m| m.as_ref().map(super::run_mounts::lower))
@@ -187,7 +237,7 @@ fn write_segment(
 ) -> Result<Vec<(LayerDigests, bool)>, ExecError> {
     segment
         .into_par_iter()
-        .map(|(r, at)| write_or_reuse(r, cx.store, cx.opts, cx.observer).map_err(|e| e.at(at)))
+        .map(|(r, at)| write_or_reuse(r, cx).map_err(|e| e.at(at)))
         .collect()
 }
 
@@ -288,8 +338,79 @@ struct RunParts {
     workdir: String,
     /// `os/arch[/variant]`.
     platform: String,
+    /// Why the RUN runs, if it misses the cache.
+    reason: String,
     /// See [`RunInput::mount_sources`].
     mount_sources: Vec<Option<LowerLayer>>,
+}
+
+/// The build options that enter every step's key, by name.
+pub(super) fn key_options(opts: &ExecOptions) -> [(&'static str, String); 2] {
+    [
+        ("compression", format!("{:?}", opts.compression)),
+        ("SOURCE_DATE_EPOCH", opts.source_date_epoch.to_string()),
+    ]
+}
+
+/// A stage's view of the records of earlier builds: each step's inputs are compared with
+/// those of the same step last time, and the first change under a step is remembered (a RUN
+/// whose chain changed is reported with it).
+struct Why<'a> {
+    records: super::why::Records<'a>,
+    file: String,
+    stage: usize,
+    platform: String,
+    no_cache: bool,
+    first_change: Option<String>,
+}
+
+impl<'a> Why<'a> {
+    fn new(cx: &StageCx<'a>, stage: &Stage) -> Why<'a> {
+        Why {
+            records: super::why::Records { store: cx.store },
+            file: stage.location.file.clone(),
+            stage: cx.stage_index,
+            platform: stage.platform.to_string(),
+            no_cache: cx.opts.no_cache,
+            first_change: None,
+        }
+    }
+
+    fn position(&self, step: Option<usize>) -> Digest {
+        super::why::position(&self.file, self.stage, step, &self.platform)
+    }
+
+    fn base(&mut self, now: super::why::StepInputs) {
+        let at = self.position(None);
+        let before = self.records.get(&at);
+        if let Some(b) = &before {
+            if b.key != now.key {
+                self.first_change = Some(super::why::first_difference(b, &now, None));
+            }
+        }
+        if before.as_ref() != Some(&now) {
+            self.records.put(&at, &now);
+        }
+    }
+
+    /// Why the step at `position` would run (used only if it misses the cache); records
+    /// `now` as its latest build.
+    fn step(&mut self, position: usize, now: &super::why::StepInputs, name: &str) -> String {
+        let at = self.position(Some(position));
+        let before = self.records.get(&at);
+        let reason = match &before {
+            None => "no earlier build of this step".to_string(),
+            Some(_) if self.no_cache => "--no-cache".into(),
+            Some(b) => super::why::first_difference(b, now, self.first_change.as_deref()),
+        };
+        if before.as_ref().map(|b| &b.key) != Some(&now.key) {
+            if self.first_change.is_none() && before.is_some() {
+                self.first_change = Some(format!("{name}: {reason}"));
+            }
+            self.records.put(&at, now);
+        }
+        reason
+    }
 }
 
 /// `RUN` and the command as the user wrote it (the shell's script for the shell form), cut
@@ -324,18 +445,14 @@ fn run_or_reuse(
 ) -> Result<(LayerDigests, bool), ExecError> {
     let (store, opts) = (cx.store, cx.opts);
     let name = run_name(run);
-    if !opts.no_cache {
-        if let Some(hit) = store
-            .step_get::<LayerDigests>(key)
-            .filter(|d| store.has_blob(&d.digest))
-        {
-            fs.record_layer(&descriptor(&hit), &hit.diff_id)?;
-            cx.observer.step_finished(&name, &hit, true);
-            return Ok((hit, true));
-        }
+    if let Some(hit) = cached(key, cx) {
+        fs.record_layer(&descriptor(&hit), &hit.diff_id)?;
+        cx.observer.step_finished(&name, &hit, true);
+        return Ok((hit, true));
     }
+    cx.observer.step_rebuilt(&name, &parts.reason);
     cx.observer.step_started(&name);
-    // The runner reads every layer below from the store.
+    // The runner reads every layer below from the store (shared-cache hits included).
     super::fetch_layers(
         &base.layers,
         base.origin.as_ref(),
@@ -343,6 +460,8 @@ fn run_or_reuse(
         opts.registry.as_deref(),
         opts.pull,
     )?;
+    let own: Vec<Descriptor> = below.iter().map(|(d, _)| descriptor(d)).collect();
+    super::fetch_layers(&own, None, store, opts.registry.as_deref(), opts.pull)?;
     let lowers = lower_layers(base, below);
     let output = |chunk: &[u8]| cx.observer.step_output(&name, chunk);
     let input = RunInput {
@@ -370,6 +489,7 @@ fn run_or_reuse(
     releases.release(out.keep);
     tree::remember_accounts(&descriptor(&digests), &digests.diff_id, &accounts, store)?;
     store.step_put(key, &digests)?;
+    note_used(key, &digests, cx);
     cx.observer.step_finished(&name, &digests, false);
     Ok((digests, false))
 }

@@ -160,6 +160,7 @@ impl Fixture {
             compress_threads: Some(1),
             normalize_modes: false,
             runner: Some(self.runner.clone()),
+            cache: None,
             run_settings: Default::default(),
         }
     }
@@ -176,6 +177,8 @@ impl Fixture {
             target: 0,
             annotations: BTreeMap::new(),
             tags: Vec::new(),
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
         };
         let context = BuildContext::new(self.context_dir.path(), &[]).unwrap();
         build(&plan, &context, &self.store, &self.opts(), &Quiet)
@@ -324,6 +327,8 @@ fn without_a_runner_run_is_a_located_error_before_anything_is_written() {
         target: 0,
         annotations: BTreeMap::new(),
         tags: Vec::new(),
+        cache_from: Vec::new(),
+        cache_to: Vec::new(),
     };
     let context = BuildContext::new(fx.context_dir.path(), &[]).unwrap();
     let err = build(&plan, &context, &fx.store, &opts, &Quiet).unwrap_err();
@@ -362,6 +367,8 @@ fn a_foreign_platform_is_a_located_error() {
         target: 0,
         annotations: BTreeMap::new(),
         tags: Vec::new(),
+        cache_from: Vec::new(),
+        cache_to: Vec::new(),
     };
     let context = BuildContext::new(fx.context_dir.path(), &[]).unwrap();
     let err = build(&plan, &context, &fx.store, &fx.opts(), &Quiet).unwrap_err();
@@ -435,6 +442,8 @@ fn insecure_runs_only_with_the_entitlement() {
         target: 0,
         annotations: BTreeMap::new(),
         tags: Vec::new(),
+        cache_from: Vec::new(),
+        cache_to: Vec::new(),
     };
     let context = BuildContext::new(fx.context_dir.path(), &[]).unwrap();
     build(&plan, &context, &fx.store, &opts, &Quiet).unwrap();

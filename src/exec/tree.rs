@@ -246,6 +246,16 @@ pub struct StageFs<'a> {
     passwd: Option<crate::layer::FileSource>,
     group: Option<crate::layer::FileSource>,
     base_accounts: Option<(String, String)>,
+    /// What steps recorded from the first RUN found in the cache on, in order, read only
+    /// when a step needs the tree or the account files (a shared-cache hit's blob may not
+    /// be here at all until then).
+    queue: Vec<Recorded>,
+}
+
+/// A step's record in [`StageFs::queue`].
+enum Recorded {
+    Entries(Vec<Entry>),
+    Layer(Descriptor, crate::digest::Digest),
 }
 
 impl<'a> StageFs<'a> {
@@ -265,11 +275,29 @@ impl<'a> StageFs<'a> {
             passwd: None,
             group: None,
             base_accounts: None,
+            queue: Vec::new(),
         }
     }
 
     /// The stage's tree as the next step sees it.
     pub fn tree(&mut self) -> Result<&Tree, ExecError> {
+        self.settle()?;
+        self.tree_so_far()
+    }
+
+    /// Reads what [`Self::queue`] holds, in order.
+    fn settle(&mut self) -> Result<(), ExecError> {
+        for r in std::mem::take(&mut self.queue) {
+            match r {
+                Recorded::Entries(e) => self.record_now(&e),
+                Recorded::Layer(l, diff_id) => self.record_layer_now(&l, &diff_id)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The tree with what was recorded before the queue.
+    fn tree_so_far(&mut self) -> Result<&Tree, ExecError> {
         if self.tree.is_none() {
             let base = self.base;
             let unlisted: Vec<Descriptor> =
@@ -293,6 +321,14 @@ impl<'a> StageFs<'a> {
 
     /// What a step's layer adds, for the steps after it.
     pub fn record(&mut self, entries: &[Entry]) {
+        if self.queue.is_empty() {
+            self.record_now(entries)
+        } else {
+            self.queue.push(Recorded::Entries(entries.to_vec()))
+        }
+    }
+
+    fn record_now(&mut self, entries: &[Entry]) {
         for e in entries {
             let slot = match e.path.as_bytes() {
                 b"etc/passwd" => &mut self.passwd,
@@ -318,8 +354,40 @@ impl<'a> StageFs<'a> {
         layer: &Descriptor,
         diff_id: &crate::digest::Digest,
     ) -> Result<(), ExecError> {
+        self.queue
+            .push(Recorded::Layer(layer.clone(), diff_id.clone()));
+        Ok(())
+    }
+
+    fn record_layer_now(
+        &mut self,
+        layer: &Descriptor,
+        diff_id: &crate::digest::Digest,
+    ) -> Result<(), ExecError> {
         const IMAGE: &str = "a RUN layer of this build";
+        let fetch = |fs: &Self| {
+            super::fetch_layers(
+                std::slice::from_ref(layer),
+                None,
+                fs.store,
+                fs.registry,
+                fs.pull,
+            )
+        };
+        if !listing_cached(layer, diff_id, self.store) {
+            fetch(self)?;
+        }
         let members = layer_members(IMAGE, layer, diff_id, self.store)?;
+        let accounts = [b"etc/passwd".as_slice(), b"etc/group".as_slice()];
+        if accounts.iter().any(|path| {
+            members.iter().any(|m| m.path == *path)
+                && self
+                    .store
+                    .step_get::<String>(&accounts_key(layer, diff_id, path))
+                    .is_none()
+        }) {
+            fetch(self)?;
+        }
         for (path, slot) in [
             (b"etc/passwd".as_slice(), &mut self.passwd),
             (b"etc/group".as_slice(), &mut self.group),
@@ -348,7 +416,7 @@ impl<'a> StageFs<'a> {
                 )));
             }
         }
-        self.tree()?;
+        self.tree_so_far()?;
         self.tree
             .as_mut()
             .expect("built above")
@@ -362,6 +430,7 @@ impl<'a> StageFs<'a> {
         if !named {
             return super::sources::owner_of(spec, "", "", strict);
         }
+        self.settle().map_err(|e| e.to_string())?;
         let read = |s: &crate::layer::FileSource| match s {
             crate::layer::FileSource::Bytes(b) => Ok(String::from_utf8_lossy(b).into_owned()),
             crate::layer::FileSource::Host(p) => std::fs::read(p)
@@ -439,6 +508,73 @@ pub(super) fn remember_accounts(
     for (path, bytes) in files {
         let text = String::from_utf8_lossy(bytes).into_owned();
         store.step_put(&accounts_key(layer, diff_id, path), &text)?;
+    }
+    Ok(())
+}
+
+/// What a shared cache carries about a layer besides its blob, so a runner that never
+/// downloads the blob still knows what the layer holds for the steps after it: its listing
+/// and its account files (`etc/passwd`, `etc/group`), as this store caches them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LayerNotes {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing: Option<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub accounts: std::collections::BTreeMap<String, String>,
+}
+
+/// The notes of a layer whose blob (or listing) the store has; `None` otherwise.
+pub fn layer_notes(store: &Store, d: &crate::layer::LayerDigests) -> Option<LayerNotes> {
+    let desc = Descriptor::new(d.compression.oci_media_type(), d.digest.clone(), d.size);
+    if !store.has_blob(&d.digest) && !listing_cached(&desc, &d.diff_id, store) {
+        return None;
+    }
+    let members = layer_members("a cached layer", &desc, &d.diff_id, store).ok()?;
+    let mut notes = LayerNotes {
+        listing: store.step_get::<String>(&listing_key(&desc, &d.diff_id)),
+        accounts: Default::default(),
+    };
+    for path in [b"etc/passwd".as_slice(), b"etc/group".as_slice()] {
+        if !members.iter().any(|m| m.path == path) {
+            continue;
+        }
+        let text = match store.step_get::<String>(&accounts_key(&desc, &d.diff_id, path)) {
+            Some(t) => t,
+            None => {
+                let mut config = crate::image::ImageConfig::default();
+                config.rootfs.diff_ids = vec![d.diff_id.clone()];
+                let name = format!("/{}", String::from_utf8_lossy(path));
+                super::sources::read_from_layers(
+                    "a cached layer",
+                    std::slice::from_ref(&desc),
+                    &config,
+                    &name,
+                    store,
+                )
+                .ok()?
+            }
+        };
+        notes
+            .accounts
+            .insert(String::from_utf8_lossy(path).into_owned(), text);
+    }
+    Some(notes)
+}
+
+/// Caches a shared cache's notes of a layer, as if this store had read the layer.
+pub fn seed_layer_notes(
+    store: &Store,
+    d: &crate::layer::LayerDigests,
+    notes: &LayerNotes,
+) -> Result<(), crate::store::StoreError> {
+    let desc = Descriptor::new(d.compression.oci_media_type(), d.digest.clone(), d.size);
+    if let Some(l) = &notes.listing {
+        store.step_put(&listing_key(&desc, &d.diff_id), l)?;
+    }
+    for (path, text) in &notes.accounts {
+        if path == "etc/passwd" || path == "etc/group" {
+            store.step_put(&accounts_key(&desc, &d.diff_id, path.as_bytes()), text)?;
+        }
     }
     Ok(())
 }

@@ -488,6 +488,8 @@ pub fn plan(
             target: 0,
             annotations: BTreeMap::new(),
             tags: meta.tags.clone(),
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
         },
         context,
         files,

@@ -26,6 +26,12 @@ pub struct Plan {
     pub annotations: BTreeMap<String, String>,
     /// Image names to tag the result with (`name:tag`).
     pub tags: Vec<String>,
+    /// lade.toml's `[cache]`: `from` and `to` (a build's own `--cache-from/--cache-to`
+    /// replace them).
+    #[serde(skip)]
+    pub cache_from: Vec<crate::cache::CacheSpec>,
+    #[serde(skip)]
+    pub cache_to: Vec<crate::cache::CacheSpec>,
 }
 
 #[derive(Debug, Clone, Serialize)]

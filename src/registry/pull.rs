@@ -136,6 +136,33 @@ impl Client {
         }
     }
 
+    /// The size the registry gives for blob `digest` of `reference`'s repository, via `HEAD`
+    /// (no download); `None` when the repository lacks it.
+    pub fn blob_size(
+        &self,
+        reference: &Reference,
+        digest: &Digest,
+    ) -> Result<Option<u64>, RegistryError> {
+        let host = self.host(&reference.registry)?;
+        let scope = Scope::pull(&reference.repository);
+        let url = self.url(&host, &format!("{}/blobs/{digest}", reference.repository));
+        let what = format!("blob {digest} of {}", reference.name());
+        let resp = self.retrying(&|| format!("HEAD {what}"), || {
+            self.send(&host, &scope, &|h| h.head(url.clone()))
+        })?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(self.status_error(&host, &reference.repository, &what, resp));
+        }
+        Ok(resp
+            .headers()
+            .get(reqwest::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok()))
+    }
+
     /// Resolves `reference` to the image manifest for `platform` and fetches its config into
     /// `store`, without downloading layers (for pushes that mount base layers, or to read
     /// the base config). Index and manifest bytes are stored as blobs.
@@ -222,6 +249,14 @@ impl Client {
             config_bytes,
         };
         Ok((image, config_fetched > 0))
+    }
+
+    /// The bytes and media type of the manifest `reference` names (verified against its
+    /// digest), whatever it describes: for artifacts such as lade's exported cache.
+    pub fn raw_manifest(&self, reference: &Reference) -> Result<(Vec<u8>, String), RegistryError> {
+        let host = self.host(&reference.registry)?;
+        let raw = self.get_manifest(&host, reference)?;
+        Ok((raw.bytes, raw.media_type))
     }
 
     /// Fetches the raw manifest (or index) a reference points to, verified against the

@@ -22,6 +22,10 @@ pub struct PushOptions {
     /// lacks (base layers never downloaded) are taken from it: mounted, or else fetched into
     /// the store and uploaded — fetched first when it lives on another registry.
     pub mount_from: Option<Reference>,
+    /// Blobs the source lacks that another repository holds (shared-cache hits never
+    /// downloaded): on the target's registry they are mounted from there, or fetched from
+    /// there into the store and uploaded.
+    pub blob_origins: std::collections::HashMap<Digest, Reference>,
     /// Parallel blob uploads (`--push-jobs`).
     pub jobs: usize,
     /// Blobs smaller than this go in one `PUT`; larger ones in `PATCH` chunks.
@@ -34,6 +38,7 @@ impl Default for PushOptions {
     fn default() -> Self {
         PushOptions {
             mount_from: None,
+            blob_origins: Default::default(),
             jobs: 4,
             // Measured against docker-registry with a 540 MB layer: one streamed PUT is the
             // fastest (each extra request of a chunked upload costs the registry a commit of
@@ -128,7 +133,15 @@ impl Client {
             }),
             _ => None,
         };
-        let scope = Scope::push(&target.repository, mount_from.as_deref());
+        let mut scope = Scope::push(&target.repository, mount_from.as_deref());
+        for o in opts.blob_origins.values() {
+            if o.registry == target.registry
+                && o.repository != target.repository
+                && !scope.mount_from.contains(&o.repository)
+            {
+                scope.mount_from.push(o.repository.clone());
+            }
+        }
         let digest = Digest::of(manifest_bytes);
         let mut report = PushReport {
             manifest_digest: digest.clone(),
@@ -255,7 +268,9 @@ impl Client {
                     )))
                 }
                 Some(_) => {}
-                None if lazy.is_some() => missing.push((*d).clone()),
+                None if lazy.is_some() || self.origin_of(d, target, opts).is_some() => {
+                    missing.push((*d).clone())
+                }
                 None => {
                     return Err(match blobs.store() {
                         Some(_) => crate::store::StoreError::MissingBlob {
@@ -272,11 +287,16 @@ impl Client {
         }
         // Base layers on another registry: fetch them first, then push them as ours.
         let mut lazy_repo: Option<&str> = None;
-        if let (Some(l), false) = (lazy, missing.is_empty()) {
+        let base_missing: Vec<Descriptor> = missing
+            .iter()
+            .filter(|m| self.origin_of(m, target, opts).is_none())
+            .cloned()
+            .collect();
+        if let (Some(l), false) = (lazy, base_missing.is_empty()) {
             if l.same_registry {
                 lazy_repo = Some(&l.base.repository);
             } else {
-                self.fetch_blobs(l.store, l.base, &missing, opts.jobs)?;
+                self.fetch_blobs(l.store, l.base, &base_missing, opts.jobs)?;
             }
         }
         let blobs_of: Vec<(&Descriptor, bool)> = blobs_of
@@ -305,10 +325,22 @@ impl Client {
                     };
                     // A base blob not in the source: from the base's repository on this
                     // registry, or (other registry) already fetched into the store above.
-                    let (src, fetch_from): (&dyn BlobSource, Option<&str>) =
-                        match (is_missing, lazy) {
-                            (true, Some(l)) => (l.store, lazy_repo),
-                            _ => (blobs, None),
+                    // A cache hit's blob: from its repository on this registry.
+                    let origin = self
+                        .origin_of(d, target, opts)
+                        .filter(|_| is_missing)
+                        .map(|o| o.repository.as_str());
+                    let (src, from, fetch_from): (&dyn BlobSource, _, _) =
+                        match (is_missing, origin, lazy) {
+                            (true, Some(o), _) => (
+                                blobs.store().map_or(blobs, |s| s as &dyn BlobSource),
+                                Some(o).filter(|o| *o != target.repository),
+                                Some(o),
+                            ),
+                            (true, None, Some(l)) => {
+                                (l.store as &dyn BlobSource, mount_from, lazy_repo)
+                            }
+                            _ => (blobs, mount_from, None),
                         };
                     match self.push_blob(
                         host,
@@ -316,7 +348,7 @@ impl Client {
                         src,
                         &target.repository,
                         d,
-                        mount_from,
+                        from,
                         fetch_from,
                         opts,
                     ) {
@@ -347,6 +379,19 @@ impl Client {
         report.blobs_uploaded += counts[2].load(Ordering::Relaxed);
         report.bytes_uploaded += bytes_up.into_inner();
         Ok(())
+    }
+
+    /// Where `d` comes from if the source lacks it: its entry in `blob_origins`, when on the
+    /// target's registry.
+    fn origin_of<'o>(
+        &self,
+        d: &Descriptor,
+        target: &Reference,
+        opts: &'o PushOptions,
+    ) -> Option<&'o Reference> {
+        opts.blob_origins
+            .get(&d.digest)
+            .filter(|o| o.registry == target.registry)
     }
 
     /// `PUT /v2/<repo>/manifests/<reference>`, checking the digest the registry computed.

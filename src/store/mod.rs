@@ -63,7 +63,7 @@ impl Store {
     }
 
     pub fn open(root: &Path) -> Result<Store, StoreError> {
-        for sub in ["blobs/sha256", "tmp", "steps", "files"] {
+        for sub in ["blobs/sha256", "tmp", "steps", "files", steps::RECORDS_DIR] {
             let p = root.join(sub);
             std::fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
@@ -99,6 +99,7 @@ impl Store {
         sweep(&self.tmp_dir(), &tmp)
             + sweep(&self.root.join("steps"), &[ATOMIC_TEMP])
             + sweep(&self.root.join("files"), &[ATOMIC_TEMP])
+            + sweep(&self.root.join(steps::RECORDS_DIR), &[ATOMIC_TEMP])
     }
 }
 

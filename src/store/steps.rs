@@ -24,6 +24,35 @@ impl Store {
     }
 }
 
+/// Records of earlier builds, one small JSON file per step position (`exec`'s "why did it
+/// rebuild" inputs): unlike step records, they are overwritten by every build of the step.
+impl Store {
+    fn record_path(&self, position: &Digest) -> std::path::PathBuf {
+        self.root
+            .join(RECORDS_DIR)
+            .join(format!("{}.json", position.hex()))
+    }
+
+    /// The record at `position`; unreadable or stale is none.
+    pub fn record_get<T: DeserializeOwned>(&self, position: &Digest) -> Option<T> {
+        let bytes = std::fs::read(self.record_path(position)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    pub fn record_put<T: Serialize>(
+        &self,
+        position: &Digest,
+        record: &T,
+    ) -> Result<(), StoreError> {
+        let path = self.record_path(position);
+        let bytes = serde_json::to_vec(record).expect("records serialise");
+        super::write_atomic(&path, &bytes).map_err(super::io_err(&path))
+    }
+}
+
+/// The directory of [`Store::record_get`]'s records.
+pub(super) const RECORDS_DIR: &str = "builds";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,9 @@
 //! | `lade (warm cache mount)` (D4) | the cron seed with apt's cache mounts, warm, its RUN re-run (a new `BUST` build arg) | BuildKit's |
 //! | `BuildKit (warm cache mount)` (D4) | the same with `docker build` on BuildKit's warm cache mounts, then `docker save` | |
 //! | `lade (rootless, cold)` (R0, R1) | the cold Dockerfile build as the non-root user `lade-rootless` (subordinate ids, `xtask/src/rootless.rs`), through `setpriv` | lade's cold build as root |
+//! | `lade (runner A, --cache-to)` (R1, W2) | CI runner A: cold build, `--cache-to type=registry` and `--push` to a fresh `docker-registry` | |
+//! | `lade (runner B, --cache-from)` (R1, W2) | runner B, empty store: the same build with `--cache-from` that registry cache, `--push` | runner A, BuildKit's runner B |
+//! | `BuildKit (runner B, --cache-from)` (R1, W2) | after an untimed `docker build` with the inline cache (`BUILDKIT_INLINE_CACHE=1`, pushed) and `docker builder prune -af`: `docker build --cache-from` the pushed image, then `docker push` (the CLI without buildx cannot export `type=registry` caches from dockerd's BuildKit) | |
 //!
 //! The RUN workloads of issue #13 (R0-R2 on busybox, D0-D3 on a Debian minbase when one is
 //! given) are described in [`runs`]; after the table the bench prints the per-RUN overhead of
@@ -47,6 +50,7 @@
 //! the bench goes on. `--only push` runs W3's push rows (and the cold build they push) alone;
 //! `--rows A,B` keeps the rows whose names contain one of the words, or are `=NAME`
 //! (case-insensitive), say `--only R0,R1 --rows "cold,=buildkit,=buildah bud"`.
+//! `--only cache` the two-runner rows of issue #16 alone.
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -294,10 +298,9 @@ fn missing_on(c: &Ctx, tool: &Tool, w: &Workload) -> Option<String> {
         return Some(m);
     }
     match tool.name {
-        BUILDKIT | BUILDKIT_NOOP | BUILDKIT_WARM => c.docker_base(w).err(),
-        LADE_DOCKERFILE | LADE_NOOP | LADE_WARM | LADE_ROOTLESS | BUILDAH | BUILDAH_NOOP => {
-            c.base_ref(w).err()
-        }
+        BUILDKIT | BUILDKIT_NOOP | BUILDKIT_WARM | BUILDKIT_RUNNER_B => c.docker_base(w).err(),
+        LADE_DOCKERFILE | LADE_NOOP | LADE_WARM | LADE_ROOTLESS | BUILDAH | BUILDAH_NOOP
+        | RUNNER_A | RUNNER_B => c.base_ref(w).err(),
         _ => None,
     }
 }
@@ -320,6 +323,13 @@ const LADE_WARM: &str = "lade (warm cache mount)";
 const BUILDKIT_WARM: &str = "BuildKit (warm cache mount)";
 /// The `BUST` build arg of the untimed build that fills the cache mounts.
 const WARMING: &str = "warming";
+
+/// The two-runner rows (#16), their workloads, and `--only cache`.
+const RUNNER_A: &str = "lade (runner A, --cache-to)";
+const RUNNER_B: &str = "lade (runner B, --cache-from)";
+const BUILDKIT_RUNNER_B: &str = "BuildKit (runner B, --cache-from)";
+const CACHE_ROWS: &[&str] = &[RUNNER_A, RUNNER_B, BUILDKIT_RUNNER_B];
+const CACHE_WORKLOADS: &[&str] = &["R1", "W2"];
 
 /// The rows `--only push` runs.
 const PUSH_ROWS: &[&str] = &["lade (cold)", "lade push", "lade re-push", SKOPEO];
@@ -363,6 +373,11 @@ const TARGETS: &[(&str, &str, &str, f64)] = &[
     ("D3", LADE_DOCKERFILE, PEAK_MIB, RUN_PEAK_MIB),
     // #14: the cron seed on warm apt cache mounts.
     ("D4", LADE_WARM, BUILDKIT_WARM, 0.5),
+    // #16: runner B from the registry cache against runner A's cold build and BuildKit's B.
+    ("R1", RUNNER_B, RUNNER_A, 0.2),
+    ("R1", RUNNER_B, BUILDKIT_RUNNER_B, 0.5),
+    ("W2", RUNNER_B, RUNNER_A, 0.2),
+    ("W2", RUNNER_B, BUILDKIT_RUNNER_B, 0.5),
 ];
 
 fn available(_: &Ctx) -> Option<String> {
@@ -499,6 +514,62 @@ fn tools() -> Vec<Tool> {
         },
         Tool {
             missing: |c| c.refs.registry_missing(),
+            // A registry on empty storage: A's cache and image are the only ones there.
+            prepare: |c, w, _| {
+                c.refs.fresh_registry()?;
+                fresh_dir(&c.cache(&format!("runner-a-{}", w.name)))
+            },
+            workloads: Some(CACHE_WORKLOADS),
+            ..row(RUNNER_A, |c, w, r| {
+                let cache = c.cache(&format!("runner-a-{}", w.name));
+                let to = format!("type=registry,ref={}", c.push_ref("bench/cache", r));
+                runner(c, w, r, &cache, &["--cache-to", &to])
+            })
+        },
+        Tool {
+            missing: |c| c.refs.registry_missing(),
+            // Runner A's registry, an empty store.
+            prepare: |c, w, _| fresh_dir(&c.cache(&format!("runner-b-{}", w.name))),
+            refs: &[RUNNER_A, BUILDKIT_RUNNER_B],
+            workloads: Some(CACHE_WORKLOADS),
+            ..row(RUNNER_B, |c, w, r| {
+                let cache = c.cache(&format!("runner-b-{}", w.name));
+                let from = format!("type=registry,ref={}", c.push_ref("bench/cache", r));
+                runner(c, w, r, &cache, &["--cache-from", &from])
+            })
+        },
+        Tool {
+            missing: |c| {
+                let e = c.refs.dockerd.as_ref().err().cloned();
+                e.or_else(|| c.refs.registry_missing())
+            },
+            // Runner A (untimed): a cold build with the inline cache, pushed; then runner B's
+            // empty builder.
+            prepare: |c, w, r| match &c.refs.dockerd {
+                Ok(d) => {
+                    refs::buildkit_clean(d)?;
+                    let image = c.push_ref("bench/buildkit", r);
+                    untimed(&mut buildkit_runner(
+                        c,
+                        w,
+                        &image,
+                        &["--build-arg", "BUILDKIT_INLINE_CACHE=1"],
+                    ))?;
+                    refs::buildkit_clean(d)?;
+                    let _ = d.cli().args(["image", "rm", "-f", &image]).output();
+                    Ok(())
+                }
+                Err(e) => bail!("{e}"),
+            },
+            in_dockerd: true,
+            workloads: Some(CACHE_WORKLOADS),
+            ..row(BUILDKIT_RUNNER_B, |c, w, r| {
+                let image = c.push_ref("bench/buildkit", r);
+                buildkit_runner(c, w, &image, &["--cache-from", &image])
+            })
+        },
+        Tool {
+            missing: |c| c.refs.registry_missing(),
             prepare: |c, _, _| c.refs.fresh_registry(),
             workloads: Some(&["W3"]),
             refs: &[SKOPEO],
@@ -527,6 +598,32 @@ fn tools() -> Vec<Tool> {
 /// `--build-arg BUST=value`: a value the RUN sees, so a new one runs it again.
 fn bust(value: &str) -> [String; 2] {
     ["--build-arg".into(), format!("BUST={value}")]
+}
+
+/// A CI runner's `lade build` of the workload's Dockerfile with the store `cache`, pushed to
+/// this run's registry, with `extra` (its `--cache-to` or `--cache-from`).
+fn runner(c: &Ctx, w: &Workload, r: &Run, cache: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(&c.lade);
+    cmd.arg("build")
+        .arg("--cache-dir")
+        .arg(cache)
+        .arg("--build-arg")
+        .arg(format!("BASE={}", c.base_ref(w).unwrap_or_default()))
+        .args(["--push", "-t"])
+        .arg(c.push_ref("bench/app", r))
+        .args(extra)
+        .args(["--progress", "quiet"])
+        .arg(c.context(w))
+        .env_remove("SOURCE_DATE_EPOCH");
+    cmd
+}
+
+/// BuildKit (dockerd's) building the workload as `image` with `extra`, then pushing it.
+fn buildkit_runner(c: &Ctx, w: &Workload, image: &str, extra: &[&str]) -> Command {
+    match (&c.refs.dockerd, c.docker_base(w)) {
+        (Ok(d), Ok(base)) => refs::buildkit_push(d, base, w.network, &c.context(w), image, extra),
+        _ => Command::new("false"),
+    }
 }
 
 /// `lade push` of the cold W3 build to this run's registry; run twice on the same registry, the
@@ -777,6 +874,11 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         .only
         .as_ref()
         .is_some_and(|o| o.iter().any(|n| n == "PUSH"));
+    // `--only cache`: the two-runner rows on their workloads.
+    let cache_only = opts
+        .only
+        .as_ref()
+        .is_some_and(|o| o.iter().any(|n| n == "CACHE"));
     let mut workloads: Vec<&Workload> = WORKLOADS
         .iter()
         .filter(|w| {
@@ -784,6 +886,7 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
                 o.iter()
                     .any(|n| n == w.name || (n == "RUN" && RUN_WORKLOADS.contains(&w.name)))
             }) || (push_only && w.name == "W3")
+                || (cache_only && CACHE_WORKLOADS.contains(&w.name))
         })
         .collect();
     if workloads.iter().any(|w| RUN_WORKLOADS.contains(&w.name)) {
@@ -841,6 +944,9 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
                 None => name.contains(r.as_str()),
             })
         });
+    }
+    if cache_only {
+        tools.retain(|t| CACHE_ROWS.contains(&t.name));
     }
     for w in &workloads {
         let tools: Vec<&Tool> = tools
@@ -912,7 +1018,7 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         fresh_dir(&ctx.refs.buildah_root())?;
         fresh_dir(&ctx.refs.buildah_warm_root())?;
         remove_file(&ctx.pushed())?;
-        if w.name == "W2" && !push_only {
+        if w.name == "W2" && !push_only && !cache_only {
             for (tool, row) in rebuilds(&ctx, w, opts.runs)? {
                 table.push(Line {
                     workload: w.name,
@@ -924,10 +1030,11 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
             }
         }
     }
-    if opts
-        .only
-        .as_ref()
-        .is_none_or(|o| o.iter().any(|n| n == "IN"))
+    if !cache_only
+        && opts
+            .only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|n| n == "IN"))
     {
         for (tool, row) in inputs(&ctx, opts.runs)? {
             table.push(Line {

@@ -475,6 +475,8 @@ pub fn lower(
         target,
         annotations: BTreeMap::new(),
         tags: Vec::new(),
+        cache_from: Vec::new(),
+        cache_to: Vec::new(),
     };
     // Like BuildKit, only the bases of stages the target needs must be readable.
     for (needed, error) in plan.needed_stages().into_iter().zip(base_errors) {

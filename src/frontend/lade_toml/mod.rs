@@ -167,6 +167,8 @@ pub fn lower_with(
             target: 0,
             annotations: spec.image.annotations.clone(),
             tags: spec.image.tags.clone(),
+            cache_from: cx.caches(&spec, false, spec_dir)?,
+            cache_to: cx.caches(&spec, true, spec_dir)?,
         },
         context: if maven_pom.is_some() {
             "/".into()
@@ -212,6 +214,31 @@ impl Cx<'_> {
             Some(p) => format!("{}/{rel}", p.trim_end_matches('/')),
             None => rel.to_string(),
         }
+    }
+
+    /// `[cache]`'s `to` (`export`) or `from`, parsed; a local directory is relative to the
+    /// spec's.
+    fn caches(
+        &self,
+        spec: &SpecFile,
+        export: bool,
+        spec_dir: &Path,
+    ) -> Result<Vec<crate::cache::CacheSpec>, SpecError> {
+        let Some(c) = &spec.cache else {
+            return Ok(Vec::new());
+        };
+        let values = if export { &c.to } else { &c.from };
+        values
+            .iter()
+            .map(|v| {
+                let mut s = crate::cache::CacheSpec::parse(v.get_ref(), export)
+                    .map_err(|e| self.error(v.span(), &e.to_string(), None))?;
+                if let crate::cache::Place::Local(d) = &mut s.place {
+                    *d = spec_dir.join(&*d);
+                }
+                Ok(s)
+            })
+            .collect()
     }
 
     pub(crate) fn location(&self, span: Range<usize>) -> Location {

@@ -13,6 +13,17 @@ pub struct SpecFile {
     pub layer: Vec<LayerSection>,
     pub java: Option<Spanned<JavaSection>>,
     pub cargo: Option<Spanned<CargoSection>>,
+    pub cache: Option<CacheSection>,
+}
+
+/// `[cache]`: BuildKit's `--cache-from` / `--cache-to` values.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    #[serde(default)]
+    pub from: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub to: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

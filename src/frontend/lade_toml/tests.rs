@@ -206,3 +206,29 @@ fn java_maven_asks_the_build_and_moves_the_context_to_root() {
         .to_string();
     assert!(e.contains("only by `lade build`"), "{e}");
 }
+
+#[test]
+fn cache_table_gives_the_build_its_caches() {
+    let plan = lower_str(
+        r#"
+[image]
+[cache]
+from = ["type=registry,ref=localhost:5000/app:cache", "type=local,src=cache"]
+to = ["type=registry,ref=localhost:5000/app:cache,mode=max"]
+"#,
+    )
+    .unwrap();
+    assert_eq!(plan.cache_from.len(), 2);
+    assert_eq!(
+        plan.cache_from[1].place,
+        crate::cache::Place::Local("/ctx/cache".into())
+    );
+    assert_eq!(plan.cache_to[0].mode, crate::cache::Mode::Max);
+    let err = lower_str("[image]\n[cache]\nto = [\"type=local,src=x\"]\n").unwrap_err();
+    assert!(
+        err.message.contains("type=local needs dest=DIR"),
+        "{}",
+        err.message
+    );
+    assert_eq!(err.location.line, 3, "{err}");
+}

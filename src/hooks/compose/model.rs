@@ -51,6 +51,10 @@ pub struct BuildSpec {
     pub pull: bool,
     /// RUN's network: `default`, `host` or `none`.
     pub network: Option<String>,
+    /// `cache_from` and `cache_to` (`--cache-from`/`--cache-to` values; a bare reference is
+    /// `type=registry,ref=REF`, as compose takes it).
+    pub cache_from: Vec<crate::cache::CacheSpec>,
+    pub cache_to: Vec<crate::cache::CacheSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -348,6 +352,8 @@ fn build_spec(
                 no_cache: false,
                 pull: false,
                 network: None,
+                cache_from: Vec::new(),
+                cache_to: Vec::new(),
             });
         }
         Yaml::Hash(h) => h,
@@ -388,8 +394,9 @@ fn build_spec(
         };
         match k.as_str() {
             "context" | "dockerfile" | "dockerfile_inline" | "args" | "target" | "labels"
-            | "tags" | "platforms" | "no_cache" | "pull" | "network" => {}
-            "cache_from" | "cache_to" | "shm_size" | "isolation" | "ulimits" => {
+            | "tags" | "platforms" | "no_cache" | "pull" | "network" | "cache_from"
+            | "cache_to" => {}
+            "shm_size" | "isolation" | "ulimits" => {
                 warnings.push(
                     err(
                         &format!("build.{k}"),
@@ -443,6 +450,20 @@ fn build_spec(
             ));
         }
     }
+    let caches = |key: &str, export: bool| -> Result<Vec<crate::cache::CacheSpec>, ComposeError> {
+        list(key)?
+            .iter()
+            .map(|v| {
+                let v = if v.contains('=') {
+                    v.clone()
+                } else {
+                    format!("type=registry,ref={v}")
+                };
+                crate::cache::CacheSpec::parse(&v, export)
+                    .map_err(|e| err(&format!("build.{key}"), e.to_string()))
+            })
+            .collect()
+    };
     Ok(BuildSpec {
         context,
         dockerfile,
@@ -454,6 +475,8 @@ fn build_spec(
         no_cache: boolean("no_cache")?,
         pull: boolean("pull")?,
         network,
+        cache_from: caches("cache_from", false)?,
+        cache_to: caches("cache_to", true)?,
     })
 }
 
@@ -606,6 +629,32 @@ services:
             DockerfileSource::Inline("FROM scratch\nCOPY job $HOME/\n".into())
         );
         assert_eq!(worker.args, vars(&[("PORT", "8080"), ("FROM_ENV", "e")]));
+    }
+
+    #[test]
+    fn cache_from_and_cache_to_are_build_cache_specs() {
+        let p = parse_ok(
+            "services:\n  api:\n    build:\n      context: .\n      cache_from:\n        - localhost:5000/api:cache\n        - type=local,src=/c\n      cache_to:\n        - type=registry,ref=localhost:5000/api:cache,mode=max\n",
+            &[],
+        );
+        let b = p.services[0].build.as_ref().unwrap();
+        assert_eq!(b.cache_from.len(), 2);
+        assert_eq!(
+            b.cache_from[0].place.to_string(),
+            b.cache_to[0].place.to_string()
+        );
+        assert_eq!(
+            b.cache_from[1].place,
+            crate::cache::Place::Local("/c".into())
+        );
+        assert_eq!(b.cache_to[0].mode, crate::cache::Mode::Max);
+        let e = parse_err(
+            "services:\n  api:\n    build:\n      context: .\n      cache_to:\n        - type=local,src=x\n",
+        );
+        assert!(
+            e.starts_with("compose.yaml: services.api.build.cache_to: "),
+            "{e}"
+        );
     }
 
     #[test]

@@ -306,6 +306,8 @@ fn build_one(
     };
     req.platforms = platforms;
     req.exec.no_cache |= b.no_cache;
+    req.cache_from = b.cache_from.clone();
+    req.cache_to = b.cache_to.clone();
     if b.pull {
         req.exec.pull = crate::exec::PullPolicy::Always;
     }

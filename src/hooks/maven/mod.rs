@@ -566,6 +566,8 @@ pub fn plan(project: &Project, opts: &MavenOptions) -> Result<MavenImage, MavenE
             target: 0,
             annotations: BTreeMap::new(),
             tags: Vec::new(),
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
         },
         context: PathBuf::from("/"),
         name: format!("{}:{}", module.artifact_id, module.version),

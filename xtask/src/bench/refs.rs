@@ -276,13 +276,41 @@ pub fn buildkit(
     let bust = bust
         .map(|b| format!(" --build-arg {}", quote(format!("BUST={b}"))))
         .unwrap_or_default();
-    let mut cmd = script(&[
+    let cmd = script(&[
         format!(
             "{docker} build{no_cache} --network {network} --build-arg BASE={base}{bust} -t x {}",
             quote(context)
         ),
         format!("{docker} save -o {} x", quote(out)),
     ]);
+    with_docker_env(cmd, d)
+}
+
+/// `docker build` of `context` as `image` with `extra`, then `docker push` of it (the two-runner
+/// rows: a registry on 127.0.0.1, which dockerd reaches over plain HTTP).
+pub fn buildkit_push(
+    d: &Dockerd,
+    base: &str,
+    network: &str,
+    context: &Path,
+    image: &str,
+    extra: &[&str],
+) -> Command {
+    let docker = format!("{} -H {}", quote(DOCKER_CLI), quote(&d.host));
+    let extra: Vec<String> = extra.iter().map(|a| quote(Path::new(a))).collect();
+    let cmd = script(&[
+        format!(
+            "{docker} build --network {network} --build-arg BASE={base} {} -t {image} {}",
+            extra.join(" "),
+            quote(context)
+        ),
+        format!("{docker} push -q {image}"),
+    ]);
+    with_docker_env(cmd, d)
+}
+
+/// The docker CLI's environment for the private dockerd, with BuildKit.
+fn with_docker_env(mut cmd: Command, d: &Dockerd) -> Command {
     cmd.env("DOCKER_BUILDKIT", "1")
         .env("DOCKER_CONFIG", &d.config_dir)
         .env_remove("DOCKER_HOST")

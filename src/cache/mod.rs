@@ -1,0 +1,422 @@
+//! The build cache shared between machines (`--cache-to` / `--cache-from`): step records
+//! exported as an OCI artifact (`format`) into an image layout directory or a registry
+//! repository, and imported into a build as a second step index behind the store's.
+//!
+//! Import trusts nothing: a cache that is unreadable, of another format or whose config
+//! does not match its manifest is ignored whole with one warning; a hit's blob is checked
+//! (digest, size, and diff_id after decompression) before its record enters the store, and
+//! a blob that fails is one warning and a miss. Export failures are warnings unless
+//! `ignore-error=false`.
+//!
+//! A hit from a registry cache is lazy when the build's outputs need no bytes (pushes, a
+//! registry export): the registry confirms the blob's size (`HEAD`), the blob stays there,
+//! and a push to the same registry mounts it. Its bytes are fetched (and its diff_id checked)
+//! only when a step or an output reads them, through [`fetch_lazy`]. Until then its diff_id
+//! is the cache's word, as in BuildKit's lazy cache import.
+
+mod format;
+mod transport;
+
+pub use format::{CacheConfig, CachedLayer, ARTIFACT_TYPE, CONFIG_TYPE, FORMAT};
+
+use crate::digest::Digest;
+use crate::layer::LayerDigests;
+use crate::registry::{Client, Reference};
+use crate::store::Store;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// A cache hit's blob left in its registry: where it is, what the cache says it holds.
+struct LazyBlob {
+    from: Reference,
+    layer: LayerDigests,
+    client: Arc<Client>,
+}
+
+/// The lazy hits of the builds running in this process, by blob digest. Process-wide, as
+/// every layer read in `exec` goes through [`crate::exec::fetch_layers`], which asks here;
+/// a digest names the same bytes whichever build noted it.
+static LAZY: Mutex<BTreeMap<Digest, LazyBlob>> = Mutex::new(BTreeMap::new());
+
+fn lazy_blobs() -> std::sync::MutexGuard<'static, BTreeMap<Digest, LazyBlob>> {
+    LAZY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Brings a lazy cache hit's blob into the store, verified (digest, size, diff_id). `Ok(false)`
+/// when `digest` is not a lazy hit; the error is one line naming the cache.
+pub fn fetch_lazy(store: &Store, digest: &Digest) -> Result<bool, String> {
+    let Some((from, layer, client)) = lazy_blobs()
+        .get(digest)
+        .map(|l| (l.from.clone(), l.layer.clone(), l.client.clone()))
+    else {
+        return Ok(false);
+    };
+    transport::fetch_verified(&Place::Registry(from.clone()), &layer, store, Some(&client))
+        .map_err(|m| format!("cache {from}: {m}"))?;
+    lazy_blobs().remove(digest);
+    Ok(true)
+}
+
+/// The repository each lazy hit's blob is in (for a push to mount it from).
+pub fn lazy_origins() -> HashMap<Digest, Reference> {
+    lazy_blobs()
+        .iter()
+        .map(|(d, l)| (d.clone(), l.from.clone()))
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("{0}")]
+    Spec(String),
+    #[error("cache {place}: {message}")]
+    Export { place: String, message: String },
+}
+
+/// Where a cache lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// An OCI image layout directory.
+    Local(PathBuf),
+    Registry(Reference),
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Local(d) => write!(f, "{}", d.display()),
+            Place::Registry(r) => write!(f, "{r}"),
+        }
+    }
+}
+
+/// Which steps an export holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The steps of the final image's stage.
+    #[default]
+    Min,
+    /// Every stage's steps.
+    Max,
+}
+
+/// One `--cache-to` / `--cache-from` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSpec {
+    pub place: Place,
+    pub mode: Mode,
+    /// `ignore-error` (default true): export failures are warnings.
+    pub ignore_error: bool,
+}
+
+impl CacheSpec {
+    /// Parses BuildKit's syntax: `type=local,dest=DIR` (`src=DIR` for `--cache-from`),
+    /// `type=registry,ref=REF`, with `mode=min|max` and `ignore-error=true|false`.
+    /// `export` says which of `dest`/`src` a local cache names.
+    pub fn parse(value: &str, export: bool) -> Result<CacheSpec, CacheError> {
+        let flag = if export { "--cache-to" } else { "--cache-from" };
+        let bad = |m: String| CacheError::Spec(format!("{flag} {value}: {m}"));
+        let mut kv: BTreeMap<&str, &str> = BTreeMap::new();
+        for part in value.split(',') {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| bad(format!("{part:?} is not KEY=VALUE")))?;
+            kv.insert(k.trim(), v.trim());
+        }
+        let dir_key = if export { "dest" } else { "src" };
+        let place = match kv.remove("type") {
+            Some("local") => Place::Local(PathBuf::from(
+                kv.remove(dir_key)
+                    .ok_or_else(|| bad(format!("type=local needs {dir_key}=DIR")))?,
+            )),
+            Some("registry") => {
+                let r = kv
+                    .remove("ref")
+                    .ok_or_else(|| bad("type=registry needs ref=REFERENCE".into()))?;
+                Place::Registry(Reference::parse(r).map_err(|e| bad(e.to_string()))?)
+            }
+            Some(other) => {
+                return Err(bad(format!(
+                    "type={other} is not supported (local, registry)"
+                )))
+            }
+            None => return Err(bad("type=local or type=registry is required".into())),
+        };
+        let mode = match kv.remove("mode") {
+            None | Some("min") => Mode::Min,
+            Some("max") => Mode::Max,
+            Some(m) => return Err(bad(format!("mode={m}: expected min or max"))),
+        };
+        let ignore_error = match kv.remove("ignore-error") {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(v) => return Err(bad(format!("ignore-error={v}: expected true or false"))),
+        };
+        // BuildKit's other keys (compression, oci-mediatypes, image-manifest) do not
+        // change lade's format; an unknown one is an error, not silently ignored.
+        kv.retain(|k, _| !["compression", "oci-mediatypes", "image-manifest"].contains(k));
+        if let Some(k) = kv.keys().next() {
+            return Err(bad(format!("unknown key {k}")));
+        }
+        Ok(CacheSpec {
+            place,
+            mode,
+            ignore_error,
+        })
+    }
+}
+
+/// One build's use of shared caches: the imported step records, and the steps the build
+/// resolved, for export.
+pub struct Session {
+    imported: Mutex<HashMap<Digest, (CachedLayer, usize)>>,
+    sources: Vec<Place>,
+    registry: Option<Arc<Client>>,
+    /// Whether registry hits stay in the registry (see the module doc).
+    lazy: bool,
+    /// The blobs this session left lazy, forgotten with it.
+    lazy_noted: Mutex<Vec<Digest>>,
+    /// (in the final image's stage, key, layer), in the order steps finished.
+    used: Mutex<Vec<(bool, Digest, LayerDigests)>>,
+    warnings: Mutex<Vec<String>>,
+}
+
+impl Session {
+    /// Reads every `--cache-from`; one that cannot be read or verified is a warning and
+    /// contributes nothing. `lazy`: registry hits are not downloaded (the outputs are pushes).
+    pub fn import(
+        from: &[CacheSpec],
+        store: &Store,
+        registry: Option<Arc<Client>>,
+        lazy: bool,
+    ) -> Session {
+        let mut imported = HashMap::new();
+        let mut warnings = Vec::new();
+        for (i, spec) in from.iter().enumerate() {
+            match transport::read(&spec.place, store, registry.as_deref()) {
+                Ok(steps) => {
+                    for (k, l) in steps {
+                        imported.entry(k).or_insert((l, i));
+                    }
+                }
+                Err(m) => warnings.push(format!("warning: cache {}: {m}; not used", spec.place)),
+            }
+        }
+        Session {
+            imported: Mutex::new(imported),
+            sources: from.iter().map(|s| s.place.clone()).collect(),
+            registry,
+            lazy,
+            lazy_noted: Mutex::new(Vec::new()),
+            used: Mutex::new(Vec::new()),
+            warnings: Mutex::new(warnings),
+        }
+    }
+
+    /// Warnings so far (import problems), each once.
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().expect("cache lock"))
+    }
+
+    /// The imported layer of step `key`, its blob now verified in the store and its record
+    /// in the store's step index; `None` (and a warning) when the blob fails its checks.
+    pub fn lookup(&self, key: &Digest, store: &Store) -> Option<LayerDigests> {
+        let (layer, source) = self
+            .imported
+            .lock()
+            .expect("cache lock")
+            .get(key)
+            .cloned()?;
+        let place = &self.sources[source];
+        let lazy = match (place, &self.registry) {
+            (Place::Registry(r), Some(client)) if self.lazy => Some((r, client)),
+            _ => None,
+        };
+        // Err((message, whole)): `whole` when the cache lied (a record that does not match
+        // its blob): nothing else of it is trusted either. A missing blob is that step's miss.
+        let result = match layer.digests() {
+            None => Err((
+                format!("layer {} has media type {}", layer.digest, layer.media_type),
+                true,
+            )),
+            Some(d) => self.check(place, lazy, d, store),
+        };
+        match result {
+            Ok(d) if !store.has_blob(&d.digest) => {
+                let (r, client) = lazy.expect("only lazy hits leave the blob out");
+                if let Some(n) = &layer.notes {
+                    if let Err(e) = crate::exec::seed_layer_notes(store, &d, n) {
+                        tracing::debug!("cannot record an imported layer's notes: {e}");
+                    }
+                }
+                lazy_blobs().insert(
+                    d.digest.clone(),
+                    LazyBlob {
+                        from: r.clone(),
+                        layer: d.clone(),
+                        client: client.clone(),
+                    },
+                );
+                self.lazy_noted
+                    .lock()
+                    .expect("cache lock")
+                    .push(d.digest.clone());
+                Some(d)
+            }
+            Ok(d) => {
+                if let Err(e) = store.step_put(key, &d) {
+                    tracing::debug!("cannot record an imported step: {e}");
+                }
+                Some(d)
+            }
+            Err((m, whole)) => {
+                let line = if whole {
+                    self.imported
+                        .lock()
+                        .expect("cache lock")
+                        .retain(|_, (_, s)| *s != source);
+                    format!("warning: cache {place}: {m}; not used")
+                } else {
+                    // Every step of this blob is a miss from now on.
+                    self.imported
+                        .lock()
+                        .expect("cache lock")
+                        .retain(|_, (l, _)| l.digest != layer.digest);
+                    format!("warning: cache {place}: {m}; the step is rebuilt")
+                };
+                self.warnings.lock().expect("cache lock").push(line);
+                None
+            }
+        }
+    }
+
+    /// Checks a hit's blob: present with its size, and unless `lazy`, fetched into the store
+    /// with its diff_id verified.
+    fn check(
+        &self,
+        place: &Place,
+        lazy: Option<(&Reference, &Arc<Client>)>,
+        d: LayerDigests,
+        store: &Store,
+    ) -> Result<LayerDigests, (String, bool)> {
+        let size = match place {
+            _ if store.has_blob(&d.digest) => Some(d.size),
+            Place::Local(dir) => std::fs::metadata(dir.join("blobs/sha256").join(d.digest.hex()))
+                .ok()
+                .map(|m| m.len()),
+            Place::Registry(r) => {
+                let client = self
+                    .registry
+                    .as_ref()
+                    .ok_or(("no registry client".into(), true))?;
+                client
+                    .blob_size(r, &d.digest)
+                    .map_err(|e| (e.to_string(), false))?
+            }
+        };
+        match size {
+            None => return Err((format!("blob {} is missing", d.digest), false)),
+            Some(n) if n != d.size => {
+                return Err((
+                    format!("blob {} is {n} bytes, the cache says {}", d.digest, d.size),
+                    true,
+                ))
+            }
+            Some(_) => {}
+        }
+        if lazy.is_some() && !store.has_blob(&d.digest) {
+            return Ok(d);
+        }
+        transport::fetch_verified(place, &d, store, self.registry.as_deref())
+            .map(|()| d)
+            .map_err(|m| (m, true))
+    }
+
+    /// Notes a step the build resolved (hit or built), for export.
+    pub fn used(&self, final_stage: bool, key: &Digest, layer: &LayerDigests) {
+        self.used
+            .lock()
+            .expect("cache lock")
+            .push((final_stage, key.clone(), layer.clone()));
+    }
+
+    /// Exports the steps `spec.mode` selects. Returns a warning line for a failure that
+    /// `ignore-error` turns into one.
+    pub fn export(
+        &self,
+        spec: &CacheSpec,
+        store: &Store,
+        registry: Option<&Client>,
+    ) -> Result<Option<String>, CacheError> {
+        let steps: BTreeMap<Digest, CachedLayer> = self
+            .used
+            .lock()
+            .expect("cache lock")
+            .iter()
+            .filter(|(final_stage, _, _)| *final_stage || spec.mode == Mode::Max)
+            .map(|(_, k, l)| {
+                let mut c = CachedLayer::from_digests(l);
+                c.notes = crate::exec::layer_notes(store, l);
+                (k.clone(), c)
+            })
+            .collect();
+        let fetched = match &spec.place {
+            // A layout holds bytes: lazy hits are fetched first.
+            Place::Local(_) => steps
+                .values()
+                .try_for_each(|l| fetch_lazy(store, &l.digest).map(|_| ())),
+            Place::Registry(_) => Ok(()),
+        };
+        match fetched.and_then(|()| transport::write(&spec.place, &steps, store, registry)) {
+            Ok(()) => Ok(None),
+            Err(message) if spec.ignore_error => Ok(Some(format!(
+                "warning: cache export to {}: {message}",
+                spec.place
+            ))),
+            Err(message) => Err(CacheError::Export {
+                place: spec.place.to_string(),
+                message,
+            }),
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let mine = std::mem::take(&mut *self.lazy_noted.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut all = lazy_blobs();
+        for d in mine {
+            all.remove(&d);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_like_buildkit() {
+        let s = CacheSpec::parse("type=local,dest=/c,mode=max", true).unwrap();
+        assert_eq!(s.place, Place::Local("/c".into()));
+        assert_eq!(s.mode, Mode::Max);
+        assert!(s.ignore_error);
+        let s = CacheSpec::parse(
+            "type=registry,ref=localhost:5000/c:t,ignore-error=false",
+            false,
+        )
+        .unwrap();
+        assert!(matches!(s.place, Place::Registry(_)));
+        assert!(!s.ignore_error);
+        for bad in [
+            "type=local,dest=/c",
+            "type=s3,src=x",
+            "src=/c",
+            "type=local,src=/c,mode=all",
+            "type=local,src=/c,colour=blue",
+        ] {
+            assert!(CacheSpec::parse(bad, false).is_err(), "{bad}");
+        }
+    }
+}
