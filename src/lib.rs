@@ -7,6 +7,7 @@
 pub mod build;
 pub mod cli;
 pub mod context;
+pub mod diff;
 pub mod digest;
 pub mod exec;
 pub mod frontend;

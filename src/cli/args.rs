@@ -29,6 +29,9 @@ pub enum Command {
     Pull(PullArgs),
     /// Store registry credentials in the docker config file (~/.docker/config.json).
     Login(LoginArgs),
+    /// Show why two images differ: config, then files with the layer that introduced them.
+    /// Exit 0 when identical, 1 when they differ, 2 on trouble (like diff).
+    Diff(DiffArgs),
 }
 
 /// How to reach registries.
@@ -282,4 +285,32 @@ pub struct BuildArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub input: InputArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiffFormat {
+    /// One line per difference.
+    Text,
+    /// The whole comparison as one JSON document.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The first image: `registry/repository[:tag|@digest]`, `oci:DIR[:TAG]`,
+    /// `oci-archive:FILE[:TAG]` or `docker-archive:FILE`.
+    pub a: String,
+    /// The second image, named the same ways.
+    pub b: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: DiffFormat,
+    /// Which platform's image to compare in a multi-platform index (default: the host's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// Store directory (registry layers are fetched into it).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }

@@ -3,6 +3,7 @@
 
 pub mod args;
 mod build;
+mod diff_cmd;
 mod parse_cmd;
 mod progress;
 mod registry_cmd;
@@ -78,5 +79,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Push(a) => registry_cmd::run_push(&a),
         Command::Pull(a) => registry_cmd::run_pull(&a),
         Command::Login(a) => registry_cmd::run_login(&a),
+        Command::Diff(a) => diff_cmd::run(&a),
     }
 }

@@ -260,3 +260,24 @@ pub fn read_file_from_layer<R: Read>(
 ) -> Result<Option<Vec<u8>>, LayerError> {
     extract::read_file(decompress(blob, compression), path)
 }
+
+/// The members of a layer blob, in archive order, each regular file with the sha256 of its
+/// contents (`lade diff` compares contents without extracting anything).
+pub fn list_layer_with_digests<R: Read>(
+    blob: R,
+    compression: Compression,
+) -> Result<Vec<(TarEntryInfo, Option<Digest>)>, LayerError> {
+    let mut r = reader::TarReader::new(decompress(blob, compression));
+    let mut out = Vec::new();
+    while let Some(info) = r.next_entry()? {
+        let digest = if info.kind == TarKind::File {
+            let mut w = crate::digest::HashingWriter::new(std::io::sink());
+            std::io::copy(&mut r, &mut w).map_err(LayerError::BlobRead)?;
+            Some(w.finish().1)
+        } else {
+            None
+        };
+        out.push((info, digest));
+    }
+    Ok(out)
+}
