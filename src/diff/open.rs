@@ -139,7 +139,9 @@ pub fn open(name: &str, opts: &OpenOptions) -> Result<OpenedImage, DiffError> {
     let (manifest_desc, manifest_bytes) = if desc.media_type == media_types::OCI_INDEX
         || desc.media_type == media_types::DOCKER_MANIFEST_LIST
     {
-        layout.resolve(tag.as_deref(), opts.platform).map_err(&err)?
+        layout
+            .resolve(tag.as_deref(), opts.platform)
+            .map_err(&err)?
     } else {
         (desc.clone(), bytes)
     };
@@ -246,8 +248,8 @@ fn open_docker_archive(
         }
     };
     let config_bytes = layout.read(&entry.config).map_err(&err)?;
-    let config: serde_json::Value = serde_json::from_slice(&config_bytes)
-        .map_err(|e| err(format!("{}: {e}", entry.config)))?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&config_bytes).map_err(|e| err(format!("{}: {e}", entry.config)))?;
     let diff_ids: Vec<Digest> = config["rootfs"]["diff_ids"]
         .as_array()
         .map(|a| {

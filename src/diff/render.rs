@@ -27,7 +27,10 @@ fn field_change(field: &str, a: &FileEntry, b: &FileEntry) -> String {
             _ => pair(format!("{} bytes", a.size), format!("{} bytes", b.size)),
         },
         "mode" => pair(a.mode.clone(), b.mode.clone()),
-        "owner" => pair(format!("{}:{}", a.uid, a.gid), format!("{}:{}", b.uid, b.gid)),
+        "owner" => pair(
+            format!("{}:{}", a.uid, a.gid),
+            format!("{}:{}", b.uid, b.gid),
+        ),
         "link" => pair(
             a.link.clone().unwrap_or_default(),
             b.link.clone().unwrap_or_default(),
@@ -72,8 +75,7 @@ pub fn render_text(d: &ImageDiff) -> String {
                 let _ = writeln!(out, "removed {} {} ({})", f.path, a.kind, at("a", a));
             }
             (Change::Changed, Some(a), Some(b)) => {
-                let fields: Vec<String> =
-                    f.fields.iter().map(|x| field_change(x, a, b)).collect();
+                let fields: Vec<String> = f.fields.iter().map(|x| field_change(x, a, b)).collect();
                 let _ = writeln!(
                     out,
                     "changed {}: {} ({}, {})",

@@ -42,13 +42,12 @@ pub fn flatten(image: &OpenedImage) -> Result<Tree, DiffError> {
     let mut tree = Tree::new();
     for (i, layer) in image.layers.iter().enumerate() {
         let (blob, compression) = image.open_layer(layer)?;
-        let members =
-            crate::layer::list_layer_with_digests(blob, compression).map_err(|e| {
-                DiffError::Image {
-                    image: image.name.clone(),
-                    message: format!("layer {} ({}): {e}", i, layer.digest),
-                }
-            })?;
+        let members = crate::layer::list_layer_with_digests(blob, compression).map_err(|e| {
+            DiffError::Image {
+                image: image.name.clone(),
+                message: format!("layer {} ({}): {e}", i, layer.digest),
+            }
+        })?;
         apply_layer(&mut tree, i, &layer.digest, members);
     }
     Ok(tree)
@@ -91,7 +90,11 @@ fn apply_layer(
     for (info, content) in members {
         let path = info.path.as_bytes().to_vec();
         let name = info.path.file_name();
-        let parent = info.path.parent().map(|p| p.as_bytes().to_vec()).unwrap_or_default();
+        let parent = info
+            .path
+            .parent()
+            .map(|p| p.as_bytes().to_vec())
+            .unwrap_or_default();
         if name == b".wh..wh..opq" {
             remove_below(tree, &parent, |e| e.layer == index);
             continue;
@@ -119,7 +122,11 @@ fn apply_layer(
         let link = info.link_target.as_ref().map(|l| match info.kind {
             TarKind::Hardlink => format!(
                 "/{}",
-                String::from_utf8_lossy(crate::path::ImagePath::from_rel_bytes(l).unwrap_or_default().as_bytes())
+                String::from_utf8_lossy(
+                    crate::path::ImagePath::from_rel_bytes(l)
+                        .unwrap_or_default()
+                        .as_bytes()
+                )
             ),
             _ => String::from_utf8_lossy(l).into_owned(),
         });
