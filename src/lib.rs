@@ -19,3 +19,4 @@ pub mod path;
 pub mod plan;
 pub mod registry;
 pub mod store;
+pub mod verify;

@@ -32,6 +32,9 @@ pub enum Command {
     /// Show why two images differ: config, then files with the layer that introduced them.
     /// Exit 0 when identical, 1 when they differ, 2 on trouble (like diff).
     Diff(DiffArgs),
+    /// Rebuild an image without cache and compare it with the published one (REF): exit 0
+    /// when the digests match, else print the `lade diff` of the two and exit 1.
+    Verify(VerifyArgs),
 }
 
 /// How to reach registries.
@@ -313,4 +316,22 @@ pub struct DiffArgs {
     pub cache_dir: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The published image, named as for `lade diff`.
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Output format of the differences.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: DiffFormat,
+    /// As for `lade build`: when the published image was built with it, the rebuild needs it.
+    #[arg(long)]
+    pub normalize_modes: bool,
+    /// Progress output of the rebuild.
+    #[arg(long, value_enum, default_value = "quiet")]
+    pub progress: ProgressMode,
 }

@@ -54,7 +54,7 @@ fn key_values(
 
 /// The request `lade plan` and `lade build` share: what to build, for which platforms, with
 /// which store and registry settings; no outputs.
-fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
+pub(super) fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
     // `--platform a,b`: one image per platform, under an index.
     let mut platforms: Vec<Platform> = Vec::new();
     for p in a.platform.iter().flat_map(|p| p.split(',')) {
@@ -194,7 +194,7 @@ fn build_request(a: &BuildArgs) -> Result<BuildRequest, UsageError> {
 }
 
 /// A build error for `main`: usage errors keep their exit code 2.
-fn cli_error(e: BuildError) -> anyhow::Error {
+pub(super) fn cli_error(e: BuildError) -> anyhow::Error {
     match e {
         BuildError::Usage(m) => UsageError(m).into(),
         other => other.into(),

@@ -1,7 +1,9 @@
 //! `lade diff A B`: one `DiffRequest`, the report printed as text or JSON. Like diff(1): exit
 //! 0 when the images are identical, 1 when they differ, 2 on trouble.
+//! `lade verify REF …`: one `VerifyRequest`; exit 0 when the rebuild matches, else the diff
+//! and exit 1.
 
-use super::args::{DiffArgs, DiffFormat, RegistryArgs};
+use super::args::{DiffArgs, DiffFormat, RegistryArgs, VerifyArgs};
 use super::UsageError;
 use crate::diff::{DiffRequest, ImageDiff};
 use crate::image::Platform;
@@ -64,4 +66,32 @@ pub fn run(a: &DiffArgs) -> anyhow::Result<ExitCode> {
     };
     print(&d, a.format)?;
     Ok(ExitCode::from(u8::from(!d.identical)))
+}
+
+pub fn run_verify(a: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let mut build = super::build::input_request(&a.input)?;
+    build.exec.normalize_modes = a.normalize_modes;
+    let progress = super::progress::Progress::new(a.progress);
+    let req = crate::verify::VerifyRequest {
+        published: a.reference.clone(),
+        build,
+    };
+    let v = crate::verify::verify(req, &progress).map_err(|e| match e {
+        crate::verify::VerifyError::Build(b) => super::build::cli_error(b),
+        other => other.into(),
+    })?;
+    match &v.diff {
+        None => {
+            eprintln!("verified {}: the rebuild gives {}", a.reference, v.rebuilt);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(d) => {
+            eprintln!(
+                "{} is {}, the rebuild gives {}:",
+                a.reference, v.published, v.rebuilt
+            );
+            print(d, a.format)?;
+            Ok(ExitCode::from(super::EXIT_FAILURE))
+        }
+    }
 }

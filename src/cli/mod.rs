@@ -80,5 +80,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pull(a) => registry_cmd::run_pull(&a),
         Command::Login(a) => registry_cmd::run_login(&a),
         Command::Diff(a) => diff_cmd::run(&a),
+        Command::Verify(a) => diff_cmd::run_verify(&a),
     }
 }

@@ -111,6 +111,8 @@ pub fn compare(a: &OpenedImage, b: &OpenedImage) -> Result<ImageDiff, DiffError>
         return Ok(out);
     }
     out.config = compare::configs(&a.config, &b.config);
+    a.fetch_layers()?;
+    b.fetch_layers()?;
     let (ta, tb) = rayon::join(|| tree::flatten(a), || tree::flatten(b));
     out.files = compare::trees(&ta?, &tb?);
     if out.config.is_empty() && out.files.is_empty() {

@@ -1,12 +1,13 @@
 //! Opening an image to compare: a registry reference, `oci:DIR[:TAG]`,
 //! `oci-archive:FILE[:TAG]` or `docker-archive:FILE`. Layouts and archives are read in place;
-//! a registry image's layers are fetched into the store (those already there are not).
+//! a registry image's manifest and config are fetched, its layers (into the store, those
+//! already there are not) only when the comparison reads them.
 
 use super::DiffError;
 use crate::digest::Digest;
 use crate::image::{media_types, ImageLayout, Manifest, Platform};
 use crate::layer::Compression;
-use crate::registry::{Client, PullOptions, Reference};
+use crate::registry::{Client, Reference};
 use crate::store::Store;
 use std::io::Read;
 use std::path::PathBuf;
@@ -45,9 +46,26 @@ pub struct OpenedImage {
     pub layers: Vec<LayerRef>,
     layout: Option<ImageLayout>,
     store: Store,
+    /// For a registry image: where its layers are fetched from when first read.
+    origin: Option<(std::sync::Arc<Client>, Reference)>,
 }
 
 impl OpenedImage {
+    /// Downloads the layers of a registry image the store lacks (nothing for other images).
+    pub(super) fn fetch_layers(&self) -> Result<(), DiffError> {
+        let Some((client, reference)) = &self.origin else {
+            return Ok(());
+        };
+        let layers = self.manifest.as_ref().map_or(&[][..], |m| &m.layers[..]);
+        client
+            .fetch_blobs(&self.store, reference, layers, 4)
+            .map_err(|e| DiffError::Image {
+                image: self.name.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(())
+    }
+
     /// Opens the blob of `layer`, decompressed.
     pub(super) fn open_layer(
         &self,
@@ -171,6 +189,7 @@ pub fn open(name: &str, opts: &OpenOptions) -> Result<OpenedImage, DiffError> {
         layers,
         layout: Some(layout),
         store: opts.store.clone(),
+        origin: None,
     })
 }
 
@@ -181,17 +200,9 @@ fn open_registry(name: &str, opts: &OpenOptions) -> Result<OpenedImage, DiffErro
     };
     let r = Reference::parse(name).map_err(|e| err(e.to_string()))?;
     let client = (opts.registry)().map_err(&err)?;
-    let pulled = client
-        .pull(
-            opts.store,
-            &r,
-            &PullOptions {
-                platform: opts.platform.clone(),
-                jobs: 4,
-            },
-        )
+    let image = client
+        .resolve(opts.store, &r, opts.platform)
         .map_err(|e| err(e.to_string()))?;
-    let image = pulled.image;
     let config = serde_json::from_slice(&image.config_bytes)
         .map_err(|e| err(format!("config {}: {e}", image.manifest.config.digest)))?;
     let layers = image
@@ -216,6 +227,7 @@ fn open_registry(name: &str, opts: &OpenOptions) -> Result<OpenedImage, DiffErro
         layers,
         layout: None,
         store: opts.store.clone(),
+        origin: Some((client, r)),
     })
 }
 
@@ -285,5 +297,6 @@ fn open_docker_archive(
         layers,
         layout: Some(layout),
         store: store.clone(),
+        origin: None,
     })
 }
