@@ -10,6 +10,7 @@ use crate::image::{BuiltImage, ImageConfig, Platform};
 use crate::output::{self, Artifact, OutputError, Target};
 use crate::plan::{Base, Plan};
 use crate::registry::{Client, ClientOptions, PushReport, RegistryError};
+use crate::lock::{Lock, LockMode};
 use crate::store::Store;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub struct BuildRequest {
     pub digest_file: Option<PathBuf>,
     /// Worker threads (layers, stages, gzip); `None`: one per core.
     pub jobs: Option<usize>,
+    /// What to do with the description's `lade.lock`.
+    pub lock: crate::lock::LockMode,
 }
 
 /// What a build produced and where it went.
@@ -84,6 +87,8 @@ pub enum BuildError {
     Output(#[from] OutputError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
 }
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> BuildError {
@@ -103,7 +108,19 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
     let store = Store::open(&req.store_root)?;
     sweep_stale_temps(&store, req);
     let registry = Registry::new(&req.registry);
-    let base_configs = BaseConfigReader::new(&store, registry.clone(), req.exec.pull);
+    let lock = match req.lock {
+        LockMode::Update => Some(lock_with(req, &store, &registry, observer)?.1),
+        LockMode::Use | LockMode::Locked => Lock::read(&lock_path(&req.description))?,
+    };
+    if req.lock == LockMode::Locked && lock.is_none() {
+        return Err(BuildError::Usage(format!(
+            "--locked needs {}: run `lade lock`",
+            lock_path(&req.description).display()
+        )));
+    }
+    let lock = lock.map(Arc::new);
+    let base_configs =
+        BaseConfigReader::new(&store, registry.clone(), req.exec.pull, lock.clone());
     let push = req.outputs.iter().any(|o| matches!(o, Target::Registry));
     let mut exec_opts = req.exec.clone();
     // --jobs N bounds compression too: N gzip workers per layer, and at most N blocks
@@ -121,10 +138,11 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
     let mut plan_tags = Vec::new();
     for platform in platforms {
         let Loaded {
-            plan,
+            mut plan,
             context,
             source,
         } = load(&req.description, platform, observer, &base_configs)?;
+        apply_lock(&mut plan, lock.as_deref(), req, observer)?;
         if exec_opts.registry.is_none() && (push || uses_registry(&plan)) {
             exec_opts.registry = Some(registry.client()?);
         }
@@ -263,7 +281,8 @@ pub fn plan(req: &BuildRequest, observer: &dyn Observer) -> Result<(Plan, PlanKe
         ));
     }
     let store = Store::open(&req.store_root)?;
-    let base_configs = BaseConfigReader::new(&store, Registry::new(&req.registry), req.exec.pull);
+    let base_configs =
+        BaseConfigReader::new(&store, Registry::new(&req.registry), req.exec.pull, None);
     let Loaded {
         plan,
         context,
@@ -319,14 +338,22 @@ struct BaseConfigReader {
     store: Store,
     registry: Registry,
     pull: exec::PullPolicy,
+    /// Registry bases it pins are read at their pinned digest.
+    lock: Option<Arc<Lock>>,
 }
 
 impl BaseConfigReader {
-    fn new(store: &Store, registry: Registry, pull: exec::PullPolicy) -> Arc<BaseConfigReader> {
+    fn new(
+        store: &Store,
+        registry: Registry,
+        pull: exec::PullPolicy,
+        lock: Option<Arc<Lock>>,
+    ) -> Arc<BaseConfigReader> {
         Arc::new(BaseConfigReader {
             store: store.clone(),
             registry,
             pull,
+            lock,
         })
     }
 }
@@ -337,6 +364,13 @@ impl BaseConfigs for BaseConfigReader {
             Base::Registry { .. } => Some(self.registry.get()?),
             _ => None,
         };
+        let pinned = match (base, &self.lock) {
+            (Base::Registry { reference }, Some(lock)) => lock
+                .pin(reference, platform)
+                .map(|reference| Base::Registry { reference }),
+            _ => None,
+        };
+        let base = pinned.as_ref().unwrap_or(base);
         exec::base_config(base, platform, &self.store, client.as_deref(), self.pull)
             .map_err(|e| e.to_string())
     }
@@ -501,4 +535,102 @@ fn uses_registry(plan: &Plan) -> bool {
                 _ => false,
             })
     })
+}
+
+/// Where the description's lock file is: beside the lade.toml or the Dockerfile (in the
+/// context for a Dockerfile read from standard input).
+pub fn lock_path(description: &Description) -> PathBuf {
+    let dir = match description {
+        Description::Spec(spec) => spec.parent().map(Path::to_path_buf),
+        Description::Dockerfile {
+            file: Some(f),
+            context,
+            ..
+        } => Some(if f.as_os_str() == "-" {
+            context.clone()
+        } else {
+            f.parent().map(Path::to_path_buf).unwrap_or_default()
+        }),
+        Description::Dockerfile { context, .. } => Some(context.clone()),
+    };
+    match dir {
+        Some(d) if !d.as_os_str().is_empty() => d.join(crate::lock::LOCK_FILE),
+        _ => PathBuf::from(crate::lock::LOCK_FILE),
+    }
+}
+
+/// Pins the plan's registry bases the lock has; with `--locked` a base it lacks is an error;
+/// without a lock, tags that may move are named in one warning line.
+fn apply_lock(
+    plan: &mut Plan,
+    lock: Option<&Lock>,
+    req: &BuildRequest,
+    observer: &dyn Observer,
+) -> Result<(), BuildError> {
+    let path = lock_path(&req.description);
+    let unpinned: Vec<(String, Platform)> = crate::lock::registry_bases(plan)
+        .into_iter()
+        .filter(|(r, p)| {
+            crate::lock::is_floating(r) && lock.is_none_or(|l| l.get(r, p).is_none())
+        })
+        .collect();
+    if let Some(lock) = lock {
+        if req.lock == LockMode::Locked {
+            if let Some((reference, platform)) = unpinned.first() {
+                return Err(crate::lock::LockError::Missing {
+                    path,
+                    reference: reference.clone(),
+                    platform: platform.to_string(),
+                }
+                .into());
+            }
+        }
+        crate::lock::pin_plan(plan, lock);
+    }
+    if !unpinned.is_empty() {
+        let mut names: Vec<&str> = unpinned.iter().map(|(r, _)| r.as_str()).collect();
+        names.dedup();
+        let line = format!(
+            "warning: {} may move (a tag, not a digest, and not in {}): `lade lock` pins it",
+            names.join(", "),
+            path.display()
+        );
+        tracing::warn!("{line}");
+        observer.note(&line);
+    }
+    Ok(())
+}
+
+/// `lade lock`: resolves every registry base of the description, for every platform, to its
+/// manifest digest now (asking the registry whatever the cache says), and writes the lock
+/// file. Returns its path and contents.
+pub fn lock(req: &BuildRequest, observer: &dyn Observer) -> Result<(PathBuf, Lock), BuildError> {
+    let store = Store::open(&req.store_root)?;
+    lock_with(req, &store, &Registry::new(&req.registry), observer)
+}
+
+fn lock_with(
+    req: &BuildRequest,
+    store: &Store,
+    registry: &Registry,
+    observer: &dyn Observer,
+) -> Result<(PathBuf, Lock), BuildError> {
+    let base_configs = BaseConfigReader::new(store, registry.clone(), exec::PullPolicy::Always, None);
+    let platforms: Vec<Option<&Platform>> = if req.platforms.is_empty() {
+        vec![None]
+    } else {
+        req.platforms.iter().map(Some).collect()
+    };
+    let mut lock = Lock::default();
+    for platform in platforms {
+        let loaded = load(&req.description, platform, observer, &base_configs)?;
+        for (reference, platform) in crate::lock::registry_bases(&loaded.plan) {
+            let r = crate::registry::Reference::parse(&reference)?;
+            let image = registry.client()?.resolve(store, &r, &platform)?;
+            lock.insert(&reference, &platform, image.manifest_digest);
+        }
+    }
+    let path = lock_path(&req.description);
+    lock.write(&path)?;
+    Ok((path, lock))
 }

@@ -14,6 +14,7 @@ pub mod frontend;
 pub mod fuzz;
 pub mod image;
 pub mod layer;
+pub mod lock;
 pub mod output;
 pub mod path;
 pub mod plan;
