@@ -7,10 +7,10 @@ use crate::digest::Digest;
 use crate::exec::{self, ExecOptions, Observer};
 use crate::frontend::dockerfile::lower::{BaseConfigs, LowerOptions};
 use crate::image::{BuiltImage, ImageConfig, Platform};
+use crate::lock::{Lock, LockMode};
 use crate::output::{self, Artifact, OutputError, Target};
 use crate::plan::{Base, Plan};
 use crate::registry::{Client, ClientOptions, PushReport, RegistryError};
-use crate::lock::{Lock, LockMode};
 use crate::store::Store;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -119,8 +119,7 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
         )));
     }
     let lock = lock.map(Arc::new);
-    let base_configs =
-        BaseConfigReader::new(&store, registry.clone(), req.exec.pull, lock.clone());
+    let base_configs = BaseConfigReader::new(&store, registry.clone(), req.exec.pull, lock.clone());
     let push = req.outputs.iter().any(|o| matches!(o, Target::Registry));
     let mut exec_opts = req.exec.clone();
     // --jobs N bounds compression too: N gzip workers per layer, and at most N blocks
@@ -570,9 +569,7 @@ fn apply_lock(
     let path = lock_path(&req.description);
     let unpinned: Vec<(String, Platform)> = crate::lock::registry_bases(plan)
         .into_iter()
-        .filter(|(r, p)| {
-            crate::lock::is_floating(r) && lock.is_none_or(|l| l.get(r, p).is_none())
-        })
+        .filter(|(r, p)| crate::lock::is_floating(r) && lock.is_none_or(|l| l.get(r, p).is_none()))
         .collect();
     if let Some(lock) = lock {
         if req.lock == LockMode::Locked {
@@ -615,7 +612,8 @@ fn lock_with(
     registry: &Registry,
     observer: &dyn Observer,
 ) -> Result<(PathBuf, Lock), BuildError> {
-    let base_configs = BaseConfigReader::new(store, registry.clone(), exec::PullPolicy::Always, None);
+    let base_configs =
+        BaseConfigReader::new(store, registry.clone(), exec::PullPolicy::Always, None);
     let platforms: Vec<Option<&Platform>> = if req.platforms.is_empty() {
         vec![None]
     } else {

@@ -213,8 +213,8 @@ mod tests {
 
     #[test]
     fn entries_are_sorted_and_round_trip() {
-        let amd = Platform::linux("amd64");
-        let arm = Platform::linux("arm64");
+        let amd = "linux/amd64".parse::<Platform>().unwrap();
+        let arm = "linux/arm64".parse::<Platform>().unwrap();
         let mut lock = Lock::default();
         lock.insert("r:5000/b:1", &arm, Digest::of(b"2"));
         lock.insert("r:5000/a:1", &amd, Digest::of(b"0"));

@@ -10,13 +10,13 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-/// A context whose Dockerfile makes two layers (`/etc/{base,gone}.txt`, `/app/`) and sets `FOO=<foo>`; `/app/data.txt` holds `data`, `/app/run.sh` has `mode`.
-fn context(dir: &Path, foo: &str, data: &str, mode: u32) -> PathBuf {
+/// A context whose Dockerfile makes two layers (`/etc/{base,gone}.txt`, `/app/`) and sets `FOO=<env_foo>`; `/app/data.txt` holds `data`, `/app/run.sh` has `mode`.
+fn context(dir: &Path, env_foo: &str, data: &str, mode: u32) -> PathBuf {
     fs::create_dir_all(dir.join("app")).unwrap();
     fs::write(
         dir.join("Dockerfile"),
         format!(
-            "FROM scratch\nCOPY base.txt gone.txt /etc/\nCOPY app/ /app/\nENV FOO={foo} BAR=same\n"
+            "FROM scratch\nCOPY base.txt gone.txt /etc/\nCOPY app/ /app/\nENV FOO={env_foo} BAR=same\n"
         ),
     )
     .unwrap();

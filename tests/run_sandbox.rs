@@ -158,7 +158,9 @@ fn run_in(
         user: user.into(),
         workdir: workdir.into(),
         platform: "linux/amd64".into(),
+        extra_hosts: Vec::new(),
         lowers: lowers.to_vec(),
+        mount_sources: Vec::new(),
         source_date_epoch: Some(5000),
         output: &sink,
     };

@@ -35,6 +35,15 @@ pub enum Command {
     /// Rebuild an image without cache and compare it with the published one (REF): exit 0
     /// when the digests match, else print the `lade diff` of the two and exit 1.
     Verify(VerifyArgs),
+    /// Remove the `RUN --mount=type=cache` directories of the store that no build is using.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Store directory (default: $LADE_CACHE_DIR, $XDG_CACHE_HOME/lade or ~/.cache/lade).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// How to reach registries.
@@ -199,7 +208,8 @@ pub struct InputArgs {
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
     /// Target platform (os/arch[/variant]); default: the spec's, else the host's. Several,
-    /// comma-separated, build one image each under a multi-platform index.
+    /// comma-separated, build one image each under a multi-platform index. RUN steps of
+    /// another architecture run through binfmt_misc (Debian qemu-user-static, binfmt-support).
     #[arg(long, value_name = "PLATFORM[,PLATFORM...]")]
     pub platform: Option<String>,
     /// Layer compression.
@@ -208,6 +218,10 @@ pub struct InputArgs {
     /// The network of RUN steps without their own `RUN --network` (docker's flag).
     #[arg(long, value_enum, default_value = "default")]
     pub network: NetworkArg,
+    /// Add a line `IP NAME` to the /etc/hosts of RUN steps (docker's flag; `NAME:IP` or
+    /// `NAME=IP`, repeatable).
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_hosts: Vec<String>,
     /// The OCI runtime that runs RUN steps (default: crun, else runc, found on PATH).
     #[arg(long, value_name = "PATH")]
     pub runtime: Option<PathBuf>,
@@ -215,6 +229,13 @@ pub struct InputArgs {
     /// fallback where it cannot be mounted.
     #[arg(long, value_enum, default_value = "auto")]
     pub snapshotter: SnapshotterArg,
+    /// A secret for `RUN --mount=type=secret` (docker's syntax): `id=ID,src=FILE` or
+    /// `id=ID,env=VAR` (`type=file|env` too). Only its id enters the cache key.
+    #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
+    pub secrets: Vec<String>,
+    /// An SSH agent for `RUN --mount=type=ssh`: `default` ($SSH_AUTH_SOCK) or `ID=SOCKET`.
+    #[arg(long = "ssh", value_name = "default|ID=SOCKET")]
+    pub ssh: Vec<String>,
     /// Store directory (default: $LADE_CACHE_DIR, $XDG_CACHE_HOME/lade or ~/.cache/lade).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -282,6 +303,11 @@ pub struct BuildArgs {
     /// Progress output.
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
+    /// Grant an entitlement (BuildKit's): `security.insecure` lets `RUN --security=insecure`
+    /// run with every capability and no masked paths; `network.host` is accepted (RUN
+    /// steps may use the host network without it). Repeatable or comma-separated.
+    #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
+    pub allow: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -8,7 +8,7 @@ use super::args::{
 use super::progress::Progress;
 use super::UsageError;
 use crate::build::{BuildError, BuildRequest, Description};
-use crate::exec::run::{SandboxRunner, SnapshotterChoice};
+use crate::exec::run::{ExtraHost, RunSettings, SandboxRunner, SnapshotterChoice};
 use crate::exec::{self, ExecOptions};
 use crate::image::Platform;
 use crate::layer::Compression;
@@ -50,6 +50,21 @@ fn key_values(
         m.insert(k, v);
     }
     Ok(m)
+}
+
+/// `--secret` and `--ssh`, checked (a missing file is found when a step mounts it).
+fn secrets_and_agents(
+    a: &InputArgs,
+) -> Result<(exec::run::Secrets, exec::run::SshAgents), UsageError> {
+    let mut secrets = exec::run::Secrets::default();
+    for s in &a.secrets {
+        secrets.add(s).map_err(UsageError)?;
+    }
+    let mut agents = exec::run::SshAgents::default();
+    for s in &a.ssh {
+        agents.add(s).map_err(UsageError)?;
+    }
+    Ok((secrets, agents))
 }
 
 /// The request `lade plan` and `lade build` share: what to build, for which platforms, with
@@ -95,6 +110,7 @@ pub(super) fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
         CompressionArg::None => Compression::None,
     };
     let store_root = a.cache_dir.clone().unwrap_or_else(Store::default_root);
+    let (secrets, agents) = secrets_and_agents(a)?;
     Ok(BuildRequest {
         description,
         platforms,
@@ -107,14 +123,25 @@ pub(super) fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
             pull: exec::PullPolicy::default(),
             compress_threads: None,
             normalize_modes: false,
-            runner: Some(Arc::new(SandboxRunner::new(
-                a.runtime.clone(),
-                match a.snapshotter {
-                    SnapshotterArg::Auto => SnapshotterChoice::Auto,
-                    SnapshotterArg::Overlay => SnapshotterChoice::Overlay,
-                    SnapshotterArg::Copy => SnapshotterChoice::Copy,
-                },
-            ))),
+            runner: Some(Arc::new(
+                SandboxRunner::new(
+                    a.runtime.clone(),
+                    match a.snapshotter {
+                        SnapshotterArg::Auto => SnapshotterChoice::Auto,
+                        SnapshotterArg::Overlay => SnapshotterChoice::Overlay,
+                        SnapshotterArg::Copy => SnapshotterChoice::Copy,
+                    },
+                )
+                .with_mounts(secrets, agents),
+            )),
+            run_settings: RunSettings {
+                extra_hosts: a
+                    .add_hosts
+                    .iter()
+                    .map(|h| ExtraHost::parse(h).map_err(UsageError))
+                    .collect::<Result<_, _>>()?,
+                allow_insecure: false,
+            },
         },
         registry: client_options(&a.registry),
         push_jobs: a.registry.push_jobs.max(1),
@@ -124,6 +151,7 @@ pub(super) fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
         metadata_file: None,
         digest_file: None,
         jobs: None,
+        lock: crate::lock::LockMode::default(),
     })
 }
 
@@ -139,6 +167,7 @@ fn build_request(a: &BuildArgs) -> Result<BuildRequest, UsageError> {
     let mut req = input_request(&a.input)?;
     let exec = &mut req.exec;
     exec.no_cache = a.no_cache;
+    exec.run_settings.allow_insecure = allows_insecure(&a.allow)?;
     exec.normalize_modes = a.normalize_modes;
     exec.pull = match a.pull {
         PullArg::Newer => exec::PullPolicy::Newer,
@@ -191,6 +220,26 @@ fn build_request(a: &BuildArgs) -> Result<BuildRequest, UsageError> {
         jobs: a.jobs,
         ..req
     })
+}
+
+/// `--allow` values: whether `security.insecure` is among them. BuildKit's other
+/// entitlements have nothing to allow here (`network.host`: RUN steps may use the host's
+/// network without it) or no counterpart (`device`), which is said.
+fn allows_insecure(allow: &[String]) -> Result<bool, UsageError> {
+    let mut insecure = false;
+    for e in allow.iter().map(|e| e.trim()) {
+        match e {
+            "security.insecure" => insecure = true,
+            "network.host" => {}
+            other => {
+                return Err(UsageError(format!(
+                    "--allow {other:?}: unknown entitlement (lade knows security.insecure and \
+                     network.host)"
+                )))
+            }
+        }
+    }
+    Ok(insecure)
 }
 
 /// A build error for `main`: usage errors keep their exit code 2.

@@ -6,6 +6,7 @@ mod build;
 mod diff_cmd;
 mod parse_cmd;
 mod progress;
+mod prune_cmd;
 mod registry_cmd;
 
 use args::{Cli, Command};
@@ -18,10 +19,24 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 pub fn main() -> ExitCode {
-    // First: the signal mask must be in place before any thread starts.
+    // A rootless build's re-executed child enters its user namespace while it has one thread.
+    crate::exec::run::userns::join_if_child();
+    let cli = Cli::try_parse();
+    if matches!(
+        &cli,
+        Ok(Cli {
+            command: Command::Build(_),
+            ..
+        })
+    ) {
+        if let Some(code) = crate::exec::run::userns::enter() {
+            return code;
+        }
+    }
+    // The signal mask must be in place before any thread starts.
     crate::store::interrupt::install();
     init_logging();
-    let cli = match Cli::try_parse() {
+    let cli = match cli {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
@@ -81,5 +96,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Login(a) => registry_cmd::run_login(&a),
         Command::Diff(a) => diff_cmd::run(&a),
         Command::Verify(a) => diff_cmd::run_verify(&a),
+        Command::Prune(a) => prune_cmd::run(&a),
     }
 }

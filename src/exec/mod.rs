@@ -9,6 +9,7 @@ mod download;
 mod files;
 mod pull;
 pub mod run;
+mod run_mounts;
 mod sources;
 mod stage;
 mod time;
@@ -108,6 +109,8 @@ pub struct ExecOptions {
     pub normalize_modes: bool,
     /// Runs RUN steps; without one a RUN is a located "not supported yet" error.
     pub runner: Option<std::sync::Arc<dyn run::StepRunner>>,
+    /// `--add-host` and the `security.insecure` entitlement.
+    pub run_settings: run::RunSettings,
 }
 
 /// Downloads the base layers of `image` the store lacks (for outputs that need every byte).

@@ -39,20 +39,33 @@ impl<'a> Sources<'a> {
             store,
             roots: Vec::new(),
         };
-        for step in &stage.steps {
-            let Step::Layer(l) = step else { continue };
-            for set in &l.sources {
-                let FileSet::Copy { from, origin, .. } = set else {
-                    continue;
-                };
-                if matches!(from, CopyFrom::Context) || s.roots.iter().any(|(f, ..)| f == from) {
-                    continue;
-                }
-                // Errors (a missing layer, extraction) belong to the first COPY that reads it.
-                let root = prepare_root(from, stage, built, store, registry, pull)
-                    .map_err(|e| e.at(origin))?;
-                s.roots.push(root);
+        // Each stage or image a COPY --from or a RUN --mount reads, with where it is named.
+        let froms = stage.steps.iter().flat_map(|step| -> Vec<_> {
+            match step {
+                Step::Layer(l) => l
+                    .sources
+                    .iter()
+                    .filter_map(|set| match set {
+                        FileSet::Copy { from, origin, .. } => Some((from, origin)),
+                        _ => None,
+                    })
+                    .collect(),
+                Step::Run(r) => r
+                    .mounts
+                    .iter()
+                    .filter_map(|m| m.from().map(|f| (f, &r.location)))
+                    .collect(),
+                Step::Config(_) => Vec::new(),
             }
+        });
+        for (from, origin) in froms {
+            if matches!(from, CopyFrom::Context) || s.roots.iter().any(|(f, ..)| f == from) {
+                continue;
+            }
+            // Errors (a missing layer, extraction) belong to the first step that reads it.
+            let root = prepare_root(from, stage, built, store, registry, pull)
+                .map_err(|e| e.at(origin))?;
+            s.roots.push(root);
         }
         Ok(s)
     }

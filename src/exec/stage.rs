@@ -45,30 +45,39 @@ fn check_runs(stage: &Stage, opts: &ExecOptions) -> Result<(), ExecError> {
         if opts.runner.is_none() {
             return Err(located(run, "RUN is not supported yet".into()));
         }
-        if let Some(m) = run.mounts.first() {
+        if run.insecure && !opts.run_settings.allow_insecure {
             return Err(located(
                 run,
-                format!("RUN --mount=type={} is not supported yet", m.type_name()),
-            ));
-        }
-        if run.insecure {
-            return Err(located(
-                run,
-                "RUN --security=insecure is not supported yet".into(),
-            ));
-        }
-        let host = Platform::host();
-        if stage.platform.os != host.os || stage.platform.architecture != host.architecture {
-            return Err(located(
-                run,
-                format!(
-                    "RUN for {} on a {host} host is not supported yet",
-                    stage.platform
-                ),
+                "RUN --security=insecure needs the security.insecure entitlement: pass \
+                 `lade build --allow security.insecure` if this Dockerfile is trusted"
+                    .into(),
             ));
         }
     }
     Ok(())
+}
+
+/// Whether the stage's RUN steps can run on this host's platform (natively or emulated);
+/// how they run when not natively is said once per build. Before any layer is written.
+fn check_platform(stage: &Stage, cx: &StageCx<'_>) -> Result<(), ExecError> {
+    let Some(run) = stage.steps.iter().find_map(|s| match s {
+        Step::Run(r) => Some(r),
+        _ => None,
+    }) else {
+        return Ok(());
+    };
+    let runner = cx.opts.runner.as_deref().expect("checked in check_runs");
+    match runner.check_platform(&stage.platform) {
+        Ok(None) => Ok(()),
+        Ok(Some(how)) => {
+            cx.observer.note(&how);
+            Ok(())
+        }
+        Err(message) => Err(ExecError::Input {
+            location: run.location.clone(),
+            message,
+        }),
+    }
 }
 
 /// Builds one stage: layers, RUNs and config edits in order; see the module doc.
@@ -78,6 +87,7 @@ pub(super) fn build_stage(
     cx: &StageCx<'_>,
 ) -> Result<BuiltImage, ExecError> {
     check_runs(stage, cx.opts)?;
+    check_platform(stage, cx)?;
     let (store, opts) = (cx.store, cx.opts);
     let base = match stage.base {
         crate::plan::Base::Stage { index } => {
@@ -134,13 +144,19 @@ pub(super) fn build_stage(
                     .clone()
                     .filter(|w| !w.is_empty())
                     .unwrap_or_else(|| "/".into());
+                let mounted = super::run_mounts::mount_sources(run, &sources, cx, &stage.platform)?;
                 let key = run_key(&chain, run, &env, &user, &workdir, &stage.platform, opts);
+                let key = mounts_key(&key, &mounted);
                 chain = key.clone();
                 let input = RunParts {
                     env,
                     user,
                     workdir,
                     platform: stage.platform.to_string(),
+                    mount_sources: mounted
+                        .iter()
+                        .map(|m| m.as_ref().map(super::run_mounts::lower))
+                        .collect(),
                 };
                 let layer = run_or_reuse(run, input, &key, &base, &layers, &mut fs, runner, cx)?;
                 layers.push(layer);
@@ -208,7 +224,31 @@ pub(super) fn run_key(
         opts.compression,
         opts.source_date_epoch,
     );
-    cache_key(&definition, Some(chain), &[])
+    let key = cache_key(&definition, Some(chain), &[]);
+    with_extra_hosts(key, &opts.run_settings.extra_hosts)
+}
+
+/// A RUN's key with the `--add-host` entries its `/etc/hosts` holds; unchanged without any,
+/// so builds without the flag keep their keys.
+fn with_extra_hosts(key: Digest, hosts: &[super::run::ExtraHost]) -> Digest {
+    if hosts.is_empty() {
+        return key;
+    }
+    cache_key(&(CHAIN_FORMAT, "extra-hosts", hosts), Some(&key), &[])
+}
+
+/// A RUN's key with the content digests of its mounts' sources (binds, caches' `from`);
+/// the key itself when it has none, so RUNs without such mounts keep their keys.
+fn mounts_key(key: &Digest, sources: &[Option<LayerDigests>]) -> Digest {
+    let ids: Vec<Digest> = sources
+        .iter()
+        .flatten()
+        .map(|d| d.diff_id.clone())
+        .collect();
+    if ids.is_empty() {
+        return key.clone();
+    }
+    cache_key(&(CHAIN_FORMAT, "run-mounts"), Some(key), &ids)
 }
 
 /// The environment of a RUN: the config's Env (with docker's PATH when it has none), then the
@@ -236,6 +276,8 @@ struct RunParts {
     workdir: String,
     /// `os/arch[/variant]`.
     platform: String,
+    /// See [`RunInput::mount_sources`].
+    mount_sources: Vec<Option<LowerLayer>>,
 }
 
 /// `RUN` and the command as the user wrote it (the shell's script for the shell form), cut
@@ -296,7 +338,9 @@ fn run_or_reuse(
         user: parts.user,
         workdir: parts.workdir,
         platform: parts.platform,
+        extra_hosts: opts.run_settings.extra_hosts.clone(),
         lowers,
+        mount_sources: parts.mount_sources,
         source_date_epoch: (opts.source_date_epoch != 0).then_some(opts.source_date_epoch),
         output: &output,
     };

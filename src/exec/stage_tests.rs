@@ -160,6 +160,7 @@ impl Fixture {
             compress_threads: Some(1),
             normalize_modes: false,
             runner: Some(self.runner.clone()),
+            run_settings: Default::default(),
         }
     }
 
@@ -340,20 +341,8 @@ fn a_failing_run_names_its_line_and_stores_nothing_for_its_key() {
 }
 
 #[test]
-fn a_mount_not_built_yet_and_a_foreign_platform_are_located_errors() {
+fn a_foreign_platform_is_a_located_error() {
     let fx = Fixture::new(&[]);
-    let Step::Run(mut r) = run("touch /x") else {
-        unreachable!()
-    };
-    r.mounts = vec![crate::plan::RunMount::Tmpfs {
-        target: "/tmp".into(),
-        size: None,
-    }];
-    let err = fx.build(vec![Step::Run(r)]).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "Dockerfile:3:1: RUN --mount=type=tmpfs is not supported yet"
-    );
     let host = Platform::host();
     let foreign: Platform = if host.architecture == "arm64" {
         "linux/amd64"
@@ -411,4 +400,87 @@ fn run_keys_chain_on_what_is_below() {
     let mut moved = r.clone();
     moved.location = Location::new("Dockerfile", 9, 1);
     assert_eq!(a, super::run_key(&chain, &moved, &env, "", "/", &p, &opts));
+}
+
+#[test]
+fn insecure_runs_only_with_the_entitlement() {
+    let fx = Fixture::new(&[]);
+    let Step::Run(mut r) = run("touch /x") else {
+        unreachable!()
+    };
+    r.insecure = true;
+    let err = fx.build(vec![Step::Run(r.clone())]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Dockerfile:3:1: RUN --security=insecure needs the security.insecure entitlement: \
+         pass `lade build --allow security.insecure` if this Dockerfile is trusted"
+    );
+    assert!(fx.runner.commands().is_empty());
+    let mut opts = fx.opts();
+    opts.run_settings.allow_insecure = true;
+    let plan = Plan {
+        stages: vec![Stage {
+            name: None,
+            base: Base::Scratch,
+            platform: Platform::host(),
+            steps: vec![Step::Run(r)],
+            location: Location::new("Dockerfile", 1, 1),
+        }],
+        target: 0,
+        annotations: BTreeMap::new(),
+        tags: Vec::new(),
+    };
+    let context = BuildContext::new(fx.context_dir.path(), &[]).unwrap();
+    build(&plan, &context, &fx.store, &opts, &Quiet).unwrap();
+    assert_eq!(fx.runner.commands(), ["fake touch /x"]);
+}
+
+#[test]
+fn extra_hosts_enter_run_keys_and_their_absence_changes_nothing() {
+    let base = super::BaseImage {
+        name: "scratch".into(),
+        config: Default::default(),
+        layers: Vec::new(),
+        origin: None,
+    };
+    let p = Platform::host();
+    let chain = super::base_chain(&base, &p);
+    let Step::Run(r) = run("touch /x") else {
+        unreachable!()
+    };
+    let fx = Fixture::new(&[]);
+    let env = vec!["PATH=/bin".to_string()];
+    let key = |hosts: &[&str]| {
+        let mut opts = fx.opts();
+        opts.run_settings.extra_hosts = hosts
+            .iter()
+            .map(|h| crate::exec::run::ExtraHost::parse(h).unwrap())
+            .collect();
+        super::run_key(&chain, &r, &env, "", "/", &p, &opts)
+    };
+    let plain = crate::plan::cache_key(
+        &(
+            super::CHAIN_FORMAT,
+            "run",
+            &r.command,
+            &env,
+            "",
+            "/",
+            r.network,
+            &r.mounts,
+            r.insecure,
+            &r.files,
+            p.to_string(),
+            Compression::Gzip,
+            0u64,
+        ),
+        Some(&chain),
+        &[],
+    );
+    assert_eq!(key(&[]), plain);
+    let one = key(&["db:10.0.0.1"]);
+    assert_ne!(one, plain);
+    assert_ne!(one, key(&["db:10.0.0.2"]));
+    assert_ne!(one, key(&["db:10.0.0.1", "cache:10.0.0.3"]));
+    assert_eq!(one, key(&["DB=10.0.0.1"]));
 }

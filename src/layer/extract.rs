@@ -328,7 +328,9 @@ struct DirMeta {
 struct Extractor<'o> {
     root: OwnedFd,
     opts: &'o ExtractOptions,
-    euid: u32,
+    /// Root on the host: device nodes can be created (not in a user namespace, where euid 0
+    /// has no CAP_MKNOD over the host's devices).
+    may_mknod: bool,
     /// Paths (cleaned, relative) this layer created, with all their ancestors.
     ours: HashSet<Vec<u8>>,
     dirs: BTreeMap<Vec<u8>, DirMeta>,
@@ -644,10 +646,11 @@ impl Extractor<'_> {
                     TarKind::CharDevice => libc::S_IFCHR,
                     _ => libc::S_IFBLK,
                 };
-                if fmt != libc::S_IFIFO && !(self.opts.allow_devices && self.euid == 0) {
+                if fmt != libc::S_IFIFO && !(self.opts.allow_devices && self.may_mknod) {
                     if self.opts.allow_devices && !DEVICES_SKIPPED.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
-                            "device nodes in layers are skipped when not running as root (first: {})",
+                            "device nodes in layers are skipped when not running as root on the \
+                             host (first: {})",
                             info.path
                         );
                     }
@@ -841,20 +844,30 @@ fn is_overlay_xattr(k: &str) -> bool {
     k.starts_with("trusted.overlay.") || k.starts_with("user.overlay.")
 }
 
-/// Marks the directory behind the `O_PATH` descriptor `dir` opaque for overlayfs.
+/// Whether this process is in a user namespace other than the initial one (rootless builds):
+/// its `uid_map` is not the identity over all ids. There, `trusted.*` xattrs cannot be set and
+/// overlayfs is mounted with `userxattr`, so whiteouts use `user.overlay.*`.
+/// Read once: a rootless build's child enters its namespace before anything asks.
+pub fn in_user_namespace() -> bool {
+    static IN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *IN.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/uid_map")
+            .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+    })
+}
+
+/// Marks the directory behind the `O_PATH` descriptor `dir` opaque for overlayfs
+/// (`user.overlay.opaque` in a user namespace, where overlayfs is mounted with `userxattr`).
 fn overlay_opaque(dir: RawFd) -> io::Result<()> {
     let fd = openat(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let name = if in_user_namespace() {
+        c"user.overlay.opaque"
+    } else {
+        c"trusted.overlay.opaque"
+    };
     // SAFETY: valid fd, name and value buffer.
-    cvt(unsafe {
-        libc::fsetxattr(
-            fd.as_raw_fd(),
-            c"trusted.overlay.opaque".as_ptr(),
-            b"y".as_ptr().cast(),
-            1,
-            0,
-        )
-    })
-    .map(drop)
+    cvt(unsafe { libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), b"y".as_ptr().cast(), 1, 0) })
+        .map(drop)
 }
 
 fn timespec(secs: i64) -> libc::timespec {
@@ -882,7 +895,7 @@ pub(crate) fn extract_tar<R: Read>(
         root: root_fd,
         opts,
         // SAFETY: geteuid cannot fail.
-        euid: unsafe { libc::geteuid() },
+        may_mknod: unsafe { libc::geteuid() } == 0 && !in_user_namespace(),
         ours: HashSet::new(),
         dirs: BTreeMap::new(),
         cache: None,

@@ -19,7 +19,7 @@ mod writer;
 
 pub use compress::decompress;
 pub use diff_id::DiffIdReader;
-pub use extract::ExtractOptions;
+pub use extract::{in_user_namespace, ExtractOptions};
 pub use reader::{TarEntryInfo, TarKind};
 // `SpecialKind` is defined below, next to `EntryKind`.
 pub use writer::{default_threads, set_compression_limit};

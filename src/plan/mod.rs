@@ -91,13 +91,21 @@ impl Plan {
 }
 
 impl Stage {
-    /// The stages this one reads from: its base and its COPY --from sources.
+    /// The stages this one reads from: its base, its COPY --from sources and its RUN
+    /// mounts' `from`.
     pub fn deps(&self) -> Vec<usize> {
         let mut deps = Vec::new();
         if let Base::Stage { index } = self.base {
             deps.push(index);
         }
         for step in &self.steps {
+            if let Step::Run(r) = step {
+                for m in &r.mounts {
+                    if let Some(CopyFrom::Stage { index, .. }) = m.from() {
+                        deps.push(*index);
+                    }
+                }
+            }
             if let Step::Layer(l) = step {
                 for set in &l.sources {
                     if let FileSet::Copy {
@@ -383,16 +391,16 @@ pub struct RunFile {
     pub mode: u32,
 }
 
-/// One `RUN --mount` (BuildKit's mount types and options). `from` names a stage or image as
-/// written.
+/// One `RUN --mount` (BuildKit's mount types and options). `from` is a stage or image,
+/// resolved like `COPY --from`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum RunMount {
-    /// Read-only (unless `rw`) view of the context or of `from` at `source`.
+    /// Read-only (unless `rw`) view of the context (`from` None) or of `from` at `source`.
     Bind {
         target: String,
         source: Option<String>,
-        from: Option<String>,
+        from: Option<CopyFrom>,
         readwrite: bool,
     },
     /// A directory kept between builds, keyed by `id` (default: the target).
@@ -400,7 +408,8 @@ pub enum RunMount {
         target: String,
         id: Option<String>,
         sharing: CacheSharing,
-        from: Option<String>,
+        /// Where a new cache's first contents come from (`source` of it).
+        from: Option<CopyFrom>,
         source: Option<String>,
         readonly: bool,
         mode: Option<u32>,
@@ -433,6 +442,21 @@ pub enum RunMount {
 }
 
 impl RunMount {
+    /// The stage or image the mount reads, if any.
+    pub fn from(&self) -> Option<&CopyFrom> {
+        match self {
+            RunMount::Bind { from, .. } | RunMount::Cache { from, .. } => from.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Sets where the mount reads from (the frontends resolve the name first).
+    pub fn set_from(&mut self, f: CopyFrom) {
+        if let RunMount::Bind { from, .. } | RunMount::Cache { from, .. } = self {
+            *from = Some(f);
+        }
+    }
+
     /// The `type=` value.
     pub fn type_name(&self) -> &'static str {
         match self {

@@ -494,3 +494,19 @@ pub fn raw_tar(members: &[Vec<u8>]) -> Vec<u8> {
     v.extend_from_slice(&[0u8; 1024]);
     v
 }
+
+/// The non-root user with /etc/subuid and /etc/subgid ranges that `cargo xtask test` makes
+/// (`LADE_TEST_ROOTLESS_USER`, xtask/src/rootless.rs), or a test failure saying why there is
+/// none.
+#[track_caller]
+pub fn require_rootless_user() -> String {
+    if let Ok(e) = std::env::var("LADE_TEST_ROOTLESS_ERROR") {
+        panic!("xtask could not make the rootless test user: {e}");
+    }
+    std::env::var("LADE_TEST_ROOTLESS_USER").unwrap_or_else(|_| {
+        panic!(
+            "LADE_TEST_ROOTLESS_USER is not set: run this test through `cargo xtask test`, \
+             which makes a user with subordinate ids"
+        )
+    })
+}

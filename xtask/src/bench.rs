@@ -23,6 +23,7 @@
 //! | `lade (no-op rebuild)` (R, D) | the Dockerfile again on a warm cache: no RUN runs | buildah's and BuildKit's no-op rebuilds |
 //! | `buildah (no-op rebuild)` (R1, D3) | `buildah bud --layers` again on its warm storage, then `buildah push` | |
 //! | `BuildKit (no-op rebuild)` (R1, D3) | `docker build` again on its warm cache, then `docker save` | |
+//! | `lade (rootless, cold)` (R0, R1) | the cold Dockerfile build as the non-root user `lade-rootless` (subordinate ids, `xtask/src/rootless.rs`), through `setpriv` | lade's cold build as root |
 //!
 //! The RUN workloads of issue #13 (R0-R2 on busybox, D0-D3 on a Debian minbase when one is
 //! given) are described in [`runs`]; after the table the bench prints the per-RUN overhead of
@@ -259,7 +260,7 @@ fn missing_on(c: &Ctx, tool: &Tool, w: &Workload) -> Option<String> {
     }
     match tool.name {
         BUILDKIT | BUILDKIT_NOOP => c.docker_base(w).err(),
-        LADE_DOCKERFILE | LADE_NOOP | BUILDAH | BUILDAH_NOOP => c.base_ref(w).err(),
+        LADE_DOCKERFILE | LADE_NOOP | LADE_ROOTLESS | BUILDAH | BUILDAH_NOOP => c.base_ref(w).err(),
         _ => None,
     }
 }
@@ -272,6 +273,9 @@ const SKOPEO: &str = "skopeo copy";
 const LADE_COLD_OUT: &str = "lade-cold";
 const LADE_DOCKERFILE: &str = "lade (dockerfile, cold)";
 const LADE_NOOP: &str = "lade (no-op rebuild)";
+const LADE_ROOTLESS: &str = "lade (rootless, cold)";
+/// The rootless rows (#14): R0 and R1 as the rootless test user, beside root's.
+const ROOTLESS_WORKLOADS: &[&str] = &["R0", "R1"];
 const BUILDAH_NOOP: &str = "buildah (no-op rebuild)";
 const BUILDKIT_NOOP: &str = "BuildKit (no-op rebuild)";
 
@@ -361,6 +365,13 @@ fn tools() -> Vec<Tool> {
             ..row(LADE_DOCKERFILE, |c, w, r| {
                 lade_dockerfile(c, w, &c.cache(w.name), &r.out)
             })
+        },
+        Tool {
+            missing: |_| crate::rootless::ensure().err().map(|e| format!("{e:#}")),
+            prepare: |c, w, _| rootless_prepare(c, w),
+            refs: &[LADE_DOCKERFILE],
+            workloads: Some(ROOTLESS_WORKLOADS),
+            ..row(LADE_ROOTLESS, |c, w, _| lade_rootless(c, w))
         },
         Tool {
             // The untimed build before each run: a no-op once the cache is warm.
@@ -490,6 +501,56 @@ fn lade_dockerfile(c: &Ctx, w: &Workload, cache: &Path, out: &Path) -> Command {
         .arg(format!("type=oci,dest={}", out.display()))
         .args(["--progress", "quiet"])
         .arg(c.context(w))
+        .env_remove("SOURCE_DATE_EPOCH");
+    cmd
+}
+
+/// Where the rootless rows work: a directory the rootless user owns, with copies of the base
+/// layout and the workload's context (the bench's own are root's), its store and its output.
+fn rootless_dir(c: &Ctx) -> PathBuf {
+    c.scratch.join("rootless")
+}
+
+/// A fresh store for the rootless run, the base and context copied in, all the user's.
+fn rootless_prepare(c: &Ctx, w: &Workload) -> Result<()> {
+    let dir = rootless_dir(c);
+    std::fs::create_dir_all(&dir)?;
+    let base = c.refs.base.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !dir.join("base").exists() {
+        run_ok(Command::new("cp").arg("-a").arg(base).arg(dir.join("base")))?;
+    }
+    let ctx = dir.join(format!("ctx-{}", w.name));
+    if !ctx.exists() {
+        run_ok(Command::new("cp").arg("-a").arg(c.context(w)).arg(&ctx))?;
+    }
+    fresh_dir(&dir.join("cache"))?;
+    run_ok(
+        Command::new("chown")
+            .arg("-R")
+            .arg(format!("{}:", crate::rootless::USER))
+            .arg(&dir),
+    )?;
+    Ok(())
+}
+
+/// `lade build` of the workload as the rootless user (`setpriv`), cold, on the copies of
+/// [`rootless_prepare`].
+fn lade_rootless(c: &Ctx, w: &Workload) -> Command {
+    let dir = rootless_dir(c);
+    let user = crate::rootless::USER;
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid", user, "--regid", user, "--init-groups"])
+        .arg(&c.lade)
+        .arg("build")
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .arg("--build-arg")
+        .arg(format!("BASE=oci:{}:1", dir.join("base").display()))
+        .arg("--output")
+        .arg(format!("type=oci,dest={}", dir.join("out.tar").display()))
+        .args(["--progress", "quiet"])
+        .arg(dir.join(format!("ctx-{}", w.name)))
+        .env("HOME", &dir)
         .env_remove("SOURCE_DATE_EPOCH");
     cmd
 }
@@ -942,7 +1003,7 @@ fn per_run_overhead(table: &[Line]) -> Vec<String> {
     };
     let mut out = Vec::new();
     for (runs, zero) in [("R1", "R0"), ("D1", "D0")] {
-        let parts: Vec<String> = [LADE_DOCKERFILE, BUILDAH, BUILDKIT]
+        let parts: Vec<String> = [LADE_DOCKERFILE, LADE_ROOTLESS, BUILDAH, BUILDKIT]
             .iter()
             .filter_map(|tool| {
                 let ms =

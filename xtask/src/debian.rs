@@ -62,7 +62,7 @@ pub fn ensure() -> Result<Bases> {
     })
 }
 
-fn cache_dir() -> PathBuf {
+pub(crate) fn cache_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
         return PathBuf::from(x).join("lade-xtask");
     }
@@ -75,12 +75,12 @@ fn cache_dir() -> PathBuf {
 }
 
 /// An exclusive `flock` on a file of the cache, released when dropped.
-struct Lock {
+pub(crate) struct Lock {
     _file: File,
 }
 
 impl Lock {
-    fn exclusive(path: &Path) -> Result<Self> {
+    pub(crate) fn exclusive(path: &Path) -> Result<Self> {
         let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
         // SAFETY: flock(2) on a descriptor we own.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
@@ -112,7 +112,7 @@ fn sweep_tmp(cache: &Path) {
 /// `Types: deb` stanza (deb822) that has the `main` component and is not a security or
 /// updates archive, in `/etc/apt/sources.list` then `/etc/apt/sources.list.d/*.list|*.sources`
 /// by name.
-fn mirror() -> Result<String> {
+pub(crate) fn mirror() -> Result<String> {
     let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
     if let Ok(rd) = fs::read_dir("/etc/apt/sources.list.d") {
         let mut more: Vec<PathBuf> = rd

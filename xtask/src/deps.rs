@@ -60,6 +60,14 @@ pub const TEST: &[Need] = &[
     // the wheels their Flask test installs.
     exec("debootstrap", &["debootstrap"]),
     exec("python3-pip", &["pip3"]),
+    // newuidmap/newgidmap: the rootless RUN tests run lade as a user with subordinate ids.
+    exec("uidmap", &["newuidmap", "newgidmap"]),
+    // Foreign-platform RUN steps (tests/run_platform.rs): QEMU's user-mode emulators,
+    // registered with binfmt_misc (F flag) by binfmt-support; `dpkg-deb` unpacks the arm64
+    // busybox .deb (xtask/src/foreign.rs).
+    exec("qemu-user-static", &["qemu-aarch64-static"]),
+    exec("binfmt-support", &["update-binfmts"]),
+    exec("dpkg", &["dpkg-deb"]),
 ];
 
 /// What `cargo xtask bench` needs. Its reference tools (buildah, docker.io, skopeo,

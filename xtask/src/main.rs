@@ -6,9 +6,11 @@ mod bench;
 mod debian;
 mod deps;
 mod docker;
+mod foreign;
 mod fuzz;
 mod proc;
 mod registry;
+mod rootless;
 mod signal;
 mod test;
 

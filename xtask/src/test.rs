@@ -18,6 +18,10 @@
 //! | `LADE_TEST_DEBIAN_PYTHON_LAYOUT` | `oci:DIR:TAG` of that minbase + python3, pip, gcc, libc6-dev |
 //! | `LADE_TEST_WHEELS` | a directory of the wheels of Flask and its dependencies (cp311) |
 //! | `LADE_TEST_DEBIAN_ERROR` | instead of the three above: why they could not be made |
+//! | `LADE_TEST_ROOTLESS_USER` | a non-root user with /etc/subuid and /etc/subgid ranges (`xtask/src/rootless.rs`) |
+//! | `LADE_TEST_ROOTLESS_ERROR` | instead: why there is none |
+//! | `LADE_TEST_BUSYBOX_ARM64` | a static aarch64 busybox (Debian `busybox-static:arm64`) |
+//! | `LADE_TEST_BUSYBOX_ARM64_ERROR` | instead: why it could not be had |
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 use std::time::Duration;
@@ -27,7 +31,7 @@ use anyhow::{bail, Context, Result};
 use crate::docker::{self, Dockerd};
 use crate::proc::Scratch;
 use crate::registry::{self, Registry, TlsAuth};
-use crate::{cargo, debian, deps, repo_root, signal};
+use crate::{cargo, debian, deps, foreign, repo_root, rootless, signal};
 
 struct Options {
     services: bool,
@@ -69,6 +73,8 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     deps::ensure(deps::TEST)?;
     // Made (or found in the cache) before the daemons start: the first run takes minutes.
     let debian = debian_env();
+    let rootless = rootless_env();
+    let foreign = foreign_env();
     signal::check()?;
     let mut services = Services::start()?;
     if opts.keep {
@@ -77,9 +83,25 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     println!("xtask: {}", services.summary());
     let mut env = services.env();
     env.extend(debian);
+    env.extend(rootless);
+    env.extend(foreign);
     let code = cargo_test(&opts.cargo_args, &env);
     drop(services);
     code
+}
+
+/// The foreign-platform part: an arm64 busybox, and (as root) binfmt_misc with qemu-aarch64.
+/// Without a handler the tests check lade's error instead, so that is only reported.
+fn foreign_env() -> Vec<(&'static str, String)> {
+    println!("xtask: binfmt_misc: {}", foreign::ensure_binfmt());
+    match foreign::busybox_arm64() {
+        Ok(p) => vec![("LADE_TEST_BUSYBOX_ARM64", p.display().to_string())],
+        Err(e) => {
+            let e = format!("{e:#}");
+            eprintln!("xtask: warning: no arm64 busybox; its tests will fail:\n{e}");
+            vec![("LADE_TEST_BUSYBOX_ARM64_ERROR", e)]
+        }
+    }
 }
 
 /// The Debian bases' part of the contract. Failing to make them (an unreachable mirror) fails
@@ -96,6 +118,15 @@ fn debian_env() -> Vec<(&'static str, String)> {
             eprintln!("xtask: warning: the Debian bases are missing; their tests will fail:\n{e}");
             vec![("LADE_TEST_DEBIAN_ERROR", e)]
         }
+    }
+}
+
+/// The rootless RUN tests' user (`LADE_TEST_ROOTLESS_USER`), or why there is none
+/// (`LADE_TEST_ROOTLESS_ERROR`: those tests fail with it).
+fn rootless_env() -> Vec<(&'static str, String)> {
+    match rootless::ensure() {
+        Ok(user) => vec![("LADE_TEST_ROOTLESS_USER", user.to_string())],
+        Err(e) => vec![("LADE_TEST_ROOTLESS_ERROR", format!("{e:#}"))],
     }
 }
 

@@ -101,6 +101,11 @@ fn remove_any(p: &Path) -> io::Result<()> {
 
 /// Applies the extracted layer `src` onto `dst`. Every directory descended into in `dst` was
 /// checked to be a real directory first, so nothing is written through a symlink.
+/// Copies the tree `src` into the existing directory `dst` (owners, modes, links kept).
+pub(super) fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
+    apply(src, dst, &mut HashMap::new())
+}
+
 fn apply(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -> io::Result<()> {
     for e in std::fs::read_dir(src)? {
         let e = e?;

@@ -7,6 +7,7 @@
 //! see each other's containers. While the container lives, SIGINT/SIGTERM runs
 //! `<runtime> delete --force` on it before lade exits.
 
+use super::hosts::ExtraHost;
 use super::oci;
 use super::RunError;
 use crate::plan::RunNetwork;
@@ -38,6 +39,13 @@ pub struct ProcessSpec {
     pub hostname: String,
     pub network: RunNetwork,
     pub mounts: Vec<BindMount>,
+    /// `RUN --mount=type=tmpfs`: (target, size in bytes).
+    pub tmpfs: Vec<(String, Option<u64>)>,
+    /// `--add-host` lines of `/etc/hosts`.
+    pub extra_hosts: Vec<ExtraHost>,
+    /// `RUN --security=insecure` (allowed by `--allow security.insecure`): BuildKit's insecure
+    /// mode, see [`oci::config`].
+    pub insecure: bool,
 }
 
 /// Runs a process in a root filesystem and returns its exit code (128 + signal when killed).
@@ -196,10 +204,16 @@ impl Executor for OciRuntime {
             let p = b.join(name);
             std::fs::write(&p, bytes).map_err(|e| sandbox(&p, e))
         };
-        write("hosts", oci::hosts_file(&spec.hostname).as_bytes())?;
+        write(
+            "hosts",
+            super::hosts::hosts_file(&spec.hostname, &spec.extra_hosts).as_bytes(),
+        )?;
         write("hostname", format!("{}\n", spec.hostname).as_bytes())?;
         write("resolv.conf", &oci::resolv_conf())?;
-        let config = oci::config(spec, root, b);
+        let mut config = oci::config(spec, root, b);
+        if crate::layer::in_user_namespace() {
+            oci::for_user_namespace(&mut config);
+        }
         write(
             "config.json",
             &serde_json::to_vec(&config).map_err(|e| RunError::Sandbox(e.to_string()))?,

@@ -4,28 +4,36 @@
 //! implementation behind [`StepRunner`] never decides what is cached or how layers are written
 //! (BuildKit's solver / executor split).
 
+mod binfmt;
 mod copy;
 mod diff;
 mod executor;
+mod hosts;
 mod layers;
 mod lowers;
+mod mounts;
 mod oci;
 mod runner;
+mod security;
 mod snapshot;
 mod user;
+pub mod userns;
 
 pub use copy::Copy;
 pub use diff::{tree_to_entries, upper_to_entries, CopiedDirs, DiffOptions};
 pub use executor::{
     sweep_stale as sweep_stale_containers, BindMount, Executor, OciRuntime, ProcessSpec,
 };
+pub use hosts::ExtraHost;
 pub use layers::extracted;
 pub use lowers::LowerView;
+pub use mounts::{prune_caches, SecretSource, Secrets, SshAgents, BIND_ENTRY};
 pub use runner::{SandboxRunner, SnapshotterChoice};
 pub use snapshot::{sweep_stale as sweep_stale_snapshots, Overlay, Snapshot, Snapshotter};
 pub use user::{resolve_user, ResolvedUser, UserError};
 
 use crate::digest::Digest;
+use crate::image::Platform;
 use crate::layer::Entry;
 use crate::plan::RunStep;
 use crate::store::Store;
@@ -54,7 +62,12 @@ pub struct RunInput<'a> {
     pub workdir: String,
     /// `os/arch[/variant]` of the stage.
     pub platform: String,
+    /// `--add-host` entries for the step's `/etc/hosts`.
+    pub extra_hosts: Vec<ExtraHost>,
     pub lowers: Vec<LowerLayer>,
+    /// One per `step.mounts`: for a bind, and a cache with `from`, the layer holding its
+    /// source at [`BIND_ENTRY`] (exec copies it there); None for the others.
+    pub mount_sources: Vec<Option<LowerLayer>>,
     /// `SOURCE_DATE_EPOCH` when the user set it: newer mtimes in the diff are clamped to it.
     pub source_date_epoch: Option<u64>,
     /// Receives the step's output (stdout and stderr, merged), a chunk at a time.
@@ -73,6 +86,32 @@ pub struct RunOutput {
 /// above this seam use in-memory fakes.
 pub trait StepRunner: Send + Sync {
     fn run(&self, input: &RunInput<'_>, store: &Store) -> Result<RunOutput, RunError>;
+
+    /// Whether steps for `platform` can run here, asked before any layer of a stage with RUN
+    /// steps is written: `Ok(Some(how))` when they run other than natively (said once in the
+    /// progress output), `Err` with one sentence naming the platform and what to install.
+    /// By default only the host's platform runs.
+    fn check_platform(&self, platform: &Platform) -> Result<Option<String>, String> {
+        let host = Platform::host();
+        if platform.os == host.os && platform.architecture == host.architecture {
+            Ok(None)
+        } else {
+            Err(format!(
+                "RUN for {platform} on a {host} host is not supported yet"
+            ))
+        }
+    }
+}
+
+/// Build-wide settings of RUN steps, from `lade build` flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSettings {
+    /// `--add-host NAME:IP`: lines of every step's `/etc/hosts`, in order. Part of RUN keys
+    /// (as in BuildKit, where they are part of the exec op).
+    pub extra_hosts: Vec<ExtraHost>,
+    /// `--allow security.insecure`: BuildKit's entitlement, without which
+    /// `RUN --security=insecure` is an error. Not part of keys: it only allows.
+    pub allow_insecure: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -100,6 +100,22 @@ pub fn config(spec: &ProcessSpec, rootfs: &Path, bundle: &Path) -> Value {
         bind("/etc/hosts", "hosts"),
         bind("/etc/hostname", "hostname"),
     ];
+    // RUN mounts (and the step's files) after the standard ones, a parent before what is
+    // mounted inside it whatever the order they were written in (BuildKit sorts them too).
+    let first_user_mount = mounts.len();
+    for (target, size) in &spec.tmpfs {
+        // BuildKit's tmpfs mount options; the size only when given.
+        let mut options = vec!["nosuid".to_string(), "nodev".into()];
+        if let Some(s) = size {
+            options.push(format!("size={s}"));
+        }
+        mounts.push(json!({
+            "destination": target,
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": options,
+        }));
+    }
     for m in &spec.mounts {
         let mut options = vec!["rbind"];
         if m.readonly {
@@ -112,7 +128,12 @@ pub fn config(spec: &ProcessSpec, rootfs: &Path, bundle: &Path) -> Value {
             "options": options,
         }));
     }
-    json!({
+    mounts[first_user_mount..].sort_by_key(|m| {
+        m["destination"]
+            .as_str()
+            .map_or(0, |d| d.split('/').filter(|c| !c.is_empty()).count())
+    });
+    let mut config = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -140,7 +161,36 @@ pub fn config(spec: &ProcessSpec, rootfs: &Path, bundle: &Path) -> Value {
             "maskedPaths": MASKED,
             "readonlyPaths": READONLY,
         },
-    })
+    });
+    if spec.insecure {
+        super::security::make_insecure(&mut config);
+    }
+    config
+}
+
+/// Adapts `config` to a runtime started inside a user namespace (rootless builds), as
+/// `runc spec --rootless` does: sysfs cannot be mounted there unless the step has a network
+/// namespace of its own (`--network none`), so otherwise the host's `/sys` is bind-mounted
+/// read-only instead (the step shares the host's network anyway); the device
+/// cgroup cannot be written (the runtime's rootless cgroup handling skips it), and device
+/// nodes cannot be created or opened beyond what the runtime binds anyway.
+pub fn for_user_namespace(config: &mut Value) {
+    let own_network = config["linux"]["namespaces"]
+        .as_array()
+        .is_some_and(|ns| ns.iter().any(|n| n["type"] == "network"));
+    if own_network {
+        // The step's network namespace belongs to the user namespace: sysfs can be mounted,
+        // and shows its own interfaces, not the host's.
+        return;
+    }
+    if let Some(mounts) = config["mounts"].as_array_mut() {
+        for m in mounts.iter_mut() {
+            if m["type"] == "sysfs" {
+                *m = json!({"destination": "/sys", "type": "bind", "source": "/sys",
+                            "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
+            }
+        }
+    }
 }
 
 /// Docker's device cgroup: nothing but the standard nodes of `/dev` (a device node that a
@@ -170,11 +220,6 @@ fn device_rules() -> Value {
         allow("c", Some(136), None, "rwm"),
         allow("c", Some(5), Some(2), "rwm"),
     ])
-}
-
-/// `/etc/hosts` of a RUN: loopback names and the hostname.
-pub fn hosts_file(hostname: &str) -> String {
-    format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
 }
 
 /// The host's resolver configuration, as BuildKit passes it: systemd-resolved's stub
@@ -214,9 +259,56 @@ mod tests {
                 destination: "/src".into(),
                 readonly: true,
             }],
+            tmpfs: vec![("/tmp/t".into(), Some(1 << 20))],
+            extra_hosts: vec![],
+            insecure: false,
         };
         let v = config(&spec, Path::new("/store/run/snap/merged"), Path::new("/b"));
         insta::assert_json_snapshot!(v);
+    }
+
+    #[test]
+    fn in_a_user_namespace_sys_is_a_read_only_bind_of_the_hosts() {
+        let spec = ProcessSpec {
+            args: vec!["true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            hostname: HOSTNAME.into(),
+            network: RunNetwork::Default,
+            mounts: vec![],
+            tmpfs: vec![],
+            extra_hosts: vec![],
+            insecure: false,
+        };
+        let mut v = config(&spec, Path::new("/r"), Path::new("/b"));
+        let before = v["mounts"].as_array().unwrap().len();
+        for_user_namespace(&mut v);
+        let mounts = v["mounts"].as_array().unwrap();
+        assert_eq!(mounts.len(), before);
+        assert!(mounts.iter().all(|m| m["type"] != "sysfs"));
+        let sys: Vec<&Value> = mounts
+            .iter()
+            .filter(|m| m["destination"] == "/sys")
+            .collect();
+        assert_eq!(
+            sys,
+            [
+                &json!({"destination": "/sys", "type": "bind", "source": "/sys",
+                     "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
+            ]
+        );
+        // With a network namespace of its own the step mounts sysfs as root does.
+        let none = ProcessSpec {
+            network: RunNetwork::None,
+            ..spec
+        };
+        let mut v = config(&none, Path::new("/r"), Path::new("/b"));
+        let before = v.clone();
+        for_user_namespace(&mut v);
+        assert_eq!(v, before);
     }
 
     #[test]
@@ -231,6 +323,9 @@ mod tests {
             hostname: HOSTNAME.into(),
             network: RunNetwork::Default,
             mounts: vec![],
+            tmpfs: vec![],
+            extra_hosts: vec![],
+            insecure: false,
         };
         let v = config(&spec, Path::new("/r"), Path::new("/b"));
         let ns: Vec<&str> = v["linux"]["namespaces"]

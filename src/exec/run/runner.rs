@@ -6,6 +6,7 @@ use super::copy::Copy;
 use super::diff::DiffOptions;
 use super::executor::{BindMount, Executor, OciRuntime, ProcessSpec};
 use super::layers::extracted;
+use super::mounts::{mount_all, MountCx, Secrets, SshAgents};
 use super::oci::{HOSTNAME, MOUNT_DIRS, MOUNT_FILES};
 use super::snapshot::{Overlay, Snapshot, Snapshotter};
 use super::user::resolve_user;
@@ -38,6 +39,11 @@ pub struct SandboxRunner {
     overlay_failed: OnceLock<String>,
     /// The fallback was named in a step's output (once per build).
     fallback_named: std::sync::atomic::AtomicBool,
+    /// `--secret` and `--ssh`: what `RUN --mount=type=secret|ssh` can mount.
+    secrets: Secrets,
+    ssh: SshAgents,
+    /// Foreign platforms whose emulator was named (once per build).
+    platforms_named: Mutex<HashSet<String>>,
 }
 
 const TAIL_LINES: usize = 10;
@@ -50,7 +56,17 @@ impl SandboxRunner {
             snapshotter,
             overlay_failed: OnceLock::new(),
             fallback_named: Default::default(),
+            secrets: Secrets::default(),
+            ssh: SshAgents::default(),
+            platforms_named: Default::default(),
         }
+    }
+
+    /// The build secrets and ssh agents RUN mounts may use.
+    pub fn with_mounts(mut self, secrets: Secrets, ssh: SshAgents) -> SandboxRunner {
+        self.secrets = secrets;
+        self.ssh = ssh;
+        self
     }
 
     fn prepare(&self, lowers: &[PathBuf], store: &Store) -> Result<Box<dyn Snapshot>, RunError> {
@@ -75,7 +91,30 @@ impl SandboxRunner {
 }
 
 impl StepRunner for SandboxRunner {
+    fn check_platform(&self, platform: &crate::image::Platform) -> Result<Option<String>, String> {
+        let dir = super::binfmt::default_dir();
+        match super::binfmt::support(platform, &crate::image::Platform::host(), &dir)? {
+            super::binfmt::Support::Native => Ok(None),
+            super::binfmt::Support::Emulated(h) => {
+                let mut said = self
+                    .platforms_named
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                Ok(said.insert(platform.to_string()).then(|| {
+                    format!(
+                        "RUN for {platform}: emulated through binfmt_misc handler {} ({})",
+                        h.name, h.interpreter
+                    )
+                }))
+            }
+        }
+    }
+
     fn run(&self, input: &RunInput<'_>, store: &Store) -> Result<RunOutput, RunError> {
+        // Root, or root of the user namespace a rootless build runs in (`userns`).
+        if !rustix::process::geteuid().is_root() {
+            return Err(RunError::Sandbox(super::userns::why_not()));
+        }
         let runtime = OciRuntime::new(self.runtime.as_deref(), store)?;
         let lowers = input
             .lowers
@@ -106,21 +145,42 @@ impl StepRunner for SandboxRunner {
             input.workdir.as_str()
         };
         mkdir_in_root(&root_fd, workdir).map_err(|e| sandbox(Path::new(workdir), e))?;
-        let skip = mount_points(&root_fd).map_err(|e| sandbox(&root, e))?;
+        let mut skip = mount_points(&root_fd).map_err(|e| sandbox(&root, e))?;
+        let prepare = |dirs: &[PathBuf]| self.prepare(dirs, store);
+        let mounted = mount_all(
+            &input.step.mounts,
+            &input.mount_sources,
+            &root_fd,
+            workdir,
+            &MountCx {
+                store,
+                secrets: &self.secrets,
+                ssh: &self.ssh,
+                snapshot: &prepare,
+            },
+        )?;
+        skip.extend(mounted.skip.iter().cloned());
 
         // Heredoc scripts (`RUN <<EOF` with a shebang) are files the step reads, bind-mounted
         // read-only from a scratch directory: never part of the root, so never of the layer.
         let files = step_files(input, store)?;
+        let mut env = step_env(&input.env, &user.home);
+        env.extend(mounted.env.iter().cloned());
+        let mut mounts = files.1;
+        mounts.extend(mounted.binds.iter().cloned());
         let spec = ProcessSpec {
             args: input.step.command.clone(),
-            env: step_env(&input.env, &user.home),
+            env,
             cwd: workdir.to_string(),
             uid: user.uid,
             gid: user.gid,
             additional_gids: user.additional_gids.clone(),
             hostname: HOSTNAME.to_string(),
             network: input.step.network,
-            mounts: files.1,
+            mounts,
+            tmpfs: mounted.tmpfs.clone(),
+            extra_hosts: input.extra_hosts.clone(),
+            insecure: input.step.insecure,
         };
         let recent = Mutex::new(Vec::<u8>::new());
         let sink = |chunk: &[u8]| {
@@ -146,6 +206,8 @@ impl StepRunner for SandboxRunner {
             skip,
             source_date_epoch: input.source_date_epoch,
         })?;
+        // The mounts (rw snapshots, cache locks, secret files) go before the root's snapshot.
+        drop(mounted);
         Ok(RunOutput {
             entries,
             keep: Box::new(snapshot),
@@ -318,7 +380,7 @@ fn mount_points(root: &OwnedFd) -> std::io::Result<HashSet<Vec<u8>>> {
     Ok(created)
 }
 
-fn restore_mtime(dir: impl AsFd, st: &rustix::fs::Stat) -> std::io::Result<()> {
+pub(super) fn restore_mtime(dir: impl AsFd, st: &rustix::fs::Stat) -> std::io::Result<()> {
     use rustix::fs::{Timespec, Timestamps};
     let t = Timestamps {
         last_access: Timespec {

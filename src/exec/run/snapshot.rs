@@ -186,6 +186,10 @@ fn mount_overlay(
     merged: &Path,
 ) -> std::io::Result<()> {
     use rustix::mount::*;
+    // In a user namespace (rootless) overlayfs keeps its whiteout xattrs as `user.overlay.*`,
+    // the form the extracted layers have there.
+    let userxattr = crate::layer::in_user_namespace();
+    let redirect_dir = if userxattr { "nofollow" } else { "off" };
     let new_api = || -> std::io::Result<()> {
         let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
         for l in top_first {
@@ -196,7 +200,12 @@ fn mount_overlay(
         // No index/metacopy/redirect features: upper files are always whole copies.
         fsconfig_set_string(&fs, "index", "off")?;
         fsconfig_set_string(&fs, "metacopy", "off")?;
-        fsconfig_set_string(&fs, "redirect_dir", "off")?;
+        // `userxattr` refuses `off`; `nofollow` creates no redirects either (a renamed
+        // directory is copied up whole).
+        fsconfig_set_string(&fs, "redirect_dir", redirect_dir)?;
+        if userxattr {
+            fsconfig_set_flag(&fs, "userxattr")?;
+        }
         // The upper is thrown away or turned into a layer right after the RUN: no syncs
         // (without this, unmounting syncs the whole upper filesystem).
         if fsconfig_set_flag(&fs, "volatile").is_err() {
@@ -219,10 +228,12 @@ fn mount_overlay(
             tracing::debug!("overlay via fsconfig lowerdir+: {e}; trying mount(2)");
             let lower: Vec<String> = top_first.iter().map(|p| p.display().to_string()).collect();
             let data = format!(
-                "lowerdir={},upperdir={},workdir={},index=off,metacopy=off,redirect_dir=off",
+                "lowerdir={},upperdir={},workdir={},index=off,metacopy=off,redirect_dir={}{}",
                 lower.join(":"),
                 upper.display(),
-                work.display()
+                work.display(),
+                redirect_dir,
+                if userxattr { ",userxattr" } else { "" }
             );
             let data = std::ffi::CString::new(data)
                 .map_err(|_| std::io::Error::other("NUL in a layer path"))?;

@@ -863,6 +863,12 @@ fn lower_instruction(
             heredocs,
         } => {
             let step = run_step(cx, line, st, c, heredocs, flags)?;
+            let current = earlier.len();
+            for m in &step.mounts {
+                if let Some(CopyFrom::Stage { index, .. }) = m.from() {
+                    cx.stage_refs.push((current, *index, line));
+                }
+            }
             st.steps.push(Step::Run(step));
         }
     }
@@ -1000,6 +1006,17 @@ fn parse_chmod(cx: &Cx, line: usize, s: &str) -> Result<Chmod, DockerfileError> 
 /// resolves over the whole file and `check_stage_refs` reports cycles and forward
 /// references), or an image. As in BuildKit, `--from` is not variable-expanded.
 fn copy_source(cx: &Cx, line: usize, from: Option<&str>) -> Result<CopyFrom, DockerfileError> {
+    from_source(cx, line, from, "COPY --from")
+}
+
+/// [`copy_source`] for any flag that names a stage or image (`RUN --mount=from=`); `flag`
+/// names it in errors.
+fn from_source(
+    cx: &Cx,
+    line: usize,
+    from: Option<&str>,
+    flag: &str,
+) -> Result<CopyFrom, DockerfileError> {
     let Some(f) = from else {
         return Ok(CopyFrom::Context);
     };
@@ -1007,7 +1024,7 @@ fn copy_source(cx: &Cx, line: usize, from: Option<&str>) -> Result<CopyFrom, Doc
     if literal.as_deref() != Some(f) {
         return Err(cx.error(
             line,
-            format!("COPY --from={f}: variable expansion is not supported for --from"),
+            format!("{flag}={f}: variable expansion is not supported for --from"),
             Some("define a new stage with FROM using ARG from global scope as a workaround"),
         ));
     }
@@ -1026,7 +1043,7 @@ fn copy_source(cx: &Cx, line: usize, from: Option<&str>) -> Result<CopyFrom, Doc
         if index >= cx.all_stages.len() {
             return Err(cx.error(
                 line,
-                format!("COPY --from={f}: invalid stage index {index}"),
+                format!("{flag}={f}: invalid stage index {index}"),
                 Some(&format!(
                     "this Dockerfile has {} stage(s), numbered from 0",
                     cx.all_stages.len()
@@ -1039,7 +1056,7 @@ fn copy_source(cx: &Cx, line: usize, from: Option<&str>) -> Result<CopyFrom, Doc
         });
     }
     let base = Base::from_image_name(f, &cx.opts.context_dir)
-        .ok_or_else(|| cx.error(line, format!("COPY --from={f}: not a stage or image"), None))?;
+        .ok_or_else(|| cx.error(line, format!("{flag}={f}: not a stage or image"), None))?;
     // A bare name that is no stage is an image to BuildKit (`COPY --from=busybox` pulls
     // `docker.io/library/busybox:latest`), and so it is here, unless it is a near miss of a
     // stage name: then it is a typo, and pulling an image of that name would only hide it.
@@ -1060,7 +1077,7 @@ fn copy_source(cx: &Cx, line: usize, from: Option<&str>) -> Result<CopyFrom, Doc
         if let Some((_, stage)) = near {
             return Err(cx.error(
                 line,
-                format!("COPY --from={f}: no stage named {f:?} in this Dockerfile"),
+                format!("{flag}={f}: no stage named {f:?} in this Dockerfile"),
                 Some(&format!(
                     "did you mean the stage {stage:?}? To copy from the image, name its tag \
                      ({f}:latest)"
@@ -1292,10 +1309,14 @@ fn run_step(
                     ))
                 }
             },
-            "mount" => mounts.push(
-                super::run_mount::parse(&value)
-                    .map_err(|m| cx.error(line, format!("RUN --mount={value}: {m}"), None))?,
-            ),
+            "mount" => {
+                let (mut mount, from) = super::run_mount::parse(&value)
+                    .map_err(|m| cx.error(line, format!("RUN --mount={value}: {m}"), None))?;
+                if let Some(f) = from {
+                    mount.set_from(from_source(cx, line, Some(&f), "RUN --mount from")?);
+                }
+                mounts.push(mount);
+            }
             _ => unreachable!("instructions accepts only these flags"),
         }
     }

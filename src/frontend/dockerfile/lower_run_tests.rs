@@ -219,3 +219,56 @@ fn mounts_and_security_are_typed_in_the_plan() {
     .unwrap_err();
     assert!(err.contains("unsupported security mode"), "{err}");
 }
+
+#[test]
+fn mount_from_names_a_stage_or_an_image_and_makes_the_stage_needed() {
+    let src = concat!(
+        "FROM scratch AS unused\n",
+        "FROM scratch AS build\n",
+        "FROM scratch\n",
+        "RUN --mount=from=build,source=/out,target=/o --mount=type=cache,target=/c,from=busybox:1 true\n",
+    );
+    let df = super::super::parser::parse(src).unwrap();
+    let plan = lower("Dockerfile", src, &df, &LowerOptions::default())
+        .unwrap()
+        .plan;
+    let r = plan.stages[2]
+        .steps
+        .iter()
+        .find_map(|s| match s {
+            Step::Run(r) => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        r.mounts[0].from(),
+        Some(&CopyFrom::Stage {
+            index: 1,
+            name: "build".into()
+        })
+    );
+    assert!(matches!(
+        r.mounts[1].from(),
+        Some(CopyFrom::Image {
+            base: Base::Registry { .. }
+        })
+    ));
+    assert_eq!(plan.needed_stages(), [false, true, true]);
+    // A near miss of a stage name is a typo, as for COPY --from.
+    let err = runs_with(
+        "FROM scratch AS build\nFROM scratch\nRUN --mount=from=biuld,target=/o true\n",
+        Default::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("Dockerfile:3") && err.contains("did you mean the stage \"build\""),
+        "{err}"
+    );
+    // A stage that mounts from itself is a cycle.
+    let err = runs_with(
+        "FROM scratch AS a\nRUN --mount=from=a,target=/o true\n",
+        Default::default(),
+    )
+    .unwrap_err();
+    assert!(err.contains("Dockerfile:2"), "{err}");
+}

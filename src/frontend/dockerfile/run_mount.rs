@@ -4,9 +4,25 @@
 
 use crate::plan::{CacheSharing, RunMount};
 
-/// One `--mount` value (already variable-expanded) as a typed mount; an error says which
+/// One `--mount` value (already variable-expanded) as a typed mount and its `from` as
+/// written (the caller resolves it like `COPY --from` and sets it); an error says which
 /// field is wrong.
-pub fn parse(value: &str) -> Result<RunMount, String> {
+pub fn parse(value: &str) -> Result<(RunMount, Option<String>), String> {
+    let (mount, from) = parse_fields(value)?;
+    if let RunMount::Cache {
+        from: _,
+        source: Some(_),
+        ..
+    } = &mount
+    {
+        if from.is_none() {
+            return Err("type=cache: source needs from (from=STAGE_OR_IMAGE)".into());
+        }
+    }
+    Ok((mount, from))
+}
+
+fn parse_fields(value: &str) -> Result<(RunMount, Option<String>), String> {
     let mut kind = "bind".to_string();
     let mut target = None;
     let mut source = None;
@@ -71,8 +87,13 @@ pub fn parse(value: &str) -> Result<RunMount, String> {
             other => return Err(format!("unexpected key {other:?} in {field:?}")),
         }
     }
-    let needs_target =
-        |t: Option<String>| t.ok_or_else(|| format!("type={kind} needs a target (target=/path)"));
+    let needs_target = |t: Option<String>| match t {
+        None => Err(format!("type={kind} needs a target (target=/path)")),
+        Some(t) if !t.is_empty() && t.split('/').all(|c| c.is_empty() || c == ".") => Err(format!(
+            "invalid mount target {t:?}: a mount cannot replace the root"
+        )),
+        Some(t) => Ok(t),
+    };
     let only = |allowed: &[&str], given: &[(&str, bool)]| -> Result<(), String> {
         match given
             .iter()
@@ -98,12 +119,15 @@ pub fn parse(value: &str) -> Result<RunMount, String> {
     match kind.as_str() {
         "bind" => {
             only(&["source", "from", "readonly"], &given)?;
-            Ok(RunMount::Bind {
-                target: needs_target(target)?,
-                source,
+            Ok((
+                RunMount::Bind {
+                    target: needs_target(target)?,
+                    source,
+                    from: None,
+                    readwrite: readonly == Some(false),
+                },
                 from,
-                readwrite: readonly == Some(false),
-            })
+            ))
         }
         "cache" => {
             only(
@@ -112,24 +136,30 @@ pub fn parse(value: &str) -> Result<RunMount, String> {
                 ],
                 &given,
             )?;
-            Ok(RunMount::Cache {
-                target: needs_target(target)?,
-                id,
-                sharing,
+            Ok((
+                RunMount::Cache {
+                    target: needs_target(target)?,
+                    id,
+                    sharing,
+                    from: None,
+                    source,
+                    readonly: readonly == Some(true),
+                    mode,
+                    uid,
+                    gid,
+                },
                 from,
-                source,
-                readonly: readonly == Some(true),
-                mode,
-                uid,
-                gid,
-            })
+            ))
         }
         "tmpfs" => {
             only(&["size"], &given)?;
-            Ok(RunMount::Tmpfs {
-                target: needs_target(target)?,
-                size,
-            })
+            Ok((
+                RunMount::Tmpfs {
+                    target: needs_target(target)?,
+                    size,
+                },
+                None,
+            ))
         }
         "secret" => {
             only(&["id", "env", "required", "mode", "uid", "gid"], &given)?;
@@ -144,26 +174,32 @@ pub fn parse(value: &str) -> Result<RunMount, String> {
             if id.is_none() && env.is_none() {
                 return Err("type=secret needs an id (id=NAME) or a target".into());
             }
-            Ok(RunMount::Secret {
-                id,
-                target,
-                env,
-                required,
-                mode,
-                uid,
-                gid,
-            })
+            Ok((
+                RunMount::Secret {
+                    id,
+                    target,
+                    env,
+                    required,
+                    mode,
+                    uid,
+                    gid,
+                },
+                None,
+            ))
         }
         "ssh" => {
             only(&["id", "required", "mode", "uid", "gid"], &given)?;
-            Ok(RunMount::Ssh {
-                id: id.unwrap_or_else(|| "default".into()),
-                target,
-                required,
-                mode,
-                uid,
-                gid,
-            })
+            Ok((
+                RunMount::Ssh {
+                    id: id.unwrap_or_else(|| "default".into()),
+                    target,
+                    required,
+                    mode,
+                    uid,
+                    gid,
+                },
+                None,
+            ))
         }
         other => Err(format!(
             "unsupported mount type {other:?} (bind, cache, tmpfs, secret or ssh)"
@@ -199,16 +235,20 @@ mod tests {
     fn each_type_reads_its_options() {
         assert_eq!(
             parse("target=/src,from=build,source=/out,rw").unwrap(),
-            RunMount::Bind {
-                target: "/src".into(),
-                source: Some("/out".into()),
-                from: Some("build".into()),
-                readwrite: true,
-            }
+            (
+                RunMount::Bind {
+                    target: "/src".into(),
+                    source: Some("/out".into()),
+                    from: None,
+                    readwrite: true,
+                },
+                Some("build".into())
+            )
         );
         assert_eq!(
             parse("type=cache,target=/root/.cache,id=pip,sharing=locked,mode=0700,uid=1000")
-                .unwrap(),
+                .unwrap()
+                .0,
             RunMount::Cache {
                 target: "/root/.cache".into(),
                 id: Some("pip".into()),
@@ -222,14 +262,16 @@ mod tests {
             }
         );
         assert_eq!(
-            parse("type=tmpfs,dst=/tmp,size=64m").unwrap(),
+            parse("type=tmpfs,dst=/tmp,size=64m").unwrap().0,
             RunMount::Tmpfs {
                 target: "/tmp".into(),
                 size: Some(64 << 20),
             }
         );
         assert_eq!(
-            parse("type=secret,target=/run/secrets/token,required").unwrap(),
+            parse("type=secret,target=/run/secrets/token,required")
+                .unwrap()
+                .0,
             RunMount::Secret {
                 id: Some("token".into()),
                 target: Some("/run/secrets/token".into()),
@@ -241,7 +283,7 @@ mod tests {
             }
         );
         assert_eq!(
-            parse("type=ssh").unwrap(),
+            parse("type=ssh").unwrap().0,
             RunMount::Ssh {
                 id: "default".into(),
                 target: None,
@@ -264,6 +306,10 @@ mod tests {
             "unsupported mount type \"volume\" (bind, cache, tmpfs, secret or ssh)"
         );
         assert_eq!(
+            parse("target=/").unwrap_err(),
+            "invalid mount target \"/\": a mount cannot replace the root"
+        );
+        assert_eq!(
             parse("type=cache").unwrap_err(),
             "type=cache needs a target (target=/path)"
         );
@@ -274,5 +320,9 @@ mod tests {
         assert!(parse("type=cache,target=/c,sharing=all").is_err());
         assert!(parse("type=cache,target=/c,mode=999").is_err());
         assert!(parse("type=tmpfs,target=/t,size=lots").is_err());
+        assert_eq!(
+            parse("type=cache,target=/c,source=/x").unwrap_err(),
+            "type=cache: source needs from (from=STAGE_OR_IMAGE)"
+        );
     }
 }

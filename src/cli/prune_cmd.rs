@@ -1,0 +1,15 @@
+//! `lade prune`: reclaim the store's `RUN --mount=type=cache` directories. A cache a running
+//! build holds is kept; its next use starts from an empty directory again.
+
+use super::args::PruneArgs;
+use crate::store::Store;
+use anyhow::Context;
+use std::process::ExitCode;
+
+pub fn run(a: &PruneArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&a.cache_dir.clone().unwrap_or_else(Store::default_root))?;
+    let removed = crate::exec::run::prune_caches(&store)
+        .with_context(|| format!("pruning cache mounts in {}", store.root().display()))?;
+    println!("removed {removed} cache mount(s)");
+    Ok(ExitCode::SUCCESS)
+}
