@@ -52,6 +52,8 @@ pub struct BuildRequest {
     pub jobs: Option<usize>,
     /// What to do with the description's `lade.lock`.
     pub lock: crate::lock::LockMode,
+    /// `--sbom`, `--provenance`: attestations attached to each image.
+    pub attest: crate::attest::AttestOptions,
 }
 
 /// What a build produced and where it went.
@@ -89,6 +91,8 @@ pub enum BuildError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
+    #[error(transparent)]
+    Attest(#[from] crate::attest::AttestError),
 }
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> BuildError {
@@ -112,12 +116,6 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
         LockMode::Update => Some(lock_with(req, &store, &registry, observer)?.1),
         LockMode::Use | LockMode::Locked => Lock::read(&lock_path(&req.description))?,
     };
-    if req.lock == LockMode::Locked && lock.is_none() {
-        return Err(BuildError::Usage(format!(
-            "--locked needs {}: run `lade lock`",
-            lock_path(&req.description).display()
-        )));
-    }
     let lock = lock.map(Arc::new);
     let base_configs = BaseConfigReader::new(&store, registry.clone(), req.exec.pull, lock.clone());
     let push = req.outputs.iter().any(|o| matches!(o, Target::Registry));
@@ -135,27 +133,70 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
     };
     let mut images: Vec<BuiltImage> = Vec::new();
     let mut plan_tags = Vec::new();
+    let mut floating = std::collections::BTreeSet::new();
+    let mut inputs = crate::attest::BuildInputs::default();
     for platform in platforms {
         let Loaded {
             mut plan,
             context,
             source,
         } = load(&req.description, platform, observer, &base_configs)?;
-        apply_lock(&mut plan, lock.as_deref(), req, observer)?;
+        floating.extend(apply_lock(&mut plan, lock.as_deref(), req)?);
         if exec_opts.registry.is_none() && (push || uses_registry(&plan)) {
             exec_opts.registry = Some(registry.client()?);
         }
         let image = pool
             .install(|| exec::build(&plan, &context, &store, &exec_opts, observer))
             .map_err(|e| source.locate(e))?;
+        if req.attest.provenance {
+            record_inputs(
+                &mut inputs,
+                req,
+                &plan,
+                &context,
+                &source,
+                &store,
+                &exec_opts,
+            )?;
+        }
         images.push(image);
         plan_tags = plan.tags;
     }
-    let artifact = Artifact::multi_platform(images, &store)?;
-
+    if !floating.is_empty() {
+        // One line (tracing prints warnings to stderr whatever the progress mode).
+        tracing::warn!(
+            "{} may move (a tag, not a digest, and not in {}): `lade lock` pins it",
+            floating.into_iter().collect::<Vec<_>>().join(", "),
+            lock_path(&req.description).display()
+        );
+    }
     let mut tags = plan_tags;
     tags.extend(req.tags.iter().cloned());
     tags.dedup();
+    let mut attestations = Vec::new();
+    if req.attest.any() {
+        inputs.source_date_epoch = req.exec.source_date_epoch;
+        for image in &images {
+            if req.attest.sbom {
+                // The SBOM reads every layer, the base's too.
+                exec::fetch_image_layers(
+                    image,
+                    &store,
+                    exec_opts.registry.as_deref(),
+                    exec_opts.pull,
+                )?;
+            }
+            attestations.push(crate::attest::attest(
+                image,
+                &tags,
+                &inputs,
+                &req.attest,
+                &store,
+            )?);
+        }
+    }
+    let artifact = Artifact::with_attestations(images, attestations, &store)?;
+
     for t in &tags {
         output::split_tag(t)
             .map_err(|e| BuildError::Usage(format!("tag from the build description: {e}")))?;
@@ -219,7 +260,7 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
             .iter()
             .any(|o| matches!(o, Target::Docker { .. }));
         let top = artifact.top().digest;
-        let id = match artifact.image() {
+        let id = match artifact.single_image() {
             Some(image) if docker => &image.config_digest,
             _ => &top,
         };
@@ -536,6 +577,49 @@ fn uses_registry(plan: &Plan) -> bool {
     })
 }
 
+/// What the provenance records of one platform's build: the description and context digests
+/// (once), build args, target, and the registry bases as resolved.
+fn record_inputs(
+    inputs: &mut crate::attest::BuildInputs,
+    req: &BuildRequest,
+    plan: &Plan,
+    context: &BuildContext,
+    source: &SourceText,
+    store: &Store,
+    exec_opts: &exec::ExecOptions,
+) -> Result<(), BuildError> {
+    if inputs.description_digest.is_none() {
+        inputs.description_digest = Some(Digest::of(source.src.as_bytes()));
+        inputs.context_digest = Some(
+            crate::attest::context_digest(context).map_err(crate::attest::AttestError::Context)?,
+        );
+        match &req.description {
+            Description::Spec(_) => inputs.description_kind = "lade.toml".into(),
+            Description::Dockerfile { opts, .. } => {
+                inputs.description_kind = "dockerfile".into();
+                inputs.build_args = opts
+                    .build_args
+                    .iter()
+                    .filter(|(k, _)| !req.attest.secret_ids.contains(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                inputs.target = opts.target.clone();
+            }
+        }
+    }
+    for (reference, platform) in crate::lock::registry_bases(plan) {
+        let digest = exec::registry_base_digest(
+            &reference,
+            &platform,
+            store,
+            exec_opts.registry.as_deref(),
+            exec_opts.pull,
+        )?;
+        inputs.bases.push((reference, platform, digest));
+    }
+    Ok(())
+}
+
 /// Where the description's lock file is: beside the lade.toml or the Dockerfile (in the
 /// context for a Dockerfile read from standard input).
 pub fn lock_path(description: &Description) -> PathBuf {
@@ -558,44 +642,31 @@ pub fn lock_path(description: &Description) -> PathBuf {
     }
 }
 
-/// Pins the plan's registry bases the lock has; with `--locked` a base it lacks is an error;
-/// without a lock, tags that may move are named in one warning line.
+/// Pins the plan's registry bases the lock has; with `--locked` a base it lacks is an error.
+/// Returns the tags the build reads unpinned (they may move).
 fn apply_lock(
     plan: &mut Plan,
     lock: Option<&Lock>,
     req: &BuildRequest,
-    observer: &dyn Observer,
-) -> Result<(), BuildError> {
-    let path = lock_path(&req.description);
+) -> Result<Vec<String>, BuildError> {
     let unpinned: Vec<(String, Platform)> = crate::lock::registry_bases(plan)
         .into_iter()
         .filter(|(r, p)| crate::lock::is_floating(r) && lock.is_none_or(|l| l.get(r, p).is_none()))
         .collect();
-    if let Some(lock) = lock {
-        if req.lock == LockMode::Locked {
-            if let Some((reference, platform)) = unpinned.first() {
-                return Err(crate::lock::LockError::Missing {
-                    path,
-                    reference: reference.clone(),
-                    platform: platform.to_string(),
-                }
-                .into());
+    if req.lock == LockMode::Locked {
+        if let Some((reference, platform)) = unpinned.first() {
+            return Err(crate::lock::LockError::Missing {
+                path: lock_path(&req.description),
+                reference: reference.clone(),
+                platform: platform.to_string(),
             }
+            .into());
         }
+    }
+    if let Some(lock) = lock {
         crate::lock::pin_plan(plan, lock);
     }
-    if !unpinned.is_empty() {
-        let mut names: Vec<&str> = unpinned.iter().map(|(r, _)| r.as_str()).collect();
-        names.dedup();
-        let line = format!(
-            "warning: {} may move (a tag, not a digest, and not in {}): `lade lock` pins it",
-            names.join(", "),
-            path.display()
-        );
-        tracing::warn!("{line}");
-        observer.note(&line);
-    }
-    Ok(())
+    Ok(unpinned.into_iter().map(|(r, _)| r).collect())
 }
 
 /// `lade lock`: resolves every registry base of the description, for every platform, to its

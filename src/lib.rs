@@ -4,6 +4,7 @@
 //! `layer`, `store`) → `image` → `output` / `registry`. `digest` and `path` are the shared
 //! vocabulary every stage speaks.
 
+pub mod attest;
 pub mod build;
 pub mod cli;
 pub mod context;

@@ -1,11 +1,12 @@
-//! `lade.lock`: every registry base a build description names (FROM, `COPY --from` images),
+//! `lade.lock`: every registry base a build description names (FROM, `COPY --from` and
+//! `RUN --mount from=` images),
 //! per platform, pinned to its image manifest digest. A build with a lock resolves the pinned
 //! digests and never looks a tag up; the file is TOML, entries sorted by reference then
 //! platform, so it diffs well and is the same wherever it is written.
 
 use crate::digest::Digest;
 use crate::image::Platform;
-use crate::plan::{Base, CopyFrom, FileSet, Plan, Step};
+use crate::plan::{Base, CopyFrom, FileSet, Plan, RunMount, Step};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -143,63 +144,70 @@ impl Lock {
     }
 }
 
+/// Calls `f` on every base `plan` reads with the platform of the stage reading it: stage
+/// bases, `COPY --from` images and `RUN --mount from=` images.
+fn visit_bases(plan: &mut Plan, mut f: impl FnMut(&mut Base, &Platform)) {
+    for stage in &mut plan.stages {
+        let platform = stage.platform.clone();
+        f(&mut stage.base, &platform);
+        for step in &mut stage.steps {
+            match step {
+                Step::Layer(l) => {
+                    for set in &mut l.sources {
+                        if let FileSet::Copy {
+                            from: CopyFrom::Image { base },
+                            ..
+                        } = set
+                        {
+                            f(base, &platform);
+                        }
+                    }
+                }
+                Step::Run(r) => {
+                    for m in &mut r.mounts {
+                        if let RunMount::Bind {
+                            from: Some(CopyFrom::Image { base }),
+                            ..
+                        }
+                        | RunMount::Cache {
+                            from: Some(CopyFrom::Image { base }),
+                            ..
+                        } = m
+                        {
+                            f(base, &platform);
+                        }
+                    }
+                }
+                Step::Config(_) => {}
+            }
+        }
+    }
+}
+
 /// Every registry base `plan` names with the platform it is read for, in plan order,
-/// without repeats: stage bases and `COPY --from` images.
+/// without repeats: stage bases, `COPY --from` and `RUN --mount from=` images.
 pub fn registry_bases(plan: &Plan) -> Vec<(String, Platform)> {
     let mut out: Vec<(String, Platform)> = Vec::new();
-    let mut add = |base: &Base, platform: &Platform| {
+    visit_bases(&mut plan.clone(), |base, platform| {
         if let Base::Registry { reference } = base {
             let item = (reference.clone(), platform.clone());
             if !out.contains(&item) {
                 out.push(item);
             }
         }
-    };
-    for stage in &plan.stages {
-        add(&stage.base, &stage.platform);
-        for step in &stage.steps {
-            if let Step::Layer(l) = step {
-                for set in &l.sources {
-                    if let FileSet::Copy {
-                        from: CopyFrom::Image { base },
-                        ..
-                    } = set
-                    {
-                        add(base, &stage.platform);
-                    }
-                }
-            }
-        }
-    }
+    });
     out
 }
 
 /// Replaces every registry base of `plan` the lock pins with its pinned form.
 pub fn pin_plan(plan: &mut Plan, lock: &Lock) {
-    for stage in &mut plan.stages {
-        let platform = stage.platform.clone();
-        let pin = |base: &mut Base| {
-            if let Base::Registry { reference } = base {
-                if let Some(p) = lock.pin(reference, &platform) {
-                    *reference = p;
-                }
-            }
-        };
-        pin(&mut stage.base);
-        for step in &mut stage.steps {
-            if let Step::Layer(l) = step {
-                for set in &mut l.sources {
-                    if let FileSet::Copy {
-                        from: CopyFrom::Image { base },
-                        ..
-                    } = set
-                    {
-                        pin(base);
-                    }
-                }
+    visit_bases(plan, |base, platform| {
+        if let Base::Registry { reference } = base {
+            if let Some(p) = lock.pin(reference, platform) {
+                *reference = p;
             }
         }
-    }
+    });
 }
 
 /// Whether a reference floats: a tag without a digest.

@@ -35,6 +35,9 @@ pub enum Command {
     /// Rebuild an image without cache and compare it with the published one (REF): exit 0
     /// when the digests match, else print the `lade diff` of the two and exit 1.
     Verify(VerifyArgs),
+    /// Resolve every base image (FROM, COPY --from, RUN --mount from=) per platform to its
+    /// manifest digest and write lade.lock next to the Dockerfile or lade.toml.
+    Lock(LockArgs),
     /// Remove the `RUN --mount=type=cache` directories of the store that no build is using.
     Prune(PruneArgs),
 }
@@ -308,6 +311,25 @@ pub struct BuildArgs {
     /// steps may use the host network without it). Repeatable or comma-separated.
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
     pub allow: Vec<String>,
+    /// Resolve every base again, write lade.lock next to the Dockerfile or lade.toml, and
+    /// build with it (a build uses an existing lade.lock without this flag).
+    #[arg(long, conflicts_with = "locked")]
+    pub lock: bool,
+    /// Fail when lade.lock does not pin a base the build names (like `cargo --locked`).
+    #[arg(long)]
+    pub locked: bool,
+    /// Attach an SPDX 2.3 SBOM of each image as a BuildKit-style attestation.
+    #[arg(long)]
+    pub sbom: bool,
+    /// Attach an in-toto SLSA v1 provenance statement of each image as an attestation.
+    #[arg(long)]
+    pub provenance: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,7 @@
 //! → exec → outputs.
 
 use super::args::{
-    BuildArgs, CompressionArg, InputArgs, NetworkArg, PlanArgs, PullArg, RegistryArgs,
+    BuildArgs, CompressionArg, InputArgs, LockArgs, NetworkArg, PlanArgs, PullArg, RegistryArgs,
     SnapshotterArg,
 };
 use super::progress::Progress;
@@ -12,6 +12,7 @@ use crate::exec::run::{ExtraHost, RunSettings, SandboxRunner, SnapshotterChoice}
 use crate::exec::{self, ExecOptions};
 use crate::image::Platform;
 use crate::layer::Compression;
+use crate::lock::LockMode;
 use crate::output::{self, Target};
 use crate::registry::ClientOptions;
 use crate::store::Store;
@@ -111,6 +112,7 @@ pub(super) fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
     };
     let store_root = a.cache_dir.clone().unwrap_or_else(Store::default_root);
     let (secrets, agents) = secrets_and_agents(a)?;
+    let secret_ids = secrets.ids();
     Ok(BuildRequest {
         description,
         platforms,
@@ -151,7 +153,11 @@ pub(super) fn input_request(a: &InputArgs) -> Result<BuildRequest, UsageError> {
         metadata_file: None,
         digest_file: None,
         jobs: None,
-        lock: crate::lock::LockMode::default(),
+        lock: LockMode::default(),
+        attest: crate::attest::AttestOptions {
+            secret_ids,
+            ..Default::default()
+        },
     })
 }
 
@@ -165,6 +171,15 @@ fn client_options(a: &RegistryArgs) -> ClientOptions {
 
 fn build_request(a: &BuildArgs) -> Result<BuildRequest, UsageError> {
     let mut req = input_request(&a.input)?;
+    req.lock = if a.lock {
+        LockMode::Update
+    } else if a.locked {
+        LockMode::Locked
+    } else {
+        LockMode::Use
+    };
+    req.attest.sbom = a.sbom;
+    req.attest.provenance = a.provenance;
     let exec = &mut req.exec;
     exec.no_cache = a.no_cache;
     exec.run_settings.allow_insecure = allows_insecure(&a.allow)?;
@@ -265,6 +280,14 @@ pub fn run_build(a: &BuildArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     progress.note(&format!("image {}", result.artifact.top().digest));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `lade lock`: writes the lock file and prints its path.
+pub fn run_lock(a: &LockArgs) -> anyhow::Result<ExitCode> {
+    let req = input_request(&a.input)?;
+    let (path, lock) = crate::build::lock(&req, &exec::Quiet).map_err(cli_error)?;
+    println!("{}: {} base(s) pinned", path.display(), lock.images.len());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -96,6 +96,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Login(a) => registry_cmd::run_login(&a),
         Command::Diff(a) => diff_cmd::run(&a),
         Command::Verify(a) => diff_cmd::run_verify(&a),
+        Command::Lock(a) => build::run_lock(&a),
         Command::Prune(a) => prune_cmd::run(&a),
     }
 }

@@ -8,9 +8,9 @@
 //! - `render`: the text report (JSON is the serialised [`ImageDiff`]).
 
 mod compare;
-mod open;
+pub(crate) mod open;
 mod render;
-mod tree;
+pub(crate) mod tree;
 
 pub use compare::{Change, ConfigChange, FileChange};
 pub use open::{open, OpenOptions, OpenedImage};

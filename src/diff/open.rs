@@ -110,7 +110,7 @@ fn sniff(r: &mut dyn Read) -> std::io::Result<Compression> {
     })
 }
 
-fn layer_compression(media_type: &str) -> Result<Compression, String> {
+pub(crate) fn layer_compression(media_type: &str) -> Result<Compression, String> {
     Ok(match media_type {
         media_types::OCI_LAYER_GZIP | media_types::DOCKER_LAYER_GZIP => Compression::Gzip,
         media_types::OCI_LAYER_ZSTD => Compression::Zstd,

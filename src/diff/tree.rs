@@ -81,7 +81,7 @@ fn below<'a>(tree: &'a Tree, dir: &[u8]) -> impl Iterator<Item = (&'a Vec<u8>, &
         .filter(move |(k, _)| !(root && k.is_empty()))
 }
 
-fn apply_layer(
+pub(crate) fn apply_layer(
     tree: &mut Tree,
     index: usize,
     layer_digest: &Digest,

@@ -267,17 +267,38 @@ pub fn list_layer_with_digests<R: Read>(
     blob: R,
     compression: Compression,
 ) -> Result<Vec<(TarEntryInfo, Option<Digest>)>, LayerError> {
+    Ok(scan_layer(blob, compression, |_| false)?
+        .into_iter()
+        .map(|(info, digest, _)| (info, digest))
+        .collect())
+}
+
+/// [`list_layer_with_digests`], plus the contents of the regular files `keep` selects (the
+/// SBOM reads package databases this way, in the same single pass).
+#[allow(clippy::type_complexity)]
+pub fn scan_layer<R: Read>(
+    blob: R,
+    compression: Compression,
+    keep: impl Fn(&TarEntryInfo) -> bool,
+) -> Result<Vec<(TarEntryInfo, Option<Digest>, Option<Vec<u8>>)>, LayerError> {
     let mut r = reader::TarReader::new(decompress(blob, compression));
     let mut out = Vec::new();
     while let Some(info) = r.next_entry()? {
-        let digest = if info.kind == TarKind::File {
+        if info.kind != TarKind::File {
+            out.push((info, None, None));
+            continue;
+        }
+        let (kept, digest) = if keep(&info) {
+            let mut w = crate::digest::HashingWriter::new(Vec::new());
+            std::io::copy(&mut r, &mut w).map_err(LayerError::BlobRead)?;
+            let (bytes, digest, _) = w.finish();
+            (Some(bytes), digest)
+        } else {
             let mut w = crate::digest::HashingWriter::new(std::io::sink());
             std::io::copy(&mut r, &mut w).map_err(LayerError::BlobRead)?;
-            Some(w.finish().1)
-        } else {
-            None
+            (None, w.finish().1)
         };
-        out.push((info, digest));
+        out.push((info, Some(digest), kept));
     }
     Ok(out)
 }

@@ -9,8 +9,11 @@ use crate::store::Store;
 
 pub struct Artifact {
     pub images: Vec<BuiltImage>,
-    /// With several images: the index over their manifests (its bytes are in the store too).
+    /// With several images or attestations: the index over their manifests (its bytes are in
+    /// the store too).
     index: Option<(Vec<u8>, Digest)>,
+    /// Attestation manifests, listed in the index after the images.
+    pub attestations: Vec<crate::attest::Attestation>,
 }
 
 impl Artifact {
@@ -18,12 +21,23 @@ impl Artifact {
         Artifact {
             images: vec![image],
             index: None,
+            attestations: Vec::new(),
         }
     }
 
     /// One image per platform, in the given order, under a new index written to the store.
     pub fn multi_platform(images: Vec<BuiltImage>, store: &Store) -> Result<Artifact, OutputError> {
-        if images.len() == 1 {
+        Artifact::with_attestations(images, Vec::new(), store)
+    }
+
+    /// [`Artifact::multi_platform`] with attestation manifests (BuildKit's layout: an index
+    /// even for one image, the attestation manifests after the images).
+    pub fn with_attestations(
+        images: Vec<BuiltImage>,
+        attestations: Vec<crate::attest::Attestation>,
+        store: &Store,
+    ) -> Result<Artifact, OutputError> {
+        if images.len() == 1 && attestations.is_empty() {
             return Ok(Artifact::single(images.into_iter().next().expect("one")));
         }
         let index = Index {
@@ -36,6 +50,7 @@ impl Artifact {
                     d.platform = Some(i.platform.clone());
                     d
                 })
+                .chain(attestations.iter().map(|a| a.descriptor.clone()))
                 .collect(),
             annotations: None,
         };
@@ -44,6 +59,7 @@ impl Artifact {
         Ok(Artifact {
             images,
             index: Some((bytes, digest)),
+            attestations,
         })
     }
 
@@ -51,6 +67,15 @@ impl Artifact {
     pub fn image(&self) -> Option<&BuiltImage> {
         match (&self.index, self.images.as_slice()) {
             (None, [one]) => Some(one),
+            _ => None,
+        }
+    }
+
+    /// The image of a single-platform build, with or without attestations (a docker archive
+    /// holds it; `docker load` cannot read attestations).
+    pub fn single_image(&self) -> Option<&BuiltImage> {
+        match self.images.as_slice() {
+            [one] => Some(one),
             _ => None,
         }
     }
@@ -73,7 +98,7 @@ impl Artifact {
     }
 
     /// Every blob the artifact consists of, each once, in a fixed order: the index, then
-    /// per image its manifest, config and layers.
+    /// per image its manifest, config and layers, then the attestations' blobs.
     pub fn blobs(&self) -> Vec<&Digest> {
         let mut seen = std::collections::BTreeSet::new();
         let index = self.index.iter().map(|(_, d)| d);
@@ -82,7 +107,12 @@ impl Artifact {
                 .into_iter()
                 .chain(i.manifest.layers.iter().map(|l| &l.digest))
         });
-        index.chain(per_image).filter(|d| seen.insert(*d)).collect()
+        let attestations = self.attestations.iter().flat_map(|a| &a.blobs);
+        index
+            .chain(per_image)
+            .chain(attestations)
+            .filter(|d| seen.insert(*d))
+            .collect()
     }
 }
 
