@@ -321,16 +321,43 @@ pub fn schema_errors(json: &serde_json::Value, schema: &str) -> Vec<String> {
         other => other,
     };
     let root = read_schema(file).unwrap_or_else(|e| panic!("{e}"));
+    errors_against(&root, jsonschema::Draft::Draft4, file, json)
+}
+
+/// Validation errors of `json` against the schema `root` (formats checked; `$ref`s to other
+/// files resolve in [`schema_dir`]).
+fn errors_against(
+    root: &serde_json::Value,
+    draft: jsonschema::Draft,
+    name: &str,
+    json: &serde_json::Value,
+) -> Vec<String> {
     let validator = jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft4)
+        .with_draft(draft)
         .should_validate_formats(true)
         .with_retriever(SchemaDir)
-        .build(&root)
-        .unwrap_or_else(|e| panic!("schema {file} does not compile: {e}"));
+        .build(root)
+        .unwrap_or_else(|e| panic!("schema {name} does not compile: {e}"));
     validator
         .iter_errors(json)
         .map(|e| format!("{}: {e}", e.instance_path))
         .collect()
+}
+
+/// Panics with every violation unless `json` is valid against the draft-07 schema
+/// `testdata/attest-schemas/<file>` (SPDX 2.3, in-toto Statement v1, SLSA provenance v1).
+#[track_caller]
+pub fn validate_attestation(json: &serde_json::Value, file: &str) {
+    let path = testdata("attest-schemas").join(file);
+    let root: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let errors = errors_against(&root, jsonschema::Draft::Draft7, file, json);
+    assert!(
+        errors.is_empty(),
+        "not valid against {file}:\n  {}\ndocument: {}",
+        errors.join("\n  "),
+        serde_json::to_string_pretty(json).unwrap()
+    );
 }
 
 /// Panics with every violation unless `json` is valid against the schema (see [`schema_errors`]).
