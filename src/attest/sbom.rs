@@ -202,7 +202,7 @@ pub fn document(
         .unwrap_or_else(|| image.manifest_digest.to_string());
     let mut spdx_packages = vec![json!({
         "SPDXID": "SPDXRef-Image",
-        "name": image_name,
+        "name": image_name.clone(),
         "versionInfo": image.manifest_digest.to_string(),
         "downloadLocation": "NOASSERTION",
         "filesAnalyzed": false,
@@ -239,7 +239,7 @@ pub fn document(
         .placed
         .iter()
         .enumerate()
-        .map(|(i, (path, digest))| {
+        .map(|(i, f)| {
             let id = format!("SPDXRef-File-{i}");
             relationships.push(json!({
                 "spdxElementId": "SPDXRef-Image",
@@ -248,11 +248,25 @@ pub fn document(
             }));
             json!({
                 "SPDXID": id,
-                "fileName": path,
-                "checksums": [{"algorithm": "SHA256", "checksumValue": digest.hex()}],
+                "fileName": format!("./{}", f.path),
+                "checksums": [
+                    {"algorithm": "SHA1", "checksumValue": f.sha1},
+                    {"algorithm": "SHA256", "checksumValue": f.sha256.hex()},
+                ],
             })
         })
         .collect();
+    if !files.is_empty() {
+        // The image package holds the files: SPDX then wants them analysed, with the
+        // verification code (SHA1 of the files' sorted SHA1s).
+        let mut sha1s: Vec<&str> = scanned.placed.iter().map(|f| f.sha1.as_str()).collect();
+        sha1s.sort();
+        let code = hex::encode(<sha1::Sha1 as sha1::Digest>::digest(
+            sha1s.concat().as_bytes(),
+        ));
+        spdx_packages[0]["filesAnalyzed"] = json!(true);
+        spdx_packages[0]["packageVerificationCode"] = json!({"packageVerificationCodeValue": code});
+    }
     json!({
         "spdxVersion": "SPDX-2.3",
         "dataLicense": "CC0-1.0",

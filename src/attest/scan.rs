@@ -5,18 +5,24 @@ use super::AttestError;
 use crate::diff::tree::{apply_layer, Tree};
 use crate::digest::Digest;
 use crate::image::BuiltImage;
-use crate::layer::TarEntryInfo;
 use crate::store::Store;
 use std::collections::BTreeMap;
 
 /// What the SBOM is made from.
 pub struct Scanned {
     /// Regular files this build's own layers (not the base's) left in the image, by path
-    /// (`/`-prefixed), with their sha256.
-    pub placed: Vec<(String, Digest)>,
+    /// (relative, no leading `/`), sorted.
+    pub placed: Vec<PlacedFile>,
     /// Package databases and manifests (see [`is_package_record`]) as they are in the final
     /// image, by path.
     pub records: BTreeMap<String, Vec<u8>>,
+}
+
+pub struct PlacedFile {
+    pub path: String,
+    pub sha256: Digest,
+    /// Lowercase hex (SPDX 2.3 requires a SHA1 of every file).
+    pub sha1: String,
 }
 
 /// Files whose contents name packages: dpkg's and apk's databases, Python distributions'
@@ -32,11 +38,35 @@ pub fn is_package_record(path: &str) -> bool {
         || name == "Cargo.lock"
 }
 
+/// A file's contents as the scan needs them: the sha256, for this build's layers the SHA1,
+/// and for package records the bytes.
+struct Sink {
+    sha256: crate::digest::Hasher,
+    sha1: Option<sha1::Sha1>,
+    bytes: Option<Vec<u8>>,
+}
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.sha256.update(buf);
+        if let Some(h) = &mut self.sha1 {
+            sha1::Digest::update(h, buf);
+        }
+        if let Some(b) = &mut self.bytes {
+            b.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 pub fn scan(image: &BuiltImage, store: &Store) -> Result<Scanned, AttestError> {
     let mut tree = Tree::new();
+    // (layer, path) → bytes of a package record, SHA1 of a file of this build's layers.
     let mut contents: BTreeMap<(usize, Vec<u8>), Vec<u8>> = BTreeMap::new();
-    let keep =
-        |info: &TarEntryInfo| is_package_record(&String::from_utf8_lossy(info.path.as_bytes()));
+    let mut sha1s: BTreeMap<(usize, Vec<u8>), String> = BTreeMap::new();
     for (i, layer) in image.manifest.layers.iter().enumerate() {
         let err = |message: String| AttestError::Layer {
             layer: layer.digest.clone(),
@@ -44,16 +74,31 @@ pub fn scan(image: &BuiltImage, store: &Store) -> Result<Scanned, AttestError> {
         };
         let compression = crate::diff::open::layer_compression(&layer.media_type).map_err(err)?;
         let blob = store.open_blob(&layer.digest)?;
-        let members =
-            crate::layer::scan_layer(blob, compression, keep).map_err(|e| err(e.to_string()))?;
-        let mut listed = Vec::with_capacity(members.len());
-        for (info, digest, kept) in members {
-            if let Some(bytes) = kept {
-                contents.insert((i, info.path.as_bytes().to_vec()), bytes);
+        let own = i >= image.base_layers;
+        let mut members = Vec::new();
+        crate::layer::for_each_member(blob, compression, |info, file| {
+            let Some(file) = file else {
+                members.push((info, None));
+                return Ok(());
+            };
+            let path = info.path.as_bytes().to_vec();
+            let mut sink = Sink {
+                sha256: crate::digest::Hasher::new(),
+                sha1: own.then(sha1::Sha1::default),
+                bytes: is_package_record(&String::from_utf8_lossy(&path)).then(Vec::new),
+            };
+            std::io::copy(file, &mut sink)?;
+            if let Some(bytes) = sink.bytes {
+                contents.insert((i, path.clone()), bytes);
             }
-            listed.push((info, digest));
-        }
-        apply_layer(&mut tree, i, &layer.digest, listed);
+            if let Some(h) = sink.sha1 {
+                sha1s.insert((i, path), hex::encode(sha1::Digest::finalize(h)));
+            }
+            members.push((info, Some(sink.sha256.finish())));
+            Ok(())
+        })
+        .map_err(|e| err(e.to_string()))?;
+        apply_layer(&mut tree, i, &layer.digest, members);
     }
     let mut placed = Vec::new();
     let mut records = BTreeMap::new();
@@ -62,13 +107,16 @@ pub fn scan(image: &BuiltImage, store: &Store) -> Result<Scanned, AttestError> {
             continue;
         }
         let name = String::from_utf8_lossy(path).into_owned();
-        if let Some(bytes) = contents.remove(&(entry.layer, path.clone())) {
+        let key = (entry.layer, path.clone());
+        if let Some(bytes) = contents.remove(&key) {
             records.insert(name.clone(), bytes);
         }
-        if entry.layer >= image.base_layers {
-            if let Some(d) = &entry.content {
-                placed.push((format!("/{name}"), d.clone()));
-            }
+        if let (Some(sha256), Some(sha1)) = (&entry.content, sha1s.remove(&key)) {
+            placed.push(PlacedFile {
+                path: name,
+                sha256: sha256.clone(),
+                sha1,
+            });
         }
     }
     Ok(Scanned { placed, records })

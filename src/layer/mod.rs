@@ -267,38 +267,37 @@ pub fn list_layer_with_digests<R: Read>(
     blob: R,
     compression: Compression,
 ) -> Result<Vec<(TarEntryInfo, Option<Digest>)>, LayerError> {
-    Ok(scan_layer(blob, compression, |_| false)?
-        .into_iter()
-        .map(|(info, digest, _)| (info, digest))
-        .collect())
+    let mut out = Vec::new();
+    for_each_member(blob, compression, |info, contents| {
+        let digest = match contents {
+            Some(r) => {
+                let mut w = crate::digest::HashingWriter::new(std::io::sink());
+                std::io::copy(r, &mut w)?;
+                Some(w.finish().1)
+            }
+            None => None,
+        };
+        out.push((info, digest));
+        Ok(())
+    })?;
+    Ok(out)
 }
 
-/// [`list_layer_with_digests`], plus the contents of the regular files `keep` selects (the
-/// SBOM reads package databases this way, in the same single pass).
-#[allow(clippy::type_complexity)]
-pub fn scan_layer<R: Read>(
+/// Calls `f` with every member of a layer blob, in archive order, and for a regular file a
+/// reader of its contents (what `f` leaves unread is skipped).
+pub fn for_each_member<R: Read>(
     blob: R,
     compression: Compression,
-    keep: impl Fn(&TarEntryInfo) -> bool,
-) -> Result<Vec<(TarEntryInfo, Option<Digest>, Option<Vec<u8>>)>, LayerError> {
+    mut f: impl FnMut(TarEntryInfo, Option<&mut dyn Read>) -> std::io::Result<()>,
+) -> Result<(), LayerError> {
     let mut r = reader::TarReader::new(decompress(blob, compression));
-    let mut out = Vec::new();
     while let Some(info) = r.next_entry()? {
-        if info.kind != TarKind::File {
-            out.push((info, None, None));
-            continue;
-        }
-        let (kept, digest) = if keep(&info) {
-            let mut w = crate::digest::HashingWriter::new(Vec::new());
-            std::io::copy(&mut r, &mut w).map_err(LayerError::BlobRead)?;
-            let (bytes, digest, _) = w.finish();
-            (Some(bytes), digest)
+        let contents: Option<&mut dyn Read> = if info.kind == TarKind::File {
+            Some(&mut r)
         } else {
-            let mut w = crate::digest::HashingWriter::new(std::io::sink());
-            std::io::copy(&mut r, &mut w).map_err(LayerError::BlobRead)?;
-            (None, w.finish().1)
+            None
         };
-        out.push((info, Some(digest), kept));
+        f(info, contents).map_err(LayerError::BlobRead)?;
     }
-    Ok(out)
+    Ok(())
 }
