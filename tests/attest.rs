@@ -64,70 +64,6 @@ fn context(dir: &Path) -> PathBuf {
     ctx
 }
 
-/// The parts of an OCI archive's attestations.
-struct Attached {
-    /// The image index the archive's index.json points to.
-    index: Value,
-    /// The attestation manifest's descriptor in it.
-    descriptor: Value,
-    manifest_bytes: Vec<u8>,
-    /// Per layer: its predicate-type annotation and the statement's bytes.
-    statements: Vec<(String, Vec<u8>)>,
-}
-
-fn blob(archive: &Path, digest: &str) -> Vec<u8> {
-    common::tar_member(
-        archive,
-        &format!("blobs/sha256/{}", digest.trim_start_matches("sha256:")),
-    )
-}
-
-fn attached(archive: &Path) -> Attached {
-    let top: Value = serde_json::from_slice(&common::tar_member(archive, "index.json")).unwrap();
-    let index_digest = top["manifests"][0]["digest"].as_str().unwrap();
-    let index: Value = serde_json::from_slice(&blob(archive, index_digest)).unwrap();
-    let atts: Vec<&Value> = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["annotations"]["vnd.docker.reference.type"] == "attestation-manifest")
-        .collect();
-    assert_eq!(atts.len(), 1, "{index}");
-    let descriptor = atts[0].clone();
-    let manifest_bytes = blob(archive, descriptor["digest"].as_str().unwrap());
-    let manifest: Value = serde_json::from_slice(&manifest_bytes).unwrap();
-    let statements = manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            assert_eq!(l["mediaType"], "application/vnd.in-toto+json", "{manifest}");
-            (
-                l["annotations"]["in-toto.io/predicate-type"]
-                    .as_str()
-                    .unwrap()
-                    .to_string(),
-                blob(archive, l["digest"].as_str().unwrap()),
-            )
-        })
-        .collect();
-    Attached {
-        index,
-        descriptor,
-        manifest_bytes,
-        statements,
-    }
-}
-
-fn statement(a: &Attached, predicate_type: &str) -> Value {
-    let (_, bytes) = a
-        .statements
-        .iter()
-        .find(|(t, _)| t == predicate_type)
-        .unwrap_or_else(|| panic!("no {predicate_type} statement"));
-    serde_json::from_slice(bytes).unwrap()
-}
-
 fn build(ctx: &Path, t: &Path, cache: &str, out: &str, extra: &[&str]) -> std::process::Output {
     common::lade(&t.join(cache))
         .args([
@@ -162,7 +98,7 @@ fn sbom_and_provenance_are_valid_attached_and_reproducible() {
     ];
     let o = build(&ctx, t, "cache1", "one.tar", &args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let a = attached(&t.join("one.tar"));
+    let a = common::attached(&t.join("one.tar"));
 
     // BuildKit's layout: the image, then its attestation manifest for platform unknown/unknown
     // pointing at the image manifest.
@@ -183,7 +119,7 @@ fn sbom_and_provenance_are_valid_attached_and_reproducible() {
     let types: Vec<&str> = a.statements.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(types, [SPDX, SLSA]);
 
-    let sbom = statement(&a, SPDX);
+    let sbom = a.statement(SPDX);
     common::validate_attestation(&sbom, "in-toto-statement-v1.schema.json");
     assert_eq!(sbom["predicateType"], SPDX);
     assert_eq!(
@@ -234,7 +170,7 @@ fn sbom_and_provenance_are_valid_attached_and_reproducible() {
         serde_json::json!({"algorithm": "SHA1", "checksumValue": hex::encode(<sha1::Sha1 as sha1::Digest>::digest(b"hello\n"))})
     );
 
-    let prov = statement(&a, SLSA);
+    let prov = a.statement(SLSA);
     common::validate_attestation(&prov, "in-toto-statement-v1.schema.json");
     common::validate_attestation(&prov["predicate"], "slsa-provenance-v1.schema.json");
     let ext = &prov["predicate"]["buildDefinition"]["externalParameters"];
@@ -258,7 +194,7 @@ fn sbom_and_provenance_are_valid_attached_and_reproducible() {
     // A second build from a fresh store: the same attestations, byte for byte.
     let o = build(&ctx, t, "cache2", "two.tar", &args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let b = attached(&t.join("two.tar"));
+    let b = common::attached(&t.join("two.tar"));
     assert_eq!(a.manifest_bytes, b.manifest_bytes);
     assert_eq!(a.statements, b.statements);
     assert_eq!(
@@ -279,7 +215,7 @@ fn sbom_and_provenance_are_valid_attached_and_reproducible() {
     fs::write(ctx.join("app/hello.txt"), "changed\n").unwrap();
     let o = build(&ctx, t, "cache2", "three.tar", &args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let c = statement(&attached(&t.join("three.tar")), SLSA);
+    let c = common::attached(&t.join("three.tar")).statement(SLSA);
     assert_ne!(
         c["predicate"]["buildDefinition"]["externalParameters"]["context"],
         ext["context"]
@@ -363,8 +299,8 @@ fn a_debian_image_lists_its_dpkg_packages() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let a = attached(&t.join("deb.tar"));
-    let sbom = statement(&a, SPDX);
+    let a = common::attached(&t.join("deb.tar"));
+    let sbom = a.statement(SPDX);
     let doc = &sbom["predicate"];
     common::validate_attestation(doc, "spdx-2.3-document.schema.json");
     let debs: Vec<&str> = doc["packages"]
@@ -430,7 +366,7 @@ fn pushed_images_carry_their_attestations() {
     // The same build to an archive: the registry holds exactly its attestation manifest.
     let o = build(&ctx, t, "cache", "local.tar", &["-t", &image]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let local = attached(&t.join("local.tar"));
+    let local = common::attached(&t.join("local.tar"));
 
     let raw = common::ok(common::skopeo(&[
         "inspect",

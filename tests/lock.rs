@@ -106,6 +106,33 @@ fn a_lock_pins_the_bases_until_lade_lock_updates_it() {
     assert_ne!(base1, base2);
     let (locked2, _) = build(t, &ctx, "2", &["--locked"]);
     assert_eq!(locked1, locked2);
+    // The provenance names the pinned digests, not the tag's new one.
+    build(t, &ctx, "2", &["--locked", "--provenance"]);
+    let prov = common::attached(&t.join("app.tar")).statement("https://slsa.dev/provenance/v1");
+    let deps: Vec<(String, String)> = prov["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["uri"]
+                    .as_str()
+                    .unwrap()
+                    .split('?')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+                format!("sha256:{}", d["digest"]["sha256"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        deps,
+        [
+            (format!("pkg:docker/{base}"), base1.clone()),
+            (format!("pkg:docker/{extra}"), extra1.clone())
+        ]
+    );
 
     // `lade lock` moves the pin; the next build reads the new base.
     common::lade(&t.join("cache-lock"))

@@ -537,3 +537,74 @@ pub fn require_rootless_user() -> String {
         )
     })
 }
+
+/// The attestations of an OCI archive (`lade build --sbom --provenance -o type=oci`).
+pub struct Attached {
+    /// The image index the archive's index.json points to.
+    pub index: serde_json::Value,
+    /// The attestation manifest's descriptor in it (there must be exactly one).
+    pub descriptor: serde_json::Value,
+    pub manifest_bytes: Vec<u8>,
+    /// Per layer: its `in-toto.io/predicate-type` annotation and the statement's bytes.
+    pub statements: Vec<(String, Vec<u8>)>,
+}
+
+impl Attached {
+    /// The statement of `predicate_type`, parsed.
+    pub fn statement(&self, predicate_type: &str) -> serde_json::Value {
+        let (_, bytes) = self
+            .statements
+            .iter()
+            .find(|(t, _)| t == predicate_type)
+            .unwrap_or_else(|| panic!("no {predicate_type} statement"));
+        serde_json::from_slice(bytes).unwrap()
+    }
+}
+
+/// The blob `digest` (`sha256:...`) of an OCI archive.
+pub fn archive_blob(archive: &Path, digest: &str) -> Vec<u8> {
+    tar_member(
+        archive,
+        &format!("blobs/sha256/{}", digest.trim_start_matches("sha256:")),
+    )
+}
+
+/// Reads the attestation manifest of a one-platform OCI archive and its statements (each
+/// layer must be `application/vnd.in-toto+json`).
+pub fn attached(archive: &Path) -> Attached {
+    use serde_json::Value;
+    let top: Value = serde_json::from_slice(&tar_member(archive, "index.json")).unwrap();
+    let index_digest = top["manifests"][0]["digest"].as_str().unwrap();
+    let index: Value = serde_json::from_slice(&archive_blob(archive, index_digest)).unwrap();
+    let atts: Vec<&Value> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["annotations"]["vnd.docker.reference.type"] == "attestation-manifest")
+        .collect();
+    assert_eq!(atts.len(), 1, "{index}");
+    let descriptor = atts[0].clone();
+    let manifest_bytes = archive_blob(archive, descriptor["digest"].as_str().unwrap());
+    let manifest: Value = serde_json::from_slice(&manifest_bytes).unwrap();
+    let statements = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            assert_eq!(l["mediaType"], "application/vnd.in-toto+json", "{manifest}");
+            (
+                l["annotations"]["in-toto.io/predicate-type"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                archive_blob(archive, l["digest"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    Attached {
+        index,
+        descriptor,
+        manifest_bytes,
+        statements,
+    }
+}
