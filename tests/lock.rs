@@ -218,3 +218,33 @@ fn locked_refuses_an_unpinned_base_and_a_floating_tag_warns_once() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(&format!("does not pin {other} for")), "{err}");
 }
+
+#[test]
+fn lade_lock_pins_run_mount_images_without_building() {
+    let s = common::require_services();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let pid = std::process::id();
+    let base = format!("{}/lade-test/lock-run-base:{pid}", s.registry);
+    let tools = format!("{}/lade-test/lock-run-tools:{pid}", s.registry);
+    let base1 = push_base(t, &base, "base\n");
+    let tools1 = push_base(t, &tools, "tools\n");
+    let ctx = t.join("app");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {base}\nRUN --mount=type=bind,from={tools},target=/tools cat /tools/base.txt\n"
+        ),
+    )
+    .unwrap();
+    common::lade(&t.join("cache"))
+        .arg("lock")
+        .arg(&ctx)
+        .assert()
+        .success();
+    let platform = host_platform();
+    let mut want = vec![(base, platform.clone(), base1), (tools, platform, tools1)];
+    want.sort();
+    assert_eq!(lock_entries(&ctx), want);
+}
