@@ -9,6 +9,7 @@ use crate::digest::Digest;
 use crate::exec::{self, ExecOptions, Observer};
 use crate::frontend::dockerfile::lower::{BaseConfigs, LowerOptions};
 use crate::image::{BuiltImage, ImageConfig, Platform};
+use crate::lock::{Lock, LockMode};
 use crate::output::{self, Artifact, OutputError, Target};
 use crate::plan::{Base, Plan};
 use crate::registry::{Client, ClientOptions, PushReport, RegistryError};
@@ -73,6 +74,10 @@ pub struct BuildRequest {
     pub cache_from: Vec<crate::cache::CacheSpec>,
     /// `--cache-to`.
     pub cache_to: Vec<crate::cache::CacheSpec>,
+    /// What to do with the description's `lade.lock`.
+    pub lock: crate::lock::LockMode,
+    /// `--sbom`, `--provenance`: attestations attached to each image.
+    pub attest: crate::attest::AttestOptions,
 }
 
 /// How [`BuildRequest::local_images`] keys a reference: `docker.io/library/name:latest` for
@@ -156,6 +161,10 @@ pub enum BuildError {
     Output(#[from] OutputError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    #[error(transparent)]
+    Attest(#[from] crate::attest::AttestError),
 }
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> BuildError {
@@ -177,7 +186,13 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
     let store = Store::open(&req.store_root)?;
     sweep_stale_temps(&store, req);
     let registry = Registry::new(&req.registry);
-    let base_configs = BaseConfigReader::new(&store, registry.clone(), req);
+    let lock = match req.lock {
+        LockMode::Update => Some(lock_with(req, &store, &registry, observer)?.1),
+        LockMode::Use | LockMode::Locked => Lock::read(&lock_path(&req.description))?,
+    };
+    let lock = lock.map(Arc::new);
+    let base_configs =
+        BaseConfigReader::new(&store, registry.clone(), req, req.exec.pull, lock.clone());
     let push = req.outputs.iter().any(|o| matches!(o, Target::Registry));
     let mut exec_opts = req.exec.clone();
     // --jobs N bounds compression too: N gzip workers per layer, and at most N blocks
@@ -194,6 +209,8 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
     let mut images: Vec<BuiltImage> = Vec::new();
     let mut plan_tags = Vec::new();
     let mut cache_to = Vec::new();
+    let mut floating = std::collections::BTreeSet::new();
+    let mut inputs = crate::attest::BuildInputs::default();
     for platform in platforms {
         let Loaded {
             mut plan,
@@ -211,6 +228,7 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
             }
         }
         use_local_images(&mut plan, &req.local_images);
+        floating.extend(apply_lock(&mut plan, lock.as_deref(), req)?);
         if images.is_empty() {
             // The request's caches, else the description's (lade.toml's [cache]).
             let pick = |own: &[crate::cache::CacheSpec], plan: &[crate::cache::CacheSpec]| {
@@ -239,14 +257,55 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
             }
         }
         let image = image?;
+        if req.attest.provenance {
+            record_inputs(
+                &mut inputs,
+                req,
+                &plan,
+                &context,
+                &source,
+                &store,
+                &exec_opts,
+            )?;
+        }
         images.push(image);
         plan_tags = plan.tags;
     }
-    let artifact = Artifact::annotated(images, &req.index_annotations, &store)?;
-
+    if !floating.is_empty() {
+        // One line (tracing prints warnings to stderr whatever the progress mode).
+        tracing::warn!(
+            "{} may move (a tag, not a digest, and not in {}): `lade lock` pins it",
+            floating.into_iter().collect::<Vec<_>>().join(", "),
+            lock_path(&req.description).display()
+        );
+    }
     let mut tags = plan_tags;
     tags.extend(req.tags.iter().cloned());
     tags.dedup();
+    let mut attestations = Vec::new();
+    if req.attest.any() {
+        inputs.source_date_epoch = req.exec.source_date_epoch;
+        for image in &images {
+            if req.attest.sbom {
+                // The SBOM reads every layer, the base's too.
+                exec::fetch_image_layers(
+                    image,
+                    &store,
+                    exec_opts.registry.as_deref(),
+                    exec_opts.pull,
+                )?;
+            }
+            attestations.push(crate::attest::attest(
+                image,
+                &tags,
+                &inputs,
+                &req.attest,
+                &store,
+            )?);
+        }
+    }
+    let artifact = Artifact::assembled(images, attestations, &req.index_annotations, &store)?;
+
     for t in &tags {
         output::split_tag(t)
             .map_err(|e| BuildError::Usage(format!("tag from the build description: {e}")))?;
@@ -350,7 +409,7 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
                 .iter()
                 .any(|o| matches!(o, Target::Docker { .. }));
         let top = artifact.top().digest;
-        let id = match artifact.image() {
+        let id = match artifact.single_image() {
             Some(image) if docker => &image.config_digest,
             _ => &top,
         };
@@ -490,7 +549,13 @@ pub fn plan(req: &BuildRequest, observer: &dyn Observer) -> Result<(Plan, PlanKe
         ));
     }
     let store = Store::open(&req.store_root)?;
-    let base_configs = BaseConfigReader::new(&store, Registry::new(&req.registry), req);
+    let base_configs = BaseConfigReader::new(
+        &store,
+        Registry::new(&req.registry),
+        req,
+        req.exec.pull,
+        None,
+    );
     let Loaded {
         mut plan,
         context,
@@ -548,15 +613,24 @@ struct BaseConfigReader {
     registry: Registry,
     pull: exec::PullPolicy,
     local: std::collections::BTreeMap<String, Base>,
+    /// Registry bases it pins are read at their pinned digest.
+    lock: Option<Arc<Lock>>,
 }
 
 impl BaseConfigReader {
-    fn new(store: &Store, registry: Registry, req: &BuildRequest) -> Arc<BaseConfigReader> {
+    fn new(
+        store: &Store,
+        registry: Registry,
+        req: &BuildRequest,
+        pull: exec::PullPolicy,
+        lock: Option<Arc<Lock>>,
+    ) -> Arc<BaseConfigReader> {
         Arc::new(BaseConfigReader {
             store: store.clone(),
             registry,
-            pull: req.exec.pull,
+            pull,
             local: req.local_images.clone(),
+            lock,
         })
     }
 }
@@ -569,6 +643,13 @@ impl BaseConfigs for BaseConfigReader {
             Base::Registry { .. } => Some(self.registry.get()?),
             _ => None,
         };
+        let pinned = match (base, &self.lock) {
+            (Base::Registry { reference }, Some(lock)) => lock
+                .pin(reference, platform)
+                .map(|reference| Base::Registry { reference }),
+            _ => None,
+        };
+        let base = pinned.as_ref().unwrap_or(base);
         exec::base_config(base, platform, &self.store, client.as_deref(), self.pull)
             .map_err(|e| e.to_string())
     }
@@ -752,4 +833,135 @@ fn uses_registry(plan: &Plan) -> bool {
                 _ => false,
             })
     })
+}
+
+/// What the provenance records of one platform's build: the description and context digests
+/// (once), build args, target, and the registry bases as resolved.
+fn record_inputs(
+    inputs: &mut crate::attest::BuildInputs,
+    req: &BuildRequest,
+    plan: &Plan,
+    context: &BuildContext,
+    source: &SourceText,
+    store: &Store,
+    exec_opts: &exec::ExecOptions,
+) -> Result<(), BuildError> {
+    if inputs.description_digest.is_none() {
+        inputs.description_digest = Some(Digest::of(source.src.as_bytes()));
+        inputs.context_digest = Some(
+            crate::attest::context_digest(context).map_err(crate::attest::AttestError::Context)?,
+        );
+        match &req.description {
+            Description::Spec(_) => inputs.description_kind = "lade.toml".into(),
+            // A build hook's plan (cargo lade, lade build --maven).
+            Description::Plan { .. } => inputs.description_kind = "plan".into(),
+            Description::Dockerfile { opts, .. } => {
+                inputs.description_kind = "dockerfile".into();
+                inputs.build_args = opts
+                    .build_args
+                    .iter()
+                    .filter(|(k, _)| !req.attest.secret_ids.contains(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                inputs.target = opts.target.clone();
+            }
+        }
+    }
+    for (reference, platform) in crate::lock::registry_bases(plan) {
+        let digest = exec::registry_base_digest(
+            &reference,
+            &platform,
+            store,
+            exec_opts.registry.as_deref(),
+            exec_opts.pull,
+        )?;
+        inputs.bases.push((reference, platform, digest));
+    }
+    Ok(())
+}
+
+/// Where the description's lock file is: beside the lade.toml or the Dockerfile (in the
+/// context for a Dockerfile read from standard input).
+pub fn lock_path(description: &Description) -> PathBuf {
+    let dir = match description {
+        Description::Spec(spec) => spec.parent().map(Path::to_path_buf),
+        Description::Dockerfile {
+            file: Some(f),
+            context,
+            ..
+        } => Some(if f.as_os_str() == "-" {
+            context.clone()
+        } else {
+            f.parent().map(Path::to_path_buf).unwrap_or_default()
+        }),
+        Description::Dockerfile { context, .. } => Some(context.clone()),
+        // Beside the hook's project file (a Cargo.toml).
+        Description::Plan { name, .. } => Path::new(name).parent().map(Path::to_path_buf),
+    };
+    match dir {
+        Some(d) if !d.as_os_str().is_empty() => d.join(crate::lock::LOCK_FILE),
+        _ => PathBuf::from(crate::lock::LOCK_FILE),
+    }
+}
+
+/// Pins the plan's registry bases the lock has; with `--locked` a base it lacks is an error.
+/// Returns the tags the build reads unpinned (they may move).
+fn apply_lock(
+    plan: &mut Plan,
+    lock: Option<&Lock>,
+    req: &BuildRequest,
+) -> Result<Vec<String>, BuildError> {
+    let unpinned: Vec<(String, Platform)> = crate::lock::registry_bases(plan)
+        .into_iter()
+        .filter(|(r, p)| crate::lock::is_floating(r) && lock.is_none_or(|l| l.get(r, p).is_none()))
+        .collect();
+    if req.lock == LockMode::Locked {
+        if let Some((reference, platform)) = unpinned.first() {
+            return Err(crate::lock::LockError::Missing {
+                path: lock_path(&req.description),
+                reference: reference.clone(),
+                platform: platform.to_string(),
+            }
+            .into());
+        }
+    }
+    if let Some(lock) = lock {
+        crate::lock::pin_plan(plan, lock);
+    }
+    Ok(unpinned.into_iter().map(|(r, _)| r).collect())
+}
+
+/// `lade lock`: resolves every registry base of the description, for every platform, to its
+/// manifest digest now (asking the registry whatever the cache says), and writes the lock
+/// file. Returns its path and contents.
+pub fn lock(req: &BuildRequest, observer: &dyn Observer) -> Result<(PathBuf, Lock), BuildError> {
+    let store = Store::open(&req.store_root)?;
+    lock_with(req, &store, &Registry::new(&req.registry), observer)
+}
+
+fn lock_with(
+    req: &BuildRequest,
+    store: &Store,
+    registry: &Registry,
+    observer: &dyn Observer,
+) -> Result<(PathBuf, Lock), BuildError> {
+    let base_configs =
+        BaseConfigReader::new(store, registry.clone(), req, exec::PullPolicy::Always, None);
+    let platforms: Vec<Option<&Platform>> = if req.platforms.is_empty() {
+        vec![None]
+    } else {
+        req.platforms.iter().map(Some).collect()
+    };
+    let mut lock = Lock::default();
+    for platform in platforms {
+        let loaded = load(&req.description, platform, observer, &base_configs)?;
+        for (reference, platform) in crate::lock::registry_bases(&loaded.plan) {
+            let r = crate::registry::Reference::parse(&reference)?;
+            let image = registry.client()?.resolve(store, &r, &platform)?;
+            lock.insert(&reference, &platform, image.manifest_digest);
+        }
+    }
+    let path = lock_path(&req.description);
+    lock.write(&path)?;
+    Ok((path, lock))
 }

@@ -4,10 +4,12 @@
 //! `layer`, `store`) → `image` → `output` / `registry`. `digest` and `path` are the shared
 //! vocabulary every stage speaks.
 
+pub mod attest;
 pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod context;
+pub mod diff;
 pub mod digest;
 pub mod exec;
 pub mod frontend;
@@ -15,8 +17,10 @@ pub mod fuzz;
 pub mod hooks;
 pub mod image;
 pub mod layer;
+pub mod lock;
 pub mod output;
 pub mod path;
 pub mod plan;
 pub mod registry;
 pub mod store;
+pub mod verify;

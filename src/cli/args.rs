@@ -31,6 +31,15 @@ pub enum Command {
     Login(LoginArgs),
     /// Build the services of a compose file (`lade compose build`).
     Compose(super::compose_cmd::ComposeArgs),
+    /// Show why two images differ: config, then files with the layer that introduced them.
+    /// Exit 0 when identical, 1 when they differ, 2 on trouble (like diff).
+    Diff(DiffArgs),
+    /// Rebuild an image without cache and compare it with the published one (REF): exit 0
+    /// when the digests match, else print the `lade diff` of the two and exit 1.
+    Verify(VerifyArgs),
+    /// Resolve every base image (FROM, COPY --from, RUN --mount from=) per platform to its
+    /// manifest digest and write lade.lock next to the Dockerfile or lade.toml.
+    Lock(LockArgs),
     /// Remove the `RUN --mount=type=cache` directories of the store that no build is using.
     Prune(PruneArgs),
     /// Print the man page or a shell completion script (for packagers: `cargo xtask dist`).
@@ -372,6 +381,25 @@ pub struct BuildArgs {
     /// steps may use the host network without it). Repeatable or comma-separated.
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
     pub allow: Vec<String>,
+    /// Resolve every base again, write lade.lock next to the Dockerfile or lade.toml, and
+    /// build with it (a build uses an existing lade.lock without this flag).
+    #[arg(long, conflicts_with = "locked")]
+    pub lock: bool,
+    /// Fail when lade.lock does not pin a base the build names (like `cargo --locked`).
+    #[arg(long)]
+    pub locked: bool,
+    /// Attach an SPDX 2.3 SBOM of each image as a BuildKit-style attestation.
+    #[arg(long)]
+    pub sbom: bool,
+    /// Attach an in-toto SLSA v1 provenance statement of each image as an attestation.
+    #[arg(long)]
+    pub provenance: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
 }
 
 /// `lade build --maven`: a Maven project laid out as Jib's Maven plugin does.
@@ -418,4 +446,50 @@ pub struct MavenArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub input: InputArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiffFormat {
+    /// One line per difference.
+    Text,
+    /// The whole comparison as one JSON document.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The first image: `registry/repository[:tag|@digest]`, `oci:DIR[:TAG]`,
+    /// `oci-archive:FILE[:TAG]` or `docker-archive:FILE`.
+    pub a: String,
+    /// The second image, named the same ways.
+    pub b: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: DiffFormat,
+    /// Which platform's image to compare in a multi-platform index (default: the host's).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// Store directory (registry layers are fetched into it).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The published image, named as for `lade diff`.
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Output format of the differences.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: DiffFormat,
+    /// As for `lade build`: when the published image was built with it, the rebuild needs it.
+    #[arg(long)]
+    pub normalize_modes: bool,
+    /// Progress output of the rebuild.
+    #[arg(long, value_enum, default_value = "quiet")]
+    pub progress: ProgressMode,
 }

@@ -3,8 +3,8 @@
 
 use super::args::ProgressMode;
 use super::args::{
-    BuildArgs, CompressionArg, InputArgs, LoadArg, NetworkArg, PlanArgs, PullArg, RegistryArgs,
-    SnapshotterArg,
+    BuildArgs, CompressionArg, InputArgs, LoadArg, LockArgs, NetworkArg, PlanArgs, PullArg,
+    RegistryArgs, SnapshotterArg,
 };
 use super::progress::Progress;
 use super::UsageError;
@@ -14,6 +14,7 @@ use crate::exec::{self, ExecOptions};
 use crate::frontend::dockerfile::lower::NamedContext;
 use crate::image::Platform;
 use crate::layer::Compression;
+use crate::lock::LockMode;
 use crate::output::{self, Target};
 use crate::plan::Base;
 use crate::registry::ClientOptions;
@@ -73,7 +74,7 @@ fn secrets_and_agents(
 
 /// The request `lade plan` and `lade build` share: what to build, for which platforms, with
 /// which store and registry settings; no outputs.
-fn input_request(
+pub(super) fn input_request(
     a: &InputArgs,
     maven: Option<&crate::hooks::maven::MavenImage>,
 ) -> Result<BuildRequest, UsageError> {
@@ -127,6 +128,7 @@ fn input_request(
     };
     let store_root = a.cache_dir.clone().unwrap_or_else(Store::default_root);
     let (secrets, agents) = secrets_and_agents(a)?;
+    let secret_ids = secrets.ids();
     Ok(BuildRequest {
         description,
         platforms,
@@ -174,6 +176,11 @@ fn input_request(
         local_images: Default::default(),
         cache_from: Vec::new(),
         cache_to: Vec::new(),
+        lock: LockMode::default(),
+        attest: crate::attest::AttestOptions {
+            secret_ids,
+            ..Default::default()
+        },
     })
 }
 
@@ -242,6 +249,15 @@ fn build_request(
     maven: Option<&crate::hooks::maven::MavenImage>,
 ) -> Result<BuildRequest, UsageError> {
     let mut req = input_request(&a.input, maven)?;
+    req.lock = if a.lock {
+        LockMode::Update
+    } else if a.locked {
+        LockMode::Locked
+    } else {
+        LockMode::Use
+    };
+    req.attest.sbom = a.sbom;
+    req.attest.provenance = a.provenance;
     let exec = &mut req.exec;
     exec.no_cache = a.no_cache;
     exec.run_settings.allow_insecure = allows_insecure(&a.allow)?;
@@ -528,6 +544,14 @@ fn maven_image(
         project.classpath_from
     ));
     Ok(maven::plan(&project, &opts)?)
+}
+
+/// `lade lock`: writes the lock file and prints its path.
+pub fn run_lock(a: &LockArgs) -> anyhow::Result<ExitCode> {
+    let req = input_request(&a.input, None)?;
+    let (path, lock) = crate::build::lock(&req, &exec::Quiet).map_err(cli_error)?;
+    println!("{}: {} base(s) pinned", path.display(), lock.images.len());
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn run_plan(a: &PlanArgs) -> anyhow::Result<ExitCode> {

@@ -143,6 +143,8 @@ pub fn run(a: &CargoLadeArgs) -> anyhow::Result<ExitCode> {
         manifest_annotations: Vec::new(),
         index_annotations: Default::default(),
         cache_from: Vec::new(),
+        lock: Default::default(),
+        attest: Default::default(),
         cache_to: Vec::new(),
     };
     let result = crate::build::build(&req, &progress).map_err(cli_error)?;

@@ -137,6 +137,8 @@ fn run_build(a: &ComposeArgs, b: &ComposeBuildArgs) -> anyhow::Result<ExitCode> 
             manifest_annotations: Vec::new(),
             index_annotations: Default::default(),
             cache_from: Vec::new(),
+            lock: Default::default(),
+            attest: Default::default(),
             cache_to: Vec::new(),
             metadata_file: None,
             digest_file: None,

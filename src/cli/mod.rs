@@ -5,6 +5,7 @@ pub mod args;
 mod build;
 mod cargo_cmd;
 mod compose_cmd;
+mod diff_cmd;
 mod generate;
 mod parse_cmd;
 mod progress;
@@ -120,6 +121,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pull(a) => registry_cmd::run_pull(&a),
         Command::Login(a) => registry_cmd::run_login(&a),
         Command::Compose(a) => compose_cmd::run(&a),
+        Command::Diff(a) => diff_cmd::run(&a),
+        Command::Verify(a) => diff_cmd::run_verify(&a),
+        Command::Lock(a) => build::run_lock(&a),
         Command::Prune(a) => prune_cmd::run(&a),
         Command::Generate(a) => generate::run(&a),
     }

@@ -34,6 +34,7 @@ pub fn push_options(a: &RegistryArgs, mount_from: Option<Reference>) -> PushOpti
 /// An imported image as the outputs see a built one.
 fn as_built(i: ImportedImage, platform: Platform) -> BuiltImage {
     let config_digest = i.manifest.config.digest.clone();
+    let base_layers = i.manifest.layers.len();
     BuiltImage {
         manifest: i.manifest,
         manifest_bytes: i.manifest_bytes,
@@ -43,6 +44,7 @@ fn as_built(i: ImportedImage, platform: Platform) -> BuiltImage {
         platform,
         cached: Vec::new(),
         base_origin: None,
+        base_layers,
     }
 }
 

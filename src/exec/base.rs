@@ -176,6 +176,23 @@ pub fn import_image(
     }
 }
 
+/// The image manifest digest a registry base resolves to for `platform`, as the build
+/// resolved it (a tag this process already checked is not looked up again).
+pub fn registry_base_digest(
+    reference: &str,
+    platform: &Platform,
+    store: &Store,
+    registry: Option<&crate::registry::Client>,
+    pull: PullPolicy,
+) -> Result<Digest, ExecError> {
+    resolve_registry(reference, platform, store, registry, pull)
+        .map(|(image, _)| image.manifest_digest)
+        .map_err(|message| ExecError::Base {
+            base: reference.to_string(),
+            message,
+        })
+}
+
 /// The config of a base image, reading only its index, manifest and config (never a layer),
 /// for the Dockerfile frontend: the base's ENV for expansion and its ONBUILD triggers.
 /// Registry images are resolved as `pull` allows, like the build itself does.

@@ -17,7 +17,10 @@ mod tree;
 mod verify;
 mod why;
 
-pub use base::{base_config, import_image, load_base, load_base_with, BaseImage, ImportedImage};
+pub use base::{
+    base_config, import_image, load_base, load_base_with, registry_base_digest, BaseImage,
+    ImportedImage,
+};
 pub use files::ResolvedLayer;
 pub use pull::{fetch_layers, PullPolicy};
 pub use sources::extract_all;
@@ -319,6 +322,7 @@ fn assemble(
     image.architecture = stage.platform.architecture.clone();
     image.variant = stage.platform.variant.clone();
     let mut manifest_layers = base.layers;
+    let base_layers = manifest_layers.len();
     // One layer per layer step and per RUN, in step order.
     let mut built = layers.iter();
     let mut env_index = config::EnvIndex::default();
@@ -379,5 +383,6 @@ fn assemble(
         platform: stage.platform.clone(),
         cached: layers.iter().map(|(_, c)| *c).collect(),
         base_origin,
+        base_layers,
     })
 }

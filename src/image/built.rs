@@ -19,4 +19,6 @@ pub struct BuiltImage {
     /// The registry image the base layers come from: those not in the store were never
     /// downloaded (`exec::fetch_image_layers` gets them); a push to its registry mounts them.
     pub base_origin: Option<crate::registry::Reference>,
+    /// How many of the manifest's layers come from the base (the rest are this build's).
+    pub base_layers: usize,
 }

@@ -260,3 +260,44 @@ pub fn read_file_from_layer<R: Read>(
 ) -> Result<Option<Vec<u8>>, LayerError> {
     extract::read_file(decompress(blob, compression), path)
 }
+
+/// The members of a layer blob, in archive order, each regular file with the sha256 of its
+/// contents (`lade diff` compares contents without extracting anything).
+pub fn list_layer_with_digests<R: Read>(
+    blob: R,
+    compression: Compression,
+) -> Result<Vec<(TarEntryInfo, Option<Digest>)>, LayerError> {
+    let mut out = Vec::new();
+    for_each_member(blob, compression, |info, contents| {
+        let digest = match contents {
+            Some(r) => {
+                let mut w = crate::digest::HashingWriter::new(std::io::sink());
+                std::io::copy(r, &mut w)?;
+                Some(w.finish().1)
+            }
+            None => None,
+        };
+        out.push((info, digest));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Calls `f` with every member of a layer blob, in archive order, and for a regular file a
+/// reader of its contents (what `f` leaves unread is skipped).
+pub fn for_each_member<R: Read>(
+    blob: R,
+    compression: Compression,
+    mut f: impl FnMut(TarEntryInfo, Option<&mut dyn Read>) -> std::io::Result<()>,
+) -> Result<(), LayerError> {
+    let mut r = reader::TarReader::new(decompress(blob, compression));
+    while let Some(info) = r.next_entry()? {
+        let contents: Option<&mut dyn Read> = if info.kind == TarKind::File {
+            Some(&mut r)
+        } else {
+            None
+        };
+        f(info, contents).map_err(LayerError::BlobRead)?;
+    }
+    Ok(())
+}

@@ -26,8 +26,11 @@ impl IndexAnnotations {
 
 pub struct Artifact {
     pub images: Vec<BuiltImage>,
-    /// With several images: the index over their manifests (its bytes are in the store too).
+    /// With several images or attestations: the index over their manifests (its bytes are in
+    /// the store too).
     index: Option<(Vec<u8>, Digest)>,
+    /// Attestation manifests, listed in the index after the images.
+    pub attestations: Vec<crate::attest::Attestation>,
 }
 
 impl Artifact {
@@ -35,23 +38,27 @@ impl Artifact {
         Artifact {
             images: vec![image],
             index: None,
+            attestations: Vec::new(),
         }
     }
 
     /// One image per platform, in the given order, under a new index written to the store.
     pub fn multi_platform(images: Vec<BuiltImage>, store: &Store) -> Result<Artifact, OutputError> {
-        Artifact::annotated(images, &IndexAnnotations::default(), store)
+        Artifact::assembled(images, Vec::new(), &IndexAnnotations::default(), store)
     }
 
-    /// [`Artifact::multi_platform`] with annotations on the index and on its descriptors of
-    /// the manifests (`--annotation index:…`, `manifest-descriptor:…`). A single image has no
-    /// index to carry them: that is an error, as in BuildKit.
-    pub fn annotated(
+    /// [`Artifact::multi_platform`] with attestation manifests (BuildKit's layout: an index
+    /// even for one image, the attestation manifests after the images) and annotations on the
+    /// index and on its descriptors of the manifests (`--annotation index:…`,
+    /// `manifest-descriptor:…`). A single image without attestations has no index to carry
+    /// annotations: that is an error, as in BuildKit.
+    pub fn assembled(
         images: Vec<BuiltImage>,
+        attestations: Vec<crate::attest::Attestation>,
         annotations: &IndexAnnotations,
         store: &Store,
     ) -> Result<Artifact, OutputError> {
-        if images.len() == 1 {
+        if images.len() == 1 && attestations.is_empty() {
             if !annotations.is_empty() {
                 return Err(OutputError::Annotation(
                     "index and manifest-descriptor annotations need an index: build several \
@@ -78,6 +85,7 @@ impl Artifact {
                     d.annotations = (!own.is_empty()).then_some(own);
                     d
                 })
+                .chain(attestations.iter().map(|a| a.descriptor.clone()))
                 .collect(),
             annotations: (!annotations.index.is_empty()).then(|| annotations.index.clone()),
         };
@@ -86,6 +94,7 @@ impl Artifact {
         Ok(Artifact {
             images,
             index: Some((bytes, digest)),
+            attestations,
         })
     }
 
@@ -93,6 +102,15 @@ impl Artifact {
     pub fn image(&self) -> Option<&BuiltImage> {
         match (&self.index, self.images.as_slice()) {
             (None, [one]) => Some(one),
+            _ => None,
+        }
+    }
+
+    /// The image of a single-platform build, with or without attestations (a docker archive
+    /// holds it; `docker load` cannot read attestations).
+    pub fn single_image(&self) -> Option<&BuiltImage> {
+        match self.images.as_slice() {
+            [one] => Some(one),
             _ => None,
         }
     }
@@ -115,7 +133,7 @@ impl Artifact {
     }
 
     /// Every blob the artifact consists of, each once, in a fixed order: the index, then
-    /// per image its manifest, config and layers.
+    /// per image its manifest, config and layers, then the attestations' blobs.
     pub fn blobs(&self) -> Vec<&Digest> {
         let mut seen = std::collections::BTreeSet::new();
         let index = self.index.iter().map(|(_, d)| d);
@@ -124,7 +142,12 @@ impl Artifact {
                 .into_iter()
                 .chain(i.manifest.layers.iter().map(|l| &l.digest))
         });
-        index.chain(per_image).filter(|d| seen.insert(*d)).collect()
+        let attestations = self.attestations.iter().flat_map(|a| &a.blobs);
+        index
+            .chain(per_image)
+            .chain(attestations)
+            .filter(|d| seen.insert(*d))
+            .collect()
     }
 }
 

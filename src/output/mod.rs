@@ -86,7 +86,7 @@ pub fn write(
         }
         Target::Docker { dest } => {
             let image = artifact
-                .image()
+                .single_image()
                 .ok_or(OutputError::DockerMultiPlatform(artifact.images.len()))?;
             archive::write(dest, &archive::docker_entries(image, tags, store)?)?;
         }

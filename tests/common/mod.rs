@@ -391,16 +391,43 @@ pub fn schema_errors(json: &serde_json::Value, schema: &str) -> Vec<String> {
         other => other,
     };
     let root = read_schema(file).unwrap_or_else(|e| panic!("{e}"));
+    errors_against(&root, jsonschema::Draft::Draft4, file, json)
+}
+
+/// Validation errors of `json` against the schema `root` (formats checked; `$ref`s to other
+/// files resolve in [`schema_dir`]).
+fn errors_against(
+    root: &serde_json::Value,
+    draft: jsonschema::Draft,
+    name: &str,
+    json: &serde_json::Value,
+) -> Vec<String> {
     let validator = jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft4)
+        .with_draft(draft)
         .should_validate_formats(true)
         .with_retriever(SchemaDir)
-        .build(&root)
-        .unwrap_or_else(|e| panic!("schema {file} does not compile: {e}"));
+        .build(root)
+        .unwrap_or_else(|e| panic!("schema {name} does not compile: {e}"));
     validator
         .iter_errors(json)
         .map(|e| format!("{}: {e}", e.instance_path))
         .collect()
+}
+
+/// Panics with every violation unless `json` is valid against the draft-07 schema
+/// `testdata/attest-schemas/<file>` (SPDX 2.3, in-toto Statement v1, SLSA provenance v1).
+#[track_caller]
+pub fn validate_attestation(json: &serde_json::Value, file: &str) {
+    let path = testdata("attest-schemas").join(file);
+    let root: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let errors = errors_against(&root, jsonschema::Draft::Draft7, file, json);
+    assert!(
+        errors.is_empty(),
+        "not valid against {file}:\n  {}\ndocument: {}",
+        errors.join("\n  "),
+        serde_json::to_string_pretty(json).unwrap()
+    );
 }
 
 /// Panics with every violation unless `json` is valid against the schema (see [`schema_errors`]).
@@ -667,4 +694,75 @@ pub fn container_init_pids(state: &Path) -> Vec<u32> {
     .filter(|&p| p > 0)
     .map(|p| p as u32)
     .collect()
+}
+
+/// The attestations of an OCI archive (`lade build --sbom --provenance -o type=oci`).
+pub struct Attached {
+    /// The image index the archive's index.json points to.
+    pub index: serde_json::Value,
+    /// The attestation manifest's descriptor in it (there must be exactly one).
+    pub descriptor: serde_json::Value,
+    pub manifest_bytes: Vec<u8>,
+    /// Per layer: its `in-toto.io/predicate-type` annotation and the statement's bytes.
+    pub statements: Vec<(String, Vec<u8>)>,
+}
+
+impl Attached {
+    /// The statement of `predicate_type`, parsed.
+    pub fn statement(&self, predicate_type: &str) -> serde_json::Value {
+        let (_, bytes) = self
+            .statements
+            .iter()
+            .find(|(t, _)| t == predicate_type)
+            .unwrap_or_else(|| panic!("no {predicate_type} statement"));
+        serde_json::from_slice(bytes).unwrap()
+    }
+}
+
+/// The blob `digest` (`sha256:...`) of an OCI archive.
+pub fn archive_blob(archive: &Path, digest: &str) -> Vec<u8> {
+    tar_member(
+        archive,
+        &format!("blobs/sha256/{}", digest.trim_start_matches("sha256:")),
+    )
+}
+
+/// Reads the attestation manifest of a one-platform OCI archive and its statements (each
+/// layer must be `application/vnd.in-toto+json`).
+pub fn attached(archive: &Path) -> Attached {
+    use serde_json::Value;
+    let top: Value = serde_json::from_slice(&tar_member(archive, "index.json")).unwrap();
+    let index_digest = top["manifests"][0]["digest"].as_str().unwrap();
+    let index: Value = serde_json::from_slice(&archive_blob(archive, index_digest)).unwrap();
+    let atts: Vec<&Value> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["annotations"]["vnd.docker.reference.type"] == "attestation-manifest")
+        .collect();
+    assert_eq!(atts.len(), 1, "{index}");
+    let descriptor = atts[0].clone();
+    let manifest_bytes = archive_blob(archive, descriptor["digest"].as_str().unwrap());
+    let manifest: Value = serde_json::from_slice(&manifest_bytes).unwrap();
+    let statements = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            assert_eq!(l["mediaType"], "application/vnd.in-toto+json", "{manifest}");
+            (
+                l["annotations"]["in-toto.io/predicate-type"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                archive_blob(archive, l["digest"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    Attached {
+        index,
+        descriptor,
+        manifest_bytes,
+        statements,
+    }
 }

@@ -51,6 +51,11 @@ impl fmt::Debug for Secrets {
 }
 
 impl Secrets {
+    /// The ids given, sorted (never the values).
+    pub fn ids(&self) -> Vec<String> {
+        self.0.keys().cloned().collect()
+    }
+
     /// Adds one `--secret` value, docker's syntax: `id=ID[,type=file|env][,src|source=PATH]
     /// [,env=VAR]`; `id=ID` alone reads the environment variable ID. Relative paths are
     /// taken as given (against the current directory).
