@@ -155,7 +155,7 @@ fn assert_ran(log: &str, step: &str) {
     let lines = step_lines(log, step);
     assert!(
         lines.iter().any(|l| l.ends_with(": writing"))
-            && !lines.iter().any(|l| l.contains("cached")),
+            && !lines.iter().any(|l| l.contains(": cached ")),
         "{step} did not run:\n{log}"
     );
 }
