@@ -400,3 +400,74 @@ fn pushed_images_carry_their_attestations() {
         assert_eq!(&fs::read(copied.join(sha256(bytes))).unwrap(), bytes);
     }
 }
+
+#[test]
+fn alpine_apk_db_and_cargo_auditable_binaries_list_their_packages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ctx = t.join("ctx");
+    fs::create_dir_all(ctx.join("root/lib/apk/db")).unwrap();
+    fs::create_dir_all(ctx.join("root/usr/bin")).unwrap();
+    fs::write(
+        ctx.join("root/lib/apk/db/installed"),
+        "C:Q1abc=\nP:musl\nV:1.2.4-r2\nA:x86_64\nL:MIT\no:musl\nT:the musl c library\n\n\
+         P:busybox\nV:1.36.1-r5\nA:x86_64\nL:custom:unknown\no:busybox\nT:Size optimized toolbox\n",
+    )
+    .unwrap();
+    // A binary with the section `cargo auditable` writes: zlib-compressed JSON.
+    let json = br#"{"packages":[{"name":"app","version":"0.1.0","source":"local","root":true,"dependencies":[1]},{"name":"itoa","version":"1.0.11","source":"crates.io","kind":"runtime"}]}"#;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(json).unwrap();
+    fs::write(t.join("dep-v0"), z.finish().unwrap()).unwrap();
+    let o = std::process::Command::new("objcopy")
+        .arg(format!(
+            "--add-section=.dep-v0={}",
+            t.join("dep-v0").display()
+        ))
+        .arg("/bin/true")
+        .arg(ctx.join("root/usr/bin/app"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // An ELF without the section lists nothing.
+    fs::copy("/bin/true", ctx.join("root/usr/bin/plain")).unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY root/ /\n").unwrap();
+
+    let o = build(&ctx, t, "cache", "alpine.tar", &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let a = common::attached(&t.join("alpine.tar"));
+    let doc = &a.statement(SPDX)["predicate"];
+    common::validate_attestation(doc, "spdx-2.3-document.schema.json");
+    let got: Vec<(&str, &str, &str)> = doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| {
+            Some((
+                p["externalRefs"][0]["referenceLocator"].as_str()?,
+                p["licenseDeclared"].as_str().unwrap(),
+                p["sourceInfo"].as_str().unwrap(),
+            ))
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "pkg:apk/alpine/busybox@1.36.1-r5?arch=x86_64",
+                "NOASSERTION",
+                "listed in /lib/apk/db/installed"
+            ),
+            (
+                "pkg:apk/alpine/musl@1.2.4-r2?arch=x86_64",
+                "MIT",
+                "listed in /lib/apk/db/installed"
+            ),
+            (
+                "pkg:cargo/itoa@1.0.11",
+                "NOASSERTION",
+                "listed in /usr/bin/app"
+            ),
+        ]
+    );
+}

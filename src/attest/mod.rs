@@ -5,12 +5,14 @@
 //! statements (`application/vnd.in-toto+json`, annotation `in-toto.io/predicate-type`).
 //!
 //! - `scan`: the image's flattened files, with the package databases' contents.
+//! - `auditable`: `cargo auditable` dependency lists in ELF binaries.
 //! - `sbom`: SPDX 2.3 JSON from them.
 //! - `provenance`: SLSA provenance v1 from the build's inputs.
 //!
 //! Everything is deterministic: no wall-clock time (the build's `SOURCE_DATE_EPOCH`, else
 //! 1970), no random identifiers (the SPDX namespace is derived from the image digest).
 
+mod auditable;
 mod provenance;
 mod sbom;
 mod scan;

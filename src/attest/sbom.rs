@@ -1,6 +1,6 @@
 //! The SPDX 2.3 JSON document of an image: the image as the described package, the packages
-//! its package databases list (dpkg, apk, Python distributions, Maven jars, Cargo.lock) and
-//! the files this build placed, with their sha256.
+//! its package databases list (dpkg, apk, Python distributions, Maven jars, Cargo.lock,
+//! `cargo auditable` binaries) and the files this build placed, with their sha256.
 
 use super::purl_escape;
 use super::scan::Scanned;
@@ -19,6 +19,39 @@ pub struct Package {
     pub purl: String,
     /// The file that lists it.
     pub found_in: String,
+    /// The declared licence, when the record names one that is a valid SPDX expression.
+    pub license: Option<String>,
+}
+
+/// Whether `s` is a syntactically valid SPDX licence expression: licence ids (optionally
+/// `+`), `LicenseRef-`/`DocumentRef-…:LicenseRef-` refs, `AND`/`OR`/`WITH`, parentheses.
+/// (Alpine's `L:` is mostly SPDX, but also holds words like `custom:foo`.)
+fn is_spdx_expression(s: &str) -> bool {
+    let spaced = s.replace('(', " ( ").replace(')', " ) ");
+    let id = |t: &str| {
+        let t = t.strip_suffix('+').unwrap_or(t);
+        let t = match t.split_once(':') {
+            Some((doc, r)) if doc.starts_with("DocumentRef-") && r.starts_with("LicenseRef-") => r,
+            _ => t,
+        };
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    };
+    // Alternating operand / operator, parentheses balanced.
+    let (mut depth, mut want_operand) = (0usize, true);
+    for t in spaced.split_whitespace() {
+        match t {
+            "(" if want_operand => depth += 1,
+            ")" if !want_operand && depth > 0 => depth -= 1,
+            "AND" | "OR" | "WITH" if !want_operand => want_operand = true,
+            _ if want_operand && id(t) && !["AND", "OR", "WITH"].contains(&t) => {
+                want_operand = false
+            }
+            _ => return false,
+        }
+    }
+    depth == 0 && !want_operand
 }
 
 /// `KEY: value` paragraphs separated by blank lines (dpkg's status file, email-style
@@ -71,13 +104,16 @@ pub fn packages(scanned: &Scanned) -> Vec<Package> {
         let text = || String::from_utf8_lossy(bytes).into_owned();
         let found_in = format!("/{path}");
         let name = path.rsplit('/').next().unwrap_or(path);
-        let mut add = |kind, name: &str, version: &str, purl: String| {
+        let mut add = |kind, name: &str, version: &str, purl: String, license: Option<&str>| {
             out.push(Package {
                 kind,
                 name: name.to_string(),
                 version: version.to_string(),
                 purl,
                 found_in: found_in.clone(),
+                license: license
+                    .filter(|l| is_spdx_expression(l))
+                    .map(str::to_string),
             })
         };
         if path == "var/lib/dpkg/status" {
@@ -94,7 +130,7 @@ pub fn packages(scanned: &Scanned) -> Vec<Package> {
                         purl_escape(v),
                         purl_escape(arch)
                     );
-                    add("deb", n, v, purl);
+                    add("deb", n, v, purl, None);
                 }
             }
         } else if path == "lib/apk/db/installed" {
@@ -108,7 +144,7 @@ pub fn packages(scanned: &Scanned) -> Vec<Package> {
                         purl_escape(v),
                         purl_escape(arch)
                     );
-                    add("apk", n, v, purl);
+                    add("apk", n, v, purl, field(&p, "L"));
                 }
             }
         } else if path.ends_with(".dist-info/METADATA") {
@@ -119,7 +155,7 @@ pub fn packages(scanned: &Scanned) -> Vec<Package> {
                 if let (Some(n), Some(v)) = (field(p, "Name"), field(p, "Version")) {
                     let norm = n.to_lowercase().replace('_', "-");
                     let purl = format!("pkg:pypi/{}@{}", purl_escape(&norm), purl_escape(v));
-                    add("pypi", n, v, purl);
+                    add("pypi", n, v, purl, None);
                 }
             }
         } else if name.ends_with(".jar") {
@@ -130,7 +166,13 @@ pub fn packages(scanned: &Scanned) -> Vec<Package> {
                     purl_escape(&artifact),
                     purl_escape(&version)
                 );
-                add("maven", &format!("{group}:{artifact}"), &version, purl);
+                add(
+                    "maven",
+                    &format!("{group}:{artifact}"),
+                    &version,
+                    purl,
+                    None,
+                );
             }
         } else if name == "Cargo.lock" {
             let Ok(lock) = toml::from_str::<toml::Value>(&text()) else {
@@ -147,9 +189,21 @@ pub fn packages(scanned: &Scanned) -> Vec<Package> {
                     p.get("version").and_then(|v| v.as_str()),
                 ) {
                     let purl = format!("pkg:cargo/{}@{}", purl_escape(n), purl_escape(v));
-                    add("cargo", n, v, purl);
+                    add("cargo", n, v, purl, None);
                 }
             }
+        }
+    }
+    for (path, json) in &scanned.auditable {
+        for (n, v) in super::auditable::packages(json) {
+            out.push(Package {
+                kind: "cargo",
+                purl: format!("pkg:cargo/{}@{}", purl_escape(&n), purl_escape(&v)),
+                name: n,
+                version: v,
+                found_in: format!("/{path}"),
+                license: None,
+            });
         }
     }
     out.sort();
@@ -223,6 +277,7 @@ pub fn document(
             "downloadLocation": "NOASSERTION",
             "filesAnalyzed": false,
             "sourceInfo": format!("listed in {}", p.found_in),
+            "licenseDeclared": p.license.as_deref().unwrap_or("NOASSERTION"),
             "externalRefs": [{
                 "referenceCategory": "PACKAGE-MANAGER",
                 "referenceType": "purl",
@@ -303,7 +358,7 @@ mod tests {
         );
         records.insert(
             "lib/apk/db/installed".to_string(),
-            b"C:Q1=\nP:musl\nV:1.2.4-r2\nA:x86_64\n\nP:busybox\nV:1.36.1-r5\nA:x86_64\n".to_vec(),
+            b"C:Q1=\nP:musl\nV:1.2.4-r2\nA:x86_64\nL:MIT\no:musl\nT:the C library\n\nP:busybox\nV:1.36.1-r5\nA:x86_64\nL:custom:weird licence\n\nP:no-version\nA:x86_64\n\nV:1\n\n\n::\nP\n".to_vec(),
         );
         records.insert(
             "usr/lib/python3/dist-packages/Flask-3.0.0.dist-info/METADATA".to_string(),
@@ -316,6 +371,7 @@ mod tests {
         let scanned = Scanned {
             placed: Vec::new(),
             records,
+            auditable: BTreeMap::new(),
         };
         let got: Vec<(&str, String, String)> = packages(&scanned)
             .into_iter()
@@ -342,6 +398,72 @@ mod tests {
                 ),
                 ("pypi", "Flask".into(), "pkg:pypi/flask@3.0.0".into()),
             ]
+        );
+    }
+
+    #[test]
+    fn apk_licences_are_declared_when_they_are_spdx_expressions() {
+        let mut records = BTreeMap::new();
+        records.insert(
+            "lib/apk/db/installed".to_string(),
+            b"P:a\nV:1\nL:MIT\n\nP:b\nV:2\nL:GPL-2.0-or-later AND (BSD-3-Clause OR Apache-2.0 WITH LLVM-exception)\n\nP:c\nV:3\nL:custom:x\n\nP:d\nV:4\n".to_vec(),
+        );
+        let scanned = Scanned {
+            placed: Vec::new(),
+            records,
+            auditable: BTreeMap::new(),
+        };
+        let got: Vec<Option<String>> = packages(&scanned).into_iter().map(|p| p.license).collect();
+        assert_eq!(
+            got,
+            [
+                Some("MIT".into()),
+                Some(
+                    "GPL-2.0-or-later AND (BSD-3-Clause OR Apache-2.0 WITH LLVM-exception)".into()
+                ),
+                None,
+                None
+            ]
+        );
+        for bad in [
+            "",
+            "AND",
+            "MIT AND",
+            "(MIT",
+            "MIT)",
+            "MIT OR OR GPL-2.0",
+            "a b",
+            "custom:x",
+        ] {
+            assert!(!is_spdx_expression(bad), "{bad}");
+        }
+        for good in [
+            "GPL-2.0+",
+            "LicenseRef-x",
+            "DocumentRef-d:LicenseRef-y",
+            "((MIT))",
+        ] {
+            assert!(is_spdx_expression(good), "{good}");
+        }
+    }
+
+    #[test]
+    fn auditable_lists_name_cargo_packages_of_their_binary() {
+        let scanned = Scanned {
+            placed: Vec::new(),
+            records: BTreeMap::new(),
+            auditable: BTreeMap::from([(
+                "usr/bin/app".to_string(),
+                br#"{"packages":[{"name":"app","version":"0.1.0","source":"local","root":true},{"name":"serde","version":"1.0.1","source":"crates.io"}]}"#.to_vec(),
+            )]),
+        };
+        let got: Vec<(String, String)> = packages(&scanned)
+            .into_iter()
+            .map(|p| (p.purl, p.found_in))
+            .collect();
+        assert_eq!(
+            got,
+            [("pkg:cargo/serde@1.0.1".into(), "/usr/bin/app".into())]
         );
     }
 }

@@ -16,6 +16,9 @@ pub struct Scanned {
     /// Package databases and manifests (see [`is_package_record`]) as they are in the final
     /// image, by path.
     pub records: BTreeMap<String, Vec<u8>>,
+    /// The `cargo auditable` dependency lists (decompressed JSON) of the ELF binaries in the
+    /// final image, by path.
+    pub auditable: BTreeMap<String, Vec<u8>>,
 }
 
 pub struct PlacedFile {
@@ -44,6 +47,9 @@ struct Sink {
     sha256: crate::digest::Hasher,
     sha1: Option<sha1::Sha1>,
     bytes: Option<Vec<u8>>,
+    /// Any other file while it may be an ELF binary: its bytes so far (dropped at the first
+    /// byte that is not the ELF magic's, or past [`super::auditable::MAX_ELF`]).
+    elf: Option<Vec<u8>>,
 }
 
 impl std::io::Write for Sink {
@@ -54,6 +60,19 @@ impl std::io::Write for Sink {
         }
         if let Some(b) = &mut self.bytes {
             b.extend_from_slice(buf);
+        }
+        if let Some(b) = &mut self.elf {
+            let magic = super::auditable::ELF_MAGIC;
+            let room = super::auditable::MAX_ELF.saturating_sub(b.len());
+            if buf.len() > room {
+                self.elf = None;
+            } else {
+                b.extend_from_slice(buf);
+                let n = b.len().min(magic.len());
+                if b[..n] != magic[..n] {
+                    self.elf = None;
+                }
+            }
         }
         Ok(buf.len())
     }
@@ -67,6 +86,7 @@ pub fn scan(image: &BuiltImage, store: &Store) -> Result<Scanned, AttestError> {
     // (layer, path) → bytes of a package record, SHA1 of a file of this build's layers.
     let mut contents: BTreeMap<(usize, Vec<u8>), Vec<u8>> = BTreeMap::new();
     let mut sha1s: BTreeMap<(usize, Vec<u8>), String> = BTreeMap::new();
+    let mut audits: BTreeMap<(usize, Vec<u8>), Vec<u8>> = BTreeMap::new();
     for (i, layer) in image.manifest.layers.iter().enumerate() {
         let err = |message: String| AttestError::Layer {
             layer: layer.digest.clone(),
@@ -82,14 +102,19 @@ pub fn scan(image: &BuiltImage, store: &Store) -> Result<Scanned, AttestError> {
                 return Ok(());
             };
             let path = info.path.as_bytes().to_vec();
+            let record = is_package_record(&String::from_utf8_lossy(&path));
             let mut sink = Sink {
                 sha256: crate::digest::Hasher::new(),
                 sha1: own.then(sha1::Sha1::default),
-                bytes: is_package_record(&String::from_utf8_lossy(&path)).then(Vec::new),
+                bytes: record.then(Vec::new),
+                elf: (!record).then(Vec::new),
             };
             std::io::copy(file, &mut sink)?;
             if let Some(bytes) = sink.bytes {
                 contents.insert((i, path.clone()), bytes);
+            }
+            if let Some(json) = sink.elf.as_deref().and_then(super::auditable::dep_section) {
+                audits.insert((i, path.clone()), json);
             }
             if let Some(h) = sink.sha1 {
                 sha1s.insert((i, path), hex::encode(sha1::Digest::finalize(h)));
@@ -102,6 +127,7 @@ pub fn scan(image: &BuiltImage, store: &Store) -> Result<Scanned, AttestError> {
     }
     let mut placed = Vec::new();
     let mut records = BTreeMap::new();
+    let mut auditable = BTreeMap::new();
     for (path, entry) in &tree {
         if entry.kind != "file" {
             continue;
@@ -111,6 +137,9 @@ pub fn scan(image: &BuiltImage, store: &Store) -> Result<Scanned, AttestError> {
         if let Some(bytes) = contents.remove(&key) {
             records.insert(name.clone(), bytes);
         }
+        if let Some(json) = audits.remove(&key) {
+            auditable.insert(name.clone(), json);
+        }
         if let (Some(sha256), Some(sha1)) = (&entry.content, sha1s.remove(&key)) {
             placed.push(PlacedFile {
                 path: name,
@@ -119,5 +148,9 @@ pub fn scan(image: &BuiltImage, store: &Store) -> Result<Scanned, AttestError> {
             });
         }
     }
-    Ok(Scanned { placed, records })
+    Ok(Scanned {
+        placed,
+        records,
+        auditable,
+    })
 }
