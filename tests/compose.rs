@@ -1,6 +1,7 @@
 //! `lade compose build` on compose files as users write them: the Flask + redis shape, a
 //! project whose services build on each other's images (parallel waves, pushed to the test
-//! registry and checked with skopeo), and errors naming the file, service and key.
+//! registry and checked with skopeo), build secrets (never stored) and errors naming the
+//! file, service and key.
 
 mod common;
 
@@ -235,4 +236,88 @@ fn errors_name_the_compose_file_service_and_key() {
             && err.contains("missing.txt"),
         "{err}"
     );
+}
+
+#[test]
+fn build_secrets_reach_the_run_step_and_nothing_stored() {
+    const VALUE: &str = "s3cr3t-compose-Value";
+    const ENV_VALUE: &str = "env-s3cr3t-Value";
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("rootfs");
+    common::busybox_rootfs(&root);
+    let base = common::layout_from_rootfs_dir(&root, tmp.path(), &[]);
+    let dir = tmp.path().join("sec");
+    write(&dir.join("secrets/token.txt"), VALUE);
+    // The step checks the values by their digests: the Dockerfile (and the image's history)
+    // never holds them.
+    write(
+        &dir.join("api/Dockerfile"),
+        &format!(
+            "FROM {base}
+RUN --mount=type=secret,id=tok test \"$(busybox sha256sum < /run/secrets/tok)\" = \"{}  -\" \\
+ && busybox sed 's/./&-/g' /run/secrets/tok > /seen
+RUN --mount=type=secret,id=github,env=GH test \"$(echo -n \"$GH\" | busybox sha256sum)\" = \"{}  -\"
+",
+            sha256_hex(VALUE),
+            sha256_hex(ENV_VALUE)
+        ),
+    );
+    write(
+        &dir.join("compose.yaml"),
+        "secrets:\n  tok:\n    file: ./secrets/token.txt\n  gh:\n    environment: LADE_TEST_GH\n\
+         services:\n  api:\n    build:\n      context: api\n      secrets:\n        - tok\n\
+         \x20       - source: gh\n          target: github\n",
+    );
+    let meta = dir.join("meta.json");
+    let o = compose_build(&dir, &["--metadata-file", meta.to_str().unwrap()])
+        .env("LADE_TEST_GH", ENV_VALUE)
+        .output()
+        .unwrap();
+    let log = stderr(&o);
+    assert!(o.status.success(), "{log}");
+    let dashed: String = VALUE.chars().map(|c| format!("{c}-")).collect();
+    // The extracted layer of the first RUN shows the step read the file secret.
+    assert!(
+        !common::files_containing(&dir.join("cache"), &dashed).is_empty(),
+        "the step's output is in the store"
+    );
+    for v in [VALUE, ENV_VALUE] {
+        assert!(!log.contains(v), "{log}");
+        assert!(!fs::read_to_string(&meta).unwrap().contains(v));
+        assert_eq!(
+            common::files_containing(&dir.join("cache"), v),
+            Vec::<String>::new()
+        );
+    }
+
+    // Without the variable's value the step's check fails: the secret is what it reads.
+    let o = compose_build(&dir, &["--no-cache"])
+        .env("LADE_TEST_GH", "wrong")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("compose.yaml: services.api: build failed"),
+        "{}",
+        stderr(&o)
+    );
+
+    // An ssh entry that is no agent socket: named with the file, service and key.
+    write(
+        &dir.join("compose.yaml"),
+        "services:\n  api:\n    build:\n      context: api\n      ssh:\n        - work=secrets/token.txt\n",
+    );
+    let o = compose_build(&dir, &[]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("\nerror: compose.yaml: services.api.build.ssh: --ssh work=")
+            && err.contains("is not an agent socket"),
+        "{err}"
+    );
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{lade, ok, output, tar_member};
+use common::{files_containing, lade, ok, output, tar_member};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -273,17 +273,6 @@ RUN --mount=type=cache,target=/c,from=seed,source=/s \\
 }
 
 const SECRET_VALUE: &str = "s3cr3t-Value-7f9e2d";
-
-/// Every file under `dir` (walked by `find`) whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
-    let list = ok(output(Command::new("find").arg(dir).args(["-type", "f"])));
-    list.lines()
-        .filter(|f| {
-            fs::read(f).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
-        })
-        .map(str::to_string)
-        .collect()
-}
 
 #[test]
 fn a_secret_is_readable_in_the_step_and_nowhere_in_the_store() {

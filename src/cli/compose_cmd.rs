@@ -108,6 +108,9 @@ fn run_build(a: &ComposeArgs, b: &ComposeBuildArgs) -> anyhow::Result<ExitCode> 
     let runner = Arc::new(SandboxRunner::new(None, SnapshotterChoice::Auto));
     let shared = compose::run::Shared {
         push: b.push,
+        runner_with_mounts: Box::new(|secrets, agents| {
+            Arc::new(SandboxRunner::new(None, SnapshotterChoice::Auto).with_mounts(secrets, agents))
+        }),
         template: Box::new(move || BuildRequest {
             description: Description::Spec(PathBuf::new()),
             platforms: Vec::new(),

@@ -189,6 +189,17 @@ pub fn busybox_rootfs(dir: &Path) {
     std::os::unix::fs::symlink("busybox", &sh).unwrap();
 }
 
+/// Every file under `dir` (walked by `find`) whose bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
+    let list = ok(output(Command::new("find").arg(dir).args(["-type", "f"])));
+    list.lines()
+        .filter(|f| {
+            std::fs::read(f).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 /// A tar of the directory `root` (entries owned by root, plus tar options `opts`) at `tar`.
 pub fn tar_rootfs(root: &Path, tar: &Path, opts: &[&str]) {
     ok(output(

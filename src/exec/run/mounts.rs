@@ -102,6 +102,11 @@ impl Secrets {
         Ok(())
     }
 
+    /// Adds a secret already split into its id and source (compose's `secrets:`).
+    pub fn insert(&mut self, id: String, source: SecretSource) {
+        self.0.insert(id, source);
+    }
+
     /// The value of `id`: None when no such secret was given (or its variable is unset).
     fn read(&self, id: &str) -> Option<Result<Vec<u8>, RunError>> {
         match self.0.get(id)? {

@@ -1,11 +1,13 @@
 //! A compose file's services as far as building goes: `image:` and `build:` (short form
 //! `build: DIR`, or `context`, `dockerfile`, `dockerfile_inline`, `args`, `target`, `labels`,
-//! `tags`, `platforms`, `no_cache`, `pull`, `network`). Every string value is interpolated
+//! `tags`, `platforms`, `no_cache`, `pull`, `network`, `cache_from`, `cache_to`, `secrets`
+//! (from the top-level `secrets:` with `file:` or `environment:`), `ssh`). Every string value is interpolated
 //! first (`.env` beside the file, the environment winning over it), as docker compose does;
 //! YAML anchors and `<<` merge keys work as in compose files.
 
 use super::interpolate::{self, TemplateError};
 use super::ComposeError;
+use crate::exec::run::SecretSource;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use yaml_rust2::{Yaml, YamlLoader};
@@ -55,6 +57,10 @@ pub struct BuildSpec {
     /// `type=registry,ref=REF`, as compose takes it).
     pub cache_from: Vec<crate::cache::CacheSpec>,
     pub cache_to: Vec<crate::cache::CacheSpec>,
+    /// `secrets`: the id `RUN --mount=type=secret,id=ID` names → where its value is.
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// `ssh`: `--ssh` values (`default`, `ID`, `ID=SOCKET`), checked when the service builds.
+    pub ssh: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +180,7 @@ pub fn parse(
     let name = normalize_project_name(&name)
         .ok_or_else(|| file_err(format!("project name {name:?} has no letter or digit")))?;
 
+    let top_secrets = top_level_secrets(&root["secrets"], dir, &file_err)?;
     let services = match &root["services"] {
         Yaml::Hash(h) => h,
         Yaml::BadValue | Yaml::Null => return Err(file_err("no services".into())),
@@ -203,7 +210,7 @@ pub fn parse(
         };
         let build = match build {
             Yaml::BadValue | Yaml::Null => None,
-            b => Some(build_spec(b, dir, vars, &err, &mut warnings)?),
+            b => Some(build_spec(b, dir, vars, &top_secrets, &err, &mut warnings)?),
         };
         out.push(Service {
             name: svc.clone(),
@@ -322,10 +329,164 @@ fn scalar_text(y: &Yaml) -> Option<String> {
     }
 }
 
+/// The top-level `secrets:` by name: where the value is, or why a build cannot use it
+/// (`external:` and `name:` secrets live in a swarm, not on this machine).
+type TopSecrets = BTreeMap<String, Result<SecretSource, String>>;
+
+fn top_level_secrets(
+    y: &Yaml,
+    dir: &Path,
+    file_err: &dyn Fn(String) -> ComposeError,
+) -> Result<TopSecrets, ComposeError> {
+    let h = match y {
+        Yaml::BadValue | Yaml::Null => return Ok(TopSecrets::new()),
+        Yaml::Hash(h) => h,
+        _ => return Err(file_err("secrets: must be a mapping".into())),
+    };
+    let mut out = TopSecrets::new();
+    for (k, v) in h {
+        let name = scalar_text(k)
+            .ok_or_else(|| file_err("secrets: a secret's name must be a string".into()))?;
+        let source = match (&v["file"], &v["environment"]) {
+            (Yaml::String(f), Yaml::BadValue) => Ok(SecretSource::File(dir.join(f))),
+            (Yaml::BadValue, Yaml::String(e)) => Ok(SecretSource::Env(e.clone())),
+            (Yaml::BadValue, Yaml::BadValue) if matches!(v, Yaml::Hash(_)) => Err(format!(
+                "secret {name:?} has neither file: nor environment:, which is all a build can read"
+            )),
+            _ => {
+                return Err(file_err(format!(
+                    "secrets.{name}: give one of file: PATH or environment: VAR"
+                )))
+            }
+        };
+        out.insert(name, source);
+    }
+    Ok(out)
+}
+
+/// `build.secrets`: `- NAME`, or `- source: NAME` with `target: ID` (the id the Dockerfile
+/// mounts; NAME when not given), each NAME one of the top-level `secrets:`.
+fn build_secrets(
+    y: &Yaml,
+    top: &TopSecrets,
+    err: &dyn Fn(&str, String) -> ComposeError,
+    warnings: &mut Vec<String>,
+) -> Result<BTreeMap<String, SecretSource>, ComposeError> {
+    let key = "build.secrets";
+    let items = match y {
+        Yaml::BadValue | Yaml::Null => return Ok(BTreeMap::new()),
+        Yaml::Array(a) => a,
+        _ => return Err(err(key, "must be a list".into())),
+    };
+    let mut out = BTreeMap::new();
+    for item in items {
+        let (name, target) = match item {
+            Yaml::Hash(h) => {
+                for (k, _) in h {
+                    match scalar_text(k).as_deref() {
+                        Some("source" | "target") => {}
+                        Some(k @ ("uid" | "gid" | "mode")) => warnings.push(
+                            err(
+                                key,
+                                format!("{k} ignored: the Dockerfile's RUN --mount sets it"),
+                            )
+                            .to_string(),
+                        ),
+                        k => {
+                            return Err(err(
+                                key,
+                                format!("unknown key {:?} of a secret", k.unwrap_or("?")),
+                            ))
+                        }
+                    }
+                }
+                let name = scalar_text(&item["source"])
+                    .ok_or_else(|| err(key, "an entry needs source: NAME".into()))?;
+                let target = match &item["target"] {
+                    Yaml::BadValue | Yaml::Null => None,
+                    t => Some(
+                        scalar_text(t)
+                            .ok_or_else(|| err(key, "target: must be a string".into()))?,
+                    ),
+                };
+                (name, target)
+            }
+            v => (
+                scalar_text(v)
+                    .ok_or_else(|| err(key, "entries must be names or mappings".into()))?,
+                None,
+            ),
+        };
+        let source = match top.get(&name) {
+            Some(Ok(s)) => s.clone(),
+            Some(Err(m)) => return Err(err(key, m.clone())),
+            None => return Err(err(key, format!("unknown secret {name:?}"))),
+        };
+        let id = target.unwrap_or(name);
+        if id.is_empty() {
+            return Err(err(key, "a secret's target is empty".into()));
+        }
+        out.insert(id, source);
+    }
+    Ok(out)
+}
+
+/// `build.ssh`: a list of `default`, `ID` or `ID=PATH`, or a mapping `ID: PATH`; a relative
+/// PATH is against the compose file's directory.
+fn build_ssh(
+    y: &Yaml,
+    dir: &Path,
+    err: &dyn Fn(&str, String) -> ComposeError,
+) -> Result<Vec<String>, ComposeError> {
+    let key = "build.ssh";
+    let entry = |id: &str, path: Option<&str>| -> Result<String, ComposeError> {
+        if id.is_empty() {
+            return Err(err(key, "an entry's id is empty".into()));
+        }
+        Ok(match path {
+            Some(p) => format!("{id}={}", dir.join(p).display()),
+            None => id.to_string(),
+        })
+    };
+    match y {
+        Yaml::BadValue | Yaml::Null => Ok(Vec::new()),
+        Yaml::Array(a) => a
+            .iter()
+            .map(|v| {
+                let s = scalar_text(v)
+                    .ok_or_else(|| err(key, "entries must be default or ID=PATH".into()))?;
+                match s.split_once('=') {
+                    Some((id, p)) => entry(id, Some(p)),
+                    None => entry(&s, None),
+                }
+            })
+            .collect(),
+        Yaml::Hash(h) => {
+            h.iter()
+                .map(|(k, v)| {
+                    let id =
+                        scalar_text(k).ok_or_else(|| err(key, "keys must be strings".into()))?;
+                    match v {
+                        Yaml::Null => entry(&id, None),
+                        v => entry(
+                            &id,
+                            Some(&scalar_text(v).ok_or_else(|| {
+                                err(&format!("{key}.{id}"), "must be a path".into())
+                            })?),
+                        ),
+                    }
+                })
+                .collect()
+        }
+        _ => Err(err(key, "must be a list or a mapping".into())),
+    }
+}
+
 fn build_spec(
     b: &Yaml,
     dir: &Path,
     vars: &BTreeMap<String, String>,
+    top_secrets: &TopSecrets,
     err: &dyn Fn(&str, String) -> ComposeError,
     warnings: &mut Vec<String>,
 ) -> Result<BuildSpec, ComposeError> {
@@ -354,6 +515,8 @@ fn build_spec(
                 network: None,
                 cache_from: Vec::new(),
                 cache_to: Vec::new(),
+                secrets: BTreeMap::new(),
+                ssh: Vec::new(),
             });
         }
         Yaml::Hash(h) => h,
@@ -395,7 +558,7 @@ fn build_spec(
         match k.as_str() {
             "context" | "dockerfile" | "dockerfile_inline" | "args" | "target" | "labels"
             | "tags" | "platforms" | "no_cache" | "pull" | "network" | "cache_from"
-            | "cache_to" => {}
+            | "cache_to" | "secrets" | "ssh" => {}
             "shm_size" | "isolation" | "ulimits" => {
                 warnings.push(
                     err(
@@ -405,12 +568,7 @@ fn build_spec(
                     .to_string(),
                 );
             }
-            "secrets"
-            | "ssh"
-            | "additional_contexts"
-            | "extra_hosts"
-            | "privileged"
-            | "entitlements" => {
+            "additional_contexts" | "extra_hosts" | "privileged" | "entitlements" => {
                 return Err(err(
                     &format!("build.{k}"),
                     "not supported by lade yet; the build would differ from docker compose's"
@@ -477,6 +635,8 @@ fn build_spec(
         network,
         cache_from: caches("cache_from", false)?,
         cache_to: caches("cache_to", true)?,
+        secrets: build_secrets(&b["secrets"], top_secrets, err, warnings)?,
+        ssh: build_ssh(&b["ssh"], dir, err)?,
     })
 }
 
@@ -670,9 +830,9 @@ services:
             e,
             "compose.yaml: services.api.image: required variable TAG is missing a value: set TAG"
         );
-        let e = parse_err("services:\n  api:\n    build:\n      secrets: [npm]\n");
+        let e = parse_err("services:\n  api:\n    build:\n      privileged: true\n");
         assert!(
-            e.starts_with("compose.yaml: services.api.build.secrets: not supported"),
+            e.starts_with("compose.yaml: services.api.build.privileged: not supported"),
             "{e}"
         );
         let e = parse_err("services:\n  api:\n    build:\n      args: 3\n");
@@ -688,6 +848,103 @@ services:
         assert!(e.contains("services.api.build.dockerfile_inline"), "{e}");
         let e = parse_err("services:\n  api:\n    build: https://github.com/x/y.git\n");
         assert!(e.contains("services.api.build: \"https"), "{e}");
+    }
+
+    #[test]
+    fn build_secrets_short_and_long_syntax_and_ssh() {
+        let p = parse_ok(
+            r#"
+secrets:
+  npm_token:
+    file: ./secrets/npm
+  gh:
+    environment: GH_TOKEN
+  swarm:
+    external: true
+services:
+  api:
+    build:
+      context: .
+      secrets:
+        - npm_token
+        - source: gh
+          target: github
+          mode: 0400
+      ssh:
+        - default
+        - work=/run/agent.sock
+        - rel=${SOCK}
+  worker:
+    build:
+      context: .
+      ssh:
+        default:
+        deploy: /tmp/deploy.sock
+"#,
+            &[("SOCK", "agent.sock")],
+        );
+        let api = p.services[0].build.as_ref().unwrap();
+        assert_eq!(
+            api.secrets.iter().collect::<Vec<_>>(),
+            vec![
+                (&"github".to_string(), &SecretSource::Env("GH_TOKEN".into())),
+                (
+                    &"npm_token".to_string(),
+                    &SecretSource::File("/proj/shop/./secrets/npm".into())
+                ),
+            ]
+        );
+        assert_eq!(
+            api.ssh,
+            vec![
+                "default",
+                "work=/run/agent.sock",
+                "rel=/proj/shop/agent.sock"
+            ]
+        );
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.contains("services.api.build.secrets: mode ignored")),
+            "{:?}",
+            p.warnings
+        );
+        let worker = p.services[1].build.as_ref().unwrap();
+        assert!(worker.secrets.is_empty());
+        assert_eq!(worker.ssh, vec!["default", "deploy=/tmp/deploy.sock"]);
+    }
+
+    #[test]
+    fn build_secret_errors_name_the_file_service_and_key() {
+        let e = parse_err("services:\n  api:\n    build:\n      secrets: [x]\n");
+        assert_eq!(
+            e,
+            "compose.yaml: services.api.build.secrets: unknown secret \"x\""
+        );
+        let e = parse_err(
+            "secrets:\n  x:\n    environment: X\nservices:\n  api:\n    build:\n      secrets:\n        - target: y\n",
+        );
+        assert_eq!(
+            e,
+            "compose.yaml: services.api.build.secrets: an entry needs source: NAME"
+        );
+        let e = parse_err(
+            "secrets:\n  x:\n    external: true\nservices:\n  api:\n    build:\n      secrets: [x]\n",
+        );
+        assert!(
+            e.starts_with("compose.yaml: services.api.build.secrets: secret \"x\" has neither"),
+            "{e}"
+        );
+        let e = parse_err("secrets:\n  x: 3\nservices:\n  api:\n    build: .\n");
+        assert_eq!(
+            e,
+            "compose.yaml: secrets.x: give one of file: PATH or environment: VAR"
+        );
+        let e = parse_err("services:\n  api:\n    build:\n      ssh: default\n");
+        assert_eq!(
+            e,
+            "compose.yaml: services.api.build.ssh: must be a list or a mapping"
+        );
     }
 
     #[test]

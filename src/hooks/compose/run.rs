@@ -7,6 +7,7 @@ use super::order;
 use super::{DockerfileSource, Project, Service};
 use crate::build::{local_image_key, BuildError, BuildRequest, Description};
 use crate::digest::Digest;
+use crate::exec::run::{Secrets, SshAgents, StepRunner};
 use crate::exec::Observer;
 use crate::frontend::dockerfile::lower::LowerOptions;
 use crate::image::Platform;
@@ -16,7 +17,7 @@ use crate::plan::{Base, RunNetwork};
 use crate::registry::PushReport;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -48,6 +49,9 @@ pub enum RunError {
 /// `platforms`, `outputs`, `tags` and `local_images` are set per service.
 pub struct Shared {
     pub template: Box<dyn Fn() -> BuildRequest + Sync>,
+    /// The runner for a service with `build.secrets` or `build.ssh`: the template's, with
+    /// those mounts.
+    pub runner_with_mounts: Box<dyn Fn(Secrets, SshAgents) -> Arc<dyn StepRunner> + Sync>,
     pub push: bool,
 }
 
@@ -310,6 +314,18 @@ fn build_one(
     req.cache_to = b.cache_to.clone();
     if b.pull {
         req.exec.pull = crate::exec::PullPolicy::Always;
+    }
+    if !b.secrets.is_empty() || !b.ssh.is_empty() {
+        let mut secrets = Secrets::default();
+        for (id, source) in &b.secrets {
+            secrets.insert(id.clone(), source.clone());
+        }
+        let mut agents = SshAgents::default();
+        for s in &b.ssh {
+            agents.add(s).map_err(|m| setting("build.ssh", m))?;
+        }
+        req.attest.secret_ids = secrets.ids();
+        req.exec.runner = Some((shared.runner_with_mounts)(secrets, agents));
     }
     req.tags = svc.tags(&project.name);
     req.local_images = local_images;
