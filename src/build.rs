@@ -80,6 +80,41 @@ pub struct BuildRequest {
     pub attest: crate::attest::AttestOptions,
 }
 
+impl BuildRequest {
+    /// A build of `description` into the store at `store_root` only (no outputs, no tags, no
+    /// caches, annotations, lock updates or attestations), with `exec`'s layer options.
+    pub fn new(
+        description: Description,
+        store_root: PathBuf,
+        exec: ExecOptions,
+        registry: ClientOptions,
+        push_jobs: usize,
+    ) -> BuildRequest {
+        BuildRequest {
+            description,
+            platforms: Vec::new(),
+            store_root,
+            exec,
+            registry,
+            push_jobs,
+            outputs: Vec::new(),
+            tags: Vec::new(),
+            iidfile: None,
+            metadata_file: None,
+            digest_file: None,
+            jobs: None,
+            load: None,
+            manifest_annotations: Vec::new(),
+            index_annotations: Default::default(),
+            local_images: Default::default(),
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
+            lock: Default::default(),
+            attest: Default::default(),
+        }
+    }
+}
+
 /// How [`BuildRequest::local_images`] keys a reference: `docker.io/library/name:latest` for
 /// `name`; None for what is not a registry reference.
 pub fn local_image_key(reference: &str) -> Option<String> {

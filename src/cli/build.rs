@@ -129,58 +129,42 @@ pub(super) fn input_request(
     let store_root = a.cache_dir.clone().unwrap_or_else(Store::default_root);
     let (secrets, agents) = secrets_and_agents(a)?;
     let secret_ids = secrets.ids();
-    Ok(BuildRequest {
-        description,
-        platforms,
-        store_root,
-        exec: ExecOptions {
-            compression,
-            source_date_epoch: source_date_epoch()?,
-            no_cache: false,
-            registry: None,
-            pull: exec::PullPolicy::default(),
-            compress_threads: None,
-            normalize_modes: false,
-            runner: Some(Arc::new(
-                SandboxRunner::new(
-                    a.runtime.clone(),
-                    match a.snapshotter {
-                        SnapshotterArg::Auto => SnapshotterChoice::Auto,
-                        SnapshotterArg::Overlay => SnapshotterChoice::Overlay,
-                        SnapshotterArg::Copy => SnapshotterChoice::Copy,
-                    },
-                )
-                .with_mounts(secrets, agents),
-            )),
-            run_settings: RunSettings {
-                extra_hosts: a
-                    .add_hosts
-                    .iter()
-                    .map(|h| ExtraHost::parse(h).map_err(UsageError))
-                    .collect::<Result<_, _>>()?,
-                allow_insecure: false,
-            },
-            cache: None,
+    let exec = ExecOptions {
+        compression,
+        runner: Some(Arc::new(
+            SandboxRunner::new(
+                a.runtime.clone(),
+                match a.snapshotter {
+                    SnapshotterArg::Auto => SnapshotterChoice::Auto,
+                    SnapshotterArg::Overlay => SnapshotterChoice::Overlay,
+                    SnapshotterArg::Copy => SnapshotterChoice::Copy,
+                },
+            )
+            .with_mounts(secrets, agents),
+        )),
+        run_settings: RunSettings {
+            extra_hosts: a
+                .add_hosts
+                .iter()
+                .map(|h| ExtraHost::parse(h).map_err(UsageError))
+                .collect::<Result<_, _>>()?,
+            allow_insecure: false,
         },
-        registry: client_options(&a.registry),
-        push_jobs: a.registry.push_jobs.max(1),
-        outputs: Vec::new(),
-        tags: Vec::new(),
-        iidfile: None,
-        metadata_file: None,
-        digest_file: None,
-        jobs: None,
-        load: None,
-        manifest_annotations: Vec::new(),
-        index_annotations: Default::default(),
-        local_images: Default::default(),
-        cache_from: Vec::new(),
-        cache_to: Vec::new(),
-        lock: LockMode::default(),
+        ..ExecOptions::new(source_date_epoch()?)
+    };
+    Ok(BuildRequest {
+        platforms,
         attest: crate::attest::AttestOptions {
             secret_ids,
             ..Default::default()
         },
+        ..BuildRequest::new(
+            description,
+            store_root,
+            exec,
+            client_options(&a.registry),
+            a.registry.push_jobs.max(1),
+        )
     })
 }
 
@@ -268,17 +252,7 @@ fn build_request(
         PullArg::Never => exec::PullPolicy::Never,
         PullArg::Always => exec::PullPolicy::Always,
     };
-    let mut outputs = a
-        .outputs
-        .iter()
-        .map(|o| o.parse::<Target>().map_err(|e| UsageError(e.to_string())))
-        .collect::<Result<Vec<_>, _>>()?;
-    // Files first, then one push (`--push` is `-o type=registry`).
-    let push = a.push || outputs.contains(&Target::Registry);
-    outputs.retain(|o| *o != Target::Registry);
-    if push {
-        outputs.push(Target::Registry);
-    }
+    let (outputs, push) = outputs(&a.outputs, a.push)?;
     let to_stdout = outputs
         .iter()
         .filter(|o| {
@@ -344,6 +318,21 @@ fn build_request(
         }),
         ..req
     })
+}
+
+/// `-o` values, files first, then one push (`--push` is `-o type=registry`); and whether
+/// there is a push.
+pub(super) fn outputs(specs: &[String], push: bool) -> Result<(Vec<Target>, bool), UsageError> {
+    let mut outputs = specs
+        .iter()
+        .map(|o| o.parse::<Target>().map_err(|e| UsageError(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let push = push || outputs.contains(&Target::Registry);
+    outputs.retain(|o| *o != Target::Registry);
+    if push {
+        outputs.push(Target::Registry);
+    }
+    Ok((outputs, push))
 }
 
 /// `--allow` values: whether `security.insecure` is among them. BuildKit's other

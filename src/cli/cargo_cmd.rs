@@ -6,11 +6,10 @@ use super::build::{cli_error, client_options, source_date_epoch};
 use super::progress::Progress;
 use super::UsageError;
 use crate::build::{BuildRequest, Description};
-use crate::exec::{self, ExecOptions};
+use crate::exec::ExecOptions;
 use crate::hooks::cargo::{self as hook, CargoOptions};
 use crate::hooks::elf::LibrarySearch;
-use crate::layer::Compression;
-use crate::output::{self, Target};
+use crate::output;
 use crate::store::Store;
 use clap::Parser;
 use std::path::PathBuf;
@@ -79,16 +78,7 @@ pub fn run(a: &CargoLadeArgs) -> anyhow::Result<ExitCode> {
         certs: a.certs,
         no_build: a.no_build,
     };
-    let mut outputs = a
-        .outputs
-        .iter()
-        .map(|o| o.parse::<Target>().map_err(|e| UsageError(e.to_string())))
-        .collect::<Result<Vec<_>, _>>()?;
-    let push = a.push || outputs.contains(&Target::Registry);
-    outputs.retain(|o| *o != Target::Registry);
-    if push {
-        outputs.push(Target::Registry);
-    }
+    let (outputs, push) = super::build::outputs(&a.outputs, a.push)?;
     for t in &a.tags {
         output::split_tag(t).map_err(|e| UsageError(e.to_string()))?;
     }
@@ -111,41 +101,21 @@ pub fn run(a: &CargoLadeArgs) -> anyhow::Result<ExitCode> {
         tags.push(format!("{bin}:{}", pkg.version));
     }
     let req = BuildRequest {
-        description: Description::Plan {
-            plan: Box::new(image.plan),
-            context: image.context,
-            name: pkg.manifest_path.display().to_string(),
-        },
-        platforms: Vec::new(),
-        store_root: a.cache_dir.clone().unwrap_or_else(Store::default_root),
-        exec: ExecOptions {
-            compression: Compression::Gzip,
-            source_date_epoch: source_date_epoch()?,
-            no_cache: false,
-            registry: None,
-            pull: exec::PullPolicy::default(),
-            compress_threads: None,
-            normalize_modes: false,
-            runner: None,
-            run_settings: exec::run::RunSettings::default(),
-            cache: None,
-        },
-        registry: client_options(&a.registry),
-        push_jobs: a.registry.push_jobs.max(1),
         outputs,
         tags,
-        iidfile: None,
         metadata_file: a.metadata_file.clone(),
         digest_file: a.digest_file.clone(),
-        jobs: None,
-        local_images: Default::default(),
-        load: None,
-        manifest_annotations: Vec::new(),
-        index_annotations: Default::default(),
-        cache_from: Vec::new(),
-        lock: Default::default(),
-        attest: Default::default(),
-        cache_to: Vec::new(),
+        ..BuildRequest::new(
+            Description::Plan {
+                plan: Box::new(image.plan),
+                context: image.context,
+                name: pkg.manifest_path.display().to_string(),
+            },
+            a.cache_dir.clone().unwrap_or_else(Store::default_root),
+            ExecOptions::new(source_date_epoch()?),
+            client_options(&a.registry),
+            a.registry.push_jobs.max(1),
+        )
     };
     let result = crate::build::build(&req, &progress).map_err(cli_error)?;
     for r in &result.pushed {

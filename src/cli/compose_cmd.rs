@@ -9,7 +9,6 @@ use crate::build::{BuildRequest, Description};
 use crate::exec::run::{SandboxRunner, SnapshotterChoice};
 use crate::exec::{self, ExecOptions};
 use crate::hooks::compose::{self, run::RunError};
-use crate::layer::Compression;
 use crate::store::Store;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -111,42 +110,20 @@ fn run_build(a: &ComposeArgs, b: &ComposeBuildArgs) -> anyhow::Result<ExitCode> 
         runner_with_mounts: Box::new(|secrets, agents| {
             Arc::new(SandboxRunner::new(None, SnapshotterChoice::Auto).with_mounts(secrets, agents))
         }),
-        template: Box::new(move || BuildRequest {
-            description: Description::Spec(PathBuf::new()),
-            platforms: Vec::new(),
-            store_root: store_root.clone(),
-            exec: ExecOptions {
-                compression: Compression::Gzip,
-                source_date_epoch: sde,
-                no_cache,
-                registry: None,
-                pull: if pull {
-                    exec::PullPolicy::Always
-                } else {
-                    exec::PullPolicy::default()
-                },
-                compress_threads: None,
-                normalize_modes: false,
-                runner: Some(runner.clone()),
-                run_settings: exec::run::RunSettings::default(),
-                cache: None,
-            },
-            registry: registry.clone(),
-            push_jobs,
-            outputs: Vec::new(),
-            tags: Vec::new(),
-            iidfile: None,
-            load: None,
-            manifest_annotations: Vec::new(),
-            index_annotations: Default::default(),
-            cache_from: Vec::new(),
-            lock: Default::default(),
-            attest: Default::default(),
-            cache_to: Vec::new(),
-            metadata_file: None,
-            digest_file: None,
-            jobs: None,
-            local_images: Default::default(),
+        template: Box::new(move || {
+            let mut exec = ExecOptions::new(sde);
+            exec.no_cache = no_cache;
+            if pull {
+                exec.pull = exec::PullPolicy::Always;
+            }
+            exec.runner = Some(runner.clone());
+            BuildRequest::new(
+                Description::Spec(PathBuf::new()),
+                store_root.clone(),
+                exec,
+                registry.clone(),
+                push_jobs,
+            )
         }),
     };
     let built = match compose::run::build(&project, &b.services, &shared, &progress) {

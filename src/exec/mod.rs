@@ -125,6 +125,25 @@ pub struct ExecOptions {
     pub run_settings: run::RunSettings,
 }
 
+impl ExecOptions {
+    /// Gzip layers dated `source_date_epoch`, the step cache on, the default pull policy, no
+    /// RUN runner, no shared cache, default RUN settings: `lade build` without flags.
+    pub fn new(source_date_epoch: u64) -> ExecOptions {
+        ExecOptions {
+            compression: Compression::Gzip,
+            source_date_epoch,
+            no_cache: false,
+            registry: None,
+            pull: PullPolicy::default(),
+            compress_threads: None,
+            normalize_modes: false,
+            runner: None,
+            cache: None,
+            run_settings: run::RunSettings::default(),
+        }
+    }
+}
+
 /// Downloads the base layers of `image` the store lacks (for outputs that need every byte).
 pub fn fetch_image_layers(
     image: &BuiltImage,
