@@ -114,17 +114,15 @@ pub fn attest(
     });
     let config_bytes = canonical_json(&config).expect("config serialises");
     let config_digest = store.put_bytes(&config_bytes)?;
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(media_types::OCI_MANIFEST.into()),
-        config: Descriptor::new(
+    let manifest = Manifest::oci(
+        Descriptor::new(
             media_types::OCI_CONFIG,
             config_digest.clone(),
             config_bytes.len() as u64,
         ),
         layers,
-        annotations: None,
-    };
+        None,
+    );
     let manifest_bytes = canonical_json(&manifest).expect("manifest serialises");
     let manifest_digest = store.put_bytes(&manifest_bytes)?;
     let mut descriptor = Descriptor::new(

@@ -379,18 +379,15 @@ fn assemble(
     }
     let config_bytes = canonical_json(&image).expect("config serialises");
     let config_digest = store.put_bytes(&config_bytes)?;
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(media_types::OCI_MANIFEST.into()),
-        config: Descriptor::new(
+    let manifest = Manifest::oci(
+        Descriptor::new(
             media_types::OCI_CONFIG,
             config_digest.clone(),
             config_bytes.len() as u64,
         ),
-        layers: manifest_layers,
-        // Omitted when empty, so images without annotations keep their digests.
-        annotations: annotations.filter(|a| !a.is_empty()).cloned(),
-    };
+        manifest_layers,
+        annotations.cloned(),
+    );
     let manifest_bytes = canonical_json(&manifest).expect("manifest serialises");
     let manifest_digest = store.put_bytes(&manifest_bytes)?;
     Ok(BuiltImage {

@@ -70,6 +70,24 @@ pub struct Manifest {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
+impl Manifest {
+    /// An OCI image manifest of `config` and `layers`; `annotations` are left out when empty
+    /// (an image without annotations keeps its digest).
+    pub fn oci(
+        config: Descriptor,
+        layers: Vec<Descriptor>,
+        annotations: Option<BTreeMap<String, String>>,
+    ) -> Manifest {
+        Manifest {
+            schema_version: 2,
+            media_type: Some(media_types::OCI_MANIFEST.into()),
+            config,
+            layers,
+            annotations: annotations.filter(|a| !a.is_empty()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Index {
     #[serde(rename = "schemaVersion")]
