@@ -199,19 +199,7 @@ fn image_runs_without_network_as_nonroot_and_is_smaller_than_on_debian() {
             &format!("type=docker,dest={}", docker_tar.display()),
         ],
     );
-    common::ok(common::docker(&[
-        "load",
-        "-i",
-        docker_tar.to_str().unwrap(),
-    ]));
-    let out = common::ok(common::docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "lade-test/cargo-app:1",
-    ]));
-    common::docker(&["rmi", "-f", "lade-test/cargo-app:1"]);
+    let out = common::docker_run_offline(&docker_tar, "lade-test/cargo-app:1");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "hello from cargo lade");
     let roots: usize = lines[1]

@@ -189,19 +189,7 @@ fn jib_layers_run_on_the_jre_and_one_changed_class_changes_one_layer() {
     assert_eq!(image_json["imagePushed"], false);
 
     // The image runs on the JRE base in the test dockerd.
-    common::ok(common::docker(&[
-        "load",
-        "-i",
-        docker_tar.to_str().unwrap(),
-    ]));
-    let out = common::ok(common::docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "lade-test/maven-app:1",
-    ]));
-    common::docker(&["rmi", "-f", "lade-test/maven-app:1"]);
+    let out = common::docker_run_offline(&docker_tar, "lade-test/maven-app:1");
     assert_eq!(out, "Hello, Lade on a JRE!\n============\n");
 
     // One class changed: only the classes layer changes.

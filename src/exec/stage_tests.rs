@@ -166,11 +166,21 @@ impl Fixture {
     }
 
     fn build(&self, steps: Vec<Step>) -> Result<BuiltImage, super::ExecError> {
+        self.build_on(Platform::host(), steps, &self.opts())
+    }
+
+    /// `steps` on scratch for `platform`, with `opts`.
+    fn build_on(
+        &self,
+        platform: Platform,
+        steps: Vec<Step>,
+        opts: &ExecOptions,
+    ) -> Result<BuiltImage, super::ExecError> {
         let plan = Plan {
             stages: vec![Stage {
                 name: None,
                 base: Base::Scratch,
-                platform: Platform::host(),
+                platform,
                 steps,
                 location: Location::new("Dockerfile", 1, 1),
             }],
@@ -181,7 +191,7 @@ impl Fixture {
             cache_to: Vec::new(),
         };
         let context = BuildContext::new(self.context_dir.path(), &[]).unwrap();
-        build(&plan, &context, &self.store, &self.opts(), &Quiet)
+        build(&plan, &context, &self.store, opts, &Quiet)
     }
 
     /// The paths in layer `i` of `image` (`/.wh.x` for a whiteout), `/` suffixed for
@@ -316,22 +326,9 @@ fn without_a_runner_run_is_a_located_error_before_anything_is_written() {
     let plan_steps = vec![copy("a", "/a"), run("touch /x")];
     let mut opts = fx.opts();
     opts.runner = None;
-    let plan = Plan {
-        stages: vec![Stage {
-            name: None,
-            base: Base::Scratch,
-            platform: Platform::host(),
-            steps: plan_steps,
-            location: Location::new("Dockerfile", 1, 1),
-        }],
-        target: 0,
-        annotations: BTreeMap::new(),
-        tags: Vec::new(),
-        cache_from: Vec::new(),
-        cache_to: Vec::new(),
-    };
-    let context = BuildContext::new(fx.context_dir.path(), &[]).unwrap();
-    let err = build(&plan, &context, &fx.store, &opts, &Quiet).unwrap_err();
+    let err = fx
+        .build_on(Platform::host(), plan_steps, &opts)
+        .unwrap_err();
     assert_eq!(err.to_string(), "Dockerfile:3:1: RUN is not supported yet");
 }
 
@@ -356,22 +353,9 @@ fn a_foreign_platform_is_a_located_error() {
     }
     .parse()
     .unwrap();
-    let plan = Plan {
-        stages: vec![Stage {
-            name: None,
-            base: Base::Scratch,
-            platform: foreign.clone(),
-            steps: vec![run("touch /x")],
-            location: Location::new("Dockerfile", 1, 1),
-        }],
-        target: 0,
-        annotations: BTreeMap::new(),
-        tags: Vec::new(),
-        cache_from: Vec::new(),
-        cache_to: Vec::new(),
-    };
-    let context = BuildContext::new(fx.context_dir.path(), &[]).unwrap();
-    let err = build(&plan, &context, &fx.store, &fx.opts(), &Quiet).unwrap_err();
+    let err = fx
+        .build_on(foreign.clone(), vec![run("touch /x")], &fx.opts())
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         format!("Dockerfile:3:1: RUN for {foreign} on a {host} host is not supported yet")
@@ -431,22 +415,8 @@ fn insecure_runs_only_with_the_entitlement() {
     assert!(fx.runner.commands().is_empty());
     let mut opts = fx.opts();
     opts.run_settings.allow_insecure = true;
-    let plan = Plan {
-        stages: vec![Stage {
-            name: None,
-            base: Base::Scratch,
-            platform: Platform::host(),
-            steps: vec![Step::Run(r)],
-            location: Location::new("Dockerfile", 1, 1),
-        }],
-        target: 0,
-        annotations: BTreeMap::new(),
-        tags: Vec::new(),
-        cache_from: Vec::new(),
-        cache_to: Vec::new(),
-    };
-    let context = BuildContext::new(fx.context_dir.path(), &[]).unwrap();
-    build(&plan, &context, &fx.store, &opts, &Quiet).unwrap();
+    fx.build_on(Platform::host(), vec![Step::Run(r)], &opts)
+        .unwrap();
     assert_eq!(fx.runner.commands(), ["fake touch /x"]);
 }
 

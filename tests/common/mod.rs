@@ -259,6 +259,15 @@ pub fn layout_from_rootfs_tar(
     format!("oci:{}:{tag}", layout.display())
 }
 
+/// Loads the docker archive `tar` into the private dockerd, runs `tag` there once with no
+/// network (`docker run --rm --network none`), removes the image and returns what it printed.
+pub fn docker_run_offline(tar: &Path, tag: &str) -> String {
+    ok(docker(&["load", "-i", tar.to_str().unwrap()]));
+    let out = ok(docker(&["run", "--rm", "--network", "none", tag]));
+    docker(&["rmi", "-f", tag]);
+    out
+}
+
 /// Imports a busybox image into the private dockerd as `tag` (`docker import` of a tar of
 /// [`busybox_rootfs`]).
 pub fn docker_import_busybox(tag: &str) {
