@@ -120,6 +120,50 @@ struct Ran {
     output: String,
 }
 
+impl Ran {
+    /// The step's output, or a panic with the error and what the step printed.
+    fn ok(self) -> (RunOutput, String) {
+        match self.result {
+            Ok(out) => (out, self.output),
+            Err(e) => panic!("{e}\n{}", self.output),
+        }
+    }
+}
+
+/// A store of its own with the busybox base in it, and a runner: where most tests start.
+struct Sandbox {
+    tmp: tempfile::TempDir,
+    store: Store,
+    lowers: Vec<LowerLayer>,
+    runner: SandboxRunner,
+}
+
+impl Sandbox {
+    fn new(choice: SnapshotterChoice) -> Sandbox {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let lowers = busybox_base(&store);
+        Sandbox {
+            tmp,
+            store,
+            lowers,
+            runner: SandboxRunner::new(None, choice),
+        }
+    }
+
+    /// `script` as `user` in `/`, without network, on the base layers.
+    fn run(&self, user: &str, script: &str) -> Ran {
+        run(
+            &self.runner,
+            &self.store,
+            &self.lowers,
+            user,
+            RunNetwork::None,
+            script,
+        )
+    }
+}
+
 fn run(
     runner: &SandboxRunner,
     store: &Store,
@@ -210,12 +254,8 @@ const CHANGES: &str = "set -e; echo new > /new; echo more >> /f; rm /old; \
     mkdir -p /w/x; cat /same > /dev/null";
 
 fn changes_with(choice: SnapshotterChoice) -> Vec<String> {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
-    let lowers = busybox_base(&store);
-    let runner = SandboxRunner::new(None, choice);
-    let ran = run(&runner, &store, &lowers, "", RunNetwork::None, CHANGES);
-    let out = ran.result.unwrap_or_else(|e| panic!("{e}\n{}", ran.output));
+    let sb = Sandbox::new(choice);
+    let (out, _) = sb.run("", CHANGES).ok();
     for e in &out.entries {
         assert!(e.mtime <= 5000, "{} mtime {} not clamped", e.path, e.mtime);
     }
@@ -281,54 +321,44 @@ fn nothing_changed_gives_no_entries_and_mount_points_stay_out() {
         RunNetwork::Default,
         "/bin/busybox cat /etc/hosts /etc/hostname; /bin/busybox ls /proc/self > /dev/null",
     );
-    let out = ran.result.unwrap_or_else(|e| panic!("{e}\n{}", ran.output));
-    assert!(ran.output.contains("buildkitsandbox"), "{}", ran.output);
+    let (out, output) = ran.ok();
+    assert!(output.contains("buildkitsandbox"), "{output}");
     assert_eq!(summary(&out.entries), Vec::<String>::new());
 }
 
 #[test]
 fn network_none_has_only_loopback_up() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
-    let lowers = busybox_base(&store);
-    let runner = SandboxRunner::new(None, SnapshotterChoice::Auto);
-    let ran = run(
-        &runner,
-        &store,
-        &lowers,
-        "",
-        RunNetwork::None,
-        "cat /proc/net/dev; echo routes:; cat /proc/net/route; cat /sys/class/net/lo/operstate; \
-         cat /sys/class/net/lo/flags",
-    );
-    ran.result.unwrap_or_else(|e| panic!("{e}\n{}", ran.output));
-    let ifaces: Vec<&str> = ran
-        .output
+    let sb = Sandbox::new(SnapshotterChoice::Auto);
+    let (_, output) = sb
+        .run(
+            "",
+            "cat /proc/net/dev; echo routes:; cat /proc/net/route; \
+             cat /sys/class/net/lo/operstate; cat /sys/class/net/lo/flags",
+        )
+        .ok();
+    let ifaces: Vec<&str> = output
         .lines()
         .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim()))
         .filter(|n| !n.is_empty() && !n.contains('|') && *n != "routes")
         .collect();
-    assert_eq!(ifaces, ["lo"], "{}", ran.output);
-    let routes = ran.output.split("routes:\n").nth(1).unwrap();
+    assert_eq!(ifaces, ["lo"], "{output}");
+    let routes = output.split("routes:\n").nth(1).unwrap();
     assert_eq!(
         routes.lines().filter(|l| l.contains('\t')).count(),
         1,
         "only the header: {routes}"
     );
     // IFF_UP (0x1) set on lo.
-    let flags = ran.output.lines().last().unwrap().trim();
+    let flags = output.lines().last().unwrap().trim();
     let flags = u32::from_str_radix(flags.trim_start_matches("0x"), 16).unwrap();
-    assert_eq!(flags & 1, 1, "lo is down: {}", ran.output);
+    assert_eq!(flags & 1, 1, "lo is down: {output}");
 }
 
 #[test]
 fn failure_reports_exit_code_and_output_tail() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
-    let lowers = busybox_base(&store);
-    let runner = SandboxRunner::new(None, SnapshotterChoice::Auto);
+    let sb = Sandbox::new(SnapshotterChoice::Auto);
     let script = "for i in $(seq 1 30); do echo line$i; done; exit 3";
-    let ran = run(&runner, &store, &lowers, "", RunNetwork::None, script);
+    let ran = sb.run("", script);
     match ran.result {
         Err(RunError::Failed {
             command,
@@ -344,20 +374,13 @@ fn failure_reports_exit_code_and_output_tail() {
         Ok(_) => panic!("exit 3 succeeded"),
     }
     // stderr is in the output too.
-    let ran = run(
-        &runner,
-        &store,
-        &lowers,
-        "",
-        RunNetwork::None,
-        "echo to-stderr >&2; exit 4",
-    );
+    let ran = sb.run("", "echo to-stderr >&2; exit 4");
     match ran.result {
         Err(RunError::Failed { code: 4, tail, .. }) => assert_eq!(tail, ["to-stderr"]),
         other => panic!("{:?}", other.err()),
     }
     // Nothing of the snapshot is left in the store.
-    let snaps: Vec<_> = std::fs::read_dir(tmp.path().join("run/snapshots"))
+    let snaps: Vec<_> = std::fs::read_dir(sb.tmp.path().join("run/snapshots"))
         .unwrap()
         .collect();
     assert!(snaps.is_empty(), "{snaps:?}");
@@ -365,26 +388,13 @@ fn failure_reports_exit_code_and_output_tail() {
 
 #[test]
 fn user_by_name_and_by_uid_gid() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
-    let lowers = busybox_base(&store);
-    let runner = SandboxRunner::new(None, SnapshotterChoice::Auto);
+    let sb = Sandbox::new(SnapshotterChoice::Auto);
     let script = "echo $(id -u) $(id -g) $(id -G) $HOME";
-    let ran = run(&runner, &store, &lowers, "app", RunNetwork::None, script);
-    ran.result.unwrap_or_else(|e| panic!("{e}\n{}", ran.output));
-    assert_eq!(ran.output.trim(), "1000 1000 1000 10 /home/app");
-    let ran = run(
-        &runner,
-        &store,
-        &lowers,
-        "4242:4343",
-        RunNetwork::None,
-        script,
-    );
-    ran.result.unwrap_or_else(|e| panic!("{e}\n{}", ran.output));
-    assert_eq!(ran.output.trim(), "4242 4343 4343 /");
-    let ran = run(&runner, &store, &lowers, "nobody", RunNetwork::None, script);
-    let err = ran.result.err().expect("unknown user");
+    let (_, output) = sb.run("app", script).ok();
+    assert_eq!(output.trim(), "1000 1000 1000 10 /home/app");
+    let (_, output) = sb.run("4242:4343", script).ok();
+    assert_eq!(output.trim(), "4242 4343 4343 /");
+    let err = sb.run("nobody", script).result.err().expect("unknown user");
     assert!(
         err.to_string().contains("unable to find user nobody"),
         "{err}"
@@ -394,19 +404,8 @@ fn user_by_name_and_by_uid_gid() {
 #[test]
 fn same_command_same_layer_digest_in_two_stores() {
     let digest = |_: u32| {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(tmp.path()).unwrap();
-        let lowers = busybox_base(&store);
-        let runner = SandboxRunner::new(None, SnapshotterChoice::Auto);
-        let ran = run(
-            &runner,
-            &store,
-            &lowers,
-            "",
-            RunNetwork::None,
-            "echo hi > /x && chmod 600 /x",
-        );
-        let out = ran.result.unwrap_or_else(|e| panic!("{e}\n{}", ran.output));
+        let sb = Sandbox::new(SnapshotterChoice::Auto);
+        let (out, _) = sb.run("", "echo hi > /x && chmod 600 /x").ok();
         let (_, d) = write_layer(
             out.entries,
             LayerOptions::new(Compression::Gzip, 5000),
@@ -436,12 +435,10 @@ fn raw_device(name: &[u8], typeflag: u8, major: u32, minor: u32) -> Vec<u8> {
 fn hostile_base_layer_cannot_write_outside_its_directory() {
     let canary = tempfile::tempdir().unwrap();
     let cdir = canary.path().to_str().unwrap().as_bytes().to_vec();
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
-    let mut lowers = busybox_base(&store);
+    let mut sb = Sandbox::new(SnapshotterChoice::Auto);
     let dots = [&b"../../../../../../../../../.."[..], &cdir, b"/dots"].concat();
-    lowers.push(put_raw_layer(
-        &store,
+    let hostile = put_raw_layer(
+        &sb.store,
         &common::raw_tar(&[
             common::raw_member(&dots, b'0', b"", b"dots\n", 0o644),
             common::raw_member(b"evil", b'2', &cdir, b"", 0o777),
@@ -450,23 +447,19 @@ fn hostile_base_layer_cannot_write_outside_its_directory() {
             common::raw_member(b"etcl/lade-canary", b'0', b"", b"x\n", 0o644),
             raw_device(b"blk", b'4', 7, 0),
         ]),
-    ));
-    let runner = SandboxRunner::new(None, SnapshotterChoice::Auto);
-    let ran = run(
-        &runner,
-        &store,
-        &lowers,
-        "",
-        RunNetwork::None,
-        "echo pwn > /evil/from-run; cat /blk > /dev/null 2>/tmp/blk-err; cat /tmp/blk-err",
     );
-    let out = ran.result.unwrap_or_else(|e| panic!("{e}\n{}", ran.output));
+    sb.lowers.push(hostile);
+    let (out, output) = sb
+        .run(
+            "",
+            "echo pwn > /evil/from-run; cat /blk > /dev/null 2>/tmp/blk-err; cat /tmp/blk-err",
+        )
+        .ok();
     // The device node from the layer cannot be opened: the overlay root is mounted nodev
     // (EACCES); under a runtime with docker's device cgroup it would be EPERM.
     assert!(
-        ran.output.contains("Permission denied") || ran.output.contains("Operation not permitted"),
-        "{}",
-        ran.output
+        output.contains("Permission denied") || output.contains("Operation not permitted"),
+        "{output}"
     );
     let host_files: Vec<_> = std::fs::read_dir(canary.path()).unwrap().collect();
     assert!(host_files.is_empty(), "{host_files:?}");
@@ -487,7 +480,7 @@ fn hostile_base_layer_cannot_write_outside_its_directory() {
         .write_all(b"v")
         .unwrap();
     let hl = put_raw_layer(
-        &store,
+        &sb.store,
         &common::raw_tar(&[common::raw_member(
             b"hl",
             b'1',
@@ -496,10 +489,12 @@ fn hostile_base_layer_cannot_write_outside_its_directory() {
             0o644,
         )]),
     );
-    let mut with_hl = busybox_base(&store);
-    with_hl.push(hl);
-    let ran = run(&runner, &store, &with_hl, "", RunNetwork::None, "true");
-    assert!(matches!(ran.result, Err(RunError::Sandbox(_))));
+    sb.lowers.pop();
+    sb.lowers.push(hl);
+    assert!(matches!(
+        sb.run("", "true").result,
+        Err(RunError::Sandbox(_))
+    ));
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(&victim).unwrap().nlink(), 1);
 }
@@ -507,26 +502,16 @@ fn hostile_base_layer_cannot_write_outside_its_directory() {
 #[test]
 fn a_long_chain_of_lowers_mounts() {
     // 80 layers: their paths together exceed the page-size limit of overlay's `lowerdir=`.
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
-    let mut lowers = busybox_base(&store);
+    let mut sb = Sandbox::new(SnapshotterChoice::Overlay);
     for i in 0..80 {
-        lowers.push(put_layer(
-            &store,
+        let layer = put_layer(
+            &sb.store,
             vec![file(&format!("/l/{i}"), format!("{i}\n").as_bytes(), 0o644)],
-        ));
+        );
+        sb.lowers.push(layer);
     }
-    let runner = SandboxRunner::new(None, SnapshotterChoice::Overlay);
-    let ran = run(
-        &runner,
-        &store,
-        &lowers,
-        "",
-        RunNetwork::None,
-        "ls /l | wc -l; cat /l/0 /l/79",
-    );
-    ran.result.unwrap_or_else(|e| panic!("{e}\n{}", ran.output));
-    let words: Vec<&str> = ran.output.split_whitespace().collect();
+    let (_, output) = sb.run("", "ls /l | wc -l; cat /l/0 /l/79").ok();
+    let words: Vec<&str> = output.split_whitespace().collect();
     assert_eq!(words, ["80", "0", "79"]);
 }
 
@@ -624,21 +609,18 @@ fn sleeping_in(store: &Path) -> bool {
 
 #[test]
 fn missing_workdir_is_created_and_lands_in_the_layer() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
-    let lowers = busybox_base(&store);
-    let runner = SandboxRunner::new(None, SnapshotterChoice::Auto);
-    let ran = run_in(
+    let sb = Sandbox::new(SnapshotterChoice::Auto);
+    let (out, output) = run_in(
         "/app/src",
-        &runner,
-        &store,
-        &lowers,
+        &sb.runner,
+        &sb.store,
+        &sb.lowers,
         "app",
         RunNetwork::None,
         "pwd",
-    );
-    let out = ran.result.unwrap_or_else(|e| panic!("{e}\n{}", ran.output));
-    assert_eq!(ran.output.trim(), "/app/src");
+    )
+    .ok();
+    assert_eq!(output.trim(), "/app/src");
     assert_eq!(
         summary(&out.entries),
         ["/app dir 755 0:0", "/app/src dir 755 0:0"]
@@ -654,17 +636,7 @@ fn a_sigkilled_run_is_cleaned_up_by_the_next_build() {
     // A busybox base as an OCI layout, made by lade itself.
     let root = tmp.path().join("root");
     common::busybox_rootfs(&root);
-    let tar = tmp.path().join("rootfs.tar");
-    let status = std::process::Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let base = common::layout_from_rootfs_tar(&tar, "", &tmp.path().join("layout"), "1", &cache);
+    let base = common::layout_from_rootfs_dir(&root, tmp.path(), &[]);
 
     let ctx = tmp.path().join("ctx");
     std::fs::create_dir(&ctx).unwrap();
@@ -746,9 +718,7 @@ fn device_nodes_made_by_a_step_cannot_be_opened_with_either_runtime() {
         0 => (7, 0),
         m => (m, rustix::fs::minor(dev)),
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
-    let lowers = busybox_base(&store);
+    let sb = Sandbox::new(SnapshotterChoice::Overlay);
     let script = format!(
         "b=/bin/busybox; $b mknod /dev/lade-blk b {major} {minor}; $b mknod /blk b {major} {minor}; \
          for f in /dev/lade-blk /blk; do $b head -c1 $f > /dev/null 2>> /tmp/err; done; \
@@ -765,20 +735,21 @@ fn device_nodes_made_by_a_step_cannot_be_opened_with_either_runtime() {
         };
         tried += 1;
         let runner = SandboxRunner::new(Some(binary), SnapshotterChoice::Overlay);
-        let ran = run(&runner, &store, &lowers, "", RunNetwork::None, &script);
-        ran.result
-            .unwrap_or_else(|e| panic!("{name}: {e}\n{}", ran.output));
-        let refused = ran
-            .output
+        let (_, output) = run(
+            &runner,
+            &sb.store,
+            &sb.lowers,
+            "",
+            RunNetwork::None,
+            &script,
+        )
+        .ok();
+        let refused = output
             .lines()
             .filter(|l| l.contains("Permission denied") || l.contains("Operation not permitted"))
             .count();
-        assert_eq!(refused, 2, "{name}: {}", ran.output);
-        assert!(
-            ran.output.lines().any(|l| l.trim() == "4"),
-            "{name}: {}",
-            ran.output
-        );
+        assert_eq!(refused, 2, "{name}: {output}");
+        assert!(output.lines().any(|l| l.trim() == "4"), "{name}: {output}");
     }
     assert!(tried > 0, "neither crun nor runc is installed");
 }

@@ -44,8 +44,8 @@
 //!
 //! For BuildKit the work happens in dockerd: its CPU time and peak RSS (reset through
 //! `/proc/PID/clear_refs` before each run) are added to the client's, marked `*`. A reference tool
-//! that is not installed (buildah, docker.io, skopeo, docker-registry) makes its rows "not
-//! installed"; the bench installs none of them. A row whose command fails (say a lade without
+//! that is not installed makes its rows "not installed": the bench installs buildah as root (see
+//! `deps::BENCH`), docker.io, skopeo and docker-registry come with `cargo xtask test`. A row whose command fails (say a lade without
 //! Dockerfile support or without `push`) is reported as failed with the end of its stderr, and
 //! the bench goes on. `--only push` runs W3's push rows (and the cold build they push) alone;
 //! `--rows A,B` keeps the rows whose names contain one of the words, or are `=NAME`
