@@ -414,21 +414,36 @@ fn alpine_apk_db_and_cargo_auditable_binaries_list_their_packages() {
          P:busybox\nV:1.36.1-r5\nA:x86_64\nL:custom:unknown\no:busybox\nT:Size optimized toolbox\n",
     )
     .unwrap();
-    // A binary with the section `cargo auditable` writes: zlib-compressed JSON.
-    let json = br#"{"packages":[{"name":"app","version":"0.1.0","source":"local","root":true,"dependencies":[1]},{"name":"itoa","version":"1.0.11","source":"crates.io","kind":"runtime"}]}"#;
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    z.write_all(json).unwrap();
-    fs::write(t.join("dep-v0"), z.finish().unwrap()).unwrap();
-    let o = std::process::Command::new("objcopy")
-        .arg(format!(
-            "--add-section=.dep-v0={}",
-            t.join("dep-v0").display()
-        ))
-        .arg("/bin/true")
-        .arg(ctx.join("root/usr/bin/app"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Binaries with the section `cargo auditable` writes (zlib-compressed JSON); `big` is
+    // larger than what the scan keeps in memory (8 MiB): it is read from a temp file.
+    let app = br#"{"packages":[{"name":"app","version":"0.1.0","source":"local","root":true,"dependencies":[1]},{"name":"itoa","version":"1.0.11","source":"crates.io","kind":"runtime"}]}"#;
+    let big = br#"{"packages":[{"name":"big","version":"0.1.0","source":"local","root":true},{"name":"ryu","version":"1.0.18","source":"crates.io"}]}"#;
+    let pad = t.join("pad");
+    fs::write(
+        &pad,
+        (0..9u32 << 20)
+            .map(|i| (i.wrapping_mul(7919) >> 3) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    for (name, json) in [("app", &app[..]), ("big", &big[..])] {
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(json).unwrap();
+        let section = t.join(format!("{name}.dep-v0"));
+        fs::write(&section, z.finish().unwrap()).unwrap();
+        let mut objcopy = std::process::Command::new("objcopy");
+        objcopy.arg(format!("--add-section=.dep-v0={}", section.display()));
+        if name == "big" {
+            objcopy.arg(format!("--add-section=.pad={}", pad.display()));
+        }
+        let o = objcopy
+            .arg("/bin/true")
+            .arg(ctx.join("root/usr/bin").join(name))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert!(fs::metadata(ctx.join("root/usr/bin/big")).unwrap().len() > 9 << 20);
     // An ELF without the section lists nothing.
     fs::copy("/bin/true", ctx.join("root/usr/bin/plain")).unwrap();
     fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY root/ /\n").unwrap();
@@ -467,6 +482,11 @@ fn alpine_apk_db_and_cargo_auditable_binaries_list_their_packages() {
                 "pkg:cargo/itoa@1.0.11",
                 "NOASSERTION",
                 "listed in /usr/bin/app"
+            ),
+            (
+                "pkg:cargo/ryu@1.0.18",
+                "NOASSERTION",
+                "listed in /usr/bin/big"
             ),
         ]
     );

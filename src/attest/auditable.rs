@@ -6,20 +6,34 @@
 use object::{Object, ObjectSection};
 use std::io::Read;
 
-/// The ELF magic every scanned file is checked for before it is buffered further.
+/// The ELF magic every scanned file is checked for before it is kept further.
 pub const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
-/// Largest binary read for its section (larger ones are not looked into).
-pub const MAX_ELF: usize = 512 << 20;
 /// Largest decompressed dependency list.
 pub const MAX_JSON: u64 = 8 << 20;
 
-/// The decompressed `.dep-v0` JSON of an ELF file, if it has a readable one.
+/// The decompressed `.dep-v0` JSON of an ELF file in memory, if it has a readable one.
 pub fn dep_section(elf: &[u8]) -> Option<Vec<u8>> {
-    if !elf.starts_with(ELF_MAGIC) {
+    dep_section_in(elf)
+}
+
+/// The same for an ELF file on disk, read where its headers point (not buffered whole).
+pub fn dep_section_of_file(file: &std::fs::File) -> Option<Vec<u8>> {
+    let cache = object::ReadCache::new(file);
+    dep_section_in(&cache)
+}
+
+fn dep_section_in<'data, R: object::ReadRef<'data>>(data: R) -> Option<Vec<u8>> {
+    if data.read_bytes_at(0, 4).ok()? != ELF_MAGIC {
         return None;
     }
-    let file = object::File::parse(elf).ok()?;
-    inflate(file.section_by_name(".dep-v0")?.data().ok()?)
+    let file = object::File::parse(data).ok()?;
+    let section = file.section_by_name(".dep-v0")?;
+    // Bounded before it is read: zlib grows data by well under 1%, so a larger section
+    // cannot inflate to at most MAX_JSON bytes.
+    if section.size() > 2 * MAX_JSON {
+        return None;
+    }
+    inflate(section.data().ok()?)
 }
 
 /// zlib data decompressed, if valid and at most [`MAX_JSON`] bytes.
@@ -105,9 +119,10 @@ mod tests {
         assert_eq!(dep_section(&junk), None);
         // A real binary without the section.
         let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
-        if exe.starts_with(ELF_MAGIC) {
-            assert_eq!(dep_section(&exe), None);
-        }
+        assert!(exe.starts_with(ELF_MAGIC));
+        assert_eq!(dep_section(&exe), None);
+        let file = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(dep_section_of_file(&file), None);
     }
 
     #[test]

@@ -43,16 +43,61 @@ pub fn is_package_record(path: &str) -> bool {
 
 /// A file's contents as the scan needs them: the sha256, for this build's layers the SHA1,
 /// and for package records the bytes.
-struct Sink {
+struct Sink<'a> {
     sha256: crate::digest::Hasher,
     sha1: Option<sha1::Sha1>,
     bytes: Option<Vec<u8>>,
-    /// Any other file while it may be an ELF binary: its bytes so far (dropped at the first
-    /// byte that is not the ELF magic's, or past [`super::auditable::MAX_ELF`]).
-    elf: Option<Vec<u8>>,
+    /// Any other file while it may be an ELF binary (dropped at the first byte that is not
+    /// the ELF magic's).
+    elf: Option<ElfCopy<'a>>,
 }
 
-impl std::io::Write for Sink {
+/// The bytes of a possible ELF binary: in memory up to [`ELF_IN_MEMORY`], then in an
+/// unnamed temp file of the store, so a large binary costs disk, not memory.
+struct ElfCopy<'a> {
+    head: Vec<u8>,
+    spill: Option<std::fs::File>,
+    tmp: &'a std::path::Path,
+}
+
+/// How much of a binary the scan keeps in memory before it spills to disk.
+const ELF_IN_MEMORY: usize = 8 << 20;
+
+impl ElfCopy<'_> {
+    /// Keeps `buf`; false once the bytes cannot be an ELF file.
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<bool> {
+        use std::io::Write;
+        let magic = super::auditable::ELF_MAGIC;
+        if self.head.len() < magic.len() && self.spill.is_none() {
+            let start = [&self.head[..], &buf[..buf.len().min(magic.len())]].concat();
+            let n = start.len().min(magic.len());
+            if start[..n] != magic[..n] {
+                return Ok(false);
+            }
+        }
+        if let Some(f) = &mut self.spill {
+            f.write_all(buf)?;
+        } else if self.head.len() + buf.len() > ELF_IN_MEMORY {
+            let mut f = tempfile::tempfile_in(self.tmp)?;
+            f.write_all(&self.head)?;
+            f.write_all(buf)?;
+            self.head = Vec::new();
+            self.spill = Some(f);
+        } else {
+            self.head.extend_from_slice(buf);
+        }
+        Ok(true)
+    }
+
+    fn dep_section(self) -> Option<Vec<u8>> {
+        match &self.spill {
+            Some(f) => super::auditable::dep_section_of_file(f),
+            None => super::auditable::dep_section(&self.head),
+        }
+    }
+}
+
+impl std::io::Write for Sink<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.sha256.update(buf);
         if let Some(h) = &mut self.sha1 {
@@ -61,17 +106,9 @@ impl std::io::Write for Sink {
         if let Some(b) = &mut self.bytes {
             b.extend_from_slice(buf);
         }
-        if let Some(b) = &mut self.elf {
-            let magic = super::auditable::ELF_MAGIC;
-            let room = super::auditable::MAX_ELF.saturating_sub(b.len());
-            if buf.len() > room {
+        if let Some(elf) = &mut self.elf {
+            if !elf.write(buf)? {
                 self.elf = None;
-            } else {
-                b.extend_from_slice(buf);
-                let n = b.len().min(magic.len());
-                if b[..n] != magic[..n] {
-                    self.elf = None;
-                }
             }
         }
         Ok(buf.len())
@@ -87,6 +124,7 @@ pub fn scan(image: &BuiltImage, store: &Store) -> Result<Scanned, AttestError> {
     let mut contents: BTreeMap<(usize, Vec<u8>), Vec<u8>> = BTreeMap::new();
     let mut sha1s: BTreeMap<(usize, Vec<u8>), String> = BTreeMap::new();
     let mut audits: BTreeMap<(usize, Vec<u8>), Vec<u8>> = BTreeMap::new();
+    let tmp = store.root().join("tmp");
     for (i, layer) in image.manifest.layers.iter().enumerate() {
         let err = |message: String| AttestError::Layer {
             layer: layer.digest.clone(),
@@ -107,13 +145,17 @@ pub fn scan(image: &BuiltImage, store: &Store) -> Result<Scanned, AttestError> {
                 sha256: crate::digest::Hasher::new(),
                 sha1: own.then(sha1::Sha1::default),
                 bytes: record.then(Vec::new),
-                elf: (!record).then(Vec::new),
+                elf: (!record).then(|| ElfCopy {
+                    head: Vec::new(),
+                    spill: None,
+                    tmp: &tmp,
+                }),
             };
             std::io::copy(file, &mut sink)?;
             if let Some(bytes) = sink.bytes {
                 contents.insert((i, path.clone()), bytes);
             }
-            if let Some(json) = sink.elf.as_deref().and_then(super::auditable::dep_section) {
+            if let Some(json) = sink.elf.and_then(ElfCopy::dep_section) {
                 audits.insert((i, path.clone()), json);
             }
             if let Some(h) = sink.sha1 {
