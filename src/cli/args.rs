@@ -70,9 +70,8 @@ pub struct GenerateArgs {
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Store directory (default: $LADE_CACHE_DIR, $XDG_CACHE_HOME/lade or ~/.cache/lade).
-    #[arg(long, value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// How to reach registries.
@@ -141,9 +140,24 @@ pub struct PullArgs {
     pub platform: Option<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
-    /// Store directory.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Where the store is: shared by every command that keeps blobs or steps.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Store directory (default: $LADE_CACHE_DIR, $XDG_CACHE_HOME/lade or ~/.cache/lade).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    pub fn root(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(crate::store::Store::default_root)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -276,9 +290,8 @@ pub struct InputArgs {
     /// An SSH agent for `RUN --mount=type=ssh`: `default` ($SSH_AUTH_SOCK) or `ID=SOCKET`.
     #[arg(long = "ssh", value_name = "default|ID=SOCKET")]
     pub ssh: Vec<String>,
-    /// Store directory (default: $LADE_CACHE_DIR, $XDG_CACHE_HOME/lade or ~/.cache/lade).
-    #[arg(long, value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -469,9 +482,8 @@ pub struct DiffArgs {
     /// Which platform's image to compare in a multi-platform index (default: the host's).
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
-    /// Store directory (registry layers are fetched into it).
-    #[arg(long, value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }

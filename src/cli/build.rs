@@ -18,7 +18,6 @@ use crate::lock::LockMode;
 use crate::output::{self, Target};
 use crate::plan::Base;
 use crate::registry::ClientOptions;
-use crate::store::Store;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -126,7 +125,7 @@ pub(super) fn input_request(
         CompressionArg::Zstd => Compression::Zstd,
         CompressionArg::None => Compression::None,
     };
-    let store_root = a.cache_dir.clone().unwrap_or_else(Store::default_root);
+    let store_root = a.store.root();
     let (secrets, agents) = secrets_and_agents(a)?;
     let secret_ids = secrets.ids();
     let exec = ExecOptions {

@@ -1,7 +1,7 @@
 //! `cargo lade`: the `cargo-lade` binary's arguments → `hooks::cargo` (metadata, `cargo
 //! build`, the image plan) → one `BuildRequest` → the usual outputs.
 
-use super::args::{ProgressMode, RegistryArgs};
+use super::args::{ProgressMode, RegistryArgs, StoreArgs};
 use super::build::{cli_error, client_options, source_date_epoch};
 use super::progress::Progress;
 use super::UsageError;
@@ -10,7 +10,6 @@ use crate::exec::ExecOptions;
 use crate::hooks::cargo::{self as hook, CargoOptions};
 use crate::hooks::elf::LibrarySearch;
 use crate::output;
-use crate::store::Store;
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,9 +57,8 @@ pub struct CargoLadeArgs {
     /// Write build metadata as JSON here.
     #[arg(long, value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
-    /// Store directory (default: $LADE_CACHE_DIR, $XDG_CACHE_HOME/lade or ~/.cache/lade).
-    #[arg(long, value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
     /// Progress output.
@@ -111,7 +109,7 @@ pub fn run(a: &CargoLadeArgs) -> anyhow::Result<ExitCode> {
                 context: image.context,
                 name: pkg.manifest_path.display().to_string(),
             },
-            a.cache_dir.clone().unwrap_or_else(Store::default_root),
+            a.store.root(),
             ExecOptions::new(source_date_epoch()?),
             client_options(&a.registry),
             a.registry.push_jobs.max(1),

@@ -1,7 +1,7 @@
 //! `lade compose build`: a compose file's `build:` sections → `hooks::compose` (model, order,
 //! one build per service, waves in parallel) → images in the store, pushed with `--push`.
 
-use super::args::{ProgressMode, RegistryArgs};
+use super::args::{ProgressMode, RegistryArgs, StoreArgs};
 use super::build::{cli_error, client_options, source_date_epoch};
 use super::progress::Progress;
 use super::UsageError;
@@ -9,7 +9,6 @@ use crate::build::{BuildRequest, Description};
 use crate::exec::run::{SandboxRunner, SnapshotterChoice};
 use crate::exec::{self, ExecOptions};
 use crate::hooks::compose::{self, run::RunError};
-use crate::store::Store;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,9 +54,8 @@ pub struct ComposeBuildArgs {
     /// `docker buildx bake --metadata-file`).
     #[arg(long, value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
-    /// Store directory (default: $LADE_CACHE_DIR, $XDG_CACHE_HOME/lade or ~/.cache/lade).
-    #[arg(long, value_name = "DIR")]
-    pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
     /// Progress output.
@@ -100,7 +98,7 @@ fn run_build(a: &ComposeArgs, b: &ComposeBuildArgs) -> anyhow::Result<ExitCode> 
         progress.note(&format!("warning: {w}"));
     }
     let sde = source_date_epoch()?;
-    let store_root = b.cache_dir.clone().unwrap_or_else(Store::default_root);
+    let store_root = b.store.root();
     let registry = client_options(&b.registry);
     let push_jobs = b.registry.push_jobs.max(1);
     let (no_cache, pull) = (b.no_cache, b.pull);

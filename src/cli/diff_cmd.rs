@@ -8,7 +8,6 @@ use super::UsageError;
 use crate::diff::{DiffRequest, ImageDiff};
 use crate::image::Platform;
 use crate::registry::ClientOptions;
-use crate::store::Store;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -54,7 +53,7 @@ pub fn run(a: &DiffArgs) -> anyhow::Result<ExitCode> {
         a: a.a.clone(),
         b: a.b.clone(),
         platform: platform(&a.platform)?,
-        store_root: a.cache_dir.clone().unwrap_or_else(Store::default_root),
+        store_root: a.store.root(),
         registry: registry_options(&a.registry),
     };
     let d = match crate::diff::diff(&req) {

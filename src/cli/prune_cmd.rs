@@ -7,7 +7,7 @@ use anyhow::Context;
 use std::process::ExitCode;
 
 pub fn run(a: &PruneArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&a.cache_dir.clone().unwrap_or_else(Store::default_root))?;
+    let store = Store::open(&a.store.root())?;
     let removed = crate::exec::run::prune_caches(&store)
         .with_context(|| format!("pruning cache mounts in {}", store.root().display()))?;
     println!("removed {removed} cache mount(s)");

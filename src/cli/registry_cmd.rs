@@ -145,7 +145,7 @@ pub fn run_pull(a: &PullArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|o| o.parse::<Target>().map_err(|e| UsageError(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
-    let store = Store::open(&a.cache_dir.clone().unwrap_or_else(Store::default_root))?;
+    let store = Store::open(&a.store.root())?;
     let client = client(&a.registry)?;
     let imported = import_image(
         &Base::Registry {
