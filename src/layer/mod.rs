@@ -223,6 +223,12 @@ pub fn write_layer_with_threads<W: Write>(
     writer::write_layer_impl(entries, opts, threads, sink)
 }
 
+/// Writes `entries` as an uncompressed tar (a layer's bytes, `mtime` for the directories it
+/// adds) to `sink` without hashing it: for output archives, whose digest nobody needs.
+pub fn write_tar<W: Write>(entries: Vec<Entry>, mtime: u64, sink: W) -> Result<W, LayerError> {
+    writer::write_tar_impl(entries, mtime, sink)
+}
+
 /// Extracts one layer blob into `root` (created if missing), applying whiteouts to what
 /// earlier layers extracted there. Safe against hostile layers: nothing is ever created,
 /// followed or linked outside `root`; see the `extract` submodule for the rules.

@@ -117,6 +117,30 @@ pub(crate) fn write_layer_impl<W: Write>(
     threads: usize,
     sink: W,
 ) -> Result<(W, LayerDigests), LayerError> {
+    let (sink, digests) = write_impl(entries, opts, threads, sink, true)?;
+    Ok((sink, digests.expect("a hashed stream has digests")))
+}
+
+/// An uncompressed tar of `entries` whose digest nobody needs (an output archive): written
+/// as a layer is, without hashing it.
+pub(crate) fn write_tar_impl<W: Write>(
+    entries: Vec<Entry>,
+    mtime: u64,
+    sink: W,
+) -> Result<W, LayerError> {
+    let opts = LayerOptions::new(Compression::None, mtime);
+    Ok(write_impl(entries, opts, 1, sink, false)?.0)
+}
+
+/// The pipeline; `hash`: compute the digests (the tar stream's sha256 is the diff_id, and
+/// the digest of an uncompressed blob too, so it is hashed once).
+fn write_impl<W: Write>(
+    entries: Vec<Entry>,
+    opts: LayerOptions,
+    threads: usize,
+    sink: W,
+    hash: bool,
+) -> Result<(W, Option<LayerDigests>), LayerError> {
     let members = plan(entries, opts.mtime)?;
     let threads = threads.max(1);
     let pool = pool_size(threads);
@@ -134,7 +158,7 @@ pub(crate) fn write_layer_impl<W: Write>(
                 pool,
                 free: free_rx,
                 tx: full_tx,
-                hasher: Hasher::new(),
+                hasher: hash.then(Hasher::new),
                 tail: Vec::new(),
                 keep_tail: gzip,
             };
@@ -143,7 +167,7 @@ pub(crate) fn write_layer_impl<W: Write>(
         });
 
         let consumed = match opts.compression {
-            Compression::None => consume_plain(full_rx, free_tx, sink, |w, d| w.write_all(d)),
+            Compression::None => consume_plain(full_rx, free_tx, sink),
             Compression::Zstd => consume_zstd(full_rx, free_tx, sink),
             Compression::Gzip => consume_gzip(s, threads, full_rx, free_tx, sink),
         };
@@ -155,20 +179,13 @@ pub(crate) fn write_layer_impl<W: Write>(
             Err(e) => return Err(e),
         };
         let (sink, digest, size) = consumed?;
-        let digest = if opts.compression == Compression::None {
-            diff_id.clone()
-        } else {
-            digest
-        };
-        Ok((
-            sink,
-            LayerDigests {
-                digest,
-                diff_id,
-                size,
-                compression: opts.compression,
-            },
-        ))
+        let digests = diff_id.map(|diff_id| LayerDigests {
+            digest: digest.unwrap_or_else(|| diff_id.clone()),
+            diff_id,
+            size,
+            compression: opts.compression,
+        });
+        Ok((sink, digests))
     })
 }
 
@@ -176,23 +193,26 @@ fn cancelled_error() -> LayerError {
     LayerError::Write(io::Error::other("layer pipeline stopped"))
 }
 
-type Consumed<W> = Result<(W, Digest, u64), LayerError>;
+/// The sink, the digest of what was written to it (None: the same bytes as the tar stream,
+/// whose digest the producer has) and its size.
+type Consumed<W> = Result<(W, Option<Digest>, u64), LayerError>;
 
-fn consume_plain<W: Write, F>(
+fn consume_plain<W: Write>(
     rx: Receiver<Chunk>,
     free: SyncSender<Vec<u8>>,
-    sink: W,
-    mut write: F,
-) -> Consumed<W>
-where
-    F: FnMut(&mut HashingWriter<W>, &[u8]) -> io::Result<()>,
-{
-    let mut w = HashingWriter::new(sink);
+    mut sink: W,
+) -> Consumed<W> {
+    let mut size = 0;
     for c in rx {
-        write(&mut w, &c.buf[..c.len]).map_err(LayerError::Write)?;
+        sink.write_all(&c.buf[..c.len]).map_err(LayerError::Write)?;
+        size += c.len as u64;
         let _ = free.try_send(c.buf);
     }
-    Ok(w.finish())
+    Ok((sink, None, size))
+}
+
+fn hashed<W>((sink, digest, size): (W, Digest, u64)) -> (W, Option<Digest>, u64) {
+    (sink, Some(digest), size)
 }
 
 fn consume_zstd<W: Write>(rx: Receiver<Chunk>, free: SyncSender<Vec<u8>>, sink: W) -> Consumed<W> {
@@ -203,7 +223,7 @@ fn consume_zstd<W: Write>(rx: Receiver<Chunk>, free: SyncSender<Vec<u8>>, sink: 
     }
     let mut w = enc.finish().map_err(LayerError::Write)?;
     w.flush().map_err(LayerError::Write)?;
-    Ok(w.finish())
+    Ok(hashed(w.finish()))
 }
 
 fn consume_gzip<'scope, W: Write>(
@@ -272,7 +292,7 @@ fn consume_gzip<'scope, W: Write>(
     w.write_all(&gzip_trailer(&crc))
         .map_err(LayerError::Write)?;
     w.flush().map_err(LayerError::Write)?;
-    Ok(w.finish())
+    Ok(hashed(w.finish()))
 }
 
 /// The producer's end: fills fixed-size buffers with the tar stream, hashes it and ships
@@ -285,7 +305,8 @@ struct ChunkWriter {
     pool: usize,
     free: Receiver<Vec<u8>>,
     tx: SyncSender<Chunk>,
-    hasher: Hasher,
+    /// None: nobody needs the stream's digest.
+    hasher: Option<Hasher>,
     /// Last `DICT_LEN` bytes of the stream before the current buffer.
     tail: Vec<u8>,
     keep_tail: bool,
@@ -306,7 +327,9 @@ impl ChunkWriter {
         };
         let buf = std::mem::replace(&mut self.buf, fresh);
         let len = std::mem::replace(&mut self.len, 0);
-        self.hasher.update(&buf[..len]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..len]);
+        }
         let dict = if self.keep_tail {
             let mut next_tail = Vec::with_capacity(DICT_LEN);
             if len < DICT_LEN {
@@ -377,11 +400,11 @@ impl ChunkWriter {
         Ok(Ok(size))
     }
 
-    fn finish(mut self) -> Result<Digest, Cancelled> {
+    fn finish(mut self) -> Result<Option<Digest>, Cancelled> {
         if self.len > 0 {
             self.ship()?;
         }
-        Ok(self.hasher.finish())
+        Ok(self.hasher.map(Hasher::finish))
     }
 }
 
@@ -549,6 +572,20 @@ mod tests {
             mtime: 0,
             xattrs: BTreeMap::new(),
         }]
+    }
+
+    #[test]
+    fn an_uncompressed_layer_is_hashed_once_and_an_archive_not_at_all() {
+        let opts = LayerOptions::new(Compression::None, 0);
+        let (bytes, d) = write_layer_impl(text_layer(7), opts, 2, Vec::new()).unwrap();
+        assert_eq!(d.diff_id, Digest::of(&bytes));
+        assert_eq!(d.digest, d.diff_id);
+        assert_eq!(d.size, bytes.len() as u64);
+        // The same bytes, unhashed.
+        assert_eq!(write_tar_impl(text_layer(7), 0, Vec::new()).unwrap(), bytes);
+        let gz = LayerOptions::new(Compression::Gzip, 0);
+        let (blob, g) = write_layer_impl(text_layer(7), gz, 2, Vec::new()).unwrap();
+        assert_eq!((g.diff_id, g.digest), (d.diff_id, Digest::of(&blob)));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::{split_tag, Artifact, Dest, OutputError};
 use crate::digest::Digest;
 use crate::image::BuiltImage;
 use crate::image::{canonical_json, media_types, Index};
-use crate::layer::{Compression, Entry, EntryKind, FileSource, LayerOptions};
+use crate::layer::{Entry, EntryKind, FileSource};
 use crate::path::ImagePath;
 use crate::store::Store;
 use serde_json::json;
@@ -136,13 +136,8 @@ fn writing(dest: &std::path::Path, e: crate::layer::LayerError) -> OutputError {
 
 /// Writes the entries as an uncompressed tar to `sink` (a pipe), named `name` in errors.
 pub fn write_to<W: Write>(name: &str, entries: &[Entry], sink: W) -> Result<W, OutputError> {
-    let opts = LayerOptions {
-        compression: Compression::None,
-        mtime: 0,
-    };
-    let (mut w, _) =
-        crate::layer::write_layer(entries.to_vec(), opts, std::io::BufWriter::new(sink))
-            .map_err(|e| writing(name.as_ref(), e))?;
+    let mut w = crate::layer::write_tar(entries.to_vec(), 0, std::io::BufWriter::new(sink))
+        .map_err(|e| writing(name.as_ref(), e))?;
     w.flush().map_err(|error| OutputError::Io {
         path: name.into(),
         error,
@@ -155,19 +150,15 @@ pub fn write_to<W: Write>(name: &str, entries: &[Entry], sink: W) -> Result<W, O
 
 /// Writes the entries as an uncompressed tar to `dest`, atomically for files.
 pub fn write(dest: &Dest, entries: &[Entry]) -> Result<(), OutputError> {
-    let opts = LayerOptions {
-        compression: Compression::None,
-        mtime: 0,
-    };
     match dest {
         Dest::Stdout => {
             let stdout = std::io::stdout();
             if stdout.is_terminal() {
                 return Err(OutputError::Terminal);
             }
-            let (mut w, _) = crate::layer::write_layer(
+            let mut w = crate::layer::write_tar(
                 entries.to_vec(),
-                opts,
+                0,
                 std::io::BufWriter::new(stdout.lock()),
             )
             .map_err(|e| writing("<stdout>".as_ref(), e))?;
@@ -186,9 +177,8 @@ pub fn write(dest: &Dest, entries: &[Entry]) -> Result<(), OutputError> {
                 _ => std::path::Path::new("."),
             };
             let tmp = crate::store::temp_file_in(dir).map_err(io)?;
-            let (w, _) =
-                crate::layer::write_layer(entries.to_vec(), opts, std::io::BufWriter::new(tmp))
-                    .map_err(|e| writing(path, e))?;
+            let w = crate::layer::write_tar(entries.to_vec(), 0, std::io::BufWriter::new(tmp))
+                .map_err(|e| writing(path, e))?;
             let tmp = w.into_inner().map_err(|e| io(e.into_error()))?;
             tmp.persist(path).map_err(|e| io(e.error))?;
             Ok(())
