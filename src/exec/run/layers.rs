@@ -28,16 +28,20 @@ pub fn extracted(store: &Store, layer: &LowerLayer) -> Result<PathBuf, RunError>
         overlay_whiteouts: true,
     };
     // The directory is filed under the diff_id: hash what is extracted, in the same pass, so a
-    // layer whose content is not its diff_id never enters the cache.
-    let mut r = DiffIdReader::new(decompress(
-        std::io::BufReader::new(blob),
-        crate::exec::sources::compression_of(&layer.media_type),
-    ));
-    extract_layer(&mut r, Compression::None, tmp.path(), &opts)
-        .map_err(|e| RunError::Sandbox(format!("extracting layer {}: {e}", layer.diff_id)))?;
-    let actual = r
-        .finish()
-        .map_err(|e| RunError::Sandbox(format!("reading layer {}: {e}", layer.blob)))?;
+    // layer whose content is not its diff_id never enters the cache. An uncompressed blob
+    // whose digest is its diff_id was verified when it entered the store: no second hash.
+    let compression = crate::exec::sources::compression_of(&layer.media_type);
+    let stream = decompress(std::io::BufReader::new(blob), compression);
+    let extract_err = |e| RunError::Sandbox(format!("extracting layer {}: {e}", layer.diff_id));
+    let actual = if compression == Compression::None && layer.blob == layer.diff_id {
+        extract_layer(stream, Compression::None, tmp.path(), &opts).map_err(extract_err)?;
+        layer.diff_id.clone()
+    } else {
+        let mut r = DiffIdReader::new(stream);
+        extract_layer(&mut r, Compression::None, tmp.path(), &opts).map_err(extract_err)?;
+        r.finish()
+            .map_err(|e| RunError::Sandbox(format!("reading layer {}: {e}", layer.blob)))?
+    };
     if actual != layer.diff_id {
         return Err(RunError::Sandbox(format!(
             "layer {} does not match its diff_id: its uncompressed content is {actual}, \
@@ -155,5 +159,26 @@ mod tests {
         assert!(err.contains("does not match its diff_id"), "{err}");
         assert!(err.contains(&d.diff_id.to_string()), "{err}");
         assert!(!t.path().join("run/layers").join(claimed.hex()).exists());
+
+        // An uncompressed blob is its own diff_id (verified by the store, not hashed again);
+        // claimed with another one it is hashed and refused all the same.
+        let w = store.blob_writer().unwrap();
+        let (w, d) = write_layer(
+            vec![entry("/u", EntryKind::Dir)],
+            LayerOptions::new(Compression::None, 0),
+            w,
+        )
+        .unwrap();
+        w.commit().unwrap();
+        let plain = |diff_id: &crate::digest::Digest| LowerLayer {
+            diff_id: diff_id.clone(),
+            blob: d.digest.clone(),
+            media_type: Compression::None.oci_media_type().to_string(),
+        };
+        assert!(extracted(&store, &plain(&claimed)).is_err());
+        assert!(extracted(&store, &plain(&d.diff_id))
+            .unwrap()
+            .join("u")
+            .is_dir());
     }
 }
