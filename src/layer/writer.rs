@@ -111,11 +111,15 @@ pub fn default_threads() -> usize {
         .unwrap_or(1)
 }
 
+/// A second destination of the uncompressed tar stream (see [`super::write_layer_teed`]).
+pub type Tee = Box<dyn Write + Send>;
+
 pub(crate) fn write_layer_impl<W: Write>(
     entries: Vec<Entry>,
     opts: LayerOptions,
     threads: usize,
     sink: W,
+    tee: Option<Tee>,
 ) -> Result<(W, LayerDigests), LayerError> {
     let members = plan(entries, opts.mtime)?;
     let threads = threads.max(1);
@@ -137,6 +141,7 @@ pub(crate) fn write_layer_impl<W: Write>(
                 hasher: Hasher::new(),
                 tail: Vec::new(),
                 keep_tail: gzip,
+                tee,
             };
             let r = produce(&members, &mut out)?;
             Ok(r.and_then(|()| out.finish()))
@@ -289,6 +294,9 @@ struct ChunkWriter {
     /// Last `DICT_LEN` bytes of the stream before the current buffer.
     tail: Vec<u8>,
     keep_tail: bool,
+    /// Gets every byte of the tar stream as it is hashed; dropped (closed) on its first
+    /// error or when the producer ends, whatever the outcome.
+    tee: Option<Tee>,
 }
 
 impl ChunkWriter {
@@ -307,6 +315,13 @@ impl ChunkWriter {
         let buf = std::mem::replace(&mut self.buf, fresh);
         let len = std::mem::replace(&mut self.len, 0);
         self.hasher.update(&buf[..len]);
+        if let Some(tee) = &mut self.tee {
+            // The tee's reader reports its own failure; the layer goes on without it.
+            if let Err(e) = tee.write_all(&buf[..len]) {
+                tracing::debug!("layer tee closed: {e}");
+                self.tee = None;
+            }
+        }
         let dict = if self.keep_tail {
             let mut next_tail = Vec::with_capacity(DICT_LEN);
             if len < DICT_LEN {
@@ -556,7 +571,7 @@ mod tests {
         let opts = LayerOptions::new(Compression::Gzip, 0);
         let free: Vec<Vec<u8>> = (1..=3)
             .map(|i| {
-                write_layer_impl(text_layer(i), opts, 4, Vec::new())
+                write_layer_impl(text_layer(i), opts, 4, Vec::new(), None)
                     .unwrap()
                     .0
             })
@@ -567,7 +582,7 @@ mod tests {
             let hs: Vec<_> = (1..=3)
                 .map(|i| {
                     s.spawn(move || {
-                        write_layer_impl(text_layer(i), opts, 4, Vec::new())
+                        write_layer_impl(text_layer(i), opts, 4, Vec::new(), None)
                             .unwrap()
                             .0
                     })

@@ -4,40 +4,34 @@
 //! two processes may race, one rename wins and the other's copy is dropped.
 
 use super::{LowerLayer, RunError};
+use crate::digest::Digest;
 use crate::layer::{decompress, extract_layer, Compression, DiffIdReader, ExtractOptions};
 use crate::store::Store;
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+fn layers_dir(store: &Store) -> PathBuf {
+    store.root().join("run").join("layers")
+}
 
 /// The directory holding `layer` extracted, extracting it first if needed.
 pub fn extracted(store: &Store, layer: &LowerLayer) -> Result<PathBuf, RunError> {
-    let dir = store.root().join("run").join("layers");
-    let dest = dir.join(layer.diff_id.hex());
+    let dest = layers_dir(store).join(layer.diff_id.hex());
     if dest.is_dir() {
         return Ok(dest);
     }
-    std::fs::create_dir_all(&dir).map_err(|e| super::executor::sandbox(&dir, e))?;
-    let tmp =
-        crate::store::scratch_dir_in(&dir, ".x-").map_err(|e| super::executor::sandbox(&dir, e))?;
     let blob = store
         .open_blob(&layer.blob)
         .map_err(|e| RunError::Sandbox(e.to_string()))?;
-    let root = rustix::process::geteuid().is_root();
-    let opts = ExtractOptions {
-        allow_devices: root,
-        preserve_owner: root,
-        overlay_whiteouts: true,
-    };
-    // The directory is filed under the diff_id: hash what is extracted, in the same pass, so a
-    // layer whose content is not its diff_id never enters the cache.
-    let mut r = DiffIdReader::new(decompress(
-        std::io::BufReader::new(blob),
-        crate::exec::sources::compression_of(&layer.media_type),
-    ));
-    extract_layer(&mut r, Compression::None, tmp.path(), &opts)
-        .map_err(|e| RunError::Sandbox(format!("extracting layer {}: {e}", layer.diff_id)))?;
-    let actual = r
-        .finish()
-        .map_err(|e| RunError::Sandbox(format!("reading layer {}: {e}", layer.blob)))?;
+    tracing::debug!(layer = %layer.diff_id, "extracting a layer from its blob");
+    let (tmp, actual) = unpack(
+        store,
+        decompress(
+            std::io::BufReader::new(blob),
+            crate::exec::sources::compression_of(&layer.media_type),
+        ),
+    )
+    .map_err(|e| RunError::Sandbox(format!("extracting layer {}: {e}", layer.diff_id)))?;
     if actual != layer.diff_id {
         return Err(RunError::Sandbox(format!(
             "layer {} does not match its diff_id: its uncompressed content is {actual}, \
@@ -45,18 +39,91 @@ pub fn extracted(store: &Store, layer: &LowerLayer) -> Result<PathBuf, RunError>
             layer.blob, layer.diff_id
         )));
     }
+    install(tmp, &dest)
+}
+
+/// Unpacks the tar stream `tar` into a fresh temp directory beside the extracted layers.
+/// Returns it with the sha256 of the whole stream, hashed in the same pass: the directory is
+/// filed under that diff_id, so only what was hashed is what is extracted.
+fn unpack(store: &Store, tar: impl Read) -> Result<(crate::store::OwnedTempDir, Digest), String> {
+    let dir = layers_dir(store);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let tmp =
+        crate::store::scratch_dir_in(&dir, ".x-").map_err(|e| format!("{}: {e}", dir.display()))?;
+    let root = rustix::process::geteuid().is_root();
+    let opts = ExtractOptions {
+        allow_devices: root,
+        preserve_owner: root,
+        overlay_whiteouts: true,
+    };
+    let mut r = DiffIdReader::new(tar);
+    extract_layer(&mut r, Compression::None, tmp.path(), &opts).map_err(|e| e.to_string())?;
+    let diff_id = r.finish().map_err(|e| format!("reading the layer: {e}"))?;
+    Ok((tmp, diff_id))
+}
+
+/// Moves an unpacked layer to `dest`, its directory under its diff_id.
+fn install(tmp: crate::store::OwnedTempDir, dest: &Path) -> Result<PathBuf, RunError> {
     // The temp directory is 0700; a lowerdir's root is the image's `/`.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
         .map_err(|e| super::executor::sandbox(tmp.path(), e))?;
-    match crate::store::rename_into_place(tmp.path(), &dest) {
+    match crate::store::rename_into_place(tmp.path(), dest) {
         Ok(()) => {
             let _ = tmp.keep();
-            Ok(dest)
+            Ok(dest.to_path_buf())
         }
         // Another process renamed its copy first (the destination is a non-empty directory).
-        Err(_) if dest.is_dir() => Ok(dest),
-        Err(e) => Err(super::executor::sandbox(&dest, e)),
+        Err(_) if dest.is_dir() => Ok(dest.to_path_buf()),
+        Err(e) => Err(super::executor::sandbox(dest, e)),
+    }
+}
+
+/// A layer being unpacked from its uncompressed tar stream while the stream is written
+/// ([`crate::layer::write_layer_teed`]), so a later RUN finds it extracted without reading
+/// (and gunzipping) the blob back.
+pub struct Unpacking {
+    thread: std::thread::JoinHandle<Result<(crate::store::OwnedTempDir, Digest), String>>,
+}
+
+/// Starts unpacking a layer into the store: the tar stream goes to the returned writer
+/// (through a pipe; the unpacking thread reads the other end until the writer is dropped).
+pub fn unpack_while_writing(store: &Store) -> std::io::Result<(crate::layer::Tee, Unpacking)> {
+    let (reader, writer) = std::io::pipe()?;
+    // A deeper pipe than the default 64 KiB: one pipeline buffer in flight.
+    let _ = rustix::pipe::fcntl_setpipe_size(&writer, 1 << 20);
+    let store = store.clone();
+    let thread = std::thread::Builder::new()
+        .name("lade-unpack".into())
+        .spawn(move || {
+            let mut reader = reader;
+            let r = unpack(&store, &mut reader);
+            // Drain what is left so the writer never blocks on a reader that gave up.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+            r
+        })?;
+    Ok((Box::new(writer), Unpacking { thread }))
+}
+
+impl Unpacking {
+    /// Waits for the unpacking and files it under `diff_id`, the layer's as its writer
+    /// computed it. Call only once the layer was written whole (the writer dropped its end).
+    pub fn finish(self, store: &Store, diff_id: &Digest) -> Result<PathBuf, RunError> {
+        let (tmp, actual) = self
+            .thread
+            .join()
+            .map_err(|_| RunError::Sandbox("the layer unpacking thread panicked".into()))?
+            .map_err(|e| RunError::Sandbox(format!("unpacking layer {diff_id}: {e}")))?;
+        if &actual != diff_id {
+            return Err(RunError::Sandbox(format!(
+                "unpacked layer is {actual}, its writer made {diff_id}"
+            )));
+        }
+        let dest = layers_dir(store).join(diff_id.hex());
+        if dest.is_dir() {
+            return Ok(dest);
+        }
+        install(tmp, &dest)
     }
 }
 
