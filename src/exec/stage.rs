@@ -564,8 +564,7 @@ pub(super) fn write_entries(
     };
     let (writer, digests, unpacking) = match unpacking {
         Some((tee, unpacking)) => {
-            let (w, d) =
-                crate::layer::write_layer_teed(entries, layer_opts, threads, writer, tee)?;
+            let (w, d) = crate::layer::write_layer_teed(entries, layer_opts, threads, writer, tee)?;
             (w, d, Some(unpacking))
         }
         None => {

@@ -596,4 +596,37 @@ mod tests {
         assert!(peak >= 1);
         assert!(free == limited, "the limit changed the bytes");
     }
+
+    /// A `Write` into shared bytes, to look at what a tee got after the writer dropped it.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_tee_gets_the_whole_uncompressed_stream_and_the_blob_is_unchanged() {
+        let opts = LayerOptions::new(Compression::Gzip, 0);
+        let (plain, _) = write_layer_impl(text_layer(7), opts, 2, Vec::new(), None).unwrap();
+        let tee = Shared::default();
+        let (blob, d) = write_layer_impl(
+            text_layer(7),
+            opts,
+            2,
+            Vec::new(),
+            Some(Box::new(tee.clone())),
+        )
+        .unwrap();
+        assert!(blob == plain, "the tee changed the blob");
+        let tar = tee.0.lock().unwrap().clone();
+        assert!(tar.len() > 6 << 20);
+        assert_eq!(Digest::of(&tar), d.diff_id);
+    }
 }
