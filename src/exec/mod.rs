@@ -187,6 +187,7 @@ pub fn build(
     observer: &dyn Observer,
 ) -> Result<BuiltImage, ExecError> {
     let needed = plan.needed_stages();
+    let feeds_run = feeds_run(plan, &needed);
     let mut built: Vec<Option<BuiltImage>> = vec![None; plan.stages.len()];
     let file_cache = store.file_digest_cache();
     loop {
@@ -214,6 +215,7 @@ pub fn build(
                     observer,
                     stage_index: i,
                     final_stage: i == plan.target,
+                    feeds_run: feeds_run[i],
                 };
                 stage::build_stage(&plan.stages[i], annotations, &cx)
                     .map(|b| (i, b))
@@ -230,6 +232,27 @@ pub fn build(
         .ok_or_else(|| ExecError::Unsupported {
             what: "a stage graph with a cycle".into(),
         })
+}
+
+/// For each stage, whether a needed stage built FROM it (directly or through others) has a
+/// RUN, whose lowerdirs are then every layer of this stage.
+fn feeds_run(plan: &Plan, needed: &[bool]) -> Vec<bool> {
+    let has_run = |s: &crate::plan::Stage| s.steps.iter().any(|s| matches!(s, Step::Run(_)));
+    let mut feeds = vec![false; plan.stages.len()];
+    // Bases come before the stages built on them in no guaranteed order: repeat until stable.
+    loop {
+        let mut changed = false;
+        for (j, s) in plan.stages.iter().enumerate() {
+            if let (true, crate::plan::Base::Stage { index }) = (needed[j], &s.base) {
+                if (has_run(s) || feeds[j]) && !std::mem::replace(&mut feeds[*index], true) {
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            return feeds;
+        }
+    }
 }
 
 /// Resolves a plan's layer steps to their cache keys without writing anything (`lade plan`).
@@ -305,6 +328,7 @@ fn needs_build(stage: &crate::plan::Stage, step: &Step) -> bool {
 fn write_or_reuse(
     mut r: ResolvedLayer,
     cx: &stage::StageCx<'_>,
+    unpack: bool,
 ) -> Result<(LayerDigests, bool), ExecError> {
     let (store, opts, observer) = (cx.store, cx.opts, cx.observer);
     if let Some(hit) = stage::cached(&r.key, cx) {
@@ -316,7 +340,7 @@ fn write_or_reuse(
     files::materialize(&mut r)?;
     let name = r.name.clone();
     let key = r.key.clone();
-    let digests = stage::write_entries(r.entries, opts, store)?;
+    let digests = stage::write_entries(r.entries, opts, store, unpack)?;
     store.step_put(&key, &digests)?;
     stage::note_used(&key, &digests, cx);
     observer.step_finished(&name, &digests, false);

@@ -102,7 +102,7 @@ fn source_layer(
         observer: &Quiet,
         ..*cx
     };
-    let (digests, _) = write_or_reuse(resolved, &quiet).map_err(|e| e.at(&run.location))?;
+    let (digests, _) = write_or_reuse(resolved, &quiet, true).map_err(|e| e.at(&run.location))?;
     Ok(digests)
 }
 

@@ -36,6 +36,9 @@ pub(super) struct StageCx<'a> {
     pub stage_index: usize,
     /// Whether this stage is the plan's target (its steps are those of `--cache-to mode=min`).
     pub final_stage: bool,
+    /// Whether a stage built FROM this one (directly or not) has a RUN: then every layer this
+    /// stage writes is a lowerdir of a RUN of this build.
+    pub feeds_run: bool,
 }
 
 /// The layer of step `key` from the store's step index, else from an imported cache (its
@@ -156,7 +159,8 @@ pub(super) fn build_stage(
     // The config as the next RUN sees it (Env, User, WorkingDir).
     let mut config = base.config.clone();
     let mut env_index = config::EnvIndex::default();
-    let mut segment: Vec<(ResolvedLayer, &crate::plan::Location)> = Vec::new();
+    // Each layer step with whether a RUN of this build will need it extracted.
+    let mut segment: Vec<(ResolvedLayer, &crate::plan::Location, bool)> = Vec::new();
     let mut layers: Vec<(LayerDigests, bool)> = Vec::new();
     for (position, step) in stage.steps.iter().enumerate() {
         match step {
@@ -165,7 +169,8 @@ pub(super) fn build_stage(
                     .map_err(|e| e.at(&l.location))?;
                 r.reason = why.step(position, &r.why, &r.name);
                 chain = chain_key(&chain, &r.key);
-                segment.push((r, &l.location));
+                let unpack = under_a_run(stage, position, cx);
+                segment.push((r, &l.location, unpack));
             }
             Step::Config(edit) => config::apply(&mut config, edit, &mut env_index),
             Step::Run(run) => {
@@ -210,9 +215,10 @@ pub(super) fn build_stage(
                         .map(|m| m.as_ref().map(super::run_mounts::lower))
                         .collect(),
                 };
+                let unpack = under_a_run(stage, position, cx);
                 let layer = run_or_reuse(
                     run,
-                    input,
+                    (input, unpack),
                     &key,
                     &base,
                     &layers,
@@ -230,14 +236,23 @@ pub(super) fn build_stage(
     super::assemble(stage, base, &layers, annotations, store, opts)
 }
 
+/// Whether the layer of step `position` will be a lowerdir of a RUN of this build: a RUN
+/// above it in the stage, or in a stage built on this one.
+fn under_a_run(stage: &Stage, position: usize, cx: &StageCx<'_>) -> bool {
+    cx.feeds_run
+        || stage.steps[position + 1..]
+            .iter()
+            .any(|s| matches!(s, Step::Run(_)))
+}
+
 /// Writes (or finds) a segment's layers in parallel, in step order.
 fn write_segment(
-    segment: Vec<(ResolvedLayer, &crate::plan::Location)>,
+    segment: Vec<(ResolvedLayer, &crate::plan::Location, bool)>,
     cx: &StageCx<'_>,
 ) -> Result<Vec<(LayerDigests, bool)>, ExecError> {
     segment
         .into_par_iter()
-        .map(|(r, at)| write_or_reuse(r, cx).map_err(|e| e.at(at)))
+        .map(|(r, at, unpack)| write_or_reuse(r, cx, unpack).map_err(|e| e.at(at)))
         .collect()
 }
 
@@ -434,7 +449,7 @@ fn run_name(run: &RunStep) -> String {
 #[allow(clippy::too_many_arguments)]
 fn run_or_reuse(
     run: &RunStep,
-    parts: RunParts,
+    (parts, unpack): (RunParts, bool),
     key: &Digest,
     base: &BaseImage,
     below: &[(LayerDigests, bool)],
@@ -484,7 +499,7 @@ fn run_or_reuse(
     let mut entries = out.entries;
     let accounts = accounts_in_memory(&mut entries)?;
     fs.record(&entries);
-    let digests = write_entries(entries, opts, store)?;
+    let digests = write_entries(entries, opts, store, unpack)?;
     tracing::debug!(layer_ms = ran.elapsed().as_secs_f64() * 1e3, "RUN layer");
     releases.release(out.keep);
     tree::remember_accounts(&descriptor(&digests), &digests.diff_id, &accounts, store)?;
@@ -521,25 +536,50 @@ impl Drop for Releases {
     }
 }
 
-/// Writes `entries` as one layer into the store (the writer COPY layers use).
+/// Writes `entries` as one layer into the store (the writer COPY layers use). With `unpack`
+/// (a later RUN of this build has the layer below it) the layer is also extracted for the
+/// sandbox from its tar stream as it is written, so that RUN needs no gunzip of the blob.
 pub(super) fn write_entries(
     entries: Vec<Entry>,
     opts: &ExecOptions,
     store: &Store,
+    unpack: bool,
 ) -> Result<LayerDigests, ExecError> {
     let writer = store.blob_writer()?;
-    let (writer, digests) = crate::layer::write_layer_with_threads(
-        entries,
-        LayerOptions {
-            compression: opts.compression,
-            mtime: opts.source_date_epoch,
-        },
-        opts.compress_threads
-            .unwrap_or_else(crate::layer::default_threads),
-        writer,
-    )?;
+    let layer_opts = LayerOptions {
+        compression: opts.compression,
+        mtime: opts.source_date_epoch,
+    };
+    let threads = opts
+        .compress_threads
+        .unwrap_or_else(crate::layer::default_threads);
+    let unpacking = if unpack {
+        // Without a pipe or a thread the RUN extracts the layer from its blob, as for a
+        // layer it did not write.
+        super::run::unpack_while_writing(store)
+            .inspect_err(|e| tracing::debug!("unpacking a layer as it is written: {e}"))
+            .ok()
+    } else {
+        None
+    };
+    let (writer, digests, unpacking) = match unpacking {
+        Some((tee, unpacking)) => {
+            let (w, d) = crate::layer::write_layer_teed(entries, layer_opts, threads, writer, tee)?;
+            (w, d, Some(unpacking))
+        }
+        None => {
+            let (w, d) =
+                crate::layer::write_layer_with_threads(entries, layer_opts, threads, writer)?;
+            (w, d, None)
+        }
+    };
     let (digest, _) = writer.commit()?;
     debug_assert_eq!(digest, digests.digest);
+    if let Some(u) = unpacking {
+        if let Err(e) = u.finish(store, &digests.diff_id) {
+            tracing::debug!("layer {} not unpacked as written: {e}", digests.diff_id);
+        }
+    }
     Ok(digests)
 }
 

@@ -17,6 +17,8 @@ struct Seen {
     command: String,
     env: Vec<String>,
     lowers: usize,
+    /// For each lower, whether its directory was already extracted when the RUN started.
+    ready: Vec<bool>,
 }
 
 /// Runs `fake touch PATH`, `fake mkdir PATH`, `fake rm PATH` (a whiteout), several joined by
@@ -50,12 +52,18 @@ fn entry(path: &str, kind: EntryKind) -> Entry {
 }
 
 impl StepRunner for FakeRunner {
-    fn run(&self, input: &RunInput<'_>, _store: &Store) -> Result<RunOutput, RunError> {
+    fn run(&self, input: &RunInput<'_>, store: &Store) -> Result<RunOutput, RunError> {
         let command = input.step.command.join(" ");
+        let layers = store.root().join("run/layers");
         self.seen.lock().unwrap().push(Seen {
             command: command.clone(),
             env: input.env.clone(),
             lowers: input.lowers.len(),
+            ready: input
+                .lowers
+                .iter()
+                .map(|l| layers.join(l.diff_id.hex()).is_dir())
+                .collect(),
         });
         let mut entries = Vec::new();
         for part in command.trim_start_matches("fake ").split(';') {
@@ -458,4 +466,64 @@ fn extra_hosts_enter_run_keys_and_their_absence_changes_nothing() {
     assert_ne!(one, key(&["db:10.0.0.2"]));
     assert_ne!(one, key(&["db:10.0.0.1", "cache:10.0.0.3"]));
     assert_eq!(one, key(&["DB=10.0.0.1"]));
+}
+
+/// Every file under `dir` with its mode and content (or link target), sorted.
+fn tree_of(dir: &std::path::Path) -> Vec<(String, u32, Vec<u8>)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let content = if m.is_dir() {
+                todo.push(p.clone());
+                Vec::new()
+            } else if m.is_file() {
+                std::fs::read(&p).unwrap()
+            } else {
+                Vec::new()
+            };
+            let rel = p.strip_prefix(dir).unwrap().display().to_string();
+            out.push((rel, m.mode(), content));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn layers_under_a_later_run_are_extracted_as_written_not_from_their_blobs() {
+    let fx = Fixture::new(&[("a", "A"), ("b", "B")]);
+    let image = fx
+        .build(vec![
+            copy("a", "/a"),
+            run("mkdir /d;touch /d/f1"),
+            copy("b", "/d"),
+            run("touch /f2"),
+        ])
+        .unwrap();
+    let seen = fx.runner.seen.lock().unwrap().clone();
+    // The fake runner never extracts: whatever is there was unpacked while being written.
+    assert_eq!(seen[0].ready, [true]);
+    assert_eq!(seen[1].ready, [true, true, true]);
+    let layers = fx.store.root().join("run/layers");
+    let diff_ids = &image.config.rootfs.diff_ids;
+    // No RUN above the last layer: it is not extracted.
+    assert!(!layers.join(diff_ids[3].hex()).exists());
+    // What was unpacked is exactly what the blob extracts to.
+    for (i, diff_id) in diff_ids.iter().enumerate().take(3) {
+        let teed = layers.join(diff_id.hex());
+        let aside = fx.store.root().join(format!("teed-{i}"));
+        std::fs::rename(&teed, &aside).unwrap();
+        let lower = crate::exec::run::LowerLayer {
+            diff_id: diff_id.clone(),
+            blob: image.manifest.layers[i].digest.clone(),
+            media_type: image.manifest.layers[i].media_type.clone(),
+        };
+        let from_blob = crate::exec::run::extracted(&fx.store, &lower).unwrap();
+        assert_eq!(tree_of(&aside), tree_of(&from_blob), "layer {i}");
+        assert!(!tree_of(&aside).is_empty());
+    }
 }

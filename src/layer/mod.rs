@@ -22,7 +22,7 @@ pub use diff_id::DiffIdReader;
 pub use extract::{in_user_namespace, ExtractOptions};
 pub use reader::{TarEntryInfo, TarKind};
 // `SpecialKind` is defined below, next to `EntryKind`.
-pub use writer::{default_threads, set_compression_limit};
+pub use writer::{default_threads, set_compression_limit, Tee};
 
 use crate::digest::Digest;
 use crate::path::ImagePath;
@@ -209,7 +209,7 @@ pub fn write_layer<W: Write>(
     opts: LayerOptions,
     sink: W,
 ) -> Result<(W, LayerDigests), LayerError> {
-    writer::write_layer_impl(entries, opts, default_threads(), sink)
+    writer::write_layer_impl(entries, opts, default_threads(), sink, None)
 }
 
 /// [`write_layer`] with an explicit number of compression workers (≥ 1; 0 is taken as 1).
@@ -220,7 +220,22 @@ pub fn write_layer_with_threads<W: Write>(
     threads: usize,
     sink: W,
 ) -> Result<(W, LayerDigests), LayerError> {
-    writer::write_layer_impl(entries, opts, threads, sink)
+    writer::write_layer_impl(entries, opts, threads, sink, None)
+}
+
+/// [`write_layer_with_threads`] that also writes the uncompressed tar stream (the bytes the
+/// diff_id hashes) to `tee` as it is produced, e.g. to unpack the layer while it is being
+/// compressed. `tee` is dropped when the stream ends, so its reader sees end-of-file; a
+/// failing `tee` is dropped early and never fails the layer. On error the tee may have seen
+/// part of the stream only.
+pub fn write_layer_teed<W: Write>(
+    entries: Vec<Entry>,
+    opts: LayerOptions,
+    threads: usize,
+    sink: W,
+    tee: Tee,
+) -> Result<(W, LayerDigests), LayerError> {
+    writer::write_layer_impl(entries, opts, threads, sink, Some(tee))
 }
 
 /// Writes `entries` as an uncompressed tar (a layer's bytes, `mtime` for the directories it

@@ -111,13 +111,17 @@ pub fn default_threads() -> usize {
         .unwrap_or(1)
 }
 
+/// A second destination of the uncompressed tar stream (see [`super::write_layer_teed`]).
+pub type Tee = Box<dyn Write + Send>;
+
 pub(crate) fn write_layer_impl<W: Write>(
     entries: Vec<Entry>,
     opts: LayerOptions,
     threads: usize,
     sink: W,
+    tee: Option<Tee>,
 ) -> Result<(W, LayerDigests), LayerError> {
-    let (sink, digests) = write_impl(entries, opts, threads, sink, true)?;
+    let (sink, digests) = write_impl(entries, opts, threads, sink, true, tee)?;
     Ok((sink, digests.expect("a hashed stream has digests")))
 }
 
@@ -129,7 +133,7 @@ pub(crate) fn write_tar_impl<W: Write>(
     sink: W,
 ) -> Result<W, LayerError> {
     let opts = LayerOptions::new(Compression::None, mtime);
-    Ok(write_impl(entries, opts, 1, sink, false)?.0)
+    Ok(write_impl(entries, opts, 1, sink, false, None)?.0)
 }
 
 /// The pipeline; `hash`: compute the digests (the tar stream's sha256 is the diff_id, and
@@ -140,6 +144,7 @@ fn write_impl<W: Write>(
     threads: usize,
     sink: W,
     hash: bool,
+    tee: Option<Tee>,
 ) -> Result<(W, Option<LayerDigests>), LayerError> {
     let members = plan(entries, opts.mtime)?;
     let threads = threads.max(1);
@@ -161,6 +166,7 @@ fn write_impl<W: Write>(
                 hasher: hash.then(Hasher::new),
                 tail: Vec::new(),
                 keep_tail: gzip,
+                tee,
             };
             let r = produce(&members, &mut out)?;
             Ok(r.and_then(|()| out.finish()))
@@ -310,6 +316,9 @@ struct ChunkWriter {
     /// Last `DICT_LEN` bytes of the stream before the current buffer.
     tail: Vec<u8>,
     keep_tail: bool,
+    /// Gets every byte of the tar stream as it is hashed; dropped (closed) on its first
+    /// error or when the producer ends, whatever the outcome.
+    tee: Option<Tee>,
 }
 
 impl ChunkWriter {
@@ -329,6 +338,13 @@ impl ChunkWriter {
         let len = std::mem::replace(&mut self.len, 0);
         if let Some(h) = &mut self.hasher {
             h.update(&buf[..len]);
+        }
+        if let Some(tee) = &mut self.tee {
+            // The tee's reader reports its own failure; the layer goes on without it.
+            if let Err(e) = tee.write_all(&buf[..len]) {
+                tracing::debug!("layer tee closed: {e}");
+                self.tee = None;
+            }
         }
         let dict = if self.keep_tail {
             let mut next_tail = Vec::with_capacity(DICT_LEN);
@@ -577,14 +593,14 @@ mod tests {
     #[test]
     fn an_uncompressed_layer_is_hashed_once_and_an_archive_not_at_all() {
         let opts = LayerOptions::new(Compression::None, 0);
-        let (bytes, d) = write_layer_impl(text_layer(7), opts, 2, Vec::new()).unwrap();
+        let (bytes, d) = write_layer_impl(text_layer(7), opts, 2, Vec::new(), None).unwrap();
         assert_eq!(d.diff_id, Digest::of(&bytes));
         assert_eq!(d.digest, d.diff_id);
         assert_eq!(d.size, bytes.len() as u64);
         // The same bytes, unhashed.
         assert_eq!(write_tar_impl(text_layer(7), 0, Vec::new()).unwrap(), bytes);
         let gz = LayerOptions::new(Compression::Gzip, 0);
-        let (blob, g) = write_layer_impl(text_layer(7), gz, 2, Vec::new()).unwrap();
+        let (blob, g) = write_layer_impl(text_layer(7), gz, 2, Vec::new(), None).unwrap();
         assert_eq!((g.diff_id, g.digest), (d.diff_id, Digest::of(&blob)));
     }
 
@@ -593,7 +609,7 @@ mod tests {
         let opts = LayerOptions::new(Compression::Gzip, 0);
         let free: Vec<Vec<u8>> = (1..=3)
             .map(|i| {
-                write_layer_impl(text_layer(i), opts, 4, Vec::new())
+                write_layer_impl(text_layer(i), opts, 4, Vec::new(), None)
                     .unwrap()
                     .0
             })
@@ -604,7 +620,7 @@ mod tests {
             let hs: Vec<_> = (1..=3)
                 .map(|i| {
                     s.spawn(move || {
-                        write_layer_impl(text_layer(i), opts, 4, Vec::new())
+                        write_layer_impl(text_layer(i), opts, 4, Vec::new(), None)
                             .unwrap()
                             .0
                     })
@@ -617,5 +633,38 @@ mod tests {
         assert!(peak <= 2, "{peak} blocks compressed at once");
         assert!(peak >= 1);
         assert!(free == limited, "the limit changed the bytes");
+    }
+
+    /// A `Write` into shared bytes, to look at what a tee got after the writer dropped it.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_tee_gets_the_whole_uncompressed_stream_and_the_blob_is_unchanged() {
+        let opts = LayerOptions::new(Compression::Gzip, 0);
+        let (plain, _) = write_layer_impl(text_layer(7), opts, 2, Vec::new(), None).unwrap();
+        let tee = Shared::default();
+        let (blob, d) = write_layer_impl(
+            text_layer(7),
+            opts,
+            2,
+            Vec::new(),
+            Some(Box::new(tee.clone())),
+        )
+        .unwrap();
+        assert!(blob == plain, "the tee changed the blob");
+        let tar = tee.0.lock().unwrap().clone();
+        assert!(tar.len() > 6 << 20);
+        assert_eq!(Digest::of(&tar), d.diff_id);
     }
 }

@@ -4,44 +4,35 @@
 //! two processes may race, one rename wins and the other's copy is dropped.
 
 use super::{LowerLayer, RunError};
+use crate::digest::Digest;
 use crate::layer::{decompress, extract_layer, Compression, DiffIdReader, ExtractOptions};
 use crate::store::Store;
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+fn layers_dir(store: &Store) -> PathBuf {
+    store.root().join("run").join("layers")
+}
 
 /// The directory holding `layer` extracted, extracting it first if needed.
 pub fn extracted(store: &Store, layer: &LowerLayer) -> Result<PathBuf, RunError> {
-    let dir = store.root().join("run").join("layers");
-    let dest = dir.join(layer.diff_id.hex());
+    let dest = layers_dir(store).join(layer.diff_id.hex());
     if dest.is_dir() {
         return Ok(dest);
     }
-    std::fs::create_dir_all(&dir).map_err(|e| super::executor::sandbox(&dir, e))?;
-    let tmp =
-        crate::store::scratch_dir_in(&dir, ".x-").map_err(|e| super::executor::sandbox(&dir, e))?;
     let blob = store
         .open_blob(&layer.blob)
         .map_err(|e| RunError::Sandbox(e.to_string()))?;
-    let root = rustix::process::geteuid().is_root();
-    let opts = ExtractOptions {
-        allow_devices: root,
-        preserve_owner: root,
-        overlay_whiteouts: true,
-    };
+    tracing::debug!(layer = %layer.diff_id, "extracting a layer from its blob");
     // The directory is filed under the diff_id: hash what is extracted, in the same pass, so a
     // layer whose content is not its diff_id never enters the cache. An uncompressed blob
     // whose digest is its diff_id was verified when it entered the store: no second hash.
     let compression = crate::exec::sources::compression_of(&layer.media_type);
+    let verified = compression == Compression::None && layer.blob == layer.diff_id;
     let stream = decompress(std::io::BufReader::new(blob), compression);
-    let extract_err = |e| RunError::Sandbox(format!("extracting layer {}: {e}", layer.diff_id));
-    let actual = if compression == Compression::None && layer.blob == layer.diff_id {
-        extract_layer(stream, Compression::None, tmp.path(), &opts).map_err(extract_err)?;
-        layer.diff_id.clone()
-    } else {
-        let mut r = DiffIdReader::new(stream);
-        extract_layer(&mut r, Compression::None, tmp.path(), &opts).map_err(extract_err)?;
-        r.finish()
-            .map_err(|e| RunError::Sandbox(format!("reading layer {}: {e}", layer.blob)))?
-    };
+    let (tmp, actual) = unpack(store, stream, !verified)
+        .map_err(|e| RunError::Sandbox(format!("extracting layer {}: {e}", layer.diff_id)))?;
+    let actual = actual.unwrap_or_else(|| layer.diff_id.clone());
     if actual != layer.diff_id {
         return Err(RunError::Sandbox(format!(
             "layer {} does not match its diff_id: its uncompressed content is {actual}, \
@@ -49,18 +40,127 @@ pub fn extracted(store: &Store, layer: &LowerLayer) -> Result<PathBuf, RunError>
             layer.blob, layer.diff_id
         )));
     }
+    install(tmp, &dest)
+}
+
+/// Unpacks the tar stream `tar` into a fresh temp directory beside the extracted layers.
+/// Returns it with, when `hash`, the sha256 of the whole stream, hashed in the same pass: the
+/// directory is filed under that diff_id, so only what was hashed is what is extracted.
+fn unpack(
+    store: &Store,
+    tar: impl Read,
+    hash: bool,
+) -> Result<(crate::store::OwnedTempDir, Option<Digest>), String> {
+    let dir = layers_dir(store);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let tmp =
+        crate::store::scratch_dir_in(&dir, ".x-").map_err(|e| format!("{}: {e}", dir.display()))?;
+    let root = rustix::process::geteuid().is_root();
+    let opts = ExtractOptions {
+        allow_devices: root,
+        preserve_owner: root,
+        overlay_whiteouts: true,
+    };
+    if !hash {
+        extract_layer(tar, Compression::None, tmp.path(), &opts).map_err(|e| e.to_string())?;
+        return Ok((tmp, None));
+    }
+    let mut r = DiffIdReader::new(tar);
+    extract_layer(&mut r, Compression::None, tmp.path(), &opts).map_err(|e| e.to_string())?;
+    let diff_id = r.finish().map_err(|e| format!("reading the layer: {e}"))?;
+    Ok((tmp, Some(diff_id)))
+}
+
+/// Moves an unpacked layer to `dest`, its directory under its diff_id.
+fn install(tmp: crate::store::OwnedTempDir, dest: &Path) -> Result<PathBuf, RunError> {
     // The temp directory is 0700; a lowerdir's root is the image's `/`.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
         .map_err(|e| super::executor::sandbox(tmp.path(), e))?;
-    match crate::store::rename_into_place(tmp.path(), &dest) {
+    match crate::store::rename_into_place(tmp.path(), dest) {
         Ok(()) => {
             let _ = tmp.keep();
-            Ok(dest)
+            Ok(dest.to_path_buf())
         }
         // Another process renamed its copy first (the destination is a non-empty directory).
-        Err(_) if dest.is_dir() => Ok(dest),
-        Err(e) => Err(super::executor::sandbox(&dest, e)),
+        Err(_) if dest.is_dir() => Ok(dest.to_path_buf()),
+        Err(e) => Err(super::executor::sandbox(dest, e)),
+    }
+}
+
+/// A layer being unpacked from its uncompressed tar stream while the stream is written
+/// ([`crate::layer::write_layer_teed`]), so a later RUN finds it extracted without reading
+/// (and gunzipping) the blob back. The stream is not hashed again: the writer's hash is the
+/// diff_id, and the unpacking got every byte of it unless a write to the pipe failed, which
+/// [`Unpacking::finish`] refuses.
+pub struct Unpacking {
+    thread: std::thread::JoinHandle<Result<crate::store::OwnedTempDir, String>>,
+    broken: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The writing end of the pipe, noting a failed write (after which the layer writer drops
+/// it and the unpacking sees the stream end early).
+struct PipeEnd {
+    pipe: std::io::PipeWriter,
+    broken: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl std::io::Write for PipeEnd {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.pipe.write(buf);
+        if r.is_err() {
+            self.broken.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        r
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.pipe.flush()
+    }
+}
+
+/// Starts unpacking a layer into the store: the tar stream goes to the returned writer
+/// (through a pipe; the unpacking thread reads the other end until the writer is dropped).
+pub fn unpack_while_writing(store: &Store) -> std::io::Result<(crate::layer::Tee, Unpacking)> {
+    let (reader, writer) = std::io::pipe()?;
+    // A deeper pipe than the default 64 KiB: one pipeline buffer in flight.
+    let _ = rustix::pipe::fcntl_setpipe_size(&writer, 1 << 20);
+    let store = store.clone();
+    let thread = std::thread::Builder::new()
+        .name("lade-unpack".into())
+        .spawn(move || {
+            let mut reader = reader;
+            let r = unpack(&store, &mut reader, false);
+            // Drain what is left so the writer never blocks on a reader that gave up.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+            r.map(|(tmp, _)| tmp)
+        })?;
+    let broken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let end = PipeEnd {
+        pipe: writer,
+        broken: std::sync::Arc::clone(&broken),
+    };
+    Ok((Box::new(end), Unpacking { thread, broken }))
+}
+
+impl Unpacking {
+    /// Waits for the unpacking and files it under `diff_id`, the layer's as its writer
+    /// computed it. Call only once the layer was written whole (the writer dropped its end).
+    pub fn finish(self, store: &Store, diff_id: &Digest) -> Result<PathBuf, RunError> {
+        let tmp = self
+            .thread
+            .join()
+            .map_err(|_| RunError::Sandbox("the layer unpacking thread panicked".into()))?
+            .map_err(|e| RunError::Sandbox(format!("unpacking layer {diff_id}: {e}")))?;
+        if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(RunError::Sandbox(format!(
+                "unpacking layer {diff_id}: the layer's stream reached it only in part"
+            )));
+        }
+        let dest = layers_dir(store).join(diff_id.hex());
+        if dest.is_dir() {
+            return Ok(dest);
+        }
+        install(tmp, &dest)
     }
 }
 

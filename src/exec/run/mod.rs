@@ -25,7 +25,7 @@ pub use executor::{
     sweep_stale as sweep_stale_containers, BindMount, Executor, OciRuntime, ProcessSpec,
 };
 pub use hosts::ExtraHost;
-pub use layers::extracted;
+pub use layers::{extracted, unpack_while_writing, Unpacking};
 pub use lowers::LowerView;
 pub use mounts::{prune_caches, SecretSource, Secrets, SshAgents, BIND_ENTRY};
 pub use runner::{SandboxRunner, SnapshotterChoice};
