@@ -13,6 +13,10 @@
 //! and a push to the same registry mounts it. Its bytes are fetched (and its diff_id checked)
 //! only when a step or an output reads them, through [`fetch_lazy`]. Until then its diff_id
 //! is the cache's word, as in BuildKit's lazy cache import.
+//!
+//! The export also carries each exported step position's inputs (`exec::why` records:
+//! digests, never values); an importing build compares with them when its store has no
+//! record of that position, so its "not cached" reasons name what changed.
 
 mod format;
 mod transport;
@@ -20,6 +24,7 @@ mod transport;
 pub use format::{CacheConfig, CachedLayer, ARTIFACT_TYPE, CONFIG_TYPE, FORMAT};
 
 use crate::digest::Digest;
+use crate::exec::why::StepInputs;
 use crate::layer::LayerDigests;
 use crate::registry::{Client, Reference};
 use crate::store::Store;
@@ -171,6 +176,10 @@ impl CacheSpec {
 /// resolved, for export.
 pub struct Session {
     imported: Mutex<HashMap<Digest, (CachedLayer, usize)>>,
+    /// Imported step inputs by position (the first cache that has one wins).
+    records: HashMap<Digest, StepInputs>,
+    /// (in the final image's stage, position, inputs) of this build's steps, for export.
+    noted_records: Mutex<Vec<(bool, Digest, StepInputs)>>,
     sources: Vec<Place>,
     registry: Option<Arc<Client>>,
     /// Whether registry hits stay in the registry (see the module doc).
@@ -192,12 +201,18 @@ impl Session {
         lazy: bool,
     ) -> Session {
         let mut imported = HashMap::new();
+        let mut records = HashMap::new();
         let mut warnings = Vec::new();
         for (i, spec) in from.iter().enumerate() {
             match transport::read(&spec.place, store, registry.as_deref()) {
-                Ok(steps) => {
-                    for (k, l) in steps {
+                Ok(cache) => {
+                    for (k, l) in cache.steps {
                         imported.entry(k).or_insert((l, i));
+                    }
+                    for (p, r) in cache.records {
+                        if r.is_current() {
+                            records.entry(p).or_insert(r);
+                        }
                     }
                 }
                 Err(m) => warnings.push(format!("warning: cache {}: {m}; not used", spec.place)),
@@ -205,6 +220,8 @@ impl Session {
         }
         Session {
             imported: Mutex::new(imported),
+            records,
+            noted_records: Mutex::new(Vec::new()),
             sources: from.iter().map(|s| s.place.clone()).collect(),
             registry,
             lazy,
@@ -333,6 +350,20 @@ impl Session {
             .map_err(|m| (m, true))
     }
 
+    /// The inputs of the step at `position` in the imported caches' build of it.
+    pub fn record(&self, position: &Digest) -> Option<&StepInputs> {
+        self.records.get(position)
+    }
+
+    /// Notes the inputs of the step at `position` in this build, for export.
+    pub fn note_record(&self, final_stage: bool, position: &Digest, inputs: &StepInputs) {
+        self.noted_records.lock().expect("cache lock").push((
+            final_stage,
+            position.clone(),
+            inputs.clone(),
+        ));
+    }
+
     /// Notes a step the build resolved (hit or built), for export.
     pub fn used(&self, final_stage: bool, key: &Digest, layer: &LayerDigests) {
         self.used
@@ -349,26 +380,41 @@ impl Session {
         store: &Store,
         registry: Option<&Client>,
     ) -> Result<Option<String>, CacheError> {
+        let selected = |final_stage: &bool| *final_stage || spec.mode == Mode::Max;
         let steps: BTreeMap<Digest, CachedLayer> = self
             .used
             .lock()
             .expect("cache lock")
             .iter()
-            .filter(|(final_stage, _, _)| *final_stage || spec.mode == Mode::Max)
+            .filter(|(final_stage, _, _)| selected(final_stage))
             .map(|(_, k, l)| {
                 let mut c = CachedLayer::from_digests(l);
                 c.notes = crate::exec::layer_notes(store, l);
                 (k.clone(), c)
             })
             .collect();
+        let records = self
+            .noted_records
+            .lock()
+            .expect("cache lock")
+            .iter()
+            .filter(|(final_stage, _, _)| selected(final_stage))
+            .map(|(_, p, r)| (p.clone(), r.clone()))
+            .collect();
+        let cache = CacheConfig {
+            steps,
+            records,
+            ..CacheConfig::default()
+        };
         let fetched = match &spec.place {
             // A layout holds bytes: lazy hits are fetched first.
-            Place::Local(_) => steps
+            Place::Local(_) => cache
+                .steps
                 .values()
                 .try_for_each(|l| fetch_lazy(store, &l.digest).map(|_| ())),
             Place::Registry(_) => Ok(()),
         };
-        match fetched.and_then(|()| transport::write(&spec.place, &steps, store, registry)) {
+        match fetched.and_then(|()| transport::write(&spec.place, &cache, store, registry)) {
             Ok(()) => Ok(None),
             Err(message) if spec.ignore_error => Ok(Some(format!(
                 "warning: cache export to {}: {message}",

@@ -15,7 +15,7 @@ mod stage;
 mod time;
 mod tree;
 mod verify;
-mod why;
+pub(crate) mod why;
 
 pub use base::{
     base_config, import_image, load_base, load_base_with, registry_base_digest, BaseImage,

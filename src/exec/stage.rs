@@ -357,6 +357,10 @@ pub(super) fn key_options(opts: &ExecOptions) -> [(&'static str, String); 2] {
 /// whose chain changed is reported with it).
 struct Why<'a> {
     records: super::why::Records<'a>,
+    /// Imported caches, whose records stand in for the store's missing ones; every record
+    /// is noted there for `--cache-to`.
+    cache: Option<&'a crate::cache::Session>,
+    final_stage: bool,
     file: String,
     stage: usize,
     platform: String,
@@ -368,7 +372,9 @@ impl<'a> Why<'a> {
     fn new(cx: &StageCx<'a>, stage: &Stage) -> Why<'a> {
         Why {
             records: super::why::Records { store: cx.store },
-            file: stage.location.file.clone(),
+            cache: cx.opts.cache.as_deref(),
+            final_stage: cx.final_stage,
+            file: super::why::description_name(&stage.location.file, cx.context.root()),
             stage: cx.stage_index,
             platform: stage.platform.to_string(),
             no_cache: cx.opts.no_cache,
@@ -380,15 +386,35 @@ impl<'a> Why<'a> {
         super::why::position(&self.file, self.stage, step, &self.platform)
     }
 
+    /// The earlier build of the step at `at` (this store's record, else an imported
+    /// cache's), and whether the store's record differs from `now` (then `now` replaces it).
+    /// Notes `now` for `--cache-to`.
+    fn earlier(
+        &self,
+        at: &Digest,
+        now: &super::why::StepInputs,
+    ) -> (Option<super::why::StepInputs>, bool) {
+        if let Some(c) = self.cache {
+            c.note_record(self.final_stage, at, now);
+        }
+        match self.records.get(at) {
+            Some(r) => {
+                let stale = r != *now;
+                (Some(r), stale)
+            }
+            None => (self.cache.and_then(|c| c.record(at).cloned()), true),
+        }
+    }
+
     fn base(&mut self, now: super::why::StepInputs) {
         let at = self.position(None);
-        let before = self.records.get(&at);
+        let (before, stale) = self.earlier(&at, &now);
         if let Some(b) = &before {
             if b.key != now.key {
                 self.first_change = Some(super::why::first_difference(b, &now, None));
             }
         }
-        if before.as_ref() != Some(&now) {
+        if stale {
             self.records.put(&at, &now);
         }
     }
@@ -397,16 +423,19 @@ impl<'a> Why<'a> {
     /// `now` as its latest build.
     fn step(&mut self, position: usize, now: &super::why::StepInputs, name: &str) -> String {
         let at = self.position(Some(position));
-        let before = self.records.get(&at);
+        let (before, stale) = self.earlier(&at, now);
         let reason = match &before {
             None => "no earlier build of this step".to_string(),
             Some(_) if self.no_cache => "--no-cache".into(),
             Some(b) => super::why::first_difference(b, now, self.first_change.as_deref()),
         };
-        if before.as_ref().map(|b| &b.key) != Some(&now.key) {
-            if self.first_change.is_none() && before.is_some() {
-                self.first_change = Some(format!("{name}: {reason}"));
-            }
+        if before.as_ref().map(|b| &b.key) != Some(&now.key)
+            && self.first_change.is_none()
+            && before.is_some()
+        {
+            self.first_change = Some(format!("{name}: {reason}"));
+        }
+        if stale {
             self.records.put(&at, now);
         }
         reason
