@@ -636,3 +636,91 @@ fn lade_toml_cache_table_shares_steps_through_a_directory() {
     assert!(steps.iter().all(|s| s["cached"] == true), "{steps:?}");
     assert_eq!(b, a);
 }
+
+/// Stores `bytes` as a blob of `repo` in the registry at `addr`; returns its digest.
+fn put_blob(addr: &str, repo: &str, bytes: &[u8]) -> String {
+    let http = reqwest::blocking::Client::new();
+    let start = http
+        .post(format!("http://{addr}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .unwrap();
+    assert!(start.status().is_success(), "{start:?}");
+    let location = start.headers()["location"].to_str().unwrap().to_string();
+    let url = if location.starts_with("http") {
+        location
+    } else {
+        format!("http://{addr}{location}")
+    };
+    let digest = lade::digest::Digest::of(bytes).to_string();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let put = http
+        .put(format!("{url}{sep}digest={digest}"))
+        .body(bytes.to_vec())
+        .send()
+        .unwrap();
+    assert!(put.status().is_success(), "{put:?}");
+    digest
+}
+
+#[test]
+fn a_lazy_hit_whose_blob_lies_is_rebuilt() {
+    let reg = TestRegistry::open();
+    let host = &reg.addr;
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = base(t, "base", "one");
+    let ctx = context(&t.join("ctx"), &STEPS.replace("{BASE}", &base));
+    let cache_ref = format!("{host}/lie/app:buildcache");
+    let push = |store: &str, tag: &str, extra: &[&str]| {
+        let image = format!("{host}/lie/app:{tag}");
+        let mut args = vec!["--push", "-t", &image];
+        args.extend(extra);
+        args.push(ctx.to_str().unwrap());
+        let meta = t.join(format!("{store}.json"));
+        let (log, _) = build_to(&t.join(store), &meta, &args);
+        (log, meta_digest(&meta))
+    };
+
+    // Runner A exports; then the cache's config claims other diff_ids for every layer (the
+    // manifest, digests and sizes stay right, so hits are taken without a download).
+    push(
+        "a",
+        "1",
+        &["--cache-to", &format!("type=registry,ref={cache_ref}")],
+    );
+    let (_, mut manifest) = cache_layers(&cache_ref);
+    let http = reqwest::blocking::Client::new();
+    let config_url = format!(
+        "http://{host}/v2/lie/app/blobs/{}",
+        manifest["config"]["digest"].as_str().unwrap()
+    );
+    let mut config: Value =
+        serde_json::from_slice(&http.get(config_url).send().unwrap().bytes().unwrap()).unwrap();
+    for (_, step) in config["steps"].as_object_mut().unwrap() {
+        step["diffID"] = Value::from(format!("sha256:{}", "0".repeat(64)));
+    }
+    let config = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = Value::from(put_blob(host, "lie/app", &config));
+    manifest["config"]["size"] = Value::from(config.len());
+    let put = http
+        .put(format!("http://{host}/v2/lie/app/manifests/buildcache"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(serde_json::to_vec(&manifest).unwrap())
+        .send()
+        .unwrap();
+    assert!(put.status().is_success(), "{put:?}");
+
+    // Runner B changes a file: the first RUN is a lazy hit, the last RUN needs its bytes, they
+    // do not match: one warning naming the cache and the step, and the build runs again
+    // without that cache, making the image a clean build makes.
+    fs::write(ctx.join("src/main.rs"), "fn main() { loop {} }\n").unwrap();
+    let from = format!("type=registry,ref={cache_ref}");
+    let (log, b) = push("b", "2", &["--cache-from", &from]);
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains(&cache_ref), "{log}");
+    assert!(warnings[0].contains("has diff_id"), "{log}");
+    assert!(warnings[0].contains("RUN echo one > /one"), "{log}");
+    let (_, clean) = push("clean", "3", &[]);
+    assert_eq!(b, clean);
+}

@@ -32,11 +32,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-/// A cache hit's blob left in its registry: where it is, what the cache says it holds.
+/// A cache hit's blob left in its registry: where it is, what the cache says it holds, and
+/// the step it was the hit of.
 struct LazyBlob {
     from: Reference,
     layer: LayerDigests,
     client: Arc<Client>,
+    step: String,
 }
 
 /// The lazy hits of the builds running in this process, by blob digest. Process-wide, as
@@ -44,22 +46,40 @@ struct LazyBlob {
 /// a digest names the same bytes whichever build noted it.
 static LAZY: Mutex<BTreeMap<Digest, LazyBlob>> = Mutex::new(BTreeMap::new());
 
+/// Lazy hits whose blob failed its checks when fetched: digest → (cache, warning line).
+/// The build that noted them takes them with [`Session::take_lazy_failure`].
+static FAILED: Mutex<BTreeMap<Digest, (Reference, String)>> = Mutex::new(BTreeMap::new());
+
 fn lazy_blobs() -> std::sync::MutexGuard<'static, BTreeMap<Digest, LazyBlob>> {
     LAZY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+fn failed_blobs() -> std::sync::MutexGuard<'static, BTreeMap<Digest, (Reference, String)>> {
+    FAILED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Brings a lazy cache hit's blob into the store, verified (digest, size, diff_id). `Ok(false)`
-/// when `digest` is not a lazy hit; the error is one line naming the cache.
+/// when `digest` is not a lazy hit; the error is one line naming the cache and the step, and
+/// the failure is kept for the build's [`Session::take_lazy_failure`] (which rebuilds).
 pub fn fetch_lazy(store: &Store, digest: &Digest) -> Result<bool, String> {
-    let Some((from, layer, client)) = lazy_blobs()
-        .get(digest)
-        .map(|l| (l.from.clone(), l.layer.clone(), l.client.clone()))
-    else {
+    let Some((from, layer, client, step)) = lazy_blobs().get(digest).map(|l| {
+        (
+            l.from.clone(),
+            l.layer.clone(),
+            l.client.clone(),
+            l.step.clone(),
+        )
+    }) else {
         return Ok(false);
     };
-    transport::fetch_verified(&Place::Registry(from.clone()), &layer, store, Some(&client))
-        .map_err(|m| format!("cache {from}: {m}"))?;
+    let fetched =
+        transport::fetch_verified(&Place::Registry(from.clone()), &layer, store, Some(&client));
     lazy_blobs().remove(digest);
+    if let Err(m) = fetched {
+        let line = format!("cache {from}: {m} (the hit of {step})");
+        failed_blobs().insert(digest.clone(), (from, line.clone()));
+        return Err(line);
+    }
     Ok(true)
 }
 
@@ -238,7 +258,7 @@ impl Session {
 
     /// The imported layer of step `key`, its blob now verified in the store and its record
     /// in the store's step index; `None` (and a warning) when the blob fails its checks.
-    pub fn lookup(&self, key: &Digest, store: &Store) -> Option<LayerDigests> {
+    pub fn lookup(&self, key: &Digest, step: &str, store: &Store) -> Option<LayerDigests> {
         let (layer, source) = self
             .imported
             .lock()
@@ -273,6 +293,7 @@ impl Session {
                         from: r.clone(),
                         layer: d.clone(),
                         client: client.clone(),
+                        step: step.to_string(),
                     },
                 );
                 self.lazy_noted
@@ -348,6 +369,36 @@ impl Session {
         transport::fetch_verified(place, &d, store, self.registry.as_deref())
             .map(|()| d)
             .map_err(|m| (m, true))
+    }
+
+    /// After a failed build: when one of this session's lazy hits failed its checks as it was
+    /// fetched, forgets that cache (it lied), this session's other lazy hits and what the
+    /// build noted for export, and returns the warning line: the build is to be run again,
+    /// the steps the cache gave rebuilt.
+    pub fn take_lazy_failure(&self) -> Option<String> {
+        let mut noted = self.lazy_noted.lock().expect("cache lock");
+        let (from, line) = {
+            let mut failed = failed_blobs();
+            let d = noted.iter().find(|d| failed.contains_key(*d))?.clone();
+            failed.remove(&d)?
+        };
+        let mut lazy = lazy_blobs();
+        for d in noted.drain(..) {
+            lazy.remove(&d);
+        }
+        let source = self
+            .sources
+            .iter()
+            .position(|p| *p == Place::Registry(from.clone()));
+        self.imported
+            .lock()
+            .expect("cache lock")
+            .retain(|_, (_, s)| Some(*s) != source);
+        self.used.lock().expect("cache lock").clear();
+        self.noted_records.lock().expect("cache lock").clear();
+        Some(format!(
+            "warning: {line}; not used, the build runs again without it"
+        ))
     }
 
     /// The inputs of the step at `position` in the imported caches' build of it.

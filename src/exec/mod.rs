@@ -307,7 +307,7 @@ fn write_or_reuse(
     cx: &stage::StageCx<'_>,
 ) -> Result<(LayerDigests, bool), ExecError> {
     let (store, opts, observer) = (cx.store, cx.opts, cx.observer);
-    if let Some(hit) = stage::cached(&r.key, cx) {
+    if let Some(hit) = stage::cached(&r.key, &r.name, cx) {
         observer.step_finished(&r.name, &hit, true);
         return Ok((hit, true));
     }

@@ -39,8 +39,9 @@ pub(super) struct StageCx<'a> {
 }
 
 /// The layer of step `key` from the store's step index, else from an imported cache (its
-/// blob then brought into the store, verified); noted for `--cache-to` either way.
-pub(super) fn cached(key: &Digest, cx: &StageCx<'_>) -> Option<LayerDigests> {
+/// blob then brought into the store, verified, or left lazy); noted for `--cache-to` either
+/// way. `name` is the step's, for a warning should a lazy hit's blob later fail its checks.
+pub(super) fn cached(key: &Digest, name: &str, cx: &StageCx<'_>) -> Option<LayerDigests> {
     if cx.opts.no_cache {
         return None;
     }
@@ -48,7 +49,7 @@ pub(super) fn cached(key: &Digest, cx: &StageCx<'_>) -> Option<LayerDigests> {
     let hit = store
         .step_get::<LayerDigests>(key)
         .filter(|d| store.has_blob(&d.digest))
-        .or_else(|| cx.opts.cache.as_ref()?.lookup(key, store))?;
+        .or_else(|| cx.opts.cache.as_ref()?.lookup(key, name, store))?;
     note_used(key, &hit, cx);
     Some(hit)
 }
@@ -474,7 +475,7 @@ fn run_or_reuse(
 ) -> Result<(LayerDigests, bool), ExecError> {
     let (store, opts) = (cx.store, cx.opts);
     let name = run_name(run);
-    if let Some(hit) = cached(key, cx) {
+    if let Some(hit) = cached(key, &name, cx) {
         fs.record_layer(&descriptor(&hit), &hit.diff_id)?;
         cx.observer.step_finished(&name, &hit, true);
         return Ok((hit, true));
