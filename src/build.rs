@@ -283,15 +283,25 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
         if exec_opts.registry.is_none() && (push || uses_registry(&plan)) {
             exec_opts.registry = Some(registry.client()?);
         }
-        let image = pool
-            .install(|| exec::build(&plan, &context, &store, &exec_opts, observer))
-            .map_err(|e| source.locate(e));
-        if let Some(c) = &exec_opts.cache {
+        let image = loop {
+            let image = pool.install(|| exec::build(&plan, &context, &store, &exec_opts, observer));
+            let Some(c) = &exec_opts.cache else {
+                break image;
+            };
             for w in c.take_warnings() {
                 observer.note(&w);
             }
+            // A lazy cache hit whose blob turned out not to be what the cache said: that
+            // cache is dropped and the build runs again (each cache can fail once).
+            match (
+                &image,
+                image.is_err().then(|| c.take_lazy_failure()).flatten(),
+            ) {
+                (Err(_), Some(line)) => observer.note(&line),
+                _ => break image,
+            }
         }
-        let image = image?;
+        .map_err(|e| source.locate(e))?;
         if req.attest.provenance {
             record_inputs(
                 &mut inputs,

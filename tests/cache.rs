@@ -182,6 +182,16 @@ const STEPS: &str =
 /// The last RUN of [`STEPS`], as the step log names it.
 const LAST_RUN: &str = "RUN cat /one /src/main.rs > /copied";
 
+/// Why a step whose imported record matches runs again: its layer could not be had.
+const SAME_INPUTS: &str = "same inputs as the earlier build, but its layer is not available";
+
+/// A copy of the context `ctx` under `parent`: another runner's checkout.
+fn checkout_elsewhere(ctx: &Path, parent: &Path) -> PathBuf {
+    fs::create_dir_all(parent).unwrap();
+    ok(output(Command::new("cp").arg("-a").arg(ctx).arg(parent)));
+    parent.join(ctx.file_name().unwrap())
+}
+
 /// The `containerimage.digest` of a build's metadata file.
 fn image_digest(out: &Path) -> String {
     meta_digest(&out.with_extension("meta.json"))
@@ -270,15 +280,21 @@ fn a_second_runner_builds_nothing_from_a_local_cache() {
     assert!(steps.iter().all(|s| s["cached"] == true), "{steps:?}");
     assert_eq!(image_digest(&t.join("out-b")), a);
 
-    // One file changes: B re-runs the steps from it up, and its export adds only their
-    // layers (and a new config and manifest).
-    fs::write(ctx.join("src/main.rs"), "fn main() { loop {} }\n").unwrap();
-    let (log, _) = build(
-        &t.join("b"),
-        &ctx,
+    // One file changes: runner B2 (empty store, its checkout in another directory) re-runs
+    // the steps from it up, each naming the change since A's build (the records A
+    // exported), and its export adds only their layers (and a new config and manifest).
+    let ctx_b = checkout_elsewhere(&ctx, &t.join("elsewhere"));
+    for dir in [&ctx, &ctx_b] {
+        fs::write(dir.join("src/main.rs"), "fn main() { loop {} }\n").unwrap();
+    }
+    let (log, steps) = build(
+        &t.join("b2"),
+        &ctx_b,
         &t.join("out-b"),
         &["--cache-from", &from, "--cache-to", &to],
     );
+    let copy = steps.iter().find(|s| s["step"] == "COPY src /src").unwrap();
+    assert_eq!(copy["reason"], "src/main.rs changed (content)", "{steps:?}");
     assert_eq!(
         misses(&log),
         [
@@ -362,7 +378,7 @@ fn a_second_runner_builds_nothing_from_a_local_cache() {
     let (log, w) = c("c4");
     assert_eq!(
         misses(&log),
-        [format!("{LAST_RUN}: no earlier build of this step")],
+        [format!("{LAST_RUN}: {SAME_INPUTS}")],
         "{log}"
     );
     assert_eq!(w.len(), 1, "{log}");
@@ -434,13 +450,17 @@ fn a_second_runner_builds_nothing_from_a_registry_cache() {
     let image = format!("{host}/cache-test/app:1");
     let to = format!("type=registry,ref={cache_ref}");
     let from = to.clone();
-    let push = |store: &str, meta: &str, image: &str, extra: &[&str]| {
+    let ctx_b = t.join("elsewhere/ctx");
+    let push_from = |dir: &Path, store: &str, meta: &str, image: &str, extra: &[&str]| {
         let mut args = vec!["--push", "-t", image];
         args.extend(extra);
         let meta = t.join(meta);
-        args.push(ctx.to_str().unwrap());
+        args.push(dir.to_str().unwrap());
         let (log, steps) = build_to(&t.join(store), &meta, &args);
         (log, steps, meta_digest(&meta))
+    };
+    let push = |store: &str, meta: &str, image: &str, extra: &[&str]| {
+        push_from(&ctx, store, meta, image, extra)
     };
 
     // Runner A: a cache ref that does not exist yet is a warning, the build goes on.
@@ -503,15 +523,23 @@ fn a_second_runner_builds_nothing_from_a_registry_cache() {
     assert!(!chunks && up.len() == 2, "{seen:#?}");
     assert!(!layers.iter().any(|l| up.contains(l)), "{seen:#?}");
 
-    // A changed file: B re-runs the steps from it up; the export adds only their layers.
-    fs::write(ctx.join("src/main.rs"), "fn main() { loop {} }\n").unwrap();
+    // A changed file: runner B2 (empty store, its checkout in another directory) re-runs
+    // the steps from it up, naming the change since A's build (the records A exported); the
+    // export adds only their layers.
+    assert_eq!(checkout_elsewhere(&ctx, ctx_b.parent().unwrap()), ctx_b);
+    for dir in [&ctx, &ctx_b] {
+        fs::write(dir.join("src/main.rs"), "fn main() { loop {} }\n").unwrap();
+    }
     let mark = proxy.seen().len();
-    let (log, _, b2) = push(
-        "b",
-        "b.json",
+    let (log, steps, b2) = push_from(
+        &ctx_b,
+        "b2",
+        "b2.json",
         &image,
         &["--cache-from", &from, "--cache-to", &to],
     );
+    let copy = steps.iter().find(|s| s["step"] == "COPY src /src").unwrap();
+    assert_eq!(copy["reason"], "src/main.rs changed (content)", "{steps:?}");
     let seen = requests(&proxy, mark);
     assert_eq!(
         misses(&log),
@@ -546,7 +574,7 @@ fn a_second_runner_builds_nothing_from_a_registry_cache() {
     let (log, _, d) = push("d", "d.json", &third, &["--cache-from", &from]);
     assert_eq!(
         misses(&log),
-        [format!("{LAST_RUN}: no earlier build of this step")],
+        [format!("{LAST_RUN}: {SAME_INPUTS}")],
         "{log}"
     );
     let warnings: Vec<&str> = log.lines().filter(|l| l.contains("warning")).collect();
@@ -607,4 +635,92 @@ fn lade_toml_cache_table_shares_steps_through_a_directory() {
     assert_eq!(misses(&log), Vec::<String>::new(), "{log}");
     assert!(steps.iter().all(|s| s["cached"] == true), "{steps:?}");
     assert_eq!(b, a);
+}
+
+/// Stores `bytes` as a blob of `repo` in the registry at `addr`; returns its digest.
+fn put_blob(addr: &str, repo: &str, bytes: &[u8]) -> String {
+    let http = reqwest::blocking::Client::new();
+    let start = http
+        .post(format!("http://{addr}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .unwrap();
+    assert!(start.status().is_success(), "{start:?}");
+    let location = start.headers()["location"].to_str().unwrap().to_string();
+    let url = if location.starts_with("http") {
+        location
+    } else {
+        format!("http://{addr}{location}")
+    };
+    let digest = lade::digest::Digest::of(bytes).to_string();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let put = http
+        .put(format!("{url}{sep}digest={digest}"))
+        .body(bytes.to_vec())
+        .send()
+        .unwrap();
+    assert!(put.status().is_success(), "{put:?}");
+    digest
+}
+
+#[test]
+fn a_lazy_hit_whose_blob_lies_is_rebuilt() {
+    let reg = TestRegistry::open();
+    let host = &reg.addr;
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let base = base(t, "base", "one");
+    let ctx = context(&t.join("ctx"), &STEPS.replace("{BASE}", &base));
+    let cache_ref = format!("{host}/lie/app:buildcache");
+    let push = |store: &str, tag: &str, extra: &[&str]| {
+        let image = format!("{host}/lie/app:{tag}");
+        let mut args = vec!["--push", "-t", &image];
+        args.extend(extra);
+        args.push(ctx.to_str().unwrap());
+        let meta = t.join(format!("{store}.json"));
+        let (log, _) = build_to(&t.join(store), &meta, &args);
+        (log, meta_digest(&meta))
+    };
+
+    // Runner A exports; then the cache's config claims other diff_ids for every layer (the
+    // manifest, digests and sizes stay right, so hits are taken without a download).
+    push(
+        "a",
+        "1",
+        &["--cache-to", &format!("type=registry,ref={cache_ref}")],
+    );
+    let (_, mut manifest) = cache_layers(&cache_ref);
+    let http = reqwest::blocking::Client::new();
+    let config_url = format!(
+        "http://{host}/v2/lie/app/blobs/{}",
+        manifest["config"]["digest"].as_str().unwrap()
+    );
+    let mut config: Value =
+        serde_json::from_slice(&http.get(config_url).send().unwrap().bytes().unwrap()).unwrap();
+    for (_, step) in config["steps"].as_object_mut().unwrap() {
+        step["diffID"] = Value::from(format!("sha256:{}", "0".repeat(64)));
+    }
+    let config = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = Value::from(put_blob(host, "lie/app", &config));
+    manifest["config"]["size"] = Value::from(config.len());
+    let put = http
+        .put(format!("http://{host}/v2/lie/app/manifests/buildcache"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(serde_json::to_vec(&manifest).unwrap())
+        .send()
+        .unwrap();
+    assert!(put.status().is_success(), "{put:?}");
+
+    // Runner B changes a file: the first RUN is a lazy hit, the last RUN needs its bytes, they
+    // do not match: one warning naming the cache and the step, and the build runs again
+    // without that cache, making the image a clean build makes.
+    fs::write(ctx.join("src/main.rs"), "fn main() { loop {} }\n").unwrap();
+    let from = format!("type=registry,ref={cache_ref}");
+    let (log, b) = push("b", "2", &["--cache-from", &from]);
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains(&cache_ref), "{log}");
+    assert!(warnings[0].contains("has diff_id"), "{log}");
+    assert!(warnings[0].contains("RUN echo one > /one"), "{log}");
+    let (_, clean) = push("clean", "3", &[]);
+    assert_eq!(b, clean);
 }

@@ -1,9 +1,12 @@
 //! The exported cache as an OCI artifact: an image manifest whose `artifactType` is lade's,
 //! whose config maps each step's cache key to the layer it produced, and whose layers are
 //! those layers' blobs (so a registry keeps them alive and can mount them into another
-//! repository). Nothing in it depends on paths, mtimes or the machine.
+//! repository). Nothing in it depends on paths, mtimes or the machine. Beside the steps it
+//! holds the inputs of each step position's build ("why did it rebuild?" records: digests,
+//! never values), so a runner with an empty store names what changed since the cache's build.
 
 use crate::digest::Digest;
+use crate::exec::why::StepInputs;
 use crate::image::{canonical_json, media_types, Descriptor};
 use crate::layer::{Compression, LayerDigests};
 use serde::{Deserialize, Serialize};
@@ -16,11 +19,15 @@ pub const CONFIG_TYPE: &str = "application/vnd.lade.cache.config.v1+json";
 /// The config's `format`; another value is another lade's cache, ignored whole.
 pub const FORMAT: &str = "lade-cache-v1";
 
-/// The config: step key → the layer it produced.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The config: step key → the layer it produced, and step position → its inputs.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct CacheConfig {
     pub format: String,
     pub steps: BTreeMap<Digest, CachedLayer>,
+    /// [`crate::exec::why::position`] → the inputs of that step's build (an older lade's
+    /// cache has none: its rebuilt steps have no earlier build to name).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub records: BTreeMap<Digest, StepInputs>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,15 +85,16 @@ pub struct CacheManifest {
     pub layers: Vec<Descriptor>,
 }
 
-/// The config and manifest documents of `steps` (canonical JSON each), layers by digest.
-pub fn documents(steps: &BTreeMap<Digest, CachedLayer>) -> (Vec<u8>, Vec<u8>) {
+/// The config and manifest documents of `config` (canonical JSON each, `format` set to
+/// this lade's), layers by digest.
+pub fn documents(config: &CacheConfig) -> (Vec<u8>, Vec<u8>) {
     let config = CacheConfig {
         format: FORMAT.into(),
-        steps: steps.clone(),
+        ..config.clone()
     };
     let config_bytes = canonical_json(&config).expect("cache config serialises");
     let mut layers: BTreeMap<&Digest, Descriptor> = BTreeMap::new();
-    for l in steps.values() {
+    for l in config.steps.values() {
         layers.insert(&l.digest, l.descriptor());
     }
     let manifest = CacheManifest {
@@ -119,11 +127,8 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<CacheManifest, String> {
 }
 
 /// Checks the config (its bytes match the manifest's descriptor, the format is this lade's,
-/// every step's layer is one of the manifest's layers) and returns its steps.
-pub fn parse_config(
-    manifest: &CacheManifest,
-    bytes: &[u8],
-) -> Result<BTreeMap<Digest, CachedLayer>, String> {
+/// every step's layer is one of the manifest's layers) and returns it.
+pub fn parse_config(manifest: &CacheManifest, bytes: &[u8]) -> Result<CacheConfig, String> {
     if Digest::of(bytes) != manifest.config.digest || bytes.len() as u64 != manifest.config.size {
         return Err("the config does not match its digest".into());
     }
@@ -147,12 +152,23 @@ pub fn parse_config(
             ));
         }
     }
-    Ok(config.steps)
+    Ok(config)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config() -> CacheConfig {
+        CacheConfig {
+            steps: steps(),
+            records: BTreeMap::from([(
+                crate::exec::why::position("Dockerfile", 0, Some(1), "linux/amd64"),
+                StepInputs::default(),
+            )]),
+            ..Default::default()
+        }
+    }
 
     fn steps() -> BTreeMap<Digest, CachedLayer> {
         let l = CachedLayer {
@@ -167,17 +183,19 @@ mod tests {
 
     #[test]
     fn documents_round_trip_and_share_blobs() {
-        let (config, manifest) = documents(&steps());
+        let (config_bytes, manifest) = documents(&config());
         let m = parse_manifest(&manifest).unwrap();
         assert_eq!(m.layers.len(), 1);
-        assert_eq!(parse_config(&m, &config).unwrap(), steps());
+        let read = parse_config(&m, &config_bytes).unwrap();
+        assert_eq!(read.steps, steps());
+        assert_eq!(read.records, config().records);
         // Deterministic.
-        assert_eq!(documents(&steps()), (config, manifest));
+        assert_eq!(documents(&config()), (config_bytes, manifest));
     }
 
     #[test]
     fn foreign_or_tampered_documents_are_refused() {
-        let (config, manifest) = documents(&steps());
+        let (config, manifest) = documents(&config());
         let foreign = String::from_utf8(manifest.clone())
             .unwrap()
             .replace(ARTIFACT_TYPE, "application/vnd.other");
@@ -188,8 +206,8 @@ mod tests {
             .replace(FORMAT, "lade-cache-v0");
         assert!(parse_config(&m, other_format.as_bytes()).is_err());
         // A config naming a layer the manifest does not list.
-        let mut s = steps();
-        s.get_mut(&Digest::of(b"k1")).unwrap().size = 5;
+        let mut s = super::tests::config();
+        s.steps.get_mut(&Digest::of(b"k1")).unwrap().size = 5;
         let (bad_config, _) = documents(&s);
         let bad = CacheManifest {
             config: Descriptor::new(

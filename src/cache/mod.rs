@@ -13,6 +13,10 @@
 //! and a push to the same registry mounts it. Its bytes are fetched (and its diff_id checked)
 //! only when a step or an output reads them, through [`fetch_lazy`]. Until then its diff_id
 //! is the cache's word, as in BuildKit's lazy cache import.
+//!
+//! The export also carries each exported step position's inputs (`exec::why` records:
+//! digests, never values); an importing build compares with them when its store has no
+//! record of that position, so its "not cached" reasons name what changed.
 
 mod format;
 mod transport;
@@ -20,6 +24,7 @@ mod transport;
 pub use format::{CacheConfig, CachedLayer, ARTIFACT_TYPE, CONFIG_TYPE, FORMAT};
 
 use crate::digest::Digest;
+use crate::exec::why::StepInputs;
 use crate::layer::LayerDigests;
 use crate::registry::{Client, Reference};
 use crate::store::Store;
@@ -27,11 +32,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-/// A cache hit's blob left in its registry: where it is, what the cache says it holds.
+/// A cache hit's blob left in its registry: where it is, what the cache says it holds, and
+/// the step it was the hit of.
 struct LazyBlob {
     from: Reference,
     layer: LayerDigests,
     client: Arc<Client>,
+    step: String,
 }
 
 /// The lazy hits of the builds running in this process, by blob digest. Process-wide, as
@@ -39,22 +46,40 @@ struct LazyBlob {
 /// a digest names the same bytes whichever build noted it.
 static LAZY: Mutex<BTreeMap<Digest, LazyBlob>> = Mutex::new(BTreeMap::new());
 
+/// Lazy hits whose blob failed its checks when fetched: digest → (cache, warning line).
+/// The build that noted them takes them with [`Session::take_lazy_failure`].
+static FAILED: Mutex<BTreeMap<Digest, (Reference, String)>> = Mutex::new(BTreeMap::new());
+
 fn lazy_blobs() -> std::sync::MutexGuard<'static, BTreeMap<Digest, LazyBlob>> {
     LAZY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+fn failed_blobs() -> std::sync::MutexGuard<'static, BTreeMap<Digest, (Reference, String)>> {
+    FAILED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Brings a lazy cache hit's blob into the store, verified (digest, size, diff_id). `Ok(false)`
-/// when `digest` is not a lazy hit; the error is one line naming the cache.
+/// when `digest` is not a lazy hit; the error is one line naming the cache and the step, and
+/// the failure is kept for the build's [`Session::take_lazy_failure`] (which rebuilds).
 pub fn fetch_lazy(store: &Store, digest: &Digest) -> Result<bool, String> {
-    let Some((from, layer, client)) = lazy_blobs()
-        .get(digest)
-        .map(|l| (l.from.clone(), l.layer.clone(), l.client.clone()))
-    else {
+    let Some((from, layer, client, step)) = lazy_blobs().get(digest).map(|l| {
+        (
+            l.from.clone(),
+            l.layer.clone(),
+            l.client.clone(),
+            l.step.clone(),
+        )
+    }) else {
         return Ok(false);
     };
-    transport::fetch_verified(&Place::Registry(from.clone()), &layer, store, Some(&client))
-        .map_err(|m| format!("cache {from}: {m}"))?;
+    let fetched =
+        transport::fetch_verified(&Place::Registry(from.clone()), &layer, store, Some(&client));
     lazy_blobs().remove(digest);
+    if let Err(m) = fetched {
+        let line = format!("cache {from}: {m} (the hit of {step})");
+        failed_blobs().insert(digest.clone(), (from, line.clone()));
+        return Err(line);
+    }
     Ok(true)
 }
 
@@ -171,6 +196,10 @@ impl CacheSpec {
 /// resolved, for export.
 pub struct Session {
     imported: Mutex<HashMap<Digest, (CachedLayer, usize)>>,
+    /// Imported step inputs by position (the first cache that has one wins).
+    records: HashMap<Digest, StepInputs>,
+    /// (in the final image's stage, position, inputs) of this build's steps, for export.
+    noted_records: Mutex<Vec<(bool, Digest, StepInputs)>>,
     sources: Vec<Place>,
     registry: Option<Arc<Client>>,
     /// Whether registry hits stay in the registry (see the module doc).
@@ -192,12 +221,18 @@ impl Session {
         lazy: bool,
     ) -> Session {
         let mut imported = HashMap::new();
+        let mut records = HashMap::new();
         let mut warnings = Vec::new();
         for (i, spec) in from.iter().enumerate() {
             match transport::read(&spec.place, store, registry.as_deref()) {
-                Ok(steps) => {
-                    for (k, l) in steps {
+                Ok(cache) => {
+                    for (k, l) in cache.steps {
                         imported.entry(k).or_insert((l, i));
+                    }
+                    for (p, r) in cache.records {
+                        if r.is_current() {
+                            records.entry(p).or_insert(r);
+                        }
                     }
                 }
                 Err(m) => warnings.push(format!("warning: cache {}: {m}; not used", spec.place)),
@@ -205,6 +240,8 @@ impl Session {
         }
         Session {
             imported: Mutex::new(imported),
+            records,
+            noted_records: Mutex::new(Vec::new()),
             sources: from.iter().map(|s| s.place.clone()).collect(),
             registry,
             lazy,
@@ -221,7 +258,7 @@ impl Session {
 
     /// The imported layer of step `key`, its blob now verified in the store and its record
     /// in the store's step index; `None` (and a warning) when the blob fails its checks.
-    pub fn lookup(&self, key: &Digest, store: &Store) -> Option<LayerDigests> {
+    pub fn lookup(&self, key: &Digest, step: &str, store: &Store) -> Option<LayerDigests> {
         let (layer, source) = self
             .imported
             .lock()
@@ -256,6 +293,7 @@ impl Session {
                         from: r.clone(),
                         layer: d.clone(),
                         client: client.clone(),
+                        step: step.to_string(),
                     },
                 );
                 self.lazy_noted
@@ -333,6 +371,50 @@ impl Session {
             .map_err(|m| (m, true))
     }
 
+    /// After a failed build: when one of this session's lazy hits failed its checks as it was
+    /// fetched, forgets that cache (it lied), this session's other lazy hits and what the
+    /// build noted for export, and returns the warning line: the build is to be run again,
+    /// the steps the cache gave rebuilt.
+    pub fn take_lazy_failure(&self) -> Option<String> {
+        let mut noted = self.lazy_noted.lock().expect("cache lock");
+        let (from, line) = {
+            let mut failed = failed_blobs();
+            let d = noted.iter().find(|d| failed.contains_key(*d))?.clone();
+            failed.remove(&d)?
+        };
+        let mut lazy = lazy_blobs();
+        for d in noted.drain(..) {
+            lazy.remove(&d);
+        }
+        let source = self
+            .sources
+            .iter()
+            .position(|p| *p == Place::Registry(from.clone()));
+        self.imported
+            .lock()
+            .expect("cache lock")
+            .retain(|_, (_, s)| Some(*s) != source);
+        self.used.lock().expect("cache lock").clear();
+        self.noted_records.lock().expect("cache lock").clear();
+        Some(format!(
+            "warning: {line}; not used, the build runs again without it"
+        ))
+    }
+
+    /// The inputs of the step at `position` in the imported caches' build of it.
+    pub fn record(&self, position: &Digest) -> Option<&StepInputs> {
+        self.records.get(position)
+    }
+
+    /// Notes the inputs of the step at `position` in this build, for export.
+    pub fn note_record(&self, final_stage: bool, position: &Digest, inputs: &StepInputs) {
+        self.noted_records.lock().expect("cache lock").push((
+            final_stage,
+            position.clone(),
+            inputs.clone(),
+        ));
+    }
+
     /// Notes a step the build resolved (hit or built), for export.
     pub fn used(&self, final_stage: bool, key: &Digest, layer: &LayerDigests) {
         self.used
@@ -349,26 +431,41 @@ impl Session {
         store: &Store,
         registry: Option<&Client>,
     ) -> Result<Option<String>, CacheError> {
+        let selected = |final_stage: &bool| *final_stage || spec.mode == Mode::Max;
         let steps: BTreeMap<Digest, CachedLayer> = self
             .used
             .lock()
             .expect("cache lock")
             .iter()
-            .filter(|(final_stage, _, _)| *final_stage || spec.mode == Mode::Max)
+            .filter(|(final_stage, _, _)| selected(final_stage))
             .map(|(_, k, l)| {
                 let mut c = CachedLayer::from_digests(l);
                 c.notes = crate::exec::layer_notes(store, l);
                 (k.clone(), c)
             })
             .collect();
+        let records = self
+            .noted_records
+            .lock()
+            .expect("cache lock")
+            .iter()
+            .filter(|(final_stage, _, _)| selected(final_stage))
+            .map(|(_, p, r)| (p.clone(), r.clone()))
+            .collect();
+        let cache = CacheConfig {
+            steps,
+            records,
+            ..CacheConfig::default()
+        };
         let fetched = match &spec.place {
             // A layout holds bytes: lazy hits are fetched first.
-            Place::Local(_) => steps
+            Place::Local(_) => cache
+                .steps
                 .values()
                 .try_for_each(|l| fetch_lazy(store, &l.digest).map(|_| ())),
             Place::Registry(_) => Ok(()),
         };
-        match fetched.and_then(|()| transport::write(&spec.place, &steps, store, registry)) {
+        match fetched.and_then(|()| transport::write(&spec.place, &cache, store, registry)) {
             Ok(()) => Ok(None),
             Err(message) if spec.ignore_error => Ok(Some(format!(
                 "warning: cache export to {}: {message}",

@@ -1,25 +1,24 @@
 //! Reading and writing a cache in an OCI image layout directory or a registry repository,
 //! and bringing one imported blob into the store, verified.
 
-use super::format::{self, CachedLayer};
+use super::format::{self, CacheConfig};
 use super::Place;
 use crate::digest::Digest;
 use crate::image::{media_types, Descriptor};
 use crate::layer::LayerDigests;
 use crate::registry::{Client, PushOptions, RegistryError};
 use crate::store::Store;
-use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The annotation naming the cache manifest in a layout's `index.json`.
 const REF_NAME: &str = "lade-cache";
 
-/// The steps of the cache at `place`, verified (see [`format::parse_config`]).
+/// The cache at `place`, verified (see [`format::parse_config`]).
 pub fn read(
     place: &Place,
     store: &Store,
     registry: Option<&Client>,
-) -> Result<BTreeMap<Digest, CachedLayer>, String> {
+) -> Result<CacheConfig, String> {
     match place {
         Place::Local(dir) => {
             let index_path = dir.join("index.json");
@@ -119,14 +118,14 @@ pub fn fetch_verified(
     Ok(())
 }
 
-/// Writes `steps` as the cache at `place`: blobs first, the manifest last.
+/// Writes `cache` at `place`: blobs first, the manifest last.
 pub fn write(
     place: &Place,
-    steps: &BTreeMap<Digest, CachedLayer>,
+    cache: &CacheConfig,
     store: &Store,
     registry: Option<&Client>,
 ) -> Result<(), String> {
-    let (config, manifest) = format::documents(steps);
+    let (config, manifest) = format::documents(cache);
     match place {
         Place::Local(dir) => {
             let blobs = dir.join("blobs/sha256");
@@ -149,7 +148,7 @@ pub fn write(
                     .map_err(|e| format!("{}: {}", path.display(), e.error))?;
                 Ok(())
             };
-            for l in steps.values() {
+            for l in cache.steps.values() {
                 put(&l.digest, None)?;
             }
             put(&Digest::of(&config), Some(&config))?;

@@ -15,7 +15,7 @@ mod stage;
 mod time;
 mod tree;
 mod verify;
-mod why;
+pub(crate) mod why;
 
 pub use base::{
     base_config, import_image, load_base, load_base_with, registry_base_digest, BaseImage,
@@ -331,7 +331,7 @@ fn write_or_reuse(
     unpack: bool,
 ) -> Result<(LayerDigests, bool), ExecError> {
     let (store, opts, observer) = (cx.store, cx.opts, cx.observer);
-    if let Some(hit) = stage::cached(&r.key, cx) {
+    if let Some(hit) = stage::cached(&r.key, &r.name, cx) {
         observer.step_finished(&r.name, &hit, true);
         return Ok((hit, true));
     }

@@ -42,8 +42,9 @@ pub(super) struct StageCx<'a> {
 }
 
 /// The layer of step `key` from the store's step index, else from an imported cache (its
-/// blob then brought into the store, verified); noted for `--cache-to` either way.
-pub(super) fn cached(key: &Digest, cx: &StageCx<'_>) -> Option<LayerDigests> {
+/// blob then brought into the store, verified, or left lazy); noted for `--cache-to` either
+/// way. `name` is the step's, for a warning should a lazy hit's blob later fail its checks.
+pub(super) fn cached(key: &Digest, name: &str, cx: &StageCx<'_>) -> Option<LayerDigests> {
     if cx.opts.no_cache {
         return None;
     }
@@ -51,7 +52,7 @@ pub(super) fn cached(key: &Digest, cx: &StageCx<'_>) -> Option<LayerDigests> {
     let hit = store
         .step_get::<LayerDigests>(key)
         .filter(|d| store.has_blob(&d.digest))
-        .or_else(|| cx.opts.cache.as_ref()?.lookup(key, store))?;
+        .or_else(|| cx.opts.cache.as_ref()?.lookup(key, name, store))?;
     note_used(key, &hit, cx);
     Some(hit)
 }
@@ -372,6 +373,10 @@ pub(super) fn key_options(opts: &ExecOptions) -> [(&'static str, String); 2] {
 /// whose chain changed is reported with it).
 struct Why<'a> {
     records: super::why::Records<'a>,
+    /// Imported caches, whose records stand in for the store's missing ones; every record
+    /// is noted there for `--cache-to`.
+    cache: Option<&'a crate::cache::Session>,
+    final_stage: bool,
     file: String,
     stage: usize,
     platform: String,
@@ -383,7 +388,9 @@ impl<'a> Why<'a> {
     fn new(cx: &StageCx<'a>, stage: &Stage) -> Why<'a> {
         Why {
             records: super::why::Records { store: cx.store },
-            file: stage.location.file.clone(),
+            cache: cx.opts.cache.as_deref(),
+            final_stage: cx.final_stage,
+            file: super::why::description_name(&stage.location.file, cx.context.root()),
             stage: cx.stage_index,
             platform: stage.platform.to_string(),
             no_cache: cx.opts.no_cache,
@@ -395,15 +402,35 @@ impl<'a> Why<'a> {
         super::why::position(&self.file, self.stage, step, &self.platform)
     }
 
+    /// The earlier build of the step at `at` (this store's record, else an imported
+    /// cache's), and whether the store's record differs from `now` (then `now` replaces it).
+    /// Notes `now` for `--cache-to`.
+    fn earlier(
+        &self,
+        at: &Digest,
+        now: &super::why::StepInputs,
+    ) -> (Option<super::why::StepInputs>, bool) {
+        if let Some(c) = self.cache {
+            c.note_record(self.final_stage, at, now);
+        }
+        match self.records.get(at) {
+            Some(r) => {
+                let stale = r != *now;
+                (Some(r), stale)
+            }
+            None => (self.cache.and_then(|c| c.record(at).cloned()), true),
+        }
+    }
+
     fn base(&mut self, now: super::why::StepInputs) {
         let at = self.position(None);
-        let before = self.records.get(&at);
+        let (before, stale) = self.earlier(&at, &now);
         if let Some(b) = &before {
             if b.key != now.key {
                 self.first_change = Some(super::why::first_difference(b, &now, None));
             }
         }
-        if before.as_ref() != Some(&now) {
+        if stale {
             self.records.put(&at, &now);
         }
     }
@@ -412,16 +439,19 @@ impl<'a> Why<'a> {
     /// `now` as its latest build.
     fn step(&mut self, position: usize, now: &super::why::StepInputs, name: &str) -> String {
         let at = self.position(Some(position));
-        let before = self.records.get(&at);
+        let (before, stale) = self.earlier(&at, now);
         let reason = match &before {
             None => "no earlier build of this step".to_string(),
             Some(_) if self.no_cache => "--no-cache".into(),
             Some(b) => super::why::first_difference(b, now, self.first_change.as_deref()),
         };
-        if before.as_ref().map(|b| &b.key) != Some(&now.key) {
-            if self.first_change.is_none() && before.is_some() {
-                self.first_change = Some(format!("{name}: {reason}"));
-            }
+        if before.as_ref().map(|b| &b.key) != Some(&now.key)
+            && self.first_change.is_none()
+            && before.is_some()
+        {
+            self.first_change = Some(format!("{name}: {reason}"));
+        }
+        if stale {
             self.records.put(&at, now);
         }
         reason
@@ -460,7 +490,7 @@ fn run_or_reuse(
 ) -> Result<(LayerDigests, bool), ExecError> {
     let (store, opts) = (cx.store, cx.opts);
     let name = run_name(run);
-    if let Some(hit) = cached(key, cx) {
+    if let Some(hit) = cached(key, &name, cx) {
         fs.record_layer(&descriptor(&hit), &hit.diff_id)?;
         cx.observer.step_finished(&name, &hit, true);
         return Ok((hit, true));

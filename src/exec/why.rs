@@ -1,8 +1,9 @@
 //! "Why did it rebuild?": every step's key is made of named inputs (its definition's fields,
 //! each file's attributes and content, a RUN's command, environment and the chain below);
-//! each build records them per step position (description file, stage, step, platform) in
-//! the store, and a step that misses the cache is reported with the first input that differs
-//! from the previous build of the same step.
+//! each build records them per step position (description file relative to the context,
+//! stage, step, platform) in the store, and a step that misses the cache is reported with the
+//! first input that differs from the previous build of the same step: this store's record,
+//! else the one an imported cache (`--cache-from`) carries.
 //!
 //! Values are recorded as digests: build args and file contents never land in the store as
 //! text.
@@ -31,6 +32,11 @@ pub struct StepInputs {
 }
 
 impl StepInputs {
+    /// Whether this record is of this lade's format (another is "no earlier build").
+    pub fn is_current(&self) -> bool {
+        self.format == RECORD_FORMAT
+    }
+
     fn new(key: &Digest) -> StepInputs {
         StepInputs {
             format: RECORD_FORMAT.into(),
@@ -52,9 +58,24 @@ impl StepInputs {
 }
 
 /// Where a step's record lives: the same step of the same description, stage and platform.
+/// `file` must not depend on the machine (see [`description_name`]).
 pub fn position(file: &str, stage: usize, step: Option<usize>, platform: &str) -> Digest {
     let step = step.map_or("base".to_string(), |s| s.to_string());
     Digest::of(format!("{RECORD_FORMAT}\0{file}\0{stage}\0{step}\0{platform}").as_bytes())
+}
+
+/// How a description file enters [`position`]: relative to the context's (canonical) `root`
+/// when it is inside it, so runners with different checkout directories share positions.
+pub fn description_name(file: &str, root: &std::path::Path) -> String {
+    let path = std::path::Path::new(file);
+    let relative = |p: &std::path::Path| {
+        p.strip_prefix(root)
+            .ok()
+            .map(|r| r.to_string_lossy().into_owned())
+    };
+    relative(path)
+        .or_else(|| relative(&path.canonicalize().ok()?))
+        .unwrap_or_else(|| file.to_string())
 }
 
 /// The inputs of a stage's base: what the chain starts from; reasons name the base by `name`
@@ -185,7 +206,7 @@ pub fn first_difference(before: &StepInputs, now: &StepInputs, below: Option<&st
             };
         }
     }
-    "same inputs as the earlier build, but its layer is not in the store".into()
+    "same inputs as the earlier build, but its layer is not available".into()
 }
 
 fn changed(name: &str, old: &str, value: &str, now: &StepInputs, below: Option<&str>) -> String {
@@ -279,7 +300,7 @@ impl Records<'_> {
     pub fn get(&self, position: &Digest) -> Option<StepInputs> {
         self.store
             .record_get::<StepInputs>(position)
-            .filter(|r| r.format == RECORD_FORMAT)
+            .filter(StepInputs::is_current)
     }
 
     /// Keeps `now` as the latest build of the step at `position` (a failure to record only
