@@ -220,8 +220,8 @@ impl Fixture {
     }
 }
 
-#[test]
-fn a_stage_runs_in_segments_and_run_output_feeds_the_tree() {
+/// COPY, RUN, COPY, RUN over the context `a`, `b`: two segments of layer steps, two RUNs.
+fn segments() -> (Fixture, BuiltImage) {
     let fx = Fixture::new(&[("a", "A"), ("b", "B")]);
     let image = fx
         .build(vec![
@@ -232,6 +232,12 @@ fn a_stage_runs_in_segments_and_run_output_feeds_the_tree() {
             run("touch /f2"),
         ])
         .unwrap();
+    (fx, image)
+}
+
+#[test]
+fn a_stage_runs_in_segments_and_run_output_feeds_the_tree() {
+    let (fx, image) = segments();
     assert_eq!(image.manifest.layers.len(), 4);
     assert_eq!(fx.layer(&image, 1), ["/d/", "/d/f1"]);
     assert_eq!(fx.layer(&image, 2), ["/d/", "/d/b"]);
@@ -495,15 +501,7 @@ fn tree_of(dir: &std::path::Path) -> Vec<(String, u32, Vec<u8>)> {
 
 #[test]
 fn layers_under_a_later_run_are_extracted_as_written_not_from_their_blobs() {
-    let fx = Fixture::new(&[("a", "A"), ("b", "B")]);
-    let image = fx
-        .build(vec![
-            copy("a", "/a"),
-            run("mkdir /d;touch /d/f1"),
-            copy("b", "/d"),
-            run("touch /f2"),
-        ])
-        .unwrap();
+    let (fx, image) = segments();
     let seen = fx.runner.seen.lock().unwrap().clone();
     // The fake runner never extracts: whatever is there was unpacked while being written.
     assert_eq!(seen[0].ready, [true]);
