@@ -504,7 +504,13 @@ fn open_caches(
     // Hits may stay in the registry when no output needs their bytes.
     let lazy =
         req.outputs.iter().all(|o| matches!(o, Target::Registry)) && to.iter().all(in_registry);
-    let session = crate::cache::Session::import(from, store, exec_opts.registry.clone(), lazy);
+    let session = crate::cache::Session::import(
+        from,
+        store,
+        exec_opts.registry.clone(),
+        lazy,
+        !to.is_empty(),
+    );
     exec_opts.cache = Some(Arc::new(session));
     Ok(())
 }

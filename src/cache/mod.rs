@@ -30,7 +30,7 @@ use crate::registry::{Client, Reference};
 use crate::store::Store;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// A cache hit's blob left in its registry: where it is, what the cache says it holds, and
 /// the step it was the hit of.
@@ -195,11 +195,13 @@ impl CacheSpec {
 /// One build's use of shared caches: the imported step records, and the steps the build
 /// resolved, for export.
 pub struct Session {
-    imported: Mutex<HashMap<Digest, (CachedLayer, usize)>>,
-    /// Imported step inputs by position (the first cache that has one wins).
-    records: HashMap<Digest, StepInputs>,
+    /// The import, running while the build reads its context; joined at first use.
+    loading: Mutex<Option<std::thread::JoinHandle<Imported>>>,
+    loaded: OnceLock<Loaded>,
     /// (in the final image's stage, position, inputs) of this build's steps, for export.
     noted_records: Mutex<Vec<(bool, Digest, StepInputs)>>,
+    /// Whether the build exports (`--cache-to`): only then are its records kept.
+    exports: bool,
     sources: Vec<Place>,
     registry: Option<Arc<Client>>,
     /// Whether registry hits stay in the registry (see the module doc).
@@ -211,48 +213,98 @@ pub struct Session {
     warnings: Mutex<Vec<String>>,
 }
 
+/// What the `--cache-from` caches hold: step key → (layer, index of its cache), the step
+/// inputs by position (the first cache that has one wins), and the import's warnings.
+#[derive(Default)]
+struct Imported {
+    steps: HashMap<Digest, (CachedLayer, usize)>,
+    records: HashMap<Digest, StepInputs>,
+    warnings: Vec<String>,
+}
+
+struct Loaded {
+    imported: Mutex<HashMap<Digest, (CachedLayer, usize)>>,
+    records: HashMap<Digest, StepInputs>,
+}
+
+fn import_all(from: &[CacheSpec], store: &Store, registry: Option<&Client>) -> Imported {
+    let mut all = Imported::default();
+    for (i, spec) in from.iter().enumerate() {
+        match transport::read(&spec.place, store, registry) {
+            Ok(cache) => {
+                for (k, l) in cache.steps {
+                    all.steps.entry(k).or_insert((l, i));
+                }
+                for (p, r) in cache.records {
+                    if r.is_current() {
+                        all.records.entry(p).or_insert(r);
+                    }
+                }
+            }
+            Err(m) => all
+                .warnings
+                .push(format!("warning: cache {}: {m}; not used", spec.place)),
+        }
+    }
+    all
+}
+
 impl Session {
-    /// Reads every `--cache-from`; one that cannot be read or verified is a warning and
-    /// contributes nothing. `lazy`: registry hits are not downloaded (the outputs are pushes).
+    /// Starts reading every `--cache-from` (the build's first steps read the context
+    /// meanwhile); one that cannot be read or verified is a warning and contributes
+    /// nothing. `lazy`: registry hits are not downloaded (the outputs are pushes);
+    /// `exports`: the build has a `--cache-to`.
     pub fn import(
         from: &[CacheSpec],
         store: &Store,
         registry: Option<Arc<Client>>,
         lazy: bool,
+        exports: bool,
     ) -> Session {
-        let mut imported = HashMap::new();
-        let mut records = HashMap::new();
-        let mut warnings = Vec::new();
-        for (i, spec) in from.iter().enumerate() {
-            match transport::read(&spec.place, store, registry.as_deref()) {
-                Ok(cache) => {
-                    for (k, l) in cache.steps {
-                        imported.entry(k).or_insert((l, i));
-                    }
-                    for (p, r) in cache.records {
-                        if r.is_current() {
-                            records.entry(p).or_insert(r);
-                        }
-                    }
-                }
-                Err(m) => warnings.push(format!("warning: cache {}: {m}; not used", spec.place)),
-            }
-        }
+        let loading = (!from.is_empty()).then(|| {
+            let (from, store, registry) = (from.to_vec(), store.clone(), registry.clone());
+            std::thread::spawn(move || import_all(&from, &store, registry.as_deref()))
+        });
         Session {
-            imported: Mutex::new(imported),
-            records,
+            loading: Mutex::new(loading),
+            loaded: OnceLock::new(),
             noted_records: Mutex::new(Vec::new()),
+            exports,
             sources: from.iter().map(|s| s.place.clone()).collect(),
             registry,
             lazy,
             lazy_noted: Mutex::new(Vec::new()),
             used: Mutex::new(Vec::new()),
-            warnings: Mutex::new(warnings),
+            warnings: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The imported caches, waiting for the import if it still runs.
+    fn loaded(&self) -> &Loaded {
+        self.loaded.get_or_init(|| {
+            let handle = self.loading.lock().expect("cache lock").take();
+            let all = match handle.map(std::thread::JoinHandle::join) {
+                Some(Ok(all)) => all,
+                Some(Err(_)) => Imported {
+                    warnings: vec!["warning: the cache import failed; no cache used".into()],
+                    ..Imported::default()
+                },
+                None => Imported::default(),
+            };
+            self.warnings
+                .lock()
+                .expect("cache lock")
+                .extend(all.warnings);
+            Loaded {
+                imported: Mutex::new(all.steps),
+                records: all.records,
+            }
+        })
     }
 
     /// Warnings so far (import problems), each once.
     pub fn take_warnings(&self) -> Vec<String> {
+        self.loaded();
         std::mem::take(&mut *self.warnings.lock().expect("cache lock"))
     }
 
@@ -260,6 +312,7 @@ impl Session {
     /// in the store's step index; `None` (and a warning) when the blob fails its checks.
     pub fn lookup(&self, key: &Digest, step: &str, store: &Store) -> Option<LayerDigests> {
         let (layer, source) = self
+            .loaded()
             .imported
             .lock()
             .expect("cache lock")
@@ -310,14 +363,16 @@ impl Session {
             }
             Err((m, whole)) => {
                 let line = if whole {
-                    self.imported
+                    self.loaded()
+                        .imported
                         .lock()
                         .expect("cache lock")
                         .retain(|_, (_, s)| *s != source);
                     format!("warning: cache {place}: {m}; not used")
                 } else {
                     // Every step of this blob is a miss from now on.
-                    self.imported
+                    self.loaded()
+                        .imported
                         .lock()
                         .expect("cache lock")
                         .retain(|_, (l, _)| l.digest != layer.digest);
@@ -390,7 +445,8 @@ impl Session {
             .sources
             .iter()
             .position(|p| *p == Place::Registry(from.clone()));
-        self.imported
+        self.loaded()
+            .imported
             .lock()
             .expect("cache lock")
             .retain(|_, (_, s)| Some(*s) != source);
@@ -403,11 +459,14 @@ impl Session {
 
     /// The inputs of the step at `position` in the imported caches' build of it.
     pub fn record(&self, position: &Digest) -> Option<&StepInputs> {
-        self.records.get(position)
+        self.loaded().records.get(position)
     }
 
     /// Notes the inputs of the step at `position` in this build, for export.
     pub fn note_record(&self, final_stage: bool, position: &Digest, inputs: &StepInputs) {
+        if !self.exports {
+            return;
+        }
         self.noted_records.lock().expect("cache lock").push((
             final_stage,
             position.clone(),
@@ -481,6 +540,10 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        // An import nobody waited for still writes into the store: let it finish.
+        if let Some(h) = self.loading.get_mut().ok().and_then(Option::take) {
+            let _ = h.join();
+        }
         let mine = std::mem::take(&mut *self.lazy_noted.lock().unwrap_or_else(|e| e.into_inner()));
         let mut all = lazy_blobs();
         for d in mine {

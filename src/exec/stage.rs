@@ -161,21 +161,20 @@ pub(super) fn build_stage(
     let mut config = base.config.clone();
     let mut env_index = config::EnvIndex::default();
     // Each layer step with whether a RUN of this build will need it extracted.
-    let mut segment: Vec<(ResolvedLayer, &crate::plan::Location, bool)> = Vec::new();
+    let mut segment: Segment = Vec::new();
     let mut layers: Vec<(LayerDigests, bool)> = Vec::new();
     for (position, step) in stage.steps.iter().enumerate() {
         match step {
             Step::Layer(l) => {
-                let mut r = files::resolve(l, &sources, cx.file_cache, opts, &mut fs)
+                let r = files::resolve(l, &sources, cx.file_cache, opts, &mut fs)
                     .map_err(|e| e.at(&l.location))?;
-                r.reason = why.step(position, &r.why, &r.name);
                 chain = chain_key(&chain, &r.key);
                 let unpack = under_a_run(stage, position, cx);
-                segment.push((r, &l.location, unpack));
+                segment.push((position, r, &l.location, unpack));
             }
             Step::Config(edit) => config::apply(&mut config, edit, &mut env_index),
             Step::Run(run) => {
-                layers.extend(write_segment(std::mem::take(&mut segment), cx)?);
+                layers.extend(write_segment(std::mem::take(&mut segment), &mut why, cx)?);
                 let runner = opts.runner.as_deref().expect("checked in check_runs");
                 let env = run_env(&config, run);
                 let user = config.config.user.clone().unwrap_or_default();
@@ -232,7 +231,8 @@ pub(super) fn build_stage(
             }
         }
     }
-    layers.extend(write_segment(segment, cx)?);
+    layers.extend(write_segment(segment, &mut why, cx)?);
+    why.settle_base();
     drop(fs);
     super::assemble(stage, base, &layers, annotations, store, opts)
 }
@@ -246,11 +246,25 @@ fn under_a_run(stage: &Stage, position: usize, cx: &StageCx<'_>) -> bool {
             .any(|s| matches!(s, Step::Run(_)))
 }
 
-/// Writes (or finds) a segment's layers in parallel, in step order.
+/// The layer steps between two RUNs: (position, resolved step, its location, whether a RUN
+/// of this build needs it extracted).
+type Segment<'p> = Vec<(usize, ResolvedLayer, &'p crate::plan::Location, bool)>;
+
+/// Writes (or finds) a segment's layers in parallel, in step order. Their reasons are made
+/// here, not as each step is resolved, so an imported cache's records are awaited only
+/// after the segment's files are read and hashed.
 fn write_segment(
-    segment: Vec<(ResolvedLayer, &crate::plan::Location, bool)>,
+    segment: Segment<'_>,
+    why: &mut Why<'_>,
     cx: &StageCx<'_>,
 ) -> Result<Vec<(LayerDigests, bool)>, ExecError> {
+    let segment: Vec<_> = segment
+        .into_iter()
+        .map(|(position, mut r, at, unpack)| {
+            r.reason = why.step(position, &r.why, &r.name);
+            (r, at, unpack)
+        })
+        .collect();
     segment
         .into_par_iter()
         .map(|(r, at, unpack)| write_or_reuse(r, cx, unpack).map_err(|e| e.at(at)))
@@ -382,6 +396,8 @@ struct Why<'a> {
     platform: String,
     no_cache: bool,
     first_change: Option<String>,
+    /// The stage base's inputs, compared at the first step (see [`write_segment`]).
+    base: Option<super::why::StepInputs>,
 }
 
 impl<'a> Why<'a> {
@@ -395,6 +411,7 @@ impl<'a> Why<'a> {
             platform: stage.platform.to_string(),
             no_cache: cx.opts.no_cache,
             first_change: None,
+            base: None,
         }
     }
 
@@ -409,20 +426,31 @@ impl<'a> Why<'a> {
         &self,
         at: &Digest,
         now: &super::why::StepInputs,
-    ) -> (Option<super::why::StepInputs>, bool) {
+    ) -> (Option<std::borrow::Cow<'a, super::why::StepInputs>>, bool) {
+        use std::borrow::Cow;
         if let Some(c) = self.cache {
             c.note_record(self.final_stage, at, now);
         }
         match self.records.get(at) {
             Some(r) => {
                 let stale = r != *now;
-                (Some(r), stale)
+                (Some(Cow::Owned(r)), stale)
             }
-            None => (self.cache.and_then(|c| c.record(at).cloned()), true),
+            None => (
+                self.cache.and_then(|c| c.record(at)).map(Cow::Borrowed),
+                true,
+            ),
         }
     }
 
     fn base(&mut self, now: super::why::StepInputs) {
+        self.base = Some(now);
+    }
+
+    fn settle_base(&mut self) {
+        let Some(now) = self.base.take() else {
+            return;
+        };
         let at = self.position(None);
         let (before, stale) = self.earlier(&at, &now);
         if let Some(b) = &before {
@@ -438,17 +466,19 @@ impl<'a> Why<'a> {
     /// Why the step at `position` would run (used only if it misses the cache); records
     /// `now` as its latest build.
     fn step(&mut self, position: usize, now: &super::why::StepInputs, name: &str) -> String {
+        self.settle_base();
         let at = self.position(Some(position));
         let (before, stale) = self.earlier(&at, now);
+        let same_key = before.as_ref().is_some_and(|b| b.key == now.key);
         let reason = match &before {
             None => "no earlier build of this step".to_string(),
             Some(_) if self.no_cache => "--no-cache".into(),
+            // The same key is the same inputs: nothing to compare (a step of thousands of
+            // files would compare them all to say so).
+            Some(_) if same_key => super::why::SAME_INPUTS.into(),
             Some(b) => super::why::first_difference(b, now, self.first_change.as_deref()),
         };
-        if before.as_ref().map(|b| &b.key) != Some(&now.key)
-            && self.first_change.is_none()
-            && before.is_some()
-        {
+        if !same_key && self.first_change.is_none() && before.is_some() {
             self.first_change = Some(format!("{name}: {reason}"));
         }
         if stale {

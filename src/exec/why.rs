@@ -206,8 +206,11 @@ pub fn first_difference(before: &StepInputs, now: &StepInputs, below: Option<&st
             };
         }
     }
-    "same inputs as the earlier build, but its layer is not available".into()
+    SAME_INPUTS.into()
 }
+
+/// The reason of a step whose inputs are those of its earlier build (its layer is gone).
+pub const SAME_INPUTS: &str = "same inputs as the earlier build, but its layer is not available";
 
 fn changed(name: &str, old: &str, value: &str, now: &StepInputs, below: Option<&str>) -> String {
     if name == "base" {
