@@ -76,45 +76,65 @@ pub fn resolve(
     fs.record(&entries);
     // The inputs, as the layer will see them: path, type, attributes and content digest of
     // every entry, in order. Host paths and timestamps stay out.
-    // Hard-link groups enter as "same file as <first path>", not as host inode numbers.
+    // Hard-link groups enter as "same file as <first path>", not as host inode numbers
+    // (found in order: the first path of a group is the first in the layer).
     let mut first_of_group: std::collections::HashMap<(u64, u64), &ImagePath> =
         std::collections::HashMap::new();
-    let mut h = Hasher::new();
-    let mut named = Vec::with_capacity(entries.len());
-    for (e, d) in entries.iter().zip(&content) {
-        h.update(e.path.as_bytes());
-        h.update(&[0]);
-        let kind = match &e.kind {
-            EntryKind::Dir => "d".to_string(),
-            EntryKind::File { size, link_key, .. } => {
-                let group = link_key.map(|k| first_of_group.entry(k).or_insert(&e.path).display());
-                format!("f{size}:{}", group.unwrap_or_default())
-            }
-            EntryKind::Symlink { target } => format!("l{}", String::from_utf8_lossy(target)),
-            EntryKind::Hardlink { target } => format!("h{}", target.display()),
-            EntryKind::Special { kind, major, minor } => format!("s{kind:?}:{major}:{minor}"),
-            EntryKind::Whiteout => "w".into(),
-            EntryKind::OpaqueWhiteout => "o".into(),
-        };
-        h.update(format!("{kind}\0{:o}\0{}\0{}\0{}\0", e.mode, e.uid, e.gid, e.mtime).as_bytes());
-        if let Some(d) = d {
-            h.update(d.to_string().as_bytes());
-        }
-        h.update(b"\n");
-        let digest = d
-            .as_ref()
-            .map(|d| d.to_string().chars().take(24).collect::<String>());
-        named.push((
-            e.path.display().to_string(),
-            super::why::entry_value(
-                &kind,
-                e.mode,
-                e.uid,
-                e.gid,
-                e.mtime,
-                digest.as_deref().unwrap_or(""),
+    let groups: Vec<Option<String>> = entries
+        .iter()
+        .map(|e| match &e.kind {
+            EntryKind::File {
+                link_key: Some(k), ..
+            } => Some(
+                first_of_group
+                    .entry(*k)
+                    .or_insert(&e.path)
+                    .display()
+                    .to_string(),
             ),
-        ));
+            _ => None,
+        })
+        .collect();
+    // Each entry's bytes of the key and its named input are independent: made in parallel
+    // (a COPY of a big tree has tens of thousands), hashed in order.
+    let (parts, named): (Vec<Vec<u8>>, Vec<(String, String)>) = entries
+        .par_iter()
+        .zip(&content)
+        .zip(&groups)
+        .map(|((e, d), group)| {
+            let kind = match &e.kind {
+                EntryKind::Dir => "d".to_string(),
+                EntryKind::File { size, .. } => {
+                    format!("f{size}:{}", group.as_deref().unwrap_or_default())
+                }
+                EntryKind::Symlink { target } => format!("l{}", String::from_utf8_lossy(target)),
+                EntryKind::Hardlink { target } => format!("h{}", target.display()),
+                EntryKind::Special { kind, major, minor } => format!("s{kind:?}:{major}:{minor}"),
+                EntryKind::Whiteout => "w".into(),
+                EntryKind::OpaqueWhiteout => "o".into(),
+            };
+            let digest = d.as_ref().map(ContentHash::to_string);
+            let mut part = Vec::with_capacity(e.path.as_bytes().len() + kind.len() + 100);
+            part.extend_from_slice(e.path.as_bytes());
+            part.push(0);
+            part.extend_from_slice(
+                format!("{kind}\0{:o}\0{}\0{}\0{}\0", e.mode, e.uid, e.gid, e.mtime).as_bytes(),
+            );
+            if let Some(d) = &digest {
+                part.extend_from_slice(d.as_bytes());
+            }
+            part.push(b'\n');
+            let short = digest.as_deref().map_or("", |d| &d[..24]);
+            let named = (
+                e.path.display().to_string(),
+                super::why::entry_value(&kind, e.mode, e.uid, e.gid, e.mtime, short),
+            );
+            (part, named)
+        })
+        .unzip();
+    let mut h = Hasher::new();
+    for part in &parts {
+        h.update(part);
     }
     let inputs = h.finish();
     let definition = (
@@ -980,21 +1000,27 @@ fn add_parents(
     mut stage: Option<&mut StageFs>,
     fresh: Fresh,
 ) -> Result<(), ExecError> {
-    let mut present: std::collections::HashSet<Vec<u8>> =
-        entries.iter().map(|e| e.path.as_bytes().to_vec()).collect();
-    let mut missing = Vec::new();
-    for e in &entries[start..] {
-        let mut p = e.path.clone();
-        while let Some(parent) = p.parent() {
-            if parent.is_root() {
-                break;
+    // Each ancestor is looked at once: the walk up from an entry stops at one already seen
+    // (whose own ancestors were seen then). Same order as walking every entry to the root.
+    let missing: Vec<ImagePath> = {
+        let present: std::collections::HashSet<&[u8]> =
+            entries.iter().map(|e| e.path.as_bytes()).collect();
+        let mut seen: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+        let mut missing = Vec::new();
+        for e in &entries[start..] {
+            let mut p = e.path.as_bytes();
+            while let Some(i) = p.iter().rposition(|&b| b == b'/') {
+                p = &p[..i];
+                if !seen.insert(p) {
+                    break;
+                }
+                if !present.contains(p) {
+                    missing.push(ImagePath::from_rel_bytes(p).unwrap_or_default());
+                }
             }
-            if present.insert(parent.as_bytes().to_vec()) {
-                missing.push(parent.clone());
-            }
-            p = parent;
         }
-    }
+        missing
+    };
     for path in missing {
         let existing = match stage.as_deref_mut() {
             Some(fs) => fs

@@ -157,11 +157,30 @@ impl Tree {
             self.nodes.clear();
             return;
         }
-        let mut lo = dir.to_vec();
+        let mut lo = Vec::with_capacity(dir.len() + 1);
+        lo.extend_from_slice(dir);
         lo.push(b'/');
-        let mut hi = dir.to_vec();
-        hi.push(b'/' + 1);
-        let doomed: Vec<Vec<u8>> = self.nodes.range(lo..hi).map(|(k, _)| k.clone()).collect();
+        // Usually nothing is below: look before collecting.
+        let from = (
+            std::ops::Bound::Included(&lo[..]),
+            std::ops::Bound::Unbounded,
+        );
+        let below = |k: &Vec<u8>| k.starts_with(&lo);
+        if !self
+            .nodes
+            .range::<[u8], _>(from)
+            .next()
+            .is_some_and(|(k, _)| below(k))
+        {
+            return;
+        }
+        let doomed: Vec<Vec<u8>> = self
+            .nodes
+            .range::<[u8], _>(from)
+            .map(|(k, _)| k)
+            .take_while(|k| below(k))
+            .cloned()
+            .collect();
         for k in doomed {
             self.nodes.remove(&k);
         }

@@ -26,7 +26,7 @@ pub struct FileStamp {
 }
 
 struct Record {
-    path: PathBuf,
+    path: Box<[u8]>,
     stamp: FileStamp,
     digest: ContentHash,
     size: u64,
@@ -38,19 +38,20 @@ type Known = (FileStamp, ContentHash, u64);
 /// A loaded snapshot of the cache plus what this build learned; `save` merges both back.
 pub struct FileDigestCache {
     file: PathBuf,
-    known: HashMap<PathBuf, Known>,
+    /// By the path's bytes: hashing a `Path` walks its components, several times slower.
+    known: HashMap<Box<[u8]>, Known>,
     learned: Mutex<Vec<Record>>,
 }
 
 impl FileDigestCache {
     pub fn get(&self, path: &Path, stamp: &FileStamp) -> Option<ContentHash> {
-        let (s, d, _) = self.known.get(path)?;
+        let (s, d, _) = self.known.get(path.as_os_str().as_bytes())?;
         (s == stamp).then_some(*d)
     }
 
     pub fn insert(&self, path: &Path, stamp: FileStamp, digest: ContentHash) {
         self.learned.lock().expect("cache lock").push(Record {
-            path: path.to_path_buf(),
+            path: path.as_os_str().as_bytes().into(),
             stamp,
             digest,
             size: stamp.size,
@@ -65,7 +66,9 @@ impl FileDigestCache {
         name: &str,
         stamp: &FileStamp,
     ) -> Option<(ContentHash, u64)> {
-        let (s, d, size) = self.known.get(&member_path(archive, name))?;
+        let (s, d, size) = self
+            .known
+            .get(member_path(archive, name).as_os_str().as_bytes())?;
         (s == stamp).then_some((*d, *size))
     }
 
@@ -78,7 +81,7 @@ impl FileDigestCache {
         size: u64,
     ) {
         self.learned.lock().expect("cache lock").push(Record {
-            path: member_path(archive, name),
+            path: member_path(archive, name).as_os_str().as_bytes().into(),
             stamp,
             digest,
             size,
@@ -95,15 +98,30 @@ impl FileDigestCache {
         let lock_path = self.file.with_extension("lock");
         let lock = std::fs::File::create(&lock_path).map_err(io_err(&lock_path))?;
         lock.lock().map_err(io_err(&lock_path))?;
-        let mut merged = load(&self.file);
-        for r in learned {
-            merged.insert(r.path, (r.stamp, r.digest, r.size));
+        // What another build saved meanwhile stays, unless this one learned the same path.
+        let mut known = load(&self.file);
+        for r in &learned {
+            known.remove(&r.path);
         }
-        let mut records: Vec<(PathBuf, Known)> = merged.into_iter().collect();
+        let mut records: Vec<(Box<[u8]>, Known)> = known.into_iter().collect();
+        records.extend(
+            learned
+                .into_iter()
+                .map(|r| (r.path, (r.stamp, r.digest, r.size))),
+        );
+        // Stable: of one path learned twice, the later is kept.
         records.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out = MAGIC.to_vec();
-        for (path, (st, d, size)) in &records {
-            let p = path.as_os_str().as_bytes();
+        records.dedup_by(|later, earlier| {
+            if later.0 == earlier.0 {
+                std::mem::swap(later, earlier);
+                true
+            } else {
+                false
+            }
+        });
+        let mut out = Vec::with_capacity(MAGIC.len() + records.len() * 160);
+        out.extend_from_slice(MAGIC);
+        for (p, (st, d, size)) in &records {
             out.extend_from_slice(&(p.len() as u32).to_le_bytes());
             out.extend_from_slice(p);
             out.extend_from_slice(&st.size.to_le_bytes());
@@ -131,14 +149,14 @@ fn member_path(archive: &Path, name: &str) -> PathBuf {
     PathBuf::from(std::ffi::OsStr::from_bytes(&p))
 }
 
-fn load(file: &Path) -> HashMap<PathBuf, Known> {
+fn load(file: &Path) -> HashMap<Box<[u8]>, Known> {
     let Ok(bytes) = std::fs::read(file) else {
         return HashMap::new();
     };
     parse(&bytes).unwrap_or_default()
 }
 
-fn parse(bytes: &[u8]) -> Option<HashMap<PathBuf, Known>> {
+fn parse(bytes: &[u8]) -> Option<HashMap<Box<[u8]>, Known>> {
     let mut rest = bytes.strip_prefix(MAGIC)?;
     let mut take = |n: usize| -> Option<&[u8]> {
         let (a, b) = (rest.get(..n)?, rest.get(n..)?);
@@ -148,7 +166,7 @@ fn parse(bytes: &[u8]) -> Option<HashMap<PathBuf, Known>> {
     let mut map = HashMap::new();
     while let Some(len) = take(4) {
         let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
-        let path = PathBuf::from(std::ffi::OsStr::from_bytes(take(len)?));
+        let path: Box<[u8]> = take(len)?.into();
         let size = u64::from_le_bytes(take(8)?.try_into().ok()?);
         let mtime_ns = i128::from_le_bytes(take(16)?.try_into().ok()?);
         let ctime_ns = i128::from_le_bytes(take(16)?.try_into().ok()?);
