@@ -209,8 +209,43 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> BuildError {
 /// Builds the request's image (one per platform, under an index for several) and writes it to
 /// every output. Nothing is written to an output unless every platform built.
 pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult, BuildError> {
-    let steps = StepLog::new(observer);
-    let observer: &dyn Observer = &steps;
+    let mut retry = Retry::default();
+    loop {
+        let steps = StepLog::new(observer);
+        let result = build_once(req, &steps, &mut retry);
+        // A lazy cache hit whose blob turned out not to be what the cache said (found by a
+        // step, the SBOM or the push, whichever read it first): that cache is dropped and
+        // the build runs again without it (each cache can fail once).
+        let session = retry.session.take();
+        match (
+            &result,
+            session.and_then(|s| s.take_lazy_failure().map(|f| (s, f))),
+        ) {
+            (Err(_), Some((s, (place, line)))) => {
+                observer.note(&line);
+                retry.distrusted.extend(s.take_distrusted());
+                retry.dropped.push(place);
+            }
+            _ => return result,
+        }
+    }
+}
+
+/// What a build run again after a cache failed carries over: the caches to leave out, the
+/// step keys they had (for the rebuilt steps' reasons), and this run's cache session.
+#[derive(Default)]
+struct Retry {
+    dropped: Vec<crate::cache::Place>,
+    distrusted: std::collections::HashMap<crate::digest::Digest, crate::cache::Place>,
+    session: Option<Arc<crate::cache::Session>>,
+}
+
+fn build_once(
+    req: &BuildRequest,
+    steps: &StepLog<'_>,
+    retry: &mut Retry,
+) -> Result<BuildResult, BuildError> {
+    let observer: &dyn Observer = steps;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(req.jobs.unwrap_or(0))
         .build()
@@ -270,7 +305,8 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
                 if own.is_empty() { plan } else { own }.to_vec()
             };
             cache_to = pick(&req.cache_to, &plan.cache_to);
-            let cache_from = pick(&req.cache_from, &plan.cache_from);
+            let mut cache_from = pick(&req.cache_from, &plan.cache_from);
+            cache_from.retain(|c| !retry.dropped.contains(&c.place));
             open_caches(
                 &cache_from,
                 &cache_to,
@@ -278,30 +314,20 @@ pub fn build(req: &BuildRequest, observer: &dyn Observer) -> Result<BuildResult,
                 &registry,
                 &store,
                 &mut exec_opts,
+                std::mem::take(&mut retry.distrusted),
             )?;
+            retry.session = exec_opts.cache.clone();
         }
         if exec_opts.registry.is_none() && (push || uses_registry(&plan)) {
             exec_opts.registry = Some(registry.client()?);
         }
-        let image = loop {
-            let image = pool.install(|| exec::build(&plan, &context, &store, &exec_opts, observer));
-            let Some(c) = &exec_opts.cache else {
-                break image;
-            };
+        let image = pool.install(|| exec::build(&plan, &context, &store, &exec_opts, observer));
+        if let Some(c) = &exec_opts.cache {
             for w in c.take_warnings() {
                 observer.note(&w);
             }
-            // A lazy cache hit whose blob turned out not to be what the cache said: that
-            // cache is dropped and the build runs again (each cache can fail once).
-            match (
-                &image,
-                image.is_err().then(|| c.take_lazy_failure()).flatten(),
-            ) {
-                (Err(_), Some(line)) => observer.note(&line),
-                _ => break image,
-            }
         }
-        .map_err(|e| source.locate(e))?;
+        let image = image.map_err(|e| source.locate(e))?;
         if req.attest.provenance {
             record_inputs(
                 &mut inputs,
@@ -492,8 +518,9 @@ fn open_caches(
     registry: &Registry,
     store: &Store,
     exec_opts: &mut ExecOptions,
+    distrusted: std::collections::HashMap<crate::digest::Digest, crate::cache::Place>,
 ) -> Result<(), BuildError> {
-    if from.is_empty() && to.is_empty() {
+    if from.is_empty() && to.is_empty() && distrusted.is_empty() {
         return Ok(());
     }
     let in_registry =
@@ -510,6 +537,7 @@ fn open_caches(
         exec_opts.registry.clone(),
         lazy,
         !to.is_empty(),
+        distrusted,
     );
     exec_opts.cache = Some(Arc::new(session));
     Ok(())

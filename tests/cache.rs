@@ -721,6 +721,24 @@ fn a_lazy_hit_whose_blob_lies_is_rebuilt() {
     assert!(warnings[0].contains(&cache_ref), "{log}");
     assert!(warnings[0].contains("has diff_id"), "{log}");
     assert!(warnings[0].contains("RUN echo one > /one"), "{log}");
+    // The rerun names the cache as why the step that was its hit runs.
+    assert!(
+        log.lines().any(|l| l.contains("RUN echo one > /one")
+            && l.contains(&format!("cache {cache_ref} had it, but failed its checks"))),
+        "{log}"
+    );
     let (_, clean) = push("clean", "3", &[]);
     assert_eq!(b, clean);
+
+    // Runner C, back on A's sources: every step is a lazy hit, and only the SBOM, made after
+    // the steps, reads their bytes. The same one warning, and the build runs again.
+    fs::write(ctx.join("src/main.rs"), "fn main() {}\n").unwrap();
+    let (log, c) = push("c", "4", &["--cache-from", &from, "--sbom"]);
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(warnings[0].contains("has diff_id"), "{log}");
+    assert!(warnings[0].contains("runs again without it"), "{log}");
+    // The SBOM names the tag: the clean build pushes the same one.
+    let (_, clean) = push("clean-sbom", "4", &["--sbom"]);
+    assert_eq!(c, clean);
 }

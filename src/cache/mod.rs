@@ -12,7 +12,9 @@
 //! registry export): the registry confirms the blob's size (`HEAD`), the blob stays there,
 //! and a push to the same registry mounts it. Its bytes are fetched (and its diff_id checked)
 //! only when a step or an output reads them, through [`fetch_lazy`]. Until then its diff_id
-//! is the cache's word, as in BuildKit's lazy cache import.
+//! is the cache's word, as in BuildKit's lazy cache import. A blob that then fails its
+//! checks (found by a step, the SBOM or the push) drops that cache: one warning, and the
+//! build runs again without it (`build::build`), its steps saying which cache failed.
 //!
 //! The export also carries each exported step position's inputs (`exec::why` records:
 //! digests, never values); an importing build compares with them when its store has no
@@ -211,6 +213,8 @@ pub struct Session {
     /// (in the final image's stage, key, layer), in the order steps finished.
     used: Mutex<Vec<(bool, Digest, LayerDigests)>>,
     warnings: Mutex<Vec<String>>,
+    /// Step keys of a cache dropped for lying → that cache, for the rebuilt steps' reasons.
+    distrusted: Mutex<HashMap<Digest, Place>>,
 }
 
 /// What the `--cache-from` caches hold: step key → (layer, index of its cache), the step
@@ -253,13 +257,15 @@ impl Session {
     /// Starts reading every `--cache-from` (the build's first steps read the context
     /// meanwhile); one that cannot be read or verified is a warning and contributes
     /// nothing. `lazy`: registry hits are not downloaded (the outputs are pushes);
-    /// `exports`: the build has a `--cache-to`.
+    /// `exports`: the build has a `--cache-to`; `distrusted`: step keys of caches an earlier
+    /// run of this build dropped for lying, named in their steps' reasons.
     pub fn import(
         from: &[CacheSpec],
         store: &Store,
         registry: Option<Arc<Client>>,
         lazy: bool,
         exports: bool,
+        distrusted: HashMap<Digest, Place>,
     ) -> Session {
         let loading = (!from.is_empty()).then(|| {
             let (from, store, registry) = (from.to_vec(), store.clone(), registry.clone());
@@ -276,7 +282,41 @@ impl Session {
             lazy_noted: Mutex::new(Vec::new()),
             used: Mutex::new(Vec::new()),
             warnings: Mutex::new(Vec::new()),
+            distrusted: Mutex::new(distrusted),
         }
+    }
+
+    /// The step keys of the caches this session dropped for lying (see [`Session::import`]).
+    pub fn take_distrusted(&self) -> HashMap<Digest, Place> {
+        std::mem::take(&mut *self.distrusted.lock().expect("cache lock"))
+    }
+
+    /// Drops every step of cache `source` (it lied), remembering their keys.
+    fn distrust(&self, source: usize) {
+        let mut distrusted = self.distrusted.lock().expect("cache lock");
+        self.loaded()
+            .imported
+            .lock()
+            .expect("cache lock")
+            .retain(|k, (_, s)| {
+                if *s == source {
+                    distrusted.insert(k.clone(), self.sources[source].clone());
+                }
+                *s != source
+            });
+    }
+
+    /// Why step `key` is built although a cache had it: that cache was dropped for lying.
+    pub fn distrusted(&self, key: &Digest) -> Option<String> {
+        let place = self
+            .distrusted
+            .lock()
+            .expect("cache lock")
+            .get(key)
+            .cloned()?;
+        Some(format!(
+            "cache {place} had it, but failed its checks and is not used"
+        ))
     }
 
     /// The imported caches, waiting for the import if it still runs.
@@ -363,11 +403,7 @@ impl Session {
             }
             Err((m, whole)) => {
                 let line = if whole {
-                    self.loaded()
-                        .imported
-                        .lock()
-                        .expect("cache lock")
-                        .retain(|_, (_, s)| *s != source);
+                    self.distrust(source);
                     format!("warning: cache {place}: {m}; not used")
                 } else {
                     // Every step of this blob is a miss from now on.
@@ -430,7 +466,7 @@ impl Session {
     /// fetched, forgets that cache (it lied), this session's other lazy hits and what the
     /// build noted for export, and returns the warning line: the build is to be run again,
     /// the steps the cache gave rebuilt.
-    pub fn take_lazy_failure(&self) -> Option<String> {
+    pub fn take_lazy_failure(&self) -> Option<(Place, String)> {
         let mut noted = self.lazy_noted.lock().expect("cache lock");
         let (from, line) = {
             let mut failed = failed_blobs();
@@ -445,15 +481,14 @@ impl Session {
             .sources
             .iter()
             .position(|p| *p == Place::Registry(from.clone()));
-        self.loaded()
-            .imported
-            .lock()
-            .expect("cache lock")
-            .retain(|_, (_, s)| Some(*s) != source);
+        if let Some(source) = source {
+            self.distrust(source);
+        }
         self.used.lock().expect("cache lock").clear();
         self.noted_records.lock().expect("cache lock").clear();
-        Some(format!(
-            "warning: {line}; not used, the build runs again without it"
+        Some((
+            Place::Registry(from),
+            format!("warning: {line}; not used, the build runs again without it"),
         ))
     }
 

@@ -475,7 +475,11 @@ impl<'a> Why<'a> {
             Some(_) if self.no_cache => "--no-cache".into(),
             // The same key is the same inputs: nothing to compare (a step of thousands of
             // files would compare them all to say so).
-            Some(_) if same_key => super::why::SAME_INPUTS.into(),
+            Some(_) if same_key => self
+                .cache
+                .zip(now.key.as_ref())
+                .and_then(|(c, k)| c.distrusted(k))
+                .unwrap_or_else(|| super::why::SAME_INPUTS.into()),
             Some(b) => super::why::first_difference(b, now, self.first_change.as_deref()),
         };
         if !same_key && self.first_change.is_none() && before.is_some() {
