@@ -438,6 +438,7 @@ fn rebuilds_run_only_the_runs_above_a_changed_copy() {
         ],
         "{log}"
     );
+    assert_no_snapshot_left(&cache);
 
     // Nothing changed: nothing runs.
     let log = build_ok(&cache, &ctx, &archive, &[]);
@@ -489,6 +490,7 @@ fn multi_stage_runs_both_builders_and_copies_their_files() {
     let ctx = context(&tmp.path().join("ctx"), &base, STAGES, &[]);
     let archive = tmp.path().join("img.tar");
     let log = build_ok(&tmp.path().join("cache"), &ctx, &archive, &[]);
+    assert_no_snapshot_left(&tmp.path().join("cache"));
     let mut ran = run_output(&log);
     ran.sort();
     assert_eq!(
@@ -553,6 +555,16 @@ fn container_sleep(cache: &Path) -> Option<u32> {
 
 fn is_sleep(pid: u32) -> bool {
     fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0"))
+}
+
+/// The RUNs' snapshots are all gone, unmounted and removed, once `lade build` has exited.
+fn assert_no_snapshot_left(cache: &Path) {
+    let left: Vec<_> = fs::read_dir(cache.join("run/snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "snapshots left: {left:?}");
+    assert_eq!(mounts_under(cache), Vec::<String>::new(), "mounts left");
 }
 
 fn mounts_under(dir: &Path) -> Vec<String> {
