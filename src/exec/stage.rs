@@ -227,6 +227,18 @@ pub(super) fn build_stage(
                     &mut releases,
                     cx,
                 )?;
+                // A step after it will read the stage's tree, and so a rebuild that finds
+                // this RUN cached will need the layer's listing: made now, from the blob, on a
+                // thread while the build goes on (else that rebuild gunzips the layer).
+                let (written, cached) = &layer;
+                if !cached
+                    && stage.steps[position + 1..]
+                        .iter()
+                        .any(|s| matches!(s, Step::Layer(_)))
+                {
+                    let (store, written) = (store.clone(), written.clone());
+                    releases.spawn(move || tree::cache_listing(&store, &written));
+                }
                 layers.push(layer);
             }
         }
@@ -581,12 +593,18 @@ struct Releases(Vec<std::thread::JoinHandle<()>>);
 
 impl Releases {
     fn release(&mut self, keep: Box<dyn std::any::Any + Send + Sync>) {
+        self.spawn(move || drop(keep));
+    }
+
+    /// Runs `work` on a thread of its own, waited for with the releases.
+    fn spawn(&mut self, work: impl FnOnce() + Send + 'static) {
         match std::thread::Builder::new()
             .name("lade-release".into())
-            .spawn(move || drop(keep))
+            .spawn(work)
         {
             Ok(handle) => self.0.push(handle),
-            // No thread to be had: release it here (the closure, and `keep`, came back).
+            // No thread to be had: the work is dropped undone (a release happens on the
+            // drop of what the closure held; a listing is made when it is needed).
             Err(e) => tracing::debug!("release thread: {e}"),
         }
     }

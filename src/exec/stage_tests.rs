@@ -256,6 +256,19 @@ fn a_stage_runs_in_segments_and_run_output_feeds_the_tree() {
 }
 
 #[test]
+fn a_run_with_a_copy_above_it_has_its_listing_cached_for_the_next_build() {
+    let (fx, image) = segments();
+    let listed = |i: usize| {
+        let l = &image.manifest.layers[i];
+        super::tree::listing_cached(l, &image.config.rootfs.diff_ids[i], &fx.store)
+    };
+    // The first RUN's layer is read by `COPY b /d` above it: a rebuild that finds the RUN
+    // cached needs its listing, made while the build went on. The last RUN's is not needed.
+    assert!(listed(1));
+    assert!(!listed(3));
+}
+
+#[test]
 fn a_whiteout_from_a_run_removes_the_path_from_the_tree() {
     let fx = Fixture::new(&[("b", "B")]);
     let image = fx

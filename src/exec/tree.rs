@@ -630,6 +630,15 @@ fn listing_key(l: &Descriptor, diff_id: &crate::digest::Digest) -> crate::digest
     )
 }
 
+/// Reads a layer this build wrote and caches its listing (a failure only means the next
+/// build reads it again).
+pub fn cache_listing(store: &Store, d: &crate::layer::LayerDigests) {
+    let desc = Descriptor::new(d.compression.oci_media_type(), d.digest.clone(), d.size);
+    if let Err(e) = layer_members("a RUN layer of this build", &desc, &d.diff_id, store) {
+        tracing::debug!("listing layer {}: {e}", d.digest);
+    }
+}
+
 /// Whether `l`'s listing is cached (its blob need not be fetched for the tree).
 pub fn listing_cached(l: &Descriptor, diff_id: &crate::digest::Digest, store: &Store) -> bool {
     store.step_get::<String>(&listing_key(l, diff_id)).is_some()
