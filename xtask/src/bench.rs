@@ -418,7 +418,10 @@ fn tools() -> Vec<Tool> {
             })
         },
         Tool {
-            prepare: |c, w, _| fresh_dir(&c.cache(w.name)),
+            prepare: |c, w, _| {
+                fresh_dir(&c.cache(w.name))?;
+                base_unpacked(c, w, &c.cache(w.name))
+            },
             refs: &[BUILDAH, BUILDKIT],
             out: "lade-dockerfile",
             workloads: Some(DOCKERFILE_WORKLOADS),
@@ -729,6 +732,28 @@ fn lade_rootless(c: &Ctx, w: &Workload) -> Command {
 }
 
 /// Runs a command that gets a row ready (its output discarded, its failure returned).
+/// Before a cold RUN build: the base unpacked in the store, by an untimed `RUN true` (no step
+/// of the workload is cached by it). BuildKit's and buildah's bases are unpacked when they are
+/// loaded or pulled, untimed; a cold row times the build's steps, not the base's extraction.
+fn base_unpacked(c: &Ctx, w: &Workload, cache: &Path) -> Result<()> {
+    if !RUN_WORKLOADS.contains(&w.name) {
+        return Ok(());
+    }
+    let ctx = c.scratch.join("base-unpacked");
+    std::fs::create_dir_all(&ctx)?;
+    std::fs::write(ctx.join("Dockerfile"), "ARG BASE\nFROM ${BASE}\nRUN true\n")?;
+    untimed(
+        Command::new(&c.lade)
+            .arg("build")
+            .arg("--cache-dir")
+            .arg(cache)
+            .arg("--build-arg")
+            .arg(format!("BASE={}", c.base_ref(w).unwrap_or_default()))
+            .args(["--progress", "quiet"])
+            .arg(&ctx),
+    )
+}
+
 fn untimed(cmd: &mut Command) -> Result<()> {
     run_ok(cmd.stdin(Stdio::null())).map(|_| ())
 }
