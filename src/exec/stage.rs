@@ -231,11 +231,7 @@ pub(super) fn build_stage(
                 // this RUN cached will need the layer's listing: made now, from the blob, on a
                 // thread while the build goes on (else that rebuild gunzips the layer).
                 let (written, cached) = &layer;
-                if !cached
-                    && stage.steps[position + 1..]
-                        .iter()
-                        .any(|s| matches!(s, Step::Layer(_)))
-                {
+                if !cached && comes_later(stage, position, |s| matches!(s, Step::Layer(_))) {
                     let (store, written) = (store.clone(), written.clone());
                     releases.spawn(move || tree::cache_listing(&store, &written));
                 }
@@ -252,10 +248,12 @@ pub(super) fn build_stage(
 /// Whether the layer of step `position` will be a lowerdir of a RUN of this build: a RUN
 /// above it in the stage, or in a stage built on this one.
 fn under_a_run(stage: &Stage, position: usize, cx: &StageCx<'_>) -> bool {
-    cx.feeds_run
-        || stage.steps[position + 1..]
-            .iter()
-            .any(|s| matches!(s, Step::Run(_)))
+    cx.feeds_run || comes_later(stage, position, |s| matches!(s, Step::Run(_)))
+}
+
+/// Whether a step after `position` in the stage is one that `is` picks.
+fn comes_later(stage: &Stage, position: usize, is: fn(&Step) -> bool) -> bool {
+    stage.steps[position + 1..].iter().any(is)
 }
 
 /// The layer steps between two RUNs: (position, resolved step, its location, whether a RUN

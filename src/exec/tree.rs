@@ -160,25 +160,16 @@ impl Tree {
         let mut lo = Vec::with_capacity(dir.len() + 1);
         lo.extend_from_slice(dir);
         lo.push(b'/');
-        // Usually nothing is below: look before collecting.
         let from = (
             std::ops::Bound::Included(&lo[..]),
             std::ops::Bound::Unbounded,
         );
-        let below = |k: &Vec<u8>| k.starts_with(&lo);
-        if !self
-            .nodes
-            .range::<[u8], _>(from)
-            .next()
-            .is_some_and(|(k, _)| below(k))
-        {
-            return;
-        }
+        // Usually nothing is below: then nothing is allocated.
         let doomed: Vec<Vec<u8>> = self
             .nodes
             .range::<[u8], _>(from)
             .map(|(k, _)| k)
-            .take_while(|k| below(k))
+            .take_while(|k| k.starts_with(&lo))
             .cloned()
             .collect();
         for k in doomed {

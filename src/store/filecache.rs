@@ -66,9 +66,7 @@ impl FileDigestCache {
         name: &str,
         stamp: &FileStamp,
     ) -> Option<(ContentHash, u64)> {
-        let (s, d, size) = self
-            .known
-            .get(member_path(archive, name).as_os_str().as_bytes())?;
+        let (s, d, size) = self.known.get(&member_path(archive, name))?;
         (s == stamp).then_some((*d, *size))
     }
 
@@ -81,7 +79,7 @@ impl FileDigestCache {
         size: u64,
     ) {
         self.learned.lock().expect("cache lock").push(Record {
-            path: member_path(archive, name).as_os_str().as_bytes().into(),
+            path: member_path(archive, name),
             stamp,
             digest,
             size,
@@ -142,11 +140,10 @@ impl FileDigestCache {
 /// cache, never an error.
 const MAGIC: &[u8] = b"lade-file-digests-v3\n";
 
-fn member_path(archive: &Path, name: &str) -> PathBuf {
-    let mut p = archive.as_os_str().as_bytes().to_vec();
-    p.extend_from_slice(b"!/");
-    p.extend_from_slice(name.as_bytes());
-    PathBuf::from(std::ffi::OsStr::from_bytes(&p))
+fn member_path(archive: &Path, name: &str) -> Box<[u8]> {
+    [archive.as_os_str().as_bytes(), b"!/", name.as_bytes()]
+        .concat()
+        .into()
 }
 
 fn load(file: &Path) -> HashMap<Box<[u8]>, Known> {
