@@ -296,3 +296,63 @@ fn exported_links_cannot_reach_outside_the_destination() {
         0o700
     );
 }
+
+/// A rebuild whose archive file still holds what it would write leaves the file alone (same
+/// inode, same mtime), as `make` does; a file changed in place, even to the same size, is
+/// written again, and so is one whose image changed.
+#[test]
+fn an_unchanged_image_archive_is_not_written_again() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = context(tmp.path());
+    for kind in ["oci", "docker"] {
+        let dest = tmp.path().join(format!("{kind}.tar"));
+        let build = |tag: &str| {
+            lade(tmp.path())
+                .args(["build", "--progress", "plain", "-t", tag, "-o"])
+                .arg(format!("type={kind},dest={}", dest.display()))
+                .arg(&ctx)
+                .assert()
+                .success();
+        };
+        let stamp = || {
+            let m = fs::metadata(&dest).unwrap();
+            (
+                m.ino(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+            )
+        };
+        build("app:1");
+        let first = fs::read(&dest).unwrap();
+        let written = stamp();
+        build("app:1");
+        assert_eq!(
+            stamp(),
+            written,
+            "{kind}: an up-to-date archive was rewritten"
+        );
+
+        let mut changed = first.clone();
+        let at = changed.len() / 2;
+        changed[at] ^= 0xff;
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&dest)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &changed))
+            .unwrap();
+        build("app:1");
+        assert!(
+            fs::read(&dest).unwrap() == first,
+            "{kind}: a damaged archive was kept"
+        );
+
+        build("app:2");
+        let retagged = fs::read(&dest).unwrap();
+        assert!(retagged != first, "{kind}: another tag, the same archive");
+        build("app:1");
+        assert!(fs::read(&dest).unwrap() == first, "{kind}");
+    }
+}

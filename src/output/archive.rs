@@ -2,6 +2,7 @@
 //! with the layer writer: sorted entries, fixed owners and mtimes, so equal images give
 //! byte-identical archives.
 
+use super::uptodate::Archive;
 use super::{split_tag, Artifact, Dest, OutputError};
 use crate::digest::Digest;
 use crate::image::BuiltImage;
@@ -148,8 +149,9 @@ pub fn write_to<W: Write>(name: &str, entries: &[Entry], sink: W) -> Result<W, O
     })
 }
 
-/// Writes the entries as an uncompressed tar to `dest`, atomically for files.
-pub fn write(dest: &Dest, entries: &[Entry]) -> Result<(), OutputError> {
+/// Writes the entries as an uncompressed tar to `dest`, atomically for files. An image
+/// archive (`unchanged` given) whose file already holds these entries is left as it is.
+pub fn write(dest: &Dest, entries: &[Entry], unchanged: Option<&Store>) -> Result<(), OutputError> {
     match dest {
         Dest::Stdout => {
             let stdout = std::io::stdout();
@@ -172,6 +174,11 @@ pub fn write(dest: &Dest, entries: &[Entry]) -> Result<(), OutputError> {
                 path: path.clone(),
                 error,
             };
+            let archive = unchanged.and_then(|store| Archive::new(store, path, entries));
+            if archive.as_ref().is_some_and(|a| a.is_current(path)) {
+                tracing::info!("{} is up to date", path.display());
+                return Ok(());
+            }
             let dir = match path.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p,
                 _ => std::path::Path::new("."),
@@ -180,7 +187,13 @@ pub fn write(dest: &Dest, entries: &[Entry]) -> Result<(), OutputError> {
             let w = crate::layer::write_tar(entries.to_vec(), 0, std::io::BufWriter::new(tmp))
                 .map_err(|e| writing(path, e))?;
             let tmp = w.into_inner().map_err(|e| io(e.into_error()))?;
+            if let Some(a) = &archive {
+                a.seal(tmp.as_file()).map_err(io)?;
+            }
             tmp.persist(path).map_err(|e| io(e.error))?;
+            if let Some(a) = &archive {
+                a.written(path);
+            }
             Ok(())
         }
     }

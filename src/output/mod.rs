@@ -9,6 +9,7 @@ mod load;
 mod metadata;
 mod registry;
 mod target;
+mod uptodate;
 
 pub use artifact::{Artifact, IndexAnnotations};
 pub use load::{load, Engine};
@@ -82,13 +83,21 @@ pub fn write(
 ) -> Result<Vec<crate::registry::PushReport>, OutputError> {
     match target {
         Target::Oci { dest } => {
-            archive::write(dest, &archive::oci_entries(artifact, tags, store)?)?;
+            archive::write(
+                dest,
+                &archive::oci_entries(artifact, tags, store)?,
+                Some(store),
+            )?;
         }
         Target::Docker { dest } => {
             let image = artifact
                 .single_image()
                 .ok_or(OutputError::DockerMultiPlatform(artifact.images.len()))?;
-            archive::write(dest, &archive::docker_entries(image, tags, store)?)?;
+            archive::write(
+                dest,
+                &archive::docker_entries(image, tags, store)?,
+                Some(store),
+            )?;
         }
         Target::OciLayout { dir } => layout::add(dir, artifact, tags, store)?,
         Target::Registry => {
@@ -104,7 +113,7 @@ pub fn write(
 /// Writes layer entries (a filesystem export) as an uncompressed tar to `dest`, atomically
 /// for a file.
 pub fn write_tar(dest: &Dest, entries: &[crate::layer::Entry]) -> Result<(), OutputError> {
-    archive::write(dest, entries)
+    archive::write(dest, entries, None)
 }
 
 /// Removes the temps that lade processes no longer running left where `target` writes: a

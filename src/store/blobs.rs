@@ -7,6 +7,11 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::PathBuf;
 
 impl Store {
+    /// The directory every blob is under.
+    pub fn blob_dir(&self) -> PathBuf {
+        self.root.join("blobs")
+    }
+
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.root
             .join("blobs")

@@ -63,7 +63,14 @@ impl Store {
     }
 
     pub fn open(root: &Path) -> Result<Store, StoreError> {
-        for sub in ["blobs/sha256", "tmp", "steps", "files", steps::RECORDS_DIR] {
+        for sub in [
+            "blobs/sha256",
+            "tmp",
+            "steps",
+            "files",
+            steps::RECORDS_DIR,
+            OUTPUTS_DIR,
+        ] {
             let p = root.join(sub);
             std::fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
@@ -74,6 +81,12 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Where lade notes the archives it wrote, so an unchanged one is not written again
+    /// (`output::uptodate`).
+    pub fn outputs_dir(&self) -> PathBuf {
+        self.root.join(OUTPUTS_DIR)
     }
 
     fn tmp_dir(&self) -> PathBuf {
@@ -100,8 +113,11 @@ impl Store {
             + sweep(&self.root.join("steps"), &[ATOMIC_TEMP])
             + sweep(&self.root.join("files"), &[ATOMIC_TEMP])
             + sweep(&self.root.join(steps::RECORDS_DIR), &[ATOMIC_TEMP])
+            + sweep(&self.outputs_dir(), &[ATOMIC_TEMP])
     }
 }
+
+const OUTPUTS_DIR: &str = "outputs";
 
 /// Name prefix of a blob being written in `<store>/tmp`.
 pub(crate) const BLOB_TEMP_PREFIX: &str = ".tmp";
