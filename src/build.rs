@@ -451,6 +451,7 @@ fn build_once(
             &store,
             to.as_ref(),
         )?);
+        tracing::debug!("output written");
     }
     let loaded = match req.load {
         Some(engine) => {

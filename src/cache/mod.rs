@@ -221,13 +221,14 @@ pub struct Session {
 /// inputs by position (the first cache that has one wins), and the import's warnings.
 #[derive(Default)]
 struct Imported {
-    steps: HashMap<Digest, (CachedLayer, usize)>,
+    /// Shared: a lookup takes its record out without copying its listing.
+    steps: HashMap<Digest, (Arc<CachedLayer>, usize)>,
     records: HashMap<Digest, StepInputs>,
     warnings: Vec<String>,
 }
 
 struct Loaded {
-    imported: Mutex<HashMap<Digest, (CachedLayer, usize)>>,
+    imported: Mutex<HashMap<Digest, (Arc<CachedLayer>, usize)>>,
     records: HashMap<Digest, StepInputs>,
 }
 
@@ -237,7 +238,7 @@ fn import_all(from: &[CacheSpec], store: &Store, registry: Option<&Client>) -> I
         match transport::read(&spec.place, store, registry) {
             Ok(cache) => {
                 for (k, l) in cache.steps {
-                    all.steps.entry(k).or_insert((l, i));
+                    all.steps.entry(k).or_insert((Arc::new(l), i));
                 }
                 for (p, r) in cache.records {
                     if r.is_current() {

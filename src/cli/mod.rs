@@ -85,15 +85,20 @@ fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     }
 }
 
-/// `LADE_LOG` (e.g. `debug`, `lade::exec=trace`) sets what is logged to stderr; default: warnings.
+/// `LADE_LOG` (e.g. `debug`, `lade::exec=trace`) sets what is logged to stderr, each line with
+/// the seconds since the start (where a build spends its time); default: warnings, untimed.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LADE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .without_time()
-        .try_init();
+    let fmt = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    let _ = match tracing_subscriber::EnvFilter::try_from_env("LADE_LOG") {
+        Ok(filter) => fmt
+            .with_env_filter(filter)
+            .with_timer(tracing_subscriber::fmt::time::uptime())
+            .try_init(),
+        Err(_) => fmt
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .without_time()
+            .try_init(),
+    };
 }
 
 /// A request that cannot be carried out as typed (exit code 2, like clap's own errors).

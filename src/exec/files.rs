@@ -53,8 +53,8 @@ struct Held {
 /// Version of the layer byte format; bump when the writer's output changes for equal input.
 const LAYER_FORMAT: &str = "lade-layer-v2";
 
-/// Resolves `step` on top of `fs` (the stage's filesystem so far) and records its entries
-/// there for the steps after it.
+/// Resolves `step` on top of `fs` (the stage's filesystem so far); the caller records its
+/// entries there when a step after it will look.
 pub fn resolve(
     step: &LayerStep,
     sources: &Sources,
@@ -73,7 +73,7 @@ pub fn resolve(
         };
         resolve_set(set, &step.location, sources, cache, opts, fs, &mut out)?;
     }
-    fs.record(&entries);
+    tracing::debug!(entries = entries.len(), "sources read");
     // The inputs, as the layer will see them: path, type, attributes and content digest of
     // every entry, in order. Host paths and timestamps stay out.
     // Hard-link groups enter as "same file as <first path>", not as host inode numbers
@@ -145,6 +145,7 @@ pub fn resolve(
     );
     let key = cache_key(&definition, None, &[inputs]);
     let options = super::stage::key_options(opts);
+    tracing::debug!("key made");
     Ok(ResolvedLayer {
         name: step.name.clone(),
         why: super::why::layer_inputs(&key, &step.sources, &options, named),
@@ -224,10 +225,12 @@ fn resolve_set(
                 .context
                 .select(from, include, exclude)
                 .map_err(|e| locate(e, origin, include, include_origins))?;
+            tracing::debug!(found = found.len(), "sources walked");
             let digests: Vec<Option<ContentHash>> = found
                 .par_iter()
                 .map(|c| file_digest(c, cache))
                 .collect::<Result<_, _>>()?;
+            tracing::debug!("sources hashed");
             let attrs = &Attrs {
                 host_modes: attrs.host_modes && !opts.normalize_modes,
                 ..attrs.clone()
@@ -566,6 +569,7 @@ fn resolve_set(
                     }
                 }
             }
+            tracing::debug!(found = found.len(), "sources walked");
             if !*link {
                 let from_context = matches!(
                     from,
@@ -578,6 +582,7 @@ fn resolve_set(
                 .par_iter()
                 .map(|(c, _, _)| file_digest(c, cache))
                 .collect::<Result<_, _>>()?;
+            tracing::debug!("sources hashed");
             let start = entries.len();
             for w in whiteouts {
                 entries.push(w);

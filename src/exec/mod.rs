@@ -226,7 +226,9 @@ pub fn build(
             built[i] = Some(b);
         }
     }
+    tracing::debug!("stages built");
     file_cache.save()?;
+    tracing::debug!("file digests saved");
     built[plan.target]
         .take()
         .ok_or_else(|| ExecError::Unsupported {
@@ -293,9 +295,10 @@ pub fn cache_keys(
                 .iter()
                 .map(|s| match s {
                     Step::Layer(l) if !needs_build(stage, s) => {
-                        files::resolve(l, &sources, &file_cache, opts, &mut fs)
-                            .map(|r| Some(r.key))
-                            .map_err(|e| e.at(&l.location))
+                        let r = files::resolve(l, &sources, &file_cache, opts, &mut fs)
+                            .map_err(|e| e.at(&l.location))?;
+                        fs.record(&r.entries);
+                        Ok::<_, ExecError>(Some(r.key))
                     }
                     _ => Ok(None),
                 })

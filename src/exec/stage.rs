@@ -168,6 +168,11 @@ pub(super) fn build_stage(
             Step::Layer(l) => {
                 let r = files::resolve(l, &sources, cx.file_cache, opts, &mut fs)
                     .map_err(|e| e.at(&l.location))?;
+                // Only a later step reads what this one adds (a COPY of twenty thousand files
+                // as the last layer costs its tree ~10 ms).
+                if comes_later(stage, position, |s| !matches!(s, Step::Config(_))) {
+                    fs.record(&r.entries);
+                }
                 chain = chain_key(&chain, &r.key);
                 let unpack = under_a_run(stage, position, cx);
                 segment.push((position, r, &l.location, unpack));
