@@ -78,7 +78,8 @@ struct Options {
 fn parse(args: &[String]) -> Result<Options> {
     let mut o = Options {
         runs: 3,
-        workloads: PathBuf::from("/tmp/lade-bench"),
+        // Not /tmp: a tmpfs on many machines (RAM), and see the README.
+        workloads: PathBuf::from("/var/tmp/lade-bench"),
         lade: None,
         only: None,
         rows: None,
