@@ -18,7 +18,8 @@ use std::sync::Arc;
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
 
-fn file(path: &str, source: FileSource, size: u64) -> Entry {
+/// A plain 0644 root-owned file of the archive.
+pub(super) fn file(path: &str, source: FileSource, size: u64) -> Entry {
     Entry {
         path: ImagePath::from_rel_bytes(path.as_bytes()).expect("archive paths are clean"),
         kind: EntryKind::File {

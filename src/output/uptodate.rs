@@ -149,23 +149,10 @@ fn content_digest(store: &Store, entries: &[Entry]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     fn entry(path: &str, source: FileSource) -> Entry {
-        Entry {
-            path: crate::path::ImagePath::from_rel_bytes(path.as_bytes()).unwrap(),
-            kind: EntryKind::File {
-                source,
-                size: 1,
-                link_key: None,
-            },
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime: 0,
-            xattrs: BTreeMap::new(),
-        }
+        super::super::archive::file(path, source, 1)
     }
 
     #[test]
