@@ -515,6 +515,24 @@ fn a_long_chain_of_lowers_mounts() {
     assert_eq!(words, ["80", "0", "79"]);
 }
 
+#[test]
+fn the_same_layer_twice_in_the_chain_mounts() {
+    // Two steps that made equal layers (`COPY f /f` again): one extracted directory, which
+    // overlayfs refuses to take twice as a lowerdir.
+    let mut sb = Sandbox::new(SnapshotterChoice::Overlay);
+    let a = put_layer(
+        &sb.store,
+        vec![dir("/d", 0o755), file("/d/a", b"a\n", 0o644)],
+    );
+    let b = put_layer(
+        &sb.store,
+        vec![file("/d/a", b"b\n", 0o644), file("/d/b", b"b\n", 0o644)],
+    );
+    sb.lowers.extend([a.clone(), b, a]);
+    let (_, output) = sb.run("", "cat /d/a /d/b").ok();
+    assert_eq!(output, "a\nb\n");
+}
+
 /// Child mode of [`sigint_during_a_run_deletes_the_container_and_the_snapshot`]: this test
 /// binary, re-run with `LADE_TEST_SIGINT_STORE` set, starts a RUN that sleeps.
 fn sigint_child(store_dir: &str) {

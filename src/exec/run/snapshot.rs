@@ -144,7 +144,7 @@ impl Snapshotter for Overlay {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755));
         // overlayfs wants at least one lowerdir; FROM scratch gets an empty one.
-        let mut top_first: Vec<PathBuf> = lowers.iter().rev().cloned().collect();
+        let mut top_first = top_first_once(lowers);
         if top_first.is_empty() {
             top_first.push(empty);
         }
@@ -177,6 +177,21 @@ impl Snapshot for OverlaySnapshot {
     fn diff(&self, opts: &DiffOptions) -> Result<Vec<Entry>, RunError> {
         upper_to_entries(&self.upper, &self.lowers, opts)
     }
+}
+
+/// The lowerdirs, top first, each once: overlayfs refuses a directory given twice (`ELOOP`),
+/// and a chain holds the same layer twice when two steps made equal layers (`COPY f /f`
+/// again, two RUNs that changed nothing: each has the empty layer below the next RUN). A layer under its own copy
+/// adds nothing: whatever it holds or hides, the copy above holds or hides too, and the
+/// layers between see the same from above.
+fn top_first_once(lowers: &[PathBuf]) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    lowers
+        .iter()
+        .rev()
+        .filter(|l| seen.insert(l.as_path()))
+        .cloned()
+        .collect()
 }
 
 fn mount_overlay(
@@ -260,5 +275,12 @@ mod tests {
             PathBuf::from("/a b\tc\\d")
         );
         assert_eq!(unescape_mountinfo(r"/x\04"), PathBuf::from(r"/x\04"));
+    }
+
+    #[test]
+    fn a_layer_twice_in_the_chain_is_a_lowerdir_once_at_its_top_place() {
+        let p = |s: &str| PathBuf::from(s);
+        let lowers = [p("base"), p("a"), p("b"), p("a"), p("c")];
+        assert_eq!(top_first_once(&lowers), [p("c"), p("a"), p("b"), p("base")]);
     }
 }
