@@ -771,3 +771,29 @@ fn device_nodes_made_by_a_step_cannot_be_opened_with_either_runtime() {
     }
     assert!(tried > 0, "neither crun nor runc is installed");
 }
+
+/// Docker's seccomp filter: a user namespace needs no capability, only the filter refuses it;
+/// crun loads the filter lade compiled, runc compiles the config's section.
+#[test]
+fn the_seccomp_filter_refuses_new_namespaces_with_either_runtime() {
+    let sb = Sandbox::new(SnapshotterChoice::Overlay);
+    let script = "unshare -U true 2>&1; echo \"exit $?\"; echo ok > /f; cat /f";
+    let mut tried = 0;
+    for name in ["crun", "runc"] {
+        let Some(binary) = ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"]
+            .iter()
+            .map(|d| Path::new(d).join(name))
+            .find(|p| p.is_file())
+        else {
+            continue;
+        };
+        tried += 1;
+        let runner = SandboxRunner::new(Some(binary), SnapshotterChoice::Overlay);
+        let (_, output) = run(&runner, &sb.store, &sb.lowers, "", RunNetwork::None, script).ok();
+        assert!(
+            output.contains("Operation not permitted") && output.ends_with("exit 1\nok\n"),
+            "{name}: {output}"
+        );
+    }
+    assert!(tried > 0, "neither crun nor runc is installed");
+}

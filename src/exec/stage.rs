@@ -118,6 +118,13 @@ pub(super) fn build_stage(
 ) -> Result<BuiltImage, ExecError> {
     check_runs(stage, cx.opts)?;
     check_platform(stage, cx)?;
+    if stage
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::Run(r) if !r.insecure))
+    {
+        super::run::compile_seccomp_filter_ahead();
+    }
     let (store, opts) = (cx.store, cx.opts);
     let base = match stage.base {
         crate::plan::Base::Stage { index } => {

@@ -14,6 +14,7 @@ mod lowers;
 mod mounts;
 mod oci;
 mod runner;
+mod seccomp;
 mod security;
 mod snapshot;
 mod user;
@@ -29,6 +30,7 @@ pub use layers::{extracted, unpack_while_writing, Unpacking};
 pub use lowers::LowerView;
 pub use mounts::{prune_caches, SecretSource, Secrets, SshAgents, BIND_ENTRY};
 pub use runner::{SandboxRunner, SnapshotterChoice};
+pub use seccomp::compile_ahead as compile_seccomp_filter_ahead;
 pub use snapshot::{sweep_stale as sweep_stale_snapshots, Overlay, Snapshot, Snapshotter};
 pub use user::{resolve_user, ResolvedUser, UserError};
 

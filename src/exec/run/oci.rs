@@ -4,7 +4,8 @@
 //!
 //! Defaults are docker's / runc's (`runc spec`, moby's `oci.DefaultSpec`): mount, pid, ipc,
 //! uts and cgroup namespaces, a network namespace only for `RunNetwork::None`, docker's
-//! default capability set, `noNewPrivileges` false, runc's masked and read-only paths.
+//! default capability set, `noNewPrivileges` false, runc's masked and read-only paths, docker's
+//! default seccomp filter (`seccomp.rs`).
 
 use super::executor::ProcessSpec;
 use crate::plan::RunNetwork;
@@ -162,6 +163,13 @@ pub fn config(spec: &ProcessSpec, rootfs: &Path, bundle: &Path) -> Value {
             "readonlyPaths": READONLY,
         },
     });
+    if let Some(filter) = super::seccomp::profile() {
+        config["linux"]["seccomp"] = filter;
+        // crun loads this instead of compiling the section at every start; runc ignores it.
+        if let Some(bpf) = super::seccomp::compiled() {
+            config["annotations"] = json!({ super::seccomp::BPF_ANNOTATION: bpf });
+        }
+    }
     if spec.insecure {
         super::security::make_insecure(&mut config);
     }
@@ -263,7 +271,17 @@ mod tests {
             extra_hosts: vec![],
             insecure: false,
         };
-        let v = config(&spec, Path::new("/store/run/snap/merged"), Path::new("/b"));
+        let mut v = config(&spec, Path::new("/store/run/snap/merged"), Path::new("/b"));
+        // The filter has its own test (`seccomp.rs`); the snapshot shows the rest.
+        let filter = v["linux"].as_object_mut().unwrap().remove("seccomp");
+        assert_eq!(filter, super::super::seccomp::profile());
+        let annotations = v.as_object_mut().unwrap().remove("annotations");
+        assert_eq!(
+            annotations
+                .as_ref()
+                .map(|a| a[super::super::seccomp::BPF_ANNOTATION].clone()),
+            super::super::seccomp::compiled().map(Value::from)
+        );
         insta::assert_json_snapshot!(v);
     }
 

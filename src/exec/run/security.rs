@@ -8,7 +8,7 @@
 //! masked or read-only paths (so `/proc/sys` is writable), `/sys` and `/sys/fs/cgroup` mounted
 //! read-write, every device allowed by the device cgroup, and the nodes BuildKit adds (`kmsg`,
 //! `fuse`, `cuse`, `kvm`, `net/tun`, `loop-control`, `loop0`…`loop7`; none in a user
-//! namespace). lade applies no seccomp profile or AppArmor/SELinux label in either mode, so
+//! namespace), and no seccomp filter. lade applies no AppArmor/SELinux label in either mode, so
 //! there is nothing of those to drop.
 
 use serde_json::{json, Value};
@@ -88,7 +88,14 @@ fn make_insecure_with(config: &mut Value, caps: &[&str]) {
         "inheritable": caps,
         "ambient": caps,
     });
+    // Unconfined, as docker's --privileged.
+    if let Some(a) = config["annotations"].as_object_mut() {
+        a.remove(super::seccomp::BPF_ANNOTATION);
+    }
     let linux = &mut config["linux"];
+    if let Some(l) = linux.as_object_mut() {
+        l.remove("seccomp");
+    }
     linux["maskedPaths"] = json!([]);
     linux["readonlyPaths"] = json!([]);
     linux["resources"]["devices"] = json!([
@@ -165,7 +172,9 @@ mod tests {
                 {"destination": "/x", "type": "bind", "options": ["rbind", "ro"]},
             ],
             "linux": {"maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"],
-                      "resources": {"devices": [{"allow": false, "access": "rwm"}]}},
+                      "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+                      "seccomp": {"defaultAction": "SCMP_ACT_ERRNO"}},
+            "annotations": {"run.oci.seccomp_bpf_data": "AAAA"},
         });
         make_insecure_with(&mut v, &["CAP_CHOWN", "CAP_SYS_ADMIN"]);
         for set in [
@@ -182,6 +191,8 @@ mod tests {
         }
         assert_eq!(v["linux"]["maskedPaths"], json!([]));
         assert_eq!(v["linux"]["readonlyPaths"], json!([]));
+        assert!(v["linux"].get("seccomp").is_none(), "unconfined");
+        assert_eq!(v["annotations"], json!({}), "unconfined for crun too");
         assert_eq!(
             v["linux"]["resources"]["devices"][0],
             json!({"allow": true, "type": "c", "access": "rwm"})
