@@ -742,16 +742,9 @@ fn device_nodes_made_by_a_step_cannot_be_opened_with_either_runtime() {
          for f in /dev/lade-blk /blk; do $b head -c1 $f > /dev/null 2>> /tmp/err; done; \
          $b cat /tmp/err; $b head -c4 /dev/zero | $b wc -c"
     );
-    let mut tried = 0;
-    for name in ["crun", "runc"] {
-        let Some(binary) = ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"]
-            .iter()
-            .map(|d| Path::new(d).join(name))
-            .find(|p| p.is_file())
-        else {
-            continue;
-        };
-        tried += 1;
+    let runtimes = installed_runtimes();
+    assert!(!runtimes.is_empty(), "neither crun nor runc is installed");
+    for (name, binary) in runtimes {
         let runner = SandboxRunner::new(Some(binary), SnapshotterChoice::Overlay);
         let (_, output) = run(
             &runner,
@@ -769,7 +762,20 @@ fn device_nodes_made_by_a_step_cannot_be_opened_with_either_runtime() {
         assert_eq!(refused, 2, "{name}: {output}");
         assert!(output.lines().any(|l| l.trim() == "4"), "{name}: {output}");
     }
-    assert!(tried > 0, "neither crun nor runc is installed");
+}
+
+/// crun and runc, where installed, with their paths.
+fn installed_runtimes() -> Vec<(&'static str, std::path::PathBuf)> {
+    ["crun", "runc"]
+        .into_iter()
+        .filter_map(|name| {
+            ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"]
+                .iter()
+                .map(|d| Path::new(d).join(name))
+                .find(|p| p.is_file())
+                .map(|p| (name, p))
+        })
+        .collect()
 }
 
 /// Docker's seccomp filter: a user namespace needs no capability, only the filter refuses it;
@@ -778,16 +784,9 @@ fn device_nodes_made_by_a_step_cannot_be_opened_with_either_runtime() {
 fn the_seccomp_filter_refuses_new_namespaces_with_either_runtime() {
     let sb = Sandbox::new(SnapshotterChoice::Overlay);
     let script = "unshare -U true 2>&1; echo \"exit $?\"; echo ok > /f; cat /f";
-    let mut tried = 0;
-    for name in ["crun", "runc"] {
-        let Some(binary) = ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"]
-            .iter()
-            .map(|d| Path::new(d).join(name))
-            .find(|p| p.is_file())
-        else {
-            continue;
-        };
-        tried += 1;
+    let runtimes = installed_runtimes();
+    assert!(!runtimes.is_empty(), "neither crun nor runc is installed");
+    for (name, binary) in runtimes {
         let runner = SandboxRunner::new(Some(binary), SnapshotterChoice::Overlay);
         let (_, output) = run(&runner, &sb.store, &sb.lowers, "", RunNetwork::None, script).ok();
         assert!(
@@ -795,5 +794,4 @@ fn the_seccomp_filter_refuses_new_namespaces_with_either_runtime() {
             "{name}: {output}"
         );
     }
-    assert!(tried > 0, "neither crun nor runc is installed");
 }

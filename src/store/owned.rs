@@ -54,7 +54,16 @@ impl OwnedTempDir {
         let mut last = None;
         for _ in 0..16 {
             let dir = create()?;
-            let lock = open_dir(dir.path())?;
+            let lock = match open_dir(dir.path()) {
+                Ok(lock) => lock,
+                // Swept between its creation and this open: a sweep of another process found
+                // it unlocked. Its `TempDir` drop finds nothing to remove.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    last = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             match lock_new(&lock, dir.path()) {
                 Ok(()) => return Ok(OwnedTempDir { dir, _lock: lock }),
                 // The sweeper holding it removes it; our drop may race it harmlessly.
@@ -274,5 +283,27 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         let e = lock_new(&file, &path).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+    }
+
+    #[test]
+    fn a_directory_swept_before_its_creator_opened_it_is_made_again() {
+        // What a sweep of another process does between `tempdir_in` and the creator's open:
+        // the first directory is gone when the creator looks; it takes a new one.
+        let parent = tempfile::tempdir().unwrap();
+        let mut attempts = 0;
+        let d = OwnedTempDir::create(|| {
+            attempts += 1;
+            let d = tempfile::Builder::new()
+                .prefix(".lade-")
+                .suffix("-d")
+                .tempdir_in(parent.path())?;
+            if attempts == 1 {
+                std::fs::remove_dir(d.path())?;
+            }
+            Ok(d)
+        })
+        .unwrap();
+        assert_eq!(attempts, 2);
+        assert!(d.path().is_dir());
     }
 }
