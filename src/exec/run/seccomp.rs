@@ -374,17 +374,28 @@ const ALLOWED: &[&str] = &[
     "writev",
 ];
 
+/// An architecture of the filter: its name in the runtime config and its libseccomp token
+/// (the kernel's `AUDIT_ARCH_*`).
+type Arch = (&'static str, u32);
+
 /// The architectures the filter covers (the host's, with the 32-bit ABIs it runs) and the
 /// calls the profile allows only there; `None` on a host the profile has no entry for here.
-fn host_arch() -> Option<(&'static [&'static str], &'static [&'static str])> {
+fn host_arch() -> Option<(&'static [Arch], &'static [&'static str])> {
     if cfg!(target_arch = "x86_64") {
         Some((
-            &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            &[
+                ("SCMP_ARCH_X86_64", 0xC000_003E),
+                ("SCMP_ARCH_X86", 0x4000_0003),
+                ("SCMP_ARCH_X32", 0x4000_003E),
+            ],
             &["arch_prctl", "modify_ldt"],
         ))
     } else if cfg!(target_arch = "aarch64") {
         Some((
-            &["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+            &[
+                ("SCMP_ARCH_AARCH64", 0xC000_00B7),
+                ("SCMP_ARCH_ARM", 0x4000_0028),
+            ],
             &[
                 "arm_fadvise64_64",
                 "arm_sync_file_range",
@@ -410,13 +421,40 @@ const PERSONALITIES: &[u64] = &[0, 8, 0x20000, 0x20008, 0xffff_ffff];
 const EPERM: u32 = 1;
 const ENOSYS: u32 = 38;
 
+/// How a rule compares an argument: its name in the runtime config and libseccomp's
+/// `enum scmp_compare` value.
+#[derive(Clone, Copy)]
+enum Cmp {
+    Ne,
+    Eq,
+    MaskedEq,
+}
+
+impl Cmp {
+    fn name(self) -> &'static str {
+        match self {
+            Cmp::Ne => "SCMP_CMP_NE",
+            Cmp::Eq => "SCMP_CMP_EQ",
+            Cmp::MaskedEq => "SCMP_CMP_MASKED_EQ",
+        }
+    }
+
+    fn code(self) -> u32 {
+        match self {
+            Cmp::Ne => 1,
+            Cmp::Eq => 4,
+            Cmp::MaskedEq => 7,
+        }
+    }
+}
+
 /// A rule of the filter: allow `name` when its arguments compare as `args` say (all of them),
 /// or fail it with `errno`.
 struct Rule {
     names: Vec<&'static str>,
     errno: Option<u32>,
-    /// (argument index, `SCMP_CMP_*` name, value, second value)
-    args: Vec<(u32, &'static str, u64, u64)>,
+    /// (argument index, comparison, value, second value)
+    args: Vec<(u32, Cmp, u64, u64)>,
 }
 
 fn rules(arch_calls: &'static [&'static str]) -> Vec<Rule> {
@@ -428,11 +466,8 @@ fn rules(arch_calls: &'static [&'static str]) -> Vec<Rule> {
     let mut rules = vec![
         allow(ALLOWED.to_vec(), vec![]),
         allow(arch_calls.to_vec(), vec![]),
-        allow(vec!["socket"], vec![(0, "SCMP_CMP_NE", AF_VSOCK, 0)]),
-        allow(
-            vec!["clone"],
-            vec![(0, "SCMP_CMP_MASKED_EQ", CLONE_NAMESPACES, 0)],
-        ),
+        allow(vec!["socket"], vec![(0, Cmp::Ne, AF_VSOCK, 0)]),
+        allow(vec!["clone"], vec![(0, Cmp::MaskedEq, CLONE_NAMESPACES, 0)]),
         Rule {
             names: vec!["clone3"],
             errno: Some(ENOSYS),
@@ -442,7 +477,7 @@ fn rules(arch_calls: &'static [&'static str]) -> Vec<Rule> {
     rules.extend(
         PERSONALITIES
             .iter()
-            .map(|&p| allow(vec!["personality"], vec![(0, "SCMP_CMP_EQ", p, 0)])),
+            .map(|&p| allow(vec!["personality"], vec![(0, Cmp::Eq, p, 0)])),
     );
     rules
 }
@@ -463,7 +498,8 @@ pub fn profile() -> Option<Value> {
                     .args
                     .iter()
                     .map(|&(index, op, value, value_two)| {
-                        json!({"index": index, "value": value, "valueTwo": value_two, "op": op})
+                        json!({"index": index, "value": value, "valueTwo": value_two,
+                               "op": op.name()})
                     })
                     .collect();
                 v["args"] = json!(args);
@@ -474,7 +510,7 @@ pub fn profile() -> Option<Value> {
     Some(json!({
         "defaultAction": "SCMP_ACT_ERRNO",
         "defaultErrnoRet": EPERM,
-        "architectures": arches,
+        "architectures": arches.iter().map(|&(name, _)| name).collect::<Vec<_>>(),
         "syscalls": syscalls,
     }))
 }
@@ -536,26 +572,6 @@ mod libseccomp {
         0x0005_0000 | (errno & 0xffff)
     }
 
-    fn arch_token(name: &str) -> Option<u32> {
-        Some(match name {
-            "SCMP_ARCH_X86_64" => 0xC000_003E,
-            "SCMP_ARCH_X86" => 0x4000_0003,
-            "SCMP_ARCH_X32" => 0x4000_003E,
-            "SCMP_ARCH_AARCH64" => 0xC000_00B7,
-            "SCMP_ARCH_ARM" => 0x4000_0028,
-            _ => return None,
-        })
-    }
-
-    fn cmp_op(name: &str) -> Option<c_uint> {
-        Some(match name {
-            "SCMP_CMP_NE" => 1,
-            "SCMP_CMP_EQ" => 4,
-            "SCMP_CMP_MASKED_EQ" => 7,
-            _ => return None,
-        })
-    }
-
     type Init = unsafe extern "C" fn(u32) -> *mut c_void;
     type ArchAdd = unsafe extern "C" fn(*mut c_void, u32) -> c_int;
     type Resolve = unsafe extern "C" fn(*const c_char) -> c_int;
@@ -566,7 +582,7 @@ mod libseccomp {
     /// `__NR_SCMP_ERROR`: a name libseccomp does not know on any of its architectures.
     const NR_ERROR: c_int = -1;
 
-    pub fn compile(arches: &[&str], rules: &[Rule]) -> Result<Vec<u8>, String> {
+    pub fn compile(arches: &[super::Arch], rules: &[Rule]) -> Result<Vec<u8>, String> {
         // SAFETY: dlopen/dlsym with NUL-terminated names; each symbol is cast to the type of
         // its prototype in libseccomp's <seccomp.h> (API level 2.5).
         let lib = unsafe { libc::dlopen(c"libseccomp.so.2".as_ptr(), libc::RTLD_NOW) };
@@ -606,12 +622,11 @@ mod libseccomp {
             }
         }
         let ctx = Ctx(ctx, release);
-        for a in arches {
-            let token = arch_token(a).ok_or_else(|| format!("unknown architecture {a}"))?;
+        for &(name, token) in arches {
             // SAFETY: a live context; -EEXIST for the native one is fine.
             let rc = unsafe { arch_add(ctx.0, token) };
             if rc != 0 && rc != -libc::EEXIST {
-                return Err(format!("seccomp_arch_add({a}): {rc}"));
+                return Err(format!("seccomp_arch_add({name}): {rc}"));
             }
         }
         for rule in rules {
@@ -619,15 +634,13 @@ mod libseccomp {
             let args = rule
                 .args
                 .iter()
-                .map(|&(arg, op, a, b)| {
-                    Ok(ArgCmp {
-                        arg,
-                        op: cmp_op(op).ok_or_else(|| format!("unknown comparison {op}"))?,
-                        datum_a: a,
-                        datum_b: b,
-                    })
+                .map(|&(arg, op, a, b)| ArgCmp {
+                    arg,
+                    op: op.code(),
+                    datum_a: a,
+                    datum_b: b,
                 })
-                .collect::<Result<Vec<_>, String>>()?;
+                .collect::<Vec<_>>();
             for name in &rule.names {
                 let c = CString::new(*name).expect("syscall names have no NUL");
                 // SAFETY: a NUL-terminated name.
