@@ -175,15 +175,15 @@ pub fn write(dest: &Dest, entries: &[Entry], unchanged: Option<&Store>) -> Resul
                 path: path.clone(),
                 error,
             };
-            let archive = unchanged.and_then(|store| Archive::new(store, path, entries));
-            if archive.as_ref().is_some_and(|a| a.is_current(path)) {
-                tracing::info!("{} is up to date", path.display());
-                return Ok(());
-            }
             let dir = match path.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p,
                 _ => std::path::Path::new("."),
             };
+            let archive = unchanged.and_then(|store| Archive::new(store, dir, path, entries));
+            if archive.as_ref().is_some_and(|a| a.is_current(path)) {
+                tracing::info!("{} is up to date", path.display());
+                return Ok(());
+            }
             let tmp = crate::store::temp_file_in(dir).map_err(io)?;
             let w = crate::layer::write_tar(entries.to_vec(), 0, std::io::BufWriter::new(tmp))
                 .map_err(|e| writing(path, e))?;

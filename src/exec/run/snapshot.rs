@@ -181,9 +181,9 @@ impl Snapshot for OverlaySnapshot {
 
 /// The lowerdirs, top first, each once: overlayfs refuses a directory given twice (`ELOOP`),
 /// and a chain holds the same layer twice when two steps made equal layers (`COPY f /f`
-/// again, two RUNs that changed nothing: each has the empty layer below the next RUN). A layer under its own copy
-/// adds nothing: whatever it holds or hides, the copy above holds or hides too, and the
-/// layers between see the same from above.
+/// again, two RUNs that changed nothing: each has the empty layer below the next RUN). A
+/// layer under its own copy adds nothing: whatever it holds or hides, the copy above holds or
+/// hides too, and the layers between see the same from above.
 fn top_first_once(lowers: &[PathBuf]) -> Vec<PathBuf> {
     let mut seen = std::collections::HashSet::new();
     lowers
